@@ -1,0 +1,26 @@
+//! Compiles `proto/` with protox (no system protoc) and writes the
+//! descriptor set that gRPC server reflection serves.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+const PROTOS: &[&str] = &[
+    "proto/cix/v1/common.proto",
+    "proto/cix/v1/screening.proto",
+    "proto/cix/v1/contribution.proto",
+    "proto/cix/v1/admin.proto",
+    "proto/cix/v1/log.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("cix_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

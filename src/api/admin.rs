@@ -1,0 +1,80 @@
+//! `cix.v1.Admin`: the node's state.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::{
+    keyring::now_unix,
+    proto::{self, admin_server},
+    server::NodeState,
+};
+
+pub struct AdminService {
+    node: Arc<NodeState>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<NodeState>) -> AdminService {
+        AdminService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for AdminService {
+    async fn status(
+        &self,
+        _req: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        let now = now_unix();
+        let n = &self.node;
+        let (by_kind, by_origin) = n.index.read().counts(now);
+        let heads = n.store.heads().map_err(|e| {
+            tracing::error!(error = %e, "reading origin heads");
+            Status::internal("the node could not read its store")
+        })?;
+        let mut origins: Vec<proto::OriginStatus> = heads
+            .iter()
+            .map(|(origin, head)| proto::OriginStatus {
+                origin: origin.clone(),
+                indicators: by_origin
+                    .iter()
+                    .find(|(o, _)| &**o == origin)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(0),
+                last_seq: head.last_seq,
+            })
+            .collect();
+        origins.sort_by(|a, b| a.origin.cmp(&b.origin));
+        Ok(Response::new(proto::StatusResponse {
+            node_id: n.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: n.started.elapsed().as_secs(),
+            indicators: by_kind.iter().map(|(_, c)| c).sum(),
+            by_kind: by_kind
+                .iter()
+                .map(|(k, c)| proto::KindCount {
+                    kind: convert::kind_to_proto(*k),
+                    count: *c,
+                })
+                .collect(),
+            origins,
+            epochs: n
+                .keys
+                .all()
+                .iter()
+                .map(|e| proto::EpochStatus {
+                    id: e.id,
+                    valid_from: Some(convert::timestamp(e.valid_from)),
+                    valid_until: Some(convert::timestamp(e.valid_until)),
+                    key_fingerprint: e.fingerprint.clone(),
+                    valid_now: e.valid_at(now),
+                })
+                .collect(),
+            store_bytes: n.store.size_on_disk(),
+            started_at: Some(convert::timestamp(n.started_unix)),
+            batches: n.store.batch_count() as u64,
+        }))
+    }
+}

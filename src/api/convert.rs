@@ -1,0 +1,139 @@
+//! Conversions between protobuf messages and domain types, in one place.
+
+use prost_types::Timestamp;
+
+use crate::{
+    contribution::{Item, ItemOutcome, ItemStatus},
+    ident::{Kind, Reason},
+    index::{Indicator, Tier},
+    proto,
+    screening::Outcome,
+};
+
+/// A protobuf kind; unspecified or unknown values are the `kind` reason.
+pub fn kind(k: i32) -> Result<Kind, Reason> {
+    u8::try_from(k)
+        .ok()
+        .and_then(Kind::from_code)
+        .ok_or(Reason::Kind)
+}
+
+pub fn kind_to_proto(k: Kind) -> i32 {
+    k.code() as i32
+}
+
+/// A protobuf tier; unspecified means confirmed.
+pub fn tier(t: i32) -> Option<Tier> {
+    if t == 0 {
+        Some(Tier::Confirmed)
+    } else {
+        Tier::from_code(t)
+    }
+}
+
+pub fn timestamp(secs: i64) -> Timestamp {
+    Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+/// Unix seconds of a timestamp (rounded up, so "in the future" stays true).
+pub fn secs(t: &Timestamp) -> i64 {
+    t.seconds + i64::from(t.nanos > 0)
+}
+
+pub fn hit(i: &Indicator) -> proto::Hit {
+    proto::Hit {
+        origin: i.origin.to_string(),
+        kind: kind_to_proto(i.kind),
+        tier: i.tier as i32,
+        case_ref: i.case_ref.to_string(),
+        created_at: Some(timestamp(i.created)),
+        valid_until: i.valid_until.map(timestamp),
+        epoch: i.epoch,
+        seq: i.seq,
+    }
+}
+
+pub fn indicator(i: &Indicator) -> proto::Indicator {
+    proto::Indicator {
+        token: i.token.0.to_vec(),
+        kind: kind_to_proto(i.kind),
+        epoch: i.epoch,
+        tier: i.tier as i32,
+        case_ref: i.case_ref.to_string(),
+        created_at: Some(timestamp(i.created)),
+        valid_until: i.valid_until.map(timestamp),
+        seq: i.seq,
+    }
+}
+
+pub fn match_result(o: &Outcome) -> proto::MatchResult {
+    match o {
+        Outcome::NoMatch => proto::MatchResult {
+            status: proto::MatchStatus::NoMatch as i32,
+            ..Default::default()
+        },
+        Outcome::Match(hits) => proto::MatchResult {
+            status: proto::MatchStatus::Match as i32,
+            hits: hits.iter().map(hit).collect(),
+            invalid_reason: String::new(),
+        },
+        Outcome::Invalid(reason) => proto::MatchResult {
+            status: proto::MatchStatus::Invalid as i32,
+            hits: Vec::new(),
+            invalid_reason: reason.to_string(),
+        },
+    }
+}
+
+pub fn match_response(outcomes: &[Outcome]) -> proto::MatchResponse {
+    proto::MatchResponse {
+        results: outcomes.iter().map(match_result).collect(),
+    }
+}
+
+pub fn item_result(o: &ItemOutcome) -> proto::ItemResult {
+    let status = match o.status {
+        ItemStatus::Stored => proto::ItemStatus::Stored,
+        ItemStatus::AlreadyPresent => proto::ItemStatus::AlreadyPresent,
+        ItemStatus::Invalid => proto::ItemStatus::Invalid,
+        ItemStatus::Retracted => proto::ItemStatus::Retracted,
+        ItemStatus::Extended => proto::ItemStatus::Extended,
+        ItemStatus::NotFound => proto::ItemStatus::NotFound,
+    };
+    proto::ItemResult {
+        status: status as i32,
+        token: o.token.map(|t| t.0.to_vec()).unwrap_or_default(),
+        epoch: o.epoch,
+        invalid_reason: o.reason.to_string(),
+    }
+}
+
+/// A contribution item; an item with neither variant set is `format`-invalid.
+pub fn contribution_item(i: &proto::ContributionItem) -> Item<'_> {
+    match &i.item {
+        Some(proto::contribution_item::Item::Identifier(id)) => identifier(id),
+        Some(proto::contribution_item::Item::Token(t)) => token_item(t),
+        None => Item::Raw {
+            kind: Err(Reason::Format),
+            value: "",
+        },
+    }
+}
+
+pub fn identifier(id: &proto::Identifier) -> Item<'_> {
+    Item::Raw {
+        kind: kind(id.kind),
+        value: &id.value,
+    }
+}
+
+pub fn token_item(t: &proto::PrecomputedToken) -> Item<'_> {
+    Item::Token {
+        kind: kind(t.kind),
+        token: &t.token,
+        epoch: t.epoch,
+    }
+}

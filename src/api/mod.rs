@@ -1,0 +1,39 @@
+//! gRPC services of the member listener. Handlers are thin: they check the
+//! request's shape (limits, required fields), call the domain
+//! ([`crate::screening`], [`crate::contribution`]) and map the outcome to a
+//! response or a precise [`tonic::Status`]. Conversions between protobuf and
+//! domain types live in [`convert`]; error mapping lives here. No message
+//! built here ever contains a raw identifier: invalid items are answered
+//! with a reason word, request errors name the field and the rule.
+
+pub mod admin;
+pub mod contribution;
+pub mod convert;
+pub mod screening;
+
+use tonic::Status;
+
+use crate::contribution::ContributionError;
+
+/// Refuses a request with more items than the node's limit.
+pub fn check_batch(field: &str, len: usize, max: usize) -> Result<(), Status> {
+    if len > max {
+        return Err(Status::resource_exhausted(format!(
+            "{field}: at most {max} items per request, got {len}; split the batch"
+        )));
+    }
+    Ok(())
+}
+
+impl From<ContributionError> for Status {
+    fn from(e: ContributionError) -> Status {
+        match e {
+            ContributionError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            ContributionError::NoValidEpoch => Status::failed_precondition(e.to_string()),
+            ContributionError::Store(_) | ContributionError::Index(_) => {
+                tracing::error!(error = %e, "contribution failed in the store");
+                Status::internal("the node could not store the request; nothing was acknowledged")
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `cix.v1.Screening`: Match, MatchStream, MatchTokens.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{check_batch, convert};
+use crate::{
+    keyring::now_unix,
+    proto::{self, screening_server},
+    screening::Engine,
+    token::Token,
+};
+
+pub struct ScreeningService {
+    engine: Engine,
+    max_items: usize,
+}
+
+impl ScreeningService {
+    pub fn new(engine: Engine, max_items: usize) -> ScreeningService {
+        ScreeningService { engine, max_items }
+    }
+}
+
+fn match_identifiers(
+    engine: &Engine,
+    max: usize,
+    req: &proto::MatchRequest,
+) -> Result<proto::MatchResponse, Status> {
+    check_batch("identifiers", req.identifiers.len(), max)?;
+    let items = req
+        .identifiers
+        .iter()
+        .map(|i| (convert::kind(i.kind), i.value.as_str()));
+    Ok(convert::match_response(
+        &engine.match_identifiers(items, now_unix()),
+    ))
+}
+
+fn match_tokens(
+    engine: &Engine,
+    max: usize,
+    req: &proto::MatchTokensRequest,
+) -> Result<proto::MatchResponse, Status> {
+    if req.tokens.len() % 32 != 0 {
+        return Err(Status::invalid_argument(
+            "tokens: must be concatenated 32-byte tokens (length a multiple of 32)",
+        ));
+    }
+    check_batch("tokens", req.tokens.len() / 32, max)?;
+    let tokens: Vec<Token> = req
+        .tokens
+        .chunks_exact(32)
+        .map(|c| Token(c.try_into().expect("32-byte chunk")))
+        .collect();
+    Ok(convert::match_response(
+        &engine.match_tokens(&tokens, now_unix()),
+    ))
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::MatchResponse, Status>> + Send>>;
+
+/// Answers each message of an inbound stream in order; the first refused
+/// message ends the stream with its status.
+fn answer_each<T, F>(inbound: Streaming<T>, f: F) -> ResponseStream
+where
+    T: Send + 'static,
+    F: Fn(&T) -> Result<proto::MatchResponse, Status> + Send + 'static,
+{
+    let mut failed = false;
+    Box::pin(
+        inbound
+            .map(move |m| m.and_then(|m| f(&m)))
+            .take_while(move |r| {
+                let go = !failed;
+                failed |= r.is_err();
+                futures::future::ready(go)
+            }),
+    )
+}
+
+#[tonic::async_trait]
+impl screening_server::Screening for ScreeningService {
+    async fn r#match(
+        &self,
+        req: Request<proto::MatchRequest>,
+    ) -> Result<Response<proto::MatchResponse>, Status> {
+        match_identifiers(&self.engine, self.max_items, req.get_ref()).map(Response::new)
+    }
+
+    type MatchStreamStream = ResponseStream;
+
+    async fn match_stream(
+        &self,
+        req: Request<Streaming<proto::MatchRequest>>,
+    ) -> Result<Response<Self::MatchStreamStream>, Status> {
+        let (engine, max) = (self.engine.clone(), self.max_items);
+        Ok(Response::new(answer_each(req.into_inner(), move |m| {
+            match_identifiers(&engine, max, m)
+        })))
+    }
+
+    type MatchTokensStream = ResponseStream;
+
+    async fn match_tokens(
+        &self,
+        req: Request<Streaming<proto::MatchTokensRequest>>,
+    ) -> Result<Response<Self::MatchTokensStream>, Status> {
+        let (engine, max) = (self.engine.clone(), self.max_items);
+        Ok(Response::new(answer_each(req.into_inner(), move |m| {
+            match_tokens(&engine, max, m)
+        })))
+    }
+}

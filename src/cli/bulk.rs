@@ -1,0 +1,258 @@
+//! Bulk input and output for `cix match` and `cix contribute`: values from
+//! one argument, stdin (one per line) or a file (one per line, or CSV with a
+//! named column), results to CSV or JSON lines, a progress bar and a summary.
+
+use std::{
+    io::{BufRead, Write},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ident::{Kind, Reason};
+
+/// One input value with its 1-based row number.
+pub struct Row {
+    pub row: usize,
+    pub kind: Result<Kind, Reason>,
+    pub value: String,
+}
+
+/// Where values come from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Input {
+    /// Identifier kind of every value: iban, pan, bank_account, merchant, wallet, email, phone, domain.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<Kind>,
+    /// Read values from this file (one per line, or CSV with --column) instead of stdin.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The file is CSV with a header row; take values from this column.
+    #[arg(long, requires = "file")]
+    pub column: Option<String>,
+    /// With --column: take each row's kind from this column instead of --kind.
+    #[arg(long, requires = "column")]
+    pub kind_column: Option<String>,
+    /// One value (may begin with '-': put it after `--`). Without it, values are read from stdin.
+    pub value: Option<String>,
+}
+
+pub fn parse_kind(s: &str) -> Result<Kind, String> {
+    Kind::parse(s).map_err(|_| {
+        let all: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("unknown kind; use one of {}", all.join(", "))
+    })
+}
+
+impl Input {
+    /// Whether this is a bulk run (file or stdin) rather than one value.
+    pub fn is_bulk(&self) -> bool {
+        self.value.is_none()
+    }
+
+    pub fn read(&self) -> Result<Vec<Row>> {
+        if self.kind.is_none() && self.kind_column.is_none() {
+            bail!("give --kind, or --kind-column for a CSV file with a kind per row");
+        }
+        let default = self.kind.ok_or(Reason::Kind);
+        if let Some(v) = &self.value {
+            return Ok(vec![Row {
+                row: 1,
+                kind: default,
+                value: v.clone(),
+            }]);
+        }
+        match (&self.file, &self.column) {
+            (Some(path), Some(column)) => {
+                read_csv(path, column, self.kind_column.as_deref(), default)
+            }
+            (Some(path), None) => {
+                let f = std::fs::File::open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                read_lines(std::io::BufReader::new(f), default)
+            }
+            (None, _) => read_lines(std::io::stdin().lock(), default),
+        }
+    }
+}
+
+fn read_lines(r: impl BufRead, kind: Result<Kind, Reason>) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (i, line) in r.lines().enumerate() {
+        let line = line.context("reading input")?;
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if line.is_empty() {
+            continue;
+        }
+        rows.push(Row {
+            row: i + 1,
+            kind,
+            value: line.to_string(),
+        });
+    }
+    Ok(rows)
+}
+
+fn read_csv(
+    path: &Path,
+    column: &str,
+    kind_column: Option<&str>,
+    kind: Result<Kind, Reason>,
+) -> Result<Vec<Row>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let headers = r
+        .headers()
+        .with_context(|| format!("{}: reading the header row", path.display()))?;
+    let find = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no column named {name:?}", path.display()))
+    };
+    let col = find(column)?;
+    let kind_col = kind_column.map(find).transpose()?;
+    let mut rows = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        // Row numbers count data rows from 1 (the header is not a row). The
+        // csv error names only the position, never the content.
+        let rec = rec.map_err(|e| {
+            anyhow::anyhow!(
+                "{}: data row {}: {}",
+                path.display(),
+                i + 1,
+                csv_error_kind(&e)
+            )
+        })?;
+        let value = rec.get(col).unwrap_or("").to_string();
+        let kind = match kind_col {
+            Some(k) => Kind::parse(rec.get(k).unwrap_or("")),
+            None => kind,
+        };
+        rows.push(Row {
+            row: i + 1,
+            kind,
+            value,
+        });
+    }
+    Ok(rows)
+}
+
+fn csv_error_kind(e: &csv::Error) -> &'static str {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths { .. } => "wrong number of fields",
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8",
+        csv::ErrorKind::Io(_) => "read error",
+        _ => "malformed CSV",
+    }
+}
+
+/// A progress bar on stderr (drawn only on a terminal).
+pub fn progress(total: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total as u64);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+/// Result file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutFormat {
+    Csv,
+    Jsonl,
+}
+
+/// One result row of a bulk match.
+#[derive(serde::Serialize)]
+pub struct ResultRow {
+    pub row: usize,
+    pub kind: String,
+    pub status: &'static str,
+    pub hits: Vec<HitRow>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub invalid_reason: String,
+}
+
+#[derive(serde::Serialize)]
+pub struct HitRow {
+    pub origin: String,
+    pub case_ref: String,
+    pub tier: &'static str,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+    pub epoch: u32,
+}
+
+pub enum Out {
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
+    Jsonl(std::io::BufWriter<Box<dyn Write>>),
+}
+
+impl Out {
+    pub fn open(path: Option<&Path>, format: Option<OutFormat>) -> Result<Out> {
+        let format = format.unwrap_or(
+            match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+                Some("json") | Some("jsonl") | Some("ndjson") => OutFormat::Jsonl,
+                _ => OutFormat::Csv,
+            },
+        );
+        let w: Box<dyn Write> = match path {
+            Some(p) => Box::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            ),
+            None => Box::new(std::io::stdout()),
+        };
+        Ok(match format {
+            OutFormat::Csv => {
+                let mut w = csv::Writer::from_writer(w);
+                w.write_record(["row", "kind", "status", "hits", "invalid_reason"])?;
+                Out::Csv(Box::new(w))
+            }
+            OutFormat::Jsonl => Out::Jsonl(std::io::BufWriter::new(w)),
+        })
+    }
+
+    pub fn write(&mut self, r: &ResultRow) -> Result<()> {
+        match self {
+            Out::Csv(w) => {
+                let hits: Vec<String> = r
+                    .hits
+                    .iter()
+                    .map(|h| format!("{}|{}|{}|epoch {}", h.origin, h.case_ref, h.tier, h.epoch))
+                    .collect();
+                w.write_record([
+                    r.row.to_string().as_str(),
+                    &r.kind,
+                    r.status,
+                    &hits.join("; "),
+                    &r.invalid_reason,
+                ])?;
+            }
+            Out::Jsonl(w) => {
+                serde_json::to_writer(&mut *w, r)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<()> {
+        match self {
+            Out::Csv(mut w) => w.flush()?,
+            Out::Jsonl(mut w) => w.flush()?,
+        }
+        Ok(())
+    }
+}

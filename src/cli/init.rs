@@ -1,0 +1,175 @@
+//! `cix init DIR`: a ready-to-run node directory for local use: config, a
+//! demo CA with server and client certificates (rcgen), and a token key.
+//! The demo CA is for trying cix on one machine; a member's real
+//! certificates come from its own PKI.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SanType,
+};
+
+use crate::{tls, token::TokenKey};
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct Initialized {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub client_spki_sha256: String,
+}
+
+pub struct InitOptions<'a> {
+    pub node_id: &'a str,
+    pub listen: &'a str,
+    pub force: bool,
+}
+
+fn write_private(path: &Path, data: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn write(path: &Path, data: &str) -> Result<()> {
+    fs::write(path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Issues a certificate signed by `ca` for `name`, as a server (with
+/// localhost SANs) or a client.
+fn issue(ca: &Issuer<'_, KeyPair>, name: &str, server: bool) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = if server {
+        CertificateParams::new(vec!["localhost".to_string()])?
+    } else {
+        CertificateParams::new(Vec::<String>::new())?
+    };
+    if server {
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    } else {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.signed_by(&key, ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A new CA: its certificate (PEM) and the issuer to sign with.
+pub fn new_ca(name: &str) -> Result<(String, String, Issuer<'static, KeyPair>)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key)?;
+    let key_pem = key.serialize_pem();
+    Ok((cert.pem(), key_pem, Issuer::new(params, key)))
+}
+
+/// Writes a client certificate and key signed by the directory's CA, and
+/// returns its SPKI fingerprint.
+pub fn issue_client(
+    ca: &Issuer<'_, KeyPair>,
+    name: &str,
+    cert: &Path,
+    key: &Path,
+) -> Result<String> {
+    let (cert_pem, key_pem) = issue(ca, name, false)?;
+    write(cert, &cert_pem)?;
+    write_private(key, &key_pem)?;
+    let der = tls::load_certs(cert)?.remove(0);
+    Ok(tls::spki_sha256(&der)?)
+}
+
+pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
+    crate::config::check_member_id(opts.node_id).map_err(|r| anyhow::anyhow!("--node-id: {r}"))?;
+    if dir.exists() && fs::read_dir(dir)?.next().is_some() && !opts.force {
+        bail!(
+            "{} exists and is not empty; choose another directory or pass --force to overwrite",
+            dir.display()
+        );
+    }
+    for sub in ["tls", "keys", "data"] {
+        fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+    }
+    let (ca_pem, ca_key_pem, ca) = new_ca(&format!("cix demo CA ({})", opts.node_id))?;
+    write(&dir.join("tls/ca.crt"), &ca_pem)?;
+    write_private(&dir.join("tls/ca.key"), &ca_key_pem)?;
+    let (node_pem, node_key) = issue(&ca, &format!("cix node {}", opts.node_id), true)?;
+    write(&dir.join("tls/node.crt"), &node_pem)?;
+    write_private(&dir.join("tls/node.key"), &node_key)?;
+    let client_fp = issue_client(
+        &ca,
+        "cix local operator",
+        &dir.join("tls/client.crt"),
+        &dir.join("tls/client.key"),
+    )?;
+
+    let key_path = dir.join("keys/epoch-1.key");
+    if key_path.exists() {
+        fs::remove_file(&key_path)?;
+    }
+    TokenKey::generate().write_new(&key_path)?;
+
+    let now = crate::keyring::now_unix();
+    let from = crate::config::format_time(now - 86_400);
+    let until = crate::config::format_time(now + 365 * 86_400);
+    let config = format!(
+        r#"# Made by `cix init`. See config/node.example.toml for every field.
+[node]
+id = "{id}"
+data_dir = "data"
+
+[member_listener]
+listen = "{listen}"
+cert = "tls/node.crt"
+key = "tls/node.key"
+client_ca = "tls/ca.crt"
+
+[[member_listener.client]]
+name = "local operator"
+spki_sha256 = "{client_fp}"
+capabilities = ["screen", "contribute", "admin"]
+
+[[token_epoch]]
+id = 1
+key_file = "keys/epoch-1.key"
+valid_from = "{from}"
+valid_until = "{until}"
+"#,
+        id = opts.node_id,
+        listen = opts.listen,
+    );
+    let config_path = dir.join("node.toml");
+    write(&config_path, &config)?;
+    Ok(Initialized {
+        dir: dir.to_path_buf(),
+        config: config_path,
+        client_spki_sha256: client_fp,
+    })
+}
+
+/// The CA of a directory made by `init`, to issue more client certificates.
+pub fn load_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
+    let cert = fs::read_to_string(dir.join("tls/ca.crt")).context("reading tls/ca.crt")?;
+    let key = fs::read_to_string(dir.join("tls/ca.key")).context("reading tls/ca.key")?;
+    Ok(Issuer::from_ca_cert_pem(&cert, KeyPair::from_pem(&key)?)?)
+}

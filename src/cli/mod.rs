@@ -1,0 +1,787 @@
+//! The `cix` command line: argument definitions and the commands.
+//! `main.rs` parses, sets up logging and calls [`run`]. Every client command
+//! is a real mTLS client of a node. Command output goes to stdout, logs and
+//! progress to stderr.
+
+pub mod bulk;
+pub mod demo;
+pub mod init;
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    api::convert,
+    client::{Clients, Identity},
+    config::{format_time, parse_time, Config},
+    ident::{self, Kind},
+    index::Tier,
+    keyring::now_unix,
+    proto,
+    telemetry::LogFormat,
+    token::{Token, TokenKey, Tokenizer},
+};
+use bulk::{HitRow, Input, Out, OutFormat, ResultRow};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cix",
+    version,
+    about = "Coalition Indicator eXchange: node and tools"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node.
+    Serve {
+        /// Node config (TOML).
+        #[arg(long, env = "CIX_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write a ready-to-run node directory (config, demo CA and certificates, token key).
+    Init {
+        dir: PathBuf,
+        /// Overwrite a non-empty directory.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value = "local")]
+        node_id: String,
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: String,
+    },
+    /// Run a small local federation end to end: a node, a contribution, bulk screening.
+    Demo {
+        /// Identifiers to screen.
+        #[arg(long, default_value_t = 100_000)]
+        identifiers: usize,
+        /// Keep the demo directory here instead of a temporary one.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+    /// Print the token of identifiers (reads values from stdin without VALUE).
+    Token {
+        #[arg(long, value_parser = bulk::parse_kind)]
+        kind: Kind,
+        /// Token key file of the epoch (64 hex characters, mode 0600).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// One JSON object per value on stdout: kind, canonical, token.
+        #[arg(long)]
+        json: bool,
+        /// The value (put it after `--` if it begins with '-').
+        value: Option<String>,
+    },
+    /// Contribute indicators to the node's origin log.
+    Contribute(ContributeArgs),
+    /// Retract this node's own indicators.
+    Retract(RetractArgs),
+    /// List or extend this node's own indicators.
+    #[command(subcommand)]
+    Indicators(IndicatorsCommand),
+    /// Screen identifiers against the node.
+    Match(MatchArgs),
+    /// Show the node's status.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to reach the node and who to be.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// A directory made by `cix init`: defaults for every option below.
+    #[arg(long, env = "CIX_DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// The node's member listener, HOST:PORT.
+    #[arg(long, env = "CIX_NODE")]
+    pub node: Option<String>,
+    /// Name to check in the node's certificate (default: HOST).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// CA of the node's server certificate (PEM).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+}
+
+impl Conn {
+    pub fn identity(&self) -> Result<Identity> {
+        let from_dir = Identity::from_dir(&self.dir);
+        let mut id = match (&self.node, &self.ca, &self.cert, &self.key, from_dir) {
+            (_, _, _, _, Ok(id)) => id,
+            (Some(node), Some(ca), Some(cert), Some(key), Err(_)) => Identity {
+                node: node.clone(),
+                server_name: None,
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (.., Err(e)) => return Err(anyhow::Error::new(e).context(
+                "give --dir (a directory made by `cix init`) or all of --node, --ca, --cert, --key",
+            )),
+        };
+        if let Some(n) = &self.node {
+            id.node = n.clone();
+        }
+        if let Some(c) = &self.ca {
+            id.ca = c.clone();
+        }
+        if let Some(c) = &self.cert {
+            id.cert = c.clone();
+        }
+        if let Some(k) = &self.key {
+            id.key = k.clone();
+        }
+        id.server_name = self.server_name.clone();
+        Ok(id)
+    }
+
+    pub async fn connect(&self) -> Result<Clients> {
+        Ok(self.identity()?.connect().await?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ContributeArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub input: Input,
+    /// Opaque case label (1-128 printable ASCII characters); never a raw identifier.
+    #[arg(long)]
+    pub case_ref: String,
+    /// confirmed, probable or suspected.
+    #[arg(long, default_value = "confirmed", value_parser = parse_tier)]
+    pub tier: Tier,
+    /// Expiry, RFC 3339 (e.g. 2027-06-30T00:00:00Z).
+    #[arg(long, conflicts_with = "valid_for")]
+    pub valid_until: Option<String>,
+    /// Expiry from now, e.g. 90d or 12h.
+    #[arg(long)]
+    pub valid_for: Option<humantime::Duration>,
+    /// Items per request.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct RetractArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// Why (1-128 printable ASCII characters).
+    #[arg(long)]
+    pub reason: String,
+    /// Retract every indicator of this case.
+    #[arg(long, conflicts_with_all = ["token", "value", "file"])]
+    pub case_ref: Option<String>,
+    /// Retract by token (hex); needs --kind and --epoch.
+    #[arg(long, requires = "epoch")]
+    pub token: Vec<String>,
+    #[arg(long)]
+    pub epoch: Option<u32>,
+    #[command(flatten)]
+    pub input: Input,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndicatorsCommand {
+    /// This node's own active indicators.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// One JSON object per indicator.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Move valid_until of own indicators (by case reference or tokens).
+    Extend {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long, conflicts_with = "token")]
+        case_ref: Option<String>,
+        #[arg(long, requires_all = ["kind", "epoch"])]
+        token: Vec<String>,
+        #[arg(long, value_parser = bulk::parse_kind)]
+        kind: Option<Kind>,
+        #[arg(long)]
+        epoch: Option<u32>,
+        /// New expiry, RFC 3339.
+        #[arg(long, conflicts_with = "valid_for")]
+        valid_until: Option<String>,
+        /// New expiry from now, e.g. 180d.
+        #[arg(long)]
+        valid_for: Option<humantime::Duration>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct MatchArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub input: Input,
+    /// Write one result per input row here (CSV, or JSON lines for .jsonl/.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Result format (default: from --out's extension, else CSV).
+    #[arg(long, value_enum)]
+    pub format: Option<OutFormat>,
+    /// Identifiers per streamed message.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch: usize,
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    Tier::parse(s).ok_or_else(|| "use confirmed, probable or suspected".to_string())
+}
+
+fn expiry(until: &Option<String>, for_: &Option<humantime::Duration>) -> Result<Option<i64>> {
+    Ok(match (until, for_) {
+        (Some(u), _) => Some(parse_time(u).map_err(|r| anyhow::anyhow!("--valid-until: {r}"))?),
+        (None, Some(d)) => Some(now_unix() + d.as_secs() as i64),
+        (None, None) => None,
+    })
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("node refused: {:?}: {}", s.code(), s.message())
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            crate::server::run(config, crate::shutdown::signal()).await?;
+            Ok(())
+        }
+        Command::Init {
+            dir,
+            force,
+            node_id,
+            listen,
+        } => {
+            let made = init::init(
+                &dir,
+                &init::InitOptions {
+                    node_id: &node_id,
+                    listen: &listen,
+                    force,
+                },
+            )?;
+            println!("node directory: {}", made.dir.display());
+            println!("config:         {}", made.config.display());
+            println!("client spki:    {}", made.client_spki_sha256);
+            println!(
+                "start it with:  cix serve --config {}",
+                made.config.display()
+            );
+            Ok(())
+        }
+        Command::Demo { identifiers, keep } => demo::run(identifiers, keep).await,
+        Command::Token {
+            kind,
+            key_file,
+            json,
+            value,
+        } => token_command(kind, &key_file, json, value),
+        Command::Contribute(a) => contribute(a).await,
+        Command::Retract(a) => retract(a).await,
+        Command::Indicators(c) => indicators(c).await,
+        Command::Match(a) => match_command(a).await,
+        Command::Status { conn, json } => status(conn, json).await,
+    }
+}
+
+fn token_command(
+    kind: Kind,
+    key_file: &std::path::Path,
+    json: bool,
+    value: Option<String>,
+) -> Result<()> {
+    let key = TokenKey::load(key_file)?;
+    let tokenizer = Tokenizer::new(&key);
+    let values: Box<dyn Iterator<Item = std::io::Result<String>>> = match value {
+        Some(v) => Box::new(std::iter::once(Ok(v))),
+        None => {
+            use std::io::BufRead;
+            Box::new(std::io::stdin().lock().lines())
+        }
+    };
+    let mut rejected = 0usize;
+    for (i, v) in values.enumerate() {
+        let v = v.context("reading stdin")?;
+        let v = v.strip_suffix('\r').unwrap_or(&v);
+        match ident::normalize(kind, v) {
+            Ok(c) => {
+                let t = tokenizer.token(kind, c.as_bytes());
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"kind": kind.as_str(), "canonical": c.as_str(), "token": t.to_hex()})
+                    );
+                } else {
+                    println!("{t}");
+                }
+            }
+            Err(r) => {
+                rejected += 1;
+                eprintln!("value {}: rejected: {}", i + 1, r.as_str());
+            }
+        }
+    }
+    if rejected > 0 {
+        bail!("{rejected} value(s) rejected");
+    }
+    Ok(())
+}
+
+async fn contribute(a: ContributeArgs) -> Result<()> {
+    let rows = a.input.read()?;
+    let valid_until = expiry(&a.valid_until, &a.valid_for)?.map(convert::timestamp);
+    let mut clients = a.conn.connect().await?;
+    let pb = a
+        .input
+        .is_bulk()
+        .then(|| bulk::progress(rows.len(), "contributing"));
+    let start = Instant::now();
+    let (mut stored, mut present, mut invalid) = (0usize, 0usize, 0usize);
+    for chunk in rows.chunks(a.batch.max(1)) {
+        let req = proto::ContributeRequest {
+            items: chunk
+                .iter()
+                .map(|r| proto::ContributionItem {
+                    item: Some(proto::contribution_item::Item::Identifier(
+                        proto::Identifier {
+                            kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
+                            value: r.value.clone(),
+                        },
+                    )),
+                })
+                .collect(),
+            case_ref: a.case_ref.clone(),
+            tier: a.tier as i32,
+            valid_until,
+        };
+        let resp = clients
+            .contribution
+            .contribute(req)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        for (row, res) in chunk.iter().zip(&resp.results) {
+            match proto::ItemStatus::try_from(res.status) {
+                Ok(proto::ItemStatus::Stored) => stored += 1,
+                Ok(proto::ItemStatus::AlreadyPresent) => present += 1,
+                _ => {
+                    invalid += 1;
+                    eprintln!("row {}: invalid: {}", row.row, res.invalid_reason);
+                }
+            }
+            if !a.input.is_bulk() {
+                println!(
+                    "{}",
+                    Token::from_slice(&res.token)
+                        .map(|t| t.to_hex())
+                        .unwrap_or_default()
+                );
+            }
+        }
+        if let Some(pb) = &pb {
+            pb.inc(chunk.len() as u64);
+        }
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "items {}  stored {stored}  already present {present}  invalid {invalid}  ({:.0}/s)",
+        rows.len(),
+        rows.len() as f64 / secs.max(1e-9)
+    );
+    if invalid > 0 {
+        bail!("{invalid} item(s) invalid");
+    }
+    Ok(())
+}
+
+fn token_items(
+    tokens: &[String],
+    kind: Option<Kind>,
+    epoch: Option<u32>,
+) -> Result<Vec<proto::PrecomputedToken>> {
+    let kind = kind.context("--token needs --kind")?;
+    let epoch = epoch.context("--token needs --epoch")?;
+    tokens
+        .iter()
+        .map(|t| {
+            let t = Token::from_hex(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+            Ok(proto::PrecomputedToken {
+                kind: convert::kind_to_proto(kind),
+                token: t.0.to_vec(),
+                epoch,
+            })
+        })
+        .collect()
+}
+
+async fn retract(a: RetractArgs) -> Result<()> {
+    let mut req = proto::RetractRequest {
+        reason: a.reason.clone(),
+        ..Default::default()
+    };
+    if let Some(c) = &a.case_ref {
+        req.case_ref = c.clone();
+    } else if !a.token.is_empty() {
+        req.tokens = token_items(&a.token, a.input.kind, a.epoch)?;
+    } else {
+        req.identifiers = a
+            .input
+            .read()?
+            .into_iter()
+            .map(|r| proto::Identifier {
+                kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
+                value: r.value,
+            })
+            .collect();
+    }
+    let mut clients = a.conn.connect().await?;
+    let resp = clients
+        .contribution
+        .retract(req)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for (i, r) in resp.results.iter().enumerate() {
+        let status = proto::ItemStatus::try_from(r.status)
+            .map(|s| s.as_str_name())
+            .unwrap_or("?");
+        println!(
+            "item {}: {}{}",
+            i + 1,
+            status.trim_start_matches("ITEM_STATUS_"),
+            reason_suffix(&r.invalid_reason)
+        );
+    }
+    println!("retracted {}", resp.retracted);
+    Ok(())
+}
+
+fn reason_suffix(r: &str) -> String {
+    if r.is_empty() {
+        String::new()
+    } else {
+        format!(" ({r})")
+    }
+}
+
+async fn indicators(c: IndicatorsCommand) -> Result<()> {
+    match c {
+        IndicatorsCommand::List { conn, json, limit } => {
+            let mut clients = conn.connect().await?;
+            let mut page_token = String::new();
+            let mut shown = 0usize;
+            loop {
+                let resp = clients
+                    .contribution
+                    .list(proto::ListRequest {
+                        page_size: 1000,
+                        page_token: page_token.clone(),
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                for i in &resp.indicators {
+                    if limit.is_some_and(|l| shown >= l) {
+                        return Ok(());
+                    }
+                    shown += 1;
+                    let token = Token::from_slice(&i.token)
+                        .map(|t| t.to_hex())
+                        .unwrap_or_default();
+                    let kind = convert::kind(i.kind).map(|k| k.as_str()).unwrap_or("?");
+                    let until = i.valid_until.as_ref().map(|t| format_time(t.seconds));
+                    let tier = Tier::from_code(i.tier).map(|t| t.as_str()).unwrap_or("?");
+                    let created =
+                        format_time(i.created_at.as_ref().map(|t| t.seconds).unwrap_or(0));
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"token": token, "kind": kind, "epoch": i.epoch, "tier": tier,
+                                "case_ref": i.case_ref, "created_at": created, "valid_until": until, "seq": i.seq})
+                        );
+                    } else {
+                        println!(
+                            "{token} {kind} epoch={} tier={tier} case={:?} created={created} valid_until={} seq={}",
+                            i.epoch,
+                            i.case_ref,
+                            until.as_deref().unwrap_or("never"),
+                            i.seq
+                        );
+                    }
+                }
+                if resp.next_page_token.is_empty() {
+                    return Ok(());
+                }
+                page_token = resp.next_page_token;
+            }
+        }
+        IndicatorsCommand::Extend {
+            conn,
+            case_ref,
+            token,
+            kind,
+            epoch,
+            valid_until,
+            valid_for,
+        } => {
+            let until =
+                expiry(&valid_until, &valid_for)?.context("give --valid-until or --valid-for")?;
+            let mut req = proto::ExtendRequest {
+                valid_until: Some(convert::timestamp(until)),
+                ..Default::default()
+            };
+            match case_ref {
+                Some(c) => req.case_ref = c,
+                None => req.tokens = token_items(&token, kind, epoch)?,
+            }
+            let mut clients = conn.connect().await?;
+            let resp = clients
+                .contribution
+                .extend(req)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("extended {} until {}", resp.extended, format_time(until));
+            Ok(())
+        }
+    }
+}
+
+/// Result row of one match outcome.
+fn result_row(row: usize, kind: &str, r: &proto::MatchResult) -> ResultRow {
+    let status = match proto::MatchStatus::try_from(r.status) {
+        Ok(proto::MatchStatus::Match) => "MATCH",
+        Ok(proto::MatchStatus::NoMatch) => "NO_MATCH",
+        Ok(proto::MatchStatus::Invalid) => "INVALID",
+        _ => "UNKNOWN",
+    };
+    ResultRow {
+        row,
+        kind: kind.to_string(),
+        status,
+        hits: r
+            .hits
+            .iter()
+            .map(|h| HitRow {
+                origin: h.origin.clone(),
+                case_ref: h.case_ref.clone(),
+                tier: Tier::from_code(h.tier).map(|t| t.as_str()).unwrap_or("?"),
+                created_at: format_time(h.created_at.as_ref().map(|t| t.seconds).unwrap_or(0)),
+                valid_until: h.valid_until.as_ref().map(|t| format_time(t.seconds)),
+                epoch: h.epoch,
+            })
+            .collect(),
+        invalid_reason: r.invalid_reason.clone(),
+    }
+}
+
+/// Totals of a bulk match.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MatchSummary {
+    pub items: usize,
+    pub matched: usize,
+    pub invalid: usize,
+    pub seconds: f64,
+}
+
+/// Screens `rows` over one `MatchStream`, writing each result to `out`.
+pub async fn bulk_match(
+    clients: &mut Clients,
+    rows: Vec<bulk::Row>,
+    batch: usize,
+    out: &mut Out,
+    show_progress: bool,
+) -> Result<MatchSummary> {
+    let rows = std::sync::Arc::new(rows);
+    let batch = batch.max(1);
+    let chunks = rows.len().div_ceil(batch);
+    let pb = show_progress.then(|| bulk::progress(rows.len(), "screening"));
+    let start = Instant::now();
+    let req_rows = rows.clone();
+    let requests = futures::stream::iter(0..chunks).map(move |i| {
+        let chunk = &req_rows[i * batch..((i + 1) * batch).min(req_rows.len())];
+        proto::MatchRequest {
+            identifiers: chunk
+                .iter()
+                .map(|r| proto::Identifier {
+                    kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
+                    value: r.value.clone(),
+                })
+                .collect(),
+        }
+    });
+    let mut responses = clients
+        .screening
+        .match_stream(requests)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut summary = MatchSummary {
+        items: rows.len(),
+        ..Default::default()
+    };
+    let mut i = 0usize;
+    while let Some(resp) = responses.message().await.map_err(status_error)? {
+        let chunk = &rows[i * batch..((i + 1) * batch).min(rows.len())];
+        if resp.results.len() != chunk.len() {
+            bail!(
+                "node answered {} results for {} items",
+                resp.results.len(),
+                chunk.len()
+            );
+        }
+        for (row, r) in chunk.iter().zip(&resp.results) {
+            let kind = row.kind.map(|k| k.as_str()).unwrap_or("?");
+            let rr = result_row(row.row, kind, r);
+            summary.matched += usize::from(rr.status == "MATCH");
+            summary.invalid += usize::from(rr.status == "INVALID");
+            out.write(&rr)?;
+        }
+        if let Some(pb) = &pb {
+            pb.inc(chunk.len() as u64);
+        }
+        i += 1;
+    }
+    if i != chunks {
+        bail!("node answered {i} of {chunks} batches");
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+use futures::StreamExt;
+
+async fn match_command(a: MatchArgs) -> Result<()> {
+    let rows = a.input.read()?;
+    let mut clients = a.conn.connect().await?;
+    if !a.input.is_bulk() && a.out.is_none() {
+        let row = &rows[0];
+        let resp = clients
+            .screening
+            .r#match(proto::MatchRequest {
+                identifiers: vec![proto::Identifier {
+                    kind: row.kind.map(convert::kind_to_proto).unwrap_or(0),
+                    value: row.value.clone(),
+                }],
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let r = resp.results.first().context("node sent no result")?;
+        let rr = result_row(1, row.kind.map(|k| k.as_str()).unwrap_or("?"), r);
+        println!("{}{}", rr.status, reason_suffix(&rr.invalid_reason));
+        for h in &rr.hits {
+            println!(
+                "  origin={} case={:?} tier={} created={} valid_until={} epoch={}",
+                h.origin,
+                h.case_ref,
+                h.tier,
+                h.created_at,
+                h.valid_until.as_deref().unwrap_or("never"),
+                h.epoch
+            );
+        }
+        return Ok(());
+    }
+    let mut out = Out::open(a.out.as_deref(), a.format)?;
+    let s = bulk_match(&mut clients, rows, a.batch, &mut out, a.out.is_some()).await?;
+    out.finish()?;
+    eprintln!(
+        "items {}  matched {}  invalid {}  in {:.2}s ({:.0}/s)",
+        s.items,
+        s.matched,
+        s.invalid,
+        s.seconds,
+        s.items as f64 / s.seconds.max(1e-9)
+    );
+    Ok(())
+}
+
+async fn status(conn: Conn, json: bool) -> Result<()> {
+    let mut clients = conn.connect().await?;
+    let s = clients
+        .admin
+        .status(proto::StatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let kind_name = |k: i32| convert::kind(k).map(|k| k.as_str()).unwrap_or("?");
+    if json {
+        let v = serde_json::json!({
+            "node_id": s.node_id,
+            "version": s.version,
+            "uptime_seconds": s.uptime_seconds,
+            "indicators": s.indicators,
+            "by_kind": s.by_kind.iter().map(|k| (kind_name(k.kind).to_string(), k.count)).collect::<std::collections::BTreeMap<_, _>>(),
+            "origins": s.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "indicators": o.indicators, "last_seq": o.last_seq})).collect::<Vec<_>>(),
+            "epochs": s.epochs.iter().map(|e| serde_json::json!({
+                "id": e.id, "key_fingerprint": e.key_fingerprint, "valid_now": e.valid_now,
+                "valid_from": format_time(e.valid_from.as_ref().map(|t| t.seconds).unwrap_or(0)),
+                "valid_until": format_time(e.valid_until.as_ref().map(|t| t.seconds).unwrap_or(0)),
+            })).collect::<Vec<_>>(),
+            "store_bytes": s.store_bytes,
+            "batches": s.batches,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("node        {} (cix {})", s.node_id, s.version);
+    println!("uptime      {}s", s.uptime_seconds);
+    println!("indicators  {}", s.indicators);
+    for k in s.by_kind.iter().filter(|k| k.count > 0) {
+        println!("  {:<13} {}", kind_name(k.kind), k.count);
+    }
+    for o in &s.origins {
+        println!(
+            "origin      {} indicators={} last_seq={}",
+            o.origin, o.indicators, o.last_seq
+        );
+    }
+    for e in &s.epochs {
+        println!(
+            "epoch       {} valid {}..{} now={} key sha256 {}",
+            e.id,
+            format_time(e.valid_from.as_ref().map(|t| t.seconds).unwrap_or(0)),
+            format_time(e.valid_until.as_ref().map(|t| t.seconds).unwrap_or(0)),
+            e.valid_now,
+            e.key_fingerprint
+        );
+    }
+    println!("store       {} bytes, {} batches", s.store_bytes, s.batches);
+    Ok(())
+}

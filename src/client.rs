@@ -1,0 +1,102 @@
+//! The mTLS client side of the member API, for the `cix` commands, the demo
+//! and tests: where the node is, which identity to present, and connected
+//! gRPC clients.
+
+use std::path::{Path, PathBuf};
+
+use tonic::transport::Channel;
+
+use crate::{
+    config::RawConfig,
+    proto::{
+        admin_client::AdminClient, contribution_client::ContributionClient,
+        screening_client::ScreeningClient,
+    },
+    tls::{self, TlsError},
+};
+
+/// Largest message the client sends or accepts.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// How to reach a node and who to be.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// HOST:PORT of the node's member listener.
+    pub node: String,
+    /// Name checked against the server certificate (default: HOST).
+    pub server_name: Option<String>,
+    /// CA that signed the node's server certificate.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("node directory {dir}: {message}")]
+    Dir { dir: PathBuf, message: String },
+}
+
+impl Identity {
+    /// The defaults of a directory made by `cix init`: the node's address
+    /// (from its running `member.addr`, else its config) and the client
+    /// identity under `tls/`.
+    pub fn from_dir(dir: &Path) -> Result<Identity, ClientError> {
+        let err = |message: String| ClientError::Dir {
+            dir: dir.to_path_buf(),
+            message,
+        };
+        let config_path = dir.join("node.toml");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| err(format!("reading node.toml: {e}")))?;
+        let raw = RawConfig::parse(&text, &config_path).map_err(|e| err(e.to_string()))?;
+        let data_dir = if raw.node.data_dir.is_absolute() {
+            raw.node.data_dir.clone()
+        } else {
+            dir.join(&raw.node.data_dir)
+        };
+        let node = std::fs::read_to_string(data_dir.join(crate::server::MEMBER_ADDR_FILE))
+            .map(|s| s.trim().to_string())
+            .unwrap_or(raw.member_listener.listen);
+        Ok(Identity {
+            node,
+            server_name: None,
+            ca: dir.join("tls/ca.crt"),
+            cert: dir.join("tls/client.crt"),
+            key: dir.join("tls/client.key"),
+        })
+    }
+
+    pub async fn channel(&self) -> Result<Channel, ClientError> {
+        let config = tls::client_config(&self.ca, &self.cert, &self.key)?;
+        Ok(tls::connect(&self.node, self.server_name.as_deref(), config).await?)
+    }
+
+    pub async fn connect(&self) -> Result<Clients, ClientError> {
+        Ok(Clients::new(self.channel().await?))
+    }
+}
+
+/// The member API's clients over one connection.
+#[derive(Clone)]
+pub struct Clients {
+    pub screening: ScreeningClient<Channel>,
+    pub contribution: ContributionClient<Channel>,
+    pub admin: AdminClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel) -> Clients {
+        Clients {
+            screening: ScreeningClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            contribution: ContributionClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            admin: AdminClient::new(channel),
+        }
+    }
+}

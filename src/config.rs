@@ -1,0 +1,472 @@
+//! Node configuration: the TOML file, environment overrides, and validation.
+//!
+//! Two steps, so that every check lives in one place: [`RawConfig`] is what
+//! serde reads (every optional field has a documented default), and
+//! [`Config::from_raw`] turns it into a validated [`Config`] with absolute
+//! paths, parsed addresses and typed capabilities. Errors name the field.
+//! This module reads no key or certificate file: it only checks the names.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Capability;
+
+/// Errors found while reading or checking a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {rule}")]
+    Invalid { field: String, rule: String },
+}
+
+fn invalid(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        rule: rule.into(),
+    }
+}
+
+/// The config file as written. See `config/node.example.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node: RawNode,
+    pub member_listener: RawMemberListener,
+    #[serde(default, rename = "token_epoch")]
+    pub token_epochs: Vec<RawEpoch>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// This member's id in the coalition (also the name of its origin log).
+    pub id: String,
+    /// Directory of the store. Env: `CIX_DATA_DIR`.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemberListener {
+    /// Address of the member listener. Env: `CIX_MEMBER_LISTEN`.
+    pub listen: String,
+    /// Server certificate chain (PEM). Env: `CIX_MEMBER_CERT`.
+    pub cert: PathBuf,
+    /// Server private key (PEM). Env: `CIX_MEMBER_KEY`.
+    pub key: PathBuf,
+    /// CA that the member's client certificates must chain to (PEM). Env: `CIX_MEMBER_CLIENT_CA`.
+    pub client_ca: PathBuf,
+    /// Which client certificates may do what.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<RawClient>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    /// A label for logs and audit.
+    pub name: String,
+    /// SHA-256 of the certificate's DER SubjectPublicKeyInfo, lowercase hex.
+    pub spki_sha256: String,
+    /// Any of "screen", "contribute", "admin".
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawEpoch {
+    pub id: u32,
+    /// File holding the 32-byte key as 64 hex characters (mode 0600).
+    pub key_file: PathBuf,
+    /// RFC 3339 time, e.g. "2026-01-01T00:00:00Z".
+    pub valid_from: String,
+    /// RFC 3339 time; the epoch is valid in [valid_from, valid_until).
+    pub valid_until: String,
+}
+
+/// Request limits of the member listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most items in one request message (match, contribute, retract, extend). Default 10000.
+    pub max_batch_items: usize,
+    /// Largest request message the transport accepts, in bytes. Default 16777216 (16 MiB).
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_items: 10_000,
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// sled settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// sled page cache, in MiB. Matching runs on the in-memory index, so the
+    /// store needs little cache. Default 64.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { cache_mb: 64 }
+    }
+}
+
+/// How the node stops on SIGINT or SIGTERM.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// Seconds in-flight requests get to finish before they are cut. Default 10.
+    pub drain_seconds: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings { drain_seconds: 10 }
+    }
+}
+
+/// A checked configuration: absolute paths, parsed values.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    pub member: MemberListener,
+    pub epochs: Vec<EpochConfig>,
+    pub limits: Limits,
+    pub store: StoreSettings,
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    /// SPKI fingerprint → (name, capabilities).
+    pub clients: HashMap<String, ClientGrant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientGrant {
+    pub name: String,
+    pub capabilities: Vec<Capability>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EpochConfig {
+    pub id: u32,
+    pub key_file: PathBuf,
+    /// Unix seconds.
+    pub valid_from: i64,
+    /// Unix seconds.
+    pub valid_until: i64,
+}
+
+/// Environment variables that override paths and addresses.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("CIX_DATA_DIR", "node.data_dir"),
+    ("CIX_MEMBER_LISTEN", "member_listener.listen"),
+    ("CIX_MEMBER_CERT", "member_listener.cert"),
+    ("CIX_MEMBER_KEY", "member_listener.key"),
+    ("CIX_MEMBER_CLIENT_CA", "member_listener.client_ca"),
+];
+
+impl RawConfig {
+    /// Parses TOML text. `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies the `CIX_*` environment overrides, read through `get`, so that
+    /// tests can feed them without touching the process environment.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("CIX_DATA_DIR") {
+            self.node.data_dir = v.into();
+        }
+        if let Some(v) = get("CIX_MEMBER_LISTEN") {
+            self.member_listener.listen = v;
+        }
+        if let Some(v) = get("CIX_MEMBER_CERT") {
+            self.member_listener.cert = v.into();
+        }
+        if let Some(v) = get("CIX_MEMBER_KEY") {
+            self.member_listener.key = v.into();
+        }
+        if let Some(v) = get("CIX_MEMBER_CLIENT_CA") {
+            self.member_listener.client_ca = v.into();
+        }
+    }
+}
+
+impl Config {
+    /// Reads, overrides from the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut raw = RawConfig::parse(&text, path)?;
+        raw.apply_env(|k| std::env::var(k).ok());
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_raw(raw, base)
+    }
+
+    /// Validates `raw`; relative paths are taken relative to `base` (the
+    /// config file's directory).
+    pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let node_id = raw.node.id;
+        check_member_id(&node_id).map_err(|rule| invalid("node.id", rule))?;
+        let listen: SocketAddr = raw.member_listener.listen.parse().map_err(|_| {
+            invalid(
+                "member_listener.listen",
+                "must be IP:PORT, e.g. 127.0.0.1:7443",
+            )
+        })?;
+        let mut clients = HashMap::new();
+        for (i, c) in raw.member_listener.clients.iter().enumerate() {
+            let field = format!("member_listener.client[{i}]");
+            if !is_lower_hex(&c.spki_sha256, 64) {
+                return Err(invalid(
+                    format!("{field}.spki_sha256"),
+                    "must be 64 lowercase hex characters (SHA-256 of the certificate's SubjectPublicKeyInfo)",
+                ));
+            }
+            if c.name.trim().is_empty() {
+                return Err(invalid(format!("{field}.name"), "must not be empty"));
+            }
+            let mut caps = Vec::new();
+            for cap in &c.capabilities {
+                let cap = Capability::parse(cap).ok_or_else(|| {
+                    invalid(
+                        format!("{field}.capabilities"),
+                        format!("unknown capability {cap:?}: use screen, contribute or admin"),
+                    )
+                })?;
+                if !caps.contains(&cap) {
+                    caps.push(cap);
+                }
+            }
+            let grant = ClientGrant {
+                name: c.name.clone(),
+                capabilities: caps,
+            };
+            if clients.insert(c.spki_sha256.clone(), grant).is_some() {
+                return Err(invalid(
+                    format!("{field}.spki_sha256"),
+                    "listed twice: give each certificate one entry with all its capabilities",
+                ));
+            }
+        }
+        if raw.token_epochs.is_empty() {
+            return Err(invalid("token_epoch", "at least one key epoch is required"));
+        }
+        let mut epochs: Vec<EpochConfig> = Vec::new();
+        for (i, e) in raw.token_epochs.iter().enumerate() {
+            let field = format!("token_epoch[{i}]");
+            let from =
+                parse_time(&e.valid_from).map_err(|r| invalid(format!("{field}.valid_from"), r))?;
+            let until = parse_time(&e.valid_until)
+                .map_err(|r| invalid(format!("{field}.valid_until"), r))?;
+            if until <= from {
+                return Err(invalid(
+                    format!("{field}.valid_until"),
+                    "must be later than valid_from",
+                ));
+            }
+            if epochs.iter().any(|x| x.id == e.id) {
+                return Err(invalid(format!("{field}.id"), "epoch ids must be unique"));
+            }
+            epochs.push(EpochConfig {
+                id: e.id,
+                key_file: abs(&e.key_file),
+                valid_from: from,
+                valid_until: until,
+            });
+        }
+        if raw.limits.max_batch_items == 0 {
+            return Err(invalid("limits.max_batch_items", "must be at least 1"));
+        }
+        if raw.limits.max_message_bytes < 4096 {
+            return Err(invalid("limits.max_message_bytes", "must be at least 4096"));
+        }
+        Ok(Config {
+            node_id,
+            data_dir: abs(&raw.node.data_dir),
+            member: MemberListener {
+                listen,
+                cert: abs(&raw.member_listener.cert),
+                key: abs(&raw.member_listener.key),
+                client_ca: abs(&raw.member_listener.client_ca),
+                clients,
+            },
+            epochs,
+            limits: raw.limits,
+            store: raw.store,
+            drain: Duration::from_secs(raw.shutdown.drain_seconds),
+        })
+    }
+}
+
+/// Member ids: 1 to 64 of `[a-z0-9._-]`, starting with a letter or digit.
+pub fn check_member_id(id: &str) -> Result<(), &'static str> {
+    let ok_first = id
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if id.len() > 64
+        || !ok_first
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return Err("must be 1 to 64 of [a-z0-9._-], starting with a letter or digit");
+    }
+    Ok(())
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Parses an RFC 3339 time into unix seconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|_| "must be an RFC 3339 time such as 2026-01-01T00:00:00Z".to_string())?;
+    let secs = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    };
+    Ok(secs)
+}
+
+/// Formats unix seconds as RFC 3339 (UTC).
+pub fn format_time(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/node.example.toml");
+
+    /// The example file shows every default as it really is.
+    #[test]
+    fn example_config_matches_defaults() {
+        let raw = RawConfig::parse(EXAMPLE, Path::new("node.example.toml")).unwrap();
+        assert_eq!(raw.limits, Limits::default());
+        assert_eq!(raw.store, StoreSettings::default());
+        assert_eq!(raw.shutdown, ShutdownSettings::default());
+        let cfg = Config::from_raw(raw, Path::new("/etc/cix")).unwrap();
+        assert_eq!(cfg.data_dir, Path::new("/etc/cix/data"));
+    }
+
+    #[test]
+    fn every_section_with_defaults_appears_in_the_example() {
+        for section in [
+            "[limits]",
+            "[store]",
+            "[shutdown]",
+            "[[token_epoch]]",
+            "[[member_listener.client]]",
+        ] {
+            assert!(EXAMPLE.contains(section), "example lacks {section}");
+        }
+        let defaults = toml::to_string(&Limits::default()).unwrap()
+            + &toml::to_string(&StoreSettings::default()).unwrap()
+            + &toml::to_string(&ShutdownSettings::default()).unwrap();
+        for line in defaults.lines() {
+            assert!(
+                EXAMPLE.contains(line),
+                "example lacks default line {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+        raw.member_listener.listen = "nowhere".into();
+        let e = Config::from_raw(raw, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("member_listener.listen"), "{e}");
+
+        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+        raw.member_listener.clients[0]
+            .capabilities
+            .push("root".into());
+        let e = Config::from_raw(raw, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("member_listener.client[0].capabilities"), "{e}");
+
+        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+        raw.token_epochs[0].valid_until = "tomorrow".into();
+        let e = Config::from_raw(raw, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token_epoch[0].valid_until"), "{e}");
+
+        let e = RawConfig::parse(
+            "[node]\nid='a'\ndata_dir='d'\nbogus=1\n",
+            Path::new("f.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_paths_and_addresses() {
+        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+        raw.apply_env(|k| match k {
+            "CIX_DATA_DIR" => Some("/var/lib/cix".into()),
+            "CIX_MEMBER_LISTEN" => Some("127.0.0.1:9999".into()),
+            _ => None,
+        });
+        let cfg = Config::from_raw(raw, Path::new("/etc/cix")).unwrap();
+        assert_eq!(cfg.data_dir, Path::new("/var/lib/cix"));
+        assert_eq!(cfg.member.listen.port(), 9999);
+    }
+}

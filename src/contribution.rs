@@ -1,0 +1,464 @@
+//! Contribution: this node's own origin log. Adds, retractions and expiry
+//! changes become batches appended to the log, flushed to disk, and only
+//! then applied to the index and acknowledged.
+//!
+//! One lock serializes every write to the own log, so that the decision
+//! ("already present", "not found") and the append see the same state and
+//! the log's numbering and hash chain stay contiguous. Invalid items are
+//! answered per item and never reach the log. Raw identifiers are
+//! normalized and hashed here and dropped; only tokens are written.
+
+use std::{collections::HashSet, sync::Arc};
+
+use parking_lot::RwLock;
+
+use crate::{
+    ident::{self, Kind, Reason},
+    index::{Index, IndexError, Indicator, Tier},
+    keyring::KeyRing,
+    proto::{LogBatch, LogEntry, LogOp},
+    store::{Store, StoreError},
+    token::Token,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContributionError {
+    /// A request-level field breaks a rule; nothing was written.
+    #[error("{field}: {rule}")]
+    Invalid { field: &'static str, rule: String },
+    #[error("no key epoch is valid now; contributions need one")]
+    NoValidEpoch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+fn invalid(field: &'static str, rule: impl Into<String>) -> ContributionError {
+    ContributionError::Invalid {
+        field,
+        rule: rule.into(),
+    }
+}
+
+/// One item of a contribute, retract or extend request.
+pub enum Item<'a> {
+    /// A raw identifier: normalized and hashed here.
+    Raw {
+        kind: Result<Kind, Reason>,
+        value: &'a str,
+    },
+    /// A token the member computed under `epoch`.
+    Token {
+        kind: Result<Kind, Reason>,
+        token: &'a [u8],
+        epoch: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemStatus {
+    Stored,
+    AlreadyPresent,
+    Invalid,
+    Retracted,
+    Extended,
+    NotFound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemOutcome {
+    pub status: ItemStatus,
+    pub token: Option<Token>,
+    pub epoch: u32,
+    /// For `Invalid`: a fixed reason word.
+    pub reason: &'static str,
+}
+
+impl ItemOutcome {
+    fn invalid(reason: &'static str) -> ItemOutcome {
+        ItemOutcome {
+            status: ItemStatus::Invalid,
+            token: None,
+            epoch: 0,
+            reason,
+        }
+    }
+
+    fn of(status: ItemStatus, token: Token, epoch: u32) -> ItemOutcome {
+        ItemOutcome {
+            status,
+            token: Some(token),
+            epoch,
+            reason: "",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Written {
+    pub results: Vec<ItemOutcome>,
+    /// Sequence numbers of the appended entries (0, 0 when nothing was appended).
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// What a retraction or extension applies to.
+pub enum Selector<'a> {
+    Items(Vec<Item<'a>>),
+    Case(&'a str),
+}
+
+/// Case references and reasons: 1 to 128 characters of printable ASCII or space.
+pub fn check_label(field: &'static str, s: &str) -> Result<(), ContributionError> {
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(invalid(
+            field,
+            "must be 1 to 128 characters of printable ASCII or space",
+        ));
+    }
+    Ok(())
+}
+
+pub struct Contributions {
+    origin: String,
+    store: Arc<Store>,
+    index: Arc<RwLock<Index>>,
+    keys: Arc<KeyRing>,
+    write: tokio::sync::Mutex<()>,
+}
+
+struct Resolved {
+    token: Token,
+    kind: Kind,
+    epoch: u32,
+}
+
+/// Batch-level fields of one append.
+struct Header<'a> {
+    op: LogOp,
+    case_ref: &'a str,
+    tier: Tier,
+    valid_until: i64,
+    reason: &'a str,
+}
+
+impl Contributions {
+    pub fn new(
+        origin: String,
+        store: Arc<Store>,
+        index: Arc<RwLock<Index>>,
+        keys: Arc<KeyRing>,
+    ) -> Contributions {
+        Contributions {
+            origin,
+            store,
+            index,
+            keys,
+            write: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Adds indicators. `valid_until` (unix seconds) must lie after `now`.
+    pub async fn contribute(
+        &self,
+        items: Vec<Item<'_>>,
+        case_ref: &str,
+        tier: Tier,
+        valid_until: Option<i64>,
+        now: i64,
+    ) -> Result<Written, ContributionError> {
+        check_label("case_ref", case_ref)?;
+        check_future("valid_until", valid_until, now)?;
+        let newest = self
+            .keys
+            .newest_valid(now)
+            .ok_or(ContributionError::NoValidEpoch)?
+            .id;
+        let resolved: Vec<Result<Resolved, &'static str>> = items
+            .into_iter()
+            .map(|i| self.resolve(i, Some(newest), now))
+            .collect();
+
+        let _guard = self.write.lock().await;
+        let mut seen = HashSet::new();
+        let mut entries = Vec::new();
+        let mut results = Vec::with_capacity(resolved.len());
+        {
+            let index = self.index.read();
+            for r in resolved {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(reason) => {
+                        results.push(ItemOutcome::invalid(reason));
+                        continue;
+                    }
+                };
+                let present = index
+                    .entry_of(&r.token, &self.origin)
+                    .is_some_and(|e| e.active_at(now));
+                if present || !seen.insert(r.token) {
+                    results.push(ItemOutcome::of(
+                        ItemStatus::AlreadyPresent,
+                        r.token,
+                        r.epoch,
+                    ));
+                } else {
+                    results.push(ItemOutcome::of(ItemStatus::Stored, r.token, r.epoch));
+                    entries.push(r);
+                }
+            }
+        }
+        let header = Header {
+            op: LogOp::Add,
+            case_ref,
+            tier,
+            valid_until: valid_until.unwrap_or(0),
+            reason: "",
+        };
+        let (first_seq, last_seq) = self.append_locked(header, entries, now).await?;
+        Ok(Written {
+            results,
+            first_seq,
+            last_seq,
+        })
+    }
+
+    /// Retracts this node's own indicators.
+    pub async fn retract(
+        &self,
+        selector: Selector<'_>,
+        reason: &str,
+        now: i64,
+    ) -> Result<Written, ContributionError> {
+        check_label("reason", reason)?;
+        let header = Header {
+            op: LogOp::Retract,
+            case_ref: "",
+            tier: Tier::Confirmed,
+            valid_until: 0,
+            reason,
+        };
+        self.change(selector, header, ItemStatus::Retracted, now)
+            .await
+    }
+
+    /// Moves `valid_until` of this node's own indicators.
+    pub async fn extend(
+        &self,
+        selector: Selector<'_>,
+        valid_until: i64,
+        now: i64,
+    ) -> Result<Written, ContributionError> {
+        check_future("valid_until", Some(valid_until), now)?;
+        let header = Header {
+            op: LogOp::Extend,
+            case_ref: "",
+            tier: Tier::Confirmed,
+            valid_until,
+            reason: "",
+        };
+        self.change(selector, header, ItemStatus::Extended, now)
+            .await
+    }
+
+    /// Retract or extend: finds the own indicators the selector names
+    /// (present in the index, expired or not) and appends one batch.
+    async fn change(
+        &self,
+        selector: Selector<'_>,
+        header: Header<'_>,
+        done: ItemStatus,
+        now: i64,
+    ) -> Result<Written, ContributionError> {
+        if let Selector::Case(c) = &selector {
+            check_label("case_ref", c)?;
+        }
+        // Identifiers may have been contributed under any epoch the node holds.
+        let candidates: Option<Vec<Result<Vec<Resolved>, &'static str>>> = match &selector {
+            Selector::Items(items) => Some(
+                items
+                    .iter()
+                    .map(|i| self.resolve_all_epochs(i, now))
+                    .collect(),
+            ),
+            Selector::Case(_) => None,
+        };
+        let _guard = self.write.lock().await;
+        let mut entries = Vec::new();
+        let mut results = Vec::new();
+        {
+            let index = self.index.read();
+            match (&selector, candidates) {
+                (Selector::Case(case_ref), _) => {
+                    for (token, kind, epoch) in index.tokens_of_case(&self.origin, case_ref, now) {
+                        entries.push(Resolved { token, kind, epoch });
+                    }
+                }
+                (Selector::Items(_), Some(candidates)) => {
+                    let mut seen = HashSet::new();
+                    for c in candidates {
+                        let c = match c {
+                            Ok(c) => c,
+                            Err(reason) => {
+                                results.push(ItemOutcome::invalid(reason));
+                                continue;
+                            }
+                        };
+                        let mut outcome: Option<ItemOutcome> = None;
+                        for r in c {
+                            if index.entry_of(&r.token, &self.origin).is_some()
+                                && seen.insert(r.token)
+                            {
+                                outcome.get_or_insert(ItemOutcome::of(done, r.token, r.epoch));
+                                entries.push(r);
+                            }
+                        }
+                        results.push(outcome.unwrap_or(ItemOutcome {
+                            status: ItemStatus::NotFound,
+                            token: None,
+                            epoch: 0,
+                            reason: "",
+                        }));
+                    }
+                }
+                (Selector::Items(_), None) => unreachable!("candidates computed for items"),
+            }
+        }
+        let (first_seq, last_seq) = self.append_locked(header, entries, now).await?;
+        Ok(Written {
+            results,
+            first_seq,
+            last_seq,
+        })
+    }
+
+    /// Appends one batch to the own log and applies it. The caller holds the
+    /// write lock. Returns the entries' sequence numbers.
+    async fn append_locked(
+        &self,
+        h: Header<'_>,
+        entries: Vec<Resolved>,
+        now: i64,
+    ) -> Result<(u64, u64), ContributionError> {
+        if entries.is_empty() {
+            return Ok((0, 0));
+        }
+        let head = self.store.head(&self.origin)?.unwrap_or_default();
+        let batch = LogBatch {
+            origin: self.origin.clone(),
+            first_seq: head.last_seq + 1,
+            prev_hash: head.hash.to_vec(),
+            created_unix: now,
+            op: h.op as i32,
+            case_ref: h.case_ref.to_string(),
+            tier: h.tier as i32,
+            valid_until_unix: h.valid_until,
+            reason: h.reason.to_string(),
+            entries: entries
+                .iter()
+                .map(|r| LogEntry {
+                    token: r.token.0.to_vec(),
+                    kind: r.kind.code() as i32,
+                    epoch: r.epoch,
+                })
+                .collect(),
+        };
+        let new_head = self.store.append(&batch)?;
+        // Durable before anyone is told.
+        self.store.flush().await?;
+        self.index.write().apply(&batch)?;
+        tracing::info!(
+            origin = %self.origin,
+            op = h.op.as_str_name(),
+            first_seq = batch.first_seq,
+            last_seq = new_head.last_seq,
+            entries = entries.len(),
+            "appended to origin log"
+        );
+        Ok((batch.first_seq, new_head.last_seq))
+    }
+
+    /// Resolves an item to a token under `epoch` (raw values) or its own epoch (tokens).
+    fn resolve(
+        &self,
+        item: Item<'_>,
+        epoch: Option<u32>,
+        now: i64,
+    ) -> Result<Resolved, &'static str> {
+        match item {
+            Item::Raw { kind, value } => {
+                let kind = kind.map_err(Reason::as_str)?;
+                let canonical = ident::normalize(kind, value).map_err(Reason::as_str)?;
+                let e = epoch
+                    .and_then(|id| self.keys.get(id))
+                    .ok_or("epoch_not_valid")?;
+                Ok(Resolved {
+                    token: e.tokenizer.token(kind, canonical.as_bytes()),
+                    kind,
+                    epoch: e.id,
+                })
+            }
+            Item::Token { kind, token, epoch } => {
+                let kind = kind.map_err(Reason::as_str)?;
+                let token = Token::from_slice(token).map_err(|_| "token_length")?;
+                let e = self.keys.get(epoch).ok_or("unknown_epoch")?;
+                if !e.valid_at(now) {
+                    return Err("epoch_not_valid");
+                }
+                Ok(Resolved { token, kind, epoch })
+            }
+        }
+    }
+
+    /// For retract/extend: every token the item may have been stored under.
+    fn resolve_all_epochs(
+        &self,
+        item: &Item<'_>,
+        _now: i64,
+    ) -> Result<Vec<Resolved>, &'static str> {
+        match item {
+            Item::Raw { kind, value } => {
+                let kind = (*kind).map_err(Reason::as_str)?;
+                let canonical = ident::normalize(kind, value).map_err(Reason::as_str)?;
+                Ok(self
+                    .keys
+                    .all()
+                    .iter()
+                    .map(|e| Resolved {
+                        token: e.tokenizer.token(kind, canonical.as_bytes()),
+                        kind,
+                        epoch: e.id,
+                    })
+                    .collect())
+            }
+            Item::Token { kind, token, epoch } => {
+                let kind = (*kind).map_err(Reason::as_str)?;
+                let token = Token::from_slice(token).map_err(|_| "token_length")?;
+                Ok(vec![Resolved {
+                    token,
+                    kind,
+                    epoch: *epoch,
+                }])
+            }
+        }
+    }
+
+    /// This node's own active indicators, in token order, after `after`.
+    pub fn list(&self, after: Option<Token>, limit: usize, now: i64) -> Vec<Indicator> {
+        self.index
+            .read()
+            .page_of_origin(&self.origin, after, limit, now)
+    }
+}
+
+fn check_future(field: &'static str, t: Option<i64>, now: i64) -> Result<(), ContributionError> {
+    match t {
+        Some(t) if t <= now => Err(invalid(field, "must lie in the future")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,398 @@
+//! The in-memory token index: token → the indicators that carry it.
+//!
+//! Rebuilt from the store's batches at start and updated after every durable
+//! append, so it always equals the replay of the origin logs. Matching only
+//! reads it. Origins and case references are interned: a contribution of
+//! 10,000 tokens under one case label stores the label once.
+//!
+//! Tokens are uniform (HMAC output), so the hash map uses the token's own
+//! first eight bytes as its hash instead of hashing again.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    sync::Arc,
+};
+
+use crate::{
+    ident::Kind,
+    proto::{LogBatch, LogOp},
+    token::Token,
+};
+
+/// How sure the contributor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    Confirmed = 1,
+    Probable = 2,
+    Suspected = 3,
+}
+
+impl Tier {
+    pub fn from_code(c: i32) -> Option<Tier> {
+        match c {
+            1 => Some(Tier::Confirmed),
+            2 => Some(Tier::Probable),
+            3 => Some(Tier::Suspected),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Confirmed => "confirmed",
+            Tier::Probable => "probable",
+            Tier::Suspected => "suspected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "confirmed" => Some(Tier::Confirmed),
+            "probable" => Some(Tier::Probable),
+            "suspected" => Some(Tier::Suspected),
+            _ => None,
+        }
+    }
+}
+
+/// Hashes a token by its first eight bytes (tokens are already uniform).
+#[derive(Default)]
+pub struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length (usize) then its bytes; keep the first 8 token bytes.
+        if bytes.len() >= 8 {
+            self.0 = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type TokenMap<V> = HashMap<Token, V, BuildHasherDefault<TokenHasher>>;
+
+/// One indicator as held in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub origin: u16,
+    pub kind: Kind,
+    pub tier: Tier,
+    pub epoch: u32,
+    pub case: u32,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds; `i64::MAX` for no expiry.
+    pub valid_until: i64,
+    /// Sequence number of the entry that added it.
+    pub seq: u64,
+}
+
+impl Entry {
+    pub fn active_at(&self, now: i64) -> bool {
+        now < self.valid_until
+    }
+}
+
+/// An indicator with its interned names resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Indicator {
+    pub token: Token,
+    pub origin: Arc<str>,
+    pub kind: Kind,
+    pub tier: Tier,
+    pub epoch: u32,
+    pub case_ref: Arc<str>,
+    pub created: i64,
+    /// `None` for no expiry.
+    pub valid_until: Option<i64>,
+    pub seq: u64,
+}
+
+#[derive(Default)]
+struct Interner {
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        let a: Arc<str> = s.into();
+        self.names.push(a.clone());
+        self.ids.insert(a, id);
+        id
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+}
+
+/// Errors from applying a batch that the store accepted but the index
+/// cannot read: a bug or a corrupt store, never a user error.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("batch {origin}#{first_seq}: entry {index}: {what}")]
+    BadEntry {
+        origin: String,
+        first_seq: u64,
+        index: usize,
+        what: &'static str,
+    },
+    #[error("more than 65535 origins")]
+    TooManyOrigins,
+}
+
+/// Active indicators by kind and by origin.
+pub type Counts = (Vec<(Kind, u64)>, Vec<(Arc<str>, u64)>);
+
+#[derive(Default)]
+pub struct Index {
+    map: TokenMap<Vec<Entry>>,
+    origins: Interner,
+    cases: Interner,
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index::default()
+    }
+
+    /// Number of distinct tokens held (including expired ones not yet purged).
+    pub fn tokens(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Applies every entry of a batch, in order.
+    pub fn apply(&mut self, batch: &LogBatch) -> Result<(), IndexError> {
+        let origin = self.origins.intern(&batch.origin);
+        let origin = u16::try_from(origin).map_err(|_| IndexError::TooManyOrigins)?;
+        let bad = |index, what| IndexError::BadEntry {
+            origin: batch.origin.clone(),
+            first_seq: batch.first_seq,
+            index,
+            what,
+        };
+        let op = LogOp::try_from(batch.op).map_err(|_| bad(0, "unknown op"))?;
+        let valid_until = if batch.valid_until_unix == 0 {
+            i64::MAX
+        } else {
+            batch.valid_until_unix
+        };
+        let case = match op {
+            LogOp::Add => self.cases.intern(&batch.case_ref),
+            _ => 0,
+        };
+        for (i, e) in batch.entries.iter().enumerate() {
+            let token = Token::from_slice(&e.token).map_err(|_| bad(i, "token is not 32 bytes"))?;
+            match op {
+                LogOp::Add => {
+                    let kind = u8::try_from(e.kind)
+                        .ok()
+                        .and_then(Kind::from_code)
+                        .ok_or_else(|| bad(i, "unknown kind"))?;
+                    let tier = Tier::from_code(batch.tier).ok_or_else(|| bad(i, "unknown tier"))?;
+                    let entry = Entry {
+                        origin,
+                        kind,
+                        tier,
+                        epoch: e.epoch,
+                        case,
+                        created: batch.created_unix,
+                        valid_until,
+                        seq: batch.first_seq + i as u64,
+                    };
+                    let list = self.map.entry(token).or_default();
+                    match list.iter_mut().find(|x| x.origin == origin) {
+                        Some(x) => *x = entry,
+                        None => list.push(entry),
+                    }
+                }
+                LogOp::Retract => {
+                    if let Some(list) = self.map.get_mut(&token) {
+                        list.retain(|x| x.origin != origin);
+                        if list.is_empty() {
+                            self.map.remove(&token);
+                        }
+                    }
+                }
+                LogOp::Extend => {
+                    if let Some(x) = self
+                        .map
+                        .get_mut(&token)
+                        .and_then(|l| l.iter_mut().find(|x| x.origin == origin))
+                    {
+                        x.valid_until = valid_until;
+                    }
+                }
+                LogOp::Unspecified => return Err(bad(i, "unspecified op")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw entries for a token (active or not).
+    pub fn entries(&self, token: &Token) -> &[Entry] {
+        self.map.get(token).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The entry of `origin` for `token`, active or not.
+    pub fn entry_of(&self, token: &Token, origin: &str) -> Option<&Entry> {
+        let o = self.origins.get(origin)? as u16;
+        self.entries(token).iter().find(|e| e.origin == o)
+    }
+
+    /// Resolves an entry's interned names.
+    pub fn resolve(&self, token: Token, e: &Entry) -> Indicator {
+        Indicator {
+            token,
+            origin: self.origins.names[e.origin as usize].clone(),
+            kind: e.kind,
+            tier: e.tier,
+            epoch: e.epoch,
+            case_ref: self.cases.names[e.case as usize].clone(),
+            created: e.created,
+            valid_until: (e.valid_until != i64::MAX).then_some(e.valid_until),
+            seq: e.seq,
+        }
+    }
+
+    /// Active indicators for a token.
+    pub fn active(&self, token: &Token, now: i64) -> impl Iterator<Item = Indicator> + '_ {
+        let token = *token;
+        self.entries(&token)
+            .iter()
+            .filter(move |e| e.active_at(now))
+            .map(move |e| self.resolve(token, e))
+    }
+
+    /// Active indicators of `origin`, in token order, after `after`, at most `limit`.
+    pub fn page_of_origin(
+        &self,
+        origin: &str,
+        after: Option<Token>,
+        limit: usize,
+        now: i64,
+    ) -> Vec<Indicator> {
+        let Some(o) = self.origins.get(origin) else {
+            return Vec::new();
+        };
+        let o = o as u16;
+        let mut page: Vec<(Token, Entry)> = self
+            .map
+            .iter()
+            .filter(|(t, _)| after.is_none_or(|a| **t > a))
+            .filter_map(|(t, list)| {
+                list.iter()
+                    .find(|e| e.origin == o && e.active_at(now))
+                    .map(|e| (*t, *e))
+            })
+            .collect();
+        page.sort_unstable_by_key(|a| a.0);
+        page.truncate(limit);
+        page.into_iter().map(|(t, e)| self.resolve(t, &e)).collect()
+    }
+
+    /// Tokens of `origin`'s active indicators under `case_ref`.
+    pub fn tokens_of_case(
+        &self,
+        origin: &str,
+        case_ref: &str,
+        now: i64,
+    ) -> Vec<(Token, Kind, u32)> {
+        let (Some(o), Some(c)) = (self.origins.get(origin), self.cases.get(case_ref)) else {
+            return Vec::new();
+        };
+        let o = o as u16;
+        let mut out: Vec<_> = self
+            .map
+            .iter()
+            .filter_map(|(t, list)| {
+                list.iter()
+                    .find(|e| e.origin == o && e.case == c && e.active_at(now))
+                    .map(|e| (*t, e.kind, e.epoch))
+            })
+            .collect();
+        out.sort_unstable_by_key(|a| a.0);
+        out
+    }
+
+    /// Active indicator counts by kind and by origin.
+    pub fn counts(&self, now: i64) -> Counts {
+        let mut by_kind = [0u64; 9];
+        let mut by_origin = vec![0u64; self.origins.names.len()];
+        for e in self.map.values().flatten().filter(|e| e.active_at(now)) {
+            by_kind[e.kind.code() as usize] += 1;
+            by_origin[e.origin as usize] += 1;
+        }
+        (
+            Kind::ALL
+                .iter()
+                .map(|k| (*k, by_kind[k.code() as usize]))
+                .collect(),
+            self.origins.names.iter().cloned().zip(by_origin).collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::LogEntry;
+
+    fn batch(origin: &str, op: LogOp, first: u64, tokens: &[u8], valid_until: i64) -> LogBatch {
+        LogBatch {
+            origin: origin.into(),
+            first_seq: first,
+            created_unix: 100,
+            op: op as i32,
+            case_ref: "case-1".into(),
+            tier: 1,
+            valid_until_unix: valid_until,
+            entries: tokens
+                .iter()
+                .map(|t| LogEntry {
+                    token: vec![*t; 32],
+                    kind: 6,
+                    epoch: 1,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn log_order_decides_add_retract_readd_extend() {
+        let mut ix = Index::new();
+        let t = Token([7; 32]);
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[7, 8], 0))
+            .unwrap();
+        ix.apply(&batch("bank", LogOp::Add, 1, &[7], 500)).unwrap();
+        assert_eq!(ix.active(&t, 200).count(), 2);
+        assert_eq!(ix.active(&t, 600).count(), 1, "bank's entry expired");
+        ix.apply(&batch("liaison", LogOp::Retract, 3, &[7], 0))
+            .unwrap();
+        let left: Vec<_> = ix.active(&t, 200).map(|i| i.origin.to_string()).collect();
+        assert_eq!(left, vec!["bank"]);
+        ix.apply(&batch("bank", LogOp::Extend, 2, &[7], 1000))
+            .unwrap();
+        assert_eq!(ix.active(&t, 600).count(), 1, "extended");
+        ix.apply(&batch("liaison", LogOp::Add, 4, &[7], 0)).unwrap();
+        assert_eq!(ix.active(&t, 600).count(), 2, "re-added");
+        let (by_kind, by_origin) = ix.counts(200);
+        assert_eq!(
+            by_kind.iter().find(|(k, _)| *k == Kind::Email).unwrap().1,
+            3
+        );
+        assert_eq!(by_origin.len(), 2);
+        assert_eq!(ix.tokens_of_case("liaison", "case-1", 200).len(), 2);
+        assert_eq!(ix.page_of_origin("liaison", None, 1, 200).len(), 1);
+    }
+}

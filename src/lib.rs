@@ -1,0 +1,46 @@
+//! cix: the Coalition Indicator eXchange node.
+//!
+//! Members of a financial coalition against online child sexual exploitation
+//! exchange keyed-hash indicators (HMAC-SHA256 tokens) of accounts, cards,
+//! merchants, wallets, e-mails, phones and domains, never the identifiers
+//! themselves. Each member runs a node; its own systems screen against the
+//! node's local replica over mutual TLS.
+//!
+//! The map, from the bottom up:
+//!
+//! - [`ident`]: identifier kinds and normalization to canonical forms
+//!   (`spec/IDENTIFIERS.md`). Pure.
+//! - [`token`]: token keys, key files, the HMAC token. Pure but for key files.
+//! - [`keyring`]: the key epochs a node holds and which are valid now.
+//! - [`store`]: sled on disk: origin logs as append-only batches, heads, schema.
+//! - [`index`]: the in-memory token index, rebuilt from the store at start.
+//! - [`screening`]: the match engine over the index.
+//! - [`contribution`]: this node's own origin log: add, retract, extend.
+//! - [`auth`], [`tls`]: who is calling (certificate public key) and what they may do.
+//! - [`api`]: the tonic services; thin handlers and protobuf conversions.
+//! - [`server`], [`shutdown`]: the node process and its lifecycle.
+//! - [`config`]: the TOML config, validated.
+//! - [`client`], [`cli`]: the `cix` command line and its mTLS client.
+//! - [`synth`]: synthetic identifiers for the demo, tests and benchmarks.
+//! - [`telemetry`]: logging setup.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod contribution;
+pub mod ident;
+pub mod index;
+pub mod keyring;
+pub mod proto;
+pub mod screening;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod synth;
+pub mod telemetry;
+pub mod tls;
+pub mod token;

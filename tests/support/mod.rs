@@ -1,0 +1,268 @@
+//! Shared helpers for the integration tests: real `cix serve` processes on
+//! 127.0.0.1 with an ephemeral port, real mutual TLS, real sled on disk,
+//! with stdout and stderr captured at trace level for the leak checks.
+
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use cix::{
+    cli::init,
+    client::{Clients, Identity},
+    proto,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cix");
+
+/// A client certificate of a test node.
+#[derive(Clone, Debug)]
+pub struct ClientFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub spki: String,
+}
+
+pub struct TestNode {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+    runs: usize,
+    pub addr: String,
+}
+
+impl TestNode {
+    /// A fresh node directory (not started).
+    pub fn new(node_id: &str) -> TestNode {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("node");
+        let made = init::init(
+            &dir,
+            &init::InitOptions {
+                node_id,
+                listen: "127.0.0.1:0",
+                force: false,
+            },
+        )
+        .unwrap();
+        fs::create_dir_all(dir.join("logs")).unwrap();
+        TestNode {
+            config: made.config,
+            dir,
+            tmp,
+            child: None,
+            runs: 0,
+            addr: String::new(),
+        }
+    }
+
+    /// Appends text to the node's config (before start).
+    pub fn append_config(&self, text: &str) {
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Issues a client certificate from the node's CA and grants it `caps`
+    /// (none: known to the CA but granted nothing).
+    pub fn add_client(&self, name: &str, caps: &[&str]) -> ClientFiles {
+        let ca = init::load_ca(&self.dir).unwrap();
+        let cert = self.dir.join(format!("tls/{name}.crt"));
+        let key = self.dir.join(format!("tls/{name}.key"));
+        let spki = init::issue_client(&ca, name, &cert, &key).unwrap();
+        if !caps.is_empty() {
+            let caps: Vec<String> = caps.iter().map(|c| format!("{c:?}")).collect();
+            self.append_config(&format!(
+                "\n[[member_listener.client]]\nname = {name:?}\nspki_sha256 = {spki:?}\ncapabilities = [{}]\n",
+                caps.join(", ")
+            ));
+        }
+        ClientFiles { cert, key, spki }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Starts `cix serve` and waits until the member listener is up.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let addr_file = self.data_dir().join("member.addr");
+        let _ = fs::remove_file(&addr_file);
+        self.runs += 1;
+        let out =
+            fs::File::create(self.dir.join(format!("logs/stdout-{}.log", self.runs))).unwrap();
+        let err =
+            fs::File::create(self.dir.join(format!("logs/stderr-{}.log", self.runs))).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("CIX_LOG", "trace")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(a) = fs::read_to_string(&addr_file) {
+                if a.ends_with('\n') {
+                    self.addr = a.trim().to_string();
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("node exited at start: {status}\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not start\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait; returns whether the node exited 0.
+    pub fn stop(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.success();
+            }
+            assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.stop(), "node did not exit 0\n{}", self.logs());
+        self.start();
+    }
+
+    /// Everything the node printed on stdout and stderr, over all runs.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for e in fs::read_dir(self.dir.join("logs")).unwrap() {
+            s.push_str(&fs::read_to_string(e.unwrap().path()).unwrap_or_default());
+        }
+        s
+    }
+
+    /// The operator identity made by `cix init` (all capabilities).
+    pub fn identity(&self) -> Identity {
+        Identity {
+            node: self.addr.clone(),
+            server_name: None,
+            ca: self.dir.join("tls/ca.crt"),
+            cert: self.dir.join("tls/client.crt"),
+            key: self.dir.join("tls/client.key"),
+        }
+    }
+
+    pub fn identity_of(&self, c: &ClientFiles) -> Identity {
+        Identity {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            ..self.identity()
+        }
+    }
+
+    pub async fn clients(&self) -> Clients {
+        self.identity().connect().await.unwrap()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn id(kind: proto::Kind, value: &str) -> proto::Identifier {
+    proto::Identifier {
+        kind: kind as i32,
+        value: value.to_string(),
+    }
+}
+
+pub fn item(kind: proto::Kind, value: &str) -> proto::ContributionItem {
+    proto::ContributionItem {
+        item: Some(proto::contribution_item::Item::Identifier(id(kind, value))),
+    }
+}
+
+pub fn contribute_req(
+    items: Vec<proto::ContributionItem>,
+    case_ref: &str,
+) -> proto::ContributeRequest {
+    proto::ContributeRequest {
+        items,
+        case_ref: case_ref.into(),
+        tier: proto::Tier::Confirmed as i32,
+        valid_until: None,
+    }
+}
+
+pub async fn match_one(c: &mut Clients, kind: proto::Kind, value: &str) -> proto::MatchResult {
+    let r = c
+        .screening
+        .r#match(proto::MatchRequest {
+            identifiers: vec![id(kind, value)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.results.into_iter().next().unwrap()
+}
+
+pub fn status_of(r: &proto::MatchResult) -> proto::MatchStatus {
+    proto::MatchStatus::try_from(r.status).unwrap()
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
