@@ -12,7 +12,7 @@ use tonic::Code;
 const EMAIL: &str = "Payer.Example@Mail.Example";
 const IBAN: &str = "GB82 WEST 1234 5698 7654 32";
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contribute_then_match_gives_a_hit_with_its_metadata() {
     let mut node = TestNode::new("liaison-a");
     node.start();
@@ -91,7 +91,7 @@ async fn contribute_then_match_gives_a_hit_with_its_metadata() {
     assert!(stream.message().await.unwrap().is_none());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retract_expire_and_restart() {
     let mut node = TestNode::new("liaison-b");
     node.start();
@@ -229,7 +229,7 @@ const INVALID: &[(Kind, &str, &str)] = &[
     (Kind::Unspecified, "anything", "kind"),
 ];
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_items_are_answered_per_item_and_change_nothing() {
     let mut node = TestNode::new("bank-c");
     node.start();
@@ -343,7 +343,7 @@ async fn invalid_items_are_answered_per_item_and_change_nothing() {
     assert!(!e.message().contains(EMAIL));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_batches_and_messages_are_refused() {
     let mut node = TestNode::new("bank-d");
     node.append_config("\n[limits]\nmax_batch_items = 100\nmax_message_bytes = 65536\n");
@@ -423,7 +423,7 @@ async fn oversized_batches_and_messages_are_refused() {
     assert_eq!(st.batches, 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_through_own_indicators() {
     let mut node = TestNode::new("liaison-e");
     node.start();
@@ -460,7 +460,7 @@ async fn list_pages_through_own_indicators() {
     assert_eq!(sorted, seen, "pages are in token order without repeats");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_answer_standard_tools() {
     let mut node = TestNode::new("bank-f");
     node.start();
