@@ -508,3 +508,52 @@ async fn health_and_reflection_answer_standard_tools() {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_within_the_deadline_and_exits_zero() {
+    let mut node = TestNode::new("bank-g");
+    node.append_config("\n[shutdown]\ndrain_seconds = 1\n");
+    node.start();
+    let mut c = node.clients().await;
+    c.contribution
+        .contribute(contribute_req(vec![item(Kind::Email, EMAIL)], "CASE-DRAIN"))
+        .await
+        .unwrap();
+    // A bulk stream the client never closes.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(proto::MatchRequest {
+        identifiers: vec![id(Kind::Email, EMAIL)],
+    })
+    .await
+    .unwrap();
+    let mut s = c
+        .screening
+        .match_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status_of(&s.message().await.unwrap().unwrap().results[0]),
+        proto::MatchStatus::Match
+    );
+    let stopped = tokio::task::spawn_blocking(move || {
+        let ok = node.stop();
+        (ok, node)
+    });
+    let (ok, mut node) = stopped.await.unwrap();
+    assert!(ok, "node exited non-zero\n{}", node.logs());
+    assert!(
+        node.logs().contains("drain deadline passed"),
+        "{}",
+        node.logs()
+    );
+    assert!(node.logs().contains("store flushed; node stopped"));
+    drop(tx);
+    // Everything acknowledged is there after the cut.
+    node.start();
+    let mut c = node.clients().await;
+    assert_eq!(
+        status_of(&match_one(&mut c, Kind::Email, EMAIL).await),
+        proto::MatchStatus::Match
+    );
+}
