@@ -11,6 +11,8 @@ const PROTOS: &[&str] = &[
     "proto/cix/v1/contribution.proto",
     "proto/cix/v1/admin.proto",
     "proto/cix/v1/log.proto",
+    "proto/cix/v1/trust.proto",
+    "proto/cix/v1/federation.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

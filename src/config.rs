@@ -53,6 +53,47 @@ pub struct RawConfig {
     pub store: StoreSettings,
     #[serde(default)]
     pub shutdown: ShutdownSettings,
+    /// The coalition trust list; without it the node runs standalone.
+    #[serde(default)]
+    pub trust: Option<RawTrust>,
+    /// The listener for other members' nodes; required with `[trust]`.
+    #[serde(default)]
+    pub peer_listener: Option<RawPeerListener>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    /// The signed trust list the node starts from (its root of trust).
+    pub root_file: PathBuf,
+    /// Warn this many days before the list expires. Default 7.
+    #[serde(default = "default_warning_days")]
+    pub expiry_warning_days: u64,
+    /// Seconds between trust-list version checks with peers. Default 30.
+    #[serde(default = "default_sync_seconds")]
+    pub sync_seconds: u64,
+}
+
+fn default_warning_days() -> u64 {
+    7
+}
+
+fn default_sync_seconds() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeerListener {
+    /// Address of the peer listener. Env: `CIX_PEER_LISTEN`.
+    pub listen: String,
+    /// This node's peer certificate and key (PEM); its SPKI fingerprint is
+    /// listed in the node's member entry. Env: `CIX_PEER_CERT`, `CIX_PEER_KEY`.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Optional: peer certificates must also chain to this coalition CA (PEM).
+    #[serde(default)]
+    pub coalition_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -97,10 +138,13 @@ pub struct RawEpoch {
     pub id: u32,
     /// File holding the 32-byte key as 64 hex characters (mode 0600).
     pub key_file: PathBuf,
-    /// RFC 3339 time, e.g. "2026-01-01T00:00:00Z".
-    pub valid_from: String,
+    /// RFC 3339 time, e.g. "2026-01-01T00:00:00Z". Standalone nodes only:
+    /// with a trust list, the list's windows decide.
+    #[serde(default)]
+    pub valid_from: Option<String>,
     /// RFC 3339 time; the epoch is valid in [valid_from, valid_until).
-    pub valid_until: String,
+    #[serde(default)]
+    pub valid_until: Option<String>,
 }
 
 /// Request limits of the member listener.
@@ -161,6 +205,25 @@ pub struct Config {
     pub limits: Limits,
     pub store: StoreSettings,
     pub drain: Duration,
+    /// Present when the node is part of a federation.
+    pub federation: Option<Federation>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Federation {
+    pub root_file: PathBuf,
+    /// Seconds before expiry from which the node warns.
+    pub expiry_warning_secs: i64,
+    pub sync_interval: Duration,
+    pub peer: PeerListener,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub coalition_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -183,10 +246,8 @@ pub struct ClientGrant {
 pub struct EpochConfig {
     pub id: u32,
     pub key_file: PathBuf,
-    /// Unix seconds.
-    pub valid_from: i64,
-    /// Unix seconds.
-    pub valid_until: i64,
+    /// Unix seconds; `None` when the trust list decides.
+    pub window: Option<(i64, i64)>,
 }
 
 /// Environment variables that override paths and addresses.
@@ -196,6 +257,9 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("CIX_MEMBER_CERT", "member_listener.cert"),
     ("CIX_MEMBER_KEY", "member_listener.key"),
     ("CIX_MEMBER_CLIENT_CA", "member_listener.client_ca"),
+    ("CIX_PEER_LISTEN", "peer_listener.listen"),
+    ("CIX_PEER_CERT", "peer_listener.cert"),
+    ("CIX_PEER_KEY", "peer_listener.key"),
 ];
 
 impl RawConfig {
@@ -224,6 +288,17 @@ impl RawConfig {
         }
         if let Some(v) = get("CIX_MEMBER_CLIENT_CA") {
             self.member_listener.client_ca = v.into();
+        }
+        if let Some(p) = self.peer_listener.as_mut() {
+            if let Some(v) = get("CIX_PEER_LISTEN") {
+                p.listen = v;
+            }
+            if let Some(v) = get("CIX_PEER_CERT") {
+                p.cert = v.into();
+            }
+            if let Some(v) = get("CIX_PEER_KEY") {
+                p.key = v.into();
+            }
         }
     }
 }
@@ -297,29 +372,70 @@ impl Config {
         if raw.token_epochs.is_empty() {
             return Err(invalid("token_epoch", "at least one key epoch is required"));
         }
+        let federated = raw.trust.is_some();
+        let windows_rule =
+            "with [trust] the trust list gives epoch windows: leave out valid_from and valid_until";
         let mut epochs: Vec<EpochConfig> = Vec::new();
         for (i, e) in raw.token_epochs.iter().enumerate() {
             let field = format!("token_epoch[{i}]");
-            let from =
-                parse_time(&e.valid_from).map_err(|r| invalid(format!("{field}.valid_from"), r))?;
-            let until = parse_time(&e.valid_until)
-                .map_err(|r| invalid(format!("{field}.valid_until"), r))?;
-            if until <= from {
-                return Err(invalid(
-                    format!("{field}.valid_until"),
-                    "must be later than valid_from",
-                ));
-            }
+            let window = match (federated, &e.valid_from, &e.valid_until) {
+                (false, Some(f), Some(u)) => {
+                    let from =
+                        parse_time(f).map_err(|r| invalid(format!("{field}.valid_from"), r))?;
+                    let until =
+                        parse_time(u).map_err(|r| invalid(format!("{field}.valid_until"), r))?;
+                    if until <= from {
+                        return Err(invalid(
+                            format!("{field}.valid_until"),
+                            "must be later than valid_from",
+                        ));
+                    }
+                    Some((from, until))
+                }
+                (false, _, _) => {
+                    return Err(invalid(
+                        format!("{field}.valid_from"),
+                        "a standalone node (no [trust]) needs valid_from and valid_until",
+                    ))
+                }
+                (true, None, None) => None,
+                (true, _, _) => return Err(invalid(format!("{field}.valid_from"), windows_rule)),
+            };
             if epochs.iter().any(|x| x.id == e.id) {
                 return Err(invalid(format!("{field}.id"), "epoch ids must be unique"));
             }
             epochs.push(EpochConfig {
                 id: e.id,
                 key_file: abs(&e.key_file),
-                valid_from: from,
-                valid_until: until,
+                window,
             });
         }
+        let federation = match (&raw.trust, &raw.peer_listener) {
+            (Some(t), Some(p)) => {
+                let listen = p.listen.parse().map_err(|_| {
+                    invalid("peer_listener.listen", "must be IP:PORT, e.g. 0.0.0.0:7444")
+                })?;
+                if t.sync_seconds == 0 {
+                    return Err(invalid("trust.sync_seconds", "must be at least 1"));
+                }
+                Some(Federation {
+                    root_file: abs(&t.root_file),
+                    expiry_warning_secs: (t.expiry_warning_days as i64).saturating_mul(86_400),
+                    sync_interval: Duration::from_secs(t.sync_seconds),
+                    peer: PeerListener {
+                        listen,
+                        cert: abs(&p.cert),
+                        key: abs(&p.key),
+                        coalition_ca: p.coalition_ca.as_deref().map(abs),
+                    },
+                })
+            }
+            (Some(_), None) => return Err(invalid("peer_listener", "required with [trust]")),
+            (None, Some(_)) => {
+                return Err(invalid("trust", "[peer_listener] needs a [trust] section"))
+            }
+            (None, None) => None,
+        };
         if raw.limits.max_batch_items == 0 {
             return Err(invalid("limits.max_batch_items", "must be at least 1"));
         }
@@ -340,6 +456,7 @@ impl Config {
             limits: raw.limits,
             store: raw.store,
             drain: Duration::from_secs(raw.shutdown.drain_seconds),
+            federation,
         })
     }
 }
@@ -399,6 +516,14 @@ mod tests {
         assert_eq!(raw.shutdown, ShutdownSettings::default());
         let cfg = Config::from_raw(raw, Path::new("/etc/cix")).unwrap();
         assert_eq!(cfg.data_dir, Path::new("/etc/cix/data"));
+        let fed = cfg.federation.expect("the example is a federated node");
+        assert_eq!(
+            fed.expiry_warning_secs,
+            default_warning_days() as i64 * 86_400
+        );
+        assert_eq!(fed.sync_interval.as_secs(), default_sync_seconds());
+        assert!(EXAMPLE.contains(&format!("expiry_warning_days = {}", default_warning_days())));
+        assert!(EXAMPLE.contains(&format!("sync_seconds = {}", default_sync_seconds())));
     }
 
     #[test]
@@ -409,6 +534,8 @@ mod tests {
             "[shutdown]",
             "[[token_epoch]]",
             "[[member_listener.client]]",
+            "[trust]",
+            "[peer_listener]",
         ] {
             assert!(EXAMPLE.contains(section), "example lacks {section}");
         }
@@ -441,12 +568,42 @@ mod tests {
             .to_string();
         assert!(e.contains("member_listener.client[0].capabilities"), "{e}");
 
+        // A standalone node gives epoch windows; a bad one is named.
         let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
-        raw.token_epochs[0].valid_until = "tomorrow".into();
+        raw.trust = None;
+        raw.peer_listener = None;
+        raw.token_epochs[0].valid_from = Some("2026-01-01T00:00:00Z".into());
+        raw.token_epochs[0].valid_until = Some("tomorrow".into());
         let e = Config::from_raw(raw, Path::new("/"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("token_epoch[0].valid_until"), "{e}");
+
+        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+        raw.trust = None;
+        raw.peer_listener = None;
+        let e = Config::from_raw(raw, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("standalone node"), "{e}");
+
+        // A federated node takes windows from the trust list only.
+        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+        raw.token_epochs[0].valid_from = Some("2026-01-01T00:00:00Z".into());
+        let e = Config::from_raw(raw, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trust list gives epoch windows"), "{e}");
+
+        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+        raw.peer_listener = None;
+        let e = Config::from_raw(raw, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("peer_listener") && e.contains("required with [trust]"),
+            "{e}"
+        );
 
         let e = RawConfig::parse(
             "[node]\nid='a'\ndata_dir='d'\nbogus=1\n",

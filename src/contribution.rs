@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 use crate::{
     ident::{self, Kind, Reason},
     index::{Index, IndexError, Indicator, Tier},
-    keyring::KeyRing,
+    keyring::{Epoch, KeyRing, Keys},
     proto::{LogBatch, LogEntry, LogOp},
     store::{Store, StoreError},
     token::Token,
@@ -124,7 +124,7 @@ pub struct Contributions {
     origin: String,
     store: Arc<Store>,
     index: Arc<RwLock<Index>>,
-    keys: Arc<KeyRing>,
+    keys: Keys,
     write: tokio::sync::Mutex<()>,
 }
 
@@ -148,7 +148,7 @@ impl Contributions {
         origin: String,
         store: Arc<Store>,
         index: Arc<RwLock<Index>>,
-        keys: Arc<KeyRing>,
+        keys: Keys,
     ) -> Contributions {
         Contributions {
             origin,
@@ -174,14 +174,13 @@ impl Contributions {
     ) -> Result<Written, ContributionError> {
         check_label("case_ref", case_ref)?;
         check_future("valid_until", valid_until, now)?;
-        let newest = self
-            .keys
+        let ring = self.keys.get();
+        let newest = ring
             .newest_valid(now)
-            .ok_or(ContributionError::NoValidEpoch)?
-            .id;
+            .ok_or(ContributionError::NoValidEpoch)?;
         let resolved: Vec<Result<Resolved, &'static str>> = items
             .into_iter()
-            .map(|i| self.resolve(i, Some(newest), now))
+            .map(|i| resolve(i, &ring, newest, now))
             .collect();
 
         let _guard = self.write.lock().await;
@@ -279,13 +278,11 @@ impl Contributions {
             check_label("case_ref", c)?;
         }
         // Identifiers may have been contributed under any epoch the node holds.
+        let ring = self.keys.get();
         let candidates: Option<Vec<Result<Vec<Resolved>, &'static str>>> = match &selector {
-            Selector::Items(items) => Some(
-                items
-                    .iter()
-                    .map(|i| self.resolve_all_epochs(i, now))
-                    .collect(),
-            ),
+            Selector::Items(items) => {
+                Some(items.iter().map(|i| resolve_all_epochs(i, &ring)).collect())
+            }
             Selector::Case(_) => None,
         };
         let _guard = self.write.lock().await;
@@ -383,71 +380,6 @@ impl Contributions {
         Ok((batch.first_seq, new_head.last_seq))
     }
 
-    /// Resolves an item to a token under `epoch` (raw values) or its own epoch (tokens).
-    fn resolve(
-        &self,
-        item: Item<'_>,
-        epoch: Option<u32>,
-        now: i64,
-    ) -> Result<Resolved, &'static str> {
-        match item {
-            Item::Raw { kind, value } => {
-                let kind = kind.map_err(Reason::as_str)?;
-                let canonical = ident::normalize(kind, value).map_err(Reason::as_str)?;
-                let e = epoch
-                    .and_then(|id| self.keys.get(id))
-                    .ok_or("epoch_not_valid")?;
-                Ok(Resolved {
-                    token: e.tokenizer.token(kind, canonical.as_bytes()),
-                    kind,
-                    epoch: e.id,
-                })
-            }
-            Item::Token { kind, token, epoch } => {
-                let kind = kind.map_err(Reason::as_str)?;
-                let token = Token::from_slice(token).map_err(|_| "token_length")?;
-                let e = self.keys.get(epoch).ok_or("unknown_epoch")?;
-                if !e.valid_at(now) {
-                    return Err("epoch_not_valid");
-                }
-                Ok(Resolved { token, kind, epoch })
-            }
-        }
-    }
-
-    /// For retract/extend: every token the item may have been stored under.
-    fn resolve_all_epochs(
-        &self,
-        item: &Item<'_>,
-        _now: i64,
-    ) -> Result<Vec<Resolved>, &'static str> {
-        match item {
-            Item::Raw { kind, value } => {
-                let kind = (*kind).map_err(Reason::as_str)?;
-                let canonical = ident::normalize(kind, value).map_err(Reason::as_str)?;
-                Ok(self
-                    .keys
-                    .all()
-                    .iter()
-                    .map(|e| Resolved {
-                        token: e.tokenizer.token(kind, canonical.as_bytes()),
-                        kind,
-                        epoch: e.id,
-                    })
-                    .collect())
-            }
-            Item::Token { kind, token, epoch } => {
-                let kind = (*kind).map_err(Reason::as_str)?;
-                let token = Token::from_slice(token).map_err(|_| "token_length")?;
-                Ok(vec![Resolved {
-                    token,
-                    kind,
-                    epoch: *epoch,
-                }])
-            }
-        }
-    }
-
     /// This node's own active indicators, in token order, after `after`.
     pub fn list(&self, after: Option<Token>, limit: usize, now: i64) -> Vec<Indicator> {
         self.index
@@ -460,5 +392,63 @@ fn check_future(field: &'static str, t: Option<i64>, now: i64) -> Result<(), Con
     match t {
         Some(t) if t <= now => Err(invalid(field, "must lie in the future")),
         _ => Ok(()),
+    }
+}
+
+/// Resolves an item to its token: raw values under `newest`, tokens under
+/// their own epoch (which must be valid now).
+fn resolve(
+    item: Item<'_>,
+    ring: &KeyRing,
+    newest: &Epoch,
+    now: i64,
+) -> Result<Resolved, &'static str> {
+    match item {
+        Item::Raw { kind, value } => {
+            let kind = kind.map_err(Reason::as_str)?;
+            let canonical = ident::normalize(kind, value).map_err(Reason::as_str)?;
+            Ok(Resolved {
+                token: newest.tokenizer.token(kind, canonical.as_bytes()),
+                kind,
+                epoch: newest.id,
+            })
+        }
+        Item::Token { kind, token, epoch } => {
+            let kind = kind.map_err(Reason::as_str)?;
+            let token = Token::from_slice(token).map_err(|_| "token_length")?;
+            let e = ring.get(epoch).ok_or("unknown_epoch")?;
+            if !e.valid_at(now) {
+                return Err("epoch_not_valid");
+            }
+            Ok(Resolved { token, kind, epoch })
+        }
+    }
+}
+
+/// For retract/extend: every token the item may have been stored under.
+fn resolve_all_epochs(item: &Item<'_>, ring: &KeyRing) -> Result<Vec<Resolved>, &'static str> {
+    match item {
+        Item::Raw { kind, value } => {
+            let kind = (*kind).map_err(Reason::as_str)?;
+            let canonical = ident::normalize(kind, value).map_err(Reason::as_str)?;
+            Ok(ring
+                .all()
+                .iter()
+                .map(|e| Resolved {
+                    token: e.tokenizer.token(kind, canonical.as_bytes()),
+                    kind,
+                    epoch: e.id,
+                })
+                .collect())
+        }
+        Item::Token { kind, token, epoch } => {
+            let kind = (*kind).map_err(Reason::as_str)?;
+            let token = Token::from_slice(token).map_err(|_| "token_length")?;
+            Ok(vec![Resolved {
+                token,
+                kind,
+                epoch: *epoch,
+            }])
+        }
     }
 }

@@ -17,6 +17,9 @@
 //! - [`screening`]: the match engine over the index.
 //! - [`contribution`]: this node's own origin log: add, retract, extend.
 //! - [`auth`], [`tls`]: who is calling (certificate public key) and what they may do.
+//! - [`trust`]: the operator-signed trust list, its verification and the
+//!   per-request authorization of peers.
+//! - [`federation`]: reaching peers; keeping every node on the newest list.
 //! - [`api`]: the tonic services; thin handlers and protobuf conversions.
 //! - [`server`], [`shutdown`]: the node process and its lifecycle.
 //! - [`config`]: the TOML config, validated.
@@ -32,6 +35,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod contribution;
+pub mod federation;
 pub mod ident;
 pub mod index;
 pub mod keyring;
@@ -44,3 +48,4 @@ pub mod synth;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod trust;

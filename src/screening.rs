@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 use crate::{
     ident::{self, Kind, Reason},
     index::{Index, Indicator},
-    keyring::KeyRing,
+    keyring::Keys,
     token::Token,
 };
 
@@ -29,11 +29,11 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Engine {
     index: Arc<RwLock<Index>>,
-    keys: Arc<KeyRing>,
+    keys: Keys,
 }
 
 impl Engine {
-    pub fn new(index: Arc<RwLock<Index>>, keys: Arc<KeyRing>) -> Engine {
+    pub fn new(index: Arc<RwLock<Index>>, keys: Keys) -> Engine {
         Engine { index, keys }
     }
 
@@ -42,7 +42,8 @@ impl Engine {
     where
         I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
     {
-        let epochs: Vec<_> = self.keys.valid_at(now).collect();
+        let ring = self.keys.get();
+        let epochs: Vec<_> = ring.valid_at(now).collect();
         let n_epochs = epochs.len();
         let mut buf = Vec::with_capacity(128);
         // Per item: Ok(index of its first token in `tokens`) or the reason.
@@ -77,7 +78,7 @@ impl Engine {
 
     /// Whether any key epoch is valid now (without one nothing can match).
     pub fn has_valid_epoch(&self, now: i64) -> bool {
-        self.keys.valid_at(now).next().is_some()
+        self.keys.get().valid_at(now).next().is_some()
     }
 }
 

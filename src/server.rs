@@ -9,7 +9,7 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -19,21 +19,31 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{service::interceptor::InterceptedService, transport::Server};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
-    api::{admin::AdminService, contribution::ContributionService, screening::ScreeningService},
+    api::{
+        admin::AdminService, contribution::ContributionService, federation::FederationService,
+        screening::ScreeningService,
+    },
     auth::{Authenticated, Capability, Grants, Require},
     config::Config,
     contribution::Contributions,
+    federation::{trust_sync, PeerDialer},
     index::{Index, IndexError},
-    keyring::{now_unix, KeyRing},
+    keyring::{load_keys, now_unix, KeyRing, KeyRingError, Keys, LoadedKey},
     proto::{
         admin_server::AdminServer, contribution_server::ContributionServer,
-        screening_server::ScreeningServer,
+        federation_server::FederationServer, screening_server::ScreeningServer,
     },
     screening::Engine,
     store::{Store, StoreError},
     tls::{self, TlsError},
     token::KeyError,
+    trust::{
+        auth::PeerAuthLayer,
+        state::{TrustState, TrustStateError},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,21 +54,26 @@ pub enum ServerError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("member listener tls: {0}")]
+    #[error(transparent)]
+    KeyRing(#[from] KeyRingError),
+    #[error(transparent)]
+    Trust(#[from] TrustStateError),
+    #[error("tls: {0}")]
     Tls(#[from] TlsError),
-    #[error("binding the member listener to {addr}: {source}")]
+    #[error("binding {what} to {addr}: {source}")]
     Bind {
+        what: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
     #[error("writing {path}: {source}")]
-    AddrFile {
+    Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("member listener: {0}")]
+    #[error("listener: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
 
@@ -67,24 +82,50 @@ pub struct NodeState {
     pub node_id: String,
     pub store: Arc<Store>,
     pub index: Arc<RwLock<Index>>,
-    pub keys: Arc<KeyRing>,
+    pub keys: Keys,
+    /// The key files, kept to rebuild the ring when the trust list changes.
+    pub loaded_keys: Vec<LoadedKey>,
+    /// The trust list in force (federated nodes only).
+    pub trust: Option<Arc<TrustState>>,
     pub started: Instant,
     pub started_unix: i64,
 }
 
-/// Name of the file, in the data directory, where a running node writes the
-/// member listener's bound address (useful with port 0).
+/// Files, in the data directory, where a running node writes its listeners'
+/// bound addresses (useful with port 0); removed on a clean stop.
 pub const MEMBER_ADDR_FILE: &str = "member.addr";
+pub const PEER_ADDR_FILE: &str = "peer.addr";
 
-/// Opens the store and replays every batch into a fresh index.
-pub fn open_state(config: &Config) -> Result<NodeState, ServerError> {
+/// Opens the store, replays every batch into a fresh index, loads the trust
+/// list and the keys (refusing a key that does not match its epoch).
+pub async fn open_state(config: &Config) -> Result<NodeState, ServerError> {
     let started = Instant::now();
-    let keys = KeyRing::load(&config.epochs)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::AddrFile {
+    let loaded_keys = load_keys(&config.epochs)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Write {
         path: config.data_dir.clone(),
         source,
     })?;
-    let store = Store::open(&config.data_dir, config.store.cache_mb)?;
+    let store = Arc::new(Store::open(&config.data_dir, config.store.cache_mb)?);
+    let trust = match &config.federation {
+        Some(f) => Some(Arc::new(
+            TrustState::open(
+                store.clone(),
+                &f.root_file,
+                &config.node_id,
+                f.expiry_warning_secs,
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    let ring = {
+        let list = trust.as_ref().map(|t| t.current());
+        KeyRing::build(
+            &loaded_keys,
+            list.as_ref().map(|l| l.body().epochs.as_slice()),
+            true,
+        )?
+    };
     let mut index = Index::new();
     let mut batches = 0u64;
     for batch in store.batches() {
@@ -99,49 +140,66 @@ pub fn open_state(config: &Config) -> Result<NodeState, ServerError> {
     );
     Ok(NodeState {
         node_id: config.node_id.clone(),
-        store: Arc::new(store),
+        store,
         index: Arc::new(RwLock::new(index)),
-        keys: Arc::new(keys),
+        keys: Keys::new(ring),
+        loaded_keys,
+        trust,
         started,
         started_unix: now_unix(),
     })
 }
+
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { what, addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Writes a listener's bound address into the data directory.
+fn write_addr(data_dir: &Path, file: &str, addr: SocketAddr) -> Result<PathBuf, ServerError> {
+    let path = data_dir.join(file);
+    std::fs::write(&path, format!("{addr}\n")).map_err(|source| ServerError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+type ServeTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// Runs the node until `shutdown` resolves.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let state = Arc::new(open_state(&config)?);
-    for e in state.keys.all() {
+    let state = Arc::new(open_state(&config).await?);
+    for e in state.keys.get().all() {
         tracing::info!(epoch = e.id, fingerprint = %e.fingerprint, valid_now = e.valid_at(now_unix()), "token key loaded");
     }
-    if state.keys.valid_at(now_unix()).next().is_none() {
+    if state.keys.get().valid_at(now_unix()).next().is_none() {
         tracing::warn!(
             "no key epoch is valid now: nothing will match and contributions are refused"
         );
     }
-    let tls_config = tls::member_server_config(
+    let stop = CancellationToken::new();
+    let mut tasks: Vec<ServeTask> = Vec::new();
+    let mut addr_files = Vec::new();
+
+    // The member listener.
+    let member_tls = tls::member_server_config(
         &config.member.cert,
         &config.member.key,
         &config.member.client_ca,
     )?;
-    let listener = TcpListener::bind(config.member.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.member.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.member.listen,
-        source,
-    })?;
-    let addr_file = config.data_dir.join(MEMBER_ADDR_FILE);
-    std::fs::write(&addr_file, format!("{addr}\n")).map_err(|source| ServerError::AddrFile {
-        path: addr_file.clone(),
-        source,
-    })?;
-
+    let (listener, member_addr) = bind("the member listener", config.member.listen).await?;
     let grants = Grants::new(config.member.clients.clone());
     let max_items = config.limits.max_batch_items;
     let max_bytes = config.limits.max_message_bytes;
@@ -152,7 +210,6 @@ pub async fn run(
         state.index.clone(),
         state.keys.clone(),
     ));
-
     let screening = ScreeningServer::new(ScreeningService::new(engine, max_items))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -167,13 +224,11 @@ pub async fn run(
     health_reporter
         .set_serving::<ContributionServer<ContributionService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("descriptor set compiled by build.rs is valid");
-
-    let incoming = ReceiverStream::new(tls::accept_loop(listener, tls_config));
+    let incoming = ReceiverStream::new(tls::accept_loop(
+        listener,
+        member_tls,
+        tls::Connections::default(),
+    ));
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(InterceptedService::new(
@@ -188,47 +243,153 @@ pub async fn run(
             admin,
             Require::new(&grants, Capability::Admin),
         ))
-        .add_service(InterceptedService::new(health, Authenticated))
-        .add_service(InterceptedService::new(reflection, Authenticated));
+        .add_service(InterceptedService::new(health.clone(), Authenticated))
+        .add_service(InterceptedService::new(reflection(), Authenticated));
+    tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
+        incoming,
+        stop.clone().cancelled_owned(),
+    )));
+    tracing::info!(node = %config.node_id, addr = %member_addr, "member listener ready (TLS 1.3, client certificates required)");
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut serve = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stop_rx.await;
-    }));
-    tracing::info!(node = %config.node_id, %addr, "member listener ready (TLS 1.3, client certificates required)");
+    // The peer listener and trust-list sync, for a federated node.
+    if let (Some(fed), Some(trust)) = (&config.federation, &state.trust) {
+        let policy: tls::SpkiPolicy = {
+            let trust = trust.clone();
+            Arc::new(move |spki: &str| trust.admits(spki))
+        };
+        let peer_tls = tls::peer_server_config(
+            &fed.peer.cert,
+            &fed.peer.key,
+            fed.peer.coalition_ca.as_deref(),
+            policy,
+        )?;
+        let (listener, addr) = bind("the peer listener", fed.peer.listen).await?;
+        addr_files.push(write_addr(&config.data_dir, PEER_ADDR_FILE, addr)?);
+        let incoming = ReceiverStream::new(tls::accept_loop(
+            listener,
+            peer_tls,
+            trust.connections().clone(),
+        ));
+        let router = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(PeerAuthLayer::new(trust.clone()))
+            .add_service(FederationServer::new(FederationService::new(trust.clone())))
+            .add_service(health);
+        tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            incoming,
+            stop.clone().cancelled_owned(),
+        )));
+        if !trust.own_member_active() {
+            tracing::warn!(node = %config.node_id, "this node is not an active member of its trust list: peers will refuse it");
+        }
+        if let Some(w) = trust.warning(now_unix()) {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(%addr, "peer listener ready (TLS 1.3, member certificates pinned by the trust list)");
+        let dialer = PeerDialer {
+            cert: fed.peer.cert.clone(),
+            key: fed.peer.key.clone(),
+        };
+        tokio::spawn(trust_sync::run(
+            trust.clone(),
+            dialer,
+            fed.sync_interval,
+            stop.clone(),
+        ));
+        tokio::spawn(rebuild_keys_on_change(state.clone(), stop.clone()));
+    }
 
-    let result = tokio::select! {
-        r = &mut serve => Some(r),
+    // Last, so that a waiting client finds every listener up.
+    addr_files.push(write_addr(&config.data_dir, MEMBER_ADDR_FILE, member_addr)?);
+    let mut first = futures::future::select_all(tasks.iter_mut());
+    let failed = tokio::select! {
+        (r, _, _) = &mut first => Some(r),
         _ = shutdown => None,
     };
-    let served = match result {
-        Some(r) => r,
+    drop(first);
+    stop.cancel();
+    health_reporter
+        .set_not_serving::<ScreeningServer<ScreeningService>>()
+        .await;
+    let result = match failed {
+        Some(r) => {
+            for t in &tasks {
+                t.abort();
+            }
+            match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ServerError::from(e)),
+                Err(e) => {
+                    tracing::error!(error = %e, "listener task failed");
+                    Ok(())
+                }
+            }
+        }
         None => {
-            let _ = stop_tx.send(());
-            health_reporter
-                .set_not_serving::<ScreeningServer<ScreeningService>>()
-                .await;
-            match tokio::time::timeout(config.drain, &mut serve).await {
-                Ok(r) => r,
+            let drained =
+                tokio::time::timeout(config.drain, futures::future::join_all(tasks.iter_mut()))
+                    .await;
+            match drained {
+                Ok(results) => results
+                    .into_iter()
+                    .find_map(|r| match r {
+                        Ok(Err(e)) => Some(Err(ServerError::from(e))),
+                        _ => None,
+                    })
+                    .unwrap_or(Ok(())),
                 Err(_) => {
                     tracing::warn!(
                         drain_seconds = config.drain.as_secs(),
                         "drain deadline passed; closing remaining connections"
                     );
-                    serve.abort();
-                    Ok(Ok(()))
+                    for t in &tasks {
+                        t.abort();
+                    }
+                    Ok(())
                 }
             }
         }
     };
-    let _ = std::fs::remove_file(&addr_file);
+    for f in addr_files {
+        let _ = std::fs::remove_file(f);
+    }
     state.store.flush().await?;
     tracing::info!("store flushed; node stopped");
-    match served {
-        Ok(r) => r.map_err(ServerError::from),
-        Err(e) => {
-            tracing::error!(error = %e, "server task failed");
-            Ok(())
+    result
+}
+
+fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
+    impl tonic_reflection::server::v1::ServerReflection,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor set compiled by build.rs is valid")
+}
+
+/// A new trust list may change epoch windows: rebuild the key ring.
+async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) {
+    let Some(trust) = state.trust.clone() else {
+        return;
+    };
+    let mut changed = trust.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = changed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let list = trust.current();
+                match KeyRing::build(&state.loaded_keys, Some(&list.body().epochs), false) {
+                    Ok(ring) => {
+                        state.keys.set(ring);
+                        tracing::info!(version = list.version(), "key epochs updated from the trust list");
+                    }
+                    Err(e) => tracing::error!(error = %e, "key epochs not updated"),
+                }
+            }
         }
     }
 }

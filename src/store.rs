@@ -15,6 +15,7 @@
 //!   the `LogBatch` protobuf bytes exactly as received or written.
 //! - `heads`: origin id → last sequence number (u64 big-endian) ‖ SHA-256 of
 //!   the last batch's bytes.
+//! - `trust`: `current` → the newest accepted `SignedTrustList`, as received.
 
 use std::path::{Path, PathBuf};
 
@@ -105,6 +106,7 @@ pub struct Store {
     meta: sled::Tree,
     batches: sled::Tree,
     heads: sled::Tree,
+    trust: sled::Tree,
 }
 
 impl Store {
@@ -141,6 +143,7 @@ impl Store {
         Ok(Store {
             batches: db.open_tree("batches")?,
             heads: db.open_tree("heads")?,
+            trust: db.open_tree("trust")?,
             meta,
             db,
             path,
@@ -238,6 +241,17 @@ impl Store {
             LogBatch::decode(v.as_ref())
                 .map_err(|e| StoreError::Corrupt(format!("batch does not decode: {e}")))
         })
+    }
+
+    /// The newest accepted trust list, as received.
+    pub fn trust_list(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.trust.get("current")?.map(|v| v.to_vec()))
+    }
+
+    /// Replaces the stored trust list and makes it durable.
+    pub async fn put_trust_list(&self, signed: &[u8]) -> Result<(), StoreError> {
+        self.trust.insert("current", signed)?;
+        self.flush().await
     }
 
     /// Number of batches held.

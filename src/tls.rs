@@ -7,6 +7,14 @@
 //! SubjectPublicKeyInfo, so that a caller is its key, whatever certificate
 //! wraps it. tonic's built-in TLS can do neither, so the listener accepts with
 //! tokio-rustls and hands the streams to `serve_with_incoming`.
+//!
+//! The peer listener (other members' nodes) pins certificates by public key
+//! instead: a client certificate is accepted only if its SPKI fingerprint
+//! belongs to an active member of the trust list (optionally also chaining
+//! to a coalition CA), and outgoing peer connections accept only the
+//! fingerprints the list gives for that member. Every accepted connection is
+//! registered in a [`Connections`] registry so that a member cut off by a
+//! new trust list loses its open connections and streams at once.
 
 use std::{
     io,
@@ -18,11 +26,23 @@ use std::{
     time::Duration,
 };
 
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use futures::FutureExt;
+use parking_lot::Mutex;
 use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::CryptoProvider,
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
-    server::WebPkiClientVerifier,
-    ClientConfig, RootCertStore, ServerConfig,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    server::{
+        danger::{ClientCertVerified, ClientCertVerifier},
+        NoServerSessionStorage, WebPkiClientVerifier,
+    },
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
+    ServerConfig, SignatureScheme,
 };
 use sha2::{Digest, Sha256};
 use tokio::{
@@ -31,6 +51,7 @@ use tokio::{
     sync::mpsc,
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::{server::Connected, Channel, Endpoint};
 
 use crate::auth::PeerIdentity;
@@ -153,10 +174,87 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
     Ok(Arc::new(config))
 }
 
-/// An accepted, authenticated TLS connection.
+/// An accepted, authenticated TLS connection. It fails every read and
+/// write once its registry closes it, which ends the HTTP/2 connection and
+/// every stream on it.
 pub struct PeerStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     peer: PeerIdentity,
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    _registration: Registration,
+}
+
+impl PeerStream {
+    fn check_closed(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.closed.poll_unpin(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection closed: caller no longer authorized",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+/// Open connections by caller key, so that a caller's connections can be cut.
+#[derive(Clone, Default)]
+pub struct Connections {
+    inner: Arc<ConnectionsInner>,
+}
+
+#[derive(Default)]
+struct ConnectionsInner {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, (Arc<str>, CancellationToken)>>,
+}
+
+/// Removes a connection from its registry when the connection ends.
+struct Registration {
+    id: u64,
+    registry: Arc<ConnectionsInner>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.open.lock().remove(&self.id);
+    }
+}
+
+impl Connections {
+    fn register(&self, spki: Arc<str>) -> (Registration, CancellationToken) {
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        self.inner.open.lock().insert(id, (spki, token.clone()));
+        (
+            Registration {
+                id,
+                registry: self.inner.clone(),
+            },
+            token,
+        )
+    }
+
+    /// Closes every open connection whose caller key fails `keep`; returns
+    /// the fingerprints closed.
+    pub fn close_unless(&self, keep: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let mut closed = Vec::new();
+        for (spki, token) in self.inner.open.lock().values() {
+            if !keep(spki) && !token.is_cancelled() {
+                token.cancel();
+                closed.push(spki.clone());
+            }
+        }
+        closed
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.inner.open.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Connected for PeerStream {
@@ -172,6 +270,7 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_closed(cx)?;
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -182,6 +281,7 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_closed(cx)?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -189,6 +289,7 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check_closed(cx)?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -208,6 +309,7 @@ impl AsyncWrite for PeerStream {
 pub fn accept_loop(
     listener: TcpListener,
     config: Arc<ServerConfig>,
+    connections: Connections,
 ) -> mpsc::Receiver<Result<PeerStream, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
@@ -227,8 +329,9 @@ pub fn accept_loop(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let connections = connections.clone();
             tokio::spawn(async move {
-                match handshake(&acceptor, tcp, addr).await {
+                match handshake(&acceptor, tcp, addr, &connections).await {
                     Ok(stream) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
@@ -244,6 +347,7 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
+    connections: &Connections,
 ) -> io::Result<PeerStream> {
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
@@ -257,11 +361,13 @@ async fn handshake(
     let fp =
         spki_sha256(cert).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     tracing::debug!(peer = %addr, spki_sha256 = %fp, "tls connection accepted");
+    let spki: Arc<str> = fp.into();
+    let (registration, token) = connections.register(spki.clone());
     Ok(PeerStream {
         inner: tls,
-        peer: PeerIdentity {
-            spki_sha256: fp.into(),
-        },
+        peer: PeerIdentity { spki_sha256: spki },
+        closed: Box::pin(token.cancelled_owned()),
+        _registration: registration,
     })
 }
 
@@ -314,4 +420,206 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = inner.source();
     }
     s
+}
+
+/// Decides whether a certificate's SPKI fingerprint may connect.
+pub type SpkiPolicy = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Client-certificate verifier of the peer listener: the certificate's
+/// public key must be allowed by `policy` (an active member's TLS identity);
+/// with `ca`, the certificate must also chain to the coalition CA.
+pub struct SpkiClientVerifier {
+    policy: SpkiPolicy,
+    ca: Option<Arc<dyn ClientCertVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for SpkiClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpkiClientVerifier")
+            .field("ca", &self.ca.is_some())
+            .finish()
+    }
+}
+
+impl ClientCertVerifier for SpkiClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.ca
+            .as_ref()
+            .map(|c| c.root_hint_subjects())
+            .unwrap_or(&[])
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let fp = spki_sha256(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if !(self.policy)(&fp) {
+            tracing::warn!(spki_sha256 = %fp, "peer certificate refused: not an active member of the trust list");
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        if let Some(ca) = &self.ca {
+            ca.verify_client_cert(end_entity, intermediates, now)
+                .inspect_err(|e| tracing::warn!(spki_sha256 = %fp, error = %e, "peer certificate refused: not from the coalition CA"))?;
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The peer listener's TLS: 1.3 only, a client certificate whose key
+/// `policy` allows (and, with `coalition_ca`, chaining to it). Session
+/// resumption is off: every connection shows its certificate afresh.
+pub fn peer_server_config(
+    cert: &Path,
+    key: &Path,
+    coalition_ca: Option<&Path>,
+    policy: SpkiPolicy,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let ca = match coalition_ca {
+        Some(path) => Some(
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots(path)?), provider.clone())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let verifier = Arc::new(SpkiClientVerifier {
+        policy,
+        ca,
+        provider: provider.clone(),
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// Server-certificate verifier for outgoing peer connections: the server's
+/// key must be one the trust list gives for that member. Host names are not
+/// checked: the pinned key is the identity.
+#[derive(Debug)]
+pub struct SpkiServerVerifier {
+    expected: Vec<String>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for SpkiServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let fp = spki_sha256(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if self.expected.contains(&fp) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// TLS for an outgoing peer connection: presents `cert`/`key`, accepts only
+/// a server whose SPKI fingerprint is in `expected_server_spki`.
+pub fn peer_client_config(
+    cert: &Path,
+    key: &Path,
+    expected_server_spki: Vec<String>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(SpkiServerVerifier {
+        expected: expected_server_spki,
+        provider: provider.clone(),
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -47,7 +47,25 @@ impl admin_server::Admin for AdminService {
             })
             .collect();
         origins.sort_by(|a, b| a.origin.cmp(&b.origin));
+        let trust = n
+            .trust
+            .as_ref()
+            .map(|t| (t.current(), t.warning(now), t.connections().len()));
         Ok(Response::new(proto::StatusResponse {
+            trust_version: trust.as_ref().map(|(l, ..)| l.version()).unwrap_or(0),
+            trust_expires_at: trust
+                .as_ref()
+                .map(|(l, ..)| convert::timestamp(l.expires_at())),
+            trust_members: trust
+                .as_ref()
+                .map(|(l, ..)| l.body().members.len() as u32)
+                .unwrap_or(0),
+            warnings: trust
+                .as_ref()
+                .and_then(|(_, w, _)| w.clone())
+                .into_iter()
+                .collect(),
+            peer_connections: trust.as_ref().map(|(.., c)| *c as u32).unwrap_or(0),
             node_id: n.node_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: n.started.elapsed().as_secs(),
@@ -62,6 +80,7 @@ impl admin_server::Admin for AdminService {
             origins,
             epochs: n
                 .keys
+                .get()
                 .all()
                 .iter()
                 .map(|e| proto::EpochStatus {

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod contribution;
 pub mod convert;
+pub mod federation;
 pub mod screening;
 
 use tonic::Status;

@@ -1,10 +1,12 @@
-//! `cix demo`: one node on loopback, end to end, as a member would run it.
-//! Makes a node directory, starts `cix serve` as a child process, contributes
-//! synthetic indicators as a liaison, screens a generated file of mixed
-//! identifiers (some known) over a bulk stream, retracts a case, and stops
-//! the node with SIGTERM. Each step checks its own result, so the demo fails
-//! loudly if the node misbehaves. (It grows into a three-node federation
-//! when replication lands.)
+//! `cix demo`: a three-node coalition on loopback, end to end, as members
+//! and operators would run it. Operators make their keys and sign a trust
+//! list naming a liaison and two banks; each member's node is started as a
+//! child process (`cix serve`). The liaison contributes synthetic
+//! indicators, screens a generated file of mixed identifiers (some known)
+//! over a bulk stream and retracts the case; then the operators suspend one
+//! bank and the demo shows the new list reaching the other nodes and the
+//! suspended bank's open connection being cut, with the times. Each step
+//! checks its own result, so the demo fails loudly if a node misbehaves.
 
 use std::{
     io::Write,
@@ -15,42 +17,272 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
+use prost::Message;
+use tonic::transport::Channel;
+
 use super::{bulk, init};
 use crate::{
     api::convert,
     client::{Clients, Identity},
     ident::Kind,
-    proto,
+    keyring::now_unix,
+    proto::{self, federation_client::FederationClient, MemberKind},
     synth::Synth,
+    tls,
+    token::TokenKey,
+    trust::{keys::SigningKeyFile, list},
 };
 
 /// Known indicators the liaison contributes.
 const KNOWN: usize = 1_000;
 
+/// The demo coalition's members: (id, kind).
+const MEMBERS: [(&str, MemberKind); 3] = [
+    ("liaison-a", MemberKind::Liaison),
+    ("bank-b", MemberKind::Bank),
+    ("bank-c", MemberKind::Bank),
+];
+
 pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
     let tmp;
     let dir = match keep {
-        Some(d) => d,
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            d
+        }
         None => {
             tmp = tempfile::tempdir()?;
             tmp.path().to_path_buf()
         }
     };
-    println!("== cix demo in {}", dir.display());
-    let made = init::init(
-        &dir,
-        &init::InitOptions {
-            node_id: "demo-liaison",
-            listen: "127.0.0.1:0",
-            force: true,
-        },
-    )?;
-    let mut node = Node::start(&made.config, &dir.join("node.log")).await?;
-    let result = steps(&dir, identifiers).await;
-    let stopped = node.stop().await;
+    println!(
+        "== cix demo: a three-member coalition on loopback, in {}",
+        dir.display()
+    );
+    let mut coalition = DemoCoalition::create(&dir)?;
+    let mut nodes = Vec::new();
+    for (i, (id, _)) in MEMBERS.iter().enumerate() {
+        match Node::start(&coalition.configs[i], &coalition.dirs[i].join("node.log")).await {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                for n in &mut nodes {
+                    let _ = n.stop().await;
+                }
+                return Err(e.context(format!("starting {id}")));
+            }
+        }
+    }
+    println!(
+        "-- nodes {} running, each with a member and a peer listener (mutual TLS 1.3)",
+        MEMBERS.map(|(id, _)| id).join(", ")
+    );
+    let mut result = steps(&coalition.dirs[0], identifiers).await;
+    if result.is_ok() {
+        result = trust_steps(&mut coalition).await;
+    }
+    let mut stopped = Ok(());
+    for n in &mut nodes {
+        let r = n.stop().await;
+        if stopped.is_ok() {
+            stopped = r;
+        }
+    }
     result?;
     stopped?;
     println!("== demo complete");
+    Ok(())
+}
+
+/// Operators' keys, the members' node directories and the list in force.
+struct DemoCoalition {
+    operators: Vec<SigningKeyFile>,
+    dirs: Vec<PathBuf>,
+    configs: Vec<PathBuf>,
+    peer_spkis: Vec<String>,
+    list: proto::TrustList,
+}
+
+impl DemoCoalition {
+    fn create(dir: &Path) -> Result<DemoCoalition> {
+        let operators: Vec<_> = (0..3).map(|_| SigningKeyFile::generate()).collect();
+        let token_key_path = dir.join("coalition-epoch-1.key");
+        if token_key_path.exists() {
+            std::fs::remove_file(&token_key_path)?;
+        }
+        let token_key = TokenKey::generate();
+        token_key.write_new(&token_key_path)?;
+        let now = now_unix();
+        let (mut dirs, mut configs, mut peer_spkis, mut members) = (vec![], vec![], vec![], vec![]);
+        for (id, kind) in MEMBERS {
+            let node_dir = dir.join(id);
+            let peer = format!("127.0.0.1:{}", free_port()?);
+            let made = init::init(
+                &node_dir,
+                &init::InitOptions {
+                    node_id: id,
+                    listen: "127.0.0.1:0",
+                    force: true,
+                    peer_listen: Some(&peer),
+                    token_key: Some(&token_key_path),
+                },
+            )?;
+            let spki = made
+                .peer_spki_sha256
+                .context("federated init gives a peer key")?;
+            members.push(list::member(id, &format!("Demo {id}"), kind, &spki, &peer));
+            dirs.push(node_dir);
+            configs.push(made.config);
+            peer_spkis.push(spki);
+        }
+        let list = list::new_list(
+            "demo-coalition",
+            &operators
+                .iter()
+                .map(|k| k.verifying_key())
+                .collect::<Vec<_>>(),
+            2,
+            vec![proto::KeyEpoch {
+                id: 1,
+                valid_from: now - 86_400,
+                valid_until: now + 365 * 86_400,
+                key_sha256: token_key.fingerprint(),
+            }],
+            members,
+            now,
+            now + 90 * 86_400,
+        );
+        let c = DemoCoalition {
+            operators,
+            dirs,
+            configs,
+            peer_spkis,
+            list,
+        };
+        let root = c.signed();
+        for d in &c.dirs {
+            std::fs::write(d.join("trust/root.ctl"), root.encode_to_vec())?;
+        }
+        println!(
+            "-- operators signed trust list v{} (3 operator keys, threshold 2, {} members, token key epoch 1)",
+            c.list.version,
+            c.list.members.len()
+        );
+        Ok(c)
+    }
+
+    /// The list signed by two of the three operators.
+    fn signed(&self) -> proto::SignedTrustList {
+        let mut signed = proto::SignedTrustList {
+            body: self.list.encode_to_vec(),
+            signatures: vec![],
+        };
+        for k in &self.operators[..2] {
+            list::sign(&mut signed, k);
+        }
+        signed
+    }
+
+    /// A Federation client to member `to`'s peer listener, as member `from`.
+    async fn federation(&self, to: usize, from: usize) -> Result<FederationClient<Channel>> {
+        Ok(FederationClient::new(self.peer_channel(to, from).await?))
+    }
+
+    /// A connection to member `to`'s peer listener, as member `from`.
+    async fn peer_channel(&self, to: usize, from: usize) -> Result<Channel> {
+        let d = &self.dirs[from];
+        let config = tls::peer_client_config(
+            &d.join("tls/peer.crt"),
+            &d.join("tls/peer.key"),
+            vec![self.peer_spkis[to].clone()],
+        )?;
+        let addr = std::fs::read_to_string(
+            self.dirs[to]
+                .join("data")
+                .join(crate::server::PEER_ADDR_FILE),
+        )?;
+        Ok(tls::connect(addr.trim(), None, config).await?)
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Operators suspend bank-c: the list spreads, bank-c's open stream is cut.
+async fn trust_steps(c: &mut DemoCoalition) -> Result<()> {
+    // bank-c keeps a stream open on liaison-a's peer listener.
+    let channel = c.peer_channel(0, 2).await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        watch.message().await?.is_some(),
+        "no health update on the open stream"
+    );
+    println!("-- bank-c holds a stream open on liaison-a's peer listener");
+
+    c.list.version += 1;
+    c.list.issued_at = now_unix();
+    c.list.members[2].status = proto::MemberStatus::Suspended as i32;
+    let v2 = c.signed();
+    let start = Instant::now();
+    let r = c
+        .federation(0, 1)
+        .await?
+        .publish_trust_list(v2)
+        .await?
+        .into_inner();
+    ensure!(r.applied, "liaison-a did not apply the new list");
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = watch.message().await {}
+    })
+    .await;
+    ensure!(
+        cut.is_ok(),
+        "bank-c's stream stayed open after its suspension"
+    );
+    println!(
+        "-- operators published v{} suspending bank-c: its open stream was closed {:.1} ms after publication",
+        c.list.version,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let b = Identity::from_dir(&c.dirs[1])?;
+    let mut bank_b = b.connect().await?;
+    loop {
+        let s = bank_b
+            .admin
+            .status(proto::StatusRequest {})
+            .await?
+            .into_inner();
+        if s.trust_version == c.list.version {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "bank-b never received the new list"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "-- bank-b received v{} from its peers {:.1} ms after publication, without operator action",
+        c.list.version,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let refused = match c.federation(0, 2).await {
+        Ok(mut f) => f
+            .get_trust_list(proto::GetTrustListRequest::default())
+            .await
+            .is_err(),
+        Err(_) => true,
+    };
+    ensure!(refused, "a suspended member was let back in");
+    println!("-- bank-c's new connections are refused at the TLS handshake");
     Ok(())
 }
 

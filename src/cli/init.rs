@@ -22,12 +22,23 @@ pub struct Initialized {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub client_spki_sha256: String,
+    /// For a federated node: its peer certificate's SPKI fingerprint, for
+    /// the operators' trust list.
+    pub peer_spki_sha256: Option<String>,
+    /// The token key's fingerprint.
+    pub token_key_sha256: String,
 }
 
+#[derive(Default)]
 pub struct InitOptions<'a> {
     pub node_id: &'a str,
     pub listen: &'a str,
     pub force: bool,
+    /// Makes a federated node: its peer listener's address. The config then
+    /// expects the operators' signed trust list at `trust/root.ctl`.
+    pub peer_listen: Option<&'a str>,
+    /// Install this token key (the coalition's, epoch 1) instead of a new one.
+    pub token_key: Option<&'a Path>,
 }
 
 fn write_private(path: &Path, data: &str) -> Result<()> {
@@ -127,11 +138,45 @@ pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
     if key_path.exists() {
         fs::remove_file(&key_path)?;
     }
-    TokenKey::generate().write_new(&key_path)?;
+    let token_key = match opts.token_key {
+        Some(p) => TokenKey::load(p)?,
+        None => TokenKey::generate(),
+    };
+    token_key.write_new(&key_path)?;
 
     let now = crate::keyring::now_unix();
     let from = crate::config::format_time(now - 86_400);
     let until = crate::config::format_time(now + 365 * 86_400);
+    let mut peer_spki = None;
+    let (epoch_window, federation) = match opts.peer_listen {
+        None => (
+            format!("valid_from = \"{from}\"\nvalid_until = \"{until}\"\n"),
+            String::new(),
+        ),
+        Some(peer_listen) => {
+            let (pem, key) = issue(&ca, &format!("cix peer {}", opts.node_id), true)?;
+            write(&dir.join("tls/peer.crt"), &pem)?;
+            write_private(&dir.join("tls/peer.key"), &key)?;
+            let der = tls::load_certs(&dir.join("tls/peer.crt"))?.remove(0);
+            peer_spki = Some(tls::spki_sha256(&der)?);
+            fs::create_dir_all(dir.join("trust"))?;
+            (
+                String::new(),
+                format!(
+                    r#"
+# The operators' signed trust list goes here before the first start.
+[trust]
+root_file = "trust/root.ctl"
+
+[peer_listener]
+listen = "{peer_listen}"
+cert = "tls/peer.crt"
+key = "tls/peer.key"
+"#
+                ),
+            )
+        }
+    };
     let config = format!(
         r#"# Made by `cix init`. See config/node.example.toml for every field.
 [node]
@@ -152,9 +197,7 @@ capabilities = ["screen", "contribute", "admin"]
 [[token_epoch]]
 id = 1
 key_file = "keys/epoch-1.key"
-valid_from = "{from}"
-valid_until = "{until}"
-"#,
+{epoch_window}{federation}"#,
         id = opts.node_id,
         listen = opts.listen,
     );
@@ -164,6 +207,8 @@ valid_until = "{until}"
         dir: dir.to_path_buf(),
         config: config_path,
         client_spki_sha256: client_fp,
+        peer_spki_sha256: peer_spki,
+        token_key_sha256: token_key.fingerprint(),
     })
 }
 

@@ -6,6 +6,7 @@
 pub mod bulk;
 pub mod demo;
 pub mod init;
+pub mod operator;
 
 use std::{path::PathBuf, time::Instant};
 
@@ -57,6 +58,13 @@ pub enum Command {
         node_id: String,
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
+        /// Make a federated node with its peer listener here (needs the
+        /// operators' signed trust list at DIR/trust/root.ctl to start).
+        #[arg(long)]
+        peer_listen: Option<String>,
+        /// Install this token key file (the coalition's key for epoch 1).
+        #[arg(long)]
+        token_key: Option<PathBuf>,
     },
     /// Run a small local federation end to end: a node, a contribution, bulk screening.
     Demo {
@@ -96,6 +104,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make an Ed25519 key pair, or with --token a token key.
+    #[command(long_about = operator::KEYGEN_LONG_ABOUT)]
+    Keygen(operator::KeygenArgs),
+    /// Edit, sign, verify, show and publish the coalition trust list.
+    #[command(subcommand, long_about = operator::TRUST_LONG_ABOUT)]
+    Trust(operator::TrustCommand),
 }
 
 /// How to reach the node and who to be.
@@ -280,6 +294,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             force,
             node_id,
             listen,
+            peer_listen,
+            token_key,
         } => {
             let made = init::init(
                 &dir,
@@ -287,11 +303,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                     node_id: &node_id,
                     listen: &listen,
                     force,
+                    peer_listen: peer_listen.as_deref(),
+                    token_key: token_key.as_deref(),
                 },
             )?;
             println!("node directory: {}", made.dir.display());
             println!("config:         {}", made.config.display());
             println!("client spki:    {}", made.client_spki_sha256);
+            println!("token key:      sha256 {}", made.token_key_sha256);
+            if let Some(peer) = &made.peer_spki_sha256 {
+                println!("peer spki:      {peer}  (for the operators' trust list)");
+                println!(
+                    "trust list:     put the signed list at {}",
+                    dir.join("trust/root.ctl").display()
+                );
+            }
             println!(
                 "start it with:  cix serve --config {}",
                 made.config.display()
@@ -310,6 +336,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Indicators(c) => indicators(c).await,
         Command::Match(a) => match_command(a).await,
         Command::Status { conn, json } => status(conn, json).await,
+        Command::Keygen(a) => operator::keygen(a),
+        Command::Trust(c) => operator::trust(c).await,
     }
 }
 
@@ -756,6 +784,11 @@ async fn status(conn: Conn, json: bool) -> Result<()> {
             })).collect::<Vec<_>>(),
             "store_bytes": s.store_bytes,
             "batches": s.batches,
+            "trust_version": s.trust_version,
+            "trust_expires_at": s.trust_expires_at.as_ref().map(|t| format_time(t.seconds)),
+            "trust_members": s.trust_members,
+            "peer_connections": s.peer_connections,
+            "warnings": s.warnings,
         });
         println!("{v}");
         return Ok(());
@@ -783,5 +816,17 @@ async fn status(conn: Conn, json: bool) -> Result<()> {
         );
     }
     println!("store       {} bytes, {} batches", s.store_bytes, s.batches);
+    if s.trust_version > 0 {
+        println!(
+            "trust list  version {} expires {} members {} peer connections {}",
+            s.trust_version,
+            format_time(s.trust_expires_at.as_ref().map(|t| t.seconds).unwrap_or(0)),
+            s.trust_members,
+            s.peer_connections
+        );
+    }
+    for w in &s.warnings {
+        println!("WARNING     {w}");
+    }
     Ok(())
 }

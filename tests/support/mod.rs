@@ -48,6 +48,7 @@ impl TestNode {
                 node_id,
                 listen: "127.0.0.1:0",
                 force: false,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -265,4 +266,223 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// Whether `needle` occurs in `hay`.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the node binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl TestNode {
+    /// A federated node directory: peer listener on a free port, the
+    /// coalition's token key installed. Its trust list is written by
+    /// [`Coalition`].
+    pub fn new_federated(node_id: &str, token_key: &Path) -> (TestNode, String, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("node");
+        let peer = format!("127.0.0.1:{}", free_port());
+        let made = init::init(
+            &dir,
+            &init::InitOptions {
+                node_id,
+                listen: "127.0.0.1:0",
+                force: false,
+                peer_listen: Some(&peer),
+                token_key: Some(token_key),
+            },
+        )
+        .unwrap();
+        fs::create_dir_all(dir.join("logs")).unwrap();
+        // Tests want trust-list checks often.
+        let text = fs::read_to_string(&made.config).unwrap();
+        fs::write(
+            &made.config,
+            text.replace(
+                "root_file = \"trust/root.ctl\"",
+                "root_file = \"trust/root.ctl\"\nsync_seconds = 1",
+            ),
+        )
+        .unwrap();
+        let node = TestNode {
+            config: made.config,
+            dir,
+            tmp,
+            child: None,
+            runs: 0,
+            addr: String::new(),
+        };
+        (node, peer, made.peer_spki_sha256.unwrap())
+    }
+
+    /// The peer listener's address, once started.
+    pub fn peer_addr(&self) -> String {
+        fs::read_to_string(self.data_dir().join("peer.addr"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn peer_cert(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("tls/peer.crt"), self.dir.join("tls/peer.key"))
+    }
+
+    pub async fn status(&self) -> proto::StatusResponse {
+        self.clients()
+            .await
+            .admin
+            .status(proto::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+/// A small coalition of real nodes under one operator-signed trust list.
+pub struct Coalition {
+    pub tmp: tempfile::TempDir,
+    pub operators: Vec<cix::trust::keys::SigningKeyFile>,
+    pub token_key: PathBuf,
+    pub nodes: Vec<TestNode>,
+    /// Member ids, in node order.
+    pub ids: Vec<String>,
+    /// Peer SPKI fingerprints, in node order.
+    pub spkis: Vec<String>,
+    pub list: proto::TrustList,
+}
+
+pub const COALITION: &str = "test-coalition";
+
+impl Coalition {
+    /// Nodes (not started) and a version-1 list: three operator keys,
+    /// threshold two, every node an active member with every capability.
+    pub fn new(ids: &[&str]) -> Coalition {
+        let tmp = tempfile::tempdir().unwrap();
+        let token_key = tmp.path().join("epoch-1.key");
+        let key = cix::token::TokenKey::generate();
+        key.write_new(&token_key).unwrap();
+        let operators: Vec<_> = (0..3)
+            .map(|_| cix::trust::keys::SigningKeyFile::generate())
+            .collect();
+        let now = cix::keyring::now_unix();
+        let mut nodes = Vec::new();
+        let mut members = Vec::new();
+        let mut spkis = Vec::new();
+        for id in ids {
+            let (node, peer, spki) = TestNode::new_federated(id, &token_key);
+            members.push(cix::trust::list::member(
+                id,
+                &format!("Test member {id}"),
+                proto::MemberKind::Bank,
+                &spki,
+                &peer,
+            ));
+            spkis.push(spki);
+            nodes.push(node);
+        }
+        let list = cix::trust::list::new_list(
+            COALITION,
+            &operators
+                .iter()
+                .map(|k| k.verifying_key())
+                .collect::<Vec<_>>(),
+            2,
+            vec![proto::KeyEpoch {
+                id: 1,
+                valid_from: now - 86_400,
+                valid_until: now + 365 * 86_400,
+                key_sha256: key.fingerprint(),
+            }],
+            members,
+            now,
+            now + 30 * 86_400,
+        );
+        let c = Coalition {
+            tmp,
+            operators,
+            token_key,
+            nodes,
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            spkis,
+            list,
+        };
+        let root = c.sign(&c.list, &[0, 1]);
+        for n in &c.nodes {
+            fs::write(
+                n.dir.join("trust/root.ctl"),
+                prost::Message::encode_to_vec(&root),
+            )
+            .unwrap();
+        }
+        c
+    }
+
+    /// Signs `body` with the operators at `signers`.
+    pub fn sign(&self, body: &proto::TrustList, signers: &[usize]) -> proto::SignedTrustList {
+        let mut signed = proto::SignedTrustList {
+            body: prost::Message::encode_to_vec(body),
+            signatures: vec![],
+        };
+        for &i in signers {
+            cix::trust::list::sign(&mut signed, &self.operators[i]);
+        }
+        signed
+    }
+
+    /// The next version of the list, edited by `edit`, signed by operators 0 and 1.
+    pub fn next(&mut self, edit: impl FnOnce(&mut proto::TrustList)) -> proto::SignedTrustList {
+        self.list.version += 1;
+        self.list.issued_at = cix::keyring::now_unix();
+        edit(&mut self.list);
+        self.sign(&self.list, &[0, 1])
+    }
+
+    pub fn start_all(&mut self) {
+        for n in &mut self.nodes {
+            n.start();
+        }
+    }
+
+    /// A Federation client to node `to`, as member `as_node` (its peer certificate).
+    pub async fn federation(
+        &self,
+        to: usize,
+        as_node: usize,
+    ) -> Result<proto::federation_client::FederationClient<tonic::transport::Channel>, String> {
+        let (cert, key) = self.nodes[as_node].peer_cert();
+        self.federation_with(to, &cert, &key).await
+    }
+
+    pub async fn federation_with(
+        &self,
+        to: usize,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<proto::federation_client::FederationClient<tonic::transport::Channel>, String> {
+        let config = cix::tls::peer_client_config(cert, key, vec![self.spkis[to].clone()])
+            .map_err(|e| e.to_string())?;
+        let channel = cix::tls::connect(&self.nodes[to].peer_addr(), None, config)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(proto::federation_client::FederationClient::new(channel))
+    }
+
+    /// Waits (bounded) until node `i` holds trust-list `version`.
+    pub async fn wait_for_version(&self, i: usize, version: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.nodes[i].status().await.trust_version == version {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never reached trust list version {version}",
+                self.ids[i]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

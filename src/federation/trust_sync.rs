@@ -1,0 +1,119 @@
+//! Keeps this node on the newest trust list: pushes a newly applied list to
+//! every active peer, polls peers for newer versions every
+//! `trust.sync_seconds`, cuts off members whose sharing basis ran out, and
+//! logs the list's expiry warnings.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+use super::{PeerDialer, PEER_CALL_TIMEOUT};
+use crate::{
+    keyring::now_unix,
+    proto::{GetTrustListRequest, Member},
+    trust::{list::TrustList, state::TrustState},
+};
+
+/// Active members with a peer endpoint, other than this node.
+fn peers(trust: &TrustState) -> Vec<Member> {
+    let list = trust.current();
+    let now = now_unix();
+    list.body()
+        .members
+        .iter()
+        .filter(|m| {
+            m.id != trust.node_id() && !m.endpoint.is_empty() && TrustList::is_active(m, now)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Hands the list in force to every peer.
+pub async fn push(trust: &TrustState, dialer: &PeerDialer) {
+    let list = trust.current();
+    let calls = peers(trust).into_iter().map(|m| {
+        let signed = list.signed().clone();
+        async move {
+            let r = tokio::time::timeout(PEER_CALL_TIMEOUT, async {
+                let mut c = dialer.federation(&m).await.map_err(|e| e.to_string())?;
+                c.publish_trust_list(signed).await.map_err(|s| s.message().to_string())
+            })
+            .await;
+            match r {
+                Ok(Ok(resp)) => tracing::debug!(peer = %m.id, applied = resp.get_ref().applied, version = resp.get_ref().version, "trust list pushed"),
+                Ok(Err(e)) => tracing::debug!(peer = %m.id, error = %e, "trust list push failed"),
+                Err(_) => tracing::debug!(peer = %m.id, "trust list push timed out"),
+            }
+        }
+    });
+    join_all(calls).await;
+}
+
+/// Asks every peer for a newer list and offers what comes back.
+pub async fn poll(trust: &TrustState, dialer: &PeerDialer) {
+    let have = trust.current().version();
+    let calls = peers(trust).into_iter().map(|m| async move {
+        let r = tokio::time::timeout(PEER_CALL_TIMEOUT, async {
+            let mut c = dialer.federation(&m).await.map_err(|e| e.to_string())?;
+            c.get_trust_list(GetTrustListRequest { have_version: have })
+                .await
+                .map_err(|s| s.message().to_string())
+        })
+        .await;
+        match r {
+            Ok(Ok(resp)) => resp.into_inner().list.map(|l| (m.id, l)),
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %m.id, error = %e, "trust list poll failed");
+                None
+            }
+            Err(_) => None,
+        }
+    });
+    for (peer, list) in join_all(calls).await.into_iter().flatten() {
+        let _ = trust.offer(&list, &format!("peer {peer}")).await;
+    }
+}
+
+/// Runs until `stop`.
+pub async fn run(
+    trust: Arc<TrustState>,
+    dialer: PeerDialer,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut changed = trust.subscribe();
+    let mut poll_timer = tokio::time::interval(interval);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut last_warning = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = changed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                push(&trust, &dialer).await;
+            }
+            _ = poll_timer.tick() => {
+                poll(&trust, &dialer).await;
+                let warning = trust.warning(now_unix());
+                if let Some(w) = &warning {
+                    if trust.current().is_expired(now_unix()) {
+                        tracing::error!("{w}");
+                    } else {
+                        tracing::warn!("{w}");
+                    }
+                }
+                if warning.is_none() && last_warning.is_some() {
+                    tracing::info!("trust list no longer near expiry");
+                }
+                last_warning = warning;
+            }
+            _ = second.tick() => {
+                // Sharing bases run out between lists.
+                trust.cut_off();
+            }
+        }
+    }
+}

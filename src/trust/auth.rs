@@ -1,0 +1,154 @@
+//! Authorization on the peer listener: every request, not once per
+//! connection, re-checks the caller's certificate key against the trust
+//! list in force, the member's status and the capability the method needs.
+//! So neither an open connection nor TLS session resumption lets a member
+//! in after a list suspends it. A tower layer, so that the rule table for
+//! every method lives in one place ([`requirement`]).
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tonic::Status;
+
+use crate::{
+    auth::PeerIdentity,
+    config::format_time,
+    keyring::now_unix,
+    proto::PeerCapability,
+    trust::{list::TrustList, state::TrustState},
+};
+
+/// The member behind a peer request, for handlers.
+#[derive(Clone, Debug)]
+pub struct PeerMember {
+    pub id: String,
+}
+
+/// What a method needs: a capability (beyond being an active member), and
+/// whether it stays open when the node's list has expired.
+pub fn requirement(path: &str) -> (Option<PeerCapability>, bool) {
+    match path {
+        "/cix.v1.Federation/GetTrustList" | "/cix.v1.Federation/PublishTrustList" => (None, true),
+        _ => (None, false),
+    }
+}
+
+fn capability_name(c: PeerCapability) -> &'static str {
+    match c {
+        PeerCapability::Contribute => "contribute",
+        PeerCapability::Replicate => "replicate",
+        PeerCapability::Query => "query",
+        PeerCapability::Unspecified => "unspecified",
+    }
+}
+
+/// Checks one peer request.
+pub fn authorize(
+    trust: &TrustState,
+    peer: Option<&PeerIdentity>,
+    path: &str,
+) -> Result<PeerMember, Status> {
+    let peer =
+        peer.ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
+    let list = trust.current();
+    let now = now_unix();
+    let Some(member) = list.active_member_by_spki(&peer.spki_sha256, now) else {
+        let who = list.member_by_spki(&peer.spki_sha256).map(|m| m.id.clone());
+        tracing::warn!(member = who.as_deref().unwrap_or("(not on the list)"), spki_sha256 = %peer.spki_sha256, method = path, "peer request refused: not an active member");
+        return Err(Status::permission_denied(format!(
+            "certificate (spki sha256 {}) is not an active member of trust list version {}",
+            peer.spki_sha256,
+            list.version()
+        )));
+    };
+    let (cap, open_when_expired) = requirement(path);
+    if list.is_expired(now) && !open_when_expired {
+        tracing::error!(member = %member.id, method = path, "peer request refused: this node's trust list has expired");
+        return Err(Status::failed_precondition(format!(
+            "this node's trust list (version {}) expired at {}; only GetTrustList and PublishTrustList are served until a newer list arrives",
+            list.version(),
+            format_time(list.expires_at())
+        )));
+    }
+    if let Some(cap) = cap {
+        if !TrustList::has_capability(member, cap) {
+            tracing::warn!(member = %member.id, capability = capability_name(cap), method = path, "peer request refused: capability missing");
+            return Err(Status::permission_denied(format!(
+                "member {} lacks the `{}` capability",
+                member.id,
+                capability_name(cap)
+            )));
+        }
+    }
+    Ok(PeerMember {
+        id: member.id.clone(),
+    })
+}
+
+/// The tower layer that runs [`authorize`] before any peer service.
+#[derive(Clone)]
+pub struct PeerAuthLayer {
+    trust: Arc<TrustState>,
+}
+
+impl PeerAuthLayer {
+    pub fn new(trust: Arc<TrustState>) -> PeerAuthLayer {
+        PeerAuthLayer { trust }
+    }
+}
+
+impl<S> tower::Layer<S> for PeerAuthLayer {
+    type Service = PeerAuth<S>;
+    fn layer(&self, inner: S) -> PeerAuth<S> {
+        PeerAuth {
+            inner,
+            trust: self.trust.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PeerAuth<S> {
+    inner: S,
+    trust: Arc<TrustState>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for PeerAuth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match authorize(
+            &self.trust,
+            req.extensions().get::<PeerIdentity>(),
+            req.uri().path(),
+        ) {
+            Ok(member) => {
+                req.extensions_mut().insert(member);
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(inner.call(req))
+            }
+            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+        }
+    }
+}

@@ -1,0 +1,1201 @@
+//! The coalition trust list: decoding, the acceptance rules and editing.
+//!
+//! Modelled on The Update Framework's root metadata. A list is a
+//! `cix.v1.SignedTrustList`: the exact bytes of an encoded `cix.v1.TrustList`
+//! (the body) and Ed25519 signatures by operator keys over
+//! [`SIGNING_CONTEXT`] `||` body. A node accepts its first list (the root of
+//! trust, from its config) by [`verify_root`], and every later one by
+//! [`verify_update`] against the list in force: never an older version,
+//! never a different list under the same version, never an expired one, and
+//! only with a threshold of the CURRENT operator keys (and, when the keys
+//! change, a threshold of the new ones too).
+//!
+//! Pure: no I/O, no clock (callers pass `now`). The editing helpers at the
+//! end are for the operator CLI; they change a body and never sign.
+
+use std::collections::{BTreeSet, HashSet};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use prost::Message;
+
+use crate::{
+    config::{check_member_id, format_time},
+    proto::{
+        self, KeyEpoch, Member, MemberKind, MemberStatus, OperatorKey, PeerCapability,
+        SignedTrustList, TrustSignature,
+    },
+    trust::keys::SigningKeyFile,
+};
+
+/// Domain separation of trust-list signatures: `"cix-trust-list-v1" || 0x00`.
+pub const SIGNING_CONTEXT: &[u8] = b"cix-trust-list-v1\0";
+
+/// Why a list was refused. Messages say what was wrong and what is needed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("trust list does not decode: {0}")]
+    Decode(String),
+    #[error("trust list is for coalition {got:?}, but this coalition is {expected:?}")]
+    CoalitionMismatch { expected: String, got: String },
+    #[error(
+        "rollback refused: offered version {got} is older than version {have} in force; \
+         only a newer version is accepted"
+    )]
+    Rollback { have: u64, got: u64 },
+    #[error(
+        "offered list has version {version} like the list in force but different content; \
+         a changed list needs a higher version"
+    )]
+    SameVersionDifferent { version: u64 },
+    #[error(
+        "trust list expired at {expires_at}; operators must issue a newer list with a later expiry"
+    )]
+    Expired { expires_at: String },
+    #[error("too few signatures: {got} valid from distinct {of} operator keys, {needed} needed")]
+    BelowThreshold {
+        needed: usize,
+        got: usize,
+        /// Whose keys: "current" (the list in force), "new" (the offered
+        /// list's own, when it changes them) or "listed" (a root list's own).
+        of: &'static str,
+    },
+    #[error("invalid trust list: {field}: {rule}")]
+    Invalid { field: String, rule: String },
+}
+
+fn invalid(field: impl Into<String>, rule: impl Into<String>) -> TrustError {
+    TrustError::Invalid {
+        field: field.into(),
+        rule: rule.into(),
+    }
+}
+
+/// A decoded, signature-checked list: the exact signed bytes and the parsed body.
+#[derive(Clone, Debug)]
+pub struct TrustList {
+    signed: SignedTrustList,
+    body: proto::TrustList,
+    /// `signed`, encoded.
+    encoded: Vec<u8>,
+}
+
+impl TrustList {
+    fn new(signed: SignedTrustList, body: proto::TrustList) -> TrustList {
+        let encoded = signed.encode_to_vec();
+        TrustList {
+            signed,
+            body,
+            encoded,
+        }
+    }
+
+    pub fn signed(&self) -> &SignedTrustList {
+        &self.signed
+    }
+
+    pub fn body(&self) -> &proto::TrustList {
+        &self.body
+    }
+
+    /// The `SignedTrustList`, encoded.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    pub fn version(&self) -> u64 {
+        self.body.version
+    }
+
+    pub fn coalition_id(&self) -> &str {
+        &self.body.coalition_id
+    }
+
+    /// Unix seconds.
+    pub fn expires_at(&self) -> i64 {
+        self.body.expires_at
+    }
+
+    /// `now >= expires_at`.
+    pub fn is_expired(&self, now: i64) -> bool {
+        now >= self.body.expires_at
+    }
+
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.body.members.iter().find(|m| m.id == id)
+    }
+
+    /// The member listing this certificate key fingerprint, whatever its status.
+    pub fn member_by_spki(&self, spki_sha256: &str) -> Option<&Member> {
+        self.body
+            .members
+            .iter()
+            .find(|m| m.tls_spki_sha256.iter().any(|s| s == spki_sha256))
+    }
+
+    /// ACTIVE status and sharing basis not expired (0 = none) at `now`.
+    pub fn is_active(m: &Member, now: i64) -> bool {
+        m.status == MemberStatus::Active as i32
+            && (m.sharing_basis_expires_at == 0 || now < m.sharing_basis_expires_at)
+    }
+
+    pub fn has_capability(m: &Member, cap: PeerCapability) -> bool {
+        m.capabilities.contains(&(cap as i32))
+    }
+
+    /// Which member, if any, may connect with this TLS key now (active member
+    /// listing the fingerprint).
+    pub fn active_member_by_spki(&self, spki: &str, now: i64) -> Option<&Member> {
+        self.member_by_spki(spki)
+            .filter(|m| TrustList::is_active(m, now))
+    }
+
+    pub fn epoch(&self, id: u32) -> Option<&KeyEpoch> {
+        self.body.epochs.iter().find(|e| e.id == id)
+    }
+}
+
+/// Decodes a `cix.v1.SignedTrustList` (nothing checked yet).
+pub fn decode_signed(bytes: &[u8]) -> Result<SignedTrustList, TrustError> {
+    SignedTrustList::decode(bytes).map_err(|e| TrustError::Decode(e.to_string()))
+}
+
+/// Decodes the body of a signed list (nothing checked yet).
+pub fn decode_body(signed: &SignedTrustList) -> Result<proto::TrustList, TrustError> {
+    proto::TrustList::decode(&signed.body[..]).map_err(|e| TrustError::Decode(format!("body: {e}")))
+}
+
+/// Accepting the node's FIRST list (the root of trust from its config
+/// file): it must decode, be for `coalition_id` (when given), be internally
+/// valid ([`check_body`]) and carry valid signatures from at least
+/// `threshold` distinct keys of its OWN operator keys. Expiry is NOT
+/// checked here: an expired root still loads, and the node then runs in the
+/// expired state until a newer list arrives.
+pub fn verify_root(
+    signed: &SignedTrustList,
+    coalition_id: Option<&str>,
+) -> Result<TrustList, TrustError> {
+    let body = decode_body(signed)?;
+    if let Some(expected) = coalition_id {
+        if body.coalition_id != expected {
+            return Err(TrustError::CoalitionMismatch {
+                expected: expected.to_string(),
+                got: body.coalition_id,
+            });
+        }
+    }
+    check_body(&body)?;
+    let needed = body.threshold as usize;
+    let got = count_valid(signed, &body.operator_keys);
+    if got < needed {
+        return Err(TrustError::BelowThreshold {
+            needed,
+            got,
+            of: "listed",
+        });
+    }
+    Ok(TrustList::new(signed.clone(), body))
+}
+
+/// What [`verify_update`] found acceptable.
+#[derive(Debug)]
+pub enum Update {
+    /// Byte-identical to the list in force: nothing to do.
+    Same,
+    /// A newer list, verified.
+    Newer(TrustList),
+}
+
+/// Accepting a NEW list given the current one. In this order: the body
+/// decodes; same coalition; version: lower is [`TrustError::Rollback`],
+/// equal is [`Update::Same`] only if byte-identical to the current list,
+/// else [`TrustError::SameVersionDifferent`]; not expired at `now`; at least
+/// `current.threshold` distinct CURRENT operator keys signed validly; if the
+/// operator key set or the threshold changes, also at least `new.threshold`
+/// distinct NEW keys; and [`check_body`].
+pub fn verify_update(
+    current: &TrustList,
+    signed: &SignedTrustList,
+    now: i64,
+) -> Result<Update, TrustError> {
+    let body = decode_body(signed)?;
+    if body.coalition_id != current.coalition_id() {
+        return Err(TrustError::CoalitionMismatch {
+            expected: current.coalition_id().to_string(),
+            got: body.coalition_id,
+        });
+    }
+    if body.version < current.version() {
+        return Err(TrustError::Rollback {
+            have: current.version(),
+            got: body.version,
+        });
+    }
+    if body.version == current.version() {
+        return if signed.encode_to_vec() == current.encoded() {
+            Ok(Update::Same)
+        } else {
+            Err(TrustError::SameVersionDifferent {
+                version: body.version,
+            })
+        };
+    }
+    if now >= body.expires_at {
+        return Err(TrustError::Expired {
+            expires_at: format_time(body.expires_at),
+        });
+    }
+    let cur = current.body();
+    let needed = cur.threshold as usize;
+    let got = count_valid(signed, &cur.operator_keys);
+    if got < needed {
+        return Err(TrustError::BelowThreshold {
+            needed,
+            got,
+            of: "current",
+        });
+    }
+    if key_set(&body.operator_keys) != key_set(&cur.operator_keys)
+        || body.threshold != cur.threshold
+    {
+        let needed = body.threshold as usize;
+        let got = count_valid(signed, &body.operator_keys);
+        if got < needed {
+            return Err(TrustError::BelowThreshold {
+                needed,
+                got,
+                of: "new",
+            });
+        }
+    }
+    check_body(&body)?;
+    Ok(Update::Newer(TrustList::new(signed.clone(), body)))
+}
+
+fn key_set(keys: &[OperatorKey]) -> BTreeSet<&[u8]> {
+    keys.iter().map(|k| &k.public_key[..]).collect()
+}
+
+fn is_lower_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+const HEX64: &str = "must be 64 lowercase hex characters";
+
+/// Internal validity of a body; the error names the field.
+pub fn check_body(b: &proto::TrustList) -> Result<(), TrustError> {
+    if b.coalition_id.is_empty() || b.coalition_id.len() > 128 {
+        return Err(invalid("coalition_id", "must be 1 to 128 bytes"));
+    }
+    if b.version == 0 {
+        return Err(invalid("version", "must be at least 1"));
+    }
+    if b.expires_at <= b.issued_at {
+        return Err(invalid("expires_at", "must be after issued_at"));
+    }
+    let mut keys = HashSet::new();
+    for (i, k) in b.operator_keys.iter().enumerate() {
+        let field = || format!("operator_keys[{i}].public_key");
+        let bytes: [u8; 32] = k
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid(field(), "must be 32 bytes"))?;
+        VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| invalid(field(), "not a valid Ed25519 public key"))?;
+        if !keys.insert(bytes) {
+            return Err(invalid(field(), "listed twice"));
+        }
+    }
+    if b.threshold == 0 {
+        return Err(invalid("threshold", "must be at least 1"));
+    }
+    if b.threshold as usize > keys.len() {
+        return Err(invalid(
+            "threshold",
+            format!(
+                "is {} but there are only {} operator keys",
+                b.threshold,
+                keys.len()
+            ),
+        ));
+    }
+    let mut epochs = HashSet::new();
+    for (i, e) in b.epochs.iter().enumerate() {
+        if !epochs.insert(e.id) {
+            return Err(invalid(
+                format!("epochs[{i}].id"),
+                format!("epoch {} listed twice", e.id),
+            ));
+        }
+        if e.valid_until <= e.valid_from {
+            return Err(invalid(
+                format!("epochs[{i}].valid_until"),
+                "must be after valid_from",
+            ));
+        }
+        if !is_lower_hex64(&e.key_sha256) {
+            return Err(invalid(format!("epochs[{i}].key_sha256"), HEX64));
+        }
+    }
+    let mut ids = HashSet::new();
+    let mut spkis = HashSet::new();
+    for (i, m) in b.members.iter().enumerate() {
+        let f = |name: &str| format!("members[{i}].{name}");
+        check_member_id(&m.id).map_err(|r| invalid(f("id"), r))?;
+        if !ids.insert(m.id.as_str()) {
+            return Err(invalid(f("id"), format!("member {} listed twice", m.id)));
+        }
+        if !matches!(MemberKind::try_from(m.kind), Ok(k) if k != MemberKind::Unspecified) {
+            return Err(invalid(
+                f("kind"),
+                "must be bank, liaison, operator or other",
+            ));
+        }
+        if !matches!(MemberStatus::try_from(m.status), Ok(s) if s != MemberStatus::Unspecified) {
+            return Err(invalid(f("status"), "must be active or suspended"));
+        }
+        let mut caps = HashSet::new();
+        for (j, &c) in m.capabilities.iter().enumerate() {
+            if !matches!(PeerCapability::try_from(c), Ok(c) if c != PeerCapability::Unspecified) {
+                return Err(invalid(
+                    f(&format!("capabilities[{j}]")),
+                    "must be contribute, replicate or query",
+                ));
+            }
+            if !caps.insert(c) {
+                return Err(invalid(f(&format!("capabilities[{j}]")), "listed twice"));
+            }
+        }
+        for (j, s) in m.tls_spki_sha256.iter().enumerate() {
+            if !is_lower_hex64(s) {
+                return Err(invalid(f(&format!("tls_spki_sha256[{j}]")), HEX64));
+            }
+            if !spkis.insert(s.as_str()) {
+                return Err(invalid(
+                    f(&format!("tls_spki_sha256[{j}]")),
+                    "fingerprint listed more than once",
+                ));
+            }
+        }
+        let mut signing = HashSet::new();
+        for (j, k) in m.signing_keys.iter().enumerate() {
+            if k.public_key.len() != 32 {
+                return Err(invalid(
+                    f(&format!("signing_keys[{j}].public_key")),
+                    "must be 32 bytes",
+                ));
+            }
+            if !signing.insert(&k.public_key[..]) {
+                return Err(invalid(
+                    f(&format!("signing_keys[{j}].public_key")),
+                    "listed twice",
+                ));
+            }
+        }
+        if !m.endpoint.is_empty() && !is_host_port(&m.endpoint) {
+            return Err(invalid(f("endpoint"), "must be HOST:PORT"));
+        }
+        if m.sharing_basis_expires_at < 0 {
+            return Err(invalid(
+                f("sharing_basis_expires_at"),
+                "must be 0 (none) or a time",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty()
+            && !h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/')
+            && p.parse::<u16>().is_ok_and(|p| p != 0)
+    })
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
+    msg.extend_from_slice(SIGNING_CONTEXT);
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// Adds `key`'s signature over the body, replacing an earlier one by the
+/// same key.
+pub fn sign(signed: &mut SignedTrustList, key: &SigningKeyFile) {
+    let public = key.verifying_key().to_bytes();
+    let sig = key.sign(&signed_message(&signed.body));
+    signed.signatures.retain(|s| s.public_key[..] != public[..]);
+    signed.signatures.push(TrustSignature {
+        public_key: public.to_vec(),
+        signature: sig.to_bytes().to_vec(),
+    });
+}
+
+/// Count of distinct valid signatures by keys in `keys`. Signatures by other
+/// keys and invalid signatures are ignored; a key signing twice counts once.
+pub fn count_valid(signed: &SignedTrustList, keys: &[OperatorKey]) -> usize {
+    let allowed = key_set(keys);
+    let msg = signed_message(&signed.body);
+    let mut good: BTreeSet<&[u8]> = BTreeSet::new();
+    for s in &signed.signatures {
+        if !allowed.contains(&s.public_key[..]) || good.contains(&s.public_key[..]) {
+            continue;
+        }
+        let Ok(pk) = <[u8; 32]>::try_from(&s.public_key[..]) else {
+            continue;
+        };
+        let Ok(vk) = VerifyingKey::from_bytes(&pk) else {
+            continue;
+        };
+        let Ok(sig) = Signature::from_slice(&s.signature) else {
+            continue;
+        };
+        if vk.verify_strict(&msg, &sig).is_ok() {
+            good.insert(&s.public_key[..]);
+        }
+    }
+    good.len()
+}
+
+// ---- Editing (for the operator CLI) ----
+
+/// Why an edit could not be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EditError {
+    #[error("no member {0:?} on the list")]
+    NoMember(String),
+    #[error("member {0:?} is already on the list")]
+    DuplicateMember(String),
+    #[error("no epoch {0} on the list")]
+    NoEpoch(u32),
+    #[error("epoch {0} is already on the list")]
+    DuplicateEpoch(u32),
+    #[error("operator key {0} is not on the list")]
+    NoOperatorKey(String),
+    #[error("operator key {0} is already on the list")]
+    DuplicateOperatorKey(String),
+    #[error("member {member:?} has no signing key {key}")]
+    NoSigningKey { member: String, key: String },
+    #[error("member {member:?} already has signing key {key}")]
+    DuplicateSigningKey { member: String, key: String },
+}
+
+/// A version-1 body. Operator keys are labelled `op-1`, `op-2`, ... in order.
+pub fn new_list(
+    coalition_id: &str,
+    operator_keys: &[VerifyingKey],
+    threshold: u32,
+    epochs: Vec<KeyEpoch>,
+    members: Vec<Member>,
+    issued_at: i64,
+    expires_at: i64,
+) -> proto::TrustList {
+    proto::TrustList {
+        coalition_id: coalition_id.to_string(),
+        version: 1,
+        issued_at,
+        expires_at,
+        operator_keys: operator_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| OperatorKey {
+                id: format!("op-{}", i + 1),
+                public_key: k.as_bytes().to_vec(),
+            })
+            .collect(),
+        threshold,
+        epochs,
+        members,
+    }
+}
+
+/// An active member with every capability and one certificate key;
+/// `endpoint` may be empty.
+pub fn member(
+    id: &str,
+    name: &str,
+    kind: MemberKind,
+    tls_spki_sha256: &str,
+    endpoint: &str,
+) -> Member {
+    Member {
+        id: id.to_string(),
+        name: name.to_string(),
+        kind: kind as i32,
+        capabilities: vec![
+            PeerCapability::Contribute as i32,
+            PeerCapability::Replicate as i32,
+            PeerCapability::Query as i32,
+        ],
+        tls_spki_sha256: vec![tls_spki_sha256.to_string()],
+        signing_keys: Vec::new(),
+        endpoint: endpoint.to_string(),
+        status: MemberStatus::Active as i32,
+        suspended_after_seq: 0,
+        sharing_basis_expires_at: 0,
+    }
+}
+
+/// After an edit: version + 1, issued now, and a new expiry if given.
+pub fn next_version(b: &mut proto::TrustList, now: i64, expires_at: Option<i64>) {
+    b.version += 1;
+    b.issued_at = now;
+    if let Some(e) = expires_at {
+        b.expires_at = e;
+    }
+}
+
+/// An unsigned `SignedTrustList` of `body`.
+pub fn unsigned(body: &proto::TrustList) -> SignedTrustList {
+    SignedTrustList {
+        body: body.encode_to_vec(),
+        signatures: Vec::new(),
+    }
+}
+
+pub fn add_member(b: &mut proto::TrustList, m: Member) -> Result<(), EditError> {
+    if b.members.iter().any(|x| x.id == m.id) {
+        return Err(EditError::DuplicateMember(m.id));
+    }
+    b.members.push(m);
+    Ok(())
+}
+
+pub fn member_mut<'a>(b: &'a mut proto::TrustList, id: &str) -> Result<&'a mut Member, EditError> {
+    b.members
+        .iter_mut()
+        .find(|m| m.id == id)
+        .ok_or_else(|| EditError::NoMember(id.to_string()))
+}
+
+pub fn remove_member(b: &mut proto::TrustList, id: &str) -> Result<Member, EditError> {
+    let i = b
+        .members
+        .iter()
+        .position(|m| m.id == id)
+        .ok_or_else(|| EditError::NoMember(id.to_string()))?;
+    Ok(b.members.remove(i))
+}
+
+/// Suspends a member; its origin log is accepted up to `last_seq`.
+pub fn suspend(m: &mut Member, last_seq: u64) {
+    m.status = MemberStatus::Suspended as i32;
+    m.suspended_after_seq = last_seq;
+}
+
+pub fn reinstate(m: &mut Member) {
+    m.status = MemberStatus::Active as i32;
+    m.suspended_after_seq = 0;
+}
+
+pub fn add_signing_key(m: &mut Member, key: &VerifyingKey) -> Result<(), EditError> {
+    if m.signing_keys
+        .iter()
+        .any(|k| k.public_key[..] == key.as_bytes()[..])
+    {
+        return Err(EditError::DuplicateSigningKey {
+            member: m.id.clone(),
+            key: hex::encode(key.as_bytes()),
+        });
+    }
+    m.signing_keys.push(proto::LogSigningKey {
+        public_key: key.as_bytes().to_vec(),
+        retired: false,
+        last_seq: 0,
+    });
+    Ok(())
+}
+
+/// Retires a member's log signing key: it may sign entries up to and
+/// including `last_seq` only.
+pub fn retire_signing_key(
+    m: &mut Member,
+    key: &VerifyingKey,
+    last_seq: u64,
+) -> Result<(), EditError> {
+    let id = m.id.clone();
+    let k = m
+        .signing_keys
+        .iter_mut()
+        .find(|k| k.public_key[..] == key.as_bytes()[..])
+        .ok_or_else(|| EditError::NoSigningKey {
+            member: id,
+            key: hex::encode(key.as_bytes()),
+        })?;
+    k.retired = true;
+    k.last_seq = last_seq;
+    Ok(())
+}
+
+pub fn add_epoch(b: &mut proto::TrustList, e: KeyEpoch) -> Result<(), EditError> {
+    if b.epochs.iter().any(|x| x.id == e.id) {
+        return Err(EditError::DuplicateEpoch(e.id));
+    }
+    b.epochs.push(e);
+    Ok(())
+}
+
+/// Ends an epoch's validity at `at`.
+pub fn retire_epoch(b: &mut proto::TrustList, id: u32, at: i64) -> Result<(), EditError> {
+    let e = b
+        .epochs
+        .iter_mut()
+        .find(|e| e.id == id)
+        .ok_or(EditError::NoEpoch(id))?;
+    e.valid_until = at;
+    Ok(())
+}
+
+pub fn add_operator_key(
+    b: &mut proto::TrustList,
+    id: &str,
+    key: &VerifyingKey,
+) -> Result<(), EditError> {
+    if b.operator_keys
+        .iter()
+        .any(|k| k.public_key[..] == key.as_bytes()[..])
+    {
+        return Err(EditError::DuplicateOperatorKey(hex::encode(key.as_bytes())));
+    }
+    b.operator_keys.push(OperatorKey {
+        id: id.to_string(),
+        public_key: key.as_bytes().to_vec(),
+    });
+    Ok(())
+}
+
+pub fn remove_operator_key(
+    b: &mut proto::TrustList,
+    key: &VerifyingKey,
+) -> Result<OperatorKey, EditError> {
+    let i = b
+        .operator_keys
+        .iter()
+        .position(|k| k.public_key[..] == key.as_bytes()[..])
+        .ok_or_else(|| EditError::NoOperatorKey(hex::encode(key.as_bytes())))?;
+    Ok(b.operator_keys.remove(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+    const DAY: i64 = 86_400;
+
+    fn key(n: u8) -> SigningKeyFile {
+        SigningKeyFile::from_seed(&[n; 32])
+    }
+
+    fn op(n: u8) -> OperatorKey {
+        OperatorKey {
+            id: format!("op-{n}"),
+            public_key: key(n).verifying_key().to_bytes().to_vec(),
+        }
+    }
+
+    fn bank(id: &str, spki: char) -> Member {
+        let spki = spki.to_string().repeat(64);
+        let mut m = member(
+            id,
+            &format!("{id} bank"),
+            MemberKind::Bank,
+            &spki,
+            "node.example:7444",
+        );
+        m.capabilities = vec![
+            PeerCapability::Contribute as i32,
+            PeerCapability::Query as i32,
+        ];
+        m
+    }
+
+    /// Version `v` with operator keys `ops`, threshold `t`.
+    fn body(v: u64, ops: &[u8], t: u32) -> proto::TrustList {
+        let keys: Vec<_> = ops.iter().map(|&n| key(n).verifying_key()).collect();
+        let epochs = vec![KeyEpoch {
+            id: 1,
+            valid_from: NOW - DAY,
+            valid_until: NOW + 365 * DAY,
+            key_sha256: "e".repeat(64),
+        }];
+        let members = vec![bank("bank-a", 'a'), bank("bank-b", 'b')];
+        let mut b = new_list("c1", &keys, t, epochs, members, NOW - DAY, NOW + 30 * DAY);
+        b.version = v;
+        for (k, &n) in b.operator_keys.iter_mut().zip(ops) {
+            k.id = format!("op-{n}");
+        }
+        b
+    }
+
+    fn signed_by(b: &proto::TrustList, signers: &[u8]) -> SignedTrustList {
+        let mut s = unsigned(b);
+        for &n in signers {
+            sign(&mut s, &key(n));
+        }
+        s
+    }
+
+    /// Version 1, keys 1..=3, threshold 2, signed by 1 and 2.
+    fn root() -> TrustList {
+        verify_root(&signed_by(&body(1, &[1, 2, 3], 2), &[1, 2]), Some("c1")).unwrap()
+    }
+
+    #[test]
+    fn root_accepted_and_accessors() {
+        let r = root();
+        assert_eq!(r.version(), 1);
+        assert_eq!(r.coalition_id(), "c1");
+        assert!(!r.is_expired(NOW));
+        assert!(r.is_expired(r.expires_at()));
+        assert_eq!(r.member("bank-a").unwrap().id, "bank-a");
+        assert_eq!(r.member_by_spki(&"b".repeat(64)).unwrap().id, "bank-b");
+        assert!(r.member_by_spki(&"c".repeat(64)).is_none());
+        assert_eq!(r.epoch(1).unwrap().id, 1);
+        assert!(r.epoch(2).is_none());
+        let m = r.member("bank-a").unwrap();
+        assert!(TrustList::has_capability(m, PeerCapability::Query));
+        assert!(!TrustList::has_capability(m, PeerCapability::Replicate));
+        assert_eq!(decode_signed(r.encoded()).unwrap(), *r.signed());
+    }
+
+    #[test]
+    fn root_below_own_threshold_and_wrong_coalition() {
+        let s = signed_by(&body(1, &[1, 2, 3], 2), &[1]);
+        assert!(matches!(
+            verify_root(&s, None),
+            Err(TrustError::BelowThreshold {
+                needed: 2,
+                got: 1,
+                of: "listed"
+            })
+        ));
+        let s = signed_by(&body(1, &[1, 2, 3], 2), &[1, 2]);
+        assert!(matches!(
+            verify_root(&s, Some("c2")),
+            Err(TrustError::CoalitionMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn expired_root_still_loads() {
+        let mut b = body(1, &[1, 2, 3], 2);
+        b.issued_at = NOW - 10 * DAY;
+        b.expires_at = NOW - DAY;
+        let r = verify_root(&signed_by(&b, &[1, 2]), None).unwrap();
+        assert!(r.is_expired(NOW));
+    }
+
+    #[test]
+    fn valid_update_accepted() {
+        let r = root();
+        let mut b = body(2, &[1, 2, 3], 2);
+        b.members.push(bank("bank-c", 'c'));
+        match verify_update(&r, &signed_by(&b, &[2, 3]), NOW).unwrap() {
+            Update::Newer(l) => {
+                assert_eq!(l.version(), 2);
+                assert!(l.member("bank-c").is_some());
+            }
+            Update::Same => panic!("expected newer"),
+        }
+    }
+
+    #[test]
+    fn rollback_to_lower_version() {
+        let current = verify_root(&signed_by(&body(5, &[1, 2, 3], 2), &[1, 2]), None).unwrap();
+        let old = signed_by(&body(4, &[1, 2, 3], 2), &[1, 2, 3]);
+        assert!(matches!(
+            verify_update(&current, &old, NOW),
+            Err(TrustError::Rollback { have: 5, got: 4 })
+        ));
+    }
+
+    #[test]
+    fn same_version_other_content_refused_identical_is_same() {
+        let r = root();
+        // Identical bytes.
+        assert!(matches!(
+            verify_update(&r, r.signed(), NOW),
+            Ok(Update::Same)
+        ));
+        // Same body, another signature set.
+        let s = signed_by(&body(1, &[1, 2, 3], 2), &[1, 2, 3]);
+        assert!(matches!(
+            verify_update(&r, &s, NOW),
+            Err(TrustError::SameVersionDifferent { version: 1 })
+        ));
+        // Other body, same version, well signed.
+        let mut b = body(1, &[1, 2, 3], 2);
+        b.members.pop();
+        assert!(matches!(
+            verify_update(&r, &signed_by(&b, &[1, 2]), NOW),
+            Err(TrustError::SameVersionDifferent { version: 1 })
+        ));
+    }
+
+    #[test]
+    fn expired_update_refused() {
+        let mut b = body(2, &[1, 2, 3], 2);
+        b.issued_at = NOW - 10 * DAY;
+        b.expires_at = NOW;
+        let e = verify_update(&root(), &signed_by(&b, &[1, 2]), NOW).unwrap_err();
+        assert!(matches!(e, TrustError::Expired { .. }), "{e}");
+        assert!(e.to_string().contains("2023-11-14T22:13:20Z"), "{e}");
+    }
+
+    #[test]
+    fn below_threshold_one_signature_of_two() {
+        let e = verify_update(&root(), &signed_by(&body(2, &[1, 2, 3], 2), &[1]), NOW).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TrustError::BelowThreshold {
+                    needed: 2,
+                    got: 1,
+                    of: "current"
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "too few signatures: 1 valid from distinct current operator keys, 2 needed"
+        );
+    }
+
+    #[test]
+    fn one_key_signing_twice_counts_once() {
+        let b = body(2, &[1, 2, 3], 2);
+        let mut s = signed_by(&b, &[1]);
+        // `sign` replaces; forge a duplicate entry by hand.
+        let dup = s.signatures[0].clone();
+        s.signatures.push(dup);
+        assert_eq!(s.signatures.len(), 2);
+        assert!(matches!(
+            verify_update(&root(), &s, NOW),
+            Err(TrustError::BelowThreshold {
+                needed: 2,
+                got: 1,
+                of: "current"
+            })
+        ));
+        // And `sign` by the same key twice keeps one signature.
+        let mut s = signed_by(&b, &[1]);
+        sign(&mut s, &key(1));
+        assert_eq!(s.signatures.len(), 1);
+    }
+
+    #[test]
+    fn signatures_by_unlisted_keys_ignored() {
+        let s = signed_by(&body(2, &[1, 2, 3], 2), &[1, 7, 8, 9]);
+        assert!(matches!(
+            verify_update(&root(), &s, NOW),
+            Err(TrustError::BelowThreshold {
+                needed: 2,
+                got: 1,
+                of: "current"
+            })
+        ));
+    }
+
+    #[test]
+    fn invalid_signature_ignored() {
+        let mut s = signed_by(&body(2, &[1, 2, 3], 2), &[1, 2]);
+        s.signatures[1].signature[0] ^= 1;
+        assert!(matches!(
+            verify_update(&root(), &s, NOW),
+            Err(TrustError::BelowThreshold { got: 1, .. })
+        ));
+        s.signatures[1].signature.truncate(10);
+        assert!(matches!(
+            verify_update(&root(), &s, NOW),
+            Err(TrustError::BelowThreshold { got: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_coalition_refused() {
+        let mut b = body(2, &[1, 2, 3], 2);
+        b.coalition_id = "other".into();
+        let e = verify_update(&root(), &signed_by(&b, &[1, 2]), NOW).unwrap_err();
+        assert!(
+            matches!(e, TrustError::CoalitionMismatch { ref expected, ref got } if expected == "c1" && got == "other")
+        );
+    }
+
+    #[test]
+    fn key_rotation_done_right() {
+        // Keys 1,2,3 → 4,5,6, threshold 2: two old and two new signatures.
+        let b = body(2, &[4, 5, 6], 2);
+        let l = match verify_update(&root(), &signed_by(&b, &[1, 3, 4, 6]), NOW).unwrap() {
+            Update::Newer(l) => l,
+            Update::Same => panic!(),
+        };
+        // From then on only the new keys count.
+        let b3 = body(3, &[4, 5, 6], 2);
+        assert!(matches!(
+            verify_update(&l, &signed_by(&b3, &[1, 2, 3]), NOW),
+            Err(TrustError::BelowThreshold {
+                got: 0,
+                of: "current",
+                ..
+            })
+        ));
+        assert!(matches!(
+            verify_update(&l, &signed_by(&b3, &[5, 6]), NOW),
+            Ok(Update::Newer(_))
+        ));
+    }
+
+    #[test]
+    fn key_rotation_signed_only_by_new_keys_refused() {
+        let b = body(2, &[4, 5, 6], 2);
+        assert!(matches!(
+            verify_update(&root(), &signed_by(&b, &[4, 5, 6]), NOW),
+            Err(TrustError::BelowThreshold {
+                needed: 2,
+                got: 0,
+                of: "current"
+            })
+        ));
+    }
+
+    #[test]
+    fn key_rotation_signed_only_by_old_keys_refused() {
+        let b = body(2, &[1, 4, 5], 2);
+        // Key 1 stays, so a signature by it counts on both sides, but only once.
+        assert!(matches!(
+            verify_update(&root(), &signed_by(&b, &[1, 2, 3]), NOW),
+            Err(TrustError::BelowThreshold {
+                needed: 2,
+                got: 1,
+                of: "new"
+            })
+        ));
+        // Raising the threshold also needs the new threshold.
+        let b = body(2, &[1, 2, 3], 3);
+        assert!(matches!(
+            verify_update(&root(), &signed_by(&b, &[1, 2]), NOW),
+            Err(TrustError::BelowThreshold {
+                needed: 3,
+                got: 2,
+                of: "new"
+            })
+        ));
+        assert!(matches!(
+            verify_update(&root(), &signed_by(&b, &[1, 2, 3]), NOW),
+            Ok(Update::Newer(_))
+        ));
+    }
+
+    #[test]
+    fn relabelled_operator_key_is_not_a_rotation() {
+        let mut b = body(2, &[1, 2, 3], 2);
+        b.operator_keys[0].id = "renamed".into();
+        assert!(matches!(
+            verify_update(&root(), &signed_by(&b, &[1, 2]), NOW),
+            Ok(Update::Newer(_))
+        ));
+    }
+
+    #[test]
+    fn corrupted_body_refused() {
+        let s = signed_by(&body(2, &[1, 2, 3], 2), &[1, 2, 3]);
+        for i in 0..s.body.len() {
+            let mut bad = s.clone();
+            bad.body[i] ^= 0x01;
+            match verify_update(&root(), &bad, NOW) {
+                Err(TrustError::BelowThreshold { got: 0, .. }) | Err(TrustError::Decode(_)) => {}
+                // A flip in the version or coalition field may be caught first.
+                Err(TrustError::Rollback { .. })
+                | Err(TrustError::SameVersionDifferent { .. })
+                | Err(TrustError::CoalitionMismatch { .. })
+                | Err(TrustError::Expired { .. }) => {}
+                other => panic!("byte {i}: {other:?}"),
+            }
+        }
+        // Through the encoded form too: flip the last byte of the body.
+        let mut bytes = s.encode_to_vec();
+        let pos = bytes
+            .windows(s.body.len())
+            .position(|w| w == &s.body[..])
+            .unwrap()
+            + s.body.len()
+            - 1;
+        bytes[pos] ^= 0x01;
+        match decode_signed(&bytes).and_then(|d| verify_update(&root(), &d, NOW)) {
+            Err(TrustError::BelowThreshold { got: 0, .. }) | Err(TrustError::Decode(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_signed(&[0xff, 0xff, 0xff]),
+            Err(TrustError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn update_checks_body() {
+        let mut b = body(2, &[1, 2, 3], 2);
+        b.members[1].tls_spki_sha256 = vec!["A".repeat(64)];
+        let e = verify_update(&root(), &signed_by(&b, &[1, 2]), NOW).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid trust list: members[1].tls_spki_sha256[0]: must be 64 lowercase hex characters"
+        );
+    }
+
+    fn field_of(b: &proto::TrustList) -> String {
+        match check_body(b) {
+            Err(TrustError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    type Edit = Box<dyn Fn(&mut proto::TrustList)>;
+
+    #[test]
+    fn check_body_rules() {
+        check_body(&body(1, &[1, 2, 3], 2)).unwrap();
+        let base = || body(1, &[1, 2, 3], 2);
+        let cases: Vec<(&str, Edit)> = vec![
+            ("threshold", Box::new(|b| b.threshold = 0)),
+            ("threshold", Box::new(|b| b.threshold = 4)),
+            (
+                "operator_keys[2].public_key",
+                Box::new(|b| b.operator_keys[2] = op(1)),
+            ),
+            (
+                "operator_keys[0].public_key",
+                Box::new(|b| {
+                    b.operator_keys[0].public_key.pop();
+                }),
+            ),
+            ("coalition_id", Box::new(|b| b.coalition_id.clear())),
+            ("version", Box::new(|b| b.version = 0)),
+            ("expires_at", Box::new(|b| b.expires_at = b.issued_at)),
+            (
+                "members[1].id",
+                Box::new(|b| b.members[1].id = "bank-a".into()),
+            ),
+            (
+                "members[0].id",
+                Box::new(|b| b.members[0].id = "Bank".into()),
+            ),
+            ("members[0].id", Box::new(|b| b.members[0].id = "-x".into())),
+            (
+                "members[0].id",
+                Box::new(|b| b.members[0].id = "a".repeat(65)),
+            ),
+            (
+                "members[1].tls_spki_sha256[0]",
+                Box::new(|b| b.members[1].tls_spki_sha256[0] = "a".repeat(64)),
+            ),
+            (
+                "members[0].tls_spki_sha256[0]",
+                Box::new(|b| b.members[0].tls_spki_sha256[0] = "a".repeat(63)),
+            ),
+            (
+                "members[0].signing_keys[0].public_key",
+                Box::new(|b| {
+                    b.members[0].signing_keys.push(proto::LogSigningKey {
+                        public_key: vec![1; 31],
+                        retired: false,
+                        last_seq: 0,
+                    })
+                }),
+            ),
+            ("members[0].kind", Box::new(|b| b.members[0].kind = 0)),
+            ("members[0].kind", Box::new(|b| b.members[0].kind = 99)),
+            ("members[0].status", Box::new(|b| b.members[0].status = 0)),
+            (
+                "members[0].capabilities[0]",
+                Box::new(|b| b.members[0].capabilities[0] = 0),
+            ),
+            (
+                "members[0].capabilities[1]",
+                Box::new(|b| b.members[0].capabilities[1] = b.members[0].capabilities[0]),
+            ),
+            (
+                "members[0].endpoint",
+                Box::new(|b| b.members[0].endpoint = "nohost".into()),
+            ),
+            (
+                "epochs[1].id",
+                Box::new(|b| {
+                    let e = b.epochs[0].clone();
+                    b.epochs.push(e);
+                }),
+            ),
+            (
+                "epochs[0].valid_until",
+                Box::new(|b| b.epochs[0].valid_until = b.epochs[0].valid_from),
+            ),
+            (
+                "epochs[0].key_sha256",
+                Box::new(|b| b.epochs[0].key_sha256 = "E".repeat(64)),
+            ),
+        ];
+        for (want, edit) in cases {
+            let mut b = base();
+            edit(&mut b);
+            assert_eq!(field_of(&b), want);
+        }
+    }
+
+    #[test]
+    fn active_status_and_sharing_basis() {
+        let mut b = body(1, &[1, 2, 3], 2);
+        b.members[0].sharing_basis_expires_at = NOW + 10;
+        suspend(&mut b.members[1], 42);
+        let l = verify_root(&signed_by(&b, &[1, 2]), None).unwrap();
+        let a = "a".repeat(64);
+        assert!(l.active_member_by_spki(&a, NOW).is_some());
+        assert!(l.active_member_by_spki(&a, NOW + 10).is_none());
+        let bb = "b".repeat(64);
+        assert!(l.member_by_spki(&bb).is_some());
+        assert!(l.active_member_by_spki(&bb, NOW).is_none());
+        assert_eq!(l.member("bank-b").unwrap().suspended_after_seq, 42);
+        let mut m = l.member("bank-b").unwrap().clone();
+        reinstate(&mut m);
+        assert!(TrustList::is_active(&m, NOW));
+    }
+
+    #[test]
+    fn editing_helpers() {
+        let mut b = body(1, &[1, 2, 3], 2);
+        assert_eq!(
+            add_member(&mut b, bank("bank-a", 'f')),
+            Err(EditError::DuplicateMember("bank-a".into()))
+        );
+        assert_eq!(remove_member(&mut b, "bank-a").unwrap().id, "bank-a");
+        assert_eq!(
+            remove_member(&mut b, "bank-a"),
+            Err(EditError::NoMember("bank-a".into()))
+        );
+        let k = key(9).verifying_key();
+        let m = member_mut(&mut b, "bank-b").unwrap();
+        add_signing_key(m, &k).unwrap();
+        assert!(add_signing_key(m, &k).is_err());
+        retire_signing_key(m, &k, 7).unwrap();
+        assert!(m.signing_keys[0].retired && m.signing_keys[0].last_seq == 7);
+        assert!(retire_signing_key(m, &key(8).verifying_key(), 1).is_err());
+        retire_epoch(&mut b, 1, NOW).unwrap();
+        assert_eq!(b.epochs[0].valid_until, NOW);
+        assert_eq!(retire_epoch(&mut b, 2, NOW), Err(EditError::NoEpoch(2)));
+        let e = b.epochs[0].clone();
+        assert!(add_epoch(&mut b, e).is_err());
+        add_operator_key(&mut b, "op-4", &key(4).verifying_key()).unwrap();
+        assert!(add_operator_key(&mut b, "x", &key(4).verifying_key()).is_err());
+        assert_eq!(
+            remove_operator_key(&mut b, &key(1).verifying_key())
+                .unwrap()
+                .id,
+            "op-1"
+        );
+        assert!(remove_operator_key(&mut b, &key(1).verifying_key()).is_err());
+        next_version(&mut b, NOW + 5, None);
+        assert_eq!((b.version, b.issued_at), (2, NOW + 5));
+        check_body(&b).unwrap();
+    }
+}

@@ -1,0 +1,247 @@
+//! The trust list in force on this node, and what follows from it.
+//!
+//! The node starts from the root list named in its config, or from the
+//! newer list it accepted before and kept in its store (verified again at
+//! every start, so a list corrupted or edited on disk stops the node rather
+//! than being trusted). A new list is accepted only through
+//! [`TrustState::offer`], which applies every rule of
+//! [`crate::trust::list::verify_update`], makes the list durable, swaps it
+//! in, and closes at once every open peer connection whose member is no
+//! longer active. Watchers ([`TrustState::subscribe`]) rebuild the key ring
+//! and pass the list on to peers.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::{
+    config::format_time,
+    keyring::now_unix,
+    proto::SignedTrustList,
+    store::{Store, StoreError},
+    tls::Connections,
+    trust::list::{decode_signed, verify_root, verify_update, TrustError, TrustList, Update},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustStateError {
+    #[error("reading the root trust list {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("root trust list {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: TrustError,
+    },
+    #[error(
+        "the trust list kept in the store fails verification ({0}); it may be corrupt or tampered with: \
+         restore the data directory from a backup, or move it away to start again from the root file"
+    )]
+    Stored(TrustError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why an offered list was not applied, or that it could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    #[error(transparent)]
+    Rejected(#[from] TrustError),
+    #[error("keeping the new trust list: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What an accepted offer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Byte-identical to the list in force.
+    Same { version: u64 },
+    /// Applied; `cut` connections of members no longer active were closed.
+    Applied { from: u64, to: u64, cut: usize },
+}
+
+pub struct TrustState {
+    current: RwLock<Arc<TrustList>>,
+    store: Arc<Store>,
+    apply: tokio::sync::Mutex<()>,
+    changed: watch::Sender<u64>,
+    connections: Connections,
+    node_id: String,
+    warning_secs: i64,
+}
+
+impl TrustState {
+    /// Loads the list to start from: the stored one, or the root file when
+    /// the store has none or the root file is a valid newer version.
+    pub async fn open(
+        store: Arc<Store>,
+        root_file: &Path,
+        node_id: &str,
+        warning_secs: i64,
+    ) -> Result<TrustState, TrustStateError> {
+        let bytes = std::fs::read(root_file).map_err(|source| TrustStateError::Read {
+            path: root_file.to_path_buf(),
+            source,
+        })?;
+        let root_err = |source| TrustStateError::Root {
+            path: root_file.to_path_buf(),
+            source,
+        };
+        let root =
+            verify_root(&decode_signed(&bytes).map_err(root_err)?, None).map_err(root_err)?;
+        let current = match store.trust_list()? {
+            None => {
+                store.put_trust_list(root.encoded()).await?;
+                root
+            }
+            Some(stored) => {
+                let stored = decode_signed(&stored)
+                    .and_then(|s| verify_root(&s, Some(root.coalition_id())))
+                    .map_err(TrustStateError::Stored)?;
+                if root.version() > stored.version() {
+                    match verify_update(&stored, root.signed(), now_unix()).map_err(root_err)? {
+                        Update::Newer(list) => {
+                            store.put_trust_list(list.encoded()).await?;
+                            list
+                        }
+                        Update::Same => stored,
+                    }
+                } else {
+                    stored
+                }
+            }
+        };
+        tracing::info!(
+            coalition = current.coalition_id(),
+            version = current.version(),
+            expires_at = %format_time(current.expires_at()),
+            members = current.body().members.len(),
+            "trust list in force"
+        );
+        let (changed, _) = watch::channel(current.version());
+        Ok(TrustState {
+            current: RwLock::new(Arc::new(current)),
+            store,
+            apply: tokio::sync::Mutex::new(()),
+            changed,
+            connections: Connections::default(),
+            node_id: node_id.to_string(),
+            warning_secs,
+        })
+    }
+
+    pub fn current(&self) -> Arc<TrustList> {
+        self.current.read().clone()
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The registry of open peer connections.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Notified with the new version whenever a list is applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Whether the certificate key `spki` belongs to an active member now.
+    pub fn admits(&self, spki: &str) -> bool {
+        self.current()
+            .active_member_by_spki(spki, now_unix())
+            .is_some()
+    }
+
+    /// Verifies and applies a list handed over by `source` (for logs).
+    pub async fn offer(
+        &self,
+        signed: &SignedTrustList,
+        source: &str,
+    ) -> Result<Offered, OfferError> {
+        let _guard = self.apply.lock().await;
+        let current = self.current();
+        let list = match verify_update(&current, signed, now_unix()) {
+            Ok(Update::Same) => {
+                return Ok(Offered::Same {
+                    version: current.version(),
+                })
+            }
+            Ok(Update::Newer(list)) => list,
+            Err(e) => {
+                tracing::warn!(source, version = current.version(), error = %e, "trust list refused");
+                return Err(e.into());
+            }
+        };
+        self.store.put_trust_list(list.encoded()).await?;
+        let (from, to) = (current.version(), list.version());
+        *self.current.write() = Arc::new(list);
+        let cut = self.cut_off();
+        tracing::info!(
+            source,
+            from,
+            to,
+            connections_closed = cut,
+            "trust list applied"
+        );
+        self.changed.send_replace(to);
+        Ok(Offered::Applied { from, to, cut })
+    }
+
+    /// Closes every peer connection whose member is no longer active (a new
+    /// list, or a sharing basis that has run out). Returns how many.
+    pub fn cut_off(&self) -> usize {
+        let list = self.current();
+        let now = now_unix();
+        let closed = self
+            .connections
+            .close_unless(|spki| list.active_member_by_spki(spki, now).is_some());
+        for spki in &closed {
+            let who = list
+                .member_by_spki(spki)
+                .map(|m| m.id.as_str())
+                .unwrap_or("(not on the list)");
+            tracing::warn!(member = who, spki_sha256 = %spki, "peer connection closed: member no longer active");
+        }
+        closed.len()
+    }
+
+    /// What operators should know about the list's validity, if anything.
+    pub fn warning(&self, now: i64) -> Option<String> {
+        let list = self.current();
+        let exp = list.expires_at();
+        if list.is_expired(now) {
+            Some(format!(
+                "trust list version {} expired at {}: peer requests other than GetTrustList and PublishTrustList are refused until a newer list arrives",
+                list.version(),
+                format_time(exp)
+            ))
+        } else if exp - now <= self.warning_secs {
+            Some(format!(
+                "trust list version {} expires at {} (in {} hours): operators must publish a newer one",
+                list.version(),
+                format_time(exp),
+                (exp - now) / 3600
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The node's own member entry, if the list has it.
+    pub fn own_member_active(&self) -> bool {
+        let list = self.current();
+        list.member(&self.node_id)
+            .is_some_and(|m| TrustList::is_active(m, now_unix()))
+    }
+}
