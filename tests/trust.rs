@@ -450,3 +450,191 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
             .supported_schemes()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_list_closes_the_peer_listener_but_for_trust_list_rpcs() {
+    let mut c = Coalition::new(&["bank-a", "bank-b"]);
+    let now = cix::keyring::now_unix();
+    c.list.expires_at = now + 3;
+    let root = c.sign(&c.list, &[0, 1]);
+    for n in &c.nodes {
+        std::fs::write(
+            n.dir.join("trust/root.ctl"),
+            prost::Message::encode_to_vec(&root),
+        )
+        .unwrap();
+    }
+    c.start_all();
+    // Inside the warning window: a warning in the status.
+    let s = c.nodes[0].status().await;
+    assert!(
+        s.warnings.iter().any(|w| w.contains("expires at")),
+        "{:?}",
+        s.warnings
+    );
+    assert_eq!(s.trust_members, 2);
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (cert, key) = c.nodes[1].peer_cert();
+    let config = cix::tls::peer_client_config(&cert, &key, vec![c.spkis[0].clone()]).unwrap();
+    let channel = cix::tls::connect(&c.nodes[0].peer_addr(), None, config)
+        .await
+        .unwrap();
+    let e = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("expired"), "{}", e.message());
+    let s = c.nodes[0].status().await;
+    assert!(
+        s.warnings.iter().any(|w| w.contains("expired")),
+        "{:?}",
+        s.warnings
+    );
+    // Local screening goes on.
+    let mut m = c.nodes[0].clients().await;
+    assert_eq!(
+        status_of(&match_one(&mut m, proto::Kind::Email, "a@b.example").await),
+        proto::MatchStatus::NoMatch
+    );
+    // A fresh list can still arrive, and reopens the listener.
+    let mut fed = proto::federation_client::FederationClient::new(channel.clone());
+    assert!(fed
+        .get_trust_list(proto::GetTrustListRequest::default())
+        .await
+        .is_ok());
+    let v2 = c.next(|l| l.expires_at = cix::keyring::now_unix() + 30 * 86_400);
+    assert!(
+        fed.publish_trust_list(v2)
+            .await
+            .unwrap()
+            .into_inner()
+            .applied
+    );
+    assert!(tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .is_ok());
+    wait_for_log(&c.nodes[0], "expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_the_capability_is_refused_before_any_handler() {
+    let mut c = Coalition::new(&["bank-a", "bank-b"]);
+    c.list.members[1].capabilities = vec![proto::PeerCapability::Contribute as i32];
+    let root = c.sign(&c.list, &[0, 1]);
+    for n in &c.nodes {
+        std::fs::write(
+            n.dir.join("trust/root.ctl"),
+            prost::Message::encode_to_vec(&root),
+        )
+        .unwrap();
+    }
+    c.start_all();
+    let (cert, key) = c.nodes[1].peer_cert();
+    let config = cix::tls::peer_client_config(&cert, &key, vec![c.spkis[0].clone()]).unwrap();
+    let channel = cix::tls::connect(&c.nodes[0].peer_addr(), None, config)
+        .await
+        .unwrap();
+    // A replication call: bank-b lacks `replicate`.
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let e = grpc
+        .unary::<proto::GetTrustListRequest, proto::GetTrustListResponse, _>(
+            tonic::Request::new(proto::GetTrustListRequest::default()),
+            http::uri::PathAndQuery::from_static("/cix.v1.Federation/Pull"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("bank-b") && e.message().contains("replicate"),
+        "{}",
+        e.message()
+    );
+    wait_for_log(&c.nodes[0], "peer request refused: capability missing").await;
+    assert!(c.nodes[0].logs().contains("bank-b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_coalition_ca_a_listed_key_must_also_chain_to_it() {
+    let mut c = Coalition::new(&["bank-a", "bank-b"]);
+    // bank-a demands certificates from its own CA; bank-b's peer certificate
+    // comes from bank-b's CA. A second bank-b certificate from bank-a's CA
+    // is listed too.
+    let ca = cix::cli::init::load_ca(&c.nodes[0].dir).unwrap();
+    let cert = c.tmp.path().join("b-by-a.crt");
+    let key = c.tmp.path().join("b-by-a.key");
+    let spki = cix::cli::init::issue_client(&ca, "bank-b via coalition CA", &cert, &key).unwrap();
+    c.list.members[1].tls_spki_sha256.push(spki);
+    let root = c.sign(&c.list, &[0, 1]);
+    for n in &c.nodes {
+        std::fs::write(
+            n.dir.join("trust/root.ctl"),
+            prost::Message::encode_to_vec(&root),
+        )
+        .unwrap();
+    }
+    c.nodes[0].append_config("");
+    let text = std::fs::read_to_string(&c.nodes[0].config).unwrap();
+    std::fs::write(
+        &c.nodes[0].config,
+        text.replace(
+            "key = \"tls/peer.key\"",
+            "key = \"tls/peer.key\"\ncoalition_ca = \"tls/ca.crt\"",
+        ),
+    )
+    .unwrap();
+    c.start_all();
+    let refused = match c.federation(0, 1).await {
+        Ok(mut f) => f
+            .get_trust_list(proto::GetTrustListRequest::default())
+            .await
+            .is_err(),
+        Err(_) => true,
+    };
+    assert!(
+        refused,
+        "a listed key outside the coalition CA was admitted"
+    );
+    wait_for_log(&c.nodes[0], "not from the coalition CA").await;
+    let mut f = c.federation_with(0, &cert, &key).await.unwrap();
+    assert!(f
+        .get_trust_list(proto::GetTrustListRequest::default())
+        .await
+        .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cix_trust_publish_hands_a_signed_file_to_a_live_node() {
+    let mut c = Coalition::new(&["bank-a", "bank-b"]);
+    c.start_all();
+    let v2 = c.next(|l| l.members[1].name = "Bank B, published from the CLI".into());
+    let file = c.tmp.path().join("v2.ctl");
+    std::fs::write(&file, prost::Message::encode_to_vec(&v2)).unwrap();
+    let (cert, key) = c.nodes[1].peer_cert();
+    let out = std::process::Command::new(BIN)
+        .args(["trust", "publish", "--file"])
+        .arg(&file)
+        .args([
+            "--node",
+            &c.nodes[0].peer_addr(),
+            "--node-spki",
+            &c.spkis[0],
+            "--cert",
+        ])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for_version(0, 2).await;
+    c.wait_for_version(1, 2).await;
+}
