@@ -59,6 +59,29 @@ pub struct RawConfig {
     /// The listener for other members' nodes; required with `[trust]`.
     #[serde(default)]
     pub peer_listener: Option<RawPeerListener>,
+    #[serde(default)]
+    pub replication: ReplicationSettings,
+}
+
+/// Pulling other origins' logs from peers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSettings {
+    /// Seconds between pulls from each peer (push hints trigger pulls at
+    /// once; the timer repairs anything missed). Default 5.
+    pub pull_seconds: u64,
+    /// Pull only from these members (e.g. a coalition hub); empty: from
+    /// every active member with `replicate` and an endpoint. Default [].
+    pub peers: Vec<String>,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        ReplicationSettings {
+            pull_seconds: 5,
+            peers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -103,6 +126,10 @@ pub struct RawNode {
     pub id: String,
     /// Directory of the store. Env: `CIX_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// Ed25519 key that signs this node's origin-log batches (64 hex
+    /// characters of the seed, mode 0600); its public key is listed in the
+    /// member's trust-list entry.
+    pub signing_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -173,11 +200,20 @@ pub struct StoreSettings {
     /// sled page cache, in MiB. Matching runs on the in-memory index, so the
     /// store needs little cache. Default 64.
     pub cache_mb: u64,
+    /// Entries expired or retracted for longer than this are purged from
+    /// disk (token and metadata gone, entry hash kept). Default "30d".
+    pub retention: String,
+    /// How often the purge runs. Default "1h".
+    pub purge_interval: String,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { cache_mb: 64 }
+        StoreSettings {
+            cache_mb: 64,
+            retention: "30d".into(),
+            purge_interval: "1h".into(),
+        }
     }
 }
 
@@ -207,6 +243,9 @@ pub struct Config {
     pub drain: Duration,
     /// Present when the node is part of a federation.
     pub federation: Option<Federation>,
+    pub signing_key: PathBuf,
+    pub retention: Duration,
+    pub purge_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +254,9 @@ pub struct Federation {
     /// Seconds before expiry from which the node warns.
     pub expiry_warning_secs: i64,
     pub sync_interval: Duration,
+    pub pull_interval: Duration,
+    /// Members to pull from; empty for all.
+    pub pull_from: Vec<String>,
     pub peer: PeerListener,
 }
 
@@ -422,6 +464,8 @@ impl Config {
                     root_file: abs(&t.root_file),
                     expiry_warning_secs: (t.expiry_warning_days as i64).saturating_mul(86_400),
                     sync_interval: Duration::from_secs(t.sync_seconds),
+                    pull_interval: Duration::from_secs(raw.replication.pull_seconds.max(1)),
+                    pull_from: raw.replication.peers.clone(),
                     peer: PeerListener {
                         listen,
                         cert: abs(&p.cert),
@@ -436,6 +480,15 @@ impl Config {
             }
             (None, None) => None,
         };
+        let duration = |field: &str, v: &str| {
+            humantime::parse_duration(v)
+                .map_err(|_| invalid(field, "must be a duration such as 30d, 12h or 90s"))
+        };
+        let retention = duration("store.retention", &raw.store.retention)?;
+        let purge_interval = duration("store.purge_interval", &raw.store.purge_interval)?;
+        if purge_interval.is_zero() {
+            return Err(invalid("store.purge_interval", "must be more than zero"));
+        }
         if raw.limits.max_batch_items == 0 {
             return Err(invalid("limits.max_batch_items", "must be at least 1"));
         }
@@ -457,6 +510,9 @@ impl Config {
             store: raw.store,
             drain: Duration::from_secs(raw.shutdown.drain_seconds),
             federation,
+            signing_key: abs(&raw.node.signing_key),
+            retention,
+            purge_interval,
         })
     }
 }
@@ -514,6 +570,7 @@ mod tests {
         assert_eq!(raw.limits, Limits::default());
         assert_eq!(raw.store, StoreSettings::default());
         assert_eq!(raw.shutdown, ShutdownSettings::default());
+        assert_eq!(raw.replication, ReplicationSettings::default());
         let cfg = Config::from_raw(raw, Path::new("/etc/cix")).unwrap();
         assert_eq!(cfg.data_dir, Path::new("/etc/cix/data"));
         let fed = cfg.federation.expect("the example is a federated node");
@@ -536,12 +593,14 @@ mod tests {
             "[[member_listener.client]]",
             "[trust]",
             "[peer_listener]",
+            "[replication]",
         ] {
             assert!(EXAMPLE.contains(section), "example lacks {section}");
         }
         let defaults = toml::to_string(&Limits::default()).unwrap()
             + &toml::to_string(&StoreSettings::default()).unwrap()
-            + &toml::to_string(&ShutdownSettings::default()).unwrap();
+            + &toml::to_string(&ShutdownSettings::default()).unwrap()
+            + &toml::to_string(&ReplicationSettings::default()).unwrap();
         for line in defaults.lines() {
             assert!(
                 EXAMPLE.contains(line),

@@ -10,15 +10,18 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use parking_lot::RwLock;
+use tokio::sync::watch;
 
 use crate::{
+    batch,
     ident::{self, Kind, Reason},
-    index::{Index, IndexError, Indicator, Tier},
+    index::{Indicator, Tier},
     keyring::{Epoch, KeyRing, Keys},
-    proto::{LogBatch, LogEntry, LogOp},
-    store::{Store, StoreError},
+    proto::{BatchHeader, LogOp},
+    replica::{Replica, ReplicaError},
+    store::StoreError,
     token::Token,
+    trust::keys::SigningKeyFile,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +31,15 @@ pub enum ContributionError {
     Invalid { field: &'static str, rule: String },
     #[error("no key epoch is valid now; contributions need one")]
     NoValidEpoch,
+    #[error(
+        "this node has not yet confirmed its own log's head with a peer (after data loss a \
+         sequence number must never be reused); retry shortly"
+    )]
+    NotReady,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Index(#[from] IndexError),
+    Replica(#[from] ReplicaError),
 }
 
 fn invalid(field: &'static str, rule: impl Into<String>) -> ContributionError {
@@ -122,9 +130,12 @@ pub fn check_label(field: &'static str, s: &str) -> Result<(), ContributionError
 
 pub struct Contributions {
     origin: String,
-    store: Arc<Store>,
-    index: Arc<RwLock<Index>>,
+    replica: Arc<Replica>,
     keys: Keys,
+    signer: Arc<SigningKeyFile>,
+    /// False until this node's own log head is confirmed (see
+    /// [`crate::federation::replicate`]); contributions wait for it.
+    ready: watch::Receiver<bool>,
     write: tokio::sync::Mutex<()>,
 }
 
@@ -146,15 +157,17 @@ struct Header<'a> {
 impl Contributions {
     pub fn new(
         origin: String,
-        store: Arc<Store>,
-        index: Arc<RwLock<Index>>,
+        replica: Arc<Replica>,
         keys: Keys,
+        signer: Arc<SigningKeyFile>,
+        ready: watch::Receiver<bool>,
     ) -> Contributions {
         Contributions {
             origin,
-            store,
-            index,
+            replica,
             keys,
+            signer,
+            ready,
             write: tokio::sync::Mutex::new(()),
         }
     }
@@ -188,7 +201,7 @@ impl Contributions {
         let mut entries = Vec::new();
         let mut results = Vec::with_capacity(resolved.len());
         {
-            let index = self.index.read();
+            let index = self.replica.index.read();
             for r in resolved {
                 let r = match r {
                     Ok(r) => r,
@@ -289,7 +302,7 @@ impl Contributions {
         let mut entries = Vec::new();
         let mut results = Vec::new();
         {
-            let index = self.index.read();
+            let index = self.replica.index.read();
             match (&selector, candidates) {
                 (Selector::Case(case_ref), _) => {
                     for (token, kind, epoch) in index.tokens_of_case(&self.origin, case_ref, now) {
@@ -345,8 +358,11 @@ impl Contributions {
         if entries.is_empty() {
             return Ok((0, 0));
         }
-        let head = self.store.head(&self.origin)?.unwrap_or_default();
-        let batch = LogBatch {
+        if !*self.ready.borrow() {
+            return Err(ContributionError::NotReady);
+        }
+        let head = self.replica.store.head(&self.origin)?.unwrap_or_default();
+        let header = BatchHeader {
             origin: self.origin.clone(),
             first_seq: head.last_seq + 1,
             prev_hash: head.hash.to_vec(),
@@ -356,33 +372,30 @@ impl Contributions {
             tier: h.tier as i32,
             valid_until_unix: h.valid_until,
             reason: h.reason.to_string(),
-            entries: entries
-                .iter()
-                .map(|r| LogEntry {
-                    token: r.token.0.to_vec(),
-                    kind: r.kind.code() as i32,
-                    epoch: r.epoch,
-                })
-                .collect(),
+            ..Default::default()
         };
-        let new_head = self.store.append(&batch)?;
+        let entries = entries
+            .iter()
+            .map(|r| batch::entry(&r.token, r.kind.code() as i32, r.epoch))
+            .collect();
+        let batch = batch::sign(header, entries, &self.signer);
         // Durable before anyone is told.
-        self.store.flush().await?;
-        self.index.write().apply(&batch)?;
+        let new_head = self.replica.append(&batch, true).await?;
         tracing::info!(
             origin = %self.origin,
             op = h.op.as_str_name(),
-            first_seq = batch.first_seq,
+            first_seq = batch.first_seq(),
             last_seq = new_head.last_seq,
-            entries = entries.len(),
+            entries = batch.header.count,
             "appended to origin log"
         );
-        Ok((batch.first_seq, new_head.last_seq))
+        Ok((batch.first_seq(), new_head.last_seq))
     }
 
     /// This node's own active indicators, in token order, after `after`.
     pub fn list(&self, after: Option<Token>, limit: usize, now: i64) -> Vec<Indicator> {
-        self.index
+        self.replica
+            .index
             .read()
             .page_of_origin(&self.origin, after, limit, now)
     }

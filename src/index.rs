@@ -14,11 +14,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::{
-    ident::Kind,
-    proto::{LogBatch, LogOp},
-    token::Token,
-};
+use crate::{batch::Batch, ident::Kind, proto::LogOp, token::Token};
 
 /// How sure the contributor is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,6 +154,9 @@ pub struct Index {
     map: TokenMap<Vec<Entry>>,
     origins: Interner,
     cases: Interner,
+    /// Origins frozen by fork evidence: entries from this sequence number on
+    /// no longer match.
+    frozen: HashMap<u16, u64>,
 }
 
 impl Index {
@@ -170,44 +169,50 @@ impl Index {
         self.map.len()
     }
 
-    /// Applies every entry of a batch, in order.
-    pub fn apply(&mut self, batch: &LogBatch) -> Result<(), IndexError> {
-        let origin = self.origins.intern(&batch.origin);
+    /// Applies every entry of a batch, in order. Purged entries (no token
+    /// left) are skipped: they no longer say anything.
+    pub fn apply(&mut self, batch: &Batch) -> Result<(), IndexError> {
+        let h = &batch.header;
+        let origin = self.origins.intern(&h.origin);
         let origin = u16::try_from(origin).map_err(|_| IndexError::TooManyOrigins)?;
         let bad = |index, what| IndexError::BadEntry {
-            origin: batch.origin.clone(),
-            first_seq: batch.first_seq,
+            origin: h.origin.clone(),
+            first_seq: h.first_seq,
             index,
             what,
         };
-        let op = LogOp::try_from(batch.op).map_err(|_| bad(0, "unknown op"))?;
-        let valid_until = if batch.valid_until_unix == 0 {
+        let op = LogOp::try_from(h.op).map_err(|_| bad(0, "unknown op"))?;
+        let valid_until = if h.valid_until_unix == 0 {
             i64::MAX
         } else {
-            batch.valid_until_unix
+            h.valid_until_unix
         };
         let case = match op {
-            LogOp::Add => self.cases.intern(&batch.case_ref),
+            LogOp::Add => self.cases.intern(&h.case_ref),
             _ => 0,
         };
-        for (i, e) in batch.entries.iter().enumerate() {
+        for (i, e) in batch.raw.entries.iter().enumerate() {
+            if !e.purged_hash.is_empty() {
+                continue;
+            }
             let token = Token::from_slice(&e.token).map_err(|_| bad(i, "token is not 32 bytes"))?;
+            let seq = h.first_seq + i as u64;
             match op {
                 LogOp::Add => {
                     let kind = u8::try_from(e.kind)
                         .ok()
                         .and_then(Kind::from_code)
                         .ok_or_else(|| bad(i, "unknown kind"))?;
-                    let tier = Tier::from_code(batch.tier).ok_or_else(|| bad(i, "unknown tier"))?;
+                    let tier = Tier::from_code(h.tier).ok_or_else(|| bad(i, "unknown tier"))?;
                     let entry = Entry {
                         origin,
                         kind,
                         tier,
                         epoch: e.epoch,
                         case,
-                        created: batch.created_unix,
+                        created: h.created_unix,
                         valid_until,
-                        seq: batch.first_seq + i as u64,
+                        seq,
                     };
                     let list = self.map.entry(token).or_default();
                     match list.iter_mut().find(|x| x.origin == origin) {
@@ -236,6 +241,18 @@ impl Index {
             }
         }
         Ok(())
+    }
+
+    /// Freezes `origin` from sequence number `seq` on (fork evidence).
+    pub fn freeze(&mut self, origin: &str, seq: u64) {
+        let o = self.origins.intern(origin) as u16;
+        let at = self.frozen.entry(o).or_insert(seq);
+        *at = (*at).min(seq);
+    }
+
+    /// Whether an entry counts now: not expired, not past a fork.
+    fn live(&self, e: &Entry, now: i64) -> bool {
+        e.active_at(now) && self.frozen.get(&e.origin).is_none_or(|f| e.seq < *f)
     }
 
     /// The raw entries for a token (active or not).
@@ -269,7 +286,7 @@ impl Index {
         let token = *token;
         self.entries(&token)
             .iter()
-            .filter(move |e| e.active_at(now))
+            .filter(move |e| self.live(e, now))
             .map(move |e| self.resolve(token, e))
     }
 
@@ -291,7 +308,7 @@ impl Index {
             .filter(|(t, _)| after.is_none_or(|a| **t > a))
             .filter_map(|(t, list)| {
                 list.iter()
-                    .find(|e| e.origin == o && e.active_at(now))
+                    .find(|e| e.origin == o && self.live(e, now))
                     .map(|e| (*t, *e))
             })
             .collect();
@@ -316,7 +333,7 @@ impl Index {
             .iter()
             .filter_map(|(t, list)| {
                 list.iter()
-                    .find(|e| e.origin == o && e.case == c && e.active_at(now))
+                    .find(|e| e.origin == o && e.case == c && self.live(e, now))
                     .map(|e| (*t, e.kind, e.epoch))
             })
             .collect();
@@ -328,7 +345,7 @@ impl Index {
     pub fn counts(&self, now: i64) -> Counts {
         let mut by_kind = [0u64; 9];
         let mut by_origin = vec![0u64; self.origins.names.len()];
-        for e in self.map.values().flatten().filter(|e| e.active_at(now)) {
+        for e in self.map.values().flatten().filter(|e| self.live(e, now)) {
             by_kind[e.kind.code() as usize] += 1;
             by_origin[e.origin as usize] += 1;
         }
@@ -345,10 +362,10 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::LogEntry;
+    use crate::{batch, proto::BatchHeader, trust::keys::SigningKeyFile};
 
-    fn batch(origin: &str, op: LogOp, first: u64, tokens: &[u8], valid_until: i64) -> LogBatch {
-        LogBatch {
+    fn batch(origin: &str, op: LogOp, first: u64, tokens: &[u8], valid_until: i64) -> Batch {
+        let header = BatchHeader {
             origin: origin.into(),
             first_seq: first,
             created_unix: 100,
@@ -356,16 +373,13 @@ mod tests {
             case_ref: "case-1".into(),
             tier: 1,
             valid_until_unix: valid_until,
-            entries: tokens
-                .iter()
-                .map(|t| LogEntry {
-                    token: vec![*t; 32],
-                    kind: 6,
-                    epoch: 1,
-                })
-                .collect(),
             ..Default::default()
-        }
+        };
+        let entries = tokens
+            .iter()
+            .map(|t| batch::entry(&Token([*t; 32]), 6, 1))
+            .collect();
+        batch::sign(header, entries, &SigningKeyFile::generate())
     }
 
     #[test]
@@ -394,5 +408,16 @@ mod tests {
         assert_eq!(by_origin.len(), 2);
         assert_eq!(ix.tokens_of_case("liaison", "case-1", 200).len(), 2);
         assert_eq!(ix.page_of_origin("liaison", None, 1, 200).len(), 1);
+    }
+
+    #[test]
+    fn frozen_origins_stop_matching_from_the_fork_on() {
+        let mut ix = Index::new();
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[1, 2, 3], 0))
+            .unwrap();
+        ix.freeze("liaison", 2);
+        assert_eq!(ix.active(&Token([1; 32]), 0).count(), 1);
+        assert_eq!(ix.active(&Token([2; 32]), 0).count(), 0);
+        assert_eq!(ix.active(&Token([3; 32]), 0).count(), 0);
     }
 }

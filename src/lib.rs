@@ -13,8 +13,11 @@
 //! - [`token`]: token keys, key files, the HMAC token. Pure but for key files.
 //! - [`keyring`]: the key epochs a node holds and which are valid now.
 //! - [`store`]: sled on disk: origin logs as append-only batches, heads, schema.
+//! - [`batch`]: origin-log batches: format, salted entry hashes, signatures, verification.
 //! - [`index`]: the in-memory token index, rebuilt from the store at start.
+//! - [`replica`]: where batches enter the store and the index, and heads are announced.
 //! - [`screening`]: the match engine over the index.
+//! - [`retention`]: purging dead entries after the retention period (batches still verify).
 //! - [`contribution`]: this node's own origin log: add, retract, extend.
 //! - [`auth`], [`tls`]: who is calling (certificate public key) and what they may do.
 //! - [`trust`]: the operator-signed trust list, its verification and the
@@ -31,6 +34,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batch;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -40,6 +44,8 @@ pub mod ident;
 pub mod index;
 pub mod keyring;
 pub mod proto;
+pub mod replica;
+pub mod retention;
 pub mod screening;
 pub mod server;
 pub mod shutdown;

@@ -29,19 +29,24 @@ use crate::{
     auth::{Authenticated, Capability, Grants, Require},
     config::Config,
     contribution::Contributions,
-    federation::{trust_sync, PeerDialer},
+    federation::{
+        replicate::{self, Replication},
+        trust_sync, PeerDialer,
+    },
     index::{Index, IndexError},
     keyring::{load_keys, now_unix, KeyRing, KeyRingError, Keys, LoadedKey},
     proto::{
         admin_server::AdminServer, contribution_server::ContributionServer,
         federation_server::FederationServer, screening_server::ScreeningServer,
     },
+    replica::Replica,
     screening::Engine,
     store::{Store, StoreError},
     tls::{self, TlsError},
     token::KeyError,
     trust::{
         auth::PeerAuthLayer,
+        keys::{KeyFileError, SigningKeyFile},
         state::{TrustState, TrustStateError},
     },
 };
@@ -58,6 +63,8 @@ pub enum ServerError {
     KeyRing(#[from] KeyRingError),
     #[error(transparent)]
     Trust(#[from] TrustStateError),
+    #[error("node.signing_key: {0}")]
+    SigningKey(#[from] KeyFileError),
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
     #[error("binding {what} to {addr}: {source}")]
@@ -82,6 +89,9 @@ pub struct NodeState {
     pub node_id: String,
     pub store: Arc<Store>,
     pub index: Arc<RwLock<Index>>,
+    pub replica: Arc<Replica>,
+    /// Signs this node's origin-log batches.
+    pub signer: Arc<SigningKeyFile>,
     pub keys: Keys,
     /// The key files, kept to rebuild the ring when the trust list changes.
     pub loaded_keys: Vec<LoadedKey>,
@@ -126,22 +136,37 @@ pub async fn open_state(config: &Config) -> Result<NodeState, ServerError> {
             true,
         )?
     };
+    let signer = Arc::new(SigningKeyFile::load(&config.signing_key)?);
     let mut index = Index::new();
     let mut batches = 0u64;
     for batch in store.batches() {
         index.apply(&batch?)?;
         batches += 1;
     }
+    for (origin, ev) in store.forks()? {
+        let from = [ev.first.as_ref(), ev.second.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|b| crate::batch::Batch::decode(b.clone()).ok())
+            .map(|b| b.first_seq())
+            .min()
+            .unwrap_or(1);
+        tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence");
+        index.freeze(&origin, from);
+    }
+    let index = Arc::new(RwLock::new(index));
     tracing::info!(
         batches,
-        tokens = index.tokens(),
+        tokens = index.read().tokens(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index rebuilt from the store"
     );
     Ok(NodeState {
         node_id: config.node_id.clone(),
+        replica: Arc::new(Replica::new(store.clone(), index.clone())),
         store,
-        index: Arc::new(RwLock::new(index)),
+        index,
+        signer,
         keys: Keys::new(ring),
         loaded_keys,
         trust,
@@ -204,11 +229,33 @@ pub async fn run(
     let max_items = config.limits.max_batch_items;
     let max_bytes = config.limits.max_message_bytes;
     let engine = Engine::new(state.index.clone(), state.keys.clone());
+    let replication = match (&config.federation, &state.trust) {
+        (Some(fed), Some(trust)) => {
+            let dialer = PeerDialer {
+                cert: fed.peer.cert.clone(),
+                key: fed.peer.key.clone(),
+            };
+            Some(Replication::new(
+                state.replica.clone(),
+                trust.clone(),
+                dialer,
+                fed.pull_interval,
+                fed.pull_from.clone(),
+            ))
+        }
+        _ => None,
+    };
+    let ready = match &replication {
+        Some((_, ready)) => ready.clone(),
+        None => tokio::sync::watch::channel(true).1,
+    };
+    let replication = replication.map(|(r, _)| r);
     let contributions = Arc::new(Contributions::new(
         config.node_id.clone(),
-        state.store.clone(),
-        state.index.clone(),
+        state.replica.clone(),
         state.keys.clone(),
+        state.signer.clone(),
+        ready,
     ));
     let screening = ScreeningServer::new(ScreeningService::new(engine, max_items))
         .max_decoding_message_size(max_bytes)
@@ -216,7 +263,7 @@ pub async fn run(
     let contribution = ContributionServer::new(ContributionService::new(contributions, max_items))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(usize::MAX);
-    let admin = AdminServer::new(AdminService::new(state.clone()));
+    let admin = AdminServer::new(AdminService::new(state.clone(), replication.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ScreeningServer<ScreeningService>>()
@@ -273,7 +320,11 @@ pub async fn run(
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(PeerAuthLayer::new(trust.clone()))
-            .add_service(FederationServer::new(FederationService::new(trust.clone())))
+            .add_service(
+                FederationServer::new(FederationService::new(trust.clone(), state.replica.clone()))
+                    .max_decoding_message_size(64 * 1024 * 1024)
+                    .max_encoding_message_size(64 * 1024 * 1024),
+            )
             .add_service(health);
         tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
             incoming,
@@ -296,9 +347,28 @@ pub async fn run(
             fed.sync_interval,
             stop.clone(),
         ));
+        if let Some(r) = &replication {
+            tokio::spawn(replicate::run(r.clone(), stop.clone()));
+        }
+        let own = trust.current();
+        let own_key = state.signer.verifying_key().to_bytes();
+        let listed = own.member(&config.node_id).is_some_and(|m| {
+            m.signing_keys
+                .iter()
+                .any(|k| !k.retired && k.public_key == own_key)
+        });
+        if !listed {
+            tracing::warn!(node = %config.node_id, public_key = %state.signer.public_hex(), "this node's log signing key is not a current key of its trust-list entry: peers will refuse its batches");
+        }
         tokio::spawn(rebuild_keys_on_change(state.clone(), stop.clone()));
     }
 
+    tokio::spawn(crate::retention::run(
+        state.store.clone(),
+        config.retention,
+        config.purge_interval,
+        stop.clone(),
+    ));
     // Last, so that a waiting client finds every listener up.
     addr_files.push(write_addr(&config.data_dir, MEMBER_ADDR_FILE, member_addr)?);
     let mut first = futures::future::select_all(tasks.iter_mut());

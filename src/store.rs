@@ -12,18 +12,20 @@
 //! Trees:
 //! - `meta`: `schema_version` → u32 big-endian.
 //! - `batches`: origin id, 0x00, first sequence number (u64 big-endian) →
-//!   the `LogBatch` protobuf bytes exactly as received or written.
+//!   the `LogBatch` protobuf bytes as received or written (signed header
+//!   verbatim; entries replaced by their hashes once purged).
 //! - `heads`: origin id → last sequence number (u64 big-endian) ‖ SHA-256 of
-//!   the last batch's bytes.
+//!   the last batch's header.
+//! - `forks`: origin id → `ForkEvidence` (two validly signed batches of the
+//!   origin at one sequence number).
 //! - `trust`: `current` → the newest accepted `SignedTrustList`, as received.
 
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use crate::proto::LogBatch;
+use crate::{batch::Batch, proto::ForkEvidence};
 
 /// The store layout this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -81,15 +83,15 @@ impl Head {
     }
 }
 
-/// SHA-256 of a batch's stored bytes: what the next batch names as `prev_hash`.
-pub fn batch_hash(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+fn decode(bytes: &[u8]) -> Result<Batch, StoreError> {
+    Batch::decode_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Number of entries a batch covers, so its last sequence number is
-/// `first_seq + len - 1`.
-pub fn batch_len(batch: &LogBatch) -> u64 {
-    batch.entries.len() as u64
+fn origin_prefix(origin: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(origin.len() + 1);
+    k.extend_from_slice(origin.as_bytes());
+    k.push(0);
+    k
 }
 
 fn batch_key(origin: &str, first_seq: u64) -> Vec<u8> {
@@ -107,6 +109,7 @@ pub struct Store {
     batches: sled::Tree,
     heads: sled::Tree,
     trust: sled::Tree,
+    forks: sled::Tree,
 }
 
 impl Store {
@@ -144,6 +147,7 @@ impl Store {
             batches: db.open_tree("batches")?,
             heads: db.open_tree("heads")?,
             trust: db.open_tree("trust")?,
+            forks: db.open_tree("forks")?,
             meta,
             db,
             path,
@@ -178,33 +182,32 @@ impl Store {
     /// Appends one batch to its origin's log, atomically with the head, if it
     /// extends the log exactly (contiguous numbering, matching previous hash).
     /// Returns the new head. Not durable until [`Store::flush`].
-    pub fn append(&self, batch: &LogBatch) -> Result<Head, StoreError> {
-        let bytes = batch.encode_to_vec();
-        let len = batch_len(batch);
-        if len == 0 {
+    pub fn append(&self, batch: &Batch) -> Result<Head, StoreError> {
+        let bytes = batch.raw.encode_to_vec();
+        if batch.header.count == 0 {
             return Err(StoreError::Corrupt("empty batch".into()));
         }
-        let origin = batch.origin.as_str();
+        let origin = batch.origin();
         let new_head = Head {
-            last_seq: batch.first_seq + len - 1,
-            hash: batch_hash(&bytes),
+            last_seq: batch.last_seq(),
+            hash: batch.hash(),
         };
-        let key = batch_key(origin, batch.first_seq);
+        let key = batch_key(origin, batch.first_seq());
         let result = (&self.batches, &self.heads).transaction(|(batches, heads)| {
             let head = match heads.get(origin.as_bytes())? {
                 Some(v) => Head::decode(&v).map_err(ConflictableTransactionError::Abort)?,
                 None => Head::default(),
             };
-            if batch.first_seq != head.last_seq + 1 {
+            if batch.first_seq() != head.last_seq + 1 {
                 return Err(ConflictableTransactionError::Abort(
                     StoreError::NotContiguous {
                         origin: origin.to_string(),
                         expected: head.last_seq + 1,
-                        got: batch.first_seq,
+                        got: batch.first_seq(),
                     },
                 ));
             }
-            if batch.prev_hash.as_slice() != head.hash {
+            if batch.header.prev_hash.as_slice() != head.hash {
                 return Err(ConflictableTransactionError::Abort(
                     StoreError::ChainBroken {
                         origin: origin.to_string(),
@@ -222,6 +225,70 @@ impl Store {
         }
     }
 
+    /// The stored batch of `origin` that holds sequence number `seq`.
+    pub fn batch_holding(&self, origin: &str, seq: u64) -> Result<Option<Batch>, StoreError> {
+        let found = self
+            .batches
+            .range(origin_prefix(origin)..=batch_key(origin, seq))
+            .next_back()
+            .transpose()?;
+        match found {
+            Some((_, v)) => {
+                let b = decode(&v)?;
+                Ok((b.last_seq() >= seq).then_some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The batches of `origin` after sequence number `after`, in order, as
+    /// stored (encoded `LogBatch`).
+    pub fn batches_after(
+        &self,
+        origin: &str,
+        after: u64,
+    ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
+        self.batches
+            .range(batch_key(origin, after.saturating_add(1))..=batch_key(origin, u64::MAX))
+            .map(|r| Ok(r?.1.to_vec()))
+    }
+
+    /// Replaces a stored batch by the same batch with some entries purged.
+    /// The caller checks that the header is unchanged.
+    pub fn rewrite(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.batches.insert(
+            batch_key(batch.origin(), batch.first_seq()),
+            batch.raw.encode_to_vec(),
+        )?;
+        Ok(())
+    }
+
+    /// Records fork evidence for an origin (the first one found is kept).
+    /// Returns whether it is new.
+    pub fn put_fork(&self, origin: &str, evidence: &ForkEvidence) -> Result<bool, StoreError> {
+        let r = self.forks.compare_and_swap(
+            origin.as_bytes(),
+            None as Option<&[u8]>,
+            Some(evidence.encode_to_vec()),
+        )?;
+        Ok(r.is_ok())
+    }
+
+    /// Every fork evidence held, by origin.
+    pub fn forks(&self) -> Result<Vec<(String, ForkEvidence)>, StoreError> {
+        self.forks
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                let origin = String::from_utf8(k.to_vec())
+                    .map_err(|_| StoreError::Corrupt("origin id".into()))?;
+                let ev = ForkEvidence::decode(v.as_ref())
+                    .map_err(|e| StoreError::Corrupt(format!("fork evidence: {e}")))?;
+                Ok((origin, ev))
+            })
+            .collect()
+    }
+
     /// Makes everything appended so far durable (fsync).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
@@ -235,12 +302,8 @@ impl Store {
     }
 
     /// Every batch, per origin in sequence order, decoded.
-    pub fn batches(&self) -> impl Iterator<Item = Result<LogBatch, StoreError>> + '_ {
-        self.batches.iter().map(|r| {
-            let (_, v) = r?;
-            LogBatch::decode(v.as_ref())
-                .map_err(|e| StoreError::Corrupt(format!("batch does not decode: {e}")))
-        })
+    pub fn batches(&self) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
+        self.batches.iter().map(|r| decode(&r?.1))
     }
 
     /// The newest accepted trust list, as received.
@@ -286,24 +349,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{LogEntry, LogOp};
+    use crate::{
+        batch,
+        proto::{BatchHeader, LogOp},
+        token::Token,
+        trust::keys::SigningKeyFile,
+    };
 
-    fn batch(origin: &str, first: u64, prev: [u8; 32], n: usize) -> LogBatch {
-        LogBatch {
+    fn batch(origin: &str, first: u64, prev: [u8; 32], n: usize) -> Batch {
+        let header = BatchHeader {
             origin: origin.into(),
             first_seq: first,
             prev_hash: prev.to_vec(),
             created_unix: 1,
             op: LogOp::Add as i32,
-            entries: (0..n)
-                .map(|i| LogEntry {
-                    token: vec![i as u8; 32],
-                    kind: 1,
-                    epoch: 1,
-                })
-                .collect(),
             ..Default::default()
-        }
+        };
+        let entries = (0..n)
+            .map(|i| batch::entry(&Token([i as u8; 32]), 1, 1))
+            .collect();
+        batch::sign(header, entries, &SigningKeyFile::generate())
     }
 
     #[test]
@@ -321,7 +386,8 @@ mod tests {
             store.append(&batch("a", 4, [9; 32], 1)),
             Err(StoreError::ChainBroken { .. })
         ));
-        let h2 = store.append(&batch("a", 4, h1.hash, 2)).unwrap();
+        let b2 = batch("a", 4, h1.hash, 2);
+        let h2 = store.append(&b2).unwrap();
         store.append(&batch("b", 1, [0; 32], 1)).unwrap();
         store.flush_blocking().unwrap();
         drop(store);
@@ -331,13 +397,19 @@ mod tests {
             .batches()
             .map(|b| {
                 let b = b.unwrap();
-                (b.origin, b.first_seq)
+                (b.origin().to_string(), b.first_seq())
             })
             .collect();
         assert_eq!(
             firsts,
             vec![("a".into(), 1), ("a".into(), 4), ("b".into(), 1)]
         );
+        assert_eq!(store.batch_holding("a", 5).unwrap(), Some(b2));
+        assert_eq!(store.batch_holding("a", 2).unwrap().unwrap().first_seq(), 1);
+        assert_eq!(store.batch_holding("a", 6).unwrap(), None);
+        assert_eq!(store.batches_after("a", 3).count(), 1);
+        assert_eq!(store.batches_after("a", 0).count(), 2);
+        assert_eq!(store.batches_after("b", 1).count(), 0);
     }
 
     #[test]

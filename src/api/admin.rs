@@ -6,6 +6,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
+    batch::Batch,
+    federation::replicate::Replication,
     keyring::now_unix,
     proto::{self, admin_server},
     server::NodeState,
@@ -13,11 +15,12 @@ use crate::{
 
 pub struct AdminService {
     node: Arc<NodeState>,
+    replication: Option<Arc<Replication>>,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<NodeState>) -> AdminService {
-        AdminService { node }
+    pub fn new(node: Arc<NodeState>, replication: Option<Arc<Replication>>) -> AdminService {
+        AdminService { node, replication }
     }
 }
 
@@ -51,7 +54,56 @@ impl admin_server::Admin for AdminService {
             .trust
             .as_ref()
             .map(|t| (t.current(), t.warning(now), t.connections().len()));
+        let mine: std::collections::HashMap<&str, u64> = heads
+            .iter()
+            .map(|(o, h)| (o.as_str(), h.last_seq))
+            .collect();
+        let peers = self
+            .replication
+            .as_ref()
+            .map(|r| r.views())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(member, v)| {
+                let mut origins: Vec<proto::OriginLag> = v
+                    .heads
+                    .iter()
+                    .map(|(o, seq)| proto::OriginLag {
+                        origin: o.clone(),
+                        peer_last_seq: *seq,
+                        lag: seq.saturating_sub(mine.get(o.as_str()).copied().unwrap_or(0)),
+                    })
+                    .collect();
+                origins.sort_by(|a, b| a.origin.cmp(&b.origin));
+                proto::PeerStatus {
+                    member,
+                    connected: v.connected,
+                    origins,
+                    last_pull: (v.last_pull_unix > 0).then(|| convert::timestamp(v.last_pull_unix)),
+                    last_error: v.last_error,
+                }
+            })
+            .collect();
+        let forks = n
+            .store
+            .forks()
+            .map_err(|_| Status::internal("the node could not read its store"))?
+            .into_iter()
+            .map(|(origin, ev)| proto::ForkStatus {
+                origin,
+                frozen_from_seq: [ev.first, ev.second]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| Batch::decode(b).ok())
+                    .map(|b| b.first_seq())
+                    .min()
+                    .unwrap_or(0),
+            })
+            .collect();
         Ok(Response::new(proto::StatusResponse {
+            peers,
+            forks,
+            own_log_ready: self.replication.as_ref().is_none_or(|r| r.is_ready()),
             trust_version: trust.as_ref().map(|(l, ..)| l.version()).unwrap_or(0),
             trust_expires_at: trust
                 .as_ref()

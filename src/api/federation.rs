@@ -1,12 +1,18 @@
-//! `cix.v1.Federation` on the peer listener: GetTrustList, PublishTrustList.
-//! The caller was authorized by [`crate::trust::auth`] before it got here.
+//! `cix.v1.Federation` on the peer listener: GetTrustList, PublishTrustList,
+//! Pull and Watch. The caller was authorized by [`crate::trust::auth`]
+//! (membership and capability) before it got here.
 
-use std::sync::Arc;
+use std::{collections::HashMap, pin::Pin, sync::Arc};
 
+use futures::Stream;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    proto::{self, federation_server},
+    federation::replicate::{heads, stored_batch},
+    proto::{self, federation_server, pull_response},
+    replica::Replica,
     trust::{
         auth::PeerMember,
         list::TrustError,
@@ -16,12 +22,20 @@ use crate::{
 
 pub struct FederationService {
     trust: Arc<TrustState>,
+    replica: Arc<Replica>,
 }
 
 impl FederationService {
-    pub fn new(trust: Arc<TrustState>) -> FederationService {
-        FederationService { trust }
+    pub fn new(trust: Arc<TrustState>, replica: Arc<Replica>) -> FederationService {
+        FederationService { trust, replica }
     }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn store_error(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "reading the store for a peer");
+    Status::internal("the node could not read its store")
 }
 
 impl From<OfferError> for Status {
@@ -74,5 +88,110 @@ impl federation_server::Federation for FederationService {
             version,
             applied,
         }))
+    }
+
+    type PullStream = BoxStream<proto::PullResponse>;
+
+    async fn pull(
+        &self,
+        req: Request<proto::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let store = self.replica.store.clone();
+        let have: HashMap<String, proto::OriginHead> = req
+            .into_inner()
+            .have
+            .into_iter()
+            .map(|h| (h.origin.clone(), h))
+            .collect();
+        let forks = store.forks().map_err(store_error)?;
+        let origins = store.heads().map_err(store_error)?;
+        let (tx, rx) = mpsc::channel(32);
+        tokio::spawn(async move {
+            for (_, ev) in forks {
+                let item = pull_response::Item::Fork(ev);
+                if tx
+                    .send(Ok(proto::PullResponse { item: Some(item) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            for (origin, head) in origins {
+                let mut after = have.get(&origin).map(|h| h.last_seq).unwrap_or(0);
+                // A caller whose history differs at its head gets our batch
+                // there, so that it sees the fork.
+                if let Some(h) = have.get(&origin).filter(|h| h.last_seq > 0) {
+                    if let Ok(Some(b)) = store.batch_holding(&origin, h.last_seq) {
+                        if b.hash().as_slice() != h.hash.as_slice() || b.last_seq() != h.last_seq {
+                            after = b.first_seq() - 1;
+                        }
+                    }
+                }
+                if head.last_seq <= after {
+                    continue;
+                }
+                for raw in store.batches_after(&origin, after) {
+                    let Some(batch) = raw.ok().and_then(|r| stored_batch(&r)) else {
+                        let _ = tx
+                            .send(Err(Status::internal("the node could not read its store")))
+                            .await;
+                        return;
+                    };
+                    let item = pull_response::Item::Batch(batch);
+                    if tx
+                        .send(Ok(proto::PullResponse { item: Some(item) }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchStream = BoxStream<proto::WatchResponse>;
+
+    async fn watch(
+        &self,
+        _req: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let store = self.replica.store.clone();
+        let mut updates = self.replica.subscribe();
+        let first = heads(&store).map_err(store_error)?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            if tx
+                .send(Ok(proto::WatchResponse { heads: first }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let heads = match updates.recv().await {
+                    Ok(u) => match store.head(&u.origin) {
+                        Ok(Some(h)) => vec![proto::OriginHead {
+                            origin: u.origin,
+                            last_seq: h.last_seq,
+                            hash: h.hash.to_vec(),
+                        }],
+                        _ => continue,
+                    },
+                    // Missed some: send them all again.
+                    Err(RecvError::Lagged(_)) => match heads(&store) {
+                        Ok(h) => h,
+                        Err(_) => return,
+                    },
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(Ok(proto::WatchResponse { heads })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -31,7 +31,8 @@ impl From<ContributionError> for Status {
         match e {
             ContributionError::Invalid { .. } => Status::invalid_argument(e.to_string()),
             ContributionError::NoValidEpoch => Status::failed_precondition(e.to_string()),
-            ContributionError::Store(_) | ContributionError::Index(_) => {
+            ContributionError::NotReady => Status::unavailable(e.to_string()),
+            ContributionError::Store(_) | ContributionError::Replica(_) => {
                 tracing::error!(error = %e, "contribution failed in the store");
                 Status::internal("the node could not store the request; nothing was acknowledged")
             }

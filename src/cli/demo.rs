@@ -129,7 +129,13 @@ impl DemoCoalition {
             let spki = made
                 .peer_spki_sha256
                 .context("federated init gives a peer key")?;
-            members.push(list::member(id, &format!("Demo {id}"), kind, &spki, &peer));
+            let mut m = list::member(id, &format!("Demo {id}"), kind, &spki, &peer);
+            m.signing_keys.push(proto::LogSigningKey {
+                public_key: hex::decode(&made.signing_public_hex)?,
+                retired: false,
+                last_seq: 0,
+            });
+            members.push(m);
             dirs.push(node_dir);
             configs.push(made.config);
             peer_spkis.push(spki);

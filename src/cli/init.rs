@@ -27,6 +27,8 @@ pub struct Initialized {
     pub peer_spki_sha256: Option<String>,
     /// The token key's fingerprint.
     pub token_key_sha256: String,
+    /// The node's origin-log signing key (public, hex), for the trust list.
+    pub signing_public_hex: String,
 }
 
 #[derive(Default)]
@@ -43,6 +45,10 @@ pub struct InitOptions<'a> {
 
 fn write_private(path: &Path, data: &str) -> Result<()> {
     use std::io::Write;
+    // A file left by an earlier run keeps its mode when truncated: start afresh.
+    if path.exists() {
+        fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
+    }
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -111,6 +117,11 @@ pub fn issue_client(
 
 pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
     crate::config::check_member_id(opts.node_id).map_err(|r| anyhow::anyhow!("--node-id: {r}"))?;
+    if opts.force && dir.join("data").exists() {
+        // A new node: a store kept from the old one would hold tokens under
+        // a key that is gone.
+        fs::remove_dir_all(dir.join("data")).context("removing the old store")?;
+    }
     if dir.exists() && fs::read_dir(dir)?.next().is_some() && !opts.force {
         bail!(
             "{} exists and is not empty; choose another directory or pass --force to overwrite",
@@ -143,6 +154,12 @@ pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
         None => TokenKey::generate(),
     };
     token_key.write_new(&key_path)?;
+    let signing_path = dir.join("keys/log-signing.key");
+    if signing_path.exists() {
+        fs::remove_file(&signing_path)?;
+    }
+    let signing = crate::trust::keys::SigningKeyFile::generate();
+    signing.write_new(&signing_path)?;
 
     let now = crate::keyring::now_unix();
     let from = crate::config::format_time(now - 86_400);
@@ -182,6 +199,7 @@ key = "tls/peer.key"
 [node]
 id = "{id}"
 data_dir = "data"
+signing_key = "keys/log-signing.key"
 
 [member_listener]
 listen = "{listen}"
@@ -209,6 +227,7 @@ key_file = "keys/epoch-1.key"
         client_spki_sha256: client_fp,
         peer_spki_sha256: peer_spki,
         token_key_sha256: token_key.fingerprint(),
+        signing_public_hex: signing.public_hex(),
     })
 }
 

@@ -51,7 +51,7 @@ pub enum Command {
     /// Write a ready-to-run node directory (config, demo CA and certificates, token key).
     Init {
         dir: PathBuf,
-        /// Overwrite a non-empty directory.
+        /// Overwrite a non-empty directory, including its store.
         #[arg(long)]
         force: bool,
         #[arg(long, default_value = "local")]
@@ -311,6 +311,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("config:         {}", made.config.display());
             println!("client spki:    {}", made.client_spki_sha256);
             println!("token key:      sha256 {}", made.token_key_sha256);
+            println!(
+                "log signing:    {}  (public key, for the operators' trust list)",
+                made.signing_public_hex
+            );
             if let Some(peer) = &made.peer_spki_sha256 {
                 println!("peer spki:      {peer}  (for the operators' trust list)");
                 println!(

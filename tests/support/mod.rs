@@ -281,7 +281,7 @@ impl TestNode {
     /// A federated node directory: peer listener on a free port, the
     /// coalition's token key installed. Its trust list is written by
     /// [`Coalition`].
-    pub fn new_federated(node_id: &str, token_key: &Path) -> (TestNode, String, String) {
+    pub fn new_federated(node_id: &str, token_key: &Path) -> (TestNode, String, String, String) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("node");
         let peer = format!("127.0.0.1:{}", free_port());
@@ -304,7 +304,7 @@ impl TestNode {
             text.replace(
                 "root_file = \"trust/root.ctl\"",
                 "root_file = \"trust/root.ctl\"\nsync_seconds = 1",
-            ),
+            ) + "\n[replication]\npull_seconds = 1\n",
         )
         .unwrap();
         let node = TestNode {
@@ -315,7 +315,12 @@ impl TestNode {
             runs: 0,
             addr: String::new(),
         };
-        (node, peer, made.peer_spki_sha256.unwrap())
+        (
+            node,
+            peer,
+            made.peer_spki_sha256.unwrap(),
+            made.signing_public_hex,
+        )
     }
 
     /// The peer listener's address, once started.
@@ -372,14 +377,20 @@ impl Coalition {
         let mut members = Vec::new();
         let mut spkis = Vec::new();
         for id in ids {
-            let (node, peer, spki) = TestNode::new_federated(id, &token_key);
-            members.push(cix::trust::list::member(
+            let (node, peer, spki, signing) = TestNode::new_federated(id, &token_key);
+            let mut m = cix::trust::list::member(
                 id,
                 &format!("Test member {id}"),
                 proto::MemberKind::Bank,
                 &spki,
                 &peer,
-            ));
+            );
+            m.signing_keys.push(proto::LogSigningKey {
+                public_key: hex::decode(&signing).unwrap(),
+                retired: false,
+                last_seq: 0,
+            });
+            members.push(m);
             spkis.push(spki);
             nodes.push(node);
         }
@@ -481,6 +492,103 @@ impl Coalition {
                 Instant::now() < deadline,
                 "node {} never reached trust list version {version}",
                 self.ids[i]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Coalition {
+    /// Restricts node `i` to pull only from `peers` (for chain topologies).
+    pub fn pull_only_from(&self, i: usize, peers: &[&str]) {
+        let config = &self.nodes[i].config;
+        let text = fs::read_to_string(config).unwrap();
+        let list: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
+        fs::write(
+            config,
+            text.replace(
+                "pull_seconds = 1\n",
+                &format!("pull_seconds = 1\npeers = [{}]\n", list.join(", ")),
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Contributes at node `i`, waiting (bounded) while the node has not yet
+    /// confirmed its own log's head with a peer.
+    pub async fn contribute(
+        &self,
+        i: usize,
+        items: Vec<proto::ContributionItem>,
+        case_ref: &str,
+    ) -> proto::ContributeResponse {
+        let mut c = self.nodes[i].clients().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match c
+                .contribution
+                .contribute(contribute_req(items.clone(), case_ref))
+                .await
+            {
+                Ok(r) => return r.into_inner(),
+                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(s) => panic!("contribute at {}: {s:?}", self.ids[i]),
+            }
+        }
+    }
+
+    /// Waits (bounded) until `value` has `want` status at node `i`.
+    pub async fn wait_match(
+        &self,
+        i: usize,
+        kind: proto::Kind,
+        value: &str,
+        want: proto::MatchStatus,
+    ) -> Duration {
+        let start = Instant::now();
+        let mut c = self.nodes[i].clients().await;
+        loop {
+            if status_of(&match_one(&mut c, kind, value).await) == want {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{value:?} never became {want:?} at {}",
+                self.ids[i]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Per-origin heads of node `i`.
+    pub async fn heads(&self, i: usize) -> Vec<(String, u64)> {
+        let mut h: Vec<_> = self.nodes[i]
+            .status()
+            .await
+            .origins
+            .into_iter()
+            .map(|o| (o.origin, o.last_seq))
+            .collect();
+        h.sort();
+        h
+    }
+
+    /// Waits (bounded) until every node holds the same heads, and returns them.
+    pub async fn converge(&self) -> Vec<(String, u64)> {
+        let start = Instant::now();
+        loop {
+            let mut all = Vec::new();
+            for i in 0..self.nodes.len() {
+                all.push(self.heads(i).await);
+            }
+            if all.windows(2).all(|w| w[0] == w[1]) {
+                return all.remove(0);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "nodes never converged: {all:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

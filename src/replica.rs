@@ -1,0 +1,71 @@
+//! The node's replica of every origin log: the one place batches enter the
+//! store and the index, whether this node wrote them (contributions) or
+//! received them from a peer (replication, verified before they get here).
+//! Each append extends the origin's chain in the store, updates the index
+//! and announces the origin's new head to watchers (push hints for peers).
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::broadcast;
+
+use crate::{
+    batch::Batch,
+    index::{Index, IndexError},
+    store::{Head, Store, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// "Origin X is now at sequence N".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadUpdate {
+    pub origin: String,
+    pub last_seq: u64,
+}
+
+pub struct Replica {
+    pub store: Arc<Store>,
+    pub index: Arc<RwLock<Index>>,
+    heads: broadcast::Sender<HeadUpdate>,
+}
+
+impl Replica {
+    pub fn new(store: Arc<Store>, index: Arc<RwLock<Index>>) -> Replica {
+        let (heads, _) = broadcast::channel(4096);
+        Replica {
+            store,
+            index,
+            heads,
+        }
+    }
+
+    /// Appends a batch that extends its origin's chain, applies it to the
+    /// index and announces the new head. With `durable`, the store is
+    /// flushed before this returns (contributions are acknowledged only
+    /// then); replicated batches can be fetched again and are flushed in
+    /// groups by the caller.
+    pub async fn append(&self, batch: &Batch, durable: bool) -> Result<Head, ReplicaError> {
+        let head = self.store.append(batch)?;
+        if durable {
+            self.store.flush().await?;
+        }
+        self.index.write().apply(batch)?;
+        let _ = self.heads.send(HeadUpdate {
+            origin: batch.origin().to_string(),
+            last_seq: head.last_seq,
+        });
+        Ok(head)
+    }
+
+    /// Head changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<HeadUpdate> {
+        self.heads.subscribe()
+    }
+}
