@@ -24,6 +24,11 @@
 //!
 //! Batches are rewritten in log order, so a purge interrupted by a crash
 //! never leaves an ADD standing without its later RETRACT.
+//!
+//! sled keeps a rewritten batch's superseded version (with its tokens) in
+//! its log file until it reuses that segment, so a purge that rewrote
+//! anything ends with [`Store::compact`], which copies the live data into a
+//! fresh store and deletes the old files: the purged tokens leave the disk.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -259,6 +264,11 @@ fn purge_blocking(
         store.rewrite(&purged)?;
         stats.batches_rewritten += 1;
         stats.entries_purged += n;
+    }
+    if stats.batches_rewritten > 0 {
+        // sled keeps superseded page versions (the purged tokens) in its
+        // files: rewrite the store so that they leave the disk.
+        store.compact()?;
     }
     Ok(stats)
 }
@@ -602,12 +612,9 @@ mod tests {
         assert!(files_contain(dir.path(), &kept.0));
     }
 
-    /// Fails with sled 0.34: a rewrite appends the new page version to
-    /// sled's log file and the superseded one (with the token) stays in its
-    /// segment until sled cleans and reuses that segment, which a purge
-    /// cannot force through the store's API. Needs a store-level compaction.
+    /// sled keeps superseded page versions in its files; the purge's
+    /// compaction must remove them.
     #[tokio::test]
-    #[ignore = "sled keeps superseded page versions on disk; needs store compaction"]
     async fn purged_token_bytes_leave_the_data_directory() {
         let dir = tempfile::tempdir().unwrap();
         let [expired, retracted, _] = purged_store(dir.path()).await;

@@ -22,6 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
+use parking_lot::RwLock;
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -104,6 +105,14 @@ fn batch_key(origin: &str, first_seq: u64) -> Vec<u8> {
 
 pub struct Store {
     path: PathBuf,
+    cache_mb: u64,
+    /// Replaced whole by [`Store::compact`]; writers hold the read lock for
+    /// the length of their write so that compaction never loses one.
+    trees: RwLock<Trees>,
+}
+
+#[derive(Clone)]
+struct Trees {
     db: sled::Db,
     meta: sled::Tree,
     batches: sled::Tree,
@@ -112,46 +121,96 @@ pub struct Store {
     forks: sled::Tree,
 }
 
+fn open_trees(path: &Path, cache_mb: u64) -> Result<Trees, StoreError> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
+        .use_compression(false)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let meta = db.open_tree("meta")?;
+    match meta.get("schema_version")? {
+        Some(v) => {
+            let found = u32::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("schema_version is not 4 bytes".into()))?,
+            );
+            if found != SCHEMA_VERSION {
+                return Err(StoreError::Schema {
+                    path: path.to_path_buf(),
+                    found,
+                });
+            }
+        }
+        None => {
+            meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            db.flush()?;
+        }
+    }
+    Ok(Trees {
+        batches: db.open_tree("batches")?,
+        heads: db.open_tree("heads")?,
+        trust: db.open_tree("trust")?,
+        forks: db.open_tree("forks")?,
+        meta,
+        db,
+    })
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, checking its schema version.
     /// `cache_mb` sizes sled's page cache.
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let path = dir.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
-            .use_compression(false)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let meta = db.open_tree("meta")?;
-        match meta.get("schema_version")? {
-            Some(v) => {
-                let found =
-                    u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                        StoreError::Corrupt("schema_version is not 4 bytes".into())
-                    })?);
-                if found != SCHEMA_VERSION {
-                    return Err(StoreError::Schema { path, found });
-                }
-            }
-            None => {
-                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
-                db.flush()?;
-            }
+        // A compaction cut short: the old store is complete, the new one may not be.
+        let _ = std::fs::remove_dir_all(path.with_extension("compact"));
+        if !path.exists() && path.with_extension("old").exists() {
+            std::fs::rename(path.with_extension("old"), &path)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         }
+        let _ = std::fs::remove_dir_all(path.with_extension("old"));
+        let trees = open_trees(&path, cache_mb)?;
         Ok(Store {
-            batches: db.open_tree("batches")?,
-            heads: db.open_tree("heads")?,
-            trust: db.open_tree("trust")?,
-            forks: db.open_tree("forks")?,
-            meta,
-            db,
             path,
+            cache_mb,
+            trees: RwLock::new(trees),
         })
+    }
+
+    /// A snapshot of the handles, for reads.
+    fn t(&self) -> Trees {
+        self.trees.read().clone()
+    }
+
+    /// Rewrites the store into a fresh directory holding only live data and
+    /// deletes the old one, so that bytes sled kept from superseded versions
+    /// (for instance purged tokens) leave the disk. Writers wait meanwhile.
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let mut trees = self.trees.write();
+        trees.db.flush()?;
+        let fresh_path = self.path.with_extension("compact");
+        let old_path = self.path.with_extension("old");
+        let _ = std::fs::remove_dir_all(&fresh_path);
+        {
+            // A bare database: import refuses trees that already hold data.
+            let fresh = sled::Config::new()
+                .path(&fresh_path)
+                .use_compression(false)
+                .open()?;
+            fresh.import(trees.db.export());
+            fresh.flush()?;
+        }
+        let io = |e: std::io::Error| StoreError::Corrupt(format!("compacting the store: {e}"));
+        std::fs::rename(&self.path, &old_path).map_err(io)?;
+        std::fs::rename(&fresh_path, &self.path).map_err(io)?;
+        *trees = open_trees(&self.path, self.cache_mb)?;
+        std::fs::remove_dir_all(&old_path).map_err(io)?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -160,7 +219,8 @@ impl Store {
 
     /// The head of `origin`'s log, if the store holds any of it.
     pub fn head(&self, origin: &str) -> Result<Option<Head>, StoreError> {
-        self.heads
+        self.t()
+            .heads
             .get(origin.as_bytes())?
             .map(|v| Head::decode(&v))
             .transpose()
@@ -168,7 +228,8 @@ impl Store {
 
     /// Every origin's head.
     pub fn heads(&self) -> Result<Vec<(String, Head)>, StoreError> {
-        self.heads
+        self.t()
+            .heads
             .iter()
             .map(|r| {
                 let (k, v) = r?;
@@ -193,7 +254,8 @@ impl Store {
             hash: batch.hash(),
         };
         let key = batch_key(origin, batch.first_seq());
-        let result = (&self.batches, &self.heads).transaction(|(batches, heads)| {
+        let t = self.trees.read();
+        let result = (&t.batches, &t.heads).transaction(|(batches, heads)| {
             let head = match heads.get(origin.as_bytes())? {
                 Some(v) => Head::decode(&v).map_err(ConflictableTransactionError::Abort)?,
                 None => Head::default(),
@@ -228,6 +290,7 @@ impl Store {
     /// The stored batch of `origin` that holds sequence number `seq`.
     pub fn batch_holding(&self, origin: &str, seq: u64) -> Result<Option<Batch>, StoreError> {
         let found = self
+            .t()
             .batches
             .range(origin_prefix(origin)..=batch_key(origin, seq))
             .next_back()
@@ -248,7 +311,8 @@ impl Store {
         origin: &str,
         after: u64,
     ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
-        self.batches
+        self.t()
+            .batches
             .range(batch_key(origin, after.saturating_add(1))..=batch_key(origin, u64::MAX))
             .map(|r| Ok(r?.1.to_vec()))
     }
@@ -256,7 +320,7 @@ impl Store {
     /// Replaces a stored batch by the same batch with some entries purged.
     /// The caller checks that the header is unchanged.
     pub fn rewrite(&self, batch: &Batch) -> Result<(), StoreError> {
-        self.batches.insert(
+        self.trees.read().batches.insert(
             batch_key(batch.origin(), batch.first_seq()),
             batch.raw.encode_to_vec(),
         )?;
@@ -266,7 +330,7 @@ impl Store {
     /// Records fork evidence for an origin (the first one found is kept).
     /// Returns whether it is new.
     pub fn put_fork(&self, origin: &str, evidence: &ForkEvidence) -> Result<bool, StoreError> {
-        let r = self.forks.compare_and_swap(
+        let r = self.trees.read().forks.compare_and_swap(
             origin.as_bytes(),
             None as Option<&[u8]>,
             Some(evidence.encode_to_vec()),
@@ -276,7 +340,8 @@ impl Store {
 
     /// Every fork evidence held, by origin.
     pub fn forks(&self) -> Result<Vec<(String, ForkEvidence)>, StoreError> {
-        self.forks
+        self.t()
+            .forks
             .iter()
             .map(|r| {
                 let (k, v) = r?;
@@ -291,45 +356,46 @@ impl Store {
 
     /// Makes everything appended so far durable (fsync).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        self.t().db.flush_async().await?;
         Ok(())
     }
 
     /// Synchronous flush, for shutdown paths outside the runtime.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        self.t().db.flush()?;
         Ok(())
     }
 
     /// Every batch, per origin in sequence order, decoded.
     pub fn batches(&self) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
-        self.batches.iter().map(|r| decode(&r?.1))
+        self.t().batches.iter().map(|r| decode(&r?.1))
     }
 
     /// The newest accepted trust list, as received.
     pub fn trust_list(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.trust.get("current")?.map(|v| v.to_vec()))
+        Ok(self.t().trust.get("current")?.map(|v| v.to_vec()))
     }
 
     /// Replaces the stored trust list and makes it durable.
     pub async fn put_trust_list(&self, signed: &[u8]) -> Result<(), StoreError> {
-        self.trust.insert("current", signed)?;
+        self.trees.read().trust.insert("current", signed)?;
         self.flush().await
     }
 
     /// Number of batches held.
     pub fn batch_count(&self) -> usize {
-        self.batches.len()
+        self.t().batches.len()
     }
 
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.t().db.size_on_disk().unwrap_or(0)
     }
 
     /// The schema version recorded in the store.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let v = self
+            .t()
             .meta
             .get("schema_version")?
             .ok_or_else(|| StoreError::Corrupt("schema_version missing".into()))?;
@@ -340,8 +406,11 @@ impl Store {
 
     /// Overwrites the schema version (for migrations and their tests).
     pub fn set_schema_version(&self, v: u32) -> Result<(), StoreError> {
-        self.meta.insert("schema_version", &v.to_be_bytes())?;
-        self.db.flush()?;
+        self.trees
+            .read()
+            .meta
+            .insert("schema_version", &v.to_be_bytes())?;
+        self.t().db.flush()?;
         Ok(())
     }
 }
@@ -410,6 +479,42 @@ mod tests {
         assert_eq!(store.batches_after("a", 3).count(), 1);
         assert_eq!(store.batches_after("a", 0).count(), 2);
         assert_eq!(store.batches_after("b", 1).count(), 0);
+    }
+
+    #[test]
+    fn compaction_keeps_live_data_and_drops_superseded_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let mut b = batch("a", 1, [0; 32], 3);
+        store.append(&b).unwrap();
+        let secret = b.raw.entries[1].token.clone();
+        b.raw.entries[1] = batch::purged(&b.raw.entries[1]);
+        store.rewrite(&b).unwrap();
+        store.flush_blocking().unwrap();
+        store.compact().unwrap();
+        let mut found = false;
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let bytes = std::fs::read(&p).unwrap();
+                    found |= bytes.windows(32).any(|w| w == secret.as_slice());
+                }
+            }
+        }
+        assert!(!found, "purged token bytes still on disk after compaction");
+        assert_eq!(store.batch_holding("a", 2).unwrap(), Some(b.clone()));
+        let h = store.head("a").unwrap().unwrap();
+        assert_eq!(h.last_seq, 3);
+        // Still writable, and it survives a reopen.
+        store.append(&batch("a", 4, h.hash, 1)).unwrap();
+        store.flush_blocking().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), 8).unwrap();
+        assert_eq!(store.head("a").unwrap().unwrap().last_seq, 4);
     }
 
     #[test]

@@ -228,3 +228,70 @@ async fn a_hundred_thousand_indicators_replicate_to_two_peers() {
         assert_eq!(matched, stored, "{}", c.ids[i]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_tokens_leave_the_disk_and_a_new_node_still_syncs_everything() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
+    for n in &c.nodes {
+        n.append_config("\n[store]\nretention = \"1s\"\npurge_interval = \"1s\"\n");
+    }
+    c.nodes[0].start();
+    c.nodes[1].start();
+    // Short-lived indicators next to a lasting one.
+    let short = domains("short-lived", 3);
+    let mut req = contribute_req(items(&short), "CASE-SHORT");
+    req.valid_until = Some(prost_types::Timestamp {
+        seconds: cix::keyring::now_unix() + 2,
+        nanos: 0,
+    });
+    let mut a = c.nodes[0].clients().await;
+    let r = loop {
+        match a.contribution.contribute(req.clone()).await {
+            Ok(r) => break r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    };
+    let tokens: Vec<Vec<u8>> = r.results.iter().map(|x| x.token.clone()).collect();
+    let lasting = domains("lasting", 1);
+    c.contribute(0, items(&lasting), "CASE-LASTING").await;
+    c.wait_match(1, Kind::Domain, &short[0], MatchStatus::Match)
+        .await;
+    // Expired (2 s) and past retention (1 s): purged from both nodes' disks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let on_disk = [0, 1].iter().any(|&i| {
+            files_under(&c.nodes[i].data_dir())
+                .iter()
+                .any(|(_, bytes)| tokens.iter().any(|t| contains(bytes, t)))
+        });
+        if !on_disk {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "purged tokens still on disk"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        c.nodes[0].logs().contains("purged"),
+        "the purge logged nothing"
+    );
+    c.wait_match(1, Kind::Domain, &lasting[0], MatchStatus::Match)
+        .await;
+    // A new node syncs the whole history, purged batches included: every
+    // batch still verifies against its origin's signature.
+    c.nodes[2].start();
+    let heads = c.converge().await;
+    assert_eq!(heads, vec![("liaison-a".to_string(), 4)]);
+    c.wait_match(2, Kind::Domain, &lasting[0], MatchStatus::Match)
+        .await;
+    assert_eq!(
+        status_of(&match_one(&mut c.nodes[2].clients().await, Kind::Domain, &short[0]).await),
+        MatchStatus::NoMatch
+    );
+    assert!(!c.nodes[2].logs().contains("batch rejected"));
+}
