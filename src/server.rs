@@ -321,9 +321,13 @@ pub async fn run(
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(PeerAuthLayer::new(trust.clone()))
             .add_service(
-                FederationServer::new(FederationService::new(trust.clone(), state.replica.clone()))
-                    .max_decoding_message_size(64 * 1024 * 1024)
-                    .max_encoding_message_size(64 * 1024 * 1024),
+                FederationServer::new(FederationService::new(
+                    trust.clone(),
+                    state.replica.clone(),
+                    stop.clone(),
+                ))
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
             )
             .add_service(health);
         tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(

@@ -7,6 +7,7 @@ use std::{collections::HashMap, pin::Pin, sync::Arc};
 use futures::Stream;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -23,11 +24,22 @@ use crate::{
 pub struct FederationService {
     trust: Arc<TrustState>,
     replica: Arc<Replica>,
+    /// Cancelled when the node stops: ends the long-lived Watch streams so
+    /// that shutdown need not wait for its drain deadline.
+    stop: CancellationToken,
 }
 
 impl FederationService {
-    pub fn new(trust: Arc<TrustState>, replica: Arc<Replica>) -> FederationService {
-        FederationService { trust, replica }
+    pub fn new(
+        trust: Arc<TrustState>,
+        replica: Arc<Replica>,
+        stop: CancellationToken,
+    ) -> FederationService {
+        FederationService {
+            trust,
+            replica,
+            stop,
+        }
     }
 }
 
@@ -162,6 +174,7 @@ impl federation_server::Federation for FederationService {
         let mut updates = self.replica.subscribe();
         let first = heads(&store).map_err(store_error)?;
         let (tx, rx) = mpsc::channel(64);
+        let stop = self.stop.clone();
         tokio::spawn(async move {
             if tx
                 .send(Ok(proto::WatchResponse { heads: first }))
@@ -171,7 +184,11 @@ impl federation_server::Federation for FederationService {
                 return;
             }
             loop {
-                let heads = match updates.recv().await {
+                let update = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    u = updates.recv() => u,
+                };
+                let heads = match update {
                     Ok(u) => match store.head(&u.origin) {
                         Ok(Some(h)) => vec![proto::OriginHead {
                             origin: u.origin,

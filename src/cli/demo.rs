@@ -76,7 +76,7 @@ pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
         "-- nodes {} running, each with a member and a peer listener (mutual TLS 1.3)",
         MEMBERS.map(|(id, _)| id).join(", ")
     );
-    let mut result = steps(&coalition.dirs[0], identifiers).await;
+    let mut result = steps(&coalition, identifiers).await;
     if result.is_ok() {
         result = trust_steps(&mut coalition).await;
     }
@@ -292,10 +292,57 @@ async fn trust_steps(c: &mut DemoCoalition) -> Result<()> {
     Ok(())
 }
 
-async fn steps(dir: &Path, identifiers: usize) -> Result<()> {
-    let identity = Identity::from_dir(dir)?;
-    println!("-- node listening on {} (mutual TLS 1.3)", identity.node);
-    let mut clients = identity.connect().await?;
+/// Waits (bounded) until `value` has `want` status at a node; returns how long it took.
+async fn wait_for(
+    clients: &mut Clients,
+    item: &(Kind, String),
+    want: proto::MatchStatus,
+    since: Instant,
+) -> Result<Duration> {
+    loop {
+        let r = clients
+            .screening
+            .r#match(proto::MatchRequest {
+                identifiers: vec![proto::Identifier {
+                    kind: convert::kind_to_proto(item.0),
+                    value: item.1.clone(),
+                }],
+            })
+            .await?
+            .into_inner();
+        if r.results.first().map(|r| r.status) == Some(want as i32) {
+            return Ok(since.elapsed());
+        }
+        ensure!(
+            since.elapsed() < Duration::from_secs(30),
+            "replication did not arrive within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn steps(c: &DemoCoalition, identifiers: usize) -> Result<()> {
+    let mut liaison = Identity::from_dir(&c.dirs[0])?.connect().await?;
+    let mut bank_b = Identity::from_dir(&c.dirs[1])?.connect().await?;
+    let mut bank_c = Identity::from_dir(&c.dirs[2])?.connect().await?;
+
+    // The liaison's node confirms its own log's head with a peer first.
+    let start = Instant::now();
+    loop {
+        let s = liaison
+            .admin
+            .status(proto::StatusRequest {})
+            .await?
+            .into_inner();
+        if s.own_log_ready {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "liaison-a never reached its peers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A liaison contributes the identifiers of a confirmed case.
     let mut synth = Synth::new(2026);
@@ -306,7 +353,7 @@ async fn steps(dir: &Path, identifiers: usize) -> Result<()> {
         .take(KNOWN)
         .collect();
     let start = Instant::now();
-    let resp = clients
+    let resp = liaison
         .contribution
         .contribute(proto::ContributeRequest {
             items: known
@@ -322,7 +369,7 @@ async fn steps(dir: &Path, identifiers: usize) -> Result<()> {
                 .collect(),
             case_ref: "DEMO-CASE-2026-001".into(),
             tier: proto::Tier::Confirmed as i32,
-            valid_until: Some(convert::timestamp(crate::keyring::now_unix() + 90 * 86_400)),
+            valid_until: Some(convert::timestamp(now_unix() + 90 * 86_400)),
         })
         .await?
         .into_inner();
@@ -336,17 +383,25 @@ async fn steps(dir: &Path, identifiers: usize) -> Result<()> {
         "expected {KNOWN} stored, node stored {stored}"
     );
     println!(
-        "-- liaison contributed {stored} indicators (case DEMO-CASE-2026-001), log entries {}..{}, flushed in {:.1} ms",
+        "-- liaison-a contributed {stored} indicators (case DEMO-CASE-2026-001) as one signed batch, entries {}..{}, on disk in {:.1} ms",
         resp.first_seq,
         resp.last_seq,
         start.elapsed().as_secs_f64() * 1e3
     );
+    let last = &known[KNOWN - 1];
+    let at_b = wait_for(&mut bank_b, last, proto::MatchStatus::Match, start).await?;
+    let at_c = wait_for(&mut bank_c, last, proto::MatchStatus::Match, start).await?;
+    println!(
+        "-- they matched at bank-b {:.1} ms and at bank-c {:.1} ms after the contribution (pulled, signature and chain verified)",
+        at_b.as_secs_f64() * 1e3,
+        at_c.as_secs_f64() * 1e3
+    );
 
     // A bank screens a file of mixed identifiers; 1 in 100 is known.
-    let file = dir.join("screen.csv");
+    let file = c.dirs[1].join("screen.csv");
     let expected = write_screening_file(&file, identifiers, &known, &mut synth)?;
     println!(
-        "-- screening {identifiers} identifiers from {} ({expected} known)",
+        "-- bank-b screens {identifiers} identifiers from {} ({expected} known)",
         file.display()
     );
     let input = bulk::Input {
@@ -356,12 +411,12 @@ async fn steps(dir: &Path, identifiers: usize) -> Result<()> {
         kind_column: Some("kind".into()),
         value: None,
     };
-    let out_path = dir.join("results.jsonl");
+    let out_path = c.dirs[1].join("results.jsonl");
     let mut out = bulk::Out::open(Some(&out_path), Some(bulk::OutFormat::Jsonl))?;
-    let s = super::bulk_match(&mut clients, input.read()?, 5_000, &mut out, true).await?;
+    let s = super::bulk_match(&mut bank_b, input.read()?, 5_000, &mut out, true).await?;
     out.finish()?;
     println!(
-        "-- {} screened in {:.2}s: {:.0} identifiers/s over one mTLS stream; {} hits, {} invalid",
+        "-- {} screened at bank-b in {:.2}s: {:.0} identifiers/s over one mTLS stream; {} hits, {} invalid",
         s.items,
         s.seconds,
         s.items as f64 / s.seconds.max(1e-9),
@@ -375,30 +430,45 @@ async fn steps(dir: &Path, identifiers: usize) -> Result<()> {
     );
     print_sample_hits(&out_path)?;
 
-    // The case changes: the liaison retracts it; its indicators stop matching.
-    let r = clients
+    // The case changes: the liaison retracts one indicator; the retraction travels too.
+    let start = Instant::now();
+    let r = liaison
         .contribution
         .retract(proto::RetractRequest {
-            case_ref: "DEMO-CASE-2026-001".into(),
-            reason: "case closed in demo".into(),
+            identifiers: vec![proto::Identifier {
+                kind: convert::kind_to_proto(known[0].0),
+                value: known[0].1.clone(),
+            }],
+            reason: "identifier cleared by the investigation".into(),
             ..Default::default()
         })
         .await?
         .into_inner();
-    let again = match_known(&mut clients, &known[..10]).await?;
-    ensure!(again == 0, "retracted indicators still match");
+    ensure!(r.retracted == 1, "the retraction did not apply");
+    let gone_b = wait_for(&mut bank_b, &known[0], proto::MatchStatus::NoMatch, start).await?;
+    let gone_c = wait_for(&mut bank_c, &known[0], proto::MatchStatus::NoMatch, start).await?;
     println!(
-        "-- case retracted ({} indicators); the same identifiers now give NO_MATCH",
-        r.retracted
+        "-- liaison-a retracted one indicator: it stopped matching at bank-b after {:.1} ms and at bank-c after {:.1} ms",
+        gone_b.as_secs_f64() * 1e3,
+        gone_c.as_secs_f64() * 1e3
     );
-    let status = clients
+    let status = bank_b
         .admin
         .status(proto::StatusRequest {})
         .await?
         .into_inner();
     println!(
-        "-- status: node {} holds {} active indicators, {} batches, {} bytes on disk",
-        status.node_id, status.indicators, status.batches, status.store_bytes
+        "-- bank-b holds {} active indicators from {} origin(s), {} batches, {} bytes on disk; replication lag {}",
+        status.indicators,
+        status.origins.len(),
+        status.batches,
+        status.store_bytes,
+        status
+            .peers
+            .iter()
+            .map(|p| format!("{}={}", p.member, p.origins.iter().map(|o| o.lag).sum::<u64>()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }
@@ -443,27 +513,6 @@ fn print_sample_hits(results: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-async fn match_known(clients: &mut Clients, items: &[(Kind, String)]) -> Result<usize> {
-    let resp = clients
-        .screening
-        .r#match(proto::MatchRequest {
-            identifiers: items
-                .iter()
-                .map(|(k, v)| proto::Identifier {
-                    kind: convert::kind_to_proto(*k),
-                    value: v.clone(),
-                })
-                .collect(),
-        })
-        .await?
-        .into_inner();
-    Ok(resp
-        .results
-        .iter()
-        .filter(|r| r.status == proto::MatchStatus::Match as i32)
-        .count())
 }
 
 /// A node running as a child process of the demo.
