@@ -1,4 +1,4 @@
-//! The node's on-disk store: sled trees holding origin logs as signed-to-be,
+//! The node's on-disk store: sled trees holding origin logs as signed,
 //! append-only batches (the unit of replication), each origin's head, and
 //! the schema version.
 //!

@@ -793,6 +793,13 @@ async fn status(conn: Conn, json: bool) -> Result<()> {
             "trust_members": s.trust_members,
             "peer_connections": s.peer_connections,
             "warnings": s.warnings,
+            "own_log_ready": s.own_log_ready,
+            "peers": s.peers.iter().map(|p| serde_json::json!({
+                "member": p.member, "connected": p.connected, "last_error": p.last_error,
+                "last_pull": p.last_pull.as_ref().map(|t| format_time(t.seconds)),
+                "origins": p.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "peer_last_seq": o.peer_last_seq, "lag": o.lag})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "forks": s.forks.iter().map(|f| serde_json::json!({"origin": f.origin, "frozen_from_seq": f.frozen_from_seq})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
@@ -827,6 +834,44 @@ async fn status(conn: Conn, json: bool) -> Result<()> {
             format_time(s.trust_expires_at.as_ref().map(|t| t.seconds).unwrap_or(0)),
             s.trust_members,
             s.peer_connections
+        );
+    }
+    if s.trust_version > 0 {
+        println!(
+            "own log     {}",
+            if s.own_log_ready {
+                "ready"
+            } else {
+                "waiting to confirm its head with a peer"
+            }
+        );
+    }
+    for p in &s.peers {
+        let lag: u64 = p.origins.iter().map(|o| o.lag).sum();
+        println!(
+            "peer        {} {} lag {} last pull {}{}",
+            p.member,
+            if p.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            lag,
+            p.last_pull
+                .as_ref()
+                .map(|t| format_time(t.seconds))
+                .unwrap_or_else(|| "never".into()),
+            if p.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", p.last_error)
+            }
+        );
+    }
+    for f in &s.forks {
+        println!(
+            "FORK        origin {} signed two different batches; frozen from entry {}",
+            f.origin, f.frozen_from_seq
         );
     }
     for w in &s.warnings {
