@@ -295,3 +295,29 @@ async fn purged_tokens_leave_the_disk_and_a_new_node_still_syncs_everything() {
     );
     assert!(!c.nodes[2].logs().contains("batch rejected"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contributor_restored_after_data_loss_never_reuses_a_sequence_number() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    c.start_all();
+    let v = domains("before-loss", 3);
+    let r = c.contribute(0, items(&v), "CASE-BEFORE").await;
+    assert_eq!(r.last_seq, 3);
+    c.wait_match(1, Kind::Domain, &v[2], MatchStatus::Match)
+        .await;
+    // The liaison's disk is lost.
+    assert!(c.nodes[0].stop());
+    std::fs::remove_dir_all(c.nodes[0].data_dir().join("store")).unwrap();
+    c.nodes[0].start();
+    // Its next contribution continues the log the coalition holds.
+    let w = domains("after-loss", 2);
+    let r = c.contribute(0, items(&w), "CASE-AFTER").await;
+    assert_eq!((r.first_seq, r.last_seq), (4, 5));
+    c.wait_match(1, Kind::Domain, &w[1], MatchStatus::Match)
+        .await;
+    c.wait_match(0, Kind::Domain, &v[0], MatchStatus::Match)
+        .await;
+    let heads = c.converge().await;
+    assert_eq!(heads, vec![("liaison-a".to_string(), 5)]);
+    assert!(!c.nodes[1].logs().contains("batch rejected"));
+}
