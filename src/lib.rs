@@ -42,6 +42,7 @@ pub mod contribution;
 pub mod federation;
 pub mod ident;
 pub mod index;
+pub mod keyfile;
 pub mod keyring;
 pub mod proto;
 pub mod replica;

@@ -11,8 +11,7 @@
 //! echo key-file content) and are zeroized on drop.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -153,19 +152,13 @@ impl TokenKey {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Checked on the open file, not the path, so it is the same file.
-            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
-                return Err(KeyError::Permissions {
-                    path: path.to_path_buf(),
-                    mode,
-                });
-            }
-        }
+        let file = crate::keyfile::open_private(path).map_err(|e| match e {
+            crate::keyfile::PrivateFileError::Io(e) => io(e),
+            crate::keyfile::PrivateFileError::Permissions { mode } => KeyError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            },
+        })?;
         // Pre-sized so the buffer never reallocates (no stray copies).
         let mut buf = Zeroizing::new(Vec::with_capacity(KEY_FILE_MAX as usize + 1));
         file.take(KEY_FILE_MAX + 1)
@@ -185,24 +178,10 @@ impl TokenKey {
             path: path.to_path_buf(),
             source,
         };
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut file = opts.open(path).map_err(io)?;
         let mut text = Zeroizing::new([0u8; 65]);
         hex::encode_to_slice(&self.bytes[..], &mut text[..64]).map_err(|_| KeyError::Hex)?;
         text[64] = b'\n';
-        let written = file.write_all(&text[..]).and_then(|()| file.sync_all());
-        if let Err(e) = written {
-            drop(file);
-            let _ = std::fs::remove_file(path);
-            return Err(io(e));
-        }
-        Ok(())
+        crate::keyfile::write_new_private(path, &text[..]).map_err(io)
     }
 
     /// A new random key from the operating system's generator.

@@ -44,22 +44,11 @@ pub struct InitOptions<'a> {
 }
 
 fn write_private(path: &Path, data: &str) -> Result<()> {
-    use std::io::Write;
-    // A file left by an earlier run keeps its mode when truncated: start afresh.
+    // A file left by an earlier run would keep its mode: start afresh.
     if path.exists() {
         fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
     }
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(data.as_bytes())
+    crate::keyfile::write_new_private(path, data.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 

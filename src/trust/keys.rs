@@ -76,19 +76,13 @@ impl SigningKeyFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Checked on the open file, not the path, so it is the same file.
-            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
-                return Err(KeyFileError::Permissions {
-                    path: path.to_path_buf(),
-                    mode,
-                });
-            }
-        }
+        let file = crate::keyfile::open_private(path).map_err(|e| match e {
+            crate::keyfile::PrivateFileError::Io(e) => io(e),
+            crate::keyfile::PrivateFileError::Permissions { mode } => KeyFileError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            },
+        })?;
         let seed = read_hex32(file, path, SEED_WHAT)?;
         Ok(SigningKeyFile {
             key: SigningKey::from_bytes(&seed),
@@ -102,7 +96,10 @@ impl SigningKeyFile {
         let mut text = Zeroizing::new([0u8; 65]);
         hex::encode_to_slice(&seed[..], &mut text[..64]).expect("64 hex characters for 32 bytes");
         text[64] = b'\n';
-        write_new_file(path, &text[..], Some(0o600))
+        crate::keyfile::write_new_private(path, &text[..]).map_err(|source| KeyFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The public key, 64 lowercase hex characters.
