@@ -228,3 +228,51 @@ async fn raw_identifiers_never_reach_disk_or_logs() {
         "the data directory search found nothing at all"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_carries_no_raw_identifier_to_a_peer() {
+    let mut c = Coalition::new(&["liaison-leak", "bank-leak"]);
+    c.start_all();
+    let items: Vec<_> = CANARIES.iter().map(|(k, v, _)| item(*k, v)).collect();
+    let r = c.contribute(0, items, "CASE-LEAK-FED").await;
+    assert_eq!(r.last_seq, CANARIES.len() as u64);
+    for (k, v, _) in CANARIES {
+        c.wait_match(1, *k, v, proto::MatchStatus::Match).await;
+    }
+    // Retract one and let it travel too.
+    let mut a = c.nodes[0].clients().await;
+    a.contribution
+        .retract(proto::RetractRequest {
+            identifiers: vec![id(CANARIES[0].0, CANARIES[0].1)],
+            reason: "leak test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.wait_match(1, CANARIES[0].0, CANARIES[0].1, proto::MatchStatus::NoMatch)
+        .await;
+    let mut found = Vec::new();
+    for n in &c.nodes {
+        let logs = n.logs();
+        assert!(logs.contains("TRACE"));
+        for needle in needles() {
+            if logs.contains(&needle) {
+                found.push(format!("{} logs contain {needle:?}", n.dir.display()));
+            }
+            for (path, bytes) in files_under(&n.data_dir()) {
+                if contains(&bytes, needle.as_bytes()) {
+                    found.push(format!("{} contains {needle:?}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "raw identifiers leaked:\n{}",
+        found.join("\n")
+    );
+    // Not vacuous: the peer's store holds the replicated case label.
+    assert!(files_under(&c.nodes[1].data_dir())
+        .iter()
+        .any(|(_, b)| contains(b, b"CASE-LEAK-FED")));
+}
