@@ -47,6 +47,8 @@ pub enum BatchError {
     NotContributor { origin: String },
     #[error("batch of {origin} at {first_seq}: no signing key of the origin allowed at this sequence signed it")]
     Signature { origin: String, first_seq: u64 },
+    #[error("batch of {origin} was made after the origin's sharing basis expired")]
+    PastSharingBasis { origin: String },
     #[error("batch of {origin} ends at {last_seq}, past {limit}, the last sequence number the coalition accepts from it")]
     PastSuspension {
         origin: String,
@@ -207,7 +209,8 @@ fn signature_valid(batch: &Batch, public_key: &[u8]) -> bool {
 /// Checks a batch against the trust list in force: entries match the
 /// signed header, the origin may contribute, a key of the origin allowed
 /// at these sequence numbers signed it, and a suspended origin's batch ends
-/// no later than its suspension allows. (Chain and numbering are checked
+/// no later than its suspension allows, and one made after the origin's
+/// sharing basis expired is refused. (Chain and numbering are checked
 /// against the store on append.)
 pub fn verify(batch: &Batch, list: &TrustList) -> Result<(), BatchError> {
     let origin = batch.origin().to_string();
@@ -227,6 +230,10 @@ pub fn verify(batch: &Batch, list: &TrustList) -> Result<(), BatchError> {
             last_seq: last,
             limit: member.suspended_after_seq,
         });
+    }
+    let basis = member.sharing_basis_expires_at;
+    if basis != 0 && batch.header.created_unix >= basis {
+        return Err(BatchError::PastSharingBasis { origin });
     }
     let signed = member
         .signing_keys
@@ -373,6 +380,21 @@ mod tests {
         ));
 
         m.status = MemberStatus::Active as i32;
+        m.sharing_basis_expires_at = 1_000;
+        let list = list_with(m.clone());
+        let mut early = batch(&key, 1, 1);
+        early.header.created_unix = 999;
+        let early = sign(early.header, early.raw.entries, &key);
+        verify(&early, &list).unwrap();
+        let mut late = batch(&key, 2, 1);
+        late.header.created_unix = 1_000;
+        let late = sign(late.header, late.raw.entries, &key);
+        assert!(matches!(
+            verify(&late, &list),
+            Err(BatchError::PastSharingBasis { .. })
+        ));
+
+        m.sharing_basis_expires_at = 0;
         m.capabilities = vec![PeerCapability::Replicate as i32];
         let list = list_with(m);
         assert!(matches!(

@@ -240,6 +240,7 @@ pub async fn run(
                 trust.clone(),
                 dialer,
                 fed.pull_interval,
+                config.retention,
                 fed.pull_from.clone(),
             ))
         }

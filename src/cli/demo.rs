@@ -210,10 +210,17 @@ impl DemoCoalition {
     }
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up), so that
+/// the nodes' own `:0` binds cannot take it before its node starts.
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use rand::Rng;
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 between 20000 and 32000")
 }
 
 /// Operators suspend bank-c: the list spreads, bank-c's open stream is cut.

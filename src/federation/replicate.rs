@@ -12,7 +12,10 @@
 //! held is fork evidence: kept, passed on, and the origin frozen from there.
 //! A node's contributions wait until its own log's head is confirmed with a
 //! peer, so that a node restarted after data loss never reuses a sequence
-//! number.
+//! number. A batch younger than the retention period that arrives with
+//! purged entries is refused: no honest node purges those, so a relay
+//! stripped them (an older batch's purged entries cannot be told apart
+//! from an honest purge with this format; see the README).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -60,6 +63,9 @@ pub struct Replication {
     pub trust: Arc<TrustState>,
     pub dialer: PeerDialer,
     pub pull_interval: Duration,
+    /// The coalition's retention period: no honest node purges an entry of
+    /// a batch younger than this.
+    pub retention: Duration,
     /// Members to pull from (empty: all).
     pub only: Vec<String>,
     apply: tokio::sync::Mutex<()>,
@@ -105,6 +111,7 @@ impl Replication {
         trust: Arc<TrustState>,
         dialer: PeerDialer,
         pull_interval: Duration,
+        retention: Duration,
         only: Vec<String>,
     ) -> (Arc<Replication>, watch::Receiver<bool>) {
         // With no peer to ask, the own log's head is what the store says.
@@ -114,6 +121,7 @@ impl Replication {
             trust,
             dialer,
             pull_interval,
+            retention,
             only,
             apply: tokio::sync::Mutex::new(()),
             ready,
@@ -206,6 +214,14 @@ impl Replication {
         let list = self.trust.current();
         if let Err(e) = batch::verify(&b, &list) {
             tracing::warn!(peer, origin = b.origin(), first_seq = b.first_seq(), error = %e, "batch rejected");
+            return Ingest::Rejected;
+        }
+        // A purge only touches entries dead for longer than the retention
+        // period, so their batch is older than that: a purged entry in a
+        // younger batch was stripped on the way.
+        let young = b.header.created_unix + self.retention.as_secs() as i64 > now_unix();
+        if young && b.raw.entries.iter().any(|e| !e.purged_hash.is_empty()) {
+            tracing::warn!(peer, origin = b.origin(), first_seq = b.first_seq(), "batch rejected: entries purged before the retention period allows (stripped on the way)");
             return Ingest::Rejected;
         }
         let store = &self.replica.store;

@@ -268,13 +268,20 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the node binds it next).
+/// A free TCP port on 127.0.0.1 for a node to bind next. Taken below the
+/// kernel's ephemeral range (32768 and up), so that no `:0` bind of a node
+/// starting meanwhile can take it; distinct within this test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7919);
+    loop {
+        let port =
+            20_000 + (offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl TestNode {

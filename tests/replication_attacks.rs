@@ -1,0 +1,833 @@
+//! Replication under attack, on real nodes over real mutual TLS: a relay
+//! that tampers with the batches it passes on (refused; an honest path still
+//! delivers), an origin that signs two different histories (the fork is
+//! recorded, propagated and freezes the origin everywhere), and a retired
+//! signing key or a suspension bounding what a lagging node accepts. One
+//! more (ignored, a known src bug): a relay that strips a live entry by
+//! "purging" it.
+//!
+//! The misbehaving members are `FakePeer`s: real tonic servers in the test
+//! process, behind the crate's own peer-listener TLS, serving whatever
+//! batches the test hands them.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use cix::{
+    batch, ident,
+    proto::{
+        self,
+        federation_server::{Federation, FederationServer},
+        pull_response, Kind, MatchStatus,
+    },
+    token::{Token, TokenKey, Tokenizer},
+    trust::keys::SigningKeyFile,
+};
+use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use prost::Message;
+use support::*;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+// ---------------------------------------------------------------------------
+// A fake member's peer listener.
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// What a fake peer answers; shared with the test so that it can change it.
+#[derive(Clone, Default)]
+struct FakeState {
+    /// Streamed, in order, on every Pull.
+    responses: Arc<Mutex<Vec<proto::PullResponse>>>,
+    /// Sent once on every Watch (then the stream stays open).
+    heads: Arc<Mutex<Vec<proto::OriginHead>>>,
+    pulls: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl Federation for FakeState {
+    async fn get_trust_list(
+        &self,
+        _req: Request<proto::GetTrustListRequest>,
+    ) -> Result<Response<proto::GetTrustListResponse>, Status> {
+        Ok(Response::new(proto::GetTrustListResponse {
+            version: 0,
+            list: None,
+        }))
+    }
+
+    async fn publish_trust_list(
+        &self,
+        _req: Request<proto::SignedTrustList>,
+    ) -> Result<Response<proto::PublishTrustListResponse>, Status> {
+        Ok(Response::new(proto::PublishTrustListResponse {
+            version: 0,
+            applied: false,
+        }))
+    }
+
+    type PullStream = BoxStream<proto::PullResponse>;
+
+    async fn pull(
+        &self,
+        _req: Request<proto::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        self.pulls.fetch_add(1, Ordering::SeqCst);
+        let items = self.responses.lock().clone();
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            items.into_iter().map(Ok),
+        ))))
+    }
+
+    type WatchStream = BoxStream<proto::WatchResponse>;
+
+    async fn watch(
+        &self,
+        _req: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let heads = self.heads.lock().clone();
+        let first = futures::stream::once(async move { Ok(proto::WatchResponse { heads }) });
+        Ok(Response::new(Box::pin(
+            first.chain(futures::stream::pending()),
+        )))
+    }
+}
+
+/// A member's peer listener run by the test: real TLS 1.3 with client
+/// certificates (any key accepted), serving what the test says.
+struct FakePeer {
+    id: String,
+    addr: String,
+    spki: String,
+    cert: PathBuf,
+    key: PathBuf,
+    state: FakeState,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakePeer {
+    async fn start(dir: &Path, id: &str) -> FakePeer {
+        let (_, _, ca) = cix::cli::init::new_ca(&format!("fake CA {id}")).unwrap();
+        let cert = dir.join(format!("{id}.crt"));
+        let key = dir.join(format!("{id}.key"));
+        // A client-auth certificate: nodes pin peers by SPKI only.
+        let spki = cix::cli::init::issue_client(&ca, id, &cert, &key).unwrap();
+        let anyone: cix::tls::SpkiPolicy = Arc::new(|_: &str| true);
+        let config = cix::tls::peer_server_config(&cert, &key, None, anyone).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = ReceiverStream::new(cix::tls::accept_loop(
+            listener,
+            config,
+            cix::tls::Connections::default(),
+        ));
+        let state = FakeState::default();
+        let service = FederationServer::new(state.clone());
+        let task = tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = r {
+                eprintln!("fake peer stopped: {e}");
+            }
+        });
+        FakePeer {
+            id: id.to_string(),
+            addr,
+            spki,
+            cert,
+            key,
+            state,
+            task,
+        }
+    }
+
+    /// Its trust-list entry: an active member with `caps`, its TLS key and endpoint.
+    fn member(&self, caps: &[proto::PeerCapability]) -> proto::Member {
+        let mut m = cix::trust::list::member(
+            &self.id,
+            &format!("Fake member {}", self.id),
+            proto::MemberKind::Bank,
+            &self.spki,
+            &self.addr,
+        );
+        m.capabilities = caps.iter().map(|c| *c as i32).collect();
+        m
+    }
+
+    /// What every Pull streams from now on.
+    fn serve(&self, batches: &[proto::LogBatch]) {
+        *self.state.responses.lock() = batches
+            .iter()
+            .map(|b| proto::PullResponse {
+                item: Some(pull_response::Item::Batch(b.clone())),
+            })
+            .collect();
+    }
+
+    /// What every Watch announces first.
+    fn announce(&self, heads: Vec<proto::OriginHead>) {
+        *self.state.heads.lock() = heads;
+    }
+
+    fn pulls(&self) -> usize {
+        self.state.pulls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+/// Re-signs the coalition's current list (same version) and writes it as
+/// every node's root list. Before the nodes first start.
+fn write_root(c: &Coalition) {
+    let root = c.sign(&c.list, &[0, 1]);
+    for n in &c.nodes {
+        write_root_of(n, &root);
+    }
+}
+
+fn write_root_of(n: &TestNode, root: &proto::SignedTrustList) {
+    std::fs::write(n.dir.join("trust/root.ctl"), root.encode_to_vec()).unwrap();
+}
+
+fn member_mut<'a>(l: &'a mut proto::TrustList, id: &str) -> &'a mut proto::Member {
+    l.members.iter_mut().find(|m| m.id == id).unwrap()
+}
+
+/// Replaces the `peers = [...]` line that `pull_only_from` wrote.
+fn set_peers(n: &TestNode, peers: &[&str]) {
+    let text = std::fs::read_to_string(&n.config).unwrap();
+    let list: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
+    let mut replaced = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("peers = ") {
+                replaced = true;
+                format!("peers = [{}]", list.join(", "))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(replaced, "no peers line in {}", n.config.display());
+    std::fs::write(&n.config, out.join("\n") + "\n").unwrap();
+}
+
+fn tokenizer(c: &Coalition) -> Tokenizer {
+    Tokenizer::new(&TokenKey::load(&c.token_key).unwrap())
+}
+
+/// The coalition token of a domain, as a contributing node computes it.
+fn domain_token(t: &Tokenizer, value: &str) -> Token {
+    let canonical = ident::normalize(ident::Kind::Domain, value).unwrap();
+    t.token(ident::Kind::Domain, canonical.as_bytes())
+}
+
+fn domain_entry(t: &Tokenizer, value: &str) -> proto::LogEntry {
+    batch::entry(
+        &domain_token(t, value),
+        i32::from(ident::Kind::Domain.code()),
+        1,
+    )
+}
+
+/// An ADD batch of `origin`, signed by `key`.
+fn add_batch(
+    origin: &str,
+    first_seq: u64,
+    prev_hash: Vec<u8>,
+    entries: Vec<proto::LogEntry>,
+    case_ref: &str,
+    key: &SigningKeyFile,
+) -> batch::Batch {
+    let header = proto::BatchHeader {
+        origin: origin.into(),
+        first_seq,
+        prev_hash,
+        created_unix: cix::keyring::now_unix(),
+        op: proto::LogOp::Add as i32,
+        case_ref: case_ref.into(),
+        tier: proto::Tier::Confirmed as i32,
+        ..Default::default()
+    };
+    batch::sign(header, entries, key)
+}
+
+fn header_of(b: &proto::LogBatch) -> proto::BatchHeader {
+    proto::BatchHeader::decode(b.header.as_slice()).unwrap()
+}
+
+/// Every batch of `origin` node `node` streams to a Pull from scratch by the
+/// member holding `cert`/`key`.
+async fn pull_all(
+    c: &Coalition,
+    node: usize,
+    cert: &Path,
+    key: &Path,
+    origin: &str,
+) -> Vec<proto::LogBatch> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut f = c.federation_with(node, cert, key).await.unwrap();
+        let mut s = f
+            .pull(proto::PullRequest { have: vec![] })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = s.message().await.unwrap() {
+            if let Some(pull_response::Item::Batch(b)) = m.item {
+                if header_of(&b).origin == origin {
+                    out.push(b);
+                }
+            }
+        }
+        out
+    })
+    .await
+    .expect("pull did not finish")
+}
+
+/// A log with ANSI colour codes removed.
+fn plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn log_lines(text: &str, needles: &[&str]) -> Vec<String> {
+    plain(text)
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (bounded) until one line of the node's logs holds every needle.
+async fn wait_log_line(n: &TestNode, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(l) = log_lines(&n.logs(), needles).into_iter().next() {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needles:?}; rejections and forks logged:\n{}",
+            log_lines(&n.logs(), &["rejected"])
+                .into_iter()
+                .chain(log_lines(&n.logs(), &["fork"]))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (bounded) until node `i` holds exactly these heads.
+async fn wait_heads(c: &Coalition, i: usize, want: &[(&str, u64)]) {
+    let want: Vec<(String, u64)> = want.iter().map(|(o, s)| (o.to_string(), *s)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let have = c.heads(i).await;
+        if have == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} holds {have:?}, never {want:?}",
+            c.ids[i]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status_is(
+    c: &mut proto::screening_client::ScreeningClient<tonic::transport::Channel>,
+    value: &str,
+) -> MatchStatus {
+    let r = c
+        .r#match(proto::MatchRequest {
+            identifiers: vec![id(Kind::Domain, value)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    status_of(&r.results[0])
+}
+
+/// Asserts the match status of each value at node `i` now.
+async fn assert_matches(c: &Coalition, i: usize, values: &[&str], want: MatchStatus) {
+    let mut cl = c.nodes[i].clients().await;
+    for v in values {
+        assert_eq!(
+            status_is(&mut cl.screening, v).await,
+            want,
+            "{v} at {}",
+            c.ids[i]
+        );
+    }
+}
+
+fn rcv(value: &str) -> proto::ContributionItem {
+    item(Kind::Domain, value)
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
+    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
+    // The relay is a full member, with a log signing key of its own.
+    let relay_key = SigningKeyFile::generate();
+    let mut m = relay.member(&[
+        proto::PeerCapability::Contribute,
+        proto::PeerCapability::Replicate,
+        proto::PeerCapability::Query,
+    ]);
+    m.signing_keys.push(proto::LogSigningKey {
+        public_key: relay_key.verifying_key().to_bytes().to_vec(),
+        retired: false,
+        last_seq: 0,
+    });
+    c.list.members.push(m);
+    write_root(&c);
+    c.pull_only_from(0, &["bank-b"]);
+    c.pull_only_from(1, &["liaison-a"]);
+    c.pull_only_from(2, &["relay-x"]);
+    c.nodes[0].start();
+    c.nodes[1].start();
+
+    // liaison-a contributes three batches of three; bank-b gets them directly.
+    let values: Vec<Vec<String>> = (0..3)
+        .map(|b| (0..3).map(|i| format!("real-{b}-{i}.example")).collect())
+        .collect();
+    for (b, v) in values.iter().enumerate() {
+        let r = c
+            .contribute(0, v.iter().map(|x| rcv(x)).collect(), &format!("CASE-{b}"))
+            .await;
+        let b = b as u64;
+        assert_eq!((r.first_seq, r.last_seq), (3 * b + 1, 3 * b + 3));
+    }
+    c.wait_match(1, Kind::Domain, &values[2][2], MatchStatus::Match)
+        .await;
+
+    // The relay pulls liaison-a's real batches, as any member may.
+    let real = pull_all(&c, 0, &relay.cert, &relay.key, "liaison-a").await;
+    assert_eq!(real.len(), 3, "liaison-a's batches");
+    let t = tokenizer(&c);
+    let evil = "tampered.example";
+    // (a) one entry's token changed.
+    let mut changed = real[0].clone();
+    changed.entries[1].token = domain_token(&t, evil).0.to_vec();
+    // (b) an entry dropped from the middle.
+    let mut dropped = real[1].clone();
+    dropped.entries.remove(1);
+    // (c) two entries swapped.
+    let mut swapped = real[2].clone();
+    swapped.entries.swap(0, 2);
+    // (d) batch 2's header and entries changed and re-signed by the relay's own key.
+    let mut h = header_of(&real[1]);
+    h.case_ref = "RELAY-FORGED".into();
+    let mut entries = real[1].entries.clone();
+    entries[0] = domain_entry(&t, evil);
+    let resigned = batch::sign(h, entries, &relay_key).raw;
+    // (e) a forged next batch of liaison-a, chained to its real head, signed by the relay.
+    let next = add_batch(
+        "liaison-a",
+        10,
+        batch::Batch::decode(real[2].clone())
+            .unwrap()
+            .hash()
+            .to_vec(),
+        vec![domain_entry(&t, evil)],
+        "RELAY-NEXT",
+        &relay_key,
+    )
+    .raw;
+    // (f) batch 1's header edited (case reference) but not re-signed.
+    let mut edited = real[0].clone();
+    let mut h = header_of(&real[0]);
+    h.case_ref = "EDITED".into();
+    edited.header = h.encode_to_vec();
+
+    relay.serve(&[changed, dropped, swapped, resigned, next, edited]);
+    relay.announce(vec![proto::OriginHead {
+        origin: "liaison-a".into(),
+        last_seq: 10,
+        hash: vec![0xab; 32],
+    }]);
+    c.nodes[2].start();
+
+    // bank-c refuses every one, naming the relay and the origin.
+    let rejected = ["batch rejected", "peer=\"relay-x\"", "origin=\"liaison-a\""];
+    for reason in [
+        "batch of liaison-a at 1: entries do not match the signed header",
+        "batch of liaison-a: header says 3 entries, batch has 2",
+        "batch of liaison-a at 7: entries do not match the signed header",
+        "batch of liaison-a at 4: no signing key of the origin allowed at this sequence signed it",
+        "batch of liaison-a at 10: no signing key of the origin allowed at this sequence signed it",
+        "batch of liaison-a at 1: no signing key of the origin allowed at this sequence signed it",
+    ] {
+        let mut needles = rejected.to_vec();
+        needles.push(reason);
+        wait_log_line(&c.nodes[2], &needles).await;
+    }
+    assert!(relay.pulls() >= 1);
+    // A few more pulls from the relay: still nothing of liaison-a.
+    let pulls = relay.pulls();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while relay.pulls() < pulls + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "bank-c stopped pulling from the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let heads = c.heads(2).await;
+    assert!(
+        heads.iter().all(|(o, s)| o != "liaison-a" || *s == 0),
+        "bank-c took liaison-a's batches from a tampering relay: {heads:?}"
+    );
+    assert!(c.nodes[2].status().await.forks.is_empty());
+    let mut all: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
+    all.push(evil);
+    assert_matches(&c, 2, &all, MatchStatus::NoMatch).await;
+
+    // The honest path: bank-c also pulls from bank-b.
+    assert!(c.nodes[2].stop());
+    set_peers(&c.nodes[2], &["relay-x", "bank-b"]);
+    c.nodes[2].start();
+    for v in values.iter().flatten() {
+        c.wait_match(2, Kind::Domain, v, MatchStatus::Match).await;
+    }
+    let heads = c.converge().await;
+    assert_eq!(heads, vec![("liaison-a".to_string(), 9)]);
+    // What bank-c holds is liaison-a's, not the relay's.
+    let mut cl = c.nodes[2].clients().await;
+    let hit = match_one(&mut cl, Kind::Domain, &values[1][0]).await;
+    assert_eq!(hit.hits.len(), 1);
+    assert_eq!(hit.hits[0].origin, "liaison-a");
+    assert_eq!(hit.hits[0].case_ref, "CASE-1");
+    assert_matches(&c, 2, &[evil], MatchStatus::NoMatch).await;
+    // The relay is still connected, still refused, and never caused a fork.
+    let pulls = relay.pulls();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let run2 = std::fs::read_to_string(c.nodes[2].dir.join("logs/stderr-2.log")).unwrap();
+        let refused = log_lines(&run2, &rejected);
+        if relay.pulls() > pulls && !refused.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay was not pulled from and refused after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.heads(2).await, vec![("liaison-a".to_string(), 9)]);
+    for i in 0..3 {
+        assert!(c.nodes[i].status().await.forks.is_empty(), "{}", c.ids[i]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_is_recorded_propagated_and_freezes_the_origin_everywhere() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
+    let fake_x = FakePeer::start(c.tmp.path(), "fake-x").await;
+    let fake_y = FakePeer::start(c.tmp.path(), "fake-y").await;
+    // liaison-x: an origin whose key the test holds; no node runs it.
+    let x_key = SigningKeyFile::generate();
+    let mut lx = cix::trust::list::member(
+        "liaison-x",
+        "Test-held origin",
+        proto::MemberKind::Liaison,
+        &format!("{:064x}", 0x5eed_u64),
+        "",
+    );
+    lx.capabilities = vec![proto::PeerCapability::Contribute as i32];
+    lx.signing_keys.push(proto::LogSigningKey {
+        public_key: x_key.verifying_key().to_bytes().to_vec(),
+        retired: false,
+        last_seq: 0,
+    });
+    c.list.members.push(lx);
+    c.list
+        .members
+        .push(fake_x.member(&[proto::PeerCapability::Replicate]));
+    c.list
+        .members
+        .push(fake_y.member(&[proto::PeerCapability::Replicate]));
+    write_root(&c);
+    c.pull_only_from(0, &["fake-x", "bank-b"]);
+    c.pull_only_from(1, &["fake-y", "liaison-a"]);
+    c.pull_only_from(2, &["liaison-a"]);
+
+    // Two different, validly signed first batches of liaison-x.
+    let t = tokenizer(&c);
+    let (vx, vy) = ("fork-x.example", "fork-y.example");
+    let x1 = add_batch(
+        "liaison-x",
+        1,
+        vec![0; 32],
+        vec![domain_entry(&t, vx)],
+        "CASE-X",
+        &x_key,
+    );
+    let y1 = add_batch(
+        "liaison-x",
+        1,
+        vec![0; 32],
+        vec![domain_entry(&t, vy)],
+        "CASE-Y",
+        &x_key,
+    );
+    assert_ne!(x1.hash(), y1.hash());
+    for (fake, b) in [(&fake_x, &x1), (&fake_y, &y1)] {
+        fake.serve(std::slice::from_ref(&b.raw));
+        fake.announce(vec![proto::OriginHead {
+            origin: "liaison-x".into(),
+            last_seq: 1,
+            hash: b.hash().to_vec(),
+        }]);
+    }
+    c.start_all();
+
+    // Every node ends up with the fork recorded: liaison-a and bank-b from
+    // each other, bank-c (which pulls only from liaison-a) from the evidence.
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let forks = c.nodes[i].status().await.forks;
+            if !forks.is_empty() {
+                assert_eq!(forks.len(), 1, "{} {forks:?}", c.ids[i]);
+                assert_eq!(forks[0].origin, "liaison-x");
+                assert_eq!(forks[0].frozen_from_seq, 1);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never recorded the fork\n{}",
+                c.ids[i],
+                log_lines(&c.nodes[i].logs(), &["liaison-x"]).join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        wait_log_line(
+            &c.nodes[i],
+            &["fork:", "origin=\"liaison-x\"", "frozen_from_seq=1"],
+        )
+        .await;
+    }
+    assert!(fake_x.pulls() >= 1 && fake_y.pulls() >= 1);
+    // Neither history of liaison-x matches anywhere, now or a little later.
+    for _ in 0..2 {
+        for i in 0..3 {
+            assert_matches(&c, i, &[vx, vy], MatchStatus::NoMatch).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    // The first batch each of liaison-a and bank-b received is kept.
+    assert_eq!(
+        c.heads(0).await,
+        vec![("liaison-x".to_string(), 1)],
+        "liaison-a"
+    );
+    assert_eq!(
+        c.heads(1).await,
+        vec![("liaison-x".to_string(), 1)],
+        "bank-b"
+    );
+    // The evidence is kept: after a restart bank-c still shows the fork and
+    // still matches neither history.
+    c.nodes[2].restart();
+    let forks = c.nodes[2].status().await.forks;
+    assert_eq!(forks.len(), 1, "{forks:?}");
+    assert_eq!(
+        (forks[0].origin.as_str(), forks[0].frozen_from_seq),
+        ("liaison-x", 1)
+    );
+    assert_matches(&c, 2, &[vx, vy], MatchStatus::NoMatch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_key_or_suspension_bounds_what_a_lagging_node_accepts() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c", "bank-d"]);
+    c.pull_only_from(1, &["liaison-a"]);
+    c.pull_only_from(2, &["liaison-a"]);
+    c.pull_only_from(3, &["bank-c"]);
+    c.nodes[0].start();
+    c.nodes[1].start();
+    c.nodes[2].start();
+    // bank-b stops before liaison-a contributes anything: it lags.
+    assert!(c.nodes[1].stop());
+    let values: Vec<String> = (1..=5).map(|i| format!("lag-{i}.example")).collect();
+    for (i, v) in values.iter().enumerate() {
+        let r = c.contribute(0, vec![rcv(v)], &format!("CASE-{i}")).await;
+        assert_eq!((r.first_seq, r.last_seq), (i as u64 + 1, i as u64 + 1));
+    }
+    wait_heads(&c, 2, &[("liaison-a", 5)]).await;
+
+    // The operators retire liaison-a's key after sequence 3, with no new key.
+    let v2 = c.next(|l| {
+        let k = &mut member_mut(l, "liaison-a").signing_keys[0];
+        k.retired = true;
+        k.last_seq = 3;
+    });
+    assert!(
+        c.federation(0, 2)
+            .await
+            .unwrap()
+            .publish_trust_list(v2.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .applied
+    );
+    c.wait_for_version(0, 2).await;
+    c.wait_for_version(2, 2).await;
+
+    // bank-b returns with the new list as its root (its store holds v1).
+    write_root_of(&c.nodes[1], &v2);
+    c.nodes[1].start();
+    assert_eq!(c.nodes[1].status().await.trust_version, 2);
+    wait_heads(&c, 1, &[("liaison-a", 3)]).await;
+    for seq in [4, 5] {
+        wait_log_line(
+            &c.nodes[1],
+            &[
+                "batch rejected",
+                "peer=\"liaison-a\"",
+                &format!(
+                    "batch of liaison-a at {seq}: no signing key of the origin allowed at this sequence signed it"
+                ),
+            ],
+        )
+        .await;
+    }
+    // Several pulls later: still 3.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(c.heads(1).await, vec![("liaison-a".to_string(), 3)]);
+    let v: Vec<&str> = values.iter().map(String::as_str).collect();
+    assert_matches(&c, 1, &v[..3], MatchStatus::Match).await;
+    assert_matches(&c, 1, &v[3..], MatchStatus::NoMatch).await;
+
+    // The operators suspend liaison-a after sequence 2. A fresh node that
+    // pulls from bank-c (which holds 1..=5) takes 1 and 2 only.
+    let v3 = c.next(|l| {
+        let a = member_mut(l, "liaison-a");
+        a.status = proto::MemberStatus::Suspended as i32;
+        a.suspended_after_seq = 2;
+    });
+    assert!(
+        c.federation(2, 1)
+            .await
+            .unwrap()
+            .publish_trust_list(v3.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .applied
+    );
+    c.wait_for_version(2, 3).await;
+    write_root_of(&c.nodes[3], &v3);
+    c.nodes[3].start();
+    assert_eq!(c.nodes[3].status().await.trust_version, 3);
+    wait_heads(&c, 3, &[("liaison-a", 2)]).await;
+    wait_log_line(
+        &c.nodes[3],
+        &[
+            "batch rejected",
+            "peer=\"bank-c\"",
+            "batch of liaison-a ends at 3, past 2, the last sequence number the coalition accepts from it",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(c.heads(3).await, vec![("liaison-a".to_string(), 2)]);
+    assert_matches(&c, 3, &v[..2], MatchStatus::Match).await;
+    assert_matches(&c, 3, &v[2..], MatchStatus::NoMatch).await;
+}
+
+/// A relay may not suppress a live indicator by handing on its batch with the
+/// entry "purged" (replaced by its salted hash, as retention does to dead
+/// entries): the batch still verifies, so the receiving node must refuse it
+/// (no honest node purges an entry of a batch younger than the retention
+/// period) and take the real batch from an honest peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_cannot_silently_strip_a_live_indicator_by_purging_its_entry() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
+    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
+    c.list.members.push(relay.member(&[
+        proto::PeerCapability::Replicate,
+        proto::PeerCapability::Query,
+    ]));
+    write_root(&c);
+    c.pull_only_from(0, &["bank-b"]);
+    c.pull_only_from(1, &["liaison-a"]);
+    c.pull_only_from(2, &["relay-x"]);
+    c.nodes[0].start();
+    c.nodes[1].start();
+    let values: Vec<String> = (0..3).map(|i| format!("live-{i}.example")).collect();
+    c.contribute(0, values.iter().map(|v| rcv(v)).collect(), "CASE-LIVE")
+        .await;
+    c.wait_match(1, Kind::Domain, &values[2], MatchStatus::Match)
+        .await;
+    let real = pull_all(&c, 0, &relay.cert, &relay.key, "liaison-a").await;
+    assert_eq!(real.len(), 1);
+    // The relay replaces a live, never-expiring, never-retracted entry by its
+    // hash, as a retention purge would: the batch still verifies.
+    let mut stripped = real[0].clone();
+    stripped.entries[1] = batch::purged(&stripped.entries[1]);
+    relay.serve(&[stripped]);
+    c.nodes[2].start();
+    // Then the honest path too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while relay.pulls() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "bank-c never pulled from the relay"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("heads at bank-c via the relay only: {:?}", c.heads(2).await);
+    assert!(c.nodes[2].stop());
+    set_peers(&c.nodes[2], &["relay-x", "bank-b"]);
+    c.nodes[2].start();
+    c.wait_match(2, Kind::Domain, &values[0], MatchStatus::Match)
+        .await;
+    assert_eq!(c.converge().await, vec![("liaison-a".to_string(), 3)]);
+    for v in &values {
+        c.wait_match(2, Kind::Domain, v, MatchStatus::Match).await;
+    }
+}
