@@ -19,7 +19,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    proto::{BatchHeader, LogBatch, LogEntry, LogOp, Member, MemberStatus, PeerCapability},
+    proto::{
+        BatchHeader, ForkEvidence, LogBatch, LogEntry, LogOp, Member, MemberStatus, PeerCapability,
+    },
     token::Token,
     trust::{keys::SigningKeyFile, list::TrustList},
 };
@@ -120,6 +122,17 @@ impl Batch {
         }
         Ok(())
     }
+}
+
+/// The sequence number from which fork evidence freezes its origin: the
+/// earlier first sequence number of its two batches.
+pub fn fork_point(ev: &ForkEvidence) -> Option<u64> {
+    [ev.first.as_ref(), ev.second.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|b| Batch::decode(b.clone()).ok())
+        .map(|b| b.first_seq())
+        .min()
 }
 
 /// The hash an entry is committed under (its kept hash once purged).

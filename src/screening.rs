@@ -75,11 +75,6 @@ impl Engine {
             .map(|t| collect(&index, std::slice::from_ref(t), now))
             .collect()
     }
-
-    /// Whether any key epoch is valid now (without one nothing can match).
-    pub fn has_valid_epoch(&self, now: i64) -> bool {
-        self.keys.get().valid_at(now).next().is_some()
-    }
 }
 
 fn collect(index: &Index, tokens: &[Token], now: i64) -> Outcome {

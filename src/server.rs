@@ -144,13 +144,7 @@ pub async fn open_state(config: &Config) -> Result<NodeState, ServerError> {
         batches += 1;
     }
     for (origin, ev) in store.forks()? {
-        let from = [ev.first.as_ref(), ev.second.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|b| crate::batch::Batch::decode(b.clone()).ok())
-            .map(|b| b.first_seq())
-            .min()
-            .unwrap_or(1);
+        let from = crate::batch::fork_point(&ev).unwrap_or(1);
         tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence");
         index.freeze(&origin, from);
     }

@@ -213,10 +213,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The head of `origin`'s log, if the store holds any of it.
     pub fn head(&self, origin: &str) -> Result<Option<Head>, StoreError> {
         self.t()

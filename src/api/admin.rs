@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
-    batch::Batch,
+    batch::fork_point,
     federation::replicate::Replication,
     keyring::now_unix,
     proto::{self, admin_server},
@@ -91,13 +91,7 @@ impl admin_server::Admin for AdminService {
             .into_iter()
             .map(|(origin, ev)| proto::ForkStatus {
                 origin,
-                frozen_from_seq: [ev.first, ev.second]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| Batch::decode(b).ok())
-                    .map(|b| b.first_seq())
-                    .min()
-                    .unwrap_or(0),
+                frozen_from_seq: fork_point(&ev).unwrap_or(1),
             })
             .collect();
         Ok(Response::new(proto::StatusResponse {

@@ -35,7 +35,7 @@ use crate::{
     },
     replica::{Replica, ReplicaError},
     store::{Store, StoreError},
-    trust::{list::TrustList, state::TrustState},
+    trust::state::TrustState,
 };
 
 /// What became of one received batch.
@@ -89,20 +89,7 @@ pub fn heads(store: &Store) -> Result<Vec<OriginHead>, StoreError> {
 /// Peers to replicate with: active members with `replicate` and an
 /// endpoint, limited to `only` when it names any.
 fn peers(trust: &TrustState, only: &[String]) -> Vec<Member> {
-    let list = trust.current();
-    let now = now_unix();
-    list.body()
-        .members
-        .iter()
-        .filter(|m| {
-            m.id != trust.node_id()
-                && (only.is_empty() || only.contains(&m.id))
-                && !m.endpoint.is_empty()
-                && TrustList::is_active(m, now)
-                && TrustList::has_capability(m, PeerCapability::Replicate)
-        })
-        .cloned()
-        .collect()
+    trust.peers(Some(PeerCapability::Replicate), only)
 }
 
 impl Replication {
@@ -293,7 +280,7 @@ impl Replication {
             );
             return false;
         }
-        let from = a.first_seq().min(b.first_seq());
+        let from = batch::fork_point(&ev).unwrap_or(1);
         match self.replica.store.put_fork(a.origin(), &ev) {
             Ok(true) => {
                 let _ = self.replica.store.flush().await;

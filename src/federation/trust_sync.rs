@@ -12,21 +12,12 @@ use super::{PeerDialer, PEER_CALL_TIMEOUT};
 use crate::{
     keyring::now_unix,
     proto::{GetTrustListRequest, Member},
-    trust::{list::TrustList, state::TrustState},
+    trust::state::TrustState,
 };
 
 /// Active members with a peer endpoint, other than this node.
 fn peers(trust: &TrustState) -> Vec<Member> {
-    let list = trust.current();
-    let now = now_unix();
-    list.body()
-        .members
-        .iter()
-        .filter(|m| {
-            m.id != trust.node_id() && !m.endpoint.is_empty() && TrustList::is_active(m, now)
-        })
-        .cloned()
-        .collect()
+    trust.peers(None, &[])
 }
 
 /// Hands the list in force to every peer.

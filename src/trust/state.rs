@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::{
     config::format_time,
     keyring::now_unix,
-    proto::SignedTrustList,
+    proto::{Member, PeerCapability, SignedTrustList},
     store::{Store, StoreError},
     tls::Connections,
     trust::list::{decode_signed, verify_root, verify_update, TrustError, TrustList, Update},
@@ -236,6 +236,25 @@ impl TrustState {
         } else {
             None
         }
+    }
+
+    /// Other active members with a peer endpoint (and `cap`, if given),
+    /// limited to `only` when it names any: the nodes this one talks to.
+    pub fn peers(&self, cap: Option<PeerCapability>, only: &[String]) -> Vec<Member> {
+        let list = self.current();
+        let now = now_unix();
+        list.body()
+            .members
+            .iter()
+            .filter(|m| {
+                m.id != self.node_id
+                    && (only.is_empty() || only.contains(&m.id))
+                    && !m.endpoint.is_empty()
+                    && TrustList::is_active(m, now)
+                    && cap.is_none_or(|c| TrustList::has_capability(m, c))
+            })
+            .cloned()
+            .collect()
     }
 
     /// The node's own member entry, if the list has it.
