@@ -182,6 +182,13 @@ pub struct Limits {
     pub max_batch_items: usize,
     /// Largest request message the transport accepts, in bytes. Default 16777216 (16 MiB).
     pub max_message_bytes: usize,
+    /// Match calls (Match, MatchStream, MatchTokens, MatchRemote) each client
+    /// certificate may start per second; 0 (the default) for no limit: the
+    /// callers are the bank's own systems.
+    pub match_requests_per_second: u32,
+    /// Calls a client may start at once before the per-second rate applies
+    /// (0: the per-second rate). Default 0.
+    pub match_burst: u32,
 }
 
 impl Default for Limits {
@@ -189,6 +196,8 @@ impl Default for Limits {
         Limits {
             max_batch_items: 10_000,
             max_message_bytes: 16 * 1024 * 1024,
+            match_requests_per_second: 0,
+            match_burst: 0,
         }
     }
 }

@@ -8,7 +8,10 @@
 //! answered per item and never reach the log. Raw identifiers are
 //! normalized and hashed here and dropped; only tokens are written.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use tokio::sync::watch;
 
@@ -109,6 +112,17 @@ pub struct Written {
     /// Sequence numbers of the appended entries (0, 0 when nothing was appended).
     pub first_seq: u64,
     pub last_seq: u64,
+}
+
+/// What a rekey did (counts only: the identifiers are dropped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RekeyCounts {
+    pub rekeyed: u64,
+    pub current: u64,
+    pub not_held: u64,
+    pub invalid: u64,
+    /// The newest valid epoch, under which indicators were re-contributed.
+    pub epoch: u32,
 }
 
 /// What a retraction or extension applies to.
@@ -238,6 +252,94 @@ impl Contributions {
             first_seq,
             last_seq,
         })
+    }
+
+    /// Key rotation: for each raw identifier this node holds an active
+    /// indicator for under another epoch, contributes it again under the
+    /// newest valid epoch with the same kind, tier, case reference and
+    /// expiry (one batch per such group, each durable before the answer).
+    /// Idempotent: identifiers already held under the newest epoch count as
+    /// current.
+    pub async fn rekey(
+        &self,
+        items: Vec<Item<'_>>,
+        now: i64,
+    ) -> Result<RekeyCounts, ContributionError> {
+        let ring = self.keys.get();
+        let newest = ring
+            .newest_valid(now)
+            .ok_or(ContributionError::NoValidEpoch)?;
+        let candidates: Vec<Result<Vec<Resolved>, &'static str>> = items
+            .iter()
+            .map(|i| match i {
+                Item::Raw { .. } => resolve_all_epochs(i, &ring),
+                Item::Token { .. } => Err("format"),
+            })
+            .collect();
+        let mut counts = RekeyCounts {
+            epoch: newest.id,
+            ..Default::default()
+        };
+        let _guard = self.write.lock().await;
+        // (case reference, tier, valid_until) -> new entries.
+        let mut groups: HashMap<(Arc<str>, Tier, i64), Vec<Resolved>> = HashMap::new();
+        {
+            let index = self.replica.index.read();
+            let mut seen = HashSet::new();
+            for c in candidates {
+                let Ok(c) = c else {
+                    counts.invalid += 1;
+                    continue;
+                };
+                let Some(new) = c.iter().find(|r| r.epoch == newest.id) else {
+                    counts.not_held += 1;
+                    continue;
+                };
+                let held = |r: &Resolved| {
+                    index
+                        .active(&r.token, now)
+                        .find(|i| *i.origin == *self.origin)
+                };
+                if held(new).is_some() || !seen.insert(new.token) {
+                    counts.current += 1;
+                    continue;
+                }
+                match c.iter().filter(|r| r.epoch != newest.id).find_map(held) {
+                    Some(old) => {
+                        counts.rekeyed += 1;
+                        groups
+                            .entry((old.case_ref, old.tier, old.valid_until.unwrap_or(0)))
+                            .or_default()
+                            .push(Resolved {
+                                token: new.token,
+                                kind: new.kind,
+                                epoch: newest.id,
+                            });
+                    }
+                    None => counts.not_held += 1,
+                }
+            }
+        }
+        for ((case_ref, tier, valid_until), entries) in groups {
+            let header = Header {
+                op: LogOp::Add,
+                case_ref: &case_ref,
+                tier,
+                valid_until,
+                reason: "",
+            };
+            self.append_locked(header, entries, now).await?;
+        }
+        tracing::info!(
+            origin = %self.origin,
+            epoch = counts.epoch,
+            rekeyed = counts.rekeyed,
+            current = counts.current,
+            not_held = counts.not_held,
+            invalid = counts.invalid,
+            "rekey"
+        );
+        Ok(counts)
     }
 
     /// Retracts this node's own indicators.

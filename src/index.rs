@@ -16,6 +16,16 @@ use std::{
 
 use crate::{batch::Batch, ident::Kind, proto::LogOp, token::Token};
 
+/// The first 16 bits of a token.
+fn prefix16(t: &Token) -> u16 {
+    u16::from_be_bytes([t.0[0], t.0[1]])
+}
+
+/// The first `bits` (at most 32) bits of a token, as a number.
+pub fn token_prefix(t: &Token, bits: u32) -> u32 {
+    u32::from_be_bytes([t.0[0], t.0[1], t.0[2], t.0[3]]) >> (32 - bits)
+}
+
 /// How sure the contributor is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tier {
@@ -152,6 +162,9 @@ pub type Counts = (Vec<(Kind, u64)>, Vec<(Arc<str>, u64)>);
 #[derive(Default)]
 pub struct Index {
     map: TokenMap<Vec<Entry>>,
+    /// Every token held, by its first 16 bits: serves prefix queries
+    /// (16 to 24 bits) without a scan of the whole map.
+    by_prefix: HashMap<u16, Vec<Token>>,
     origins: Interner,
     cases: Interner,
     /// Origins frozen by fork evidence: entries from this sequence number on
@@ -214,7 +227,16 @@ impl Index {
                         valid_until,
                         seq,
                     };
-                    let list = self.map.entry(token).or_default();
+                    let list = match self.map.entry(token) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            self.by_prefix
+                                .entry(prefix16(&token))
+                                .or_default()
+                                .push(token);
+                            v.insert(Vec::new())
+                        }
+                    };
                     match list.iter_mut().find(|x| x.origin == origin) {
                         Some(x) => *x = entry,
                         None => list.push(entry),
@@ -225,6 +247,9 @@ impl Index {
                         list.retain(|x| x.origin != origin);
                         if list.is_empty() {
                             self.map.remove(&token);
+                            if let Some(b) = self.by_prefix.get_mut(&prefix16(&token)) {
+                                b.retain(|t| *t != token);
+                            }
                         }
                     }
                 }
@@ -288,6 +313,29 @@ impl Index {
             .iter()
             .filter(move |e| self.live(e, now))
             .map(move |e| self.resolve(token, e))
+    }
+
+    /// Active indicators (of epochs for which `epoch_ok` holds) whose token
+    /// begins with the `bits` (16 to 24) bits of `prefix`, in token order.
+    pub fn under_prefix(
+        &self,
+        bits: u32,
+        prefix: u32,
+        now: i64,
+        epoch_ok: impl Fn(u32) -> bool,
+    ) -> Vec<Indicator> {
+        debug_assert!((16..=24).contains(&bits));
+        let Some(tokens) = self.by_prefix.get(&((prefix >> (bits - 16)) as u16)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Indicator> = tokens
+            .iter()
+            .filter(|t| token_prefix(t, bits) == prefix)
+            .flat_map(|t| self.active(t, now))
+            .filter(|i| epoch_ok(i.epoch))
+            .collect();
+        out.sort_unstable_by(|a, b| a.token.cmp(&b.token).then(a.origin.cmp(&b.origin)));
+        out
     }
 
     /// Active indicators of `origin`, in token order, after `after`, at most `limit`.
@@ -408,6 +456,33 @@ mod tests {
         assert_eq!(by_origin.len(), 2);
         assert_eq!(ix.tokens_of_case("liaison", "case-1", 200).len(), 2);
         assert_eq!(ix.page_of_origin("liaison", None, 1, 200).len(), 1);
+    }
+
+    #[test]
+    fn under_prefix_finds_exactly_the_active_tokens_under_it() {
+        let mut ix = Index::new();
+        // Tokens [7;32], [8;32], [9;32]: distinct 16-bit buckets; retract 8.
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[7, 8, 9], 0))
+            .unwrap();
+        ix.apply(&batch("bank", LogOp::Add, 1, &[7], 0)).unwrap();
+        ix.apply(&batch("liaison", LogOp::Retract, 4, &[8], 0))
+            .unwrap();
+        let t7 = Token([7; 32]);
+        for bits in [16, 20, 24] {
+            let p = token_prefix(&t7, bits);
+            let got = ix.under_prefix(bits, p, 0, |_| true);
+            assert_eq!(got.len(), 2, "two origins hold token 7 ({bits} bits)");
+            assert!(got.iter().all(|i| i.token == t7));
+            assert!(ix.under_prefix(bits, p ^ 1, 0, |_| true).is_empty());
+        }
+        let p8 = token_prefix(&Token([8; 32]), 20);
+        assert!(ix.under_prefix(20, p8, 0, |_| true).is_empty(), "retracted");
+        assert!(
+            ix.under_prefix(20, token_prefix(&t7, 20), 0, |e| e != 1)
+                .is_empty(),
+            "epoch filter"
+        );
+        assert_eq!(token_prefix(&Token([0xab; 32]), 20), 0x000a_baba);
     }
 
     #[test]

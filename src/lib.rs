@@ -19,6 +19,8 @@
 //! - [`screening`]: the match engine over the index.
 //! - [`retention`]: purging dead entries after the retention period (batches still verify).
 //! - [`contribution`]: this node's own origin log: add, retract, extend.
+//! - [`prefix`]: k-anonymous prefix queries between members, both sides.
+//! - [`ratelimit`]: per-caller token buckets and daily quotas.
 //! - [`auth`], [`tls`]: who is calling (certificate public key) and what they may do.
 //! - [`trust`]: the operator-signed trust list, its verification and the
 //!   per-request authorization of peers.
@@ -44,7 +46,9 @@ pub mod ident;
 pub mod index;
 pub mod keyfile;
 pub mod keyring;
+pub mod prefix;
 pub mod proto;
+pub mod ratelimit;
 pub mod replica;
 pub mod retention;
 pub mod screening;

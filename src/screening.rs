@@ -26,6 +26,10 @@ pub enum Outcome {
     Invalid(&'static str),
 }
 
+/// One item hashed for matching elsewhere: its token under each valid epoch
+/// (epoch id, token), or why it was rejected.
+pub type Hashed = Result<Vec<(u32, Token)>, Reason>;
+
 #[derive(Clone)]
 pub struct Engine {
     index: Arc<RwLock<Index>>,
@@ -67,24 +71,71 @@ impl Engine {
             .collect()
     }
 
-    /// Screens pre-computed tokens.
+    /// Screens pre-computed tokens. Indicators of an epoch that is not valid
+    /// now do not match, as for identifiers.
     pub fn match_tokens(&self, tokens: &[Token], now: i64) -> Vec<Outcome> {
+        let ring = self.keys.get();
+        let valid: Vec<u32> = ring.valid_at(now).map(|e| e.id).collect();
         let index = self.index.read();
         tokens
             .iter()
-            .map(|t| collect(&index, std::slice::from_ref(t), now))
+            .map(|t| {
+                let hits: Vec<Indicator> = index
+                    .active(t, now)
+                    .filter(|i| valid.contains(&i.epoch))
+                    .collect();
+                outcome(hits)
+            })
             .collect()
+    }
+
+    /// Normalizes and hashes identifiers under every epoch valid now, for
+    /// matching against answers from elsewhere (prefix queries).
+    pub fn hash_identifiers<'a, I>(&self, items: I, now: i64) -> Vec<Hashed>
+    where
+        I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
+    {
+        let ring = self.keys.get();
+        let epochs: Vec<_> = ring.valid_at(now).collect();
+        let mut buf = Vec::with_capacity(128);
+        let out = items
+            .into_iter()
+            .map(|(kind, value)| {
+                let k = kind.and_then(|k| ident::normalize_into(k, value, &mut buf).map(|_| k))?;
+                Ok(epochs
+                    .iter()
+                    .map(|e| (e.id, e.tokenizer.token(k, &buf)))
+                    .collect())
+            })
+            .collect();
+        buf.fill(0);
+        out
+    }
+
+    /// Ids of the key epochs valid at `now`.
+    pub fn valid_epochs(&self, now: i64) -> Vec<u32> {
+        self.keys.get().valid_at(now).map(|e| e.id).collect()
+    }
+
+    pub fn index(&self) -> &Arc<RwLock<Index>> {
+        &self.index
     }
 }
 
-fn collect(index: &Index, tokens: &[Token], now: i64) -> Outcome {
-    let mut hits: Vec<Indicator> = Vec::new();
-    for t in tokens {
-        hits.extend(index.active(t, now));
-    }
+fn outcome(hits: Vec<Indicator>) -> Outcome {
     if hits.is_empty() {
         Outcome::NoMatch
     } else {
         Outcome::Match(hits)
     }
+}
+
+/// Identifiers: each token was made under a valid epoch, and an entry
+/// carries the epoch of its token, so every live entry found counts.
+fn collect(index: &Index, tokens: &[Token], now: i64) -> Outcome {
+    let mut hits: Vec<Indicator> = Vec::new();
+    for t in tokens {
+        hits.extend(index.active(t, now));
+    }
+    outcome(hits)
 }

@@ -29,16 +29,19 @@ use crate::{
     auth::{Authenticated, Capability, Grants, Require},
     config::Config,
     contribution::Contributions,
+    federation::remote::Remote,
     federation::{
         replicate::{self, Replication},
         trust_sync, PeerDialer,
     },
     index::{Index, IndexError},
     keyring::{load_keys, now_unix, KeyRing, KeyRingError, Keys, LoadedKey},
+    prefix::Gate,
     proto::{
         admin_server::AdminServer, contribution_server::ContributionServer,
         federation_server::FederationServer, screening_server::ScreeningServer,
     },
+    ratelimit::CallerLimits,
     replica::Replica,
     screening::Engine,
     store::{Store, StoreError},
@@ -99,6 +102,10 @@ pub struct NodeState {
     pub trust: Option<Arc<TrustState>>,
     pub started: Instant,
     pub started_unix: i64,
+    /// Prefix queries answered for other members: limits and counts.
+    pub queries: Arc<Gate>,
+    /// The member listener's optional limits on match calls.
+    pub match_limits: Arc<CallerLimits>,
 }
 
 /// Files, in the data directory, where a running node writes its listeners'
@@ -166,6 +173,11 @@ pub async fn open_state(config: &Config) -> Result<NodeState, ServerError> {
         trust,
         started,
         started_unix: now_unix(),
+        queries: Arc::new(Gate::new()),
+        match_limits: Arc::new(CallerLimits::new(
+            config.limits.match_requests_per_second,
+            config.limits.match_burst,
+        )),
     })
 }
 
@@ -252,9 +264,24 @@ pub async fn run(
         state.signer.clone(),
         ready,
     ));
-    let screening = ScreeningServer::new(ScreeningService::new(engine, max_items))
-        .max_decoding_message_size(max_bytes)
-        .max_encoding_message_size(usize::MAX);
+    let remote = match (&config.federation, &state.trust) {
+        (Some(fed), Some(trust)) => Some(Arc::new(Remote::new(
+            trust.clone(),
+            PeerDialer {
+                cert: fed.peer.cert.clone(),
+                key: fed.peer.key.clone(),
+            },
+        ))),
+        _ => None,
+    };
+    let screening = ScreeningServer::new(ScreeningService::new(
+        engine.clone(),
+        max_items,
+        state.match_limits.clone(),
+        remote,
+    ))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(usize::MAX);
     let contribution = ContributionServer::new(ContributionService::new(contributions, max_items))
         .max_decoding_message_size(max_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -319,6 +346,8 @@ pub async fn run(
                 FederationServer::new(FederationService::new(
                     trust.clone(),
                     state.replica.clone(),
+                    engine.clone(),
+                    state.queries.clone(),
                     stop.clone(),
                 ))
                 .max_decoding_message_size(64 * 1024 * 1024)

@@ -56,6 +56,13 @@ struct FakeState {
 
 #[tonic::async_trait]
 impl Federation for FakeState {
+    async fn query_prefix(
+        &self,
+        _req: Request<proto::QueryPrefixRequest>,
+    ) -> Result<Response<proto::QueryPrefixResponse>, Status> {
+        Err(Status::unimplemented("a relay under test answers no queries"))
+    }
+
     async fn get_trust_list(
         &self,
         _req: Request<proto::GetTrustListRequest>,

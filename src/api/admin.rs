@@ -95,6 +95,18 @@ impl admin_server::Admin for AdminService {
             })
             .collect();
         Ok(Response::new(proto::StatusResponse {
+            queries_served: n
+                .queries
+                .counts()
+                .into_iter()
+                .map(|(member, c)| proto::QueryStats {
+                    member,
+                    requests: c.requests,
+                    prefixes: c.prefixes,
+                    refused: c.refused,
+                })
+                .collect(),
+            member_requests_limited: n.match_limits.refused(),
             peers,
             forks,
             own_log_ready: self.replication.as_ref().is_none_or(|r| r.is_ready()),

@@ -1,4 +1,4 @@
-//! `cix.v1.Contribution`: Contribute, Retract, Extend, List.
+//! `cix.v1.Contribution`: Contribute, Retract, Extend, List, Rekey.
 
 use std::sync::Arc;
 
@@ -53,6 +53,25 @@ impl contribution_server::Contribution for ContributionService {
             results: w.results.iter().map(convert::item_result).collect(),
             first_seq: w.first_seq,
             last_seq: w.last_seq,
+        }))
+    }
+
+    async fn rekey(
+        &self,
+        req: Request<proto::RekeyRequest>,
+    ) -> Result<Response<proto::RekeyResponse>, Status> {
+        let who = caller(&req);
+        let r = req.get_ref();
+        check_batch("identifiers", r.identifiers.len(), self.max_items)?;
+        let items = r.identifiers.iter().map(convert::identifier).collect();
+        let c = self.domain.rekey(items, now_unix()).await?;
+        tracing::info!(caller = %who, items = r.identifiers.len(), rekeyed = c.rekeyed, "rekey");
+        Ok(Response::new(proto::RekeyResponse {
+            rekeyed: c.rekeyed,
+            current: c.current,
+            not_held: c.not_held,
+            invalid: c.invalid,
+            epoch: c.epoch,
         }))
     }
 

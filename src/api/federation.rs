@@ -1,5 +1,5 @@
 //! `cix.v1.Federation` on the peer listener: GetTrustList, PublishTrustList,
-//! Pull and Watch. The caller was authorized by [`crate::trust::auth`]
+//! Pull, Watch and QueryPrefix (answered by [`crate::prefix::Gate`]). The caller was authorized by [`crate::trust::auth`]
 //! (membership and capability) before it got here.
 
 use std::{collections::HashMap, pin::Pin, sync::Arc};
@@ -12,8 +12,14 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     federation::replicate::{heads, stored_batch},
+    keyring::now_unix,
+    prefix::{Gate, PrefixError},
+    proto::PeerCapability,
     proto::{self, federation_server, pull_response},
+    ratelimit::now_secs,
     replica::Replica,
+    screening::Engine,
+    trust::list::QueryPolicy,
     trust::{
         auth::PeerMember,
         list::TrustError,
@@ -24,6 +30,8 @@ use crate::{
 pub struct FederationService {
     trust: Arc<TrustState>,
     replica: Arc<Replica>,
+    engine: Engine,
+    queries: Arc<Gate>,
     /// Cancelled when the node stops: ends the long-lived Watch streams so
     /// that shutdown need not wait for its drain deadline.
     stop: CancellationToken,
@@ -33,11 +41,15 @@ impl FederationService {
     pub fn new(
         trust: Arc<TrustState>,
         replica: Arc<Replica>,
+        engine: Engine,
+        queries: Arc<Gate>,
         stop: CancellationToken,
     ) -> FederationService {
         FederationService {
             trust,
             replica,
+            engine,
+            queries,
             stop,
         }
     }
@@ -48,6 +60,13 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 fn store_error(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "reading the store for a peer");
     Status::internal("the node could not read its store")
+}
+
+fn prefix_status(e: PrefixError) -> Status {
+    match e {
+        PrefixError::Limited(r) => super::exhausted(r),
+        e => Status::invalid_argument(e.to_string()),
+    }
 }
 
 impl From<OfferError> for Status {
@@ -100,6 +119,42 @@ impl federation_server::Federation for FederationService {
             version,
             applied,
         }))
+    }
+
+    async fn query_prefix(
+        &self,
+        req: Request<proto::QueryPrefixRequest>,
+    ) -> Result<Response<proto::QueryPrefixResponse>, Status> {
+        let member = req
+            .extensions()
+            .get::<PeerMember>()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        let list = self.trust.current();
+        let policy = QueryPolicy::of(list.body());
+        // Decoys name origins that could really have contributed.
+        let origins: Vec<Arc<str>> = self
+            .trust
+            .peers(Some(PeerCapability::Contribute), &[])
+            .iter()
+            .map(|m| m.id.as_str().into())
+            .chain(std::iter::once(self.trust.node_id().into()))
+            .collect();
+        let now = now_unix();
+        let buckets = self
+            .queries
+            .answer(
+                &member,
+                req.get_ref(),
+                policy,
+                self.engine.index(),
+                &self.engine.valid_epochs(now),
+                &origins,
+                now,
+                now_secs(),
+            )
+            .map_err(prefix_status)?;
+        Ok(Response::new(proto::QueryPrefixResponse { buckets }))
     }
 
     type PullStream = BoxStream<proto::PullResponse>;

@@ -14,7 +14,9 @@ pub mod screening;
 
 use tonic::Status;
 
-use crate::contribution::ContributionError;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{contribution::ContributionError, ratelimit::Refused};
 
 /// Refuses a request with more items than the node's limit.
 pub fn check_batch(field: &str, len: usize, max: usize) -> Result<(), Status> {
@@ -24,6 +26,21 @@ pub fn check_batch(field: &str, len: usize, max: usize) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+/// RESOURCE_EXHAUSTED for a rate limit, with the wait in the message and as
+/// a `google.rpc.RetryInfo` detail that clients can act on.
+pub fn exhausted(r: Refused) -> Status {
+    Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        r.to_string(),
+        ErrorDetails::with_retry_info(Some(r.retry_after)),
+    )
+}
+
+/// The retry hint of a RESOURCE_EXHAUSTED status, if it carries one.
+pub fn retry_hint(s: &Status) -> Option<std::time::Duration> {
+    s.get_details_retry_info().and_then(|r| r.retry_delay)
 }
 
 impl From<ContributionError> for Status {

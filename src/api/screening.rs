@@ -1,14 +1,20 @@
-//! `cix.v1.Screening`: Match, MatchStream, MatchTokens.
+//! `cix.v1.Screening`: Match, MatchStream, MatchTokens, and MatchRemote
+//! (screening through a peer's node by prefix queries,
+//! [`crate::federation::remote`]). Every call first passes the member
+//! listener's optional per-client limits.
 
-use std::pin::Pin;
+use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{check_batch, convert};
 use crate::{
+    auth::Caller,
+    federation::remote::{Remote, RemoteError},
     keyring::now_unix,
     proto::{self, screening_server},
+    ratelimit::CallerLimits,
     screening::Engine,
     token::Token,
 };
@@ -16,11 +22,51 @@ use crate::{
 pub struct ScreeningService {
     engine: Engine,
     max_items: usize,
+    limits: Arc<CallerLimits>,
+    /// Present on a federated node.
+    remote: Option<Arc<Remote>>,
 }
 
 impl ScreeningService {
-    pub fn new(engine: Engine, max_items: usize) -> ScreeningService {
-        ScreeningService { engine, max_items }
+    pub fn new(
+        engine: Engine,
+        max_items: usize,
+        limits: Arc<CallerLimits>,
+        remote: Option<Arc<Remote>>,
+    ) -> ScreeningService {
+        ScreeningService {
+            engine,
+            max_items,
+            limits,
+            remote,
+        }
+    }
+
+    /// The member listener's optional per-client limit on match calls.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let who = req
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.spki_sha256.clone())
+            .unwrap_or_default();
+        self.limits.check(&who).map_err(super::exhausted)
+    }
+}
+
+impl From<RemoteError> for Status {
+    fn from(e: RemoteError) -> Status {
+        match e {
+            RemoteError::NotFederated => Status::failed_precondition(e.to_string()),
+            RemoteError::UnknownPeer(_)
+            | RemoteError::NoEndpoint(_)
+            | RemoteError::HoldsNothing(_) => Status::invalid_argument(e.to_string()),
+            RemoteError::Connect { .. } => Status::unavailable(e.to_string()),
+            RemoteError::Peer { ref status, .. } => Status::with_details(
+                status.code(),
+                e.to_string(),
+                status.details().to_vec().into(),
+            ),
+        }
     }
 }
 
@@ -87,6 +133,7 @@ impl screening_server::Screening for ScreeningService {
         &self,
         req: Request<proto::MatchRequest>,
     ) -> Result<Response<proto::MatchResponse>, Status> {
+        self.admit(&req)?;
         match_identifiers(&self.engine, self.max_items, req.get_ref()).map(Response::new)
     }
 
@@ -96,6 +143,7 @@ impl screening_server::Screening for ScreeningService {
         &self,
         req: Request<Streaming<proto::MatchRequest>>,
     ) -> Result<Response<Self::MatchStreamStream>, Status> {
+        self.admit(&req)?;
         let (engine, max) = (self.engine.clone(), self.max_items);
         Ok(Response::new(answer_each(req.into_inner(), move |m| {
             match_identifiers(&engine, max, m)
@@ -108,9 +156,26 @@ impl screening_server::Screening for ScreeningService {
         &self,
         req: Request<Streaming<proto::MatchTokensRequest>>,
     ) -> Result<Response<Self::MatchTokensStream>, Status> {
+        self.admit(&req)?;
         let (engine, max) = (self.engine.clone(), self.max_items);
         Ok(Response::new(answer_each(req.into_inner(), move |m| {
             match_tokens(&engine, max, m)
         })))
+    }
+
+    async fn match_remote(
+        &self,
+        req: Request<proto::MatchRemoteRequest>,
+    ) -> Result<Response<proto::MatchResponse>, Status> {
+        self.admit(&req)?;
+        let r = req.get_ref();
+        check_batch("identifiers", r.identifiers.len(), self.max_items)?;
+        let remote = self.remote.as_ref().ok_or(RemoteError::NotFederated)?;
+        let items = r
+            .identifiers
+            .iter()
+            .map(|i| (convert::kind(i.kind), i.value.as_str()));
+        let outcomes = remote.screen(&self.engine, &r.peer, items).await?;
+        Ok(Response::new(convert::match_response(&outcomes)))
     }
 }

@@ -420,7 +420,7 @@ async fn steps(c: &DemoCoalition, identifiers: usize) -> Result<()> {
     };
     let out_path = c.dirs[1].join("results.jsonl");
     let mut out = bulk::Out::open(Some(&out_path), Some(bulk::OutFormat::Jsonl))?;
-    let s = super::bulk_match(&mut bank_b, input.read()?, 5_000, &mut out, true).await?;
+    let s = super::bulk_match(&mut bank_b, input.read()?, 5_000, &mut out, true, None).await?;
     out.finish()?;
     println!(
         "-- {} screened at bank-b in {:.2}s: {:.0} identifiers/s over one mTLS stream; {} hits, {} invalid",

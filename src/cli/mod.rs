@@ -95,8 +95,11 @@ pub enum Command {
     /// List or extend this node's own indicators.
     #[command(subcommand)]
     Indicators(IndicatorsCommand),
-    /// Screen identifiers against the node.
+    /// Screen identifiers against the node (or, with --remote, through a peer's node).
     Match(MatchArgs),
+    /// Key rotation: re-contribute, under the newest key epoch, the node's own
+    /// indicators for the identifiers given (raw values are never stored).
+    Rekey(RekeyArgs),
     /// Show the node's status.
     Status {
         #[command(flatten)]
@@ -263,6 +266,22 @@ pub struct MatchArgs {
     /// Identifiers per streamed message.
     #[arg(long, default_value_t = 5_000)]
     pub batch: usize,
+    /// Screen through this member's node (member id) by k-anonymous prefix
+    /// queries, made by your own node, instead of your node's replica. Same
+    /// input and output; subject to the coalition's query limits.
+    #[arg(long, value_name = "PEER")]
+    pub remote: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub input: Input,
+    /// Identifiers per request.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch: usize,
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -339,6 +358,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Retract(a) => retract(a).await,
         Command::Indicators(c) => indicators(c).await,
         Command::Match(a) => match_command(a).await,
+        Command::Rekey(a) => rekey(a).await,
         Command::Status { conn, json } => status(conn, json).await,
         Command::Keygen(a) => operator::keygen(a),
         Command::Trust(c) => operator::trust(c).await,
@@ -655,7 +675,11 @@ pub async fn bulk_match(
     batch: usize,
     out: &mut Out,
     show_progress: bool,
+    remote: Option<&str>,
 ) -> Result<MatchSummary> {
+    if let Some(peer) = remote {
+        return remote_match(clients, peer, rows, batch, out, show_progress).await;
+    }
     let rows = std::sync::Arc::new(rows);
     let batch = batch.max(1);
     let chunks = rows.len().div_ceil(batch);
@@ -716,6 +740,123 @@ pub async fn bulk_match(
     Ok(summary)
 }
 
+/// Longest wait a remote match honours from a peer's retry hint before it
+/// gives up and reports the limit.
+const MAX_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends one request, waiting out RESOURCE_EXHAUSTED answers whose retry
+/// hint is short.
+async fn with_retry<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                match crate::api::retry_hint(&s).filter(|d| *d <= MAX_RETRY_WAIT) {
+                    Some(wait) => {
+                        eprintln!("{}; waiting {:.1} s", s.message(), wait.as_secs_f64());
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(status_error(s)),
+                }
+            }
+            Err(s) => return Err(status_error(s)),
+        }
+    }
+}
+
+async fn remote_match(
+    clients: &mut Clients,
+    peer: &str,
+    rows: Vec<bulk::Row>,
+    batch: usize,
+    out: &mut Out,
+    show_progress: bool,
+) -> Result<MatchSummary> {
+    let pb = show_progress.then(|| bulk::progress(rows.len(), "screening remotely"));
+    let start = Instant::now();
+    let mut summary = MatchSummary {
+        items: rows.len(),
+        ..Default::default()
+    };
+    for chunk in rows.chunks(batch.max(1)) {
+        let req = proto::MatchRemoteRequest {
+            peer: peer.to_string(),
+            identifiers: chunk
+                .iter()
+                .map(|r| proto::Identifier {
+                    kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
+                    value: r.value.clone(),
+                })
+                .collect(),
+        };
+        let resp = with_retry(|| {
+            let mut s = clients.screening.clone();
+            let req = req.clone();
+            async move { s.match_remote(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+        if resp.results.len() != chunk.len() {
+            bail!(
+                "node answered {} results for {} items",
+                resp.results.len(),
+                chunk.len()
+            );
+        }
+        for (row, r) in chunk.iter().zip(&resp.results) {
+            let kind = row.kind.map(|k| k.as_str()).unwrap_or("?");
+            let rr = result_row(row.row, kind, r);
+            summary.matched += usize::from(rr.status == "MATCH");
+            summary.invalid += usize::from(rr.status == "INVALID");
+            out.write(&rr)?;
+        }
+        if let Some(pb) = &pb {
+            pb.inc(chunk.len() as u64);
+        }
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+async fn rekey(a: RekeyArgs) -> Result<()> {
+    let rows = a.input.read()?;
+    let mut clients = a.conn.connect().await?;
+    let mut total = proto::RekeyResponse::default();
+    for chunk in rows.chunks(a.batch.max(1)) {
+        let req = proto::RekeyRequest {
+            identifiers: chunk
+                .iter()
+                .map(|r| proto::Identifier {
+                    kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
+                    value: r.value.clone(),
+                })
+                .collect(),
+        };
+        let r = clients
+            .contribution
+            .rekey(req)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        total.rekeyed += r.rekeyed;
+        total.current += r.current;
+        total.not_held += r.not_held;
+        total.invalid += r.invalid;
+        total.epoch = r.epoch;
+    }
+    println!(
+        "epoch {}: rekeyed {}  already current {}  not held {}  invalid {}",
+        total.epoch, total.rekeyed, total.current, total.not_held, total.invalid
+    );
+    Ok(())
+}
+
 use futures::StreamExt;
 
 async fn match_command(a: MatchArgs) -> Result<()> {
@@ -723,17 +864,30 @@ async fn match_command(a: MatchArgs) -> Result<()> {
     let mut clients = a.conn.connect().await?;
     if !a.input.is_bulk() && a.out.is_none() {
         let row = &rows[0];
-        let resp = clients
-            .screening
-            .r#match(proto::MatchRequest {
-                identifiers: vec![proto::Identifier {
-                    kind: row.kind.map(convert::kind_to_proto).unwrap_or(0),
-                    value: row.value.clone(),
-                }],
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let identifiers = vec![proto::Identifier {
+            kind: row.kind.map(convert::kind_to_proto).unwrap_or(0),
+            value: row.value.clone(),
+        }];
+        let resp = match &a.remote {
+            Some(peer) => {
+                let req = proto::MatchRemoteRequest {
+                    peer: peer.clone(),
+                    identifiers,
+                };
+                with_retry(|| {
+                    let mut s = clients.screening.clone();
+                    let req = req.clone();
+                    async move { s.match_remote(req).await.map(|r| r.into_inner()) }
+                })
+                .await?
+            }
+            None => clients
+                .screening
+                .r#match(proto::MatchRequest { identifiers })
+                .await
+                .map_err(status_error)?
+                .into_inner(),
+        };
         let r = resp.results.first().context("node sent no result")?;
         let rr = result_row(1, row.kind.map(|k| k.as_str()).unwrap_or("?"), r);
         println!("{}{}", rr.status, reason_suffix(&rr.invalid_reason));
@@ -751,7 +905,15 @@ async fn match_command(a: MatchArgs) -> Result<()> {
         return Ok(());
     }
     let mut out = Out::open(a.out.as_deref(), a.format)?;
-    let s = bulk_match(&mut clients, rows, a.batch, &mut out, a.out.is_some()).await?;
+    let s = bulk_match(
+        &mut clients,
+        rows,
+        a.batch,
+        &mut out,
+        a.out.is_some(),
+        a.remote.as_deref(),
+    )
+    .await?;
     out.finish()?;
     eprintln!(
         "items {}  matched {}  invalid {}  in {:.2}s ({:.0}/s)",
@@ -794,6 +956,8 @@ async fn status(conn: Conn, json: bool) -> Result<()> {
             "peer_connections": s.peer_connections,
             "warnings": s.warnings,
             "own_log_ready": s.own_log_ready,
+            "queries_served": s.queries_served.iter().map(|q| serde_json::json!({"member": q.member, "requests": q.requests, "prefixes": q.prefixes, "refused": q.refused})).collect::<Vec<_>>(),
+            "member_requests_limited": s.member_requests_limited,
             "peers": s.peers.iter().map(|p| serde_json::json!({
                 "member": p.member, "connected": p.connected, "last_error": p.last_error,
                 "last_pull": p.last_pull.as_ref().map(|t| format_time(t.seconds)),
@@ -872,6 +1036,18 @@ async fn status(conn: Conn, json: bool) -> Result<()> {
         println!(
             "FORK        origin {} signed two different batches; frozen from entry {}",
             f.origin, f.frozen_from_seq
+        );
+    }
+    for q in &s.queries_served {
+        println!(
+            "queries     from {}: {} requests, {} prefixes answered, {} refused by limits",
+            q.member, q.requests, q.prefixes, q.refused
+        );
+    }
+    if s.member_requests_limited > 0 {
+        println!(
+            "limited     {} member-listener calls refused by the match limits",
+            s.member_requests_limited
         );
     }
     for w in &s.warnings {

@@ -23,7 +23,7 @@ use crate::{
     token::TokenKey,
     trust::{
         keys::{load_public, write_public, SigningKeyFile},
-        list::{self, TrustList, Update},
+        list::{self, QueryPolicy, TrustList, Update},
     },
 };
 
@@ -107,6 +107,16 @@ pub enum TrustCommand {
         edit_note!(), "\n\n", formats!()
     ))]
     Operators(OperatorsArgs),
+    /// Set the coalition's policy for prefix queries between members.
+    #[command(long_about = concat!(
+        "Set the coalition's policy for prefix queries (Federation.QueryPrefix): the prefix \
+         length askers send (16-24 bits; each prefix narrows an identifier to about one in \
+         2^bits of its identifier space for the answering member, who holds the token key), \
+         the bucket size answers are padded to, and the per-member limits. Options not given \
+         keep their value; 0 restores the default (20 bits, 64, 10/s, burst 20, 100000/day).\n\n",
+        edit_note!(), "\n\n", formats!()
+    ))]
+    QueryPolicy(QueryPolicyArgs),
     /// Add a signature with an operator's private key (offline).
     #[command(long_about = concat!(
         "Add a signature with an operator's private key (offline; operators sign in turn). \
@@ -141,6 +151,27 @@ pub enum TrustCommand {
         formats!()
     ))]
     Publish(PublishArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QueryPolicyArgs {
+    #[command(flatten)]
+    pub edit: EditFile,
+    /// Bits of the token an asker sends (16 to 24).
+    #[arg(long)]
+    pub prefix_bits: Option<u32>,
+    /// Answers per prefix are padded with decoys to a multiple of this.
+    #[arg(long)]
+    pub bucket_size: Option<u32>,
+    /// Requests per second per asking member.
+    #[arg(long)]
+    pub requests_per_second: Option<u32>,
+    /// Requests an asking member may send at once.
+    #[arg(long)]
+    pub burst: Option<u32>,
+    /// Prefixes per asking member per UTC day.
+    #[arg(long)]
+    pub prefixes_per_day: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -488,6 +519,7 @@ pub async fn trust(c: TrustCommand) -> Result<()> {
         TrustCommand::Member(m) => member(m),
         TrustCommand::Epoch(e) => epoch(e),
         TrustCommand::Operators(a) => operators(a),
+        TrustCommand::QueryPolicy(a) => query_policy(a),
         TrustCommand::Sign(a) => sign(a),
         TrustCommand::Verify(a) => verify(a),
         TrustCommand::Show(a) => show(a),
@@ -632,6 +664,32 @@ fn edit(e: &EditFile, f: impl FnOnce(&mut proto::TrustList) -> Result<String>) -
         body.version, body.threshold
     );
     Ok(())
+}
+
+fn query_policy(a: QueryPolicyArgs) -> Result<()> {
+    edit(&a.edit, |b| {
+        let p = b.query_policy.get_or_insert_with(Default::default);
+        if let Some(v) = a.prefix_bits {
+            p.prefix_bits = v;
+        }
+        if let Some(v) = a.bucket_size {
+            p.bucket_size = v;
+        }
+        if let Some(v) = a.requests_per_second {
+            p.requests_per_second = v;
+        }
+        if let Some(v) = a.burst {
+            p.burst = v;
+        }
+        if let Some(v) = a.prefixes_per_day {
+            p.prefixes_per_day = v;
+        }
+        let q = QueryPolicy::of(b);
+        Ok(format!(
+            "query policy: {} prefix bits, buckets of {}, {}/s (burst {}), {} prefixes/day",
+            q.prefix_bits, q.bucket_size, q.requests_per_second, q.burst, q.prefixes_per_day
+        ))
+    })
 }
 
 fn member(c: MemberCommand) -> Result<()> {
@@ -946,6 +1004,7 @@ fn show(a: ShowArgs) -> Result<()> {
     let valid = list::count_valid(&signed, &b.operator_keys);
     let now = now_unix();
     if a.json {
+        let q = QueryPolicy::of(&b);
         let v = serde_json::json!({
             "coalition_id": b.coalition_id,
             "version": b.version,
@@ -956,6 +1015,9 @@ fn show(a: ShowArgs) -> Result<()> {
             "operator_keys": b.operator_keys.iter().map(|k| serde_json::json!({
                 "id": k.id, "public_key": hex::encode(&k.public_key),
             })).collect::<Vec<_>>(),
+            "query_policy": serde_json::json!({"prefix_bits": q.prefix_bits, "bucket_size": q.bucket_size,
+                "requests_per_second": q.requests_per_second, "burst": q.burst,
+                "prefixes_per_day": q.prefixes_per_day}),
             "epochs": b.epochs.iter().map(|e| serde_json::json!({
                 "id": e.id, "valid_from": format_time(e.valid_from),
                 "valid_until": format_time(e.valid_until), "key_sha256": e.key_sha256,
@@ -1006,6 +1068,11 @@ fn show(a: ShowArgs) -> Result<()> {
             e.key_sha256
         );
     }
+    let q = QueryPolicy::of(&b);
+    println!(
+        "queries     prefix {} bits, buckets of {}, {}/s (burst {}), {} prefixes/day per member",
+        q.prefix_bits, q.bucket_size, q.requests_per_second, q.burst, q.prefixes_per_day
+    );
     for m in &b.members {
         let mut status = status_name(m.status);
         if m.status == MemberStatus::Suspended as i32 {

@@ -197,6 +197,8 @@ pub fn verify_root(
 }
 
 /// What [`verify_update`] found acceptable.
+// Made once per offered list; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Update {
     /// Byte-identical to the list in force: nothing to do.
@@ -402,6 +404,65 @@ pub fn check_body(b: &proto::TrustList) -> Result<(), TrustError> {
             ));
         }
     }
+    if let Some(p) = &b.query_policy {
+        check_query_policy(p)?;
+    }
+    Ok(())
+}
+
+/// The query policy in force, with the defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryPolicy {
+    pub prefix_bits: u32,
+    pub bucket_size: u32,
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub prefixes_per_day: u64,
+}
+
+impl QueryPolicy {
+    pub const DEFAULT: QueryPolicy = QueryPolicy {
+        prefix_bits: 20,
+        bucket_size: 64,
+        requests_per_second: 10,
+        burst: 20,
+        prefixes_per_day: 100_000,
+    };
+
+    /// The list's policy; zero (or absent) fields take the defaults.
+    pub fn of(b: &proto::TrustList) -> QueryPolicy {
+        let d = QueryPolicy::DEFAULT;
+        let Some(p) = &b.query_policy else {
+            return d;
+        };
+        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        QueryPolicy {
+            prefix_bits: or(p.prefix_bits, d.prefix_bits),
+            bucket_size: or(p.bucket_size, d.bucket_size),
+            requests_per_second: or(p.requests_per_second, d.requests_per_second),
+            burst: or(p.burst, d.burst),
+            prefixes_per_day: if p.prefixes_per_day == 0 {
+                d.prefixes_per_day
+            } else {
+                p.prefixes_per_day
+            },
+        }
+    }
+}
+
+/// Most entries one padded bucket may be made of.
+pub const MAX_BUCKET_SIZE: u32 = 4096;
+
+fn check_query_policy(p: &proto::QueryPolicy) -> Result<(), TrustError> {
+    if p.prefix_bits != 0 && !(16..=24).contains(&p.prefix_bits) {
+        return Err(invalid("query_policy.prefix_bits", "must be 16 to 24"));
+    }
+    if p.bucket_size > MAX_BUCKET_SIZE {
+        return Err(invalid(
+            "query_policy.bucket_size",
+            format!("must be at most {MAX_BUCKET_SIZE}"),
+        ));
+    }
     Ok(())
 }
 
@@ -507,6 +568,7 @@ pub fn new_list(
         threshold,
         epochs,
         members,
+        query_policy: None,
     }
 }
 

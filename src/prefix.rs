@@ -1,0 +1,418 @@
+//! k-anonymous prefix queries between members (`Federation.QueryPrefix`).
+//!
+//! The asking node sends only the first `prefix_bits` bits (16 to 24, the
+//! trust list's query policy) of its tokens. The answering node returns every
+//! active indicator under each prefix, of every origin it holds and every
+//! epoch valid now, padded with decoys (random tokens under the same prefix
+//! with plausible metadata) to a multiple of the policy's bucket size and
+//! shuffled, so the answer's size does not tell how many indicators are real.
+//! The asker compares full tokens locally: the answering node never sees a
+//! token or learns whether it matched.
+//!
+//! What that buys, exactly: the answering member holds the token key too, so
+//! it can hash candidate identifiers and keep those under the prefix. It
+//! narrows the asker's identifier to about one in 2^prefix_bits of the
+//! identifier space, and no further (docs/THREAT_MODEL.md gives the figures).
+//!
+//! This module owns both sides: [`Gate`] answers (checks the request, applies
+//! the per-member limits, counts, pads), [`compare`] turns the answers into
+//! per-item outcomes at the asker.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use parking_lot::{Mutex, RwLock};
+use rand::{seq::SliceRandom, Rng};
+
+use crate::{
+    ident::Kind,
+    index::{token_prefix, Index, Indicator, Tier},
+    proto::{PrefixBucket, PrefixEntry, QueryPrefixRequest},
+    ratelimit::{Limiter, Refused, Rule},
+    screening::{Hashed, Outcome},
+    token::Token,
+    trust::list::QueryPolicy,
+};
+
+/// Most prefixes in one request.
+pub const MAX_PREFIXES_PER_REQUEST: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrefixError {
+    #[error("prefix_bits: must be {expected} (the coalition's query policy), got {got}")]
+    Bits { expected: u32, got: u32 },
+    #[error("prefixes: at least 1 and at most {max} per request, got {got}")]
+    Count { max: usize, got: usize },
+    #[error("prefixes[{index}]: must be below 2^prefix_bits")]
+    Range { index: usize },
+    #[error("{0}")]
+    Limited(Refused),
+}
+
+/// What one member asked of this node (counts only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueryCounts {
+    pub requests: u64,
+    pub prefixes: u64,
+    pub refused: u64,
+}
+
+/// The answering side: limits, counts and padded answers.
+#[derive(Default)]
+pub struct Gate {
+    limiter: Limiter,
+    counts: Mutex<BTreeMap<String, QueryCounts>>,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Answers `member`'s request, or refuses it (changing nothing but the
+    /// refusal count).
+    #[allow(clippy::too_many_arguments)]
+    pub fn answer(
+        &self,
+        member: &str,
+        req: &QueryPrefixRequest,
+        policy: QueryPolicy,
+        index: &RwLock<Index>,
+        valid_epochs: &[u32],
+        decoy_origins: &[Arc<str>],
+        now: i64,
+        now_secs: f64,
+    ) -> Result<Vec<PrefixBucket>, PrefixError> {
+        let bits = policy.prefix_bits;
+        if req.prefix_bits != bits {
+            return Err(PrefixError::Bits {
+                expected: bits,
+                got: req.prefix_bits,
+            });
+        }
+        let n = req.prefixes.len();
+        if n == 0 || n > MAX_PREFIXES_PER_REQUEST {
+            return Err(PrefixError::Count {
+                max: MAX_PREFIXES_PER_REQUEST,
+                got: n,
+            });
+        }
+        if let Some(index) = req.prefixes.iter().position(|p| u64::from(*p) >> bits != 0) {
+            return Err(PrefixError::Range { index });
+        }
+        let rule = Rule {
+            per_second: f64::from(policy.requests_per_second),
+            burst: f64::from(policy.burst.max(1)),
+            units_per_day: policy.prefixes_per_day,
+        };
+        if let Err(r) = self.limiter.check(member, n as u64, rule, now_secs) {
+            self.counts
+                .lock()
+                .entry(member.to_string())
+                .or_default()
+                .refused += 1;
+            tracing::warn!(%member, prefixes = n, retry_after_ms = r.retry_after.as_millis() as u64, "prefix query refused: {}", r.limit);
+            return Err(PrefixError::Limited(r));
+        }
+        let real: Vec<Vec<Indicator>> = {
+            let index = index.read();
+            req.prefixes
+                .iter()
+                .map(|p| index.under_prefix(bits, *p, now, |e| valid_epochs.contains(&e)))
+                .collect()
+        };
+        let mut rng = rand::thread_rng();
+        let bucket = policy.bucket_size.max(1) as usize;
+        let buckets: Vec<PrefixBucket> = req
+            .prefixes
+            .iter()
+            .zip(real)
+            .map(|(p, real)| {
+                let padded = real.len().div_ceil(bucket).max(1) * bucket;
+                let mut entries: Vec<PrefixEntry> = real.iter().map(entry).collect();
+                while entries.len() < padded {
+                    entries.push(decoy(&mut rng, bits, *p, valid_epochs, decoy_origins, now));
+                }
+                entries.shuffle(&mut rng);
+                PrefixBucket {
+                    prefix: *p,
+                    entries,
+                }
+            })
+            .collect();
+        let mut counts = self.counts.lock();
+        let c = counts.entry(member.to_string()).or_default();
+        c.requests += 1;
+        c.prefixes += n as u64;
+        tracing::info!(%member, prefixes = n, "prefix query answered");
+        Ok(buckets)
+    }
+
+    /// Counts per asking member.
+    pub fn counts(&self) -> Vec<(String, QueryCounts)> {
+        self.counts
+            .lock()
+            .iter()
+            .map(|(m, c)| (m.clone(), *c))
+            .collect()
+    }
+}
+
+fn entry(i: &Indicator) -> PrefixEntry {
+    PrefixEntry {
+        token: i.token.0.to_vec(),
+        kind: i32::from(i.kind.code()),
+        origin: i.origin.to_string(),
+        tier: i.tier as i32,
+        case_ref: i.case_ref.to_string(),
+        created_unix: i.created,
+        valid_until_unix: i.valid_until.unwrap_or(0),
+        epoch: i.epoch,
+        seq: i.seq,
+    }
+}
+
+const KINDS: [Kind; 8] = [
+    Kind::Iban,
+    Kind::Pan,
+    Kind::BankAccount,
+    Kind::Merchant,
+    Kind::Wallet,
+    Kind::Email,
+    Kind::Phone,
+    Kind::Domain,
+];
+
+/// A random token under `prefix` with plausible metadata. It matches nothing
+/// (a random 256-bit value) and cannot be told from a real entry without
+/// knowing the values behind the real ones.
+fn decoy(
+    rng: &mut impl Rng,
+    bits: u32,
+    prefix: u32,
+    epochs: &[u32],
+    origins: &[Arc<str>],
+    now: i64,
+) -> PrefixEntry {
+    let mut token = [0u8; 32];
+    rng.fill_bytes(&mut token);
+    let low = u32::from_be_bytes([token[0], token[1], token[2], token[3]]) & (u32::MAX >> bits);
+    token[..4].copy_from_slice(&((prefix << (32 - bits)) | low).to_be_bytes());
+    let created = now - rng.gen_range(0..180 * 86_400);
+    PrefixEntry {
+        token: token.to_vec(),
+        kind: i32::from(KINDS[rng.gen_range(0..KINDS.len())].code()),
+        origin: origins
+            .get(rng.gen_range(0..origins.len().max(1)))
+            .map(|o| o.to_string())
+            .unwrap_or_default(),
+        tier: Tier::Confirmed as i32,
+        case_ref: format!("case-{:08x}", rng.gen::<u32>()),
+        created_unix: created,
+        valid_until_unix: if rng.gen_bool(0.5) {
+            0
+        } else {
+            created + 365 * 86_400
+        },
+        epoch: epochs
+            .get(rng.gen_range(0..epochs.len().max(1)))
+            .copied()
+            .unwrap_or(1),
+        seq: rng.gen_range(1..1_000_000),
+    }
+}
+
+/// The distinct prefixes of the hashed items, in first-seen order.
+pub fn prefixes_of(items: &[Hashed], bits: u32) -> Vec<u32> {
+    let mut seen = HashMap::new();
+    let mut out = Vec::new();
+    for h in items.iter().filter_map(|h| h.as_ref().ok()) {
+        for (_, t) in h {
+            let p = token_prefix(t, bits);
+            if seen.insert(p, ()).is_none() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Compares the asker's tokens with the answers: an item matches the entries
+/// carrying exactly one of its tokens under the epoch that token was made
+/// with. Decoys never match (random tokens).
+pub fn compare(items: &[Hashed], buckets: &[PrefixBucket]) -> Vec<Outcome> {
+    let mut by_token: HashMap<[u8; 32], Vec<&PrefixEntry>> = HashMap::new();
+    for e in buckets.iter().flat_map(|b| &b.entries) {
+        if let Ok(t) = <[u8; 32]>::try_from(e.token.as_slice()) {
+            by_token.entry(t).or_default().push(e);
+        }
+    }
+    items
+        .iter()
+        .map(|h| match h {
+            Err(r) => Outcome::Invalid(r.as_str()),
+            Ok(tokens) => {
+                let hits: Vec<Indicator> = tokens
+                    .iter()
+                    .flat_map(|(epoch, t)| {
+                        by_token
+                            .get(&t.0)
+                            .into_iter()
+                            .flatten()
+                            .filter(move |e| e.epoch == *epoch)
+                            .filter_map(move |e| indicator(*t, e))
+                    })
+                    .collect();
+                if hits.is_empty() {
+                    Outcome::NoMatch
+                } else {
+                    Outcome::Match(hits)
+                }
+            }
+        })
+        .collect()
+}
+
+fn indicator(token: Token, e: &PrefixEntry) -> Option<Indicator> {
+    Some(Indicator {
+        token,
+        origin: e.origin.as_str().into(),
+        kind: u8::try_from(e.kind).ok().and_then(Kind::from_code)?,
+        tier: Tier::from_code(e.tier)?,
+        epoch: e.epoch,
+        case_ref: e.case_ref.as_str().into(),
+        created: e.created_unix,
+        valid_until: (e.valid_until_unix != 0).then_some(e.valid_until_unix),
+        seq: e.seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{batch, proto::BatchHeader, proto::LogOp, trust::keys::SigningKeyFile};
+
+    fn index_with(tokens: &[Token]) -> RwLock<Index> {
+        let header = BatchHeader {
+            origin: "liaison".into(),
+            first_seq: 1,
+            created_unix: 100,
+            op: LogOp::Add as i32,
+            case_ref: "case-1".into(),
+            tier: 1,
+            ..Default::default()
+        };
+        let entries = tokens.iter().map(|t| batch::entry(t, 6, 1)).collect();
+        let mut ix = Index::new();
+        ix.apply(&batch::sign(header, entries, &SigningKeyFile::generate()))
+            .unwrap();
+        RwLock::new(ix)
+    }
+
+    fn policy(bucket: u32) -> QueryPolicy {
+        QueryPolicy {
+            bucket_size: bucket,
+            ..QueryPolicy::DEFAULT
+        }
+    }
+
+    #[test]
+    fn answers_are_padded_to_the_bucket_and_compare_finds_only_real_tokens() {
+        let mut ts: Vec<Token> = (0..5u8).map(|i| Token([i + 1; 32])).collect();
+        // Four more tokens under the prefix of the first one.
+        for i in 0..4u8 {
+            let mut t = [0xee; 32];
+            t[..4].copy_from_slice(&[1, 1, 1, i]);
+            ts.push(Token(t));
+        }
+        let ix = index_with(&ts);
+        let gate = Gate::new();
+        let origins: Vec<Arc<str>> = vec!["liaison".into(), "bank".into()];
+        let hashed: Vec<Hashed> = vec![
+            Ok(vec![(1, ts[0])]),
+            Ok(vec![(1, Token([0x77; 32]))]),
+            Err(crate::ident::Reason::Checksum),
+            Ok(vec![(2, ts[1])]),
+        ];
+        let prefixes = prefixes_of(&hashed, 20);
+        let req = QueryPrefixRequest {
+            prefixes: prefixes.clone(),
+            prefix_bits: 20,
+        };
+        let buckets = gate
+            .answer("asker", &req, policy(4), &ix, &[1, 2], &origins, 200, 1e9)
+            .unwrap();
+        assert_eq!(buckets.len(), prefixes.len());
+        // Token 1's prefix holds 5 real entries: padded to 8.
+        assert_eq!(buckets[0].entries.len(), 8);
+        assert!(buckets
+            .iter()
+            .all(|b| b.entries.len() % 4 == 0 && !b.entries.is_empty()));
+        for b in &buckets {
+            for e in &b.entries {
+                assert_eq!(
+                    token_prefix(&Token(e.token.clone().try_into().unwrap()), 20),
+                    b.prefix
+                );
+            }
+        }
+        let out = compare(&hashed, &buckets);
+        assert!(
+            matches!(&out[0], Outcome::Match(h) if h.len() == 1 && h[0].case_ref.as_ref() == "case-1")
+        );
+        assert_eq!(out[1], Outcome::NoMatch);
+        assert_eq!(out[2], Outcome::Invalid("checksum"));
+        assert_eq!(
+            out[3],
+            Outcome::NoMatch,
+            "token held under epoch 1, asked under 2"
+        );
+        assert_eq!(gate.counts()[0].1.prefixes, prefixes.len() as u64);
+    }
+
+    #[test]
+    fn bad_requests_and_limits_are_refused_and_counted() {
+        let ix = index_with(&[Token([1; 32])]);
+        let gate = Gate::new();
+        let p = QueryPolicy {
+            requests_per_second: 1,
+            burst: 1,
+            prefixes_per_day: 3,
+            ..QueryPolicy::DEFAULT
+        };
+        let ask = |prefixes: Vec<u32>, bits: u32, t: f64| {
+            let req = QueryPrefixRequest {
+                prefixes,
+                prefix_bits: bits,
+            };
+            gate.answer("m", &req, p, &ix, &[1], &[], 200, t)
+        };
+        assert!(matches!(
+            ask(vec![1], 16, 0.0),
+            Err(PrefixError::Bits {
+                expected: 20,
+                got: 16
+            })
+        ));
+        assert!(matches!(
+            ask(vec![], 20, 0.0),
+            Err(PrefixError::Count { .. })
+        ));
+        assert!(matches!(
+            ask(vec![1, 1 << 20], 20, 0.0),
+            Err(PrefixError::Range { index: 1 })
+        ));
+        ask(vec![1, 2], 20, 10.0).unwrap();
+        assert!(
+            matches!(ask(vec![3], 20, 10.0), Err(PrefixError::Limited(r)) if r.limit == "requests per second")
+        );
+        assert!(
+            matches!(ask(vec![3, 4], 20, 12.0), Err(PrefixError::Limited(r)) if r.limit == "per day")
+        );
+        ask(vec![3], 20, 14.0).unwrap();
+        let c = gate.counts()[0].1;
+        assert_eq!((c.requests, c.prefixes, c.refused), (2, 3, 2));
+    }
+}
