@@ -60,7 +60,9 @@ impl Federation for FakeState {
         &self,
         _req: Request<proto::QueryPrefixRequest>,
     ) -> Result<Response<proto::QueryPrefixResponse>, Status> {
-        Err(Status::unimplemented("a relay under test answers no queries"))
+        Err(Status::unimplemented(
+            "a relay under test answers no queries",
+        ))
     }
 
     async fn get_trust_list(

@@ -438,6 +438,18 @@ impl Coalition {
         c
     }
 
+    /// Re-signs `self.list` (edited before the nodes start) as every node's root list.
+    pub fn rewrite_root(&self) {
+        let root = self.sign(&self.list, &[0, 1]);
+        for n in &self.nodes {
+            fs::write(
+                n.dir.join("trust/root.ctl"),
+                prost::Message::encode_to_vec(&root),
+            )
+            .unwrap();
+        }
+    }
+
     /// Signs `body` with the operators at `signers`.
     pub fn sign(&self, body: &proto::TrustList, signers: &[usize]) -> proto::SignedTrustList {
         let mut signed = proto::SignedTrustList {
