@@ -35,7 +35,10 @@ fn coalition() -> Coalition {
     c
 }
 
-fn key(r: &proto::MatchResult) -> (i32, Vec<(String, String, i32, u32, u64)>, String) {
+/// Origin, case, kind, epoch, seq.
+type HitKey = (String, String, i32, u32, u64);
+
+fn key(r: &proto::MatchResult) -> (i32, Vec<HitKey>, String) {
     let mut hits: Vec<_> = r
         .hits
         .iter()
