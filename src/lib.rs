@@ -26,6 +26,7 @@
 //!   per-request authorization of peers.
 //! - [`federation`]: reaching peers; keeping every node on the newest list.
 //! - [`api`]: the tonic services; thin handlers and protobuf conversions.
+//! - [`capture`]: opt-in capture of the peer listener's gRPC messages (audits, leak tests).
 //! - [`server`], [`shutdown`]: the node process and its lifecycle.
 //! - [`config`]: the TOML config, validated.
 //! - [`client`], [`cli`]: the `cix` command line and its mTLS client.
@@ -37,6 +38,7 @@
 pub mod api;
 pub mod auth;
 pub mod batch;
+pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod config;

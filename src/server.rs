@@ -27,6 +27,7 @@ use crate::{
         screening::ScreeningService,
     },
     auth::{Authenticated, Capability, Grants, Require},
+    capture::CaptureLayer,
     config::Config,
     contribution::Contributions,
     federation::remote::Remote,
@@ -341,6 +342,14 @@ pub async fn run(
         ));
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(CaptureLayer::from_env(&config.node_id).map_err(|source| {
+                ServerError::Write {
+                    path: std::env::var_os(crate::capture::ENV)
+                        .map(PathBuf::from)
+                        .unwrap_or_default(),
+                    source,
+                }
+            })?)
             .layer(PeerAuthLayer::new(trust.clone()))
             .add_service(
                 FederationServer::new(FederationService::new(

@@ -1,11 +1,17 @@
-//! Raw identifiers never reach disk or logs. A full contribute, match,
-//! stream, retract and error-path run with recognisable raw values at trace
-//! log level; then the node's data directory and everything it printed are
-//! searched for each raw value and each canonical form.
+//! Raw identifiers never reach disk, logs, or another node. Every flow runs
+//! with recognisable raw values at trace log level: on one node (contribute,
+//! match, stream, pre-hashed tokens, retract, extend, list, status, error
+//! paths, restart), and across a federation (replication, remote matching by
+//! prefix queries, rekey after a key rotation, their error paths). Then every
+//! data directory, everything every node printed (stdout and stderr), and the
+//! bytes of every gRPC message exchanged between nodes (captured on every
+//! peer listener) are searched for each raw value and each canonical form.
 
 mod support;
 
-use cix::proto::{self, Kind};
+use std::path::Path;
+
+use cix::proto::{self, Kind, MatchStatus, PeerCapability};
 use support::*;
 
 /// (kind, raw value as a member's system would send it, canonical form).
@@ -203,17 +209,9 @@ async fn raw_identifiers_never_reach_disk_or_logs() {
     let logs = node.logs();
     assert!(logs.contains("TRACE"), "the node logged at trace level");
     assert!(logs.contains("appended to origin log"));
-    let mut found = Vec::new();
-    for n in needles() {
-        if logs.contains(&n) {
-            found.push(format!("logs contain {n:?}"));
-        }
-        for (path, bytes) in files_under(&node.data_dir()) {
-            if contains(&bytes, n.as_bytes()) {
-                found.push(format!("{} contains {n:?}", path.display()));
-            }
-        }
-    }
+    let mut places = files(&node.data_dir());
+    places.push(("logs".to_string(), logs.into_bytes()));
+    let found = search(&places);
     assert!(
         found.is_empty(),
         "raw identifiers leaked:\n{}",
@@ -229,19 +227,167 @@ async fn raw_identifiers_never_reach_disk_or_logs() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replication_carries_no_raw_identifier_to_a_peer() {
-    let mut c = Coalition::new(&["liaison-leak", "bank-leak"]);
-    c.start_all();
-    let items: Vec<_> = CANARIES.iter().map(|(k, v, _)| item(*k, v)).collect();
-    let r = c.contribute(0, items, "CASE-LEAK-FED").await;
-    assert_eq!(r.last_seq, CANARIES.len() as u64);
-    for (k, v, _) in CANARIES {
-        c.wait_match(1, *k, v, proto::MatchStatus::Match).await;
+/// Every place a raw value could have reached, searched for every needle.
+fn search(places: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for n in needles() {
+        for (what, bytes) in places {
+            if contains(bytes, n.as_bytes()) {
+                found.push(format!("{what} contains {n:?}"));
+            }
+        }
     }
-    // Retract one and let it travel too.
-    let mut a = c.nodes[0].clients().await;
-    a.contribution
+    found
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files_under(dir)
+        .into_iter()
+        .map(|(p, b)| (p.display().to_string(), b))
+        .collect()
+}
+
+fn all_ids() -> Vec<proto::Identifier> {
+    CANARIES
+        .iter()
+        .map(|(k, v, _)| id(*k, v))
+        .chain(INVALID_CANARIES.iter().map(|(k, v)| id(*k, v)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
+    const LIAISON: usize = 0;
+    const BANK: usize = 1;
+    const ASKER: usize = 2;
+    let mut c = Coalition::new(&["liaison-leak", "bank-leak", "asker-leak"]);
+    c.list.members[ASKER].capabilities = vec![PeerCapability::Query as i32];
+    c.rewrite_root();
+    let capture = c.tmp.path().join("capture");
+    for n in &mut c.nodes {
+        n.capture = Some(capture.clone());
+    }
+    c.start_all();
+
+    // Contribute (valid and invalid items) and replicate.
+    let items: Vec<_> = CANARIES
+        .iter()
+        .map(|(k, v, _)| item(*k, v))
+        .chain(INVALID_CANARIES.iter().map(|(k, v)| item(*k, v)))
+        .collect();
+    let r = c.contribute(LIAISON, items, "CASE-LEAK-FED").await;
+    assert_eq!(r.last_seq, CANARIES.len() as u64);
+    let tokens: Vec<Vec<u8>> = r
+        .results
+        .iter()
+        .filter(|x| !x.token.is_empty())
+        .map(|x| x.token.clone())
+        .collect();
+    for (k, v, _) in CANARIES {
+        c.wait_match(BANK, *k, v, MatchStatus::Match).await;
+    }
+
+    // Local screening at the bank: unary, stream, pre-hashed, error paths.
+    let mut bank = c.nodes[BANK].clients().await;
+    bank.screening
+        .r#match(proto::MatchRequest {
+            identifiers: all_ids(),
+        })
+        .await
+        .unwrap();
+    let mut s = bank
+        .screening
+        .match_stream(futures::stream::iter(vec![proto::MatchRequest {
+            identifiers: all_ids(),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    while s.message().await.unwrap().is_some() {}
+    let mut t = bank
+        .screening
+        .match_tokens(futures::stream::iter(vec![proto::MatchTokensRequest {
+            tokens: tokens.concat(),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    while t.message().await.unwrap().is_some() {}
+    // Every error message a client receives is searched too.
+    let mut errors: Vec<String> = Vec::new();
+    let mut bad = bank
+        .screening
+        .match_tokens(futures::stream::iter(vec![proto::MatchTokensRequest {
+            tokens: CANARIES[5].2.as_bytes().to_vec(),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    errors.push(bad.message().await.unwrap_err().message().to_string());
+
+    // Remote matching by prefix queries, and its error paths.
+    let mut asker = c.nodes[ASKER].clients().await;
+    let remote = asker
+        .screening
+        .match_remote(proto::MatchRemoteRequest {
+            peer: "bank-leak".into(),
+            identifiers: all_ids(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        remote
+            .results
+            .iter()
+            .filter(|r| status_of(r) == MatchStatus::Match)
+            .count(),
+        CANARIES.len()
+    );
+    let e = asker
+        .screening
+        .match_remote(proto::MatchRemoteRequest {
+            peer: CANARIES[5].1.into(),
+            identifiers: all_ids(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    errors.push(e.message().to_string());
+    let mut fed = c.federation(BANK, ASKER).await.unwrap();
+    let e = fed
+        .query_prefix(proto::QueryPrefixRequest {
+            prefixes: vec![1 << 20],
+            prefix_bits: 20,
+        })
+        .await
+        .unwrap_err();
+    errors.push(e.message().to_string());
+
+    // Contribution error paths, retraction, extension at the liaison.
+    let mut liaison = c.nodes[LIAISON].clients().await;
+    let e = liaison
+        .contribution
+        .contribute(contribute_req(
+            vec![item(Kind::Email, CANARIES[5].1)],
+            "bad\u{7}label",
+        ))
+        .await
+        .unwrap_err();
+    errors.push(e.message().to_string());
+    let e = liaison
+        .contribution
+        .retract(proto::RetractRequest {
+            identifiers: all_ids(),
+            case_ref: "CASE-LEAK-FED".into(),
+            reason: "both selectors".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    errors.push(e.message().to_string());
+    liaison
+        .contribution
         .retract(proto::RetractRequest {
             identifiers: vec![id(CANARIES[0].0, CANARIES[0].1)],
             reason: "leak test".into(),
@@ -249,30 +395,118 @@ async fn replication_carries_no_raw_identifier_to_a_peer() {
         })
         .await
         .unwrap();
-    c.wait_match(1, CANARIES[0].0, CANARIES[0].1, proto::MatchStatus::NoMatch)
+    c.wait_match(BANK, CANARIES[0].0, CANARIES[0].1, MatchStatus::NoMatch)
         .await;
-    let mut found = Vec::new();
+    liaison
+        .contribution
+        .extend(proto::ExtendRequest {
+            case_ref: "CASE-LEAK-FED".into(),
+            valid_until: Some(prost_types::Timestamp {
+                seconds: cix::keyring::now_unix() + 86_400,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Key rotation: epoch 2 installed and listed, then rekey from raw values.
+    let key2 = cix::token::TokenKey::generate();
+    let key2_path = c.tmp.path().join("epoch-2.key");
+    key2.write_new(&key2_path).unwrap();
+    drop((bank, liaison, asker, fed));
+    for n in &mut c.nodes {
+        n.append_config(&format!(
+            "\n[[token_epoch]]\nid = 2\nkey_file = {:?}\n",
+            key2_path.display().to_string()
+        ));
+        n.restart();
+    }
+    let now = cix::keyring::now_unix();
+    let signed = c.next(|l| {
+        l.epochs.push(proto::KeyEpoch {
+            id: 2,
+            valid_from: now - 1,
+            valid_until: now + 86_400,
+            key_sha256: key2.fingerprint(),
+        })
+    });
+    let mut fed = c.federation(LIAISON, BANK).await.unwrap();
+    fed.publish_trust_list(signed).await.unwrap();
+    for i in 0..3 {
+        c.wait_for_version(i, 2).await;
+    }
+    let r = c.rekey(LIAISON, all_ids()).await;
+    assert_eq!(
+        r.rekeyed,
+        CANARIES.len() as u64 - 1,
+        "all but the retracted one"
+    );
+    // The rekeyed batch reaches the bank (the asker keeps no replica).
+    let start = std::time::Instant::now();
+    while c.heads(BANK).await != c.heads(LIAISON).await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "rekey never replicated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(c.heads(BANK).await[0].1 > CANARIES.len() as u64 + 1);
+    let mut asker = c.nodes[ASKER].clients().await;
+    asker
+        .screening
+        .match_remote(proto::MatchRemoteRequest {
+            peer: "bank-leak".into(),
+            identifiers: all_ids(),
+        })
+        .await
+        .unwrap();
+    drop((asker, fed));
+    for n in &mut c.nodes {
+        assert!(n.stop());
+    }
+
+    let mut places = Vec::new();
     for n in &c.nodes {
         let logs = n.logs();
-        assert!(logs.contains("TRACE"));
-        for needle in needles() {
-            if logs.contains(&needle) {
-                found.push(format!("{} logs contain {needle:?}", n.dir.display()));
-            }
-            for (path, bytes) in files_under(&n.data_dir()) {
-                if contains(&bytes, needle.as_bytes()) {
-                    found.push(format!("{} contains {needle:?}", path.display()));
-                }
-            }
-        }
+        assert!(logs.contains("TRACE"), "the node logged at trace level");
+        places.push((format!("{} logs", n.dir.display()), logs.into_bytes()));
+        places.extend(files(&n.data_dir()));
     }
+    assert_eq!(errors.len(), 5);
+    places.push(("error messages".to_string(), errors.join("\n").into_bytes()));
+    let captured = files(&capture);
+    assert_eq!(captured.len(), 3, "one capture per node's peer listener");
+    let wire: Vec<u8> = captured.iter().flat_map(|(_, b)| b.clone()).collect();
+    places.extend(captured);
+    let found = search(&places);
     assert!(
         found.is_empty(),
         "raw identifiers leaked:\n{}",
         found.join("\n")
     );
-    // Not vacuous: the peer's store holds the replicated case label.
-    assert!(files_under(&c.nodes[1].data_dir())
+
+    // Not vacuous: the capture holds the inter-node traffic itself (tokens
+    // in replicated batches and prefix answers, the case label, the methods),
+    // and the peer's store holds the replicated case label.
+    for t in &tokens[1..] {
+        assert!(
+            contains(&wire, t),
+            "a replicated token is missing from the capture"
+        );
+    }
+    for what in [
+        &b"CASE-LEAK-FED"[..],
+        b"/cix.v1.Federation/Pull",
+        b"/cix.v1.Federation/QueryPrefix",
+    ] {
+        assert!(
+            contains(&wire, what),
+            "{} missing from the capture",
+            String::from_utf8_lossy(what)
+        );
+    }
+    assert!(files_under(&c.nodes[BANK].data_dir())
         .iter()
         .any(|(_, b)| contains(b, b"CASE-LEAK-FED")));
 }

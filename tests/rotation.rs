@@ -130,25 +130,17 @@ async fn rotation_rekey_and_a_removed_member_locked_out_of_new_tokens() {
     assert_eq!(epochs_hit(&c, BANK, rekeyed).await, vec![1]);
 
     // Rekey: counts only; idempotent.
-    let mut liaison = c.nodes[LIAISON].clients().await;
-    let req = proto::RekeyRequest {
-        identifiers: vec![
-            id(Kind::Email, rekeyed),
-            id(Kind::Email, "never-contributed@example.org"),
-            id(Kind::Email, "not an e-mail"),
-        ],
-    };
-    let r = liaison
-        .contribution
-        .rekey(req.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let ids = vec![
+        id(Kind::Email, rekeyed),
+        id(Kind::Email, "never-contributed@example.org"),
+        id(Kind::Email, "not an e-mail"),
+    ];
+    let r = c.rekey(LIAISON, ids.clone()).await;
     assert_eq!(
         (r.rekeyed, r.current, r.not_held, r.invalid, r.epoch),
         (1, 0, 1, 1, 2)
     );
-    let r = liaison.contribution.rekey(req).await.unwrap().into_inner();
+    let r = c.rekey(LIAISON, ids).await;
     assert_eq!((r.rekeyed, r.current), (0, 1), "rekey is idempotent");
 
     // The rekeyed indicator reaches the bank under epoch 2, same case.

@@ -57,7 +57,7 @@ impl From<RemoteError> for Status {
     fn from(e: RemoteError) -> Status {
         match e {
             RemoteError::NotFederated => Status::failed_precondition(e.to_string()),
-            RemoteError::UnknownPeer(_)
+            RemoteError::UnknownPeer
             | RemoteError::NoEndpoint(_)
             | RemoteError::HoldsNothing(_) => Status::invalid_argument(e.to_string()),
             RemoteError::Connect { .. } => Status::unavailable(e.to_string()),

@@ -28,8 +28,9 @@ use crate::{
 pub enum RemoteError {
     #[error("peer: this node is not federated (no [peer_listener])")]
     NotFederated,
-    #[error("peer: {0:?} is not an active member of the trust list")]
-    UnknownPeer(String),
+    /// The name given is not echoed: it is the caller's input.
+    #[error("peer: must be the member id of another active member of the trust list")]
+    UnknownPeer,
     #[error("peer: member {0:?} has no peer endpoint")]
     NoEndpoint(String),
     #[error("peer: member {0:?} does not have the replicate or contribute capability, so it holds no indicators to ask")]
@@ -68,7 +69,7 @@ impl Remote {
         let m = list
             .member(peer)
             .filter(|m| TrustList::is_active(m, now) && peer != self.trust.node_id())
-            .ok_or_else(|| RemoteError::UnknownPeer(peer.to_string()))?;
+            .ok_or(RemoteError::UnknownPeer)?;
         if m.endpoint.is_empty() {
             return Err(RemoteError::NoEndpoint(peer.to_string()));
         }

@@ -35,6 +35,9 @@ pub struct TestNode {
     child: Option<Child>,
     runs: usize,
     pub addr: String,
+    /// Where the node captures its peer listener's gRPC messages
+    /// (`CIX_CAPTURE_PEER_MESSAGES`), if anywhere.
+    pub capture: Option<PathBuf>,
 }
 
 impl TestNode {
@@ -59,6 +62,7 @@ impl TestNode {
             tmp,
             child: None,
             runs: 0,
+            capture: None,
             addr: String::new(),
         }
     }
@@ -107,6 +111,10 @@ impl TestNode {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("CIX_LOG", "trace")
+            .env(
+                cix::capture::ENV,
+                self.capture.as_deref().unwrap_or(Path::new("")),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -320,6 +328,7 @@ impl TestNode {
             tmp,
             child: None,
             runs: 0,
+            capture: None,
             addr: String::new(),
         };
         (
@@ -554,6 +563,29 @@ impl Coalition {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
                 Err(s) => panic!("contribute at {}: {s:?}", self.ids[i]),
+            }
+        }
+    }
+
+    /// Rekeys at node `i`, waiting (bounded) while the node has not yet
+    /// confirmed its own log's head with a peer (as after a restart).
+    pub async fn rekey(
+        &self,
+        i: usize,
+        identifiers: Vec<proto::Identifier>,
+    ) -> proto::RekeyResponse {
+        let mut c = self.nodes[i].clients().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let req = proto::RekeyRequest {
+                identifiers: identifiers.clone(),
+            };
+            match c.contribution.rekey(req).await {
+                Ok(r) => return r.into_inner(),
+                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(s) => panic!("rekey at {}: {s:?}", self.ids[i]),
             }
         }
     }
