@@ -315,6 +315,11 @@ impl Index {
             .map(move |e| self.resolve(token, e))
     }
 
+    /// Calls `f` with every token held (for benchmarks' reference maps).
+    pub fn for_each_token(&self, mut f: impl FnMut(&Token)) {
+        self.map.keys().for_each(&mut f);
+    }
+
     /// Active indicators (of epochs for which `epoch_ok` holds) whose token
     /// begins with the `bits` (16 to 24) bits of `prefix`, in token order.
     pub fn under_prefix(

@@ -63,7 +63,7 @@ pub fn load_keys(epochs: &[EpochConfig]) -> Result<Vec<LoadedKey>, KeyError> {
 }
 
 /// One key epoch the node can hash under.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Epoch {
     pub id: u32,
     /// Unix seconds; valid in [valid_from, valid_until).

@@ -31,6 +31,7 @@
 //! - [`config`]: the TOML config, validated.
 //! - [`client`], [`cli`]: the `cix` command line and its mTLS client.
 //! - [`synth`]: synthetic identifiers for the demo, tests and benchmarks.
+//! - [`bench`]: `cix bench`, measured figures (never asserted in tests).
 //! - [`telemetry`]: logging setup.
 
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@
 pub mod api;
 pub mod auth;
 pub mod batch;
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod client;

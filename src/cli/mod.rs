@@ -97,6 +97,9 @@ pub enum Command {
     Indicators(IndicatorsCommand),
     /// Screen identifiers against the node (or, with --remote, through a peer's node).
     Match(MatchArgs),
+    /// Measure: enumeration cost for a key holder, the engine against a reference loop.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Key rotation: re-contribute, under the newest key epoch, the node's own
     /// indicators for the identifiers given (raw values are never stored).
     Rekey(RekeyArgs),
@@ -273,6 +276,50 @@ pub struct MatchArgs {
     pub remote: Option<String>,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// How fast a member holding the token key hashes and tests candidate
+    /// identifiers (canonical UK mobile numbers, +447 and 9 digits) with cix's
+    /// own token code on every core; planted indicators must all be found.
+    Enumerate {
+        /// Candidates to hash (the time for 10^8 is extrapolated from fewer).
+        #[arg(long, default_value_t = 100_000_000)]
+        candidates: u64,
+        /// Indicator tokens planted among the candidates.
+        #[arg(long, default_value_t = 1_000)]
+        planted: usize,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print only a JSON array of figures on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The in-process engine (normalize, HMAC under every valid epoch,
+    /// look-up) against a minimal reference loop doing the same work, both on
+    /// every core, in the same run; mixed kinds, 1% hits.
+    Screen {
+        /// Indicators in the index.
+        #[arg(long, default_value_t = 1_000_000)]
+        indicators: usize,
+        /// Identifiers screened.
+        #[arg(long, default_value_t = 2_000_000)]
+        queries: usize,
+        /// Valid key epochs (2: a rotation window).
+        #[arg(long, default_value_t = 1)]
+        epochs: u32,
+        /// Seed of the synthetic identifiers.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print only a JSON array of figures on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct RekeyArgs {
     #[command(flatten)]
@@ -359,6 +406,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Indicators(c) => indicators(c).await,
         Command::Match(a) => match_command(a).await,
         Command::Rekey(a) => rekey(a).await,
+        Command::Bench(b) => bench(b).await,
         Command::Status { conn, json } => status(conn, json).await,
         Command::Keygen(a) => operator::keygen(a),
         Command::Trust(c) => operator::trust(c).await,
@@ -822,6 +870,40 @@ async fn remote_match(
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+async fn bench(b: BenchCommand) -> Result<()> {
+    use crate::bench::{enumerate, report, screen};
+    let (figures, json) = tokio::task::spawn_blocking(move || match b {
+        BenchCommand::Enumerate {
+            candidates,
+            planted,
+            threads,
+            json,
+        } => {
+            let threads = threads.unwrap_or_else(enumerate::default_threads);
+            (enumerate::run(candidates, planted, threads).0, json)
+        }
+        BenchCommand::Screen {
+            indicators,
+            queries,
+            epochs,
+            seed,
+            threads,
+            json,
+        } => {
+            let o = screen::ScreenOptions {
+                indicators,
+                queries,
+                epochs,
+                seed,
+                threads: threads.unwrap_or_else(screen::default_threads),
+            };
+            (screen::run(&o), json)
+        }
+    })
+    .await?;
+    report(&figures, json)
 }
 
 async fn rekey(a: RekeyArgs) -> Result<()> {
