@@ -235,3 +235,35 @@ async fn cix_match_remote_prints_the_same_rows_as_a_local_match() {
     assert_eq!(remote, local);
     assert_eq!(remote.matches("\"MATCH\"").count(), 2, "{remote}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_member_listener_limits_refuse_with_a_retry_hint() {
+    let mut node = TestNode::new("bank-limited");
+    node.append_config("\n[limits]\nmatch_requests_per_second = 1\nmatch_burst = 2\n");
+    node.start();
+    let mut c = node.clients().await;
+    let mut refused = None;
+    for _ in 0..6 {
+        let r = c
+            .screening
+            .r#match(proto::MatchRequest {
+                identifiers: vec![id(Kind::Domain, "limited.example")],
+            })
+            .await;
+        if let Err(e) = r {
+            refused = Some(e);
+            break;
+        }
+    }
+    let e = refused.expect("the member-listener limit never tripped");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(cix::api::retry_hint(&e).is_some());
+    let s = c
+        .admin
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.member_requests_limited >= 1);
+    assert!(node.logs().contains("member listener call refused"));
+}

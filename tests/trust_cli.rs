@@ -490,3 +490,51 @@ fn help_states_file_formats() {
         }
     }
 }
+
+#[test]
+fn query_policy_is_set_checked_and_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_k1, p1) = keygen(dir, "alice");
+    let list = dir.join("trust.ctl");
+    let f = s(&list).to_string();
+    ok([
+        "trust",
+        "new",
+        "--file",
+        &f,
+        "--coalition",
+        "coal-q",
+        "--operator-key",
+        s(&p1),
+        "--threshold",
+        "1",
+        "--expires-in",
+        "90d",
+    ]);
+    let v = show_json(&list);
+    assert_eq!(v["query_policy"]["prefix_bits"], 20, "the default");
+    let err = fails(["trust", "query-policy", "--file", &f, "--prefix-bits", "12"]);
+    assert!(
+        err.contains("query_policy.prefix_bits") && err.contains("16 to 24"),
+        "{err}"
+    );
+    let out = ok([
+        "trust",
+        "query-policy",
+        "--file",
+        &f,
+        "--prefix-bits",
+        "18",
+        "--bucket-size",
+        "32",
+        "--prefixes-per-day",
+        "5000",
+    ]);
+    assert!(out.contains("18 prefix bits"), "{out}");
+    let v = show_json(&list);
+    assert_eq!(v["query_policy"]["prefix_bits"], 18);
+    assert_eq!(v["query_policy"]["bucket_size"], 32);
+    assert_eq!(v["query_policy"]["prefixes_per_day"], 5000);
+    assert_eq!(v["query_policy"]["requests_per_second"], 10, "kept default");
+}
