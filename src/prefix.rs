@@ -174,17 +174,6 @@ fn entry(i: &Indicator) -> PrefixEntry {
     }
 }
 
-const KINDS: [Kind; 8] = [
-    Kind::Iban,
-    Kind::Pan,
-    Kind::BankAccount,
-    Kind::Merchant,
-    Kind::Wallet,
-    Kind::Email,
-    Kind::Phone,
-    Kind::Domain,
-];
-
 /// A random token under `prefix` with plausible metadata. It matches nothing
 /// (a random 256-bit value) and cannot be told from a real entry without
 /// knowing the values behind the real ones.
@@ -203,7 +192,7 @@ fn decoy(
     let created = now - rng.gen_range(0..180 * 86_400);
     PrefixEntry {
         token: token.to_vec(),
-        kind: i32::from(KINDS[rng.gen_range(0..KINDS.len())].code()),
+        kind: i32::from(Kind::ALL[rng.gen_range(0..Kind::ALL.len())].code()),
         origin: origins
             .get(rng.gen_range(0..origins.len().max(1)))
             .map(|o| o.to_string())

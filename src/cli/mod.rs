@@ -737,13 +737,7 @@ pub async fn bulk_match(
     let requests = futures::stream::iter(0..chunks).map(move |i| {
         let chunk = &req_rows[i * batch..((i + 1) * batch).min(req_rows.len())];
         proto::MatchRequest {
-            identifiers: chunk
-                .iter()
-                .map(|r| proto::Identifier {
-                    kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
-                    value: r.value.clone(),
-                })
-                .collect(),
+            identifiers: chunk.iter().map(identifier).collect(),
         }
     });
     let mut responses = clients
@@ -759,23 +753,7 @@ pub async fn bulk_match(
     let mut i = 0usize;
     while let Some(resp) = responses.message().await.map_err(status_error)? {
         let chunk = &rows[i * batch..((i + 1) * batch).min(rows.len())];
-        if resp.results.len() != chunk.len() {
-            bail!(
-                "node answered {} results for {} items",
-                resp.results.len(),
-                chunk.len()
-            );
-        }
-        for (row, r) in chunk.iter().zip(&resp.results) {
-            let kind = row.kind.map(|k| k.as_str()).unwrap_or("?");
-            let rr = result_row(row.row, kind, r);
-            summary.matched += usize::from(rr.status == "MATCH");
-            summary.invalid += usize::from(rr.status == "INVALID");
-            out.write(&rr)?;
-        }
-        if let Some(pb) = &pb {
-            pb.inc(chunk.len() as u64);
-        }
+        write_results(chunk, &resp, &mut summary, out, pb.as_ref())?;
         i += 1;
     }
     if i != chunks {
@@ -786,6 +764,42 @@ pub async fn bulk_match(
     }
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// One result row per input row, counted in the summary.
+fn write_results(
+    chunk: &[bulk::Row],
+    resp: &proto::MatchResponse,
+    summary: &mut MatchSummary,
+    out: &mut Out,
+    pb: Option<&indicatif::ProgressBar>,
+) -> Result<()> {
+    if resp.results.len() != chunk.len() {
+        bail!(
+            "node answered {} results for {} items",
+            resp.results.len(),
+            chunk.len()
+        );
+    }
+    for (row, r) in chunk.iter().zip(&resp.results) {
+        let kind = row.kind.map(|k| k.as_str()).unwrap_or("?");
+        let rr = result_row(row.row, kind, r);
+        summary.matched += usize::from(rr.status == "MATCH");
+        summary.invalid += usize::from(rr.status == "INVALID");
+        out.write(&rr)?;
+    }
+    if let Some(pb) = pb {
+        pb.inc(chunk.len() as u64);
+    }
+    Ok(())
+}
+
+/// An input row as an identifier of a request.
+fn identifier(r: &bulk::Row) -> proto::Identifier {
+    proto::Identifier {
+        kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
+        value: r.value.clone(),
+    }
 }
 
 /// Longest wait a remote match honours from a peer's retry hint before it
@@ -833,13 +847,7 @@ async fn remote_match(
     for chunk in rows.chunks(batch.max(1)) {
         let req = proto::MatchRemoteRequest {
             peer: peer.to_string(),
-            identifiers: chunk
-                .iter()
-                .map(|r| proto::Identifier {
-                    kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
-                    value: r.value.clone(),
-                })
-                .collect(),
+            identifiers: chunk.iter().map(identifier).collect(),
         };
         let resp = with_retry(|| {
             let mut s = clients.screening.clone();
@@ -847,23 +855,7 @@ async fn remote_match(
             async move { s.match_remote(req).await.map(|r| r.into_inner()) }
         })
         .await?;
-        if resp.results.len() != chunk.len() {
-            bail!(
-                "node answered {} results for {} items",
-                resp.results.len(),
-                chunk.len()
-            );
-        }
-        for (row, r) in chunk.iter().zip(&resp.results) {
-            let kind = row.kind.map(|k| k.as_str()).unwrap_or("?");
-            let rr = result_row(row.row, kind, r);
-            summary.matched += usize::from(rr.status == "MATCH");
-            summary.invalid += usize::from(rr.status == "INVALID");
-            out.write(&rr)?;
-        }
-        if let Some(pb) = &pb {
-            pb.inc(chunk.len() as u64);
-        }
+        write_results(chunk, &resp, &mut summary, out, pb.as_ref())?;
     }
     if let Some(pb) = pb {
         pb.finish_and_clear();
@@ -912,13 +904,7 @@ async fn rekey(a: RekeyArgs) -> Result<()> {
     let mut total = proto::RekeyResponse::default();
     for chunk in rows.chunks(a.batch.max(1)) {
         let req = proto::RekeyRequest {
-            identifiers: chunk
-                .iter()
-                .map(|r| proto::Identifier {
-                    kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
-                    value: r.value.clone(),
-                })
-                .collect(),
+            identifiers: chunk.iter().map(identifier).collect(),
         };
         let r = clients
             .contribution
