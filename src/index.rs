@@ -16,6 +16,11 @@ use std::{
 
 use crate::{batch::Batch, ident::Kind, proto::LogOp, token::Token};
 
+/// The first 8 bytes of a token, big-endian (so they sort like the token).
+fn head(t: &Token) -> u64 {
+    u64::from_be_bytes(t.0[..8].try_into().expect("8 bytes"))
+}
+
 /// The first 16 bits of a token.
 fn prefix16(t: &Token) -> u16 {
     u16::from_be_bytes([t.0[0], t.0[1]])
@@ -23,7 +28,9 @@ fn prefix16(t: &Token) -> u16 {
 
 /// The first `bits` (at most 32) bits of a token, as a number.
 pub fn token_prefix(t: &Token, bits: u32) -> u32 {
-    u32::from_be_bytes([t.0[0], t.0[1], t.0[2], t.0[3]]) >> (32 - bits)
+    u32::from_be_bytes([t.0[0], t.0[1], t.0[2], t.0[3]])
+        .checked_shr(32 - bits)
+        .unwrap_or(0)
 }
 
 /// How sure the contributor is.
@@ -81,26 +88,56 @@ impl Hasher for TokenHasher {
 
 type TokenMap<V> = HashMap<Token, V, BuildHasherDefault<TokenHasher>>;
 
-/// One indicator as held in memory.
+/// One indicator as held in memory: 32 bytes. Times are unix seconds in
+/// 32 bits (to 2106); a `valid_until` of 0 means no expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Sequence number of the entry that added it.
+    pub seq: u64,
+    pub case: u32,
+    pub epoch: u32,
+    created: u32,
+    valid_until: u32,
     pub origin: u16,
     pub kind: Kind,
     pub tier: Tier,
-    pub epoch: u32,
-    pub case: u32,
-    /// Unix seconds.
-    pub created: i64,
-    /// Unix seconds; `i64::MAX` for no expiry.
-    pub valid_until: i64,
-    /// Sequence number of the entry that added it.
-    pub seq: u64,
+}
+
+/// `origin` of a slot retracted since the last merge.
+const DEAD: u16 = u16::MAX;
+
+fn secs32(t: i64) -> u32 {
+    t.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+fn until32(t: i64) -> u32 {
+    if t == i64::MAX {
+        0
+    } else {
+        secs32(t).max(1)
+    }
 }
 
 impl Entry {
     pub fn active_at(&self, now: i64) -> bool {
-        now < self.valid_until
+        self.valid_until == 0 || now < i64::from(self.valid_until)
     }
+
+    pub fn created(&self) -> i64 {
+        i64::from(self.created)
+    }
+
+    /// `None` for no expiry.
+    pub fn valid_until(&self) -> Option<i64> {
+        (self.valid_until != 0).then_some(i64::from(self.valid_until))
+    }
+}
+
+/// A token and one origin's entry for it: 64 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    token: Token,
+    entry: Entry,
 }
 
 /// An indicator with its interned names resolved.
@@ -159,12 +196,32 @@ pub enum IndexError {
 /// Active indicators by kind and by origin.
 pub type Counts = (Vec<(Kind, u64)>, Vec<(Arc<str>, u64)>);
 
+/// The index: a sorted array of slots (by token, then origin) with a
+/// directory by the tokens' top bits, plus a small hash map of changes not
+/// yet merged into the array. About 65 bytes per indicator once merged (a
+/// hash map of vectors takes about twice that). Tokens are uniform, so a
+/// directory entry covers a handful of slots: a look-up reads one directory
+/// word and one short run of the array, and a prefix query reads one
+/// contiguous range.
 #[derive(Default)]
 pub struct Index {
-    map: TokenMap<Vec<Entry>>,
-    /// Every token held, by its first 16 bits: serves prefix queries
-    /// (16 to 24 bits) without a scan of the whole map.
-    by_prefix: HashMap<u16, Vec<Token>>,
+    /// Sorted by (token, origin); slots retracted since the last merge are
+    /// marked [`DEAD`] and dropped at the next one.
+    main: Vec<Slot>,
+    /// The first 8 bytes of each slot's token (big-endian), in `main`'s
+    /// order: a look-up scans these (one cache line per directory entry)
+    /// and reads a slot only on a likely hit.
+    heads: Vec<u64>,
+    /// `dir[p]`: the first position in `main` whose token's top `dir_bits`
+    /// bits are at least `p`; `2^dir_bits + 1` words.
+    dir: Vec<u32>,
+    dir_bits: u32,
+    dead: usize,
+    /// Entries added since the last merge (tokens not in `main` for that
+    /// origin), and their tokens by first 16 bits for prefix queries.
+    delta: TokenMap<Vec<Entry>>,
+    delta_entries: usize,
+    delta_by_prefix: HashMap<u16, Vec<Token>>,
     origins: Interner,
     cases: Interner,
     /// Origins frozen by fork evidence: entries from this sequence number on
@@ -172,14 +229,80 @@ pub struct Index {
     frozen: HashMap<u16, u64>,
 }
 
+/// Changes held before a merge: at least this many, or a quarter of the array.
+const MIN_DELTA: usize = 65_536;
+
 impl Index {
     pub fn new() -> Index {
         Index::default()
     }
 
-    /// Number of distinct tokens held (including expired ones not yet purged).
+    /// Bytes the index holds on the heap (arrays and maps, approximately:
+    /// hash maps count their entries, not their spare capacity).
+    pub fn heap_bytes(&self) -> usize {
+        let delta: usize = self
+            .delta
+            .values()
+            .map(|l| 32 + 24 + 8 + l.capacity() * std::mem::size_of::<Entry>())
+            .sum();
+        self.main.capacity() * std::mem::size_of::<Slot>()
+            + self.heads.capacity() * 8
+            + self.dir.capacity() * 4
+            + delta
+            + self
+                .delta_by_prefix
+                .values()
+                .map(|v| v.capacity() * 32 + 32)
+                .sum::<usize>()
+            + self
+                .origins
+                .names
+                .iter()
+                .map(|n| n.len() + 48)
+                .sum::<usize>()
+            + self.cases.names.iter().map(|n| n.len() + 48).sum::<usize>()
+    }
+
+    /// Indicator slots held (including expired ones not yet purged).
     pub fn tokens(&self) -> usize {
-        self.map.len()
+        self.main.len() - self.dead + self.delta_entries
+    }
+
+    /// The range of `main` whose tokens' top `bits` bits equal `prefix`.
+    fn range(&self, bits: u32, prefix: u32) -> std::ops::Range<usize> {
+        if self.main.is_empty() {
+            return 0..0;
+        }
+        let d = self.dir_bits;
+        let (lo, hi) = if bits >= d {
+            let p = (prefix >> (bits - d)) as usize;
+            (self.dir[p] as usize, self.dir[p + 1] as usize)
+        } else {
+            let p = (prefix as usize) << (d - bits);
+            let q = ((prefix as usize) + 1) << (d - bits);
+            (self.dir[p] as usize, self.dir[q] as usize)
+        };
+        lo..hi
+    }
+
+    /// Positions in `main` holding `token` (dead or alive).
+    fn main_slots(&self, token: &Token) -> std::ops::Range<usize> {
+        let r = self.range(self.dir_bits, token_prefix(token, self.dir_bits));
+        let h = head(token);
+        let Some(first) = self.heads[r.clone()].iter().position(|x| *x == h) else {
+            return 0..0;
+        };
+        let start = r.start + first;
+        let len = self.main[start..r.end]
+            .iter()
+            .take_while(|s| s.token == *token)
+            .count();
+        start..start + len
+    }
+
+    fn main_slot_of(&self, token: &Token, origin: u16) -> Option<usize> {
+        self.main_slots(token)
+            .find(|&i| self.main[i].entry.origin == origin)
     }
 
     /// Applies every entry of a batch, in order. Purged entries (no token
@@ -187,7 +310,10 @@ impl Index {
     pub fn apply(&mut self, batch: &Batch) -> Result<(), IndexError> {
         let h = &batch.header;
         let origin = self.origins.intern(&h.origin);
-        let origin = u16::try_from(origin).map_err(|_| IndexError::TooManyOrigins)?;
+        let origin = u16::try_from(origin)
+            .ok()
+            .filter(|o| *o != DEAD)
+            .ok_or(IndexError::TooManyOrigins)?;
         let bad = |index, what| IndexError::BadEntry {
             origin: h.origin.clone(),
             first_seq: h.first_seq,
@@ -223,49 +349,119 @@ impl Index {
                         tier,
                         epoch: e.epoch,
                         case,
-                        created: h.created_unix,
-                        valid_until,
+                        created: secs32(h.created_unix),
+                        valid_until: until32(valid_until),
                         seq,
                     };
-                    let list = match self.map.entry(token) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            self.by_prefix
-                                .entry(prefix16(&token))
-                                .or_default()
-                                .push(token);
-                            v.insert(Vec::new())
-                        }
-                    };
-                    match list.iter_mut().find(|x| x.origin == origin) {
-                        Some(x) => *x = entry,
-                        None => list.push(entry),
-                    }
+                    self.add(token, entry);
                 }
-                LogOp::Retract => {
-                    if let Some(list) = self.map.get_mut(&token) {
-                        list.retain(|x| x.origin != origin);
-                        if list.is_empty() {
-                            self.map.remove(&token);
-                            if let Some(b) = self.by_prefix.get_mut(&prefix16(&token)) {
-                                b.retain(|t| *t != token);
-                            }
-                        }
-                    }
-                }
+                LogOp::Retract => self.retract(&token, origin),
                 LogOp::Extend => {
-                    if let Some(x) = self
-                        .map
+                    if let Some(at) = self.main_slot_of(&token, origin) {
+                        self.main[at].entry.valid_until = until32(valid_until);
+                    } else if let Some(x) = self
+                        .delta
                         .get_mut(&token)
                         .and_then(|l| l.iter_mut().find(|x| x.origin == origin))
                     {
-                        x.valid_until = valid_until;
+                        x.valid_until = until32(valid_until);
                     }
                 }
                 LogOp::Unspecified => return Err(bad(i, "unspecified op")),
             }
         }
+        if self.delta_entries > MIN_DELTA.max(self.main.len() / 4) {
+            self.merge();
+        }
         Ok(())
+    }
+
+    fn add(&mut self, token: Token, entry: Entry) {
+        if let Some(at) = self.main_slot_of(&token, entry.origin) {
+            self.main[at].entry = entry;
+            return;
+        }
+        match self.delta.entry(token) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                match o.get_mut().iter_mut().find(|x| x.origin == entry.origin) {
+                    Some(x) => *x = entry,
+                    None => {
+                        o.get_mut().push(entry);
+                        self.delta_entries += 1;
+                    }
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(vec![entry]);
+                self.delta_entries += 1;
+                self.delta_by_prefix
+                    .entry(prefix16(&token))
+                    .or_default()
+                    .push(token);
+            }
+        }
+    }
+
+    fn retract(&mut self, token: &Token, origin: u16) {
+        if let Some(at) = self.main_slot_of(token, origin) {
+            self.main[at].entry.origin = DEAD;
+            self.dead += 1;
+        }
+        if let Some(list) = self.delta.get_mut(token) {
+            let before = list.len();
+            list.retain(|x| x.origin != origin);
+            self.delta_entries -= before - list.len();
+            if list.is_empty() {
+                self.delta.remove(token);
+                if let Some(b) = self.delta_by_prefix.get_mut(&prefix16(token)) {
+                    b.retain(|t| t != token);
+                }
+            }
+        }
+    }
+
+    /// Folds the changes into the sorted array (dropping retracted slots)
+    /// and rebuilds the directory. Also called once after a rebuild at start.
+    pub fn merge(&mut self) {
+        if self.delta.is_empty() && self.dead == 0 {
+            return;
+        }
+        let mut add: Vec<Slot> = Vec::with_capacity(self.delta_entries);
+        for (t, list) in self.delta.drain() {
+            add.extend(list.into_iter().map(|entry| Slot { token: t, entry }));
+        }
+        add.sort_unstable_by_key(|a| (a.token, a.entry.origin));
+        let old = std::mem::take(&mut self.main);
+        let mut out = Vec::with_capacity(old.len() - self.dead + add.len());
+        let mut a = add.into_iter().peekable();
+        for s in old.into_iter().filter(|s| s.entry.origin != DEAD) {
+            while let Some(x) = a.next_if(|x| (x.token, x.entry.origin) < (s.token, s.entry.origin))
+            {
+                out.push(x);
+            }
+            out.push(s);
+        }
+        out.extend(a);
+        self.heads = out.iter().map(|s| head(&s.token)).collect();
+        self.main = out;
+        self.dead = 0;
+        self.delta_entries = 0;
+        self.delta_by_prefix.clear();
+        self.delta.shrink_to_fit();
+        self.delta_by_prefix.shrink_to_fit();
+        // About four slots per directory entry; at least 2^8, at most 2^28.
+        let bits = (self.main.len() / 4).max(1).ilog2().clamp(8, 28);
+        self.dir_bits = bits;
+        let mut dir = Vec::with_capacity((1 << bits) + 1);
+        let mut at = 0usize;
+        for p in 0..(1u32 << bits) {
+            while at < self.main.len() && token_prefix(&self.main[at].token, bits) < p {
+                at += 1;
+            }
+            dir.push(at as u32);
+        }
+        dir.push(self.main.len() as u32);
+        self.dir = dir;
     }
 
     /// Freezes `origin` from sequence number `seq` on (fork evidence).
@@ -275,20 +471,37 @@ impl Index {
         *at = (*at).min(seq);
     }
 
-    /// Whether an entry counts now: not expired, not past a fork.
+    /// Whether an entry counts now: not retracted, not expired, not past a fork.
     fn live(&self, e: &Entry, now: i64) -> bool {
-        e.active_at(now) && self.frozen.get(&e.origin).is_none_or(|f| e.seq < *f)
+        e.origin != DEAD
+            && e.active_at(now)
+            && self.frozen.get(&e.origin).is_none_or(|f| e.seq < *f)
     }
 
-    /// The raw entries for a token (active or not).
-    pub fn entries(&self, token: &Token) -> &[Entry] {
-        self.map.get(token).map(Vec::as_slice).unwrap_or(&[])
+    /// Every (token, entry) held, retracted slots left out, in no order.
+    fn all(&self) -> impl Iterator<Item = (Token, Entry)> + '_ {
+        self.main
+            .iter()
+            .filter(|s| s.entry.origin != DEAD)
+            .map(|s| (s.token, s.entry))
+            .chain(
+                self.delta
+                    .iter()
+                    .flat_map(|(t, l)| l.iter().map(move |e| (*t, *e))),
+            )
     }
 
     /// The entry of `origin` for `token`, active or not.
-    pub fn entry_of(&self, token: &Token, origin: &str) -> Option<&Entry> {
+    pub fn entry_of(&self, token: &Token, origin: &str) -> Option<Entry> {
         let o = self.origins.get(origin)? as u16;
-        self.entries(token).iter().find(|e| e.origin == o)
+        if let Some(at) = self.main_slot_of(token, o) {
+            return Some(self.main[at].entry);
+        }
+        self.delta
+            .get(token)?
+            .iter()
+            .find(|e| e.origin == o)
+            .copied()
     }
 
     /// Resolves an entry's interned names.
@@ -300,24 +513,57 @@ impl Index {
             tier: e.tier,
             epoch: e.epoch,
             case_ref: self.cases.names[e.case as usize].clone(),
-            created: e.created,
-            valid_until: (e.valid_until != i64::MAX).then_some(e.valid_until),
+            created: e.created(),
+            valid_until: e.valid_until(),
             seq: e.seq,
         }
     }
 
     /// Active indicators for a token.
-    pub fn active(&self, token: &Token, now: i64) -> impl Iterator<Item = Indicator> + '_ {
-        let token = *token;
-        self.entries(&token)
-            .iter()
-            .filter(move |e| self.live(e, now))
-            .map(move |e| self.resolve(token, e))
+    pub fn active(&self, token: &Token, now: i64) -> std::vec::IntoIter<Indicator> {
+        let mut out = Vec::new();
+        for i in self.main_slots(token) {
+            let e = &self.main[i].entry;
+            if self.live(e, now) {
+                out.push(self.resolve(*token, e));
+            }
+        }
+        if let Some(list) = self.delta.get(token) {
+            for e in list.iter().filter(|e| self.live(e, now)) {
+                out.push(self.resolve(*token, e));
+            }
+        }
+        out.into_iter()
+    }
+
+    /// Whether each token may be held: `false` means no indicator at all,
+    /// `true` calls for [`Index::active`]. Looks up in two passes over
+    /// chunks of the batch (directory words, then token heads) so that the
+    /// memory reads of different tokens overlap instead of each waiting on
+    /// the one before.
+    pub fn may_hold(&self, tokens: &[Token]) -> Vec<bool> {
+        let mut out = Vec::with_capacity(tokens.len());
+        let mut ranges = [(0usize, 0usize); 64];
+        for chunk in tokens.chunks(64) {
+            for (r, t) in ranges.iter_mut().zip(chunk) {
+                *r = if self.main.is_empty() {
+                    (0, 0)
+                } else {
+                    let p = token_prefix(t, self.dir_bits) as usize;
+                    (self.dir[p] as usize, self.dir[p + 1] as usize)
+                };
+            }
+            for (&(lo, hi), t) in ranges.iter().zip(chunk) {
+                let in_main = self.heads[lo..hi].contains(&head(t));
+                out.push(in_main || (!self.delta.is_empty() && self.delta.contains_key(t)));
+            }
+        }
+        out
     }
 
     /// Calls `f` with every token held (for benchmarks' reference maps).
     pub fn for_each_token(&self, mut f: impl FnMut(&Token)) {
-        self.map.keys().for_each(&mut f);
+        self.all().for_each(|(t, _)| f(&t));
     }
 
     /// Active indicators (of epochs for which `epoch_ok` holds) whose token
@@ -330,15 +576,23 @@ impl Index {
         epoch_ok: impl Fn(u32) -> bool,
     ) -> Vec<Indicator> {
         debug_assert!((16..=24).contains(&bits));
-        let Some(tokens) = self.by_prefix.get(&((prefix >> (bits - 16)) as u16)) else {
-            return Vec::new();
+        let keep = |t: &Token, e: &Entry| {
+            token_prefix(t, bits) == prefix && self.live(e, now) && epoch_ok(e.epoch)
         };
-        let mut out: Vec<Indicator> = tokens
+        let mut out: Vec<Indicator> = self.main[self.range(bits, prefix)]
             .iter()
-            .filter(|t| token_prefix(t, bits) == prefix)
-            .flat_map(|t| self.active(t, now))
-            .filter(|i| epoch_ok(i.epoch))
+            .filter(|s| keep(&s.token, &s.entry))
+            .map(|s| self.resolve(s.token, &s.entry))
             .collect();
+        if let Some(tokens) = self.delta_by_prefix.get(&((prefix >> (bits - 16)) as u16)) {
+            for t in tokens {
+                for e in self.delta.get(t).into_iter().flatten() {
+                    if keep(t, e) {
+                        out.push(self.resolve(*t, e));
+                    }
+                }
+            }
+        }
         out.sort_unstable_by(|a, b| a.token.cmp(&b.token).then(a.origin.cmp(&b.origin)));
         out
     }
@@ -356,14 +610,8 @@ impl Index {
         };
         let o = o as u16;
         let mut page: Vec<(Token, Entry)> = self
-            .map
-            .iter()
-            .filter(|(t, _)| after.is_none_or(|a| **t > a))
-            .filter_map(|(t, list)| {
-                list.iter()
-                    .find(|e| e.origin == o && self.live(e, now))
-                    .map(|e| (*t, *e))
-            })
+            .all()
+            .filter(|(t, e)| e.origin == o && self.live(e, now) && after.is_none_or(|a| *t > a))
             .collect();
         page.sort_unstable_by_key(|a| a.0);
         page.truncate(limit);
@@ -382,23 +630,19 @@ impl Index {
         };
         let o = o as u16;
         let mut out: Vec<_> = self
-            .map
-            .iter()
-            .filter_map(|(t, list)| {
-                list.iter()
-                    .find(|e| e.origin == o && e.case == c && self.live(e, now))
-                    .map(|e| (*t, e.kind, e.epoch))
-            })
+            .all()
+            .filter(|(_, e)| e.origin == o && e.case == c && self.live(e, now))
+            .map(|(t, e)| (t, e.kind, e.epoch))
             .collect();
         out.sort_unstable_by_key(|a| a.0);
         out
     }
 
-    /// Active indicator counts by kind and by origin.
+    /// Active indicators by kind and by origin.
     pub fn counts(&self, now: i64) -> Counts {
         let mut by_kind = [0u64; 9];
         let mut by_origin = vec![0u64; self.origins.names.len()];
-        for e in self.map.values().flatten().filter(|e| self.live(e, now)) {
+        for (_, e) in self.all().filter(|(_, e)| self.live(e, now)) {
             by_kind[e.kind.code() as usize] += 1;
             by_origin[e.origin as usize] += 1;
         }
@@ -488,6 +732,88 @@ mod tests {
             "epoch filter"
         );
         assert_eq!(token_prefix(&Token([0xab; 32]), 20), 0x000a_baba);
+    }
+
+    /// The index, merged at random points, against a plain map of
+    /// (token, origin) -> (seq, valid_until), over random operation runs.
+    #[test]
+    fn matches_a_simple_model_across_merges() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        use std::collections::BTreeMap;
+        let origins = ["liaison", "bank", "third"];
+        let tokens: Vec<u8> = (1..=40).collect();
+        for seed in 0..20u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut ix = Index::new();
+            let mut model: BTreeMap<(u8, &str), (u64, i64)> = BTreeMap::new();
+            let mut next = [1u64; 3];
+            for _ in 0..60 {
+                let o = rng.gen_range(0..3);
+                let picked: Vec<u8> = tokens
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.gen_bool(0.2))
+                    .collect();
+                if picked.is_empty() {
+                    continue;
+                }
+                let until = if rng.gen_bool(0.3) { 150 } else { 0 };
+                let op = match rng.gen_range(0..4) {
+                    0 => LogOp::Retract,
+                    1 => LogOp::Extend,
+                    _ => LogOp::Add,
+                };
+                ix.apply(&batch(origins[o], op, next[o], &picked, until))
+                    .unwrap();
+                for (i, t) in picked.iter().enumerate() {
+                    let seq = next[o] + i as u64;
+                    let u = if until == 0 { i64::MAX } else { until };
+                    match op {
+                        LogOp::Add => {
+                            model.insert((*t, origins[o]), (seq, u));
+                        }
+                        LogOp::Retract => {
+                            model.remove(&(*t, origins[o]));
+                        }
+                        _ => {
+                            if let Some(x) = model.get_mut(&(*t, origins[o])) {
+                                x.1 = u;
+                            }
+                        }
+                    }
+                }
+                next[o] += picked.len() as u64;
+                if rng.gen_bool(0.3) {
+                    ix.merge();
+                }
+                for now in [100, 200] {
+                    for t in &tokens {
+                        let mut got: Vec<(String, u64)> = ix
+                            .active(&Token([*t; 32]), now)
+                            .map(|i| (i.origin.to_string(), i.seq))
+                            .collect();
+                        got.sort();
+                        let want: Vec<(String, u64)> = model
+                            .iter()
+                            .filter(|((mt, _), (_, u))| mt == t && now < *u)
+                            .map(|((_, o), (seq, _))| (o.to_string(), *seq))
+                            .collect();
+                        assert_eq!(got, want, "seed {seed} token {t} at {now}");
+                        let under =
+                            ix.under_prefix(16, token_prefix(&Token([*t; 32]), 16), now, |_| true);
+                        assert_eq!(under.len(), want.len(), "prefix, seed {seed}");
+                    }
+                    let live = model.values().filter(|(_, u)| now < *u).count() as u64;
+                    let (by_kind, _) = ix.counts(now);
+                    assert_eq!(by_kind.iter().map(|(_, c)| c).sum::<u64>(), live);
+                    let pages: usize = origins
+                        .iter()
+                        .map(|o| ix.page_of_origin(o, None, 1000, now).len())
+                        .sum();
+                    assert_eq!(pages as u64, live);
+                }
+            }
+        }
     }
 
     #[test]

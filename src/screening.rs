@@ -63,10 +63,14 @@ impl Engine {
         }
         buf.fill(0);
         let index = self.index.read();
+        let maybe = index.may_hold(&tokens);
         plan.into_iter()
             .map(|p| match p {
                 Err(r) => Outcome::Invalid(r.as_str()),
-                Ok(at) => collect(&index, &tokens[at..at + n_epochs], now),
+                Ok(at) if maybe[at..at + n_epochs].contains(&true) => {
+                    collect(&index, &tokens[at..at + n_epochs], now)
+                }
+                Ok(_) => Outcome::NoMatch,
             })
             .collect()
     }
@@ -77,9 +81,14 @@ impl Engine {
         let ring = self.keys.get();
         let valid: Vec<u32> = ring.valid_at(now).map(|e| e.id).collect();
         let index = self.index.read();
+        let maybe = index.may_hold(tokens);
         tokens
             .iter()
-            .map(|t| {
+            .zip(maybe)
+            .map(|(t, maybe)| {
+                if !maybe {
+                    return Outcome::NoMatch;
+                }
                 let hits: Vec<Indicator> = index
                     .active(t, now)
                     .filter(|i| valid.contains(&i.epoch))

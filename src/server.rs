@@ -151,6 +151,7 @@ pub async fn open_state(config: &Config) -> Result<NodeState, ServerError> {
         index.apply(&batch?)?;
         batches += 1;
     }
+    index.merge();
     for (origin, ev) in store.forks()? {
         let from = crate::batch::fork_point(&ev).unwrap_or(1);
         tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence");

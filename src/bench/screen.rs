@@ -99,6 +99,7 @@ fn setup(o: &ScreenOptions) -> (Engine, Vec<Epoch>, Vec<(Kind, String)>) {
     for i in 0..hits {
         queries.swap(i, (i * 7919) % len);
     }
+    index.merge();
     let ring = KeyRing::new(epochs.clone());
     let engine = Engine::new(Arc::new(RwLock::new(index)), Keys::new(ring));
     (engine, epochs, queries)
@@ -127,8 +128,14 @@ where
 /// Runs the comparison and returns its figures.
 pub fn run(o: &ScreenOptions) -> Vec<Figure> {
     let t = Instant::now();
+    let rss_before = rss_bytes();
     let (engine, epochs, queries) = setup(o);
     let setup_secs = t.elapsed().as_secs_f64();
+    let rss_after = rss_bytes();
+    // The queries (strings) are part of the growth; count them out.
+    let query_bytes: usize = queries.iter().map(|(_, v)| v.capacity() + 32).sum();
+    let per_indicator = (rss_after.saturating_sub(rss_before) as f64 - query_bytes as f64).max(0.0)
+        / o.indicators.max(1) as f64;
     let now = now_unix();
 
     // The reference: the same tokens in a plain map.
@@ -165,6 +172,7 @@ pub fn run(o: &ScreenOptions) -> Vec<Figure> {
             .count()
     });
     assert_eq!(engine_hits, ref_hits, "engine and reference disagree");
+    let heap = engine.index().read().heap_bytes();
     vec![
         Figure::new(
             format!(
@@ -174,6 +182,20 @@ pub fn run(o: &ScreenOptions) -> Vec<Figure> {
             setup_secs,
             "s",
             None,
+            Better::Lower,
+        ),
+        Figure::new(
+            "screen: index heap per indicator (accounted)",
+            heap as f64 / o.indicators.max(1) as f64,
+            "bytes",
+            Some(1024.0 * 1024.0 * 1024.0 / 10_000_000.0),
+            Better::Lower,
+        ),
+        Figure::new(
+            "screen: process RSS growth per indicator (incl. setup garbage)",
+            per_indicator,
+            "bytes",
+            Some(1024.0 * 1024.0 * 1024.0 / 10_000_000.0),
             Better::Lower,
         ),
         Figure::new(
@@ -205,6 +227,20 @@ pub fn run(o: &ScreenOptions) -> Vec<Figure> {
             Better::Higher,
         ),
     ]
+}
+
+/// Resident set size of this process (Linux; 0 elsewhere).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 pub fn default_threads() -> usize {
