@@ -5,8 +5,14 @@
 //! reads it. Origins and case references are interned: a contribution of
 //! 10,000 tokens under one case label stores the label once.
 //!
-//! Tokens are uniform (HMAC output), so the hash map uses the token's own
-//! first eight bytes as its hash instead of hashing again.
+//! Layout: a sorted array of 64-byte slots (token + packed entry), a
+//! directory by the tokens' top bits (tokens are uniform HMAC output, so
+//! each directory word covers a handful of slots) and the slots' first eight
+//! token bytes in a parallel array; changes since the last merge sit in a
+//! small hash map keyed by the token's own first eight bytes, and are merged
+//! into the array (under the write lock) once they reach a quarter of it.
+//! About 73 bytes per indicator once merged; a prefix query reads one
+//! contiguous range of the array.
 
 use std::{
     collections::HashMap,
