@@ -5,9 +5,12 @@
 //!
 //! Modes: `enumerate` measures what a member holding the token key can do
 //! against low-entropy identifiers (the threat model's central figure);
-//! `screen` measures the in-process engine against a minimal reference loop.
+//! `screen` measures the in-process engine against a minimal reference loop;
+//! `node` measures a real node process from a real mTLS client (ingest,
+//! MatchStream, MatchTokens, memory, store size, cold start).
 
 pub mod enumerate;
+pub mod node;
 pub mod screen;
 
 use serde::Serialize;

@@ -231,7 +231,16 @@ pub fn run(o: &ScreenOptions) -> Vec<Figure> {
 
 /// Resident set size of this process (Linux; 0 elsewhere).
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_at("/proc/self/status")
+}
+
+/// Resident set size of process `pid` (Linux; 0 elsewhere).
+pub fn rss_of(pid: u32) -> u64 {
+    rss_at(&format!("/proc/{pid}/status"))
+}
+
+fn rss_at(path: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()

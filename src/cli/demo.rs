@@ -82,11 +82,17 @@ pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
     }
     let mut stopped = Ok(());
     for n in &mut nodes {
-        let r = n.stop().await;
+        let r = n.stop().await.map(|took| {
+            println!(
+                "-- node stopped cleanly on SIGTERM in {} ms",
+                took.as_millis()
+            );
+        });
         if stopped.is_ok() {
             stopped = r;
         }
     }
+    std::io::stdout().flush()?;
     result?;
     stopped?;
     println!("== demo complete");
@@ -522,13 +528,16 @@ fn print_sample_hits(results: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A node running as a child process of the demo.
-struct Node {
+/// A node running as a child process (of the demo or a benchmark), killed
+/// if dropped while running.
+pub struct Node {
     child: tokio::process::Child,
 }
 
 impl Node {
-    async fn start(config: &Path, log: &Path) -> Result<Node> {
+    /// Starts `cix serve --config CONFIG` with its output in `log`, and
+    /// waits until its member listener is up.
+    pub async fn start(config: &Path, log: &Path) -> Result<Node> {
         let log_file = std::fs::File::create(log)?;
         let child = tokio::process::Command::new(std::env::current_exe()?)
             .arg("serve")
@@ -559,8 +568,13 @@ impl Node {
         Ok(node)
     }
 
-    /// SIGTERM, then wait for a clean exit.
-    async fn stop(&mut self) -> Result<()> {
+    /// The child's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns how long it took.
+    pub async fn stop(&mut self) -> Result<Duration> {
         let start = Instant::now();
         if let Some(pid) = self.child.id() {
             nix::sys::signal::kill(
@@ -573,11 +587,6 @@ impl Node {
             .await
             .context("node did not stop within 30 s")??;
         ensure!(status.success(), "node exited with {status}");
-        println!(
-            "-- node stopped cleanly on SIGTERM in {} ms",
-            start.elapsed().as_millis()
-        );
-        std::io::stdout().flush()?;
-        Ok(())
+        Ok(start.elapsed())
     }
 }

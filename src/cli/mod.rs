@@ -295,6 +295,26 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A real node process on loopback from a real mTLS client: ingest,
+    /// MatchStream and MatchTokens rates, resident memory, store bytes per
+    /// indicator, cold start. Memory and cold-start targets apply at 10M.
+    Node {
+        /// Indicators contributed.
+        #[arg(long, default_value_t = 1_000_000)]
+        indicators: usize,
+        /// Identifiers screened.
+        #[arg(long, default_value_t = 2_000_000)]
+        queries: usize,
+        /// Items per request message.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        /// Seed of the synthetic identifiers.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Print only a JSON array of figures on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// The in-process engine (normalize, HMAC under every valid epoch,
     /// look-up) against a minimal reference loop doing the same work, both on
     /// every core, in the same run; mixed kinds, 1% hits.
@@ -865,7 +885,23 @@ async fn remote_match(
 }
 
 async fn bench(b: BenchCommand) -> Result<()> {
-    use crate::bench::{enumerate, report, screen};
+    use crate::bench::{enumerate, node, report, screen};
+    if let BenchCommand::Node {
+        indicators,
+        queries,
+        batch,
+        seed,
+        json,
+    } = b
+    {
+        let o = node::NodeOptions {
+            indicators,
+            queries,
+            seed,
+            batch,
+        };
+        return report(&node::run(&o).await?, json);
+    }
     let (figures, json) = tokio::task::spawn_blocking(move || match b {
         BenchCommand::Enumerate {
             candidates,
@@ -893,6 +929,7 @@ async fn bench(b: BenchCommand) -> Result<()> {
             };
             (screen::run(&o), json)
         }
+        BenchCommand::Node { .. } => unreachable!("handled above"),
     })
     .await?;
     report(&figures, json)
