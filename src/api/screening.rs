@@ -108,17 +108,33 @@ fn match_tokens(
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::MatchResponse, Status>> + Send>>;
 
+/// Messages of one stream answered at once, on the blocking pool: a stream
+/// uses every core, and answers still leave in request order.
+const IN_FLIGHT: usize = 4;
+
 /// Answers each message of an inbound stream in order; the first refused
-/// message ends the stream with its status.
+/// message ends the stream with its status. Up to [`IN_FLIGHT`] messages
+/// are screened at the same time on the blocking pool (screening is
+/// read-only, so a message screened after a refused one changes nothing).
 fn answer_each<T, F>(inbound: Streaming<T>, f: F) -> ResponseStream
 where
     T: Send + 'static,
-    F: Fn(&T) -> Result<proto::MatchResponse, Status> + Send + 'static,
+    F: Fn(&T) -> Result<proto::MatchResponse, Status> + Send + Sync + 'static,
 {
+    let f = Arc::new(f);
     let mut failed = false;
     Box::pin(
         inbound
-            .map(move |m| m.and_then(|m| f(&m)))
+            .map(move |m| {
+                let f = f.clone();
+                async move {
+                    let m = m?;
+                    tokio::task::spawn_blocking(move || f(&m))
+                        .await
+                        .unwrap_or_else(|_| Err(Status::internal("screening a message failed")))
+                }
+            })
+            .buffered(IN_FLIGHT)
             .take_while(move |r| {
                 let go = !failed;
                 failed |= r.is_err();
