@@ -121,17 +121,36 @@ struct Trees {
     forks: sled::Tree,
 }
 
+/// How long an open waits for a database handle dropped by this process (for
+/// instance the fresh copy a compaction just wrote) to release its file lock:
+/// sled's background flusher lets go of the file a moment after the handle.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn open_trees(path: &Path, cache_mb: u64) -> Result<Trees, StoreError> {
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_mb.saturating_mul(1024 * 1024))
         .use_compression(false)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .mode(sled::Mode::HighThroughput);
+    let db = open_db(&config).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let meta = db.open_tree("meta")?;
     match meta.get("schema_version")? {
         Some(v) => {
