@@ -145,13 +145,11 @@ pub async fn open_state(config: &Config) -> Result<NodeState, ServerError> {
         )?
     };
     let signer = Arc::new(SigningKeyFile::load(&config.signing_key)?);
-    let mut index = Index::new();
     let mut batches = 0u64;
-    for batch in store.batches() {
-        index.apply(&batch?)?;
+    let mut index = Index::build(store.batches().map(|b| {
         batches += 1;
-    }
-    index.merge();
+        b.map_err(ServerError::from)
+    }))?;
     for (origin, ev) in store.forks()? {
         let from = crate::batch::fork_point(&ev).unwrap_or(1);
         tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence");

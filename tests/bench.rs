@@ -49,33 +49,104 @@ fn check(figures: &[serde_json::Value]) {
     }
 }
 
+fn value(figures: &[serde_json::Value], name: &str) -> f64 {
+    figures
+        .iter()
+        .find(|f| f["figure"].as_str().unwrap().contains(name))
+        .unwrap_or_else(|| panic!("no figure {name:?} in {figures:?}"))["value"]
+        .as_f64()
+        .unwrap()
+}
+
 #[test]
-fn enumerate_screen_and_node_print_well_formed_figures() {
+fn enumerate_prints_well_formed_figures_and_finds_every_planted_indicator() {
     let e = bench(&["enumerate", "--candidates", "20000", "--planted", "5"]);
     check(&e);
-    let recovered = e
-        .iter()
-        .find(|f| f["figure"].as_str().unwrap().contains("recovered"))
-        .unwrap();
-    assert_eq!(recovered["value"], 5.0, "every planted indicator found");
-    check(&bench(&[
-        "screen",
-        "--indicators",
-        "2000",
-        "--queries",
-        "10000",
-    ]));
-    let n = bench(&[
-        "node",
+    assert_eq!(value(&e, "recovered"), 5.0, "every planted indicator found");
+}
+
+/// Every node mode, through `all`, at tiny sizes: real node processes,
+/// real mTLS clients, a real three-node coalition.
+#[test]
+fn all_runs_every_node_figure_on_real_nodes() {
+    let a = bench(&[
+        "all",
         "--indicators",
         "3000",
         "--queries",
         "6000",
         "--batch",
         "1000",
+        "--rate",
+        "200",
+        "--seconds",
+        "0.5",
+        "--clients",
+        "4",
+        "--load-clients",
+        "2",
+        "--probes",
+        "2",
     ]);
-    check(&n);
-    assert!(n
-        .iter()
-        .any(|f| f["figure"].as_str().unwrap().contains("MatchStream")));
+    check(&a);
+    for name in [
+        "engine / reference",
+        "ingest",
+        "MatchStream over mTLS",
+        "MatchStream / in-process",
+        "MatchTokens",
+        "p50",
+        "p99",
+        "concurrent clients",
+        "resident",
+        "store on disk",
+        "cold start",
+        "to a new node",
+        "under load",
+    ] {
+        assert!(value(&a, name) > 0.0, "{name}");
+    }
+    assert!(value(&a, "hits found") >= 60.0, "1% of 6,000 planted");
+}
+
+/// The Redis comparison: both designs find the same hits (the bench fails
+/// otherwise) and the ratio is printed. A machine without redis-server gets
+/// it from the project's own script (Debian's package).
+#[test]
+fn screen_vs_redis_runs_the_same_workload() {
+    let have = |cmd: &str| {
+        Command::new(cmd)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !have("redis-server") {
+        let o = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/install-redis.sh"
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "scripts/install-redis.sh: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(have("redis-server"));
+    }
+    let r = bench(&[
+        "screen",
+        "--indicators",
+        "2000",
+        "--queries",
+        "10000",
+        "--batch",
+        "1000",
+        "--vs-redis",
+    ]);
+    check(&r);
+    assert!(value(&r, "Redis set") > 0.0);
+    assert!(value(&r, "MatchStream / Redis") > 0.0);
 }

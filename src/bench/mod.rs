@@ -5,12 +5,17 @@
 //!
 //! Modes: `enumerate` measures what a member holding the token key can do
 //! against low-entropy identifiers (the threat model's central figure);
-//! `screen` measures the in-process engine against a minimal reference loop;
-//! `node` measures a real node process from a real mTLS client (ingest,
-//! MatchStream, MatchTokens, memory, store size, cold start).
+//! `screen` measures the in-process engine against a minimal reference loop
+//! and then a real node process over mTLS (and, with `--vs-redis`, a Redis
+//! set); `ingest`, `memory` and `latency` measure a real node process from
+//! real mTLS clients; `replicate` measures real nodes replicating, and a new
+//! contribution reaching a bank under load; `all` runs every one with a
+//! target.
 
 pub mod enumerate;
 pub mod node;
+pub mod redis;
+pub mod replicate;
 pub mod screen;
 
 use serde::Serialize;

@@ -1,11 +1,16 @@
-//! `cix bench node`: a real `cix serve` process on loopback, measured from
-//! a real mTLS client: ingest (contributions durably acknowledged), bulk
-//! screening over `Screening.MatchStream` and pre-hashed
-//! `Screening.MatchTokens`, the node's resident memory and store bytes per
-//! indicator, and cold start (process start to a Status answer) on the
-//! filled store. Synthetic identifiers of every kind, 1% hits.
+//! The node figures of `cix bench`: a real `cix serve` process on loopback,
+//! measured from real mTLS clients. [`Loaded::start`] contributes the
+//! synthetic indicators (the ingest figure: contributions of a batch each,
+//! durably acknowledged); then bulk screening over `Screening.MatchStream`
+//! and pre-hashed `Screening.MatchTokens` (1% hits), unary `Screening.Match`
+//! latency at a fixed request rate and the throughput of concurrent unary
+//! clients, and the node's resident memory, store bytes per indicator and
+//! cold start (process start to a Status answer) on the filled store.
 
-use std::{path::Path, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 
@@ -19,13 +24,8 @@ use crate::{
     token::{TokenKey, Tokenizer},
 };
 
-pub struct NodeOptions {
-    pub indicators: usize,
-    pub queries: usize,
-    pub seed: u64,
-    /// Items per request message.
-    pub batch: usize,
-}
+/// Items per request message, at most.
+const MAX_BATCH: usize = 10_000;
 
 fn identifier(k: Kind, v: &str) -> proto::Identifier {
     proto::Identifier {
@@ -38,35 +38,28 @@ async fn connect(dir: &Path) -> Result<Clients> {
     Ok(Identity::from_dir(dir)?.connect().await?)
 }
 
-pub async fn run(o: &NodeOptions) -> Result<Vec<Figure>> {
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("node");
-    let made = init::init(
-        &dir,
-        &init::InitOptions {
-            node_id: "bench-node",
-            listen: "127.0.0.1:0",
-            ..Default::default()
-        },
-    )?;
-    let log = tmp.path().join("node.log");
-    let mut node = Node::start(&made.config, &log).await?;
-    let mut c = connect(&dir).await?;
-    let batch = o.batch.clamp(1, 10_000);
-
-    // Ingest: contributions of `batch` items, each flushed before its answer.
-    let mut synth = Synth::new(o.seed);
+/// Contributes `n` synthetic identifiers (seeded) through `c`, `batch` per
+/// request under one case reference per 100,000, each acknowledged only once
+/// durable. Returns about `want_known` of them (spread evenly) and the rate.
+pub async fn contribute(
+    c: &mut Clients,
+    n: usize,
+    seed: u64,
+    batch: usize,
+    want_known: usize,
+) -> Result<(Vec<(Kind, String)>, f64)> {
+    let batch = batch.clamp(1, MAX_BATCH);
+    let mut synth = Synth::new(seed);
     let mut known = Vec::new();
-    let want_hits = o.queries / 100;
-    let stride = (o.indicators / want_hits.max(1)).max(1);
+    let stride = (n / want_known.max(1)).max(1);
     let start = Instant::now();
-    let mut n = 0;
-    while n < o.indicators {
-        let m = (o.indicators - n).min(batch);
+    let mut done = 0;
+    while done < n {
+        let m = (n - done).min(batch);
         let items = (0..m)
             .map(|i| {
-                let (k, v) = synth.any(n + i);
-                if known.len() < want_hits && (n + i) % stride == 0 {
+                let (k, v) = synth.any(done + i);
+                if known.len() < want_known && (done + i) % stride == 0 {
                     known.push((k, v.clone()));
                 }
                 proto::ContributionItem {
@@ -79,150 +72,370 @@ pub async fn run(o: &NodeOptions) -> Result<Vec<Figure>> {
         c.contribution
             .contribute(proto::ContributeRequest {
                 items,
-                case_ref: format!("BENCH-{}", n / 100_000),
+                case_ref: format!("BENCH-{}", done / 100_000),
                 tier: proto::Tier::Confirmed as i32,
                 valid_until: None,
             })
             .await
             .context("contributing")?;
-        n += m;
+        done += m;
     }
-    let ingest = o.indicators as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    let pid = node.pid().context("node pid")?;
-    let rss = rss_of(pid);
-    let status = c.admin.status(proto::StatusRequest {}).await?.into_inner();
+    Ok((known, n as f64 / start.elapsed().as_secs_f64().max(1e-9)))
+}
 
-    // Queries: 1% known, the rest fresh.
-    let mut queries: Vec<(Kind, String)> = known;
-    let mut fresh = Synth::new(o.seed ^ 0x5eed);
-    while queries.len() < o.queries {
-        queries.push(fresh.any(queries.len()));
+/// `total` queries: the `known` ones spread through fresh identifiers.
+pub fn queries(known: &[(Kind, String)], total: usize, seed: u64) -> Vec<(Kind, String)> {
+    let mut q: Vec<(Kind, String)> = known.iter().take(total).cloned().collect();
+    let hits = q.len();
+    let mut fresh = Synth::new(seed ^ 0x5eed);
+    while q.len() < total {
+        q.push(fresh.any(q.len()));
     }
-    let requests: Vec<proto::MatchRequest> = queries
-        .chunks(batch)
-        .map(|ch| proto::MatchRequest {
-            identifiers: ch.iter().map(|(k, v)| identifier(*k, v)).collect(),
-        })
-        .collect();
-    let start = Instant::now();
-    let mut s = c
-        .screening
-        .match_stream(futures::stream::iter(requests))
-        .await?
-        .into_inner();
-    let mut matched = 0usize;
-    while let Some(r) = s.message().await? {
-        matched += r
-            .results
-            .iter()
-            .filter(|x| x.status == proto::MatchStatus::Match as i32)
-            .count();
+    let len = q.len();
+    for i in 0..hits {
+        q.swap(i, (i * 7919) % len);
     }
-    let stream_rate = queries.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    q
+}
 
-    // Pre-hashed tokens under the node's own key.
-    let key = TokenKey::load(&dir.join("keys/epoch-1.key"))?;
-    let tokenizer = Tokenizer::new(&key);
-    let mut buf = Vec::new();
-    let tokens: Vec<u8> = queries
+fn count_matches(r: &proto::MatchResponse) -> usize {
+    r.results
         .iter()
-        .filter_map(|(k, v)| {
-            ident::normalize_into(*k, v, &mut buf).ok()?;
-            Some(tokenizer.token(*k, &buf).0)
+        .filter(|x| x.status == proto::MatchStatus::Match as i32)
+        .count()
+}
+
+/// A node process loaded with synthetic indicators, and a client of it.
+pub struct Loaded {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    node: Node,
+    pub clients: Clients,
+    pub indicators: usize,
+    /// Contributed identifiers to plant as hits (1% of `queries`).
+    pub known: Vec<(Kind, String)>,
+    pub ingest_rate: f64,
+    pub batch: usize,
+}
+
+impl Loaded {
+    /// Starts a node in a temporary directory and contributes `indicators`
+    /// synthetic identifiers, `batch` per request.
+    pub async fn start(
+        indicators: usize,
+        want_known: usize,
+        seed: u64,
+        batch: usize,
+    ) -> Result<Loaded> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("node");
+        let made = init::init(
+            &dir,
+            &init::InitOptions {
+                node_id: "bench-node",
+                listen: "127.0.0.1:0",
+                ..Default::default()
+            },
+        )?;
+        let log = tmp.path().join("node.log");
+        let node = Node::start(&made.config, &log).await?;
+        let mut clients = connect(&dir).await?;
+        let (known, ingest_rate) =
+            contribute(&mut clients, indicators, seed, batch, want_known).await?;
+        Ok(Loaded {
+            _tmp: tmp,
+            dir,
+            config: made.config,
+            log,
+            node,
+            clients,
+            indicators,
+            known,
+            ingest_rate,
+            batch: batch.clamp(1, MAX_BATCH),
         })
-        .flatten()
-        .collect();
-    let n_tokens = tokens.len() / 32;
-    let token_requests: Vec<proto::MatchTokensRequest> = tokens
-        .chunks(32 * batch)
-        .map(|ch| proto::MatchTokensRequest {
-            tokens: ch.to_vec(),
-        })
-        .collect();
-    let start = Instant::now();
-    let mut s = c
-        .screening
-        .match_tokens(futures::stream::iter(token_requests))
-        .await?
-        .into_inner();
-    let mut token_matches = 0usize;
-    while let Some(r) = s.message().await? {
-        token_matches += r
-            .results
-            .iter()
-            .filter(|x| x.status == proto::MatchStatus::Match as i32)
-            .count();
     }
-    let tokens_rate = n_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    anyhow::ensure!(
-        matched == token_matches && matched >= want_hits.min(o.indicators),
-        "identifiers matched {matched}, tokens {token_matches}, planted {want_hits}"
-    );
 
-    // Cold start on the filled store.
-    drop(c);
-    node.stop().await?;
-    let addr = dir.join("data").join(crate::server::MEMBER_ADDR_FILE);
-    let _ = std::fs::remove_file(&addr);
-    let start = Instant::now();
-    let mut node = Node::start(&made.config, &log).await?;
-    let mut c = connect(&dir).await?;
-    c.admin.status(proto::StatusRequest {}).await?;
-    let cold = start.elapsed().as_secs_f64();
-    drop(c);
-    node.stop().await?;
+    /// Another connection to the node.
+    pub async fn connect(&self) -> Result<Clients> {
+        connect(&self.dir).await
+    }
 
-    let per = |v: f64| v / o.indicators.max(1) as f64;
-    let n = o.indicators;
-    Ok(vec![
+    pub fn ingest_figure(&self) -> Figure {
         Figure::new(
-            format!("node: ingest, durably acknowledged ({batch} per request)"),
-            ingest,
+            format!(
+                "ingest: durably acknowledged ({} per request, one client)",
+                self.batch
+            ),
+            self.ingest_rate,
             "indicators/s",
             Some(200_000.0),
             Better::Higher,
-        ),
+        )
+    }
+
+    /// Bulk screening of `queries` over one `MatchStream` and the same
+    /// identifiers pre-hashed over one `MatchTokens`; checks both find the
+    /// same hits. Returns (identifiers/s, tokens/s, hits).
+    pub async fn stream(&mut self, queries: &[(Kind, String)]) -> Result<(f64, f64, usize)> {
+        let requests: Vec<proto::MatchRequest> = queries
+            .chunks(self.batch)
+            .map(|ch| proto::MatchRequest {
+                identifiers: ch.iter().map(|(k, v)| identifier(*k, v)).collect(),
+            })
+            .collect();
+        let start = Instant::now();
+        let mut s = self
+            .clients
+            .screening
+            .match_stream(futures::stream::iter(requests))
+            .await?
+            .into_inner();
+        let mut matched = 0usize;
+        while let Some(r) = s.message().await? {
+            matched += count_matches(&r);
+        }
+        let stream_rate = queries.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
+
+        let key = TokenKey::load(&self.dir.join("keys/epoch-1.key"))?;
+        let tokenizer = Tokenizer::new(&key);
+        let mut buf = Vec::new();
+        let tokens: Vec<u8> = queries
+            .iter()
+            .filter_map(|(k, v)| {
+                ident::normalize_into(*k, v, &mut buf).ok()?;
+                Some(tokenizer.token(*k, &buf).0)
+            })
+            .flatten()
+            .collect();
+        let requests: Vec<proto::MatchTokensRequest> = tokens
+            .chunks(32 * self.batch)
+            .map(|ch| proto::MatchTokensRequest {
+                tokens: ch.to_vec(),
+            })
+            .collect();
+        let start = Instant::now();
+        let mut s = self
+            .clients
+            .screening
+            .match_tokens(futures::stream::iter(requests))
+            .await?
+            .into_inner();
+        let mut token_matches = 0usize;
+        while let Some(r) = s.message().await? {
+            token_matches += count_matches(&r);
+        }
+        let tokens_rate = (tokens.len() / 32) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let planted = self.known.len().min(queries.len());
+        anyhow::ensure!(
+            matched == token_matches && matched >= planted,
+            "identifiers matched {matched}, tokens {token_matches}, planted {planted}"
+        );
+        Ok((stream_rate, tokens_rate, matched))
+    }
+
+    /// Unary `Screening.Match` of one identifier: the latency of each request
+    /// over one established connection, sent at `rate` per second for
+    /// `seconds` (measured from the send: the runtime's timer wakes the
+    /// sender up to a millisecond late, which is the client's delay, not the
+    /// node's; an answer slower than the interval delays the next send, and
+    /// shows in the figures as itself), then the throughput of `clients`
+    /// concurrent clients, each on its own connection, for `seconds`.
+    pub async fn latency(
+        &mut self,
+        queries: &[(Kind, String)],
+        rate: u32,
+        seconds: f64,
+        clients: usize,
+    ) -> Result<Vec<Figure>> {
+        let one = |i: usize| proto::MatchRequest {
+            identifiers: vec![identifier(
+                queries[i % queries.len()].0,
+                &queries[i % queries.len()].1,
+            )],
+        };
+        // Warm the connection up.
+        for i in 0..100 {
+            self.clients.screening.r#match(one(i)).await?;
+        }
+        let n = ((f64::from(rate) * seconds) as usize).max(1);
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let mut latencies = Vec::with_capacity(n);
+        let start = tokio::time::Instant::now();
+        for i in 0..n {
+            tokio::time::sleep_until(start + interval * i as u32).await;
+            let sent = Instant::now();
+            self.clients.screening.r#match(one(i)).await?;
+            latencies.push(sent.elapsed());
+        }
+        latencies.sort();
+        let pct = |p: f64| {
+            latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]
+                .as_secs_f64()
+                * 1e6
+        };
+        let (p50, p99, max) = (pct(0.50), pct(0.99), pct(1.0));
+
+        let mut conns = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            conns.push(self.connect().await?);
+        }
+        let run_for = Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(c, mut cl)| {
+                let qs: Vec<proto::MatchRequest> = (0..1000).map(|i| one(c * 1000 + i)).collect();
+                tokio::spawn(async move {
+                    let mut done = 0usize;
+                    while start.elapsed() < run_for {
+                        cl.screening.r#match(qs[done % qs.len()].clone()).await?;
+                        done += 1;
+                    }
+                    anyhow::Ok(done)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await??;
+        }
+        let throughput = total as f64 / start.elapsed().as_secs_f64();
+        Ok(vec![
+            Figure::new(
+                format!("latency: unary Match p50 at {rate} requests/s"),
+                p50,
+                "µs",
+                Some(250.0),
+                Better::Lower,
+            ),
+            Figure::new(
+                format!("latency: unary Match p99 at {rate} requests/s"),
+                p99,
+                "µs",
+                Some(1000.0),
+                Better::Lower,
+            ),
+            Figure::new(
+                format!("latency: unary Match max at {rate} requests/s"),
+                max,
+                "µs",
+                None,
+                Better::Lower,
+            ),
+            Figure::new(
+                format!("latency: unary Match, {clients} concurrent clients"),
+                throughput,
+                "requests/s",
+                None,
+                Better::Higher,
+            ),
+        ])
+    }
+
+    /// Resident memory and store bytes now, then cold start: the node is
+    /// stopped and started again on its store, timed to its first Status
+    /// answer.
+    pub async fn memory(&mut self) -> Result<Vec<Figure>> {
+        let pid = self.node.pid().context("node pid")?;
+        let rss = rss_of(pid);
+        let status = self
+            .clients
+            .admin
+            .status(proto::StatusRequest {})
+            .await?
+            .into_inner();
+        self.node.stop().await?;
+        let addr = self.dir.join("data").join(crate::server::MEMBER_ADDR_FILE);
+        let _ = std::fs::remove_file(&addr);
+        let start = Instant::now();
+        self.node = Node::start(&self.config, &self.log).await?;
+        self.clients = connect(&self.dir).await?;
+        let after = self
+            .clients
+            .admin
+            .status(proto::StatusRequest {})
+            .await?
+            .into_inner();
+        let cold = start.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            after.indicators == status.indicators,
+            "after a restart the node holds {} indicators, before {}",
+            after.indicators,
+            status.indicators
+        );
+        let n = self.indicators;
+        let per = |v: f64| v / n.max(1) as f64;
+        Ok(vec![
+            Figure::new(
+                format!("memory: node resident ({n} indicators)"),
+                rss as f64 / (1024.0 * 1024.0),
+                "MiB",
+                (n >= 10_000_000).then_some(1024.0),
+                Better::Lower,
+            ),
+            Figure::new(
+                "memory: node resident per indicator",
+                per(rss as f64),
+                "bytes",
+                None,
+                Better::Lower,
+            ),
+            Figure::new(
+                "memory: store on disk per indicator",
+                per(status.store_bytes as f64),
+                "bytes",
+                Some(100.0),
+                Better::Lower,
+            ),
+            Figure::new(
+                format!("memory: cold start ({n} indicators)"),
+                cold,
+                "s",
+                (n >= 10_000_000).then_some(5.0),
+                Better::Lower,
+            ),
+        ])
+    }
+
+    pub async fn stop(mut self) -> Result<()> {
+        self.node.stop().await?;
+        Ok(())
+    }
+}
+
+/// Figures of the node's bulk screening, with the in-process engine rate
+/// measured in the same run for the ratio.
+pub fn stream_figures(
+    n: usize,
+    stream_rate: f64,
+    tokens_rate: f64,
+    engine_rate: f64,
+) -> Vec<Figure> {
+    vec![
         Figure::new(
-            format!("node: MatchStream over mTLS ({n} indicators, 1% hits)"),
+            format!("screen: node MatchStream over mTLS ({n} indicators, 1% hits)"),
             stream_rate,
             "identifiers/s",
             Some(2_000_000.0),
             Better::Higher,
         ),
         Figure::new(
-            "node: MatchTokens over mTLS",
+            "screen: node MatchStream / in-process engine",
+            stream_rate / engine_rate.max(1e-9),
+            "ratio",
+            Some(0.4),
+            Better::Higher,
+        ),
+        Figure::new(
+            "screen: node MatchTokens over mTLS",
             tokens_rate,
             "tokens/s",
             Some(4_000_000.0),
             Better::Higher,
         ),
-        Figure::new(
-            format!("node: resident memory ({n} indicators)"),
-            rss as f64 / (1024.0 * 1024.0),
-            "MiB",
-            (n >= 10_000_000).then_some(1024.0),
-            Better::Lower,
-        ),
-        Figure::new(
-            "node: resident memory per indicator",
-            per(rss as f64),
-            "bytes",
-            None,
-            Better::Lower,
-        ),
-        Figure::new(
-            "node: store on disk per indicator",
-            per(status.store_bytes as f64),
-            "bytes",
-            Some(100.0),
-            Better::Lower,
-        ),
-        Figure::new(
-            format!("node: cold start ({n} indicators)"),
-            cold,
-            "s",
-            (n >= 10_000_000).then_some(5.0),
-            Better::Lower,
-        ),
-    ])
+    ]
 }

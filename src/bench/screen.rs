@@ -28,6 +28,18 @@ pub struct ScreenOptions {
     pub epochs: u32,
     pub seed: u64,
     pub threads: usize,
+    /// Also run the workload through a Redis set (`redis-server` needed).
+    pub vs_redis: bool,
+    /// Items per Redis command (the node's message size).
+    pub batch: usize,
+}
+
+/// What one run measured: its figures, and the rates other figures compare with.
+pub struct ScreenRun {
+    pub figures: Vec<Figure>,
+    pub engine_rate: f64,
+    /// Identifiers per second through Redis, with `vs_redis`.
+    pub redis_rate: Option<f64>,
 }
 
 /// Identifiers per engine call and per reference batch.
@@ -72,17 +84,13 @@ fn setup(o: &ScreenOptions) -> (Engine, Vec<Epoch>, Vec<(Kind, String)>) {
                 batch::entry(&t, i32::from(k.code()), newest.id)
             })
             .collect();
-        let header = BatchHeader {
-            origin: "bench-origin".into(),
-            first_seq: seq,
-            created_unix: now,
-            op: LogOp::Add as i32,
-            case_ref: format!("BENCH-{}", n / 10_000),
-            tier: 1,
-            ..Default::default()
-        };
         index
-            .apply(&batch::sign(header, entries, &signer))
+            .apply(&signed_add(
+                seq,
+                &format!("BENCH-{}", n / 10_000),
+                entries,
+                &signer,
+            ))
             .expect("a valid batch");
         seq += m as u64;
         n += m;
@@ -103,6 +111,26 @@ fn setup(o: &ScreenOptions) -> (Engine, Vec<Epoch>, Vec<(Kind, String)>) {
     let ring = KeyRing::new(epochs.clone());
     let engine = Engine::new(Arc::new(RwLock::new(index)), Keys::new(ring));
     (engine, epochs, queries)
+}
+
+/// A signed batch adding `entries` (confirmed, made now) to the log of
+/// the benchmarks' origin, from `first_seq`.
+pub fn signed_add(
+    first_seq: u64,
+    case_ref: &str,
+    entries: Vec<crate::proto::LogEntry>,
+    signer: &SigningKeyFile,
+) -> crate::batch::Batch {
+    let header = BatchHeader {
+        origin: "bench-origin".into(),
+        first_seq,
+        created_unix: now_unix(),
+        op: LogOp::Add as i32,
+        case_ref: case_ref.into(),
+        tier: 1,
+        ..Default::default()
+    };
+    batch::sign(header, entries, signer)
 }
 
 fn on_threads<F>(queries: &[(Kind, String)], threads: usize, f: F) -> (f64, usize)
@@ -126,7 +154,7 @@ where
 }
 
 /// Runs the comparison and returns its figures.
-pub fn run(o: &ScreenOptions) -> Vec<Figure> {
+pub fn run(o: &ScreenOptions) -> anyhow::Result<ScreenRun> {
     let t = Instant::now();
     let rss_before = rss_bytes();
     let (engine, epochs, queries) = setup(o);
@@ -173,7 +201,26 @@ pub fn run(o: &ScreenOptions) -> Vec<Figure> {
     });
     assert_eq!(engine_hits, ref_hits, "engine and reference disagree");
     let heap = engine.index().read().heap_bytes();
-    vec![
+    let mut redis = None;
+    if o.vs_redis {
+        anyhow::ensure!(
+            super::redis::RedisServer::available(),
+            "--vs-redis needs redis-server: run scripts/install-redis.sh"
+        );
+        let server = super::redis::RedisServer::start()?;
+        let mut tokens = Vec::with_capacity(o.indicators);
+        engine.index().read().for_each_token(|t| tokens.push(*t));
+        let memory = server.load(&tokens)?;
+        drop(tokens);
+        let newest = &epochs.last().expect("an epoch").tokenizer;
+        let (rate, hits) = server.screen(newest, &queries, o.batch)?;
+        anyhow::ensure!(
+            hits == engine_hits,
+            "Redis found {hits} hits, the engine {engine_hits}"
+        );
+        redis = Some((rate, memory));
+    }
+    let mut figures = vec![
         Figure::new(
             format!(
                 "screen: setup ({} indicators, {} epochs)",
@@ -226,7 +273,31 @@ pub fn run(o: &ScreenOptions) -> Vec<Figure> {
             None,
             Better::Higher,
         ),
-    ]
+    ];
+    if let Some((rate, memory)) = redis {
+        figures.push(Figure::new(
+            format!(
+                "screen: Redis set, client hashes, pipelined SMISMEMBER of {} ({} connections)",
+                o.batch, o.threads
+            ),
+            rate,
+            "identifiers/s",
+            None,
+            Better::Higher,
+        ));
+        figures.push(Figure::new(
+            "screen: Redis memory per indicator",
+            memory as f64 / o.indicators.max(1) as f64,
+            "bytes",
+            None,
+            Better::Lower,
+        ));
+    }
+    Ok(ScreenRun {
+        figures,
+        engine_rate,
+        redis_rate: redis.map(|r| r.0),
+    })
 }
 
 /// Resident set size of this process (Linux; 0 elsewhere).
@@ -262,14 +333,17 @@ mod tests {
 
     #[test]
     fn engine_and_reference_agree_on_a_small_workload() {
-        let figures = run(&ScreenOptions {
+        let run = run(&ScreenOptions {
             indicators: 5_000,
             queries: 20_000,
             epochs: 2,
             seed: 1,
             threads: 2,
-        });
-        let hits = figures.last().unwrap().value;
+            vs_redis: false,
+            batch: 1_000,
+        })
+        .unwrap();
+        let hits = run.figures.last().unwrap().value;
         assert!(hits >= 150.0, "about 1% of 20,000 planted, got {hits}");
     }
 }

@@ -60,6 +60,11 @@ pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
         dir.display()
     );
     let mut coalition = DemoCoalition::create(&dir)?;
+    println!(
+        "-- operators signed trust list v{} (3 operator keys, threshold 2, {} members, token key epoch 1)",
+        coalition.list.version,
+        coalition.list.members.len()
+    );
     let mut nodes = Vec::new();
     for (i, (id, _)) in MEMBERS.iter().enumerate() {
         match Node::start(&coalition.configs[i], &coalition.dirs[i].join("node.log")).await {
@@ -100,16 +105,16 @@ pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
 }
 
 /// Operators' keys, the members' node directories and the list in force.
-struct DemoCoalition {
+pub(crate) struct DemoCoalition {
     operators: Vec<SigningKeyFile>,
-    dirs: Vec<PathBuf>,
-    configs: Vec<PathBuf>,
+    pub(crate) dirs: Vec<PathBuf>,
+    pub(crate) configs: Vec<PathBuf>,
     peer_spkis: Vec<String>,
     list: proto::TrustList,
 }
 
 impl DemoCoalition {
-    fn create(dir: &Path) -> Result<DemoCoalition> {
+    pub(crate) fn create(dir: &Path) -> Result<DemoCoalition> {
         let operators: Vec<_> = (0..3).map(|_| SigningKeyFile::generate()).collect();
         let token_key_path = dir.join("coalition-epoch-1.key");
         if token_key_path.exists() {
@@ -174,11 +179,6 @@ impl DemoCoalition {
         for d in &c.dirs {
             std::fs::write(d.join("trust/root.ctl"), root.encode_to_vec())?;
         }
-        println!(
-            "-- operators signed trust list v{} (3 operator keys, threshold 2, {} members, token key epoch 1)",
-            c.list.version,
-            c.list.members.len()
-        );
         Ok(c)
     }
 
@@ -305,8 +305,29 @@ async fn trust_steps(c: &mut DemoCoalition) -> Result<()> {
     Ok(())
 }
 
+/// Waits (bounded) until a node has confirmed its own log's head with a
+/// peer, so that it takes contributions.
+pub(crate) async fn wait_own_log_ready(clients: &mut Clients, who: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let s = clients
+            .admin
+            .status(proto::StatusRequest {})
+            .await?
+            .into_inner();
+        if s.own_log_ready {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "{who} never reached its peers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits (bounded) until `value` has `want` status at a node; returns how long it took.
-async fn wait_for(
+pub(crate) async fn wait_for(
     clients: &mut Clients,
     item: &(Kind, String),
     want: proto::MatchStatus,
@@ -340,22 +361,7 @@ async fn steps(c: &DemoCoalition, identifiers: usize) -> Result<()> {
     let mut bank_c = Identity::from_dir(&c.dirs[2])?.connect().await?;
 
     // The liaison's node confirms its own log's head with a peer first.
-    let start = Instant::now();
-    loop {
-        let s = liaison
-            .admin
-            .status(proto::StatusRequest {})
-            .await?
-            .into_inner();
-        if s.own_log_ready {
-            break;
-        }
-        ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "liaison-a never reached its peers"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_own_log_ready(&mut liaison, "liaison-a").await?;
 
     // A liaison contributes the identifiers of a confirmed case.
     let mut synth = Synth::new(2026);
@@ -554,14 +560,15 @@ impl Node {
             .unwrap_or(Path::new("."))
             .join("data")
             .join(crate::server::MEMBER_ADDR_FILE);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: a cold start at 10M indicators takes seconds.
+        let deadline = Instant::now() + Duration::from_secs(120);
         let mut node = Node { child };
         while !addr_file.exists() {
             if let Some(status) = node.child.try_wait()? {
                 bail!("node exited at start ({status}); see {}", log.display());
             }
             if Instant::now() > deadline {
-                bail!("node did not start within 30 s; see {}", log.display());
+                bail!("node did not start within 120 s; see {}", log.display());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

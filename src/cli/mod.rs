@@ -276,6 +276,51 @@ pub struct MatchArgs {
     pub remote: Option<String>,
 }
 
+/// Sizes and output of the node benchmarks.
+#[derive(Args, Debug, Clone)]
+pub struct BenchSizes {
+    /// Indicators loaded (the memory and cold-start targets apply at 10,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub indicators: usize,
+    /// Identifiers screened.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub queries: usize,
+    /// Items per request message and per contribution.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: usize,
+    /// Seed of the synthetic identifiers.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print only a JSON array of figures on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The unary latency run.
+#[derive(Args, Debug, Clone)]
+pub struct LatencyArgs {
+    /// Requests per second of the latency run (one identifier each).
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u32,
+    /// Seconds of each part (paced requests, then concurrent clients).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Concurrent unary clients, each on its own connection.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+}
+
+/// The freshness-under-load run.
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Screening clients keeping the bank busy (1,000 identifiers a request).
+    #[arg(long = "load-clients", default_value_t = 64)]
+    pub load_clients: usize,
+    /// New contributions timed to a match (the figure is the slowest).
+    #[arg(long, default_value_t = 5)]
+    pub probes: usize,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// How fast a member holding the token key hashes and tests candidate
@@ -295,48 +340,72 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// A real node process on loopback from a real mTLS client: ingest,
-    /// MatchStream and MatchTokens rates, resident memory, store bytes per
-    /// indicator, cold start. Memory and cold-start targets apply at 10M.
-    Node {
-        /// Indicators contributed.
-        #[arg(long, default_value_t = 1_000_000)]
-        indicators: usize,
-        /// Identifiers screened.
-        #[arg(long, default_value_t = 2_000_000)]
-        queries: usize,
-        /// Items per request message.
-        #[arg(long, default_value_t = 10_000)]
-        batch: usize,
-        /// Seed of the synthetic identifiers.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Print only a JSON array of figures on stdout (the table goes to stderr).
-        #[arg(long)]
-        json: bool,
-    },
-    /// The in-process engine (normalize, HMAC under every valid epoch,
-    /// look-up) against a minimal reference loop doing the same work, both on
-    /// every core, in the same run; mixed kinds, 1% hits.
+    /// Bulk screening: the in-process engine (normalize, HMAC under every
+    /// valid epoch, look-up) against a minimal reference loop doing the same
+    /// work, both on every core; then a real node process loaded with the
+    /// same number of indicators, screened over mTLS with MatchStream and
+    /// pre-hashed MatchTokens, and the ratio to the engine. Mixed kinds, 1%
+    /// hits.
     Screen {
-        /// Indicators in the index.
-        #[arg(long, default_value_t = 1_000_000)]
-        indicators: usize,
-        /// Identifiers screened.
-        #[arg(long, default_value_t = 2_000_000)]
-        queries: usize,
-        /// Valid key epochs (2: a rotation window).
+        #[command(flatten)]
+        sizes: BenchSizes,
+        /// Valid key epochs in the in-process run (2: a rotation window).
         #[arg(long, default_value_t = 1)]
         epochs: u32,
-        /// Seed of the synthetic identifiers.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Worker threads (default: every core).
+        /// Worker threads of the in-process run (default: every core).
         #[arg(long)]
         threads: Option<usize>,
-        /// Print only a JSON array of figures on stdout (the table goes to stderr).
+        /// Also the design a bank would otherwise build: tokens in a Redis
+        /// set, the client hashing and asking with pipelined SMISMEMBER
+        /// (needs redis-server: scripts/install-redis.sh).
         #[arg(long)]
-        json: bool,
+        vs_redis: bool,
+        /// Only the in-process run, no node.
+        #[arg(long)]
+        in_process: bool,
+    },
+    /// Ingest: a real node process, contributions of `--batch` indicators
+    /// from one client, each acknowledged once durable.
+    Ingest {
+        #[command(flatten)]
+        sizes: BenchSizes,
+    },
+    /// Memory: a real node process loaded with `--indicators`: resident
+    /// memory, store bytes per indicator, cold start.
+    Memory {
+        #[command(flatten)]
+        sizes: BenchSizes,
+    },
+    /// Unary Screening.Match of one identifier over an established mTLS
+    /// connection: p50/p99 at a fixed rate, and the throughput of concurrent
+    /// unary clients.
+    Latency {
+        #[command(flatten)]
+        sizes: BenchSizes,
+        #[command(flatten)]
+        latency: LatencyArgs,
+    },
+    /// Replication between real nodes (a liaison and two banks): a new node
+    /// catching up on `--indicators`, then a new contribution timed to a
+    /// match at a bank kept busy by screening clients.
+    Replicate {
+        #[command(flatten)]
+        sizes: BenchSizes,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Every figure with a target: screen, ingest, latency, memory and
+    /// replicate, one table.
+    All {
+        #[command(flatten)]
+        sizes: BenchSizes,
+        #[command(flatten)]
+        latency: LatencyArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Include the Redis comparison.
+        #[arg(long)]
+        vs_redis: bool,
     },
 }
 
@@ -885,24 +954,8 @@ async fn remote_match(
 }
 
 async fn bench(b: BenchCommand) -> Result<()> {
-    use crate::bench::{enumerate, node, report, screen};
-    if let BenchCommand::Node {
-        indicators,
-        queries,
-        batch,
-        seed,
-        json,
-    } = b
-    {
-        let o = node::NodeOptions {
-            indicators,
-            queries,
-            seed,
-            batch,
-        };
-        return report(&node::run(&o).await?, json);
-    }
-    let (figures, json) = tokio::task::spawn_blocking(move || match b {
+    use crate::bench::{enumerate, report};
+    match b {
         BenchCommand::Enumerate {
             candidates,
             planted,
@@ -910,29 +963,137 @@ async fn bench(b: BenchCommand) -> Result<()> {
             json,
         } => {
             let threads = threads.unwrap_or_else(enumerate::default_threads);
-            (enumerate::run(candidates, planted, threads).0, json)
+            let figures =
+                tokio::task::spawn_blocking(move || enumerate::run(candidates, planted, threads).0)
+                    .await?;
+            report(&figures, json)
         }
         BenchCommand::Screen {
-            indicators,
-            queries,
+            sizes,
             epochs,
-            seed,
             threads,
-            json,
+            vs_redis,
+            in_process,
         } => {
-            let o = screen::ScreenOptions {
-                indicators,
-                queries,
-                epochs,
-                seed,
-                threads: threads.unwrap_or_else(screen::default_threads),
-            };
-            (screen::run(&o), json)
+            let run = bench_in_process(&sizes, epochs, threads, vs_redis).await?;
+            let mut figures = run.figures.clone();
+            if !in_process {
+                let mut l = bench_load(&sizes, sizes.queries / 100).await?;
+                figures.push(l.ingest_figure());
+                figures.extend(bench_node_screen(&mut l, &sizes, &run).await?);
+                l.stop().await?;
+            }
+            report(&figures, sizes.json)
         }
-        BenchCommand::Node { .. } => unreachable!("handled above"),
+        BenchCommand::Ingest { sizes } => {
+            let l = bench_load(&sizes, 0).await?;
+            let figures = vec![l.ingest_figure()];
+            l.stop().await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::Memory { sizes } => {
+            let mut l = bench_load(&sizes, 0).await?;
+            let mut figures = vec![l.ingest_figure()];
+            figures.extend(l.memory().await?);
+            l.stop().await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::Latency { sizes, latency } => {
+            let mut l = bench_load(&sizes, 1_000).await?;
+            let figures = bench_latency(&mut l, &sizes, &latency).await?;
+            l.stop().await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::Replicate { sizes, load } => {
+            let figures = bench_replicate(&sizes, &load).await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::All {
+            sizes,
+            latency,
+            load,
+            vs_redis,
+        } => {
+            let run = bench_in_process(&sizes, 1, None, vs_redis).await?;
+            let mut figures = run.figures.clone();
+            let mut l = bench_load(&sizes, sizes.queries / 100).await?;
+            figures.push(l.ingest_figure());
+            figures.extend(bench_node_screen(&mut l, &sizes, &run).await?);
+            figures.extend(bench_latency(&mut l, &sizes, &latency).await?);
+            figures.extend(l.memory().await?);
+            l.stop().await?;
+            figures.extend(bench_replicate(&sizes, &load).await?);
+            report(&figures, sizes.json)
+        }
+    }
+}
+
+/// A node process loaded with `sizes.indicators`, `known` of them kept to
+/// plant as hits.
+async fn bench_load(sizes: &BenchSizes, known: usize) -> Result<crate::bench::node::Loaded> {
+    crate::bench::node::Loaded::start(sizes.indicators, known, sizes.seed, sizes.batch).await
+}
+
+/// The in-process run (engine against reference, and Redis with `vs_redis`).
+async fn bench_in_process(
+    sizes: &BenchSizes,
+    epochs: u32,
+    threads: Option<usize>,
+    vs_redis: bool,
+) -> Result<crate::bench::screen::ScreenRun> {
+    use crate::bench::screen;
+    let o = screen::ScreenOptions {
+        indicators: sizes.indicators,
+        queries: sizes.queries,
+        epochs,
+        seed: sizes.seed,
+        threads: threads.unwrap_or_else(screen::default_threads),
+        vs_redis,
+        batch: sizes.batch,
+    };
+    tokio::task::spawn_blocking(move || screen::run(&o)).await?
+}
+
+/// The loaded node's bulk screening, compared with the in-process run.
+async fn bench_node_screen(
+    l: &mut crate::bench::node::Loaded,
+    sizes: &BenchSizes,
+    run: &crate::bench::screen::ScreenRun,
+) -> Result<Vec<crate::bench::Figure>> {
+    use crate::bench::{node, Better, Figure};
+    let queries = node::queries(&l.known, sizes.queries, sizes.seed);
+    let (stream, tokens, _) = l.stream(&queries).await?;
+    let mut figures = node::stream_figures(sizes.indicators, stream, tokens, run.engine_rate);
+    if let Some(redis) = run.redis_rate {
+        figures.push(Figure::new(
+            "screen: node MatchStream / Redis",
+            stream / redis,
+            "ratio",
+            Some(1.0),
+            Better::Higher,
+        ));
+    }
+    Ok(figures)
+}
+
+async fn bench_latency(
+    l: &mut crate::bench::node::Loaded,
+    sizes: &BenchSizes,
+    a: &LatencyArgs,
+) -> Result<Vec<crate::bench::Figure>> {
+    let queries = crate::bench::node::queries(&l.known, 100_000, sizes.seed);
+    l.latency(&queries, a.rate, a.seconds, a.clients).await
+}
+
+async fn bench_replicate(sizes: &BenchSizes, load: &LoadArgs) -> Result<Vec<crate::bench::Figure>> {
+    crate::bench::replicate::run(&crate::bench::replicate::ReplicateOptions {
+        indicators: sizes.indicators,
+        batch: sizes.batch,
+        seed: sizes.seed,
+        clients: load.load_clients,
+        probes: load.probes,
     })
-    .await?;
-    report(&figures, json)
+    .await
 }
 
 async fn rekey(a: RekeyArgs) -> Result<()> {

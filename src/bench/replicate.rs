@@ -1,0 +1,205 @@
+//! `cix bench replicate`: the demo's three-member coalition as real node
+//! processes. The liaison contributes the synthetic indicators while one
+//! bank follows; then the second bank starts empty and is timed until it
+//! holds every indicator (pull, signature and chain checks, store, index),
+//! from process start and from its first answer. Then freshness under load:
+//! `clients` screening clients keep the second bank busy while the liaison
+//! contributes a new indicator, timed until it matches at that bank.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+
+use super::{node, Better, Figure};
+use crate::{
+    cli::demo::{wait_for, wait_own_log_ready, DemoCoalition, Node},
+    client::{Clients, Identity},
+    ident::Kind,
+    proto,
+    synth::Synth,
+};
+
+pub struct ReplicateOptions {
+    pub indicators: usize,
+    pub batch: usize,
+    pub seed: u64,
+    /// Screening clients running flat out during the freshness probes.
+    pub clients: usize,
+    /// Freshness probes (the figure is the slowest).
+    pub probes: usize,
+}
+
+async fn connect(c: &DemoCoalition, i: usize) -> Result<Clients> {
+    Ok(Identity::from_dir(&c.dirs[i])?.connect().await?)
+}
+
+async fn indicators(c: &mut Clients) -> Result<u64> {
+    Ok(c.admin
+        .status(proto::StatusRequest {})
+        .await?
+        .into_inner()
+        .indicators)
+}
+
+pub async fn run(o: &ReplicateOptions) -> Result<Vec<Figure>> {
+    let tmp = tempfile::tempdir()?;
+    let c = DemoCoalition::create(tmp.path())?;
+    let log = |i: usize| c.dirs[i].join("node.log");
+    let mut nodes = vec![
+        Node::start(&c.configs[0], &log(0)).await?,
+        Node::start(&c.configs[1], &log(1)).await?,
+    ];
+    let result = measure(&c, o, &mut nodes, &log).await;
+    for n in &mut nodes {
+        let _ = n.stop().await;
+    }
+    result
+}
+
+async fn measure(
+    c: &DemoCoalition,
+    o: &ReplicateOptions,
+    nodes: &mut Vec<Node>,
+    log: &dyn Fn(usize) -> std::path::PathBuf,
+) -> Result<Vec<Figure>> {
+    let mut liaison = connect(c, 0).await?;
+    wait_own_log_ready(&mut liaison, "liaison-a").await?;
+    let (known, _) = node::contribute(&mut liaison, o.indicators, o.seed, o.batch, 1_000).await?;
+    let held = indicators(&mut liaison).await?;
+
+    // The second bank starts empty and catches up.
+    let start = Instant::now();
+    nodes.push(Node::start(&c.configs[2], &log(2)).await?);
+    let mut bank = connect(c, 2).await?;
+    let up = start.elapsed();
+    loop {
+        if indicators(&mut bank).await? >= held {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "bank-c did not catch up within 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let caught_up = start.elapsed();
+    // Spot check: contributed identifiers match there.
+    for k in known.iter().step_by(100) {
+        wait_for(&mut bank, k, proto::MatchStatus::Match, Instant::now()).await?;
+    }
+
+    // Freshness under load.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let screened = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let load_queries = node::queries(&known, 1_000, o.seed ^ 0x10ad);
+    let request = proto::MatchRequest {
+        identifiers: load_queries
+            .iter()
+            .map(|(k, v)| proto::Identifier {
+                kind: i32::from(k.code()),
+                value: v.clone(),
+            })
+            .collect(),
+    };
+    let mut load = Vec::new();
+    for _ in 0..o.clients {
+        let mut cl = connect(c, 2).await?;
+        let (stop, screened, request) = (stop.clone(), screened.clone(), request.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                cl.screening.r#match(request.clone()).await?;
+                screened.fetch_add(1_000, std::sync::atomic::Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let load_start = (
+        Instant::now(),
+        screened.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let mut fresh = Synth::new(o.seed ^ 0xf7e5);
+    let mut worst = Duration::ZERO;
+    let mut probe_result = Ok(());
+    for p in 0..o.probes.max(1) {
+        let item: (Kind, String) = fresh.any(p);
+        let since = Instant::now();
+        let r = async {
+            liaison
+                .contribution
+                .contribute(proto::ContributeRequest {
+                    items: vec![proto::ContributionItem {
+                        item: Some(proto::contribution_item::Item::Identifier(
+                            proto::Identifier {
+                                kind: i32::from(item.0.code()),
+                                value: item.1.clone(),
+                            },
+                        )),
+                    }],
+                    case_ref: format!("FRESH-{p}"),
+                    tier: proto::Tier::Confirmed as i32,
+                    valid_until: None,
+                })
+                .await?;
+            wait_for(&mut bank, &item, proto::MatchStatus::Match, since).await
+        }
+        .await;
+        match r {
+            Ok(took) => worst = worst.max(took),
+            Err(e) => {
+                probe_result = Err(e);
+                break;
+            }
+        }
+    }
+    let load_rate = (screened.load(std::sync::atomic::Ordering::Relaxed) - load_start.1) as f64
+        / load_start.0.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.await??;
+    }
+    probe_result?;
+
+    let n = held;
+    Ok(vec![
+        Figure::new(
+            format!("replicate: {n} indicators to a new node, from process start"),
+            caught_up.as_secs_f64(),
+            "s",
+            Some(5.0),
+            Better::Lower,
+        ),
+        Figure::new(
+            "replicate: of which the node's start",
+            up.as_secs_f64(),
+            "s",
+            None,
+            Better::Lower,
+        ),
+        Figure::new(
+            "replicate: rate after start",
+            n as f64 / (caught_up - up).as_secs_f64().max(1e-9),
+            "indicators/s",
+            None,
+            Better::Higher,
+        ),
+        Figure::new(
+            format!(
+                "replicate: new contribution to match at a bank under load ({} clients, slowest of {})",
+                o.clients,
+                o.probes.max(1)
+            ),
+            worst.as_secs_f64(),
+            "s",
+            Some(2.0),
+            Better::Lower,
+        ),
+        Figure::new(
+            "replicate: the bank's screening load meanwhile",
+            load_rate,
+            "identifiers/s",
+            None,
+            Better::Higher,
+        ),
+    ])
+}
