@@ -21,6 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("cix_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // Log entries decode as slices of their batch's buffer: a cold start
+        // reads millions of them, and one allocation per token and salt
+        // would dominate it.
+        .bytes(".cix.v1.LogEntry")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -80,6 +80,12 @@ impl Batch {
     }
 
     pub fn decode_bytes(bytes: &[u8]) -> Result<Batch, BatchError> {
+        // One copy of the whole batch; its entries' fields are slices of it.
+        Batch::decode_owned(bytes::Bytes::copy_from_slice(bytes))
+    }
+
+    /// Decodes a batch whose entries' fields stay slices of `bytes`.
+    pub fn decode_owned(bytes: bytes::Bytes) -> Result<Batch, BatchError> {
         Batch::decode(LogBatch::decode(bytes).map_err(|e| BatchError::Decode(e.to_string()))?)
     }
 
@@ -165,21 +171,21 @@ pub fn entries_root(entries: &[LogEntry]) -> [u8; 32] {
 
 /// A new entry with a fresh salt.
 pub fn entry(token: &Token, kind: i32, epoch: u32) -> LogEntry {
-    let mut salt = vec![0u8; 16];
+    let mut salt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);
     LogEntry {
-        token: token.0.to_vec(),
+        token: bytes::Bytes::copy_from_slice(&token.0),
         kind,
         epoch,
-        salt,
-        purged_hash: Vec::new(),
+        salt: bytes::Bytes::copy_from_slice(&salt),
+        purged_hash: bytes::Bytes::new(),
     }
 }
 
 /// The entry with its token and metadata removed, its hash kept.
 pub fn purged(e: &LogEntry) -> LogEntry {
     LogEntry {
-        purged_hash: entry_hash(e).to_vec(),
+        purged_hash: bytes::Bytes::copy_from_slice(&entry_hash(e)),
         ..Default::default()
     }
 }
@@ -331,7 +337,9 @@ mod tests {
         let good = batch(&key, 1, 4);
 
         let mut changed = good.clone();
-        changed.raw.entries[1].token[0] ^= 1;
+        let mut flipped = changed.raw.entries[1].token.to_vec();
+        flipped[0] ^= 1;
+        changed.raw.entries[1].token = flipped.into();
         assert!(matches!(
             verify(&changed, &list),
             Err(BatchError::Root { .. })

@@ -1015,7 +1015,9 @@ mod tests {
             // 256 tokens a batch, made distinct per round by the bytes after the first.
             let mut b = batch("liaison", LogOp::Add, seq, &tokens, 0);
             for e in &mut b.raw.entries {
-                e.token[1..9].copy_from_slice(&round.to_be_bytes());
+                let mut t = e.token.to_vec();
+                t[1..9].copy_from_slice(&round.to_be_bytes());
+                e.token = t.into();
             }
             seq += tokens.len() as u64;
             log.push(b);

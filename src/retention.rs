@@ -517,7 +517,7 @@ mod tests {
         let readded_entries = all_batches(&store)
             .iter()
             .flat_map(|b| b.raw.entries.clone())
-            .filter(|e| e.token == readded.0)
+            .filter(|e| *e.token == readded.0)
             .count();
         assert_eq!(readded_entries, 3);
 

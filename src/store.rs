@@ -516,7 +516,7 @@ mod tests {
                     stack.push(p);
                 } else {
                     let bytes = std::fs::read(&p).unwrap();
-                    found |= bytes.windows(32).any(|w| w == secret.as_slice());
+                    found |= bytes.windows(32).any(|w| w == &secret[..]);
                 }
             }
         }

@@ -458,7 +458,7 @@ async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
     let evil = "tampered.example";
     // (a) one entry's token changed.
     let mut changed = real[0].clone();
-    changed.entries[1].token = domain_token(&t, evil).0.to_vec();
+    changed.entries[1].token = domain_token(&t, evil).0.to_vec().into();
     // (b) an entry dropped from the middle.
     let mut dropped = real[1].clone();
     dropped.entries.remove(1);
