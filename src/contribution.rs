@@ -10,6 +10,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::BuildHasherDefault,
     sync::Arc,
 };
 
@@ -44,6 +45,9 @@ pub enum ContributionError {
     #[error(transparent)]
     Replica(#[from] ReplicaError),
 }
+
+/// Tokens seen in one request, hashed by their own first eight bytes.
+type TokenSet = HashSet<Token, BuildHasherDefault<crate::index::TokenHasher>>;
 
 fn invalid(field: &'static str, rule: impl Into<String>) -> ContributionError {
     ContributionError::Invalid {
@@ -211,7 +215,7 @@ impl Contributions {
             .collect();
 
         let _guard = self.write.lock().await;
-        let mut seen = HashSet::new();
+        let mut seen = TokenSet::default();
         let mut entries = Vec::new();
         let mut results = Vec::with_capacity(resolved.len());
         {
@@ -285,7 +289,7 @@ impl Contributions {
         let mut groups: HashMap<(Arc<str>, Tier, i64), Vec<Resolved>> = HashMap::new();
         {
             let index = self.replica.index.read();
-            let mut seen = HashSet::new();
+            let mut seen = TokenSet::default();
             for c in candidates {
                 let Ok(c) = c else {
                     counts.invalid += 1;
@@ -412,7 +416,7 @@ impl Contributions {
                     }
                 }
                 (Selector::Items(_), Some(candidates)) => {
-                    let mut seen = HashSet::new();
+                    let mut seen = TokenSet::default();
                     for c in candidates {
                         let c = match c {
                             Ok(c) => c,

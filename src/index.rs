@@ -286,6 +286,8 @@ pub struct Index {
     dir: Vec<u32>,
     dir_bits: u32,
     dead: usize,
+    /// Batches applied since the index was made.
+    applied: u64,
     /// Entries added since the last merge (tokens not in `main` for that
     /// origin), and their tokens by first 16 bits for prefix queries.
     delta: TokenMap<Vec<Entry>>,
@@ -330,6 +332,12 @@ impl Index {
                 .map(|n| n.len() + 48)
                 .sum::<usize>()
             + self.cases.names.iter().map(|n| n.len() + 48).sum::<usize>()
+    }
+
+    /// Changes not yet merged into the sorted array, and a count of the
+    /// batches applied so far (which tells whether writes are still coming).
+    pub fn pending(&self) -> (usize, u64) {
+        (self.delta_entries + self.dead, self.applied)
     }
 
     /// Indicator slots held (including expired ones not yet purged).
@@ -393,6 +401,7 @@ impl Index {
                 ..
             } => ix.extend(&token, origin, valid_until),
         })?;
+        self.applied += 1;
         if self.delta_entries > MIN_DELTA.max(self.main.len() / 4) {
             self.merge();
         }

@@ -399,6 +399,7 @@ pub async fn run(
         tokio::spawn(rebuild_keys_on_change(state.clone(), stop.clone()));
     }
 
+    tokio::spawn(merge_when_idle(state.index.clone(), stop.clone()));
     tokio::spawn(crate::retention::run(
         state.store.clone(),
         config.retention,
@@ -472,6 +473,32 @@ fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("descriptor set compiled by build.rs is valid")
+}
+
+/// Merges the index's pending changes once writes pause for a second.
+/// Until then every look-up that misses the sorted array also probes the
+/// change map (up to a quarter of the indicators after a large ingest, one
+/// cache miss per probe); merged, look-ups are batched array reads again.
+async fn merge_when_idle(index: Arc<RwLock<Index>>, stop: CancellationToken) {
+    let mut last = index.read().pending().1;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let (pending, applied) = index.read().pending();
+        if pending > 0 && applied == last {
+            let index = index.clone();
+            let started = Instant::now();
+            let _ = tokio::task::spawn_blocking(move || index.write().merge()).await;
+            tracing::debug!(
+                changes = pending,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "index changes merged while writes paused"
+            );
+        }
+        last = applied;
+    }
 }
 
 /// A new trust list may change epoch windows: rebuild the key ring.

@@ -557,3 +557,65 @@ async fn sigterm_drains_within_the_deadline_and_exits_zero() {
         proto::MatchStatus::Match
     );
 }
+
+/// Contributions wait in the index's change map; once writes pause the node
+/// merges them into its sorted array (Status shows the count going to zero)
+/// and matching, retraction and the counts are unchanged by the merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_changes_are_merged_once_writes_pause() {
+    let mut node = TestNode::new("liaison-m");
+    node.start();
+    let mut c = node.clients().await;
+    c.contribution
+        .contribute(contribute_req(
+            vec![item(Kind::Email, EMAIL), item(Kind::Iban, IBAN)],
+            "CASE-M",
+        ))
+        .await
+        .unwrap();
+    let status = |s: proto::StatusResponse| (s.index_pending, s.indicators);
+    let before = status(
+        c.admin
+            .status(proto::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(before, (2, 2), "both wait in the change map");
+    let start = std::time::Instant::now();
+    loop {
+        let now = status(
+            c.admin
+                .status(proto::StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        if now.0 == 0 {
+            assert_eq!(now.1, 2, "the merge keeps every indicator");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not merged after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = match_one(&mut c, Kind::Email, EMAIL).await;
+    assert_eq!(status_of(&r), proto::MatchStatus::Match);
+    c.contribution
+        .retract(proto::RetractRequest {
+            identifiers: vec![proto::Identifier {
+                kind: Kind::Email as i32,
+                value: EMAIL.into(),
+            }],
+            reason: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r = match_one(&mut c, Kind::Email, EMAIL).await;
+    assert_eq!(status_of(&r), proto::MatchStatus::NoMatch);
+    let r = match_one(&mut c, Kind::Iban, IBAN).await;
+    assert_eq!(status_of(&r), proto::MatchStatus::Match);
+}

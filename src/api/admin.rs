@@ -107,6 +107,7 @@ impl admin_server::Admin for AdminService {
                 })
                 .collect(),
             member_requests_limited: n.match_limits.refused(),
+            index_pending: n.index.read().pending().0 as u64,
             peers,
             forks,
             own_log_ready: self.replication.as_ref().is_none_or(|r| r.is_ready()),
