@@ -1224,6 +1224,7 @@ async fn status(conn: Conn, json: bool) -> Result<()> {
             "own_log_ready": s.own_log_ready,
             "queries_served": s.queries_served.iter().map(|q| serde_json::json!({"member": q.member, "requests": q.requests, "prefixes": q.prefixes, "refused": q.refused})).collect::<Vec<_>>(),
             "member_requests_limited": s.member_requests_limited,
+            "index_pending": s.index_pending,
             "peers": s.peers.iter().map(|p| serde_json::json!({
                 "member": p.member, "connected": p.connected, "last_error": p.last_error,
                 "last_pull": p.last_pull.as_ref().map(|t| format_time(t.seconds)),
@@ -1314,6 +1315,12 @@ async fn status(conn: Conn, json: bool) -> Result<()> {
         println!(
             "limited     {} member-listener calls refused by the match limits",
             s.member_requests_limited
+        );
+    }
+    if s.index_pending > 0 {
+        println!(
+            "index       {} changes not yet merged (merged once writes pause)",
+            s.index_pending
         );
     }
     for w in &s.warnings {
