@@ -133,11 +133,17 @@ pub fn queries(known: &[(Kind, String)], total: usize, seed: u64) -> Vec<(Kind, 
     q
 }
 
-fn count_matches(r: &proto::MatchResponse) -> usize {
-    r.results
-        .iter()
-        .filter(|x| x.status == proto::MatchStatus::Match as i32)
-        .count()
+/// Reads a stream of answers to its end; returns how many items matched.
+async fn matches_in(mut s: tonic::Streaming<proto::MatchResponse>) -> Result<usize> {
+    let mut n = 0;
+    while let Some(r) = s.message().await? {
+        n += r
+            .results
+            .iter()
+            .filter(|x| x.status == proto::MatchStatus::Match as i32)
+            .count();
+    }
+    Ok(n)
 }
 
 /// A node process loaded with synthetic indicators, and a client of it.
@@ -223,16 +229,12 @@ impl Loaded {
             })
             .collect();
         let start = Instant::now();
-        let mut s = self
+        let s = self
             .clients
             .screening
             .match_stream(futures::stream::iter(requests))
-            .await?
-            .into_inner();
-        let mut matched = 0usize;
-        while let Some(r) = s.message().await? {
-            matched += count_matches(&r);
-        }
+            .await?;
+        let matched = matches_in(s.into_inner()).await?;
         let stream_rate = queries.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
 
         let key = TokenKey::load(&self.dir.join("keys/epoch-1.key"))?;
@@ -253,16 +255,12 @@ impl Loaded {
             })
             .collect();
         let start = Instant::now();
-        let mut s = self
+        let s = self
             .clients
             .screening
             .match_tokens(futures::stream::iter(requests))
-            .await?
-            .into_inner();
-        let mut token_matches = 0usize;
-        while let Some(r) = s.message().await? {
-            token_matches += count_matches(&r);
-        }
+            .await?;
+        let token_matches = matches_in(s.into_inner()).await?;
         let tokens_rate = (tokens.len() / 32) as f64 / start.elapsed().as_secs_f64().max(1e-9);
         let planted = self.known.len().min(queries.len());
         anyhow::ensure!(
