@@ -121,9 +121,11 @@ struct Trees {
     forks: sled::Tree,
 }
 
-/// How long an open waits for a database handle dropped by this process (for
-/// instance the fresh copy a compaction just wrote) to release its file lock:
-/// sled's background flusher lets go of the file a moment after the handle.
+/// How long an open waits for sled's file lock: a handle this process just
+/// dropped (for instance the fresh copy a compaction wrote) lets go of the
+/// file only when sled's background flusher does, a moment later. Another
+/// process holding the store (a second node on the same directory) also
+/// makes the open wait this long before it fails with sled's message.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {

@@ -581,7 +581,11 @@ async fn index_changes_are_merged_once_writes_pause() {
             .unwrap()
             .into_inner(),
     );
-    assert_eq!(before, (2, 2), "both wait in the change map");
+    // Both wait in the change map, unless the node already paused for two
+    // of its one-second ticks between the answer and this call (a loaded
+    // machine), in which case they are merged already.
+    assert_eq!(before.1, 2);
+    assert!(before.0 == 2 || before.0 == 0, "pending {}", before.0);
     let start = std::time::Instant::now();
     loop {
         let now = status(
