@@ -94,6 +94,11 @@ impl Hasher for TokenHasher {
 
 type TokenMap<V> = HashMap<Token, V, BuildHasherDefault<TokenHasher>>;
 
+/// One token's entries in the change map: almost always one origin's, held
+/// inline, so the map is one allocation (freed whole by a merge) rather
+/// than one per token.
+type EntryList = smallvec::SmallVec<[Entry; 1]>;
+
 /// One indicator as held in memory: 32 bytes. Times are unix seconds in
 /// 32 bits (to 2106); a `valid_until` of 0 means no expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,29 +181,56 @@ fn fold(state: &mut Option<Entry>, change: &Change) {
     }
 }
 
-/// Sorts slots by (token, origin, seq): the array split by the tokens' top
-/// bit (tokens are uniform, so in about equal halves) and each half sorted
-/// on its own thread.
+/// The order of `main`: (token, origin, seq). The first eight bytes decide
+/// almost every comparison; nothing is copied.
+fn slot_order(a: &Slot, b: &Slot) -> std::cmp::Ordering {
+    head(&a.token)
+        .cmp(&head(&b.token))
+        .then_with(|| a.token.cmp(&b.token))
+        .then(a.entry.origin.cmp(&b.entry.origin))
+        .then(a.entry.seq.cmp(&b.entry.seq))
+}
+
+/// Sorts slots by [`slot_order`]. Large arrays are first distributed in
+/// place into 256 buckets by the tokens' first byte (one pass over the
+/// array; tokens are uniform, so the buckets are about equal), then the
+/// buckets are sorted one by one, each small enough to stay in the cache,
+/// the lower half's on a second thread.
 fn sort_slots(slots: &mut [Slot]) {
-    let key = |s: &Slot| (s.token, s.entry.origin, s.entry.seq);
     if slots.len() < 100_000 {
-        slots.sort_unstable_by_key(key);
+        slots.sort_unstable_by(slot_order);
         return;
     }
-    // In-place partition: tokens with the top bit clear first.
-    let (mut lo, mut hi) = (0usize, slots.len());
-    while lo < hi {
-        if slots[lo].token.0[0] < 0x80 {
-            lo += 1;
-        } else {
-            hi -= 1;
-            slots.swap(lo, hi);
+    let mut count = [0usize; 256];
+    for s in slots.iter() {
+        count[s.token.0[0] as usize] += 1;
+    }
+    let mut start = [0usize; 257];
+    for b in 0..256 {
+        start[b + 1] = start[b] + count[b];
+    }
+    // Each swap puts one slot into its bucket for good.
+    let mut next = start;
+    for b in 0..256 {
+        while next[b] < start[b + 1] {
+            let d = slots[next[b]].token.0[0] as usize;
+            if d == b {
+                next[b] += 1;
+            } else {
+                slots.swap(next[b], next[d]);
+                next[d] += 1;
+            }
         }
     }
-    let (a, b) = slots.split_at_mut(lo);
+    let sort_buckets = |part: &mut [Slot], buckets: std::ops::Range<usize>, offset: usize| {
+        for b in buckets {
+            part[start[b] - offset..start[b + 1] - offset].sort_unstable_by(slot_order);
+        }
+    };
+    let (low, high) = slots.split_at_mut(start[128]);
     std::thread::scope(|s| {
-        s.spawn(|| a.sort_unstable_by_key(key));
-        b.sort_unstable_by_key(key);
+        s.spawn(|| sort_buckets(low, 0..128, 0));
+        sort_buckets(high, 128..256, start[128]);
     });
 }
 
@@ -290,7 +322,7 @@ pub struct Index {
     applied: u64,
     /// Entries added since the last merge (tokens not in `main` for that
     /// origin), and their tokens by first 16 bits for prefix queries.
-    delta: TokenMap<Vec<Entry>>,
+    delta: TokenMap<EntryList>,
     delta_entries: usize,
     delta_by_prefix: HashMap<u16, Vec<Token>>,
     origins: Interner,
@@ -314,7 +346,11 @@ impl Index {
         let delta: usize = self
             .delta
             .values()
-            .map(|l| 32 + 24 + 8 + l.capacity() * std::mem::size_of::<Entry>())
+            .map(|l| {
+                32 + std::mem::size_of::<EntryList>()
+                    + 8
+                    + l.spilled() as usize * l.capacity() * std::mem::size_of::<Entry>()
+            })
             .sum();
         self.main.capacity() * std::mem::size_of::<Slot>()
             + self.heads.capacity() * 8
@@ -573,7 +609,7 @@ impl Index {
                 }
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(vec![entry]);
+                v.insert(smallvec::smallvec![entry]);
                 self.delta_entries += 1;
                 self.delta_by_prefix
                     .entry(prefix16(&token))

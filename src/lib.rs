@@ -12,7 +12,8 @@
 //!   (`spec/IDENTIFIERS.md`). Pure.
 //! - [`token`]: token keys, key files, the HMAC token. Pure but for key files.
 //! - [`keyring`]: the key epochs a node holds and which are valid now.
-//! - [`store`]: sled on disk: origin logs as append-only batches, heads, schema.
+//! - [`store`]: on disk: origin-log batches in append-only segment files;
+//!   sled for their locations, heads, trust list, forks, schema.
 //! - [`batch`]: origin-log batches: format, salted entry hashes, signatures, verification.
 //! - [`index`]: the in-memory token index, rebuilt from the store at start.
 //! - [`replica`]: where batches enter the store and the index, and heads are announced.

@@ -146,7 +146,7 @@ pub async fn open_state(config: &Config) -> Result<NodeState, ServerError> {
     };
     let signer = Arc::new(SigningKeyFile::load(&config.signing_key)?);
     let mut batches = 0u64;
-    let mut index = Index::build(store.batches().map(|b| {
+    let mut index = Index::build(store.batches_read_ahead()?.map(|b| {
         batches += 1;
         b.map_err(ServerError::from)
     }))?;

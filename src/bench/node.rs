@@ -148,7 +148,8 @@ async fn matches_in(mut s: tonic::Streaming<proto::MatchResponse>) -> Result<usi
 
 /// A node process loaded with synthetic indicators, and a client of it.
 pub struct Loaded {
-    _tmp: tempfile::TempDir,
+    /// The temporary directory holding `dir`, unless it is kept.
+    _tmp: Option<tempfile::TempDir>,
     dir: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -162,16 +163,33 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Starts a node in a temporary directory and contributes `indicators`
-    /// synthetic identifiers, `batch` per request.
+    /// Starts a node in a temporary directory (or in `keep`, created and
+    /// left behind) and contributes `indicators` synthetic identifiers,
+    /// `batch` per request.
     pub async fn start(
         indicators: usize,
         want_known: usize,
         seed: u64,
         batch: usize,
+        keep: Option<&Path>,
     ) -> Result<Loaded> {
-        let tmp = tempfile::tempdir()?;
-        let dir = tmp.path().join("node");
+        let (tmp, root) = match keep {
+            Some(root) => {
+                anyhow::ensure!(
+                    !root.exists(),
+                    "{} already exists; --keep takes a new path",
+                    root.display()
+                );
+                std::fs::create_dir_all(root)?;
+                (None, root.to_path_buf())
+            }
+            None => {
+                let tmp = tempfile::tempdir()?;
+                let root = tmp.path().to_path_buf();
+                (Some(tmp), root)
+            }
+        };
+        let dir = root.join("node");
         let made = init::init(
             &dir,
             &init::InitOptions {
@@ -180,7 +198,7 @@ impl Loaded {
                 ..Default::default()
             },
         )?;
-        let log = tmp.path().join("node.log");
+        let log = root.join("node.log");
         let node = Node::start(&made.config, &log).await?;
         let mut clients = connect(&dir).await?;
         let (known, ingest_rate) =

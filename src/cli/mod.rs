@@ -294,6 +294,11 @@ pub struct BenchSizes {
     /// Print only a JSON array of figures on stdout (the table goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Keep the benchmark node's directory (config, keys, store, log) at
+    /// this new path instead of a temporary one, to restart or profile the
+    /// node afterwards (`cix serve --config PATH/node/cix.toml`).
+    #[arg(long, value_name = "PATH")]
+    pub keep: Option<PathBuf>,
 }
 
 /// The unary latency run.
@@ -1031,7 +1036,14 @@ async fn bench(b: BenchCommand) -> Result<()> {
 /// A node process loaded with `sizes.indicators`, `known` of them kept to
 /// plant as hits.
 async fn bench_load(sizes: &BenchSizes, known: usize) -> Result<crate::bench::node::Loaded> {
-    crate::bench::node::Loaded::start(sizes.indicators, known, sizes.seed, sizes.batch).await
+    crate::bench::node::Loaded::start(
+        sizes.indicators,
+        known,
+        sizes.seed,
+        sizes.batch,
+        sizes.keep.as_deref(),
+    )
+    .await
 }
 
 /// The in-process run (engine against reference, and Redis with `vs_redis`).
