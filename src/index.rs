@@ -455,6 +455,7 @@ impl Index {
         let mut adds: Vec<Slot> = Vec::new();
         // Retractions and extensions, rare: (token, seq, change).
         let mut others: Vec<(Token, u64, Change)> = Vec::new();
+        let started = std::time::Instant::now();
         for batch in batches {
             ix.changes(&batch?, |_, token, change| match change {
                 Change::Add(entry) => adds.push(Slot { token, entry }),
@@ -463,7 +464,9 @@ impl Index {
                 }
             })?;
         }
+        let read = started.elapsed();
         sort_slots(&mut adds);
+        let sorted = started.elapsed();
         others.sort_unstable_by_key(|(t, seq, c)| (*t, c.origin(), *seq));
         // Fold each (token, origin) group in sequence order, in place.
         let mut out = 0usize;
@@ -510,6 +513,14 @@ impl Index {
         adds.shrink_to_fit();
         ix.main = adds;
         ix.index_main();
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        tracing::debug!(
+            slots = ix.main.len(),
+            read_ms = ms(read),
+            sort_ms = ms(sorted - read),
+            fold_and_directory_ms = ms(started.elapsed() - sorted),
+            "index built"
+        );
         Ok(ix)
     }
 

@@ -602,6 +602,13 @@ mod tests {
             firsts,
             vec![("a".into(), 1), ("a".into(), 4), ("b".into(), 1)]
         );
+        let ahead: Vec<_> = store
+            .batches_read_ahead()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plain: Vec<_> = store.batches().map(Result::unwrap).collect();
+        assert_eq!(ahead, plain);
         assert_eq!(store.batch_holding("a", 5).unwrap(), Some(b2));
         assert_eq!(store.batch_holding("a", 2).unwrap().unwrap().first_seq(), 1);
         assert_eq!(store.batch_holding("a", 6).unwrap(), None);
@@ -728,6 +735,10 @@ mod tests {
         let store = Store::open(dir.path(), 8).unwrap();
         let e = store.batches().next().unwrap().unwrap_err().to_string();
         assert!(e.contains("checksum mismatch"), "{e}");
+        let mut ahead = store.batches_read_ahead().unwrap();
+        let e = ahead.next().unwrap().unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        assert!(ahead.next().is_none());
         assert!(store.batch_holding("a", 1).is_err());
     }
 }
