@@ -206,8 +206,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
-    /// sled page cache, in MiB. Matching runs on the in-memory index, so the
-    /// store needs little cache. Default 64.
+    /// sled page cache, in MiB (sled holds batch locations, heads, the trust
+    /// list and fork evidence, not the batches). Matching runs on the
+    /// in-memory index, so the store needs little cache. Default 64.
     pub cache_mb: u64,
     /// Entries expired or retracted for longer than this are purged from
     /// disk (token and metadata gone, entry hash kept). Default "30d".

@@ -25,10 +25,11 @@
 //! Batches are rewritten in log order, so a purge interrupted by a crash
 //! never leaves an ADD standing without its later RETRACT.
 //!
-//! sled keeps a rewritten batch's superseded version (with its tokens) in
-//! its log file until it reuses that segment, so a purge that rewrote
-//! anything ends with [`Store::compact`], which copies the live data into a
-//! fresh store and deletes the old files: the purged tokens leave the disk.
+//! A rewritten batch is a new record in the store's append-only segment
+//! files; the superseded one (with its tokens) stays there, so a purge that
+//! rewrote anything ends with [`Store::compact`], which copies the live data
+//! into a fresh store and deletes the old files: the purged tokens leave the
+//! disk.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -183,7 +184,7 @@ impl Replay {
 /// skipped. Batches whose entries change are written back with
 /// [`Store::rewrite`], then the store is flushed. Returns the stats.
 ///
-/// Reads and rewrites sled synchronously; [`run`] does it off the runtime.
+/// Reads and rewrites the store synchronously; [`run`] does it off the runtime.
 pub async fn purge(
     store: &Store,
     retention_secs: i64,
@@ -266,8 +267,8 @@ fn purge_blocking(
         stats.entries_purged += n;
     }
     if stats.batches_rewritten > 0 {
-        // sled keeps superseded page versions (the purged tokens) in its
-        // files: rewrite the store so that they leave the disk.
+        // The superseded batch records (the purged tokens) are still in the
+        // segment files: rewrite the store so that they leave the disk.
         store.compact()?;
     }
     Ok(stats)
@@ -612,8 +613,8 @@ mod tests {
         assert!(files_contain(dir.path(), &kept.0));
     }
 
-    /// sled keeps superseded page versions in its files; the purge's
-    /// compaction must remove them.
+    /// The store keeps superseded batch records until it is compacted; the
+    /// purge's compaction must remove them.
     #[tokio::test]
     async fn purged_token_bytes_leave_the_data_directory() {
         let dir = tempfile::tempdir().unwrap();
