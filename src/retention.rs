@@ -156,10 +156,8 @@ impl Replay {
             if head.last_seq <= seen {
                 continue;
             }
-            for bytes in store.batches_after(&origin, seen) {
-                let b =
-                    Batch::decode_bytes(&bytes?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                self.apply(&b);
+            for b in store.decoded_after(&origin, seen) {
+                self.apply(&b?);
             }
         }
         Ok(())

@@ -144,6 +144,11 @@ fn batch_key(origin: &str, first_seq: u64) -> Vec<u8> {
     k
 }
 
+/// The keys of `origin`'s batches that start after sequence number `after`.
+fn keys_after(origin: &str, after: u64) -> std::ops::RangeInclusive<Vec<u8>> {
+    batch_key(origin, after.saturating_add(1))..=batch_key(origin, u64::MAX)
+}
+
 pub struct Store {
     path: PathBuf,
     cache_mb: u64,
@@ -246,16 +251,29 @@ fn open_trees(path: &Path, cache_mb: u64) -> Result<Trees, StoreError> {
     Ok(trees)
 }
 
+/// Writes the body of every entry of `batches` (`body` reads it from the
+/// entry's value) into `segments`, in log order, syncs once, and returns
+/// the sled batch that points the entries at their copies.
+fn copy_bodies(
+    batches: &sled::Tree,
+    segments: &Segments,
+    body: impl Fn(&[u8]) -> Result<Vec<u8>, StoreError>,
+) -> Result<sled::Batch, StoreError> {
+    let mut moved = sled::Batch::default();
+    for r in batches.iter() {
+        let (key, value) = r?;
+        moved.insert(key, segments.write(&body(&value)?)?.encode().to_vec());
+    }
+    segments.sync()?;
+    Ok(moved)
+}
+
 /// Migrates a version 1 store: every batch body goes into a segment file
 /// (durably), then one transaction replaces the bodies by their locations
 /// and records the new version. Cut short, it starts again from the bodies
 /// still in sled; the copies written before are never named.
 fn move_bodies_to_segments(t: &Trees) -> Result<(), StoreError> {
-    let mut moved = sled::Batch::default();
-    for r in t.batches.iter() {
-        let (key, body) = r?;
-        moved.insert(key, t.segments.append(&body)?.encode().to_vec());
-    }
+    let moved = copy_bodies(&t.batches, &t.segments, |body| Ok(body.to_vec()))?;
     (&t.batches, &t.meta)
         .transaction(|(batches, meta)| {
             batches.apply_batch(&moved)?;
@@ -315,12 +333,7 @@ impl Store {
             // The live bodies, copied in log order into fresh segments.
             let segments = Segments::open(&fresh_path.join(SEGMENTS_DIR))?;
             let batches = fresh.open_tree("batches")?;
-            let mut moved = sled::Batch::default();
-            for r in batches.iter() {
-                let (key, location) = r?;
-                let at = segments.append(&trees.body(&location)?)?;
-                moved.insert(key, at.encode().to_vec());
-            }
+            let moved = copy_bodies(&batches, &segments, |location| trees.body(location))?;
             batches.apply_batch(moved)?;
             fresh.flush()?;
         }
@@ -416,8 +429,20 @@ impl Store {
     ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
         let t = self.t();
         t.batches
-            .range(batch_key(origin, after.saturating_add(1))..=batch_key(origin, u64::MAX))
+            .range(keys_after(origin, after))
             .map(move |r| t.body(&r?.1))
+    }
+
+    /// The batches of `origin` after sequence number `after`, in order, decoded.
+    pub fn decoded_after(
+        &self,
+        origin: &str,
+        after: u64,
+    ) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
+        let t = self.t();
+        t.batches
+            .range(keys_after(origin, after))
+            .map(move |r| t.batch(r))
     }
 
     /// Replaces a stored batch by the same batch with some entries purged.
@@ -609,11 +634,13 @@ mod tests {
             .collect();
         let plain: Vec<_> = store.batches().map(Result::unwrap).collect();
         assert_eq!(ahead, plain);
-        assert_eq!(store.batch_holding("a", 5).unwrap(), Some(b2));
+        assert_eq!(store.batch_holding("a", 5).unwrap(), Some(b2.clone()));
         assert_eq!(store.batch_holding("a", 2).unwrap().unwrap().first_seq(), 1);
         assert_eq!(store.batch_holding("a", 6).unwrap(), None);
         assert_eq!(store.batches_after("a", 3).count(), 1);
         assert_eq!(store.batches_after("a", 0).count(), 2);
+        let after: Vec<_> = store.decoded_after("a", 3).map(Result::unwrap).collect();
+        assert_eq!(after, vec![b2]);
         assert_eq!(store.batches_after("b", 1).count(), 0);
     }
 

@@ -156,6 +156,16 @@ impl Segments {
     /// Writes `body` as a new record and makes it durable before returning
     /// its location.
     pub fn append(&self, body: &[u8]) -> Result<Location, SegmentError> {
+        let at = self.write(body)?;
+        self.sync()?;
+        Ok(at)
+    }
+
+    /// Writes `body` as a new record without waiting for the disk: it is
+    /// durable after the next [`Segments::sync`] (or once its segment is
+    /// full, which syncs it before the next one starts). For copies of many
+    /// records, one sync at the end.
+    pub fn write(&self, body: &[u8]) -> Result<Location, SegmentError> {
         let len = u32::try_from(body.len()).map_err(|_| SegmentError::Damaged {
             segment: 0,
             offset: 0,
@@ -164,7 +174,13 @@ impl Segments {
         let mut guard = self.writer.lock();
         let fits = |w: &Writer| w.len == 0 || w.len + 4 + body.len() as u64 <= SEGMENT_BYTES;
         if !guard.as_ref().is_some_and(fits) {
-            let n = guard.as_ref().map_or(self.next, |w| w.segment + 1);
+            let n = match guard.as_ref() {
+                Some(full) => {
+                    full.file.sync_data().map_err(|e| self.io(e))?;
+                    full.segment + 1
+                }
+                None => self.next,
+            };
             *guard = Some(self.create(n)?);
         }
         let w = guard.as_mut().expect("a segment is open for writing");
@@ -172,20 +188,26 @@ impl Segments {
         record.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
         record.extend_from_slice(body);
         let offset = w.len;
-        w.file
-            .write_all_at(&record, offset)
-            .and_then(|()| w.file.sync_data())
-            .map_err(|e| {
-                // Whatever part was written is never named; write after it.
-                w.len = offset + record.len() as u64;
-                self.io(e)
-            })?;
+        w.file.write_all_at(&record, offset).map_err(|e| {
+            // Whatever part was written is never named; write after it.
+            w.len = offset + record.len() as u64;
+            self.io(e)
+        })?;
         w.len = offset + record.len() as u64;
         Ok(Location {
             segment: w.segment,
             offset,
             len,
         })
+    }
+
+    /// Makes every record written so far durable.
+    pub fn sync(&self) -> Result<(), SegmentError> {
+        let file = self.writer.lock().as_ref().map(|w| w.file.clone());
+        match file {
+            Some(f) => f.sync_data().map_err(|e| self.io(e)),
+            None => Ok(()),
+        }
     }
 
     /// Reads the body at `at`, checking its CRC.
@@ -244,7 +266,9 @@ mod tests {
         let segs = Segments::open(dir.path()).unwrap();
         assert_eq!(segs.read(b).unwrap(), vec![7u8; 1000]);
         // A new open writes a new segment.
-        let c = segs.append(b"third").unwrap();
+        let c = segs.write(b"third").unwrap();
+        segs.sync().unwrap();
+        assert_eq!(segs.read(c).unwrap(), b"third");
         assert_eq!(c.segment, a.segment + 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         assert_eq!(c.offset, 0);
