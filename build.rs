@@ -28,5 +28,64 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .compile(&[screening_service()]);
     Ok(())
+}
+
+/// `cix.v1.Screening` as the node serves it: the same package, service,
+/// method names and paths as `proto/cix/v1/screening.proto` (clients use
+/// the client generated from the proto), but `Match` and `MatchStream`
+/// decode their requests into `crate::api::wire::MatchRequestView` (with
+/// `crate::api::wire::ViewCodec`), the same wire format with each
+/// identifier's value borrowed from the message buffer instead of copied
+/// into a `String` of its own.
+fn screening_service() -> tonic_build::manual::Service {
+    let method = |name: &str, route: &str, input: &str| {
+        let codec = if input.ends_with("MatchRequestView") {
+            "crate::api::wire::ViewCodec"
+        } else {
+            "tonic_prost::ProstCodec"
+        };
+        tonic_build::manual::Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(input)
+            .output_type("crate::proto::MatchResponse")
+            .codec_path(codec)
+    };
+    tonic_build::manual::Service::builder()
+        .package("cix.v1")
+        .name("Screening")
+        .method(method("r#match", "Match", "crate::api::wire::MatchRequestView").build())
+        .method(
+            method(
+                "match_stream",
+                "MatchStream",
+                "crate::api::wire::MatchRequestView",
+            )
+            .client_streaming()
+            .server_streaming()
+            .build(),
+        )
+        .method(
+            method(
+                "match_tokens",
+                "MatchTokens",
+                "crate::proto::MatchTokensRequest",
+            )
+            .client_streaming()
+            .server_streaming()
+            .build(),
+        )
+        .method(
+            method(
+                "match_remote",
+                "MatchRemote",
+                "crate::proto::MatchRemoteRequest",
+            )
+            .build(),
+        )
+        .build()
 }

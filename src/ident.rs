@@ -174,9 +174,15 @@ pub fn normalize(kind: Kind, raw: &str) -> Result<Canonical, Reason> {
 /// Hot-path variant of [`normalize`]: writes the canonical form into `out`
 /// (cleared first). Allocates nothing when `out` has enough capacity (the
 /// canonical form is never longer than `raw`). On error `out` is left empty.
-pub fn normalize_into(kind: Kind, raw: &str, out: &mut Vec<u8>) -> Result<(), Reason> {
+/// `raw` is text as bytes (`&str`, or a received value not yet checked to be
+/// UTF-8: normalization works on bytes, and any byte >= 0x80 is `format`).
+pub fn normalize_into<R: AsRef<[u8]> + ?Sized>(
+    kind: Kind,
+    raw: &R,
+    out: &mut Vec<u8>,
+) -> Result<(), Reason> {
     out.clear();
-    let raw = raw.as_bytes();
+    let raw = raw.as_ref();
     let r = match kind {
         Kind::Iban => iban(raw, out),
         Kind::Pan => pan(raw, out),

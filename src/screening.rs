@@ -42,19 +42,22 @@ impl Engine {
     }
 
     /// Screens identifiers given as (kind, raw value).
-    pub fn match_identifiers<'a, I>(&self, items: I, now: i64) -> Vec<Outcome>
+    pub fn match_identifiers<I, V>(&self, items: I, now: i64) -> Vec<Outcome>
     where
-        I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
+        I: IntoIterator<Item = (Result<Kind, Reason>, V)>,
+        V: AsRef<[u8]>,
     {
         let ring = self.keys.get();
         let epochs: Vec<_> = ring.valid_at(now).collect();
         let n_epochs = epochs.len();
         let mut buf = Vec::with_capacity(128);
+        let items = items.into_iter();
+        let n = items.size_hint().0;
         // Per item: Ok(index of its first token in `tokens`) or the reason.
-        let mut plan: Vec<Result<usize, Reason>> = Vec::new();
-        let mut tokens: Vec<Token> = Vec::new();
+        let mut plan: Vec<Result<usize, Reason>> = Vec::with_capacity(n);
+        let mut tokens: Vec<Token> = Vec::with_capacity(n * n_epochs);
         for (kind, value) in items {
-            let r = kind.and_then(|k| ident::normalize_into(k, value, &mut buf).map(|_| k));
+            let r = kind.and_then(|k| ident::normalize_into(k, &value, &mut buf).map(|_| k));
             plan.push(r.map(|k| {
                 let at = tokens.len();
                 tokens.extend(epochs.iter().map(|e| e.tokenizer.token(k, &buf)));

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api::{
         admin::AdminService, contribution::ContributionService, federation::FederationService,
-        screening::ScreeningService,
+        screening::ScreeningService, wire::screening_server::ScreeningServer,
     },
     auth::{Authenticated, Capability, Grants, Require},
     capture::CaptureLayer,
@@ -40,7 +40,7 @@ use crate::{
     prefix::Gate,
     proto::{
         admin_server::AdminServer, contribution_server::ContributionServer,
-        federation_server::FederationServer, screening_server::ScreeningServer,
+        federation_server::FederationServer,
     },
     ratelimit::CallerLimits,
     replica::Replica,

@@ -423,6 +423,92 @@ async fn oversized_batches_and_messages_are_refused() {
     assert_eq!(st.batches, 0);
 }
 
+/// `cix.v1.Identifier.value` on the wire as raw bytes, for a client that
+/// sends what a `string` must not hold.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawMatchRequest {
+    #[prost(message, repeated, tag = "1")]
+    identifiers: Vec<RawIdentifier>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawIdentifier {
+    #[prost(int32, tag = "1")]
+    kind: i32,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifier_values_that_are_not_utf8_are_refused_naming_the_item() {
+    use tonic::{codegen::http::uri::PathAndQuery, IntoRequest};
+    let mut node = TestNode::new("bank-g");
+    node.start();
+    let mut c = node.clients().await;
+    c.contribution
+        .contribute(contribute_req(vec![item(Kind::Email, EMAIL)], "CASE-UTF8"))
+        .await
+        .unwrap();
+    let raw = |values: &[&[u8]]| RawMatchRequest {
+        identifiers: values
+            .iter()
+            .map(|v| RawIdentifier {
+                kind: Kind::Email as i32,
+                value: v.to_vec(),
+            })
+            .collect(),
+    };
+    let good = raw(&[EMAIL.as_bytes(), b"other@mail.example"]);
+    let bad = raw(&[EMAIL.as_bytes(), b"payer\xff@mail.example"]);
+    let codec = || tonic_prost::ProstCodec::<RawMatchRequest, proto::MatchResponse>::default();
+    let mut grpc = tonic::client::Grpc::new(node.identity().channel().await.unwrap());
+    let mut unary = async |req: &RawMatchRequest| {
+        grpc.ready().await.unwrap();
+        let path = PathAndQuery::from_static("/cix.v1.Screening/Match");
+        grpc.unary(req.clone().into_request(), path, codec())
+            .await
+            .map(|r| r.into_inner())
+    };
+
+    // The same bytes as the proto's client sends: answered alike.
+    let m = unary(&good).await.unwrap();
+    let statuses: Vec<_> = m.results.iter().map(status_of).collect();
+    assert_eq!(
+        statuses,
+        [proto::MatchStatus::Match, proto::MatchStatus::NoMatch]
+    );
+    let e = unary(&bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("identifiers[1].value") && e.message().contains("UTF-8"),
+        "{}",
+        e.message()
+    );
+
+    // The stream answers the good message, refuses the bad one and ends.
+    grpc.ready().await.unwrap();
+    let mut s = grpc
+        .streaming(
+            futures::stream::iter([good, bad, raw(&[EMAIL.as_bytes()])]).into_request(),
+            PathAndQuery::from_static("/cix.v1.Screening/MatchStream"),
+            codec(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.message().await.unwrap().unwrap().results.len(), 2);
+    let e = s.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("identifiers[1].value"),
+        "{}",
+        e.message()
+    );
+    assert!(s.message().await.unwrap_or(None).is_none());
+    // Nothing echoes the value.
+    assert!(!node.logs().contains("payer"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_through_own_indicators() {
     let mut node = TestNode::new("liaison-e");

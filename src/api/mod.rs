@@ -11,6 +11,7 @@ pub mod contribution;
 pub mod convert;
 pub mod federation;
 pub mod screening;
+pub mod wire;
 
 use tonic::Status;
 

@@ -1,19 +1,23 @@
 //! `cix.v1.Screening`: Match, MatchStream, MatchTokens, and MatchRemote
 //! (screening through a peer's node by prefix queries,
 //! [`crate::federation::remote`]). Every call first passes the member
-//! listener's optional per-client limits.
+//! listener's optional per-client limits. `Match` and `MatchStream` read
+//! their requests as [`MatchRequestView`]s ([`super::wire`]).
 
 use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{check_batch, convert};
+use super::{
+    check_batch, convert,
+    wire::{screening_server, MatchRequestView},
+};
 use crate::{
     auth::Caller,
     federation::remote::{Remote, RemoteError},
     keyring::now_unix,
-    proto::{self, screening_server},
+    proto,
     ratelimit::CallerLimits,
     screening::Engine,
     token::Token,
@@ -73,15 +77,11 @@ impl From<RemoteError> for Status {
 fn match_identifiers(
     engine: &Engine,
     max: usize,
-    req: &proto::MatchRequest,
+    req: &MatchRequestView,
 ) -> Result<proto::MatchResponse, Status> {
     check_batch("identifiers", req.identifiers.len(), max)?;
-    let items = req
-        .identifiers
-        .iter()
-        .map(|i| (convert::kind(i.kind), i.value.as_str()));
     Ok(convert::match_response(
-        &engine.match_identifiers(items, now_unix()),
+        &engine.match_identifiers(req.items()?, now_unix()),
     ))
 }
 
@@ -147,7 +147,7 @@ where
 impl screening_server::Screening for ScreeningService {
     async fn r#match(
         &self,
-        req: Request<proto::MatchRequest>,
+        req: Request<MatchRequestView>,
     ) -> Result<Response<proto::MatchResponse>, Status> {
         self.admit(&req)?;
         match_identifiers(&self.engine, self.max_items, req.get_ref()).map(Response::new)
@@ -157,7 +157,7 @@ impl screening_server::Screening for ScreeningService {
 
     async fn match_stream(
         &self,
-        req: Request<Streaming<proto::MatchRequest>>,
+        req: Request<Streaming<MatchRequestView>>,
     ) -> Result<Response<Self::MatchStreamStream>, Status> {
         self.admit(&req)?;
         let (engine, max) = (self.engine.clone(), self.max_items);
