@@ -42,8 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// identifier's value borrowed from the message buffer instead of copied
 /// into a `String` of its own.
 fn screening_service() -> tonic_build::manual::Service {
+    const VIEW: &str = "crate::api::wire::MatchRequestView";
     let method = |name: &str, route: &str, input: &str| {
-        let codec = if input.ends_with("MatchRequestView") {
+        let codec = if input == VIEW {
             "crate::api::wire::ViewCodec"
         } else {
             "tonic_prost::ProstCodec"
@@ -58,16 +59,12 @@ fn screening_service() -> tonic_build::manual::Service {
     tonic_build::manual::Service::builder()
         .package("cix.v1")
         .name("Screening")
-        .method(method("r#match", "Match", "crate::api::wire::MatchRequestView").build())
+        .method(method("r#match", "Match", VIEW).build())
         .method(
-            method(
-                "match_stream",
-                "MatchStream",
-                "crate::api::wire::MatchRequestView",
-            )
-            .client_streaming()
-            .server_streaming()
-            .build(),
+            method("match_stream", "MatchStream", VIEW)
+                .client_streaming()
+                .server_streaming()
+                .build(),
         )
         .method(
             method(

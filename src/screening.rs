@@ -41,7 +41,7 @@ impl Engine {
         Engine { index, keys }
     }
 
-    /// Screens identifiers given as (kind, raw value).
+    /// Screens identifiers given as (kind, raw value as text bytes).
     pub fn match_identifiers<I, V>(&self, items: I, now: i64) -> Vec<Outcome>
     where
         I: IntoIterator<Item = (Result<Kind, Reason>, V)>,

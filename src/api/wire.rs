@@ -166,6 +166,51 @@ mod tests {
         assert_eq!(items[4], (Err(Reason::Kind), &b""[..]));
     }
 
+    /// The service served is the proto's: if `screening.proto` gains or
+    /// changes a method, `build.rs` must follow, and this says so.
+    #[test]
+    fn the_served_service_has_the_methods_of_the_proto() {
+        let fds = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+        let service = fds
+            .file
+            .iter()
+            .filter(|f| f.package() == "cix.v1")
+            .flat_map(|f| &f.service)
+            .find(|s| s.name() == "Screening")
+            .expect("cix.v1.Screening in the descriptor set");
+        let mut methods: Vec<_> = service
+            .method
+            .iter()
+            .map(|m| {
+                (
+                    m.name(),
+                    m.input_type(),
+                    m.client_streaming(),
+                    m.server_streaming(),
+                )
+            })
+            .collect();
+        methods.sort();
+        // As defined in build.rs (MatchRequestView reads cix.v1.MatchRequest).
+        assert_eq!(
+            methods,
+            [
+                ("Match", ".cix.v1.MatchRequest", false, false),
+                ("MatchRemote", ".cix.v1.MatchRemoteRequest", false, false),
+                ("MatchStream", ".cix.v1.MatchRequest", true, true),
+                ("MatchTokens", ".cix.v1.MatchTokensRequest", true, true),
+            ]
+        );
+        assert!(service
+            .method
+            .iter()
+            .all(|m| m.output_type() == ".cix.v1.MatchResponse"));
+        assert_eq!(
+            <screening_server::ScreeningServer<()> as tonic::server::NamedService>::NAME,
+            "cix.v1.Screening"
+        );
+    }
+
     #[test]
     fn a_value_that_is_not_utf8_refuses_the_request_naming_the_item() {
         let view = MatchRequestView {
