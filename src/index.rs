@@ -332,6 +332,43 @@ pub struct Index {
     frozen: HashMap<u16, u64>,
 }
 
+/// A merged sorted array, heads and directory ready to replace an index's
+/// ([`Index::merged`], [`Index::install`]).
+pub struct Merged {
+    main: Vec<Slot>,
+    heads: Vec<u64>,
+    dir: Vec<u32>,
+    dir_bits: u32,
+    /// The index's batch count when this was computed.
+    applied: u64,
+}
+
+/// What an [`Index::install`] replaced, dropped by the caller.
+pub struct Retired {
+    _main: Vec<Slot>,
+    _heads: Vec<u64>,
+    _dir: Vec<u32>,
+    _delta: TokenMap<EntryList>,
+    _delta_by_prefix: HashMap<u16, Vec<Token>>,
+}
+
+/// The token heads of a sorted array and its directory: about four slots per
+/// directory entry; at least 2^8 entries, at most 2^28.
+fn directory(main: &[Slot]) -> (Vec<u64>, Vec<u32>, u32) {
+    let heads = main.iter().map(|s| head(&s.token)).collect();
+    let bits = (main.len() / 4).max(1).ilog2().clamp(8, 28);
+    let mut dir = Vec::with_capacity((1 << bits) + 1);
+    let mut at = 0usize;
+    for p in 0..(1u32 << bits) {
+        while at < main.len() && token_prefix(&main[at].token, bits) < p {
+            at += 1;
+        }
+        dir.push(at as u32);
+    }
+    dir.push(main.len() as u32);
+    (heads, dir, bits)
+}
+
 /// Changes held before a merge: at least this many, or a quarter of the array.
 const MIN_DELTA: usize = 65_536;
 
@@ -651,50 +688,71 @@ impl Index {
     /// Folds the changes into the sorted array (dropping retracted slots)
     /// and rebuilds the directory. Also called once after a rebuild at start.
     pub fn merge(&mut self) {
+        if let Some(m) = self.merged() {
+            drop(self.install(m));
+        }
+    }
+
+    /// The sorted array with the changes folded in (retracted slots
+    /// dropped), its heads and directory, computed from a shared reference:
+    /// the node computes it under an upgradable read lock, so look-ups go
+    /// on meanwhile, and holds the write lock only for [`Index::install`].
+    /// `None` when nothing is pending.
+    pub fn merged(&self) -> Option<Merged> {
         if self.delta.is_empty() && self.dead == 0 {
-            return;
+            return None;
         }
         let mut add: Vec<Slot> = Vec::with_capacity(self.delta_entries);
-        for (t, list) in self.delta.drain() {
-            add.extend(list.into_iter().map(|entry| Slot { token: t, entry }));
+        for (t, list) in &self.delta {
+            add.extend(list.iter().map(|&entry| Slot { token: *t, entry }));
         }
         add.sort_unstable_by_key(|a| (a.token, a.entry.origin));
-        let old = std::mem::take(&mut self.main);
-        let mut out = Vec::with_capacity(old.len() - self.dead + add.len());
+        let mut main = Vec::with_capacity(self.main.len() - self.dead + add.len());
         let mut a = add.into_iter().peekable();
-        for s in old.into_iter().filter(|s| s.entry.origin != DEAD) {
+        for &s in self.main.iter().filter(|s| s.entry.origin != DEAD) {
             while let Some(x) = a.next_if(|x| (x.token, x.entry.origin) < (s.token, s.entry.origin))
             {
-                out.push(x);
+                main.push(x);
             }
-            out.push(s);
+            main.push(s);
         }
-        out.extend(a);
-        self.main = out;
+        main.extend(a);
+        let (heads, dir, dir_bits) = directory(&main);
+        Some(Merged {
+            main,
+            heads,
+            dir,
+            dir_bits,
+            applied: self.applied,
+        })
+    }
+
+    /// Puts a [`Merged`] computed from this index in place and returns what
+    /// it replaced, for the caller to drop where it chooses.
+    ///
+    /// # Panics
+    /// If batches were applied since `m` was computed (it would lose them).
+    pub fn install(&mut self, m: Merged) -> Retired {
+        assert_eq!(
+            m.applied, self.applied,
+            "a merge installed after further changes"
+        );
+        let retired = Retired {
+            _main: std::mem::replace(&mut self.main, m.main),
+            _heads: std::mem::replace(&mut self.heads, m.heads),
+            _dir: std::mem::replace(&mut self.dir, m.dir),
+            _delta: std::mem::take(&mut self.delta),
+            _delta_by_prefix: std::mem::take(&mut self.delta_by_prefix),
+        };
+        self.dir_bits = m.dir_bits;
         self.dead = 0;
         self.delta_entries = 0;
-        self.delta_by_prefix.clear();
-        self.delta.shrink_to_fit();
-        self.delta_by_prefix.shrink_to_fit();
-        self.index_main();
+        retired
     }
 
     /// Rebuilds the token heads and the directory of `main`.
     fn index_main(&mut self) {
-        self.heads = self.main.iter().map(|s| head(&s.token)).collect();
-        // About four slots per directory entry; at least 2^8, at most 2^28.
-        let bits = (self.main.len() / 4).max(1).ilog2().clamp(8, 28);
-        self.dir_bits = bits;
-        let mut dir = Vec::with_capacity((1 << bits) + 1);
-        let mut at = 0usize;
-        for p in 0..(1u32 << bits) {
-            while at < self.main.len() && token_prefix(&self.main[at].token, bits) < p {
-                at += 1;
-            }
-            dir.push(at as u32);
-        }
-        dir.push(self.main.len() as u32);
-        self.dir = dir;
+        (self.heads, self.dir, self.dir_bits) = directory(&self.main);
     }
 
     /// Freezes `origin` from sequence number `seq` on (fork evidence).
@@ -965,6 +1023,46 @@ mod tests {
             "epoch filter"
         );
         assert_eq!(token_prefix(&Token([0xab; 32]), 20), 0x000a_baba);
+    }
+
+    /// A merge computed before another batch was applied would drop that
+    /// batch's changes: installing it is refused.
+    #[test]
+    #[should_panic(expected = "a merge installed after further changes")]
+    fn a_merge_computed_before_a_later_batch_is_not_installed() {
+        let mut ix = Index::new();
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[1, 2], 0))
+            .unwrap();
+        let m = ix.merged().expect("changes pending");
+        ix.apply(&batch("liaison", LogOp::Add, 3, &[3], 0)).unwrap();
+        drop(ix.install(m));
+    }
+
+    /// Computed from a shared reference and installed, a merge answers as
+    /// the index did before it, with nothing pending.
+    #[test]
+    fn a_merge_built_beside_look_ups_then_installed_changes_no_answer() {
+        let mut ix = Index::new();
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[1, 2, 3], 0))
+            .unwrap();
+        ix.merge();
+        ix.apply(&batch("bank", LogOp::Add, 1, &[2, 4], 0)).unwrap();
+        ix.apply(&batch("liaison", LogOp::Retract, 4, &[1], 0))
+            .unwrap();
+        let answers = |ix: &Index| -> Vec<usize> {
+            (1..=5u8)
+                .map(|t| ix.active(&Token([t; 32]), 100).count())
+                .collect()
+        };
+        let before = answers(&ix);
+        assert_eq!(before, [0, 2, 1, 1, 0]);
+        let m = ix.merged().expect("changes pending");
+        // Look-ups go on while the merge is built.
+        assert_eq!(answers(&ix), before);
+        drop(ix.install(m));
+        assert_eq!(answers(&ix), before);
+        assert_eq!(ix.pending().0, 0);
+        assert!(ix.merged().is_none());
     }
 
     /// The index, merged at random points, against a plain map of

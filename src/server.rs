@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{service::interceptor::InterceptedService, transport::Server};
@@ -479,6 +479,9 @@ fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
 /// Until then every look-up that misses the sorted array also probes the
 /// change map (up to a quarter of the indicators after a large ingest, one
 /// cache miss per probe); merged, look-ups are batched array reads again.
+/// The new array is built under an upgradable read lock, beside look-ups
+/// (writes wait, and so do look-ups that come after a waiting write); the
+/// write lock is held only to swap it in and free the old one.
 async fn merge_when_idle(index: Arc<RwLock<Index>>, stop: CancellationToken) {
     let mut last = index.read().pending().1;
     loop {
@@ -489,13 +492,28 @@ async fn merge_when_idle(index: Arc<RwLock<Index>>, stop: CancellationToken) {
         let (pending, applied) = index.read().pending();
         if pending > 0 && applied == last {
             let index = index.clone();
-            let started = Instant::now();
-            let _ = tokio::task::spawn_blocking(move || index.write().merge()).await;
-            tracing::debug!(
-                changes = pending,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "index changes merged while writes paused"
-            );
+            let merged = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let ix = index.upgradable_read();
+                let merged = ix.merged()?;
+                let built = started.elapsed();
+                let mut ix = RwLockUpgradableReadGuard::upgrade(ix);
+                // The old arrays are freed before the lock is released, so
+                // that a Status reporting the merge also reports memory
+                // without them (freeing is a small part of the merge).
+                drop(ix.install(merged));
+                drop(ix);
+                Some((built, started.elapsed() - built))
+            })
+            .await;
+            if let Ok(Some((built, locked))) = merged {
+                tracing::debug!(
+                    changes = pending,
+                    built_ms = built.as_millis() as u64,
+                    write_locked_us = locked.as_micros() as u64,
+                    "index changes merged while writes paused"
+                );
+            }
         }
         last = applied;
     }
