@@ -343,15 +343,6 @@ pub struct Merged {
     applied: u64,
 }
 
-/// What an [`Index::install`] replaced, dropped by the caller.
-pub struct Retired {
-    _main: Vec<Slot>,
-    _heads: Vec<u64>,
-    _dir: Vec<u32>,
-    _delta: TokenMap<EntryList>,
-    _delta_by_prefix: HashMap<u16, Vec<Token>>,
-}
-
 /// The token heads of a sorted array and its directory: about four slots per
 /// directory entry; at least 2^8 entries, at most 2^28.
 fn directory(main: &[Slot]) -> (Vec<u64>, Vec<u32>, u32) {
@@ -689,7 +680,7 @@ impl Index {
     /// and rebuilds the directory. Also called once after a rebuild at start.
     pub fn merge(&mut self) {
         if let Some(m) = self.merged() {
-            drop(self.install(m));
+            self.install(m);
         }
     }
 
@@ -727,27 +718,25 @@ impl Index {
         })
     }
 
-    /// Puts a [`Merged`] computed from this index in place and returns what
-    /// it replaced, for the caller to drop where it chooses.
+    /// Puts a [`Merged`] computed from this index in place, freeing what it
+    /// replaces (so a Status that reports the merge reports memory without
+    /// the old arrays).
     ///
     /// # Panics
     /// If batches were applied since `m` was computed (it would lose them).
-    pub fn install(&mut self, m: Merged) -> Retired {
+    pub fn install(&mut self, m: Merged) {
         assert_eq!(
             m.applied, self.applied,
             "a merge installed after further changes"
         );
-        let retired = Retired {
-            _main: std::mem::replace(&mut self.main, m.main),
-            _heads: std::mem::replace(&mut self.heads, m.heads),
-            _dir: std::mem::replace(&mut self.dir, m.dir),
-            _delta: std::mem::take(&mut self.delta),
-            _delta_by_prefix: std::mem::take(&mut self.delta_by_prefix),
-        };
+        self.main = m.main;
+        self.heads = m.heads;
+        self.dir = m.dir;
         self.dir_bits = m.dir_bits;
+        self.delta = TokenMap::default();
+        self.delta_by_prefix = HashMap::new();
         self.dead = 0;
         self.delta_entries = 0;
-        retired
     }
 
     /// Rebuilds the token heads and the directory of `main`.
@@ -1035,7 +1024,7 @@ mod tests {
             .unwrap();
         let m = ix.merged().expect("changes pending");
         ix.apply(&batch("liaison", LogOp::Add, 3, &[3], 0)).unwrap();
-        drop(ix.install(m));
+        ix.install(m);
     }
 
     /// Computed from a shared reference and installed, a merge answers as
@@ -1059,7 +1048,7 @@ mod tests {
         let m = ix.merged().expect("changes pending");
         // Look-ups go on while the merge is built.
         assert_eq!(answers(&ix), before);
-        drop(ix.install(m));
+        ix.install(m);
         assert_eq!(answers(&ix), before);
         assert_eq!(ix.pending().0, 0);
         assert!(ix.merged().is_none());

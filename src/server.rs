@@ -497,12 +497,8 @@ async fn merge_when_idle(index: Arc<RwLock<Index>>, stop: CancellationToken) {
                 let ix = index.upgradable_read();
                 let merged = ix.merged()?;
                 let built = started.elapsed();
-                let mut ix = RwLockUpgradableReadGuard::upgrade(ix);
-                // The old arrays are freed before the lock is released, so
-                // that a Status reporting the merge also reports memory
-                // without them (freeing is a small part of the merge).
-                drop(ix.install(merged));
-                drop(ix);
+                // Installing frees the old arrays too (a small part of it).
+                RwLockUpgradableReadGuard::upgrade(ix).install(merged);
                 Some((built, started.elapsed() - built))
             })
             .await;
