@@ -174,8 +174,8 @@ pub fn normalize(kind: Kind, raw: &str) -> Result<Canonical, Reason> {
 /// Hot-path variant of [`normalize`]: writes the canonical form into `out`
 /// (cleared first). Allocates nothing when `out` has enough capacity (the
 /// canonical form is never longer than `raw`). On error `out` is left empty.
-/// `raw` is text as bytes (`&str`, or a received value not yet checked to be
-/// UTF-8: normalization works on bytes, and any byte >= 0x80 is `format`).
+/// `raw` is the value's bytes (`&str`, or a received value's slice):
+/// normalization works on bytes, and any byte >= 0x80 is `format`.
 pub fn normalize_into<R: AsRef<[u8]> + ?Sized>(
     kind: Kind,
     raw: &R,

@@ -540,7 +540,7 @@ impl Index {
         adds.truncate(out);
         adds.shrink_to_fit();
         ix.main = adds;
-        ix.index_main();
+        (ix.heads, ix.dir, ix.dir_bits) = directory(&ix.main);
         let ms = |d: std::time::Duration| d.as_millis() as u64;
         tracing::debug!(
             slots = ix.main.len(),
@@ -737,11 +737,6 @@ impl Index {
         self.delta_by_prefix = HashMap::new();
         self.dead = 0;
         self.delta_entries = 0;
-    }
-
-    /// Rebuilds the token heads and the directory of `main`.
-    fn index_main(&mut self) {
-        (self.heads, self.dir, self.dir_bits) = directory(&self.main);
     }
 
     /// Freezes `origin` from sequence number `seq` on (fork evidence).

@@ -63,7 +63,7 @@ impl Codec for ViewCodec {
     type Decoder = ViewDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::default())
+        ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
