@@ -11,9 +11,10 @@ use cix::{
     bench::screen::signed_add,
     ident::{self, Kind},
     index::Index,
-    synth::Synth,
-    token::{Token, TokenKey, Tokenizer},
-    trust::keys::SigningKeyFile,
+    keys::signing::SigningKeyFile,
+    keys::TokenKey,
+    testbed::synth::Synth,
+    token::{Token, Tokenizer},
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 

@@ -57,7 +57,7 @@ impl Identity {
         } else {
             dir.join(&raw.node.data_dir)
         };
-        let node = std::fs::read_to_string(data_dir.join(crate::server::MEMBER_ADDR_FILE))
+        let node = std::fs::read_to_string(data_dir.join(crate::node::MEMBER_ADDR_FILE))
             .map(|s| s.trim().to_string())
             .unwrap_or(raw.member_listener.listen);
         Ok(Identity {

@@ -15,7 +15,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Capability;
+use crate::{
+    auth::clients::{ClientCapability, ClientGrant},
+    epochs::EpochConfig,
+    time::parse_time,
+    trust::list::check_member_id,
+};
 
 /// Errors found while reading or checking a config file.
 #[derive(Debug, thiserror::Error)]
@@ -288,20 +293,6 @@ pub struct MemberListener {
     pub clients: HashMap<String, ClientGrant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientGrant {
-    pub name: String,
-    pub capabilities: Vec<Capability>,
-}
-
-#[derive(Debug, Clone)]
-pub struct EpochConfig {
-    pub id: u32,
-    pub key_file: PathBuf,
-    /// Unix seconds; `None` when the trust list decides.
-    pub window: Option<(i64, i64)>,
-}
-
 /// Environment variables that override paths and addresses.
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("CIX_DATA_DIR", "node.data_dir"),
@@ -400,7 +391,7 @@ impl Config {
             }
             let mut caps = Vec::new();
             for cap in &c.capabilities {
-                let cap = Capability::parse(cap).ok_or_else(|| {
+                let cap = ClientCapability::parse(cap).ok_or_else(|| {
                     invalid(
                         format!("{field}.capabilities"),
                         format!("unknown capability {cap:?}: use screen, contribute or admin"),
@@ -527,44 +518,10 @@ impl Config {
     }
 }
 
-/// Member ids: 1 to 64 of `[a-z0-9._-]`, starting with a letter or digit.
-pub fn check_member_id(id: &str) -> Result<(), &'static str> {
-    let ok_first = id
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if id.len() > 64
-        || !ok_first
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-    {
-        return Err("must be 1 to 64 of [a-z0-9._-], starting with a letter or digit");
-    }
-    Ok(())
-}
-
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Parses an RFC 3339 time into unix seconds.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|_| "must be an RFC 3339 time such as 2026-01-01T00:00:00Z".to_string())?;
-    let secs = match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    };
-    Ok(secs)
-}
-
-/// Formats unix seconds as RFC 3339 (UTC).
-pub fn format_time(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]

@@ -18,14 +18,14 @@ use tokio::sync::watch;
 
 use crate::{
     batch,
+    epochs::{Epoch, KeyRing, Keys},
     ident::{self, Kind, Reason},
     index::{Indicator, Tier},
-    keyring::{Epoch, KeyRing, Keys},
+    keys::signing::SigningKeyFile,
+    logs::{LogsError, OriginLogs},
     proto::{BatchHeader, LogOp},
-    replica::{Replica, ReplicaError},
     store::StoreError,
     token::Token,
-    trust::keys::SigningKeyFile,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum ContributionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Replica(#[from] ReplicaError),
+    OriginLogs(#[from] LogsError),
 }
 
 /// Tokens seen in one request, hashed by their own first eight bytes.
@@ -148,7 +148,7 @@ pub fn check_label(field: &'static str, s: &str) -> Result<(), ContributionError
 
 pub struct Contributions {
     origin: String,
-    replica: Arc<Replica>,
+    logs: Arc<OriginLogs>,
     keys: Keys,
     signer: Arc<SigningKeyFile>,
     /// False until this node's own log head is confirmed (see
@@ -175,14 +175,14 @@ struct Header<'a> {
 impl Contributions {
     pub fn new(
         origin: String,
-        replica: Arc<Replica>,
+        logs: Arc<OriginLogs>,
         keys: Keys,
         signer: Arc<SigningKeyFile>,
         ready: watch::Receiver<bool>,
     ) -> Contributions {
         Contributions {
             origin,
-            replica,
+            logs,
             keys,
             signer,
             ready,
@@ -219,7 +219,7 @@ impl Contributions {
         let mut entries = Vec::new();
         let mut results = Vec::with_capacity(resolved.len());
         {
-            let index = self.replica.index.read();
+            let index = self.logs.index.read();
             for r in resolved {
                 let r = match r {
                     Ok(r) => r,
@@ -288,7 +288,7 @@ impl Contributions {
         // (case reference, tier, valid_until) -> new entries.
         let mut groups: HashMap<(Arc<str>, Tier, i64), Vec<Resolved>> = HashMap::new();
         {
-            let index = self.replica.index.read();
+            let index = self.logs.index.read();
             let mut seen = TokenSet::default();
             for c in candidates {
                 let Ok(c) = c else {
@@ -408,7 +408,7 @@ impl Contributions {
         let mut entries = Vec::new();
         let mut results = Vec::new();
         {
-            let index = self.replica.index.read();
+            let index = self.logs.index.read();
             match (&selector, candidates) {
                 (Selector::Case(case_ref), _) => {
                     for (token, kind, epoch) in index.tokens_of_case(&self.origin, case_ref, now) {
@@ -467,7 +467,7 @@ impl Contributions {
         if !*self.ready.borrow() {
             return Err(ContributionError::NotReady);
         }
-        let head = self.replica.store.head(&self.origin)?.unwrap_or_default();
+        let head = self.logs.store.head(&self.origin)?.unwrap_or_default();
         let header = BatchHeader {
             origin: self.origin.clone(),
             first_seq: head.last_seq + 1,
@@ -486,7 +486,7 @@ impl Contributions {
             .collect();
         let batch = batch::sign(header, entries, &self.signer);
         // Durable before anyone is told.
-        let new_head = self.replica.append(&batch, true).await?;
+        let new_head = self.logs.append(&batch, true).await?;
         tracing::info!(
             origin = %self.origin,
             op = h.op.as_str_name(),
@@ -500,7 +500,7 @@ impl Contributions {
 
     /// This node's own active indicators, in token order, after `after`.
     pub fn list(&self, after: Option<Token>, limit: usize, now: i64) -> Vec<Indicator> {
-        self.replica
+        self.logs
             .index
             .read()
             .page_of_origin(&self.origin, after, limit, now)

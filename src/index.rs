@@ -934,7 +934,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{batch, proto::BatchHeader, trust::keys::SigningKeyFile};
+    use crate::{batch, keys::signing::SigningKeyFile, proto::BatchHeader};
 
     fn batch(origin: &str, op: LogOp, first: u64, tokens: &[u8], valid_until: i64) -> Batch {
         let header = BatchHeader {

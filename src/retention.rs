@@ -10,7 +10,7 @@
 //! the entry's salted hash. The signed header is untouched and
 //! `entries_root` recomputes from the kept hashes, so every batch still
 //! verifies and the chain of header hashes is unchanged: replication,
-//! fork detection and [`crate::batch::verify`] work on purged logs as
+//! fork detection and [`crate::trust::batches::verify`] work on purged logs as
 //! before. [`crate::index::Index::apply`] skips purged entries.
 //!
 //! The rule, per (origin, token), follows the index's replay of the log:
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     batch::{self, Batch},
-    keyring::now_unix,
+    epochs::now_unix,
     proto::LogOp,
     store::{Store, StoreError},
     token::Token,
@@ -318,7 +318,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{index::Index, proto::BatchHeader, trust::keys::SigningKeyFile};
+    use crate::{index::Index, keys::signing::SigningKeyFile, proto::BatchHeader};
 
     const DAY: i64 = 86_400;
     const RETENTION: i64 = 30 * DAY;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::{
+    epochs::Keys,
     ident::{self, Kind, Reason},
     index::{Index, Indicator},
-    keyring::Keys,
     token::Token,
 };
 

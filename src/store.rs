@@ -574,9 +574,9 @@ mod tests {
     use super::*;
     use crate::{
         batch,
+        keys::signing::SigningKeyFile,
         proto::{BatchHeader, LogOp},
         token::Token,
-        trust::keys::SigningKeyFile,
     };
 
     fn batch(origin: &str, first: u64, prev: [u8; 32], n: usize) -> Batch {

@@ -3,7 +3,7 @@
 //!
 //! The member listener speaks TLS 1.3 only and requires a client certificate
 //! that chains to the member's client CA. Each accepted connection carries a
-//! [`PeerIdentity`]: the SHA-256 of the client certificate's DER
+//! [`TlsIdentity`]: the SHA-256 of the client certificate's DER
 //! SubjectPublicKeyInfo, so that a caller is its key, whatever certificate
 //! wraps it. tonic's built-in TLS can do neither, so the listener accepts with
 //! tokio-rustls and hands the streams to `serve_with_incoming`.
@@ -54,7 +54,13 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::{server::Connected, Channel, Endpoint};
 
-use crate::auth::PeerIdentity;
+/// The identity of the peer at the other end of a TLS connection, attached
+/// to every request of that connection.
+#[derive(Clone, Debug)]
+pub struct TlsIdentity {
+    /// SHA-256 of the client certificate's SubjectPublicKeyInfo, lowercase hex.
+    pub spki_sha256: Arc<str>,
+}
 
 /// How long a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -179,7 +185,7 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
 /// every stream on it.
 pub struct PeerStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: PeerIdentity,
+    peer: TlsIdentity,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     _registration: Registration,
 }
@@ -258,8 +264,8 @@ impl Connections {
 }
 
 impl Connected for PeerStream {
-    type ConnectInfo = PeerIdentity;
-    fn connect_info(&self) -> PeerIdentity {
+    type ConnectInfo = TlsIdentity;
+    fn connect_info(&self) -> TlsIdentity {
         self.peer.clone()
     }
 }
@@ -365,7 +371,7 @@ async fn handshake(
     let (registration, token) = connections.register(spki.clone());
     Ok(PeerStream {
         inner: tls,
-        peer: PeerIdentity { spki_sha256: spki },
+        peer: TlsIdentity { spki_sha256: spki },
         closed: Box::pin(token.cancelled_owned()),
         _registration: registration,
     })

@@ -22,7 +22,7 @@ async fn contribute_then_match_gives_a_hit_with_its_metadata() {
         "CASE-2026-17",
     );
     req.tier = proto::Tier::Probable as i32;
-    let until = cix::keyring::now_unix() + 3600;
+    let until = cix::epochs::now_unix() + 3600;
     req.valid_until = Some(prost_types::Timestamp {
         seconds: until,
         nanos: 0,
@@ -47,7 +47,7 @@ async fn contribute_then_match_gives_a_hit_with_its_metadata() {
     assert_eq!(h.epoch, 1);
     assert_eq!(h.valid_until.as_ref().unwrap().seconds, until);
     let created = h.created_at.as_ref().unwrap().seconds;
-    assert!((cix::keyring::now_unix() - created).abs() < 60);
+    assert!((cix::epochs::now_unix() - created).abs() < 60);
 
     // Same token, other kind: no match (the kind is part of the token).
     let r = match_one(&mut c, Kind::Domain, "mail.example").await;
@@ -112,7 +112,7 @@ async fn retract_expire_and_restart() {
         "CASE-SHORT",
     );
     short.valid_until = Some(prost_types::Timestamp {
-        seconds: cix::keyring::now_unix() + 2,
+        seconds: cix::epochs::now_unix() + 2,
         nanos: 0,
     });
     c.contribution.contribute(short).await.unwrap();
@@ -180,7 +180,7 @@ async fn retract_expire_and_restart() {
         .extend(proto::ExtendRequest {
             case_ref: "CASE-R".into(),
             valid_until: Some(prost_types::Timestamp {
-                seconds: cix::keyring::now_unix() + 7200,
+                seconds: cix::epochs::now_unix() + 7200,
                 nanos: 0,
             }),
             ..Default::default()

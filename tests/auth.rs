@@ -87,10 +87,10 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     node.start();
     // A whole other PKI, whose client is even listed by fingerprint.
     let other = tempfile::tempdir().unwrap();
-    let (_, _, ca) = cix::cli::init::new_ca("someone else's CA").unwrap();
+    let (_, _, ca) = cix::testbed::init::new_ca("someone else's CA").unwrap();
     let cert = other.path().join("c.crt");
     let key = other.path().join("c.key");
-    let spki = cix::cli::init::issue_client(&ca, "intruder", &cert, &key).unwrap();
+    let spki = cix::testbed::init::issue_client(&ca, "intruder", &cert, &key).unwrap();
     assert!(!spki.is_empty());
     let config = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cix::{ident::Kind, synth::Synth};
+use cix::{ident::Kind, testbed::synth::Synth};
 use serde_json::Value;
 use support::{TestNode, BIN};
 

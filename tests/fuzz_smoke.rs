@@ -7,15 +7,16 @@
 use cix::{
     batch::{self, Batch},
     ident::{self, Kind},
+    keys::signing::SigningKeyFile,
     proto,
     token::Token,
-    trust::{keys::SigningKeyFile, list},
+    trust::list,
 };
 use proptest::prelude::*;
 use prost::Message;
 
 fn signed_list(op: &SigningKeyFile) -> proto::SignedTrustList {
-    let now = cix::keyring::now_unix();
+    let now = cix::epochs::now_unix();
     let m = list::member(
         "bank-a",
         "Bank A",
@@ -70,7 +71,7 @@ proptest! {
     #[test]
     fn normalization_answers_any_near_valid_value(kind in 0usize..8, seed in any::<u64>(), pos in any::<usize>(), byte in any::<u8>()) {
         let kind = Kind::ALL[kind];
-        let mut v = cix::synth::Synth::new(seed).of(kind).into_bytes();
+        let mut v = cix::testbed::synth::Synth::new(seed).of(kind).into_bytes();
         let i = pos % v.len();
         v[i] = byte;
         let raw = String::from_utf8_lossy(&v);
@@ -121,7 +122,7 @@ proptest! {
             last_seq: 0,
         });
         let op = SigningKeyFile::from_seed(&[7; 32]);
-        let now = cix::keyring::now_unix();
+        let now = cix::epochs::now_unix();
         let body = list::new_list("c", &[op.verifying_key()], 1, vec![], vec![member], now, now + 1000);
         let mut s = list::unsigned(&body);
         list::sign(&mut s, &op);
@@ -131,7 +132,7 @@ proptest! {
         let i = pos % bytes.len();
         bytes[i] ^= flip;
         if let Ok(b) = Batch::decode_bytes(&bytes) {
-            if batch::verify(&b, &trust).is_ok() {
+            if cix::trust::batches::verify(&b, &trust).is_ok() {
                 // Verifies only if header and entries say exactly what was signed.
                 prop_assert_eq!(b.raw.header.clone(), good.raw.header.clone());
                 prop_assert_eq!(batch::entries_root(&b.raw.entries), batch::entries_root(&good.raw.entries));

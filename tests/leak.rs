@@ -182,7 +182,7 @@ async fn raw_identifiers_never_reach_disk_or_logs() {
         .extend(proto::ExtendRequest {
             case_ref: "CASE-LEAK-1".into(),
             valid_until: Some(prost_types::Timestamp {
-                seconds: cix::keyring::now_unix() + 86_400,
+                seconds: cix::epochs::now_unix() + 86_400,
                 nanos: 0,
             }),
             ..Default::default()
@@ -402,7 +402,7 @@ async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
         .extend(proto::ExtendRequest {
             case_ref: "CASE-LEAK-FED".into(),
             valid_until: Some(prost_types::Timestamp {
-                seconds: cix::keyring::now_unix() + 86_400,
+                seconds: cix::epochs::now_unix() + 86_400,
                 nanos: 0,
             }),
             ..Default::default()
@@ -411,7 +411,7 @@ async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
         .unwrap();
 
     // Key rotation: epoch 2 installed and listed, then rekey from raw values.
-    let key2 = cix::token::TokenKey::generate();
+    let key2 = cix::keys::TokenKey::generate();
     let key2_path = c.tmp.path().join("epoch-2.key");
     key2.write_new(&key2_path).unwrap();
     drop((bank, liaison, asker, fed));
@@ -422,7 +422,7 @@ async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
         ));
         n.restart();
     }
-    let now = cix::keyring::now_unix();
+    let now = cix::epochs::now_unix();
     let signed = c.next(|l| {
         l.epochs.push(proto::KeyEpoch {
             id: 2,

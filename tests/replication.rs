@@ -177,7 +177,7 @@ async fn a_stopped_node_catches_up_and_an_isolated_one_converges() {
 async fn a_hundred_thousand_indicators_replicate_to_two_peers() {
     let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
     c.start_all();
-    let mut synth = cix::synth::Synth::new(4242);
+    let mut synth = cix::testbed::synth::Synth::new(4242);
     let mut tokens: Vec<u8> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut stored = 0u64;
@@ -241,7 +241,7 @@ async fn purged_tokens_leave_the_disk_and_a_new_node_still_syncs_everything() {
     let short = domains("short-lived", 3);
     let mut req = contribute_req(items(&short), "CASE-SHORT");
     req.valid_until = Some(prost_types::Timestamp {
-        seconds: cix::keyring::now_unix() + 2,
+        seconds: cix::epochs::now_unix() + 2,
         nanos: 0,
     });
     let mut a = c.nodes[0].clients().await;

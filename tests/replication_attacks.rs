@@ -24,13 +24,14 @@ use std::{
 
 use cix::{
     batch, ident,
+    keys::signing::SigningKeyFile,
+    keys::TokenKey,
     proto::{
         self,
         federation_server::{Federation, FederationServer},
         pull_response, Kind, MatchStatus,
     },
-    token::{Token, TokenKey, Tokenizer},
-    trust::keys::SigningKeyFile,
+    token::{Token, Tokenizer},
 };
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
@@ -126,11 +127,11 @@ struct FakePeer {
 
 impl FakePeer {
     async fn start(dir: &Path, id: &str) -> FakePeer {
-        let (_, _, ca) = cix::cli::init::new_ca(&format!("fake CA {id}")).unwrap();
+        let (_, _, ca) = cix::testbed::init::new_ca(&format!("fake CA {id}")).unwrap();
         let cert = dir.join(format!("{id}.crt"));
         let key = dir.join(format!("{id}.key"));
         // A client-auth certificate: nodes pin peers by SPKI only.
-        let spki = cix::cli::init::issue_client(&ca, id, &cert, &key).unwrap();
+        let spki = cix::testbed::init::issue_client(&ca, id, &cert, &key).unwrap();
         let anyone: cix::tls::SpkiPolicy = Arc::new(|_: &str| true);
         let config = cix::tls::peer_server_config(&cert, &key, None, anyone).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -272,7 +273,7 @@ fn add_batch(
         origin: origin.into(),
         first_seq,
         prev_hash,
-        created_unix: cix::keyring::now_unix(),
+        created_unix: cix::epochs::now_unix(),
         op: proto::LogOp::Add as i32,
         case_ref: case_ref.into(),
         tier: proto::Tier::Confirmed as i32,

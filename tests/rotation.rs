@@ -12,10 +12,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cix::{
+    epochs::now_unix,
     ident::{self, Kind as IdKind},
-    keyring::now_unix,
+    keys::TokenKey,
     proto::{self, Kind, MatchStatus},
-    token::{TokenKey, Tokenizer},
+    token::Tokenizer,
 };
 use support::*;
 

@@ -76,7 +76,7 @@ async fn refused_lists_leave_the_stored_list_byte_identical() {
     let mut c = Coalition::new(&["bank-a", "bank-b"]);
     c.start_all();
     let before = held_list(&c, 0).await;
-    let now = cix::keyring::now_unix();
+    let now = cix::epochs::now_unix();
 
     let mut cases: Vec<(&str, proto::SignedTrustList, Code)> = Vec::new();
     // Rollback: version 0 < 1.
@@ -109,7 +109,7 @@ async fn refused_lists_leave_the_stored_list_byte_identical() {
     // Signed by keys not in the list.
     let mut rogue = c.sign(&body, &[]);
     for _ in 0..3 {
-        cix::trust::list::sign(&mut rogue, &cix::trust::keys::SigningKeyFile::generate());
+        cix::trust::list::sign(&mut rogue, &cix::keys::signing::SigningKeyFile::generate());
     }
     cases.push(("unknown keys", rogue, Code::PermissionDenied));
     // Wrong coalition.
@@ -125,7 +125,7 @@ async fn refused_lists_leave_the_stored_list_byte_identical() {
     let mut body = c.list.clone();
     body.version = 2;
     let fresh: Vec<_> = (0..2)
-        .map(|_| cix::trust::keys::SigningKeyFile::generate())
+        .map(|_| cix::keys::signing::SigningKeyFile::generate())
         .collect();
     body.operator_keys = fresh
         .iter()
@@ -186,7 +186,7 @@ async fn refused_lists_leave_the_stored_list_byte_identical() {
 async fn peers_are_pinned_by_the_trust_list() {
     let mut c = Coalition::new(&["bank-a", "bank-b", "liaison-c"]);
     // liaison-c's data-sharing agreement has run out.
-    c.list.members[2].sharing_basis_expires_at = cix::keyring::now_unix() - 60;
+    c.list.members[2].sharing_basis_expires_at = cix::epochs::now_unix() - 60;
     let root = c.sign(&c.list, &[0, 1]);
     for n in &c.nodes {
         std::fs::write(
@@ -364,7 +364,7 @@ async fn a_token_key_that_does_not_match_its_epoch_refuses_to_start() {
     let node = &c.nodes[0];
     let key_file = node.dir.join("keys/epoch-1.key");
     std::fs::remove_file(&key_file).unwrap();
-    cix::token::TokenKey::generate()
+    cix::keys::TokenKey::generate()
         .write_new(&key_file)
         .unwrap();
     let out = std::process::Command::new(BIN)
@@ -454,7 +454,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_list_closes_the_peer_listener_but_for_trust_list_rpcs() {
     let mut c = Coalition::new(&["bank-a", "bank-b"]);
-    let now = cix::keyring::now_unix();
+    let now = cix::epochs::now_unix();
     c.list.expires_at = now + 3;
     let root = c.sign(&c.list, &[0, 1]);
     for n in &c.nodes {
@@ -504,7 +504,7 @@ async fn an_expired_list_closes_the_peer_listener_but_for_trust_list_rpcs() {
         .get_trust_list(proto::GetTrustListRequest::default())
         .await
         .is_ok());
-    let v2 = c.next(|l| l.expires_at = cix::keyring::now_unix() + 30 * 86_400);
+    let v2 = c.next(|l| l.expires_at = cix::epochs::now_unix() + 30 * 86_400);
     assert!(
         fed.publish_trust_list(v2)
             .await
@@ -564,10 +564,11 @@ async fn with_a_coalition_ca_a_listed_key_must_also_chain_to_it() {
     // bank-a demands certificates from its own CA; bank-b's peer certificate
     // comes from bank-b's CA. A second bank-b certificate from bank-a's CA
     // is listed too.
-    let ca = cix::cli::init::load_ca(&c.nodes[0].dir).unwrap();
+    let ca = cix::testbed::init::load_ca(&c.nodes[0].dir).unwrap();
     let cert = c.tmp.path().join("b-by-a.crt");
     let key = c.tmp.path().join("b-by-a.key");
-    let spki = cix::cli::init::issue_client(&ca, "bank-b via coalition CA", &cert, &key).unwrap();
+    let spki =
+        cix::testbed::init::issue_client(&ca, "bank-b via coalition CA", &cert, &key).unwrap();
     c.list.members[1].tls_spki_sha256.push(spki);
     let root = c.sign(&c.list, &[0, 1]);
     for n in &c.nodes {

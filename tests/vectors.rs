@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cix::ident::{normalize, normalize_into, Kind, Reason};
-use cix::token::{Token, TokenKey, Tokenizer};
+use cix::{
+    keys::TokenKey,
+    token::{Token, Tokenizer},
+};
 use serde::Deserialize;
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/token-vectors.json");

@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::{
     batch::fork_point,
+    epochs::now_unix,
     federation::replicate::Replication,
-    keyring::now_unix,
+    node::NodeState,
     proto::{self, admin_server},
-    server::NodeState,
 };
 
 pub struct AdminService {

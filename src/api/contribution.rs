@@ -6,9 +6,9 @@ use tonic::{Request, Response, Status};
 
 use super::{check_batch, convert};
 use crate::{
-    auth::Caller,
+    auth::clients::Caller,
     contribution::{Contributions, Selector},
-    keyring::now_unix,
+    epochs::now_unix,
     proto::{self, contribution_server},
     token::Token,
 };

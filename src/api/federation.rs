@@ -1,5 +1,5 @@
 //! `cix.v1.Federation` on the peer listener: GetTrustList, PublishTrustList,
-//! Pull, Watch and QueryPrefix (answered by [`crate::prefix::Gate`]). The caller was authorized by [`crate::trust::auth`]
+//! Pull, Watch and QueryPrefix (answered by [`crate::federation::prefix::Gate`]). The caller was authorized by [`crate::auth::peers`]
 //! (membership and capability) before it got here.
 
 use std::{collections::HashMap, pin::Pin, sync::Arc};
@@ -11,17 +11,19 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    federation::replicate::{heads, stored_batch},
-    keyring::now_unix,
-    prefix::{Gate, PrefixError},
+    auth::peers::PeerMember,
+    epochs::now_unix,
+    federation::{
+        prefix::{Gate, PrefixError},
+        replicate::{heads, stored_batch},
+    },
+    logs::OriginLogs,
     proto::PeerCapability,
     proto::{self, federation_server, pull_response},
     ratelimit::now_secs,
-    replica::Replica,
     screening::Engine,
     trust::list::QueryPolicy,
     trust::{
-        auth::PeerMember,
         list::TrustError,
         state::{OfferError, Offered, TrustState},
     },
@@ -29,7 +31,7 @@ use crate::{
 
 pub struct FederationService {
     trust: Arc<TrustState>,
-    replica: Arc<Replica>,
+    logs: Arc<OriginLogs>,
     engine: Engine,
     queries: Arc<Gate>,
     /// Cancelled when the node stops: ends the long-lived Watch streams so
@@ -40,14 +42,14 @@ pub struct FederationService {
 impl FederationService {
     pub fn new(
         trust: Arc<TrustState>,
-        replica: Arc<Replica>,
+        logs: Arc<OriginLogs>,
         engine: Engine,
         queries: Arc<Gate>,
         stop: CancellationToken,
     ) -> FederationService {
         FederationService {
             trust,
-            replica,
+            logs,
             engine,
             queries,
             stop,
@@ -163,7 +165,7 @@ impl federation_server::Federation for FederationService {
         &self,
         req: Request<proto::PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
-        let store = self.replica.store.clone();
+        let store = self.logs.store.clone();
         let have: HashMap<String, proto::OriginHead> = req
             .into_inner()
             .have
@@ -225,8 +227,8 @@ impl federation_server::Federation for FederationService {
         &self,
         _req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let store = self.replica.store.clone();
-        let mut updates = self.replica.subscribe();
+        let store = self.logs.store.clone();
+        let mut updates = self.logs.subscribe();
         let first = heads(&store).map_err(store_error)?;
         let (tx, rx) = mpsc::channel(64);
         let stop = self.stop.clone();

@@ -50,7 +50,7 @@ impl From<ContributionError> for Status {
             ContributionError::Invalid { .. } => Status::invalid_argument(e.to_string()),
             ContributionError::NoValidEpoch => Status::failed_precondition(e.to_string()),
             ContributionError::NotReady => Status::unavailable(e.to_string()),
-            ContributionError::Store(_) | ContributionError::Replica(_) => {
+            ContributionError::Store(_) | ContributionError::OriginLogs(_) => {
                 tracing::error!(error = %e, "contribution failed in the store");
                 Status::internal("the node could not store the request; nothing was acknowledged")
             }

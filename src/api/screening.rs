@@ -14,9 +14,9 @@ use super::{
     wire::{screening_server, MatchRequestView},
 };
 use crate::{
-    auth::Caller,
+    auth::clients::Caller,
+    epochs::now_unix,
     federation::remote::{Remote, RemoteError},
-    keyring::now_unix,
     proto,
     ratelimit::CallerLimits,
     screening::Engine,

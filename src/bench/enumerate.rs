@@ -11,7 +11,8 @@ use std::{collections::HashSet, time::Instant};
 use super::{cores, Better, Figure};
 use crate::{
     ident::{self, Kind},
-    token::{Token, TokenKey, Tokenizer},
+    keys::TokenKey,
+    token::{Token, Tokenizer},
 };
 
 /// Digits after the `+447` prefix.

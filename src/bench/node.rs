@@ -16,12 +16,13 @@ use anyhow::{Context, Result};
 
 use super::{screen::rss_of, Better, Figure};
 use crate::{
-    cli::{demo::Node, init},
+    cli::demo::Node,
     client::{Clients, Identity},
     ident::{self, Kind},
+    keys::TokenKey,
     proto,
-    synth::Synth,
-    token::{TokenKey, Tokenizer},
+    testbed::{init, synth::Synth},
+    token::Tokenizer,
 };
 
 /// Items per request message, at most.
@@ -417,7 +418,7 @@ impl Loaded {
             .await?
             .into_inner();
         self.node.stop().await?;
-        let addr = self.dir.join("data").join(crate::server::MEMBER_ADDR_FILE);
+        let addr = self.dir.join("data").join(crate::node::MEMBER_ADDR_FILE);
         let _ = std::fs::remove_file(&addr);
         let start = Instant::now();
         self.node = Node::start(&self.config, &self.log).await?;

@@ -16,7 +16,7 @@ use crate::{
     client::{Clients, Identity},
     ident::Kind,
     proto,
-    synth::Synth,
+    testbed::synth::Synth,
 };
 
 pub struct ReplicateOptions {

@@ -12,14 +12,14 @@ use parking_lot::RwLock;
 use super::{cores, Better, Figure};
 use crate::{
     batch,
+    epochs::{now_unix, Epoch, KeyRing, Keys},
     ident::{self, Kind},
     index::{Index, TokenHasher},
-    keyring::{now_unix, Epoch, KeyRing, Keys},
+    keys::{signing::SigningKeyFile, TokenKey},
     proto::{BatchHeader, LogOp},
     screening::Engine,
-    synth::Synth,
-    token::{Token, TokenKey, Tokenizer},
-    trust::keys::SigningKeyFile,
+    testbed::synth::Synth,
+    token::{Token, Tokenizer},
 };
 
 pub struct ScreenOptions {

@@ -20,17 +20,17 @@ use anyhow::{bail, ensure, Context, Result};
 use prost::Message;
 use tonic::transport::Channel;
 
-use super::{bulk, init};
+use super::bulk;
 use crate::{
     api::convert,
     client::{Clients, Identity},
+    epochs::now_unix,
     ident::Kind,
-    keyring::now_unix,
+    keys::{signing::SigningKeyFile, TokenKey},
     proto::{self, federation_client::FederationClient, MemberKind},
-    synth::Synth,
+    testbed::{init, synth::Synth},
     tls,
-    token::TokenKey,
-    trust::{keys::SigningKeyFile, list},
+    trust::list,
 };
 
 /// Known indicators the liaison contributes.
@@ -207,11 +207,8 @@ impl DemoCoalition {
             &d.join("tls/peer.key"),
             vec![self.peer_spkis[to].clone()],
         )?;
-        let addr = std::fs::read_to_string(
-            self.dirs[to]
-                .join("data")
-                .join(crate::server::PEER_ADDR_FILE),
-        )?;
+        let addr =
+            std::fs::read_to_string(self.dirs[to].join("data").join(crate::node::PEER_ADDR_FILE))?;
         Ok(tls::connect(addr.trim(), None, config).await?)
     }
 }
@@ -559,7 +556,7 @@ impl Node {
             .parent()
             .unwrap_or(Path::new("."))
             .join("data")
-            .join(crate::server::MEMBER_ADDR_FILE);
+            .join(crate::node::MEMBER_ADDR_FILE);
         // Generous: a cold start at 10M indicators takes seconds.
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut node = Node { child };

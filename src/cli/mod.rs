@@ -5,7 +5,6 @@
 
 pub mod bulk;
 pub mod demo;
-pub mod init;
 pub mod operator;
 
 use std::{path::PathBuf, time::Instant};
@@ -16,13 +15,16 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     api::convert,
     client::{Clients, Identity},
-    config::{format_time, parse_time, Config},
+    config::Config,
+    epochs::now_unix,
     ident::{self, Kind},
     index::Tier,
-    keyring::now_unix,
+    keys::TokenKey,
     proto,
     telemetry::LogFormat,
-    token::{Token, TokenKey, Tokenizer},
+    testbed::init,
+    time::{format_time, parse_time},
+    token::{Token, Tokenizer},
 };
 use bulk::{HitRow, Input, Out, OutFormat, ResultRow};
 
@@ -446,7 +448,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
-            crate::server::run(config, crate::shutdown::signal()).await?;
+            crate::server::run(config, crate::server::shutdown::signal()).await?;
             Ok(())
         }
         Command::Init {

@@ -17,14 +17,14 @@ use clap::{Args, Subcommand, ValueEnum};
 use ed25519_dalek::VerifyingKey;
 
 use crate::{
-    config::{format_time, parse_time},
-    keyring::now_unix,
-    proto::{self, KeyEpoch, Member, MemberKind, MemberStatus, PeerCapability, SignedTrustList},
-    token::TokenKey,
-    trust::{
-        keys::{load_public, write_public, SigningKeyFile},
-        list::{self, QueryPolicy, TrustList, Update},
+    epochs::now_unix,
+    keys::{
+        signing::{load_public, write_public, SigningKeyFile},
+        TokenKey,
     },
+    proto::{self, KeyEpoch, Member, MemberKind, MemberStatus, PeerCapability, SignedTrustList},
+    time::{format_time, parse_time},
+    trust::list::{self, QueryPolicy, TrustList, Update},
 };
 
 /// The file formats, for every command's `--help`.

@@ -5,6 +5,7 @@
 //! timer, so a list reaches every node without operator action, including
 //! nodes that were down when it was published.
 
+pub mod prefix;
 pub mod remote;
 pub mod replicate;
 pub mod trust_sync;

@@ -2,7 +2,7 @@
 //! `Screening.MatchRemote`: this node hashes the identifiers under every
 //! valid epoch, sends only the prefixes (the trust list's `prefix_bits`) to
 //! the peer's `Federation.QueryPrefix` over this node's own pinned mTLS
-//! connection, and compares the answers locally ([`crate::prefix::compare`]).
+//! connection, and compares the answers locally ([`crate::federation::prefix::compare`]).
 //! The member's own systems never hold peer credentials, and the peer never
 //! sees a token or an outcome.
 
@@ -11,11 +11,13 @@ use std::{collections::HashMap, sync::Arc};
 use parking_lot::Mutex;
 use tonic::{transport::Channel, Status};
 
-use super::PeerDialer;
-use crate::{
-    ident::{Kind, Reason},
-    keyring::now_unix,
+use super::{
     prefix::{self, MAX_PREFIXES_PER_REQUEST},
+    PeerDialer,
+};
+use crate::{
+    epochs::now_unix,
+    ident::{Kind, Reason},
     proto::{federation_client::FederationClient, PeerCapability, QueryPrefixRequest},
     screening::{Engine, Outcome},
     trust::{

@@ -5,7 +5,7 @@
 //! when the peer is ahead or its history differs, and on a timer (every
 //! `pull_seconds`) to repair anything missed. Every batch received is
 //! verified against the origin's entry in the trust list in force, whoever
-//! relayed it ([`crate::batch::verify`]), then must extend the origin's
+//! relayed it ([`crate::trust::batches::verify`]), then must extend the origin's
 //! chain exactly; a batch that fails is logged with the peer and origin and
 //! dropped, and the rest of the stream goes on. A batch already held is a
 //! no-op; a different, validly signed batch at a sequence number already
@@ -28,12 +28,12 @@ use tonic::transport::Channel;
 use super::PeerDialer;
 use crate::{
     batch::{self, Batch},
-    keyring::now_unix,
+    epochs::now_unix,
+    logs::{LogsError, OriginLogs},
     proto::{
         federation_client::FederationClient, pull_response, ForkEvidence, LogBatch, Member,
         OriginHead, PeerCapability, PullRequest, WatchRequest,
     },
-    replica::{Replica, ReplicaError},
     store::{Store, StoreError},
     trust::state::TrustState,
 };
@@ -59,7 +59,7 @@ pub struct PeerView {
 }
 
 pub struct Replication {
-    pub replica: Arc<Replica>,
+    pub logs: Arc<OriginLogs>,
     pub trust: Arc<TrustState>,
     pub dialer: PeerDialer,
     pub pull_interval: Duration,
@@ -94,7 +94,7 @@ fn peers(trust: &TrustState, only: &[String]) -> Vec<Member> {
 
 impl Replication {
     pub fn new(
-        replica: Arc<Replica>,
+        logs: Arc<OriginLogs>,
         trust: Arc<TrustState>,
         dialer: PeerDialer,
         pull_interval: Duration,
@@ -104,7 +104,7 @@ impl Replication {
         // With no peer to ask, the own log's head is what the store says.
         let (ready, rx) = watch::channel(peers(&trust, &only).is_empty());
         let r = Replication {
-            replica,
+            logs,
             trust,
             dialer,
             pull_interval,
@@ -144,7 +144,7 @@ impl Replication {
         peer: &str,
     ) -> Result<PullStats, String> {
         let _guard = self.apply.lock().await;
-        let have = heads(&self.replica.store).map_err(|e| e.to_string())?;
+        let have = heads(&self.logs.store).map_err(|e| e.to_string())?;
         let mut stream = client
             .pull(PullRequest { have })
             .await
@@ -169,11 +169,7 @@ impl Replication {
         // Replicated batches are flushed per pull: a crash before this
         // loses nothing that cannot be pulled again.
         if stats.applied > 0 {
-            self.replica
-                .store
-                .flush()
-                .await
-                .map_err(|e| e.to_string())?;
+            self.logs.store.flush().await.map_err(|e| e.to_string())?;
         }
         self.view(peer, |v| v.last_pull_unix = now_unix());
         if stats.applied > 0 || stats.rejected > 0 {
@@ -199,7 +195,7 @@ impl Replication {
             }
         };
         let list = self.trust.current();
-        if let Err(e) = batch::verify(&b, &list) {
+        if let Err(e) = crate::trust::batches::verify(&b, &list) {
             tracing::warn!(peer, origin = b.origin(), first_seq = b.first_seq(), error = %e, "batch rejected");
             return Ingest::Rejected;
         }
@@ -211,7 +207,7 @@ impl Replication {
             tracing::warn!(peer, origin = b.origin(), first_seq = b.first_seq(), "batch rejected: entries purged before the retention period allows (stripped on the way)");
             return Ingest::Rejected;
         }
-        let store = &self.replica.store;
+        let store = &self.logs.store;
         let head = match store.head(b.origin()) {
             Ok(h) => h.unwrap_or_default(),
             Err(e) => {
@@ -236,9 +232,9 @@ impl Replication {
         if b.first_seq() > head.last_seq + 1 {
             return Ingest::Gap;
         }
-        match self.replica.append(&b, false).await {
+        match self.logs.append(&b, false).await {
             Ok(_) => Ingest::Applied,
-            Err(ReplicaError::Store(StoreError::ChainBroken { .. })) => {
+            Err(LogsError::Store(StoreError::ChainBroken { .. })) => {
                 tracing::warn!(
                     peer,
                     origin = b.origin(),
@@ -270,8 +266,8 @@ impl Replication {
             && a.hash() != b.hash()
             && a.first_seq() <= b.last_seq()
             && b.first_seq() <= a.last_seq()
-            && batch::verify(&a, &list).is_ok()
-            && batch::verify(&b, &list).is_ok();
+            && crate::trust::batches::verify(&a, &list).is_ok()
+            && crate::trust::batches::verify(&b, &list).is_ok();
         if !valid {
             tracing::warn!(
                 peer,
@@ -281,15 +277,15 @@ impl Replication {
             return false;
         }
         let from = batch::fork_point(&ev).unwrap_or(1);
-        match self.replica.store.put_fork(a.origin(), &ev) {
+        match self.logs.store.put_fork(a.origin(), &ev) {
             Ok(true) => {
-                let _ = self.replica.store.flush().await;
+                let _ = self.logs.store.flush().await;
                 tracing::error!(origin = a.origin(), frozen_from_seq = from, peer, "fork: the origin signed two different batches; frozen until the operators act (suspend it, rotate its key)");
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "keeping fork evidence"),
         }
-        self.replica.index.write().freeze(a.origin(), from);
+        self.logs.index.write().freeze(a.origin(), from);
         true
     }
 }
@@ -357,7 +353,7 @@ async fn session(
             _ = stop.cancelled() => return Ok(()),
             m = watch.message() => {
                 let m = m.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.ok_or("watch stream ended")?;
-                let pull = m.heads.iter().any(|h| wants_pull(&repl.replica.store, h));
+                let pull = m.heads.iter().any(|h| wants_pull(&repl.logs.store, h));
                 repl.view(&member.id, |v| {
                     for h in &m.heads {
                         v.heads.insert(h.origin.clone(), h.last_seq);

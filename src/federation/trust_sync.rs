@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PeerDialer, PEER_CALL_TIMEOUT};
 use crate::{
-    keyring::now_unix,
+    epochs::now_unix,
     proto::{GetTrustListRequest, Member},
     trust::state::TrustState,
 };

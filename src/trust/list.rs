@@ -19,13 +19,30 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message;
 
 use crate::{
-    config::{check_member_id, format_time},
+    keys::signing::SigningKeyFile,
     proto::{
         self, KeyEpoch, Member, MemberKind, MemberStatus, OperatorKey, PeerCapability,
         SignedTrustList, TrustSignature,
     },
-    trust::keys::SigningKeyFile,
+    time::format_time,
 };
+
+/// Member ids: 1 to 64 of `[a-z0-9._-]`, starting with a letter or digit.
+pub fn check_member_id(id: &str) -> Result<(), &'static str> {
+    let ok_first = id
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if id.len() > 64
+        || !ok_first
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return Err("must be 1 to 64 of [a-z0-9._-], starting with a letter or digit");
+    }
+    Ok(())
+}
 
 /// Domain separation of trust-list signatures: `"cix-trust-list-v1" || 0x00`.
 pub const SIGNING_CONTEXT: &[u8] = b"cix-trust-list-v1\0";

@@ -3,11 +3,9 @@
 //! threshold-signed, with operator key rotation).
 //!
 //! - [`list`]: decoding, the acceptance rules and editing (pure).
-//! - [`keys`]: Ed25519 key files of operators and members.
+//! - [`batches`]: which origin-log batches the list in force admits.
 //! - [`state`]: the list in force on a node, offers of new lists, cut-offs.
-//! - [`auth`]: per-request authorization of peers on the peer listener.
 
-pub mod auth;
-pub mod keys;
+pub mod batches;
 pub mod list;
 pub mod state;

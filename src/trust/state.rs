@@ -19,10 +19,10 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::{
-    config::format_time,
-    keyring::now_unix,
+    epochs::now_unix,
     proto::{Member, PeerCapability, SignedTrustList},
     store::{Store, StoreError},
+    time::format_time,
     tls::Connections,
     trust::list::{decode_signed, verify_root, verify_update, TrustError, TrustList, Update},
 };

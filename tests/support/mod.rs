@@ -13,9 +13,9 @@ use std::{
 };
 
 use cix::{
-    cli::init,
     client::{Clients, Identity},
     proto,
+    testbed::init,
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cix");
@@ -365,7 +365,7 @@ impl TestNode {
 /// A small coalition of real nodes under one operator-signed trust list.
 pub struct Coalition {
     pub tmp: tempfile::TempDir,
-    pub operators: Vec<cix::trust::keys::SigningKeyFile>,
+    pub operators: Vec<cix::keys::signing::SigningKeyFile>,
     pub token_key: PathBuf,
     pub nodes: Vec<TestNode>,
     /// Member ids, in node order.
@@ -383,12 +383,12 @@ impl Coalition {
     pub fn new(ids: &[&str]) -> Coalition {
         let tmp = tempfile::tempdir().unwrap();
         let token_key = tmp.path().join("epoch-1.key");
-        let key = cix::token::TokenKey::generate();
+        let key = cix::keys::TokenKey::generate();
         key.write_new(&token_key).unwrap();
         let operators: Vec<_> = (0..3)
-            .map(|_| cix::trust::keys::SigningKeyFile::generate())
+            .map(|_| cix::keys::signing::SigningKeyFile::generate())
             .collect();
-        let now = cix::keyring::now_unix();
+        let now = cix::epochs::now_unix();
         let mut nodes = Vec::new();
         let mut members = Vec::new();
         let mut spkis = Vec::new();
@@ -474,7 +474,7 @@ impl Coalition {
     /// The next version of the list, edited by `edit`, signed by operators 0 and 1.
     pub fn next(&mut self, edit: impl FnOnce(&mut proto::TrustList)) -> proto::SignedTrustList {
         self.list.version += 1;
-        self.list.issued_at = cix::keyring::now_unix();
+        self.list.issued_at = cix::epochs::now_unix();
         edit(&mut self.list);
         self.sign(&self.list, &[0, 1])
     }

@@ -281,7 +281,7 @@ fn indicator(token: Token, e: &PrefixEntry) -> Option<Indicator> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{batch, proto::BatchHeader, proto::LogOp, trust::keys::SigningKeyFile};
+    use crate::{batch, keys::signing::SigningKeyFile, proto::BatchHeader, proto::LogOp};
 
     fn index_with(tokens: &[Token]) -> RwLock<Index> {
         let header = BatchHeader {

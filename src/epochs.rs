@@ -13,10 +13,19 @@ use std::{path::PathBuf, sync::Arc};
 use parking_lot::RwLock;
 
 use crate::{
-    config::EpochConfig,
+    keys::{KeyError, TokenKey},
     proto::KeyEpoch,
-    token::{KeyError, TokenKey, Tokenizer},
+    token::Tokenizer,
 };
+
+/// One key epoch as the node's config names it.
+#[derive(Debug, Clone)]
+pub struct EpochConfig {
+    pub id: u32,
+    pub key_file: PathBuf,
+    /// Unix seconds; `None` when the trust list decides.
+    pub window: Option<(i64, i64)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyRingError {

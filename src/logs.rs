@@ -16,7 +16,7 @@ use crate::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReplicaError {
+pub enum LogsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -30,16 +30,16 @@ pub struct HeadUpdate {
     pub last_seq: u64,
 }
 
-pub struct Replica {
+pub struct OriginLogs {
     pub store: Arc<Store>,
     pub index: Arc<RwLock<Index>>,
     heads: broadcast::Sender<HeadUpdate>,
 }
 
-impl Replica {
-    pub fn new(store: Arc<Store>, index: Arc<RwLock<Index>>) -> Replica {
+impl OriginLogs {
+    pub fn new(store: Arc<Store>, index: Arc<RwLock<Index>>) -> OriginLogs {
         let (heads, _) = broadcast::channel(4096);
-        Replica {
+        OriginLogs {
             store,
             index,
             heads,
@@ -51,7 +51,7 @@ impl Replica {
     /// flushed before this returns (contributions are acknowledged only
     /// then); replicated batches can be fetched again and are flushed in
     /// groups by the caller.
-    pub async fn append(&self, batch: &Batch, durable: bool) -> Result<Head, ReplicaError> {
+    pub async fn append(&self, batch: &Batch, durable: bool) -> Result<Head, LogsError> {
         let head = self.store.append(batch)?;
         if durable {
             self.store.flush().await?;

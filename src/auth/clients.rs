@@ -11,11 +11,11 @@ use std::{collections::HashMap, sync::Arc};
 use parking_lot::RwLock;
 use tonic::{service::Interceptor, Request, Status};
 
-use crate::config::ClientGrant;
+use crate::tls::TlsIdentity;
 
 /// What a member-listener caller may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Capability {
+pub enum ClientCapability {
     /// `Screening.*`
     Screen,
     /// `Contribution.*`
@@ -24,31 +24,23 @@ pub enum Capability {
     Admin,
 }
 
-impl Capability {
-    pub fn parse(s: &str) -> Option<Capability> {
+impl ClientCapability {
+    pub fn parse(s: &str) -> Option<ClientCapability> {
         match s {
-            "screen" => Some(Capability::Screen),
-            "contribute" => Some(Capability::Contribute),
-            "admin" => Some(Capability::Admin),
+            "screen" => Some(ClientCapability::Screen),
+            "contribute" => Some(ClientCapability::Contribute),
+            "admin" => Some(ClientCapability::Admin),
             _ => None,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Capability::Screen => "screen",
-            Capability::Contribute => "contribute",
-            Capability::Admin => "admin",
+            ClientCapability::Screen => "screen",
+            ClientCapability::Contribute => "contribute",
+            ClientCapability::Admin => "admin",
         }
     }
-}
-
-/// The identity of the peer at the other end of a TLS connection, attached
-/// to every request of that connection.
-#[derive(Clone, Debug)]
-pub struct PeerIdentity {
-    /// SHA-256 of the client certificate's SubjectPublicKeyInfo, lowercase hex.
-    pub spki_sha256: Arc<str>,
 }
 
 /// The authorized caller of one request, for handlers and audit.
@@ -56,6 +48,13 @@ pub struct PeerIdentity {
 pub struct Caller {
     pub name: String,
     pub spki_sha256: Arc<str>,
+}
+
+/// What one client certificate (by SPKI hash) is called and may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientGrant {
+    pub name: String,
+    pub capabilities: Vec<ClientCapability>,
 }
 
 /// Who may do what; shared by every interceptor, replaceable at run time.
@@ -79,8 +78,8 @@ impl Grants {
     /// Checks one request's caller for `cap`.
     pub fn authorize(
         &self,
-        peer: Option<&PeerIdentity>,
-        cap: Capability,
+        peer: Option<&TlsIdentity>,
+        cap: ClientCapability,
     ) -> Result<Caller, Status> {
         let peer = peer
             .ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
@@ -109,11 +108,11 @@ impl Grants {
 #[derive(Clone)]
 pub struct Require {
     grants: Grants,
-    cap: Capability,
+    cap: ClientCapability,
 }
 
 impl Require {
-    pub fn new(grants: &Grants, cap: Capability) -> Require {
+    pub fn new(grants: &Grants, cap: ClientCapability) -> Require {
         Require {
             grants: grants.clone(),
             cap,
@@ -125,7 +124,7 @@ impl Interceptor for Require {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let caller = self
             .grants
-            .authorize(req.extensions().get::<PeerIdentity>(), self.cap)
+            .authorize(req.extensions().get::<TlsIdentity>(), self.cap)
             .inspect_err(|s| {
                 tracing::warn!(
                     capability = self.cap.as_str(),
@@ -146,7 +145,7 @@ pub struct Authenticated;
 
 impl Interceptor for Authenticated {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        if req.extensions().get::<PeerIdentity>().is_none() {
+        if req.extensions().get::<TlsIdentity>().is_none() {
             return Err(Status::unauthenticated(
                 "no client certificate on this connection",
             ));
@@ -165,14 +164,14 @@ mod tests {
             "aa".repeat(32),
             ClientGrant {
                 name: "screener".into(),
-                capabilities: vec![Capability::Screen],
+                capabilities: vec![ClientCapability::Screen],
             },
         );
         Grants::new(m)
     }
 
-    fn peer(fp: &str) -> PeerIdentity {
-        PeerIdentity {
+    fn peer(fp: &str) -> TlsIdentity {
+        TlsIdentity {
             spki_sha256: fp.into(),
         }
     }
@@ -181,19 +180,23 @@ mod tests {
     fn capability_is_checked_per_call_and_follows_replacement() {
         let g = grants();
         let p = peer(&"aa".repeat(32));
-        assert!(g.authorize(Some(&p), Capability::Screen).is_ok());
-        let e = g.authorize(Some(&p), Capability::Contribute).unwrap_err();
+        assert!(g.authorize(Some(&p), ClientCapability::Screen).is_ok());
+        let e = g
+            .authorize(Some(&p), ClientCapability::Contribute)
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("contribute"));
         g.replace(HashMap::new());
         assert_eq!(
-            g.authorize(Some(&p), Capability::Screen)
+            g.authorize(Some(&p), ClientCapability::Screen)
                 .unwrap_err()
                 .code(),
             tonic::Code::PermissionDenied
         );
         assert_eq!(
-            g.authorize(None, Capability::Screen).unwrap_err().code(),
+            g.authorize(None, ClientCapability::Screen)
+                .unwrap_err()
+                .code(),
             tonic::Code::Unauthenticated
         );
     }

@@ -14,10 +14,10 @@ use std::{
 use tonic::Status;
 
 use crate::{
-    auth::PeerIdentity,
-    config::format_time,
-    keyring::now_unix,
+    epochs::now_unix,
     proto::PeerCapability,
+    time::format_time,
+    tls::TlsIdentity,
     trust::{list::TrustList, state::TrustState},
 };
 
@@ -54,7 +54,7 @@ fn capability_name(c: PeerCapability) -> &'static str {
 /// Checks one peer request.
 pub fn authorize(
     trust: &TrustState,
-    peer: Option<&PeerIdentity>,
+    peer: Option<&TlsIdentity>,
     path: &str,
 ) -> Result<PeerMember, Status> {
     let peer =
@@ -145,7 +145,7 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         match authorize(
             &self.trust,
-            req.extensions().get::<PeerIdentity>(),
+            req.extensions().get::<TlsIdentity>(),
             req.uri().path(),
         ) {
             Ok(member) => {

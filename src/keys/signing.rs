@@ -76,12 +76,14 @@ impl SigningKeyFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = crate::keyfile::open_private(path).map_err(|e| match e {
-            crate::keyfile::PrivateFileError::Io(e) => io(e),
-            crate::keyfile::PrivateFileError::Permissions { mode } => KeyFileError::Permissions {
-                path: path.to_path_buf(),
-                mode,
-            },
+        let file = crate::keys::file::open_private(path).map_err(|e| match e {
+            crate::keys::file::PrivateFileError::Io(e) => io(e),
+            crate::keys::file::PrivateFileError::Permissions { mode } => {
+                KeyFileError::Permissions {
+                    path: path.to_path_buf(),
+                    mode,
+                }
+            }
         })?;
         let seed = read_hex32(file, path, SEED_WHAT)?;
         Ok(SigningKeyFile {
@@ -96,7 +98,7 @@ impl SigningKeyFile {
         let mut text = Zeroizing::new([0u8; 65]);
         hex::encode_to_slice(&seed[..], &mut text[..64]).expect("64 hex characters for 32 bytes");
         text[64] = b'\n';
-        crate::keyfile::write_new_private(path, &text[..]).map_err(|source| KeyFileError::Io {
+        crate::keys::file::write_new_private(path, &text[..]).map_err(|source| KeyFileError::Io {
             path: path.to_path_buf(),
             source,
         })

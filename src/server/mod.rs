@@ -6,6 +6,8 @@
 //! gives in-flight requests the configured drain time, flushes the store and
 //! returns. Every acknowledged write was already flushed before its answer.
 
+pub mod shutdown;
+
 use std::{
     future::Future,
     net::SocketAddr,
@@ -26,49 +28,36 @@ use crate::{
         admin::AdminService, contribution::ContributionService, federation::FederationService,
         screening::ScreeningService, wire::screening_server::ScreeningServer,
     },
-    auth::{Authenticated, Capability, Grants, Require},
+    auth::{
+        clients::{Authenticated, ClientCapability, Grants, Require},
+        peers::PeerAuthLayer,
+    },
     capture::CaptureLayer,
     config::Config,
     contribution::Contributions,
+    epochs::{now_unix, KeyRing},
     federation::remote::Remote,
     federation::{
         replicate::{self, Replication},
         trust_sync, PeerDialer,
     },
-    index::{Index, IndexError},
-    keyring::{load_keys, now_unix, KeyRing, KeyRingError, Keys, LoadedKey},
-    prefix::Gate,
+    index::Index,
+    node::{open_state, NodeError, NodeState, MEMBER_ADDR_FILE, PEER_ADDR_FILE},
     proto::{
         admin_server::AdminServer, contribution_server::ContributionServer,
         federation_server::FederationServer,
     },
-    ratelimit::CallerLimits,
-    replica::Replica,
     screening::Engine,
-    store::{Store, StoreError},
+    store::StoreError,
     tls::{self, TlsError},
-    token::KeyError,
-    trust::{
-        auth::PeerAuthLayer,
-        keys::{KeyFileError, SigningKeyFile},
-        state::{TrustState, TrustStateError},
-    },
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("rebuilding the index: {0}")]
-    Index(#[from] IndexError),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    KeyRing(#[from] KeyRingError),
-    #[error(transparent)]
-    Trust(#[from] TrustStateError),
-    #[error("node.signing_key: {0}")]
-    SigningKey(#[from] KeyFileError),
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
     #[error("binding {what} to {addr}: {source}")]
@@ -86,99 +75,6 @@ pub enum ServerError {
     },
     #[error("listener: {0}")]
     Serve(#[from] tonic::transport::Error),
-}
-
-/// What the services share.
-pub struct NodeState {
-    pub node_id: String,
-    pub store: Arc<Store>,
-    pub index: Arc<RwLock<Index>>,
-    pub replica: Arc<Replica>,
-    /// Signs this node's origin-log batches.
-    pub signer: Arc<SigningKeyFile>,
-    pub keys: Keys,
-    /// The key files, kept to rebuild the ring when the trust list changes.
-    pub loaded_keys: Vec<LoadedKey>,
-    /// The trust list in force (federated nodes only).
-    pub trust: Option<Arc<TrustState>>,
-    pub started: Instant,
-    pub started_unix: i64,
-    /// Prefix queries answered for other members: limits and counts.
-    pub queries: Arc<Gate>,
-    /// The member listener's optional limits on match calls.
-    pub match_limits: Arc<CallerLimits>,
-}
-
-/// Files, in the data directory, where a running node writes its listeners'
-/// bound addresses (useful with port 0); removed on a clean stop.
-pub const MEMBER_ADDR_FILE: &str = "member.addr";
-pub const PEER_ADDR_FILE: &str = "peer.addr";
-
-/// Opens the store, replays every batch into a fresh index, loads the trust
-/// list and the keys (refusing a key that does not match its epoch).
-pub async fn open_state(config: &Config) -> Result<NodeState, ServerError> {
-    let started = Instant::now();
-    let loaded_keys = load_keys(&config.epochs)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Write {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    let store = Arc::new(Store::open(&config.data_dir, config.store.cache_mb)?);
-    let trust = match &config.federation {
-        Some(f) => Some(Arc::new(
-            TrustState::open(
-                store.clone(),
-                &f.root_file,
-                &config.node_id,
-                f.expiry_warning_secs,
-            )
-            .await?,
-        )),
-        None => None,
-    };
-    let ring = {
-        let list = trust.as_ref().map(|t| t.current());
-        KeyRing::build(
-            &loaded_keys,
-            list.as_ref().map(|l| l.body().epochs.as_slice()),
-            true,
-        )?
-    };
-    let signer = Arc::new(SigningKeyFile::load(&config.signing_key)?);
-    let mut batches = 0u64;
-    let mut index = Index::build(store.batches_read_ahead()?.map(|b| {
-        batches += 1;
-        b.map_err(ServerError::from)
-    }))?;
-    for (origin, ev) in store.forks()? {
-        let from = crate::batch::fork_point(&ev).unwrap_or(1);
-        tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence");
-        index.freeze(&origin, from);
-    }
-    let index = Arc::new(RwLock::new(index));
-    tracing::info!(
-        batches,
-        tokens = index.read().tokens(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "index rebuilt from the store"
-    );
-    Ok(NodeState {
-        node_id: config.node_id.clone(),
-        replica: Arc::new(Replica::new(store.clone(), index.clone())),
-        store,
-        index,
-        signer,
-        keys: Keys::new(ring),
-        loaded_keys,
-        trust,
-        started,
-        started_unix: now_unix(),
-        queries: Arc::new(Gate::new()),
-        match_limits: Arc::new(CallerLimits::new(
-            config.limits.match_requests_per_second,
-            config.limits.match_burst,
-        )),
-    })
 }
 
 async fn bind(
@@ -242,7 +138,7 @@ pub async fn run(
                 key: fed.peer.key.clone(),
             };
             Some(Replication::new(
-                state.replica.clone(),
+                state.logs.clone(),
                 trust.clone(),
                 dialer,
                 fed.pull_interval,
@@ -259,7 +155,7 @@ pub async fn run(
     let replication = replication.map(|(r, _)| r);
     let contributions = Arc::new(Contributions::new(
         config.node_id.clone(),
-        state.replica.clone(),
+        state.logs.clone(),
         state.keys.clone(),
         state.signer.clone(),
         ready,
@@ -302,15 +198,15 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(InterceptedService::new(
             screening,
-            Require::new(&grants, Capability::Screen),
+            Require::new(&grants, ClientCapability::Screen),
         ))
         .add_service(InterceptedService::new(
             contribution,
-            Require::new(&grants, Capability::Contribute),
+            Require::new(&grants, ClientCapability::Contribute),
         ))
         .add_service(InterceptedService::new(
             admin,
-            Require::new(&grants, Capability::Admin),
+            Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(health.clone(), Authenticated))
         .add_service(InterceptedService::new(reflection(), Authenticated));
@@ -353,7 +249,7 @@ pub async fn run(
             .add_service(
                 FederationServer::new(FederationService::new(
                     trust.clone(),
-                    state.replica.clone(),
+                    state.logs.clone(),
                     engine.clone(),
                     state.queries.clone(),
                     stop.clone(),

@@ -14,7 +14,7 @@ use rcgen::{
     SanType,
 };
 
-use crate::{tls, token::TokenKey};
+use crate::{keys::TokenKey, tls};
 
 /// What `init` made.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ fn write_private(path: &Path, data: &str) -> Result<()> {
     if path.exists() {
         fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
     }
-    crate::keyfile::write_new_private(path, data.as_bytes())
+    crate::keys::file::write_new_private(path, data.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -105,7 +105,8 @@ pub fn issue_client(
 }
 
 pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
-    crate::config::check_member_id(opts.node_id).map_err(|r| anyhow::anyhow!("--node-id: {r}"))?;
+    crate::trust::list::check_member_id(opts.node_id)
+        .map_err(|r| anyhow::anyhow!("--node-id: {r}"))?;
     if opts.force && dir.join("data").exists() {
         // A new node: a store kept from the old one would hold tokens under
         // a key that is gone.
@@ -147,12 +148,12 @@ pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
     if signing_path.exists() {
         fs::remove_file(&signing_path)?;
     }
-    let signing = crate::trust::keys::SigningKeyFile::generate();
+    let signing = crate::keys::signing::SigningKeyFile::generate();
     signing.write_new(&signing_path)?;
 
-    let now = crate::keyring::now_unix();
-    let from = crate::config::format_time(now - 86_400);
-    let until = crate::config::format_time(now + 365 * 86_400);
+    let now = crate::epochs::now_unix();
+    let from = crate::time::format_time(now - 86_400);
+    let until = crate::time::format_time(now + 365 * 86_400);
     let mut peer_spki = None;
     let (epoch_window, federation) = match opts.peer_listen {
         None => (
