@@ -3,14 +3,19 @@
 //! from the config ([`open_state`]), and the node's status report as a
 //! domain value ([`NodeState::status`]), which the Admin API only converts.
 
-use std::{path::PathBuf, sync::Arc, time::Instant};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Instant};
 
 use parking_lot::RwLock;
 
 use crate::{
+    batch::fork_point,
     config::Config,
     epochs::{load_keys, KeyRing, KeyRingError, Keys, LoadedKey},
-    federation::prefix::Gate,
+    federation::{
+        prefix::{Gate, QueryCounts},
+        replicate::Replication,
+    },
+    ident::Kind,
     index::{Index, IndexError},
     keys::{
         signing::{KeyFileError, SigningKeyFile},
@@ -115,7 +120,7 @@ pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
         b.map_err(NodeError::from)
     }))?;
     for (origin, ev) in store.forks()? {
-        let from = crate::batch::fork_point(&ev).unwrap_or(1);
+        let from = fork_point(&ev).unwrap_or(1);
         tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence");
         index.freeze(&origin, from);
     }
@@ -144,4 +149,180 @@ pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
             config.limits.match_burst,
         )),
     })
+}
+
+/// The node's status report, as the Admin API serves it and `cix status`
+/// prints it. Built by [`NodeState::status`]; [`crate::api`] only converts it.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub version: &'static str,
+    pub started_unix: i64,
+    pub uptime_seconds: u64,
+    /// Active indicators per kind.
+    pub by_kind: Vec<(Kind, u64)>,
+    /// Every origin this node holds, sorted by name.
+    pub origins: Vec<OriginStatus>,
+    pub epochs: Vec<EpochStatus>,
+    pub store_bytes: u64,
+    pub batches: u64,
+    /// Index changes not yet merged into the sorted array.
+    pub index_pending: u64,
+    /// Match calls on the member listener refused by its limits.
+    pub client_requests_limited: u64,
+    /// Prefix queries answered for other members, per member.
+    pub queries_served: Vec<(String, QueryCounts)>,
+    /// The trust list in force (federated nodes only).
+    pub trust: Option<TrustStatus>,
+    /// What this node last saw of each peer it replicates with.
+    pub peers: Vec<PeerStatus>,
+    /// Origins frozen by fork evidence, and from which sequence number.
+    pub forks: Vec<(String, u64)>,
+    /// Whether contributions are open (the own log's head is confirmed).
+    pub own_log_ready: bool,
+}
+
+/// One origin log on this node.
+#[derive(Debug, Clone)]
+pub struct OriginStatus {
+    pub origin: String,
+    pub indicators: u64,
+    pub last_seq: u64,
+}
+
+/// One key epoch the node holds.
+#[derive(Debug, Clone)]
+pub struct EpochStatus {
+    pub id: u32,
+    pub valid_from: i64,
+    pub valid_until: i64,
+    pub fingerprint: String,
+    pub valid_now: bool,
+}
+
+/// The trust list in force.
+#[derive(Debug, Clone)]
+pub struct TrustStatus {
+    pub version: u64,
+    pub expires_at: i64,
+    pub members: u32,
+    pub warning: Option<String>,
+    /// Open connections on the peer listener.
+    pub connections: u32,
+}
+
+/// One peer as this node's replication sees it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub member: String,
+    pub connected: bool,
+    pub last_pull_unix: i64,
+    pub last_error: String,
+    /// Per origin: the peer's head and how far this node is behind it.
+    pub origins: Vec<OriginLag>,
+}
+
+/// How far this node is behind a peer on one origin.
+#[derive(Debug, Clone)]
+pub struct OriginLag {
+    pub origin: String,
+    pub peer_last_seq: u64,
+    pub lag: u64,
+}
+
+impl NodeState {
+    /// The node's status now; `replication` is the node's replication
+    /// with its peers, if it is federated.
+    pub fn status(&self, replication: Option<&Replication>) -> Result<NodeStatus, NodeError> {
+        let now = self.clock.now();
+        let (by_kind, by_origin) = self.index.read().counts(now);
+        let heads = self.store.heads()?;
+        let mut origins: Vec<OriginStatus> = heads
+            .iter()
+            .map(|(origin, head)| OriginStatus {
+                origin: origin.clone(),
+                indicators: by_origin
+                    .iter()
+                    .find(|(o, _)| &**o == origin)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(0),
+                last_seq: head.last_seq,
+            })
+            .collect();
+        origins.sort_by(|a, b| a.origin.cmp(&b.origin));
+        let mine: HashMap<&str, u64> = heads
+            .iter()
+            .map(|(o, h)| (o.as_str(), h.last_seq))
+            .collect();
+        let peers = replication
+            .map(|r| r.views())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(member, v)| {
+                let mut origins: Vec<OriginLag> = v
+                    .heads
+                    .iter()
+                    .map(|(o, seq)| OriginLag {
+                        origin: o.clone(),
+                        peer_last_seq: *seq,
+                        lag: seq.saturating_sub(mine.get(o.as_str()).copied().unwrap_or(0)),
+                    })
+                    .collect();
+                origins.sort_by(|a, b| a.origin.cmp(&b.origin));
+                PeerStatus {
+                    member,
+                    connected: v.connected,
+                    last_pull_unix: v.last_pull_unix,
+                    last_error: v.last_error,
+                    origins,
+                }
+            })
+            .collect();
+        let forks = self
+            .store
+            .forks()?
+            .into_iter()
+            .map(|(origin, ev)| (origin, fork_point(&ev).unwrap_or(1)))
+            .collect();
+        let trust = self.trust.as_ref().map(|t| {
+            let list = t.current();
+            TrustStatus {
+                version: list.version(),
+                expires_at: list.expires_at(),
+                members: list.body().members.len() as u32,
+                warning: t.warning(now),
+                connections: t.connections().len() as u32,
+            }
+        });
+        Ok(NodeStatus {
+            node_id: self.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            started_unix: self.started_unix,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            by_kind,
+            origins,
+            epochs: self
+                .keys
+                .get()
+                .all()
+                .iter()
+                .map(|e| EpochStatus {
+                    id: e.id,
+                    valid_from: e.valid_from,
+                    valid_until: e.valid_until,
+                    fingerprint: e.fingerprint.clone(),
+                    valid_now: e.valid_at(now),
+                })
+                .collect(),
+            store_bytes: self.store.size_on_disk(),
+            batches: self.store.batch_count() as u64,
+            index_pending: self.index.read().pending().0 as u64,
+            client_requests_limited: self.match_limits.refused(),
+            queries_served: self.queries.counts(),
+            trust,
+            peers,
+            forks,
+            own_log_ready: replication.is_none_or(|r| r.is_ready()),
+        })
+    }
 }

@@ -1,4 +1,5 @@
-//! `cix.v1.Admin`: the node's state.
+//! `cix.v1.Admin`: the node's status report ([`crate::node::NodeStatus`]),
+//! converted to protobuf.
 
 use std::sync::Arc;
 
@@ -6,8 +7,6 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
-    batch::fork_point,
-    epochs::now_unix,
     federation::replicate::Replication,
     node::NodeState,
     proto::{self, admin_server},
@@ -30,129 +29,7 @@ impl admin_server::Admin for AdminService {
         &self,
         _req: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
-        let now = now_unix();
-        let n = &self.node;
-        let (by_kind, by_origin) = n.index.read().counts(now);
-        let heads = n.store.heads().map_err(|e| {
-            tracing::error!(error = %e, "reading origin heads");
-            Status::internal("the node could not read its store")
-        })?;
-        let mut origins: Vec<proto::OriginStatus> = heads
-            .iter()
-            .map(|(origin, head)| proto::OriginStatus {
-                origin: origin.clone(),
-                indicators: by_origin
-                    .iter()
-                    .find(|(o, _)| &**o == origin)
-                    .map(|(_, c)| *c)
-                    .unwrap_or(0),
-                last_seq: head.last_seq,
-            })
-            .collect();
-        origins.sort_by(|a, b| a.origin.cmp(&b.origin));
-        let trust = n
-            .trust
-            .as_ref()
-            .map(|t| (t.current(), t.warning(now), t.connections().len()));
-        let mine: std::collections::HashMap<&str, u64> = heads
-            .iter()
-            .map(|(o, h)| (o.as_str(), h.last_seq))
-            .collect();
-        let peers = self
-            .replication
-            .as_ref()
-            .map(|r| r.views())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(member, v)| {
-                let mut origins: Vec<proto::OriginLag> = v
-                    .heads
-                    .iter()
-                    .map(|(o, seq)| proto::OriginLag {
-                        origin: o.clone(),
-                        peer_last_seq: *seq,
-                        lag: seq.saturating_sub(mine.get(o.as_str()).copied().unwrap_or(0)),
-                    })
-                    .collect();
-                origins.sort_by(|a, b| a.origin.cmp(&b.origin));
-                proto::PeerStatus {
-                    member,
-                    connected: v.connected,
-                    origins,
-                    last_pull: (v.last_pull_unix > 0).then(|| convert::timestamp(v.last_pull_unix)),
-                    last_error: v.last_error,
-                }
-            })
-            .collect();
-        let forks = n
-            .store
-            .forks()
-            .map_err(|_| Status::internal("the node could not read its store"))?
-            .into_iter()
-            .map(|(origin, ev)| proto::ForkStatus {
-                origin,
-                frozen_from_seq: fork_point(&ev).unwrap_or(1),
-            })
-            .collect();
-        Ok(Response::new(proto::StatusResponse {
-            queries_served: n
-                .queries
-                .counts()
-                .into_iter()
-                .map(|(member, c)| proto::QueryStats {
-                    member,
-                    requests: c.requests,
-                    prefixes: c.prefixes,
-                    refused: c.refused,
-                })
-                .collect(),
-            member_requests_limited: n.match_limits.refused(),
-            index_pending: n.index.read().pending().0 as u64,
-            peers,
-            forks,
-            own_log_ready: self.replication.as_ref().is_none_or(|r| r.is_ready()),
-            trust_version: trust.as_ref().map(|(l, ..)| l.version()).unwrap_or(0),
-            trust_expires_at: trust
-                .as_ref()
-                .map(|(l, ..)| convert::timestamp(l.expires_at())),
-            trust_members: trust
-                .as_ref()
-                .map(|(l, ..)| l.body().members.len() as u32)
-                .unwrap_or(0),
-            warnings: trust
-                .as_ref()
-                .and_then(|(_, w, _)| w.clone())
-                .into_iter()
-                .collect(),
-            peer_connections: trust.as_ref().map(|(.., c)| *c as u32).unwrap_or(0),
-            node_id: n.node_id.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            uptime_seconds: n.started.elapsed().as_secs(),
-            indicators: by_kind.iter().map(|(_, c)| c).sum(),
-            by_kind: by_kind
-                .iter()
-                .map(|(k, c)| proto::KindCount {
-                    kind: convert::kind_to_proto(*k),
-                    count: *c,
-                })
-                .collect(),
-            origins,
-            epochs: n
-                .keys
-                .get()
-                .all()
-                .iter()
-                .map(|e| proto::EpochStatus {
-                    id: e.id,
-                    valid_from: Some(convert::timestamp(e.valid_from)),
-                    valid_until: Some(convert::timestamp(e.valid_until)),
-                    key_fingerprint: e.fingerprint.clone(),
-                    valid_now: e.valid_at(now),
-                })
-                .collect(),
-            store_bytes: n.store.size_on_disk(),
-            started_at: Some(convert::timestamp(n.started_unix)),
-            batches: n.store.batch_count() as u64,
-        }))
+        let status = self.node.status(self.replication.as_deref())?;
+        Ok(Response::new(convert::status(status)))
     }
 }

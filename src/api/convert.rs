@@ -6,6 +6,7 @@ use crate::{
     contribution::{Item, ItemOutcome, ItemStatus},
     ident::{Kind, Reason},
     index::{Indicator, Tier},
+    node::NodeStatus,
     proto,
     screening::Outcome,
 };
@@ -135,5 +136,92 @@ pub fn token_item(t: &proto::PrecomputedToken) -> Item<'_> {
         kind: kind(t.kind),
         token: &t.token,
         epoch: t.epoch,
+    }
+}
+
+/// The node's status report as `cix.v1.StatusResponse`.
+pub fn status(s: NodeStatus) -> proto::StatusResponse {
+    let trust = s.trust.as_ref();
+    proto::StatusResponse {
+        queries_served: s
+            .queries_served
+            .into_iter()
+            .map(|(member, c)| proto::QueryStats {
+                member,
+                requests: c.requests,
+                prefixes: c.prefixes,
+                refused: c.refused,
+            })
+            .collect(),
+        member_requests_limited: s.client_requests_limited,
+        index_pending: s.index_pending,
+        peers: s
+            .peers
+            .into_iter()
+            .map(|p| proto::PeerStatus {
+                member: p.member,
+                connected: p.connected,
+                origins: p
+                    .origins
+                    .into_iter()
+                    .map(|o| proto::OriginLag {
+                        origin: o.origin,
+                        peer_last_seq: o.peer_last_seq,
+                        lag: o.lag,
+                    })
+                    .collect(),
+                last_pull: (p.last_pull_unix > 0).then(|| timestamp(p.last_pull_unix)),
+                last_error: p.last_error,
+            })
+            .collect(),
+        forks: s
+            .forks
+            .into_iter()
+            .map(|(origin, frozen_from_seq)| proto::ForkStatus {
+                origin,
+                frozen_from_seq,
+            })
+            .collect(),
+        own_log_ready: s.own_log_ready,
+        trust_version: trust.map(|t| t.version).unwrap_or(0),
+        trust_expires_at: trust.map(|t| timestamp(t.expires_at)),
+        trust_members: trust.map(|t| t.members).unwrap_or(0),
+        warnings: trust.and_then(|t| t.warning.clone()).into_iter().collect(),
+        peer_connections: trust.map(|t| t.connections).unwrap_or(0),
+        node_id: s.node_id,
+        version: s.version.to_string(),
+        uptime_seconds: s.uptime_seconds,
+        indicators: s.by_kind.iter().map(|(_, c)| c).sum(),
+        by_kind: s
+            .by_kind
+            .iter()
+            .map(|(k, c)| proto::KindCount {
+                kind: kind_to_proto(*k),
+                count: *c,
+            })
+            .collect(),
+        origins: s
+            .origins
+            .into_iter()
+            .map(|o| proto::OriginStatus {
+                origin: o.origin,
+                indicators: o.indicators,
+                last_seq: o.last_seq,
+            })
+            .collect(),
+        epochs: s
+            .epochs
+            .into_iter()
+            .map(|e| proto::EpochStatus {
+                id: e.id,
+                valid_from: Some(timestamp(e.valid_from)),
+                valid_until: Some(timestamp(e.valid_until)),
+                key_fingerprint: e.fingerprint,
+                valid_now: e.valid_now,
+            })
+            .collect(),
+        store_bytes: s.store_bytes,
+        started_at: Some(timestamp(s.started_unix)),
+        batches: s.batches,
     }
 }

@@ -57,23 +57,6 @@ impl ScreeningService {
     }
 }
 
-impl From<RemoteError> for Status {
-    fn from(e: RemoteError) -> Status {
-        match e {
-            RemoteError::NotFederated => Status::failed_precondition(e.to_string()),
-            RemoteError::UnknownPeer
-            | RemoteError::NoEndpoint(_)
-            | RemoteError::HoldsNothing(_) => Status::invalid_argument(e.to_string()),
-            RemoteError::Connect { .. } => Status::unavailable(e.to_string()),
-            RemoteError::Peer { ref status, .. } => Status::with_details(
-                status.code(),
-                e.to_string(),
-                status.details().to_vec().into(),
-            ),
-        }
-    }
-}
-
 fn match_identifiers(
     engine: &Engine,
     max: usize,

@@ -6,50 +6,29 @@
 //! gives in-flight requests the configured drain time, flushes the store and
 //! returns. Every acknowledged write was already flushed before its answer.
 
+mod member;
+mod peer;
 pub mod shutdown;
+mod tasks;
 
 use std::{
     future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant},
 };
 
-use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{service::interceptor::InterceptedService, transport::Server};
-
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{
-        admin::AdminService, contribution::ContributionService, federation::FederationService,
-        screening::ScreeningService, wire::screening_server::ScreeningServer,
-    },
-    auth::{
-        clients::{Authenticated, ClientCapability, Grants, Require},
-        peers::PeerAuthLayer,
-    },
-    capture::CaptureLayer,
     config::Config,
     contribution::Contributions,
-    epochs::{now_unix, KeyRing},
-    federation::remote::Remote,
-    federation::{
-        replicate::{self, Replication},
-        trust_sync, PeerDialer,
-    },
-    index::Index,
+    federation::{remote::Remote, replicate::Replication},
     node::{open_state, NodeError, NodeState, MEMBER_ADDR_FILE, PEER_ADDR_FILE},
-    proto::{
-        admin_server::AdminServer, contribution_server::ContributionServer,
-        federation_server::FederationServer,
-    },
     screening::Engine,
     store::StoreError,
-    tls::{self, TlsError},
+    tls::TlsError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -108,46 +87,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let state = Arc::new(open_state(&config).await?);
-    for e in state.keys.get().all() {
-        tracing::info!(epoch = e.id, fingerprint = %e.fingerprint, valid_now = e.valid_at(now_unix()), "token key loaded");
-    }
-    if state.keys.get().valid_at(now_unix()).next().is_none() {
-        tracing::warn!(
-            "no key epoch is valid now: nothing will match and contributions are refused"
-        );
-    }
+    log_keys(&state);
     let stop = CancellationToken::new();
     let mut tasks: Vec<ServeTask> = Vec::new();
     let mut addr_files = Vec::new();
-
-    // The member listener.
-    let member_tls = tls::member_server_config(
-        &config.member.cert,
-        &config.member.key,
-        &config.member.client_ca,
-    )?;
-    let (listener, member_addr) = bind("the member listener", config.member.listen).await?;
-    let grants = Grants::new(config.member.clients.clone());
-    let max_items = config.limits.max_batch_items;
-    let max_bytes = config.limits.max_message_bytes;
+    let (member_listener, member_addr) = bind("the member listener", config.member.listen).await?;
     let engine = Engine::new(state.index.clone(), state.keys.clone());
-    let replication = match (&config.federation, &state.trust) {
-        (Some(fed), Some(trust)) => {
-            let dialer = PeerDialer {
-                cert: fed.peer.cert.clone(),
-                key: fed.peer.key.clone(),
-            };
-            Some(Replication::new(
-                state.logs.clone(),
-                trust.clone(),
-                dialer,
-                fed.pull_interval,
-                config.retention,
-                fed.pull_from.clone(),
-            ))
-        }
+    let federated = match (&config.federation, &state.trust) {
+        (Some(fed), Some(trust)) => Some((fed, trust.clone(), peer::dialer(fed))),
         _ => None,
     };
+    let replication = federated.as_ref().map(|(fed, trust, dialer)| {
+        Replication::new(
+            state.logs.clone(),
+            trust.clone(),
+            dialer.clone(),
+            fed.pull_interval,
+            config.retention,
+            fed.pull_from.clone(),
+        )
+    });
     let ready = match &replication {
         Some((_, ready)) => ready.clone(),
         None => tokio::sync::watch::channel(true).1,
@@ -160,150 +119,80 @@ pub async fn run(
         state.signer.clone(),
         ready,
     ));
-    let remote = match (&config.federation, &state.trust) {
-        (Some(fed), Some(trust)) => Some(Arc::new(Remote::new(
-            trust.clone(),
-            PeerDialer {
-                cert: fed.peer.cert.clone(),
-                key: fed.peer.key.clone(),
+    let remote = federated
+        .as_ref()
+        .map(|(_, trust, dialer)| Arc::new(Remote::new(trust.clone(), dialer.clone())));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tasks.push(
+        member::serve(
+            &config,
+            &state,
+            member_listener,
+            member::MemberServices {
+                engine: engine.clone(),
+                contributions,
+                remote,
+                replication: replication.clone(),
             },
-        ))),
-        _ => None,
-    };
-    let screening = ScreeningServer::new(ScreeningService::new(
-        engine.clone(),
-        max_items,
-        state.match_limits.clone(),
-        remote,
-    ))
-    .max_decoding_message_size(max_bytes)
-    .max_encoding_message_size(usize::MAX);
-    let contribution = ContributionServer::new(ContributionService::new(contributions, max_items))
-        .max_decoding_message_size(max_bytes)
-        .max_encoding_message_size(usize::MAX);
-    let admin = AdminServer::new(AdminService::new(state.clone(), replication.clone()));
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ScreeningServer<ScreeningService>>()
-        .await;
-    health_reporter
-        .set_serving::<ContributionServer<ContributionService>>()
-        .await;
-    let incoming = ReceiverStream::new(tls::accept_loop(
-        listener,
-        member_tls,
-        tls::Connections::default(),
-    ));
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(InterceptedService::new(
-            screening,
-            Require::new(&grants, ClientCapability::Screen),
-        ))
-        .add_service(InterceptedService::new(
-            contribution,
-            Require::new(&grants, ClientCapability::Contribute),
-        ))
-        .add_service(InterceptedService::new(
-            admin,
-            Require::new(&grants, ClientCapability::Admin),
-        ))
-        .add_service(InterceptedService::new(health.clone(), Authenticated))
-        .add_service(InterceptedService::new(reflection(), Authenticated));
-    tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
-        incoming,
-        stop.clone().cancelled_owned(),
-    )));
+            &health,
+            health_service.clone(),
+            &stop,
+        )
+        .await?,
+    );
     tracing::info!(node = %config.node_id, addr = %member_addr, "member listener ready (TLS 1.3, client certificates required)");
 
-    // The peer listener and trust-list sync, for a federated node.
-    if let (Some(fed), Some(trust)) = (&config.federation, &state.trust) {
-        let policy: tls::SpkiPolicy = {
-            let trust = trust.clone();
-            Arc::new(move |spki: &str| trust.admits(spki))
-        };
-        let peer_tls = tls::peer_server_config(
-            &fed.peer.cert,
-            &fed.peer.key,
-            fed.peer.coalition_ca.as_deref(),
-            policy,
-        )?;
+    if let Some((fed, trust, dialer)) = federated {
         let (listener, addr) = bind("the peer listener", fed.peer.listen).await?;
         addr_files.push(write_addr(&config.data_dir, PEER_ADDR_FILE, addr)?);
-        let incoming = ReceiverStream::new(tls::accept_loop(
+        tasks.push(peer::serve(
+            &config,
+            fed,
+            &trust,
+            &state,
+            engine,
             listener,
-            peer_tls,
-            trust.connections().clone(),
-        ));
-        let router = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .layer(CaptureLayer::from_env(&config.node_id).map_err(|source| {
-                ServerError::Write {
-                    path: std::env::var_os(crate::capture::ENV)
-                        .map(PathBuf::from)
-                        .unwrap_or_default(),
-                    source,
-                }
-            })?)
-            .layer(PeerAuthLayer::new(trust.clone()))
-            .add_service(
-                FederationServer::new(FederationService::new(
-                    trust.clone(),
-                    state.logs.clone(),
-                    engine.clone(),
-                    state.queries.clone(),
-                    stop.clone(),
-                ))
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024),
-            )
-            .add_service(health);
-        tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
-            incoming,
-            stop.clone().cancelled_owned(),
-        )));
-        if !trust.own_member_active() {
-            tracing::warn!(node = %config.node_id, "this node is not an active member of its trust list: peers will refuse it");
-        }
-        if let Some(w) = trust.warning(now_unix()) {
-            tracing::warn!("{w}");
-        }
+            health_service,
+            &stop,
+        )?);
+        peer::warn_if_refused(&config, &trust, &state);
         tracing::info!(%addr, "peer listener ready (TLS 1.3, member certificates pinned by the trust list)");
-        let dialer = PeerDialer {
-            cert: fed.peer.cert.clone(),
-            key: fed.peer.key.clone(),
-        };
-        tokio::spawn(trust_sync::run(
-            trust.clone(),
-            dialer,
-            fed.sync_interval,
-            stop.clone(),
-        ));
-        if let Some(r) = &replication {
-            tokio::spawn(replicate::run(r.clone(), stop.clone()));
-        }
-        let own = trust.current();
-        let own_key = state.signer.verifying_key().to_bytes();
-        let listed = own.member(&config.node_id).is_some_and(|m| {
-            m.signing_keys
-                .iter()
-                .any(|k| !k.retired && k.public_key == own_key)
-        });
-        if !listed {
-            tracing::warn!(node = %config.node_id, public_key = %state.signer.public_hex(), "this node's log signing key is not a current key of its trust-list entry: peers will refuse its batches");
-        }
-        tokio::spawn(rebuild_keys_on_change(state.clone(), stop.clone()));
+        peer::spawn_tasks(&trust, dialer, fed, replication.as_ref(), &stop);
     }
-
-    tokio::spawn(merge_when_idle(state.index.clone(), stop.clone()));
-    tokio::spawn(crate::retention::run(
-        state.store.clone(),
-        config.retention,
-        config.purge_interval,
-        stop.clone(),
-    ));
+    tasks::spawn(&state, &config, &stop);
     // Last, so that a waiting client finds every listener up.
     addr_files.push(write_addr(&config.data_dir, MEMBER_ADDR_FILE, member_addr)?);
+
+    let result = serve_until(tasks, shutdown, &stop, &config).await;
+    member::not_serving(&health).await;
+    for f in addr_files {
+        let _ = std::fs::remove_file(f);
+    }
+    state.store.flush().await?;
+    tracing::info!("store flushed; node stopped");
+    result
+}
+
+fn log_keys(state: &NodeState) {
+    let now = state.clock.now();
+    for e in state.keys.get().all() {
+        tracing::info!(epoch = e.id, fingerprint = %e.fingerprint, valid_now = e.valid_at(now), "token key loaded");
+    }
+    if state.keys.get().valid_at(now).next().is_none() {
+        tracing::warn!(
+            "no key epoch is valid now: nothing will match and contributions are refused"
+        );
+    }
+}
+
+/// Waits for `shutdown` or a listener that ends, then cancels `stop` and
+/// gives in-flight requests the configured drain time.
+async fn serve_until(
+    mut tasks: Vec<ServeTask>,
+    shutdown: impl Future<Output = ()>,
+    stop: &CancellationToken,
+    config: &Config,
+) -> Result<(), ServerError> {
     let mut first = futures::future::select_all(tasks.iter_mut());
     let failed = tokio::select! {
         (r, _, _) = &mut first => Some(r),
@@ -311,10 +200,7 @@ pub async fn run(
     };
     drop(first);
     stop.cancel();
-    health_reporter
-        .set_not_serving::<ScreeningServer<ScreeningService>>()
-        .await;
-    let result = match failed {
+    match failed {
         Some(r) => {
             for t in &tasks {
                 t.abort();
@@ -349,88 +235,6 @@ pub async fn run(
                         t.abort();
                     }
                     Ok(())
-                }
-            }
-        }
-    };
-    for f in addr_files {
-        let _ = std::fs::remove_file(f);
-    }
-    state.store.flush().await?;
-    tracing::info!("store flushed; node stopped");
-    result
-}
-
-fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
-    impl tonic_reflection::server::v1::ServerReflection,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("descriptor set compiled by build.rs is valid")
-}
-
-/// Merges the index's pending changes once writes pause for a second.
-/// Until then every look-up that misses the sorted array also probes the
-/// change map (up to a quarter of the indicators after a large ingest, one
-/// cache miss per probe); merged, look-ups are batched array reads again.
-/// The new array is built under an upgradable read lock, beside look-ups
-/// (writes wait, and so do look-ups that come after a waiting write); the
-/// write lock is held only to swap it in and free the old one.
-async fn merge_when_idle(index: Arc<RwLock<Index>>, stop: CancellationToken) {
-    let mut last = index.read().pending().1;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        let (pending, applied) = index.read().pending();
-        if pending > 0 && applied == last {
-            let index = index.clone();
-            let merged = tokio::task::spawn_blocking(move || {
-                let started = Instant::now();
-                let ix = index.upgradable_read();
-                let merged = ix.merged()?;
-                let built = started.elapsed();
-                // Installing frees the old arrays too (a small part of it).
-                RwLockUpgradableReadGuard::upgrade(ix).install(merged);
-                Some((built, started.elapsed() - built))
-            })
-            .await;
-            if let Ok(Some((built, locked))) = merged {
-                tracing::debug!(
-                    changes = pending,
-                    built_ms = built.as_millis() as u64,
-                    write_locked_us = locked.as_micros() as u64,
-                    "index changes merged while writes paused"
-                );
-            }
-        }
-        last = applied;
-    }
-}
-
-/// A new trust list may change epoch windows: rebuild the key ring.
-async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) {
-    let Some(trust) = state.trust.clone() else {
-        return;
-    };
-    let mut changed = trust.subscribe();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            r = changed.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                let list = trust.current();
-                match KeyRing::build(&state.loaded_keys, Some(&list.body().epochs), false) {
-                    Ok(ring) => {
-                        state.keys.set(ring);
-                        tracing::info!(version = list.version(), "key epochs updated from the trust list");
-                    }
-                    Err(e) => tracing::error!(error = %e, "key epochs not updated"),
                 }
             }
         }

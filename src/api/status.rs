@@ -1,0 +1,65 @@
+//! Domain errors as gRPC statuses, in one place: which code each failure
+//! gets, and which ones are logged here because their message must not
+//! reach the caller (store failures become a plain INTERNAL that says
+//! nothing was acknowledged).
+
+use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{
+    contribution::ContributionError, federation::remote::RemoteError, node::NodeError,
+    ratelimit::Refused,
+};
+
+/// RESOURCE_EXHAUSTED for a rate limit, with the wait in the message and as
+/// a `google.rpc.RetryInfo` detail that clients can act on.
+pub fn exhausted(r: Refused) -> Status {
+    Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        r.to_string(),
+        ErrorDetails::with_retry_info(Some(r.retry_after)),
+    )
+}
+
+/// The retry hint of a RESOURCE_EXHAUSTED status, if it carries one.
+pub fn retry_hint(s: &Status) -> Option<std::time::Duration> {
+    s.get_details_retry_info().and_then(|r| r.retry_delay)
+}
+
+impl From<ContributionError> for Status {
+    fn from(e: ContributionError) -> Status {
+        match e {
+            ContributionError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            ContributionError::NoValidEpoch => Status::failed_precondition(e.to_string()),
+            ContributionError::NotReady => Status::unavailable(e.to_string()),
+            ContributionError::Store(_) | ContributionError::OriginLogs(_) => {
+                tracing::error!(error = %e, "contribution failed in the store");
+                Status::internal("the node could not store the request; nothing was acknowledged")
+            }
+        }
+    }
+}
+
+impl From<RemoteError> for Status {
+    fn from(e: RemoteError) -> Status {
+        match e {
+            RemoteError::NotFederated => Status::failed_precondition(e.to_string()),
+            RemoteError::UnknownPeer
+            | RemoteError::NoEndpoint(_)
+            | RemoteError::HoldsNothing(_) => Status::invalid_argument(e.to_string()),
+            RemoteError::Connect { .. } => Status::unavailable(e.to_string()),
+            RemoteError::Peer { ref status, .. } => Status::with_details(
+                status.code(),
+                e.to_string(),
+                status.details().to_vec().into(),
+            ),
+        }
+    }
+}
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Status {
+        tracing::error!(error = %e, "reading the node's state");
+        Status::internal("the node could not read its store")
+    }
+}

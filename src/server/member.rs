@@ -1,0 +1,119 @@
+//! The member listener: the bank's own systems (clients) reach Screening,
+//! Contribution and Admin over TLS 1.3 with client certificates that chain
+//! to the member's client CA; every request is authorized by the grants in
+//! the config ([`crate::auth::clients`]). Health and reflection need only
+//! an authenticated certificate.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{service::interceptor::InterceptedService, transport::Server};
+
+use super::{ServeTask, ServerError};
+use crate::{
+    api::{
+        admin::AdminService, contribution::ContributionService, screening::ScreeningService,
+        wire::screening_server::ScreeningServer,
+    },
+    auth::clients::{Authenticated, ClientCapability, Grants, Require},
+    config::Config,
+    contribution::Contributions,
+    federation::{remote::Remote, replicate::Replication},
+    node::NodeState,
+    proto::{admin_server::AdminServer, contribution_server::ContributionServer},
+    screening::Engine,
+    tls,
+};
+
+/// What the member listener serves beyond the node state.
+pub(super) struct MemberServices {
+    pub engine: Engine,
+    pub contributions: Arc<Contributions>,
+    pub remote: Option<Arc<Remote>>,
+    pub replication: Option<Arc<Replication>>,
+}
+
+/// Serves the member listener on `listener` until `stop`.
+pub(super) async fn serve(
+    config: &Config,
+    state: &Arc<NodeState>,
+    listener: TcpListener,
+    services: MemberServices,
+    health: &tonic_health::server::HealthReporter,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    stop: &CancellationToken,
+) -> Result<ServeTask, ServerError> {
+    let member_tls = tls::member_server_config(
+        &config.member.cert,
+        &config.member.key,
+        &config.member.client_ca,
+    )?;
+    let grants = Grants::new(config.member.clients.clone());
+    let max_items = config.limits.max_batch_items;
+    let max_bytes = config.limits.max_message_bytes;
+    let screening = ScreeningServer::new(ScreeningService::new(
+        services.engine,
+        max_items,
+        state.match_limits.clone(),
+        services.remote,
+    ))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(usize::MAX);
+    let contribution =
+        ContributionServer::new(ContributionService::new(services.contributions, max_items))
+            .max_decoding_message_size(max_bytes)
+            .max_encoding_message_size(usize::MAX);
+    let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
+    health
+        .set_serving::<ScreeningServer<ScreeningService>>()
+        .await;
+    health
+        .set_serving::<ContributionServer<ContributionService>>()
+        .await;
+    let incoming = ReceiverStream::new(tls::accept_loop(
+        listener,
+        member_tls,
+        tls::Connections::default(),
+    ));
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(InterceptedService::new(
+            screening,
+            Require::new(&grants, ClientCapability::Screen),
+        ))
+        .add_service(InterceptedService::new(
+            contribution,
+            Require::new(&grants, ClientCapability::Contribute),
+        ))
+        .add_service(InterceptedService::new(
+            admin,
+            Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(health_service, Authenticated))
+        .add_service(InterceptedService::new(reflection(), Authenticated));
+    Ok(tokio::spawn(router.serve_with_incoming_shutdown(
+        incoming,
+        stop.clone().cancelled_owned(),
+    )))
+}
+
+/// Marks Screening not serving, as the node stops.
+pub(super) async fn not_serving(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_not_serving::<ScreeningServer<ScreeningService>>()
+        .await;
+}
+
+fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
+    impl tonic_reflection::server::v1::ServerReflection,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor set compiled by build.rs is valid")
+}

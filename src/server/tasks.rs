@@ -1,0 +1,95 @@
+//! The node's background tasks that are not a protocol: merging the
+//! index's pending changes once writes pause, rebuilding the key ring when
+//! a new trust list changes the epochs, and the retention purge (its
+//! schedule; the purge itself is [`crate::retention`]). Each stops when the
+//! node's stop token is cancelled.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use parking_lot::{RwLock, RwLockUpgradableReadGuard};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, epochs::KeyRing, index::Index, node::NodeState};
+
+/// Starts every background task of this module.
+pub(super) fn spawn(state: &Arc<NodeState>, config: &Config, stop: &CancellationToken) {
+    tokio::spawn(merge_when_idle(state.index.clone(), stop.clone()));
+    if state.trust.is_some() {
+        tokio::spawn(rebuild_keys_on_change(state.clone(), stop.clone()));
+    }
+    tokio::spawn(crate::retention::run(
+        state.store.clone(),
+        config.retention,
+        config.purge_interval,
+        stop.clone(),
+    ));
+}
+
+/// Merges the index's pending changes once writes pause for a second.
+/// Until then every look-up that misses the sorted array also probes the
+/// change map (up to a quarter of the indicators after a large ingest, one
+/// cache miss per probe); merged, look-ups are batched array reads again.
+/// The new array is built under an upgradable read lock, beside look-ups
+/// (writes wait, and so do look-ups that come after a waiting write); the
+/// write lock is held only to swap it in and free the old one.
+async fn merge_when_idle(index: Arc<RwLock<Index>>, stop: CancellationToken) {
+    let mut last = index.read().pending().1;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let (pending, applied) = index.read().pending();
+        if pending > 0 && applied == last {
+            let index = index.clone();
+            let merged = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let ix = index.upgradable_read();
+                let merged = ix.merged()?;
+                let built = started.elapsed();
+                // Installing frees the old arrays too (a small part of it).
+                RwLockUpgradableReadGuard::upgrade(ix).install(merged);
+                Some((built, started.elapsed() - built))
+            })
+            .await;
+            if let Ok(Some((built, locked))) = merged {
+                tracing::debug!(
+                    changes = pending,
+                    built_ms = built.as_millis() as u64,
+                    write_locked_us = locked.as_micros() as u64,
+                    "index changes merged while writes paused"
+                );
+            }
+        }
+        last = applied;
+    }
+}
+
+/// A new trust list may change epoch windows: rebuild the key ring.
+async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) {
+    let Some(trust) = state.trust.clone() else {
+        return;
+    };
+    let mut changed = trust.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = changed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let list = trust.current();
+                match KeyRing::build(&state.loaded_keys, Some(&list.body().epochs), false) {
+                    Ok(ring) => {
+                        state.keys.set(ring);
+                        tracing::info!(version = list.version(), "key epochs updated from the trust list");
+                    }
+                    Err(e) => tracing::error!(error = %e, "key epochs not updated"),
+                }
+            }
+        }
+    }
+}
