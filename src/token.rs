@@ -1,4 +1,4 @@
-//! Token keys and tokens, per `spec/IDENTIFIERS.md` v1.
+//! Token keys and tokens, per `docs/spec/IDENTIFIERS.md` v1.
 //!
 //! This module owns:
 //! - [`TokenKey`]: the coalition's 32-byte token key of one key epoch, its key
