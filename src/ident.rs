@@ -1,4 +1,4 @@
-//! Identifier kinds and their canonical forms, per `spec/IDENTIFIERS.md` v1.
+//! Identifier kinds and their canonical forms, per `docs/spec/IDENTIFIERS.md` v1.
 //!
 //! This module owns:
 //! - the closed set of identifier kinds ([`Kind`]) with their ASCII tags and

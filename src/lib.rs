@@ -9,7 +9,7 @@
 //! The map, from the bottom up:
 //!
 //! - [`ident`]: identifier kinds and normalization to canonical forms
-//!   (`spec/IDENTIFIERS.md`). Pure.
+//!   (`docs/spec/IDENTIFIERS.md`). Pure.
 //! - [`token`]: token keys, key files, the HMAC token. Pure but for key files.
 //! - [`keyring`]: the key epochs a node holds and which are valid now.
 //! - [`store`]: on disk: origin-log batches in append-only segment files;

@@ -1,4 +1,4 @@
-//! Tokens, per `spec/IDENTIFIERS.md` v1.
+//! Tokens, per `docs/spec/IDENTIFIERS.md` v1.
 //!
 //! This module owns:
 //! - [`Tokenizer`]: the token function

@@ -111,7 +111,9 @@ fn all_runs_every_node_figure_on_real_nodes() {
 
 /// The Redis comparison: both designs find the same hits (the bench fails
 /// otherwise) and the ratio is printed. A machine without redis-server gets
-/// it from the project's own script (Debian's package).
+/// it from the project's own script (Debian's package). Only in a build with
+/// the `redis-bench` feature (a default one).
+#[cfg(feature = "redis-bench")]
 #[test]
 fn screen_vs_redis_runs_the_same_workload() {
     let have = |cmd: &str| {
@@ -149,4 +151,22 @@ fn screen_vs_redis_runs_the_same_workload() {
     check(&r);
     assert!(value(&r, "Redis set") > 0.0);
     assert!(value(&r, "MatchStream / Redis") > 0.0);
+}
+
+/// A build without the `redis-bench` feature refuses `--vs-redis` up front,
+/// naming the feature.
+#[cfg(not(feature = "redis-bench"))]
+#[test]
+fn screen_vs_redis_without_the_feature_says_so() {
+    let o = Command::new(env!("CARGO_BIN_EXE_cix"))
+        .args(["bench", "screen", "--in-process", "--vs-redis", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cix was built without the redis-bench feature"),
+        "{stderr}"
+    );
+    assert!(o.stdout.is_empty(), "no figures on stdout");
 }

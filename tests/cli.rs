@@ -126,7 +126,7 @@ struct Vectors {
 }
 
 fn vectors() -> Vectors {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/token-vectors.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/spec/token-vectors.json");
     let v: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(v["keys"]["k1"], K1, "the vectors' k1 is the spec key");
     Vectors {

@@ -1,4 +1,4 @@
-//! Known-answer vectors of spec/IDENTIFIERS.md v1 (`token-vectors.json`).
+//! Known-answer vectors of `docs/spec/IDENTIFIERS.md` v1 (`docs/spec/token-vectors.json`).
 //! Every failure is collected and reported, not just the first.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use cix::{
 };
 use serde::Deserialize;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/token-vectors.json");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/spec/token-vectors.json");
 
 #[derive(Deserialize)]
 struct Vectors {
@@ -124,21 +124,40 @@ fn known_answers() {
     );
 }
 
+/// The spec files shipped in `docs/spec/`, compared byte for byte with the
+/// shared spec's when a checkout of it sits beside the repository.
+const SPEC_FILES: [&str; 2] = ["IDENTIFIERS.md", "token-vectors.json"];
+
 #[test]
-fn vectors_copy_matches_shared_spec() {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/token-vectors.json");
-    if !spec.exists() {
+fn spec_copy_matches_shared_spec() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../shared/spec");
+    if !shared.is_dir() {
         println!(
-            "note: {} not found; skipping the comparison with the shared spec",
-            spec.display()
+            "note: {} not found; SKIPPED the comparison of docs/spec/ with the shared spec",
+            shared.display()
         );
         return;
     }
-    let ours = std::fs::read(VECTORS).expect("read tests/data copy");
-    let theirs = std::fs::read(&spec).expect("read shared spec vectors");
-    assert!(
-        ours == theirs,
-        "tests/data/token-vectors.json differs from {}; copy the spec's file over",
-        spec.display()
-    );
+    let mut differ = Vec::new();
+    for name in SPEC_FILES {
+        let ours_path = root.join("docs/spec").join(name);
+        let theirs_path = shared.join(name);
+        let ours = std::fs::read(&ours_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", ours_path.display()));
+        let theirs = match std::fs::read(&theirs_path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                differ.push(format!("{}: cannot read ({e})", theirs_path.display()));
+                continue;
+            }
+        };
+        if ours != theirs {
+            differ.push(format!(
+                "docs/spec/{name} differs from {}; copy the spec's file over",
+                theirs_path.display()
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
 }

@@ -10,10 +10,12 @@
 //! set); `ingest`, `memory` and `latency` measure a real node process from
 //! real mTLS clients; `replicate` measures real nodes replicating, and a new
 //! contribution reaching a bank under load; `all` runs every one with a
-//! target.
+//! target. The Redis client is compiled in only with the `redis-bench` cargo
+//! feature (a default one); without it `--vs-redis` is refused.
 
 pub mod enumerate;
 pub mod node;
+#[cfg(feature = "redis-bench")]
 pub mod redis;
 pub mod replicate;
 pub mod screen;

@@ -42,6 +42,11 @@ pub struct ScreenRun {
     pub redis_rate: Option<f64>,
 }
 
+/// What `--vs-redis` says when the Redis client was left out of the build.
+#[cfg(not(feature = "redis-bench"))]
+pub const NO_REDIS: &str = "cix was built without the redis-bench feature; \
+    --vs-redis needs it: rebuild without --no-default-features, or with --features redis-bench";
+
 /// Identifiers per engine call and per reference batch.
 const CHUNK: usize = 5_000;
 
@@ -155,6 +160,9 @@ where
 
 /// Runs the comparison and returns its figures.
 pub fn run(o: &ScreenOptions) -> anyhow::Result<ScreenRun> {
+    // Refused before any work, not after the setup.
+    #[cfg(not(feature = "redis-bench"))]
+    anyhow::ensure!(!o.vs_redis, NO_REDIS);
     let t = Instant::now();
     let rss_before = rss_bytes();
     let (engine, epochs, queries) = setup(o);
@@ -201,7 +209,11 @@ pub fn run(o: &ScreenOptions) -> anyhow::Result<ScreenRun> {
     });
     assert_eq!(engine_hits, ref_hits, "engine and reference disagree");
     let heap = engine.index().read().heap_bytes();
+    #[cfg(not(feature = "redis-bench"))]
+    let redis: Option<(f64, u64)> = None;
+    #[cfg(feature = "redis-bench")]
     let mut redis = None;
+    #[cfg(feature = "redis-bench")]
     if o.vs_redis {
         anyhow::ensure!(
             super::redis::RedisServer::available(),
