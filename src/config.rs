@@ -25,7 +25,7 @@ use crate::{
 /// Errors found while reading or checking a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {path}: {source}")]
+    #[error("reading config file {path}")]
     Read {
         path: PathBuf,
         #[source]

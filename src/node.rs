@@ -33,7 +33,7 @@ use crate::{
 pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("rebuilding the index: {0}")]
+    #[error("rebuilding the index")]
     Index(#[from] IndexError),
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -41,11 +41,11 @@ pub enum NodeError {
     KeyRing(#[from] KeyRingError),
     #[error(transparent)]
     Trust(#[from] TrustStateError),
-    #[error("node.signing_key: {0}")]
+    #[error("node.signing_key")]
     SigningKey(#[from] KeyFileError),
-    #[error("clock: {0}")]
+    #[error("reading the clock")]
     Clock(#[from] ClockError),
-    #[error("creating {path}: {source}")]
+    #[error("creating {path}")]
     Write {
         path: PathBuf,
         #[source]

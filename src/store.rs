@@ -53,7 +53,7 @@ const SEGMENTS_DIR: &str = "segments";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store at {path}: {source}")]
+    #[error("opening the store at {path}")]
     Open {
         path: PathBuf,
         #[source]
@@ -61,9 +61,9 @@ pub enum StoreError {
     },
     #[error("store at {path} has schema version {found}; this build of cix reads version {SCHEMA_VERSION} only")]
     Schema { path: PathBuf, found: u32 },
-    #[error("store: {0}")]
+    #[error("the store's database")]
     Sled(#[from] sled::Error),
-    #[error("store: {0}")]
+    #[error(transparent)]
     Segments(#[from] SegmentError),
     #[error("store: cannot start a reader thread: {0}")]
     Thread(std::io::Error),

@@ -24,3 +24,60 @@ pub fn init(format: LogFormat, default: &str) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// An error with its causes, "what failed: why: why", for log lines and
+/// messages that show one error whole. Errors in cix put their cause either
+/// in their own message or behind `source()`, never both; a cause whose
+/// text the message already holds (as some libraries' errors repeat their
+/// source) is not repeated, so each cause appears once.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading config file x.toml")]
+    struct Outer {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn chain_names_each_cause_once() {
+        let e = Outer {
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"),
+        };
+        assert_eq!(
+            chain(&e),
+            "reading config file x.toml: No such file or directory"
+        );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("transport error: No such file or directory")]
+    struct Repeats {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn chain_skips_a_cause_its_message_already_holds() {
+        let e = Repeats {
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"),
+        };
+        assert_eq!(chain(&e), "transport error: No such file or directory");
+    }
+}

@@ -67,7 +67,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -79,7 +79,7 @@ pub enum TlsError {
     Pem { path: PathBuf, message: String },
     #[error("certificate is not valid X.509: {0}")]
     Certificate(String),
-    #[error("tls configuration: {0}")]
+    #[error("tls configuration")]
     Config(#[from] rustls::Error),
     #[error("client certificate verifier: {0}")]
     Verifier(String),
@@ -412,20 +412,8 @@ pub async fn connect(
         .await
         .map_err(|e| TlsError::Connect {
             addr: addr.to_string(),
-            message: error_chain(&e),
+            message: crate::telemetry::chain(&e),
         })
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Decides whether a certificate's SPKI fingerprint may connect.

@@ -33,7 +33,7 @@ impl From<ContributionError> for Status {
             ContributionError::NoValidEpoch => Status::failed_precondition(e.to_string()),
             ContributionError::NotReady => Status::unavailable(e.to_string()),
             ContributionError::Store(_) | ContributionError::OriginLogs(_) => {
-                tracing::error!(error = %e, "contribution failed in the store");
+                tracing::error!(error = %crate::telemetry::chain(&e), "contribution failed in the store");
                 Status::internal("the node could not store the request; nothing was acknowledged")
             }
         }
@@ -59,7 +59,7 @@ impl From<RemoteError> for Status {
 
 impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {
-        tracing::error!(error = %e, "reading the node's state");
+        tracing::error!(error = %crate::telemetry::chain(&e), "reading the node's state");
         Status::internal("the node could not read its store")
     }
 }

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 /// Errors about key files. None of them carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("key file {}: {source}", .path.display())]
+    #[error("key file {}", .path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 /// Errors about token keys and key files. None of them carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("key file {}: {source}", .path.display())]
+    #[error("key file {}", .path.display())]
     Io {
         path: PathBuf,
         #[source]

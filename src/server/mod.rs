@@ -37,22 +37,22 @@ pub enum ServerError {
     Node(#[from] NodeError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("tls: {0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("binding {what} to {addr}: {source}")]
+    #[error("binding {what} to {addr}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("listener: {0}")]
+    #[error("listener failed")]
     Serve(#[from] tonic::transport::Error),
 }
 

@@ -87,7 +87,7 @@ async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) 
                         state.keys.set(ring);
                         tracing::info!(version = list.version(), "key epochs updated from the trust list");
                     }
-                    Err(e) => tracing::error!(error = %e, "key epochs not updated"),
+                    Err(e) => tracing::error!(error = %crate::telemetry::chain(&e), "key epochs not updated"),
                 }
             }
         }

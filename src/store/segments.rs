@@ -31,7 +31,7 @@ pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
-    #[error("segment files in {dir}: {source}")]
+    #[error("segment files in {dir}")]
     Io {
         dir: PathBuf,
         #[source]

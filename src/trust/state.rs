@@ -29,13 +29,13 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustStateError {
-    #[error("reading the root trust list {path}: {source}")]
+    #[error("reading the root trust list {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("root trust list {path}: {source}")]
+    #[error("root trust list {path}")]
     Root {
         path: PathBuf,
         #[source]
@@ -55,7 +55,7 @@ pub enum TrustStateError {
 pub enum OfferError {
     #[error(transparent)]
     Rejected(#[from] TrustError),
-    #[error("keeping the new trust list: {0}")]
+    #[error("keeping the new trust list")]
     Store(#[from] StoreError),
 }
 
@@ -179,7 +179,7 @@ impl TrustState {
             }
             Ok(Update::Newer(list)) => list,
             Err(e) => {
-                tracing::warn!(source, version = current.version(), error = %e, "trust list refused");
+                tracing::warn!(source, version = current.version(), error = %crate::telemetry::chain(&e), "trust list refused");
                 return Err(e.into());
             }
         };
