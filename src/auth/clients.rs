@@ -1,14 +1,15 @@
-//! Authorization of callers on the member listener.
+//! Authorization of clients (the member's own systems) on the member
+//! listener.
 //!
 //! A caller is its client certificate's public key: the SHA-256 of the DER
 //! SubjectPublicKeyInfo (see [`crate::tls::spki_sha256`]), computed once per
-//! connection at the handshake. What it may do is looked up in the grants on
-//! *every request*, so a grant taken away takes effect on the next call, even
-//! on an open connection. Handlers never see a request that failed here.
+//! connection at the handshake. What it may do is looked up in the grants of
+//! the node's config (`[member_listener.clients]`, fixed while the node
+//! runs) on *every request*, by the capability the service needs. Handlers
+//! never see a request that failed here.
 
 use std::{collections::HashMap, sync::Arc};
 
-use parking_lot::RwLock;
 use tonic::{service::Interceptor, Request, Status};
 
 use crate::tls::TlsIdentity;
@@ -57,22 +58,17 @@ pub struct ClientGrant {
     pub capabilities: Vec<ClientCapability>,
 }
 
-/// Who may do what; shared by every interceptor, replaceable at run time.
+/// Who may do what, from the node's config; shared by every interceptor.
 #[derive(Clone, Default)]
 pub struct Grants {
-    inner: Arc<RwLock<HashMap<String, ClientGrant>>>,
+    inner: Arc<HashMap<String, ClientGrant>>,
 }
 
 impl Grants {
     pub fn new(grants: HashMap<String, ClientGrant>) -> Grants {
         Grants {
-            inner: Arc::new(RwLock::new(grants)),
+            inner: Arc::new(grants),
         }
-    }
-
-    /// Replaces every grant at once; the next request of any connection sees it.
-    pub fn replace(&self, grants: HashMap<String, ClientGrant>) {
-        *self.inner.write() = grants;
     }
 
     /// Checks one request's caller for `cap`.
@@ -83,7 +79,7 @@ impl Grants {
     ) -> Result<Caller, Status> {
         let peer = peer
             .ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
-        let grants = self.inner.read();
+        let grants = &self.inner;
         match grants.get(&*peer.spki_sha256) {
             Some(g) if g.capabilities.contains(&cap) => Ok(Caller {
                 name: g.name.clone(),
@@ -177,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn capability_is_checked_per_call_and_follows_replacement() {
+    fn capability_is_checked_per_call() {
         let g = grants();
         let p = peer(&"aa".repeat(32));
         assert!(g.authorize(Some(&p), ClientCapability::Screen).is_ok());
@@ -186,9 +182,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("contribute"));
-        g.replace(HashMap::new());
+        let unknown = peer(&"bb".repeat(32));
         assert_eq!(
-            g.authorize(Some(&p), ClientCapability::Screen)
+            g.authorize(Some(&unknown), ClientCapability::Screen)
                 .unwrap_err()
                 .code(),
             tonic::Code::PermissionDenied

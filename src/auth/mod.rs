@@ -1,8 +1,9 @@
 //! Who is calling and what they may do, on both listeners. A caller is the
 //! SHA-256 of its client certificate's SubjectPublicKeyInfo
-//! ([`crate::tls::TlsIdentity`]), and every request is authorized anew, so a
-//! grant or membership taken away takes effect on the next call, even on an
-//! open connection.
+//! ([`crate::tls::TlsIdentity`]), and every request is authorized anew: a
+//! client by the grants of the node's config, a peer by the trust list in
+//! force, so a membership taken away takes effect on the next call, even on
+//! an open connection.
 //!
 //! - [`clients`]: the member's own systems on the member listener, by the
 //!   grants in the node's config ([`clients::ClientCapability`]).
