@@ -4,7 +4,7 @@
 //! A caller is its client certificate's public key: the SHA-256 of the DER
 //! SubjectPublicKeyInfo (see [`crate::tls::spki_sha256`]), computed once per
 //! connection at the handshake. What it may do is looked up in the grants of
-//! the node's config (`[member_listener.clients]`, fixed while the node
+//! the node's config (`[[member_listener.client]]`, fixed while the node
 //! runs) on *every request*, by the capability the service needs. Handlers
 //! never see a request that failed here.
 
