@@ -30,7 +30,7 @@ use crate::{
     proto::{self, federation_client::FederationClient, MemberKind},
     testbed::{init, synth::Synth},
     tls,
-    trust::list,
+    trust::{edit, list},
 };
 
 /// Known indicators the liaison contributes.
@@ -140,7 +140,7 @@ impl DemoCoalition {
             let spki = made
                 .peer_spki_sha256
                 .context("federated init gives a peer key")?;
-            let mut m = list::member(id, &format!("Demo {id}"), kind, &spki, &peer);
+            let mut m = edit::member(id, &format!("Demo {id}"), kind, &spki, &peer);
             m.signing_keys.push(proto::LogSigningKey {
                 public_key: hex::decode(&made.signing_public_hex)?,
                 retired: false,
@@ -151,7 +151,7 @@ impl DemoCoalition {
             configs.push(made.config);
             peer_spkis.push(spki);
         }
-        let list = list::new_list(
+        let list = edit::new_list(
             "demo-coalition",
             &operators
                 .iter()

@@ -4,7 +4,8 @@
 //! Editing and signing are offline and file-based, so that operators can
 //! sign in turn on separate machines: every edit writes a new version with
 //! NO signatures (the body changed), and `sign` adds one. The rules are in
-//! [`crate::trust::list`]; this module only reads flags and files, prints
+//! [`crate::trust::list`] and the edits in [`crate::trust::edit`]; this
+//! module only reads flags and files, prints
 //! and writes. It never prints a private key.
 
 use std::{
@@ -24,7 +25,10 @@ use crate::{
     },
     proto::{self, KeyEpoch, Member, MemberKind, MemberStatus, PeerCapability, SignedTrustList},
     time::{format_time, parse_time},
-    trust::list::{self, QueryPolicy, TrustList, Update},
+    trust::{
+        edit as edits,
+        list::{self, QueryPolicy, TrustList, Update},
+    },
 };
 
 /// The file formats, for every command's `--help`.
@@ -611,7 +615,7 @@ fn new(a: NewArgs) -> Result<()> {
         .map(|p| load_pub(p))
         .collect::<Result<Vec<_>>>()?;
     let now = now_unix();
-    let mut body = list::new_list(
+    let mut body = edits::new_list(
         &a.coalition,
         &keys,
         a.threshold,
@@ -627,7 +631,7 @@ fn new(a: NewArgs) -> Result<()> {
         };
     }
     list::check_body(&body)?;
-    write_atomic(&a.file, &list::unsigned(&body))?;
+    write_atomic(&a.file, &edits::unsigned(&body))?;
     println!(
         "created trust list {} for coalition {}: version 1, {} operator keys, threshold {}, expires {} (unsigned)",
         a.file.display(),
@@ -645,7 +649,7 @@ fn edit(e: &EditFile, f: impl FnOnce(&mut proto::TrustList) -> Result<String>) -
     let (signed, mut body) = read_body(&e.file)?;
     let what = f(&mut body)?;
     let now = now_unix();
-    list::next_version(&mut body, now, e.expires_in.as_ref().map(expiry_from_now));
+    edits::next_version(&mut body, now, e.expires_in.as_ref().map(expiry_from_now));
     list::check_body(&body).with_context(|| {
         if body.expires_at <= now {
             "the list has expired: give --expires-in".to_string()
@@ -653,7 +657,7 @@ fn edit(e: &EditFile, f: impl FnOnce(&mut proto::TrustList) -> Result<String>) -
             "refusing to write an invalid list".to_string()
         }
     })?;
-    write_atomic(&e.file, &list::unsigned(&body))?;
+    write_atomic(&e.file, &edits::unsigned(&body))?;
     let dropped = if signed.signatures.is_empty() {
         String::new()
     } else {
@@ -719,9 +723,9 @@ fn member(c: MemberCommand) -> Result<()> {
                     sharing_basis_expires_at: basis.unwrap_or(0),
                 };
                 if let Some(k) = &signing {
-                    list::add_signing_key(&mut m, k)?;
+                    edits::add_signing_key(&mut m, k)?;
                 }
-                list::add_member(b, m)?;
+                edits::add_member(b, m)?;
                 Ok(format!("member {} added", a.id))
             })
         }
@@ -734,7 +738,7 @@ fn member(c: MemberCommand) -> Result<()> {
                 Some(s) => Some(time_arg("--sharing-basis-expires", s)?),
             };
             edit(&a.edit, |b| {
-                let m = list::member_mut(b, &a.id)?;
+                let m = edits::member_mut(b, &a.id)?;
                 let mut changed = Vec::new();
                 if let Some(n) = &a.name {
                     m.name = n.clone();
@@ -782,11 +786,11 @@ fn member(c: MemberCommand) -> Result<()> {
                     changed.push("sharing basis");
                 }
                 if let (Some(k), Some(seq)) = (&retire_key, a.last_seq) {
-                    list::retire_signing_key(m, k, seq)?;
+                    edits::retire_signing_key(m, k, seq)?;
                     changed.push("signing key retired");
                 }
                 if let Some(k) = &add_key {
-                    list::add_signing_key(m, k)?;
+                    edits::add_signing_key(m, k)?;
                     changed.push("signing key added");
                 }
                 if changed.is_empty() {
@@ -801,17 +805,17 @@ fn member(c: MemberCommand) -> Result<()> {
             id,
             last_seq,
         } => edit(&e, |b| {
-            list::suspend(list::member_mut(b, &id)?, last_seq);
+            edits::suspend(edits::member_mut(b, &id)?, last_seq);
             Ok(format!(
                 "member {id} suspended (origin log accepted up to seq {last_seq})"
             ))
         }),
         MemberCommand::Reinstate { edit: e, id } => edit(&e, |b| {
-            list::reinstate(list::member_mut(b, &id)?);
+            edits::reinstate(edits::member_mut(b, &id)?);
             Ok(format!("member {id} reinstated"))
         }),
         MemberCommand::Remove { edit: e, id } => edit(&e, |b| {
-            list::remove_member(b, &id)?;
+            edits::remove_member(b, &id)?;
             Ok(format!("member {id} removed"))
         }),
     }
@@ -828,7 +832,7 @@ fn epoch(c: EpochCommand) -> Result<()> {
             let valid_from = time_arg("--valid-from", &a.valid_from)?;
             let valid_until = time_arg("--valid-until", &a.valid_until)?;
             edit(&a.edit, |b| {
-                list::add_epoch(
+                edits::add_epoch(
                     b,
                     KeyEpoch {
                         id: a.id,
@@ -851,7 +855,7 @@ fn epoch(c: EpochCommand) -> Result<()> {
                 None => now_unix(),
             };
             edit(&e, |b| {
-                list::retire_epoch(b, id, at)?;
+                edits::retire_epoch(b, id, at)?;
                 Ok(format!("epoch {id} retired at {}", format_time(at)))
             })
         }
@@ -874,10 +878,10 @@ fn operators(a: OperatorsArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     edit(&a.edit, |b| {
         for k in &remove {
-            list::remove_operator_key(b, k)?;
+            edits::remove_operator_key(b, k)?;
         }
         for (label, k) in &add {
-            list::add_operator_key(b, label, k)?;
+            edits::add_operator_key(b, label, k)?;
         }
         if let Some(t) = a.threshold {
             b.threshold = t;

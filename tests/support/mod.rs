@@ -394,7 +394,7 @@ impl Coalition {
         let mut spkis = Vec::new();
         for id in ids {
             let (node, peer, spki, signing) = TestNode::new_federated(id, &token_key);
-            let mut m = cix::trust::list::member(
+            let mut m = cix::trust::edit::member(
                 id,
                 &format!("Test member {id}"),
                 proto::MemberKind::Bank,
@@ -410,7 +410,7 @@ impl Coalition {
             spkis.push(spki);
             nodes.push(node);
         }
-        let list = cix::trust::list::new_list(
+        let list = cix::trust::edit::new_list(
             COALITION,
             &operators
                 .iter()
