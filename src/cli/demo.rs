@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{ensure, Result};
 
-use super::{bulk, bulk_match};
+use super::{bulk, screen::bulk_match};
 use crate::{
     api::convert,
     epochs::now_unix,
