@@ -33,7 +33,7 @@ pub struct Identity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("node directory {dir}: {message}")]
     Dir { dir: PathBuf, message: String },
