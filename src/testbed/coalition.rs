@@ -294,3 +294,45 @@ impl LocalCoalition {
         Ok(FederationClient::new(self.peer_channel(to, from).await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_member_holds_the_signed_list_naming_its_own_keys_and_the_next_version_verifies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = LocalCoalition::create(tmp.path(), &CoalitionSpec::demo(tmp.path())).unwrap();
+        assert_eq!(c.members.len(), 3);
+        let mut root = None;
+        for m in &c.members {
+            let bytes = std::fs::read(m.dir.join("trust/root.ctl")).unwrap();
+            let signed = list::decode_signed(&bytes).unwrap();
+            let l = list::verify_root(&signed, Some("demo-coalition")).unwrap();
+            assert_eq!(l.version(), 1);
+            let listed = l.member(&m.id).unwrap();
+            assert_eq!(listed.tls_spki_sha256, std::slice::from_ref(&m.peer_spki));
+            assert_eq!(listed.endpoint, m.peer_listen);
+            assert_eq!(
+                listed.signing_keys[0].public_key,
+                m.signing_public.to_bytes()
+            );
+            root = Some(l);
+        }
+        let mut ports: Vec<_> = c.members.iter().map(|m| m.peer_listen.clone()).collect();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), 3, "one peer port per member");
+
+        let v2 = c.next(|l| l.members[2].status = proto::MemberStatus::Suspended as i32);
+        match list::verify_update(&root.unwrap(), &v2, now_unix()).unwrap() {
+            list::Update::Newer(l) => {
+                assert_eq!(l.version(), 2);
+                assert!(l
+                    .active_member_by_spki(&c.members[2].peer_spki, now_unix())
+                    .is_none());
+            }
+            list::Update::Same => panic!("expected a newer list"),
+        }
+    }
+}

@@ -259,3 +259,45 @@ pub fn free_port() -> Result<u16, TestbedError> {
     }
     Err(TestbedError::NoFreePort)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_dir(dir: &Path) -> PathBuf {
+        let made = crate::testbed::init::init(
+            dir,
+            &crate::testbed::init::InitOptions {
+                node_id: "n",
+                listen: "127.0.0.1:0",
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        made.config
+    }
+
+    #[test]
+    fn a_program_that_exits_at_once_is_reported_with_its_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = node_dir(&tmp.path().join("node"));
+        let log = tmp.path().join("node.log");
+        let mut launch = Launch::new(&config, &log);
+        assert_eq!(launch.data_dir().unwrap(), tmp.path().join("node/data"));
+        launch.program = Some("false".into());
+        match NodeProcess::start(&launch) {
+            Err(TestbedError::ExitedAtStart { status, log: l }) => {
+                assert!(!status.success());
+                assert_eq!(l, log);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let (a, b) = (free_port().unwrap(), free_port().unwrap());
+        assert_ne!(a, b);
+        assert!((20_000..32_000).contains(&a) && (20_000..32_000).contains(&b));
+    }
+}
