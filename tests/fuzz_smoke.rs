@@ -10,21 +10,21 @@ use cix::{
     keys::signing::SigningKeyFile,
     proto,
     token::Token,
-    trust::list,
+    trust::{edit, list},
 };
 use proptest::prelude::*;
 use prost::Message;
 
 fn signed_list(op: &SigningKeyFile) -> proto::SignedTrustList {
     let now = cix::epochs::now_unix();
-    let m = list::member(
+    let m = edit::member(
         "bank-a",
         "Bank A",
         proto::MemberKind::Bank,
         &"ab".repeat(32),
         "127.0.0.1:1",
     );
-    let body = list::new_list(
+    let body = edit::new_list(
         "c",
         &[op.verifying_key()],
         1,
@@ -33,7 +33,7 @@ fn signed_list(op: &SigningKeyFile) -> proto::SignedTrustList {
         now,
         now + 1000,
     );
-    let mut s = list::unsigned(&body);
+    let mut s = edit::unsigned(&body);
     list::sign(&mut s, op);
     s
 }
@@ -115,7 +115,7 @@ proptest! {
     fn a_mutated_batch_never_verifies_with_other_content(pos in any::<usize>(), flip in 1u8..=255) {
         let key = SigningKeyFile::from_seed(&[9; 32]);
         let good = signed_batch(&key);
-        let mut member = list::member("bank-a", "Bank A", proto::MemberKind::Bank, &"ab".repeat(32), "");
+        let mut member = edit::member("bank-a", "Bank A", proto::MemberKind::Bank, &"ab".repeat(32), "");
         member.signing_keys.push(proto::LogSigningKey {
             public_key: key.verifying_key().to_bytes().to_vec(),
             retired: false,
@@ -123,8 +123,8 @@ proptest! {
         });
         let op = SigningKeyFile::from_seed(&[7; 32]);
         let now = cix::epochs::now_unix();
-        let body = list::new_list("c", &[op.verifying_key()], 1, vec![], vec![member], now, now + 1000);
-        let mut s = list::unsigned(&body);
+        let body = edit::new_list("c", &[op.verifying_key()], 1, vec![], vec![member], now, now + 1000);
+        let mut s = edit::unsigned(&body);
         list::sign(&mut s, &op);
         let trust = list::verify_root(&s, None).unwrap();
 

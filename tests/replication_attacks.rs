@@ -165,7 +165,7 @@ impl FakePeer {
 
     /// Its trust-list entry: an active member with `caps`, its TLS key and endpoint.
     fn member(&self, caps: &[proto::PeerCapability]) -> proto::Member {
-        let mut m = cix::trust::list::member(
+        let mut m = cix::trust::edit::member(
             &self.id,
             &format!("Fake member {}", self.id),
             proto::MemberKind::Bank,
@@ -578,7 +578,7 @@ async fn a_fork_is_recorded_propagated_and_freezes_the_origin_everywhere() {
     let fake_y = FakePeer::start(c.tmp.path(), "fake-y").await;
     // liaison-x: an origin whose key the test holds; no node runs it.
     let x_key = SigningKeyFile::generate();
-    let mut lx = cix::trust::list::member(
+    let mut lx = cix::trust::edit::member(
         "liaison-x",
         "Test-held origin",
         proto::MemberKind::Liaison,

@@ -16,12 +16,15 @@ use anyhow::{Context, Result};
 
 use super::{screen::rss_of, Better, Figure};
 use crate::{
-    cli::demo::Node,
     client::{Clients, Identity},
     ident::{self, Kind},
     keys::TokenKey,
     proto,
-    testbed::{init, synth::Synth},
+    testbed::{
+        init,
+        process::{Launch, NodeProcess},
+        synth::Synth,
+    },
     token::Tokenizer,
 };
 
@@ -152,9 +155,8 @@ pub struct Loaded {
     /// The temporary directory holding `dir`, unless it is kept.
     _tmp: Option<tempfile::TempDir>,
     dir: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    node: Node,
+    launch: Launch,
+    node: NodeProcess,
     pub clients: Clients,
     pub indicators: usize,
     /// Contributed identifiers to plant as hits (1% of `queries`).
@@ -199,8 +201,8 @@ impl Loaded {
                 ..Default::default()
             },
         )?;
-        let log = root.join("node.log");
-        let node = Node::start(&made.config, &log).await?;
+        let launch = Launch::new(&made.config, &root.join("node.log"));
+        let node = NodeProcess::start_async(launch.clone()).await?;
         let mut clients = connect(&dir).await?;
         let (known, ingest_rate) =
             contribute(&mut clients, indicators, seed, batch, want_known).await?;
@@ -208,8 +210,7 @@ impl Loaded {
         Ok(Loaded {
             _tmp: tmp,
             dir,
-            config: made.config,
-            log,
+            launch,
             node,
             clients,
             indicators,
@@ -417,11 +418,9 @@ impl Loaded {
             .status(proto::StatusRequest {})
             .await?
             .into_inner();
-        self.node.stop().await?;
-        let addr = self.dir.join("data").join(crate::node::MEMBER_ADDR_FILE);
-        let _ = std::fs::remove_file(&addr);
+        self.node.stop_async().await?.clean()?;
         let start = Instant::now();
-        self.node = Node::start(&self.config, &self.log).await?;
+        self.node = NodeProcess::start_async(self.launch.clone()).await?;
         self.clients = connect(&self.dir).await?;
         let after = self
             .clients
@@ -479,7 +478,7 @@ impl Loaded {
     }
 
     pub async fn stop(mut self) -> Result<()> {
-        self.node.stop().await?;
+        self.node.stop_async().await?.clean()?;
         Ok(())
     }
 }

@@ -12,11 +12,15 @@ use anyhow::{ensure, Result};
 
 use super::{node, Better, Figure};
 use crate::{
-    cli::demo::{wait_for, wait_own_log_ready, DemoCoalition, Node},
-    client::{Clients, Identity},
+    client::Clients,
     ident::Kind,
     proto,
-    testbed::synth::Synth,
+    testbed::{
+        coalition::{CoalitionSpec, LocalCoalition},
+        process::NodeProcess,
+        synth::Synth,
+        wait,
+    },
 };
 
 pub struct ReplicateOptions {
@@ -29,8 +33,8 @@ pub struct ReplicateOptions {
     pub probes: usize,
 }
 
-async fn connect(c: &DemoCoalition, i: usize) -> Result<Clients> {
-    Ok(Identity::from_dir(&c.dirs[i])?.connect().await?)
+async fn connect(c: &LocalCoalition, i: usize) -> Result<Clients> {
+    Ok(c.members[i].connect().await?)
 }
 
 async fn indicators(c: &mut Clients) -> Result<u64> {
@@ -43,33 +47,31 @@ async fn indicators(c: &mut Clients) -> Result<u64> {
 
 pub async fn run(o: &ReplicateOptions) -> Result<Vec<Figure>> {
     let tmp = tempfile::tempdir()?;
-    let c = DemoCoalition::create(tmp.path())?;
-    let log = |i: usize| c.dirs[i].join("node.log");
+    let c = LocalCoalition::create(tmp.path(), &CoalitionSpec::demo(tmp.path()))?;
     let mut nodes = vec![
-        Node::start(&c.configs[0], &log(0)).await?,
-        Node::start(&c.configs[1], &log(1)).await?,
+        NodeProcess::start_async(c.members[0].launch()).await?,
+        NodeProcess::start_async(c.members[1].launch()).await?,
     ];
-    let result = measure(&c, o, &mut nodes, &log).await;
+    let result = measure(&c, o, &mut nodes).await;
     for n in &mut nodes {
-        let _ = n.stop().await;
+        let _ = n.stop_async().await;
     }
     result
 }
 
 async fn measure(
-    c: &DemoCoalition,
+    c: &LocalCoalition,
     o: &ReplicateOptions,
-    nodes: &mut Vec<Node>,
-    log: &dyn Fn(usize) -> std::path::PathBuf,
+    nodes: &mut Vec<NodeProcess>,
 ) -> Result<Vec<Figure>> {
     let mut liaison = connect(c, 0).await?;
-    wait_own_log_ready(&mut liaison, "liaison-a").await?;
+    wait::own_log_ready(&mut liaison, "liaison-a").await?;
     let (known, _) = node::contribute(&mut liaison, o.indicators, o.seed, o.batch, 1_000).await?;
     let held = indicators(&mut liaison).await?;
 
     // The second bank starts empty and catches up.
     let start = Instant::now();
-    nodes.push(Node::start(&c.configs[2], &log(2)).await?);
+    nodes.push(NodeProcess::start_async(c.members[2].launch()).await?);
     let mut bank = connect(c, 2).await?;
     let up = start.elapsed();
     loop {
@@ -85,7 +87,7 @@ async fn measure(
     let caught_up = start.elapsed();
     // Spot check: contributed identifiers match there.
     for k in known.iter().step_by(100) {
-        wait_for(&mut bank, k, proto::MatchStatus::Match, Instant::now()).await?;
+        wait::match_status(&mut bank, k, proto::MatchStatus::Match, Instant::now()).await?;
     }
 
     // Freshness under load.
@@ -141,7 +143,7 @@ async fn measure(
                     valid_until: None,
                 })
                 .await?;
-            wait_for(&mut bank, &item, proto::MatchStatus::Match, since).await
+            wait::match_status(&mut bank, &item, proto::MatchStatus::Match, since).await
         }
         .await;
         match r {

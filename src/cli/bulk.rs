@@ -11,13 +11,36 @@ use std::{
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::ident::{Kind, Reason};
+use crate::{
+    api::convert,
+    ident::{Kind, Reason},
+    proto,
+};
 
 /// One input value with its 1-based row number.
 pub struct Row {
     pub row: usize,
     pub kind: Result<Kind, Reason>,
     pub value: String,
+}
+
+impl Row {
+    /// This row as an identifier of a request.
+    pub fn identifier(&self) -> proto::Identifier {
+        proto::Identifier {
+            kind: self.kind.map(convert::kind_to_proto).unwrap_or(0),
+            value: self.value.clone(),
+        }
+    }
+}
+
+/// A node's reason for an item, as printed after its status: ` (REASON)`, or nothing.
+pub fn reason_suffix(r: &str) -> String {
+    if r.is_empty() {
+        String::new()
+    } else {
+        format!(" ({r})")
+    }
 }
 
 /// Where values come from.

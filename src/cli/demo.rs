@@ -11,37 +11,27 @@
 use std::{
     io::Write,
     path::{Path, PathBuf},
-    process::Stdio,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Result};
 
-use prost::Message;
-use tonic::transport::Channel;
-
-use super::bulk;
+use super::{bulk, screen::bulk_match};
 use crate::{
     api::convert,
-    client::{Clients, Identity},
     epochs::now_unix,
     ident::Kind,
-    keys::{signing::SigningKeyFile, TokenKey},
-    proto::{self, federation_client::FederationClient, MemberKind},
-    testbed::{init, synth::Synth},
-    tls,
-    trust::list,
+    proto,
+    testbed::{
+        coalition::{CoalitionSpec, LocalCoalition},
+        process::NodeProcess,
+        synth::Synth,
+        wait,
+    },
 };
 
 /// Known indicators the liaison contributes.
 const KNOWN: usize = 1_000;
-
-/// The demo coalition's members: (id, kind).
-const MEMBERS: [(&str, MemberKind); 3] = [
-    ("liaison-a", MemberKind::Liaison),
-    ("bank-b", MemberKind::Bank),
-    ("bank-c", MemberKind::Bank),
-];
 
 pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
     let tmp;
@@ -59,27 +49,28 @@ pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
         "== cix demo: a three-member coalition on loopback, in {}",
         dir.display()
     );
-    let mut coalition = DemoCoalition::create(&dir)?;
+    let mut coalition = LocalCoalition::create(&dir, &CoalitionSpec::demo(&dir))?;
     println!(
         "-- operators signed trust list v{} (3 operator keys, threshold 2, {} members, token key epoch 1)",
         coalition.list.version,
         coalition.list.members.len()
     );
     let mut nodes = Vec::new();
-    for (i, (id, _)) in MEMBERS.iter().enumerate() {
-        match Node::start(&coalition.configs[i], &coalition.dirs[i].join("node.log")).await {
+    for m in &coalition.members {
+        match NodeProcess::start_async(m.launch()).await {
             Ok(n) => nodes.push(n),
             Err(e) => {
                 for n in &mut nodes {
-                    let _ = n.stop().await;
+                    let _ = n.stop_async().await;
                 }
-                return Err(e.context(format!("starting {id}")));
+                return Err(anyhow::Error::new(e).context(format!("starting {}", m.id)));
             }
         }
     }
+    let ids: Vec<&str> = coalition.members.iter().map(|m| m.id.as_str()).collect();
     println!(
         "-- nodes {} running, each with a member and a peer listener (mutual TLS 1.3)",
-        MEMBERS.map(|(id, _)| id).join(", ")
+        ids.join(", ")
     );
     let mut result = steps(&coalition, identifiers).await;
     if result.is_ok() {
@@ -87,12 +78,16 @@ pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
     }
     let mut stopped = Ok(());
     for n in &mut nodes {
-        let r = n.stop().await.map(|took| {
-            println!(
-                "-- node stopped cleanly on SIGTERM in {} ms",
-                took.as_millis()
-            );
-        });
+        let r = match n.stop_async().await.and_then(|s| s.clean()) {
+            Ok(took) => {
+                println!(
+                    "-- node stopped cleanly on SIGTERM in {} ms",
+                    took.as_millis()
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         if stopped.is_ok() {
             stopped = r;
         }
@@ -104,130 +99,8 @@ pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Operators' keys, the members' node directories and the list in force.
-pub(crate) struct DemoCoalition {
-    operators: Vec<SigningKeyFile>,
-    pub(crate) dirs: Vec<PathBuf>,
-    pub(crate) configs: Vec<PathBuf>,
-    peer_spkis: Vec<String>,
-    list: proto::TrustList,
-}
-
-impl DemoCoalition {
-    pub(crate) fn create(dir: &Path) -> Result<DemoCoalition> {
-        let operators: Vec<_> = (0..3).map(|_| SigningKeyFile::generate()).collect();
-        let token_key_path = dir.join("coalition-epoch-1.key");
-        if token_key_path.exists() {
-            std::fs::remove_file(&token_key_path)?;
-        }
-        let token_key = TokenKey::generate();
-        token_key.write_new(&token_key_path)?;
-        let now = now_unix();
-        let (mut dirs, mut configs, mut peer_spkis, mut members) = (vec![], vec![], vec![], vec![]);
-        for (id, kind) in MEMBERS {
-            let node_dir = dir.join(id);
-            let peer = format!("127.0.0.1:{}", free_port()?);
-            let made = init::init(
-                &node_dir,
-                &init::InitOptions {
-                    node_id: id,
-                    listen: "127.0.0.1:0",
-                    force: true,
-                    peer_listen: Some(&peer),
-                    token_key: Some(&token_key_path),
-                },
-            )?;
-            let spki = made
-                .peer_spki_sha256
-                .context("federated init gives a peer key")?;
-            let mut m = list::member(id, &format!("Demo {id}"), kind, &spki, &peer);
-            m.signing_keys.push(proto::LogSigningKey {
-                public_key: hex::decode(&made.signing_public_hex)?,
-                retired: false,
-                last_seq: 0,
-            });
-            members.push(m);
-            dirs.push(node_dir);
-            configs.push(made.config);
-            peer_spkis.push(spki);
-        }
-        let list = list::new_list(
-            "demo-coalition",
-            &operators
-                .iter()
-                .map(|k| k.verifying_key())
-                .collect::<Vec<_>>(),
-            2,
-            vec![proto::KeyEpoch {
-                id: 1,
-                valid_from: now - 86_400,
-                valid_until: now + 365 * 86_400,
-                key_sha256: token_key.fingerprint(),
-            }],
-            members,
-            now,
-            now + 90 * 86_400,
-        );
-        let c = DemoCoalition {
-            operators,
-            dirs,
-            configs,
-            peer_spkis,
-            list,
-        };
-        let root = c.signed();
-        for d in &c.dirs {
-            std::fs::write(d.join("trust/root.ctl"), root.encode_to_vec())?;
-        }
-        Ok(c)
-    }
-
-    /// The list signed by two of the three operators.
-    fn signed(&self) -> proto::SignedTrustList {
-        let mut signed = proto::SignedTrustList {
-            body: self.list.encode_to_vec(),
-            signatures: vec![],
-        };
-        for k in &self.operators[..2] {
-            list::sign(&mut signed, k);
-        }
-        signed
-    }
-
-    /// A Federation client to member `to`'s peer listener, as member `from`.
-    async fn federation(&self, to: usize, from: usize) -> Result<FederationClient<Channel>> {
-        Ok(FederationClient::new(self.peer_channel(to, from).await?))
-    }
-
-    /// A connection to member `to`'s peer listener, as member `from`.
-    async fn peer_channel(&self, to: usize, from: usize) -> Result<Channel> {
-        let d = &self.dirs[from];
-        let config = tls::peer_client_config(
-            &d.join("tls/peer.crt"),
-            &d.join("tls/peer.key"),
-            vec![self.peer_spkis[to].clone()],
-        )?;
-        let addr =
-            std::fs::read_to_string(self.dirs[to].join("data").join(crate::node::PEER_ADDR_FILE))?;
-        Ok(tls::connect(addr.trim(), None, config).await?)
-    }
-}
-
-/// A free port below the kernel's ephemeral range (32768 and up), so that
-/// the nodes' own `:0` binds cannot take it before its node starts.
-fn free_port() -> Result<u16> {
-    use rand::Rng;
-    for _ in 0..1000 {
-        let port = rand::thread_rng().gen_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port on 127.0.0.1 between 20000 and 32000")
-}
-
 /// Operators suspend bank-c: the list spreads, bank-c's open stream is cut.
-async fn trust_steps(c: &mut DemoCoalition) -> Result<()> {
+async fn trust_steps(c: &mut LocalCoalition) -> Result<()> {
     // bank-c keeps a stream open on liaison-a's peer listener.
     let channel = c.peer_channel(0, 2).await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -243,10 +116,7 @@ async fn trust_steps(c: &mut DemoCoalition) -> Result<()> {
     );
     println!("-- bank-c holds a stream open on liaison-a's peer listener");
 
-    c.list.version += 1;
-    c.list.issued_at = now_unix();
-    c.list.members[2].status = proto::MemberStatus::Suspended as i32;
-    let v2 = c.signed();
+    let v2 = c.next(|l| l.members[2].status = proto::MemberStatus::Suspended as i32);
     let start = Instant::now();
     let r = c
         .federation(0, 1)
@@ -268,23 +138,8 @@ async fn trust_steps(c: &mut DemoCoalition) -> Result<()> {
         c.list.version,
         start.elapsed().as_secs_f64() * 1e3
     );
-    let b = Identity::from_dir(&c.dirs[1])?;
-    let mut bank_b = b.connect().await?;
-    loop {
-        let s = bank_b
-            .admin
-            .status(proto::StatusRequest {})
-            .await?
-            .into_inner();
-        if s.trust_version == c.list.version {
-            break;
-        }
-        ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "bank-b never received the new list"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut bank_b = c.members[1].connect().await?;
+    wait::trust_version(&mut bank_b, c.list.version, Duration::from_secs(30)).await?;
     println!(
         "-- bank-b received v{} from its peers {:.1} ms after publication, without operator action",
         c.list.version,
@@ -302,63 +157,13 @@ async fn trust_steps(c: &mut DemoCoalition) -> Result<()> {
     Ok(())
 }
 
-/// Waits (bounded) until a node has confirmed its own log's head with a
-/// peer, so that it takes contributions.
-pub(crate) async fn wait_own_log_ready(clients: &mut Clients, who: &str) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let s = clients
-            .admin
-            .status(proto::StatusRequest {})
-            .await?
-            .into_inner();
-        if s.own_log_ready {
-            return Ok(());
-        }
-        ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "{who} never reached its peers"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits (bounded) until `value` has `want` status at a node; returns how long it took.
-pub(crate) async fn wait_for(
-    clients: &mut Clients,
-    item: &(Kind, String),
-    want: proto::MatchStatus,
-    since: Instant,
-) -> Result<Duration> {
-    loop {
-        let r = clients
-            .screening
-            .r#match(proto::MatchRequest {
-                identifiers: vec![proto::Identifier {
-                    kind: convert::kind_to_proto(item.0),
-                    value: item.1.clone(),
-                }],
-            })
-            .await?
-            .into_inner();
-        if r.results.first().map(|r| r.status) == Some(want as i32) {
-            return Ok(since.elapsed());
-        }
-        ensure!(
-            since.elapsed() < Duration::from_secs(30),
-            "replication did not arrive within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn steps(c: &DemoCoalition, identifiers: usize) -> Result<()> {
-    let mut liaison = Identity::from_dir(&c.dirs[0])?.connect().await?;
-    let mut bank_b = Identity::from_dir(&c.dirs[1])?.connect().await?;
-    let mut bank_c = Identity::from_dir(&c.dirs[2])?.connect().await?;
+async fn steps(c: &LocalCoalition, identifiers: usize) -> Result<()> {
+    let mut liaison = c.members[0].connect().await?;
+    let mut bank_b = c.members[1].connect().await?;
+    let mut bank_c = c.members[2].connect().await?;
 
     // The liaison's node confirms its own log's head with a peer first.
-    wait_own_log_ready(&mut liaison, "liaison-a").await?;
+    wait::own_log_ready(&mut liaison, "liaison-a").await?;
 
     // A liaison contributes the identifiers of a confirmed case.
     let mut synth = Synth::new(2026);
@@ -405,8 +210,8 @@ async fn steps(c: &DemoCoalition, identifiers: usize) -> Result<()> {
         start.elapsed().as_secs_f64() * 1e3
     );
     let last = &known[KNOWN - 1];
-    let at_b = wait_for(&mut bank_b, last, proto::MatchStatus::Match, start).await?;
-    let at_c = wait_for(&mut bank_c, last, proto::MatchStatus::Match, start).await?;
+    let at_b = wait::match_status(&mut bank_b, last, proto::MatchStatus::Match, start).await?;
+    let at_c = wait::match_status(&mut bank_c, last, proto::MatchStatus::Match, start).await?;
     println!(
         "-- they matched at bank-b {:.1} ms and at bank-c {:.1} ms after the contribution (pulled, signature and chain verified)",
         at_b.as_secs_f64() * 1e3,
@@ -414,7 +219,7 @@ async fn steps(c: &DemoCoalition, identifiers: usize) -> Result<()> {
     );
 
     // A bank screens a file of mixed identifiers; 1 in 100 is known.
-    let file = c.dirs[1].join("screen.csv");
+    let file = c.members[1].dir.join("screen.csv");
     let expected = write_screening_file(&file, identifiers, &known, &mut synth)?;
     println!(
         "-- bank-b screens {identifiers} identifiers from {} ({expected} known)",
@@ -427,9 +232,9 @@ async fn steps(c: &DemoCoalition, identifiers: usize) -> Result<()> {
         kind_column: Some("kind".into()),
         value: None,
     };
-    let out_path = c.dirs[1].join("results.jsonl");
+    let out_path = c.members[1].dir.join("results.jsonl");
     let mut out = bulk::Out::open(Some(&out_path), Some(bulk::OutFormat::Jsonl))?;
-    let s = super::bulk_match(&mut bank_b, input.read()?, 5_000, &mut out, true, None).await?;
+    let s = bulk_match(&mut bank_b, input.read()?, 5_000, &mut out, true, None).await?;
     out.finish()?;
     println!(
         "-- {} screened at bank-b in {:.2}s: {:.0} identifiers/s over one mTLS stream; {} hits, {} invalid",
@@ -461,8 +266,10 @@ async fn steps(c: &DemoCoalition, identifiers: usize) -> Result<()> {
         .await?
         .into_inner();
     ensure!(r.retracted == 1, "the retraction did not apply");
-    let gone_b = wait_for(&mut bank_b, &known[0], proto::MatchStatus::NoMatch, start).await?;
-    let gone_c = wait_for(&mut bank_c, &known[0], proto::MatchStatus::NoMatch, start).await?;
+    let gone_b =
+        wait::match_status(&mut bank_b, &known[0], proto::MatchStatus::NoMatch, start).await?;
+    let gone_c =
+        wait::match_status(&mut bank_c, &known[0], proto::MatchStatus::NoMatch, start).await?;
     println!(
         "-- liaison-a retracted one indicator: it stopped matching at bank-b after {:.1} ms and at bank-c after {:.1} ms",
         gone_b.as_secs_f64() * 1e3,
@@ -529,68 +336,4 @@ fn print_sample_hits(results: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A node running as a child process (of the demo or a benchmark), killed
-/// if dropped while running.
-pub struct Node {
-    child: tokio::process::Child,
-}
-
-impl Node {
-    /// Starts `cix serve --config CONFIG` with its output in `log`, and
-    /// waits until its member listener is up.
-    pub async fn start(config: &Path, log: &Path) -> Result<Node> {
-        let log_file = std::fs::File::create(log)?;
-        let child = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting `cix serve`")?;
-        let addr_file = config
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("data")
-            .join(crate::node::MEMBER_ADDR_FILE);
-        // Generous: a cold start at 10M indicators takes seconds.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut node = Node { child };
-        while !addr_file.exists() {
-            if let Some(status) = node.child.try_wait()? {
-                bail!("node exited at start ({status}); see {}", log.display());
-            }
-            if Instant::now() > deadline {
-                bail!("node did not start within 120 s; see {}", log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(node)
-    }
-
-    /// The child's process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// SIGTERM, then wait for a clean exit; returns how long it took.
-    pub async fn stop(&mut self) -> Result<Duration> {
-        let start = Instant::now();
-        if let Some(pid) = self.child.id() {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            )
-            .context("sending SIGTERM")?;
-        }
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .context("node did not stop within 30 s")??;
-        ensure!(status.success(), "node exited with {status}");
-        Ok(start.elapsed())
-    }
 }

@@ -29,6 +29,8 @@ pub struct Initialized {
     pub token_key_sha256: String,
     /// The node's origin-log signing key (public, hex), for the trust list.
     pub signing_public_hex: String,
+    /// The same key.
+    pub signing_public: ed25519_dalek::VerifyingKey,
 }
 
 #[derive(Default)]
@@ -218,6 +220,7 @@ key_file = "keys/epoch-1.key"
         peer_spki_sha256: peer_spki,
         token_key_sha256: token_key.fingerprint(),
         signing_public_hex: signing.public_hex(),
+        signing_public: signing.verifying_key(),
     })
 }
 

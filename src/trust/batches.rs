@@ -69,7 +69,7 @@ mod tests {
     fn list_with(member: proto::Member) -> TrustList {
         let op = SigningKeyFile::generate();
         let now = crate::epochs::now_unix();
-        let body = crate::trust::list::new_list(
+        let body = crate::trust::edit::new_list(
             "c",
             &[op.verifying_key()],
             1,
@@ -78,14 +78,14 @@ mod tests {
             now,
             now + 1000,
         );
-        let mut signed = crate::trust::list::unsigned(&body);
+        let mut signed = crate::trust::edit::unsigned(&body);
         crate::trust::list::sign(&mut signed, &op);
         crate::trust::list::verify_root(&signed, None).unwrap()
     }
 
     fn origin(key: &SigningKeyFile) -> proto::Member {
         let mut m =
-            crate::trust::list::member("liaison", "L", MemberKind::Liaison, &"ab".repeat(32), "");
+            crate::trust::edit::member("liaison", "L", MemberKind::Liaison, &"ab".repeat(32), "");
         m.signing_keys.push(LogSigningKey {
             public_key: key.verifying_key().to_bytes().to_vec(),
             retired: false,

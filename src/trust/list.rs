@@ -1,4 +1,4 @@
-//! The coalition trust list: decoding, the acceptance rules and editing.
+//! The coalition trust list: decoding, signing and the acceptance rules.
 //!
 //! Modelled on The Update Framework's root metadata. A list is a
 //! `cix.v1.SignedTrustList`: the exact bytes of an encoded `cix.v1.TrustList`
@@ -10,8 +10,8 @@
 //! only with a threshold of the CURRENT operator keys (and, when the keys
 //! change, a threshold of the new ones too).
 //!
-//! Pure: no I/O, no clock (callers pass `now`). The editing helpers at the
-//! end are for the operator CLI; they change a body and never sign.
+//! Pure: no I/O, no clock (callers pass `now`). What operators' tools
+//! change in a body is in [`super::edit`].
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -536,229 +536,10 @@ pub fn count_valid(signed: &SignedTrustList, keys: &[OperatorKey]) -> usize {
     good.len()
 }
 
-// ---- Editing (for the operator CLI) ----
-
-/// Why an edit could not be made.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EditError {
-    #[error("no member {0:?} on the list")]
-    NoMember(String),
-    #[error("member {0:?} is already on the list")]
-    DuplicateMember(String),
-    #[error("no epoch {0} on the list")]
-    NoEpoch(u32),
-    #[error("epoch {0} is already on the list")]
-    DuplicateEpoch(u32),
-    #[error("operator key {0} is not on the list")]
-    NoOperatorKey(String),
-    #[error("operator key {0} is already on the list")]
-    DuplicateOperatorKey(String),
-    #[error("member {member:?} has no signing key {key}")]
-    NoSigningKey { member: String, key: String },
-    #[error("member {member:?} already has signing key {key}")]
-    DuplicateSigningKey { member: String, key: String },
-}
-
-/// A version-1 body. Operator keys are labelled `op-1`, `op-2`, ... in order.
-pub fn new_list(
-    coalition_id: &str,
-    operator_keys: &[VerifyingKey],
-    threshold: u32,
-    epochs: Vec<KeyEpoch>,
-    members: Vec<Member>,
-    issued_at: i64,
-    expires_at: i64,
-) -> proto::TrustList {
-    proto::TrustList {
-        coalition_id: coalition_id.to_string(),
-        version: 1,
-        issued_at,
-        expires_at,
-        operator_keys: operator_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| OperatorKey {
-                id: format!("op-{}", i + 1),
-                public_key: k.as_bytes().to_vec(),
-            })
-            .collect(),
-        threshold,
-        epochs,
-        members,
-        query_policy: None,
-    }
-}
-
-/// An active member with every capability and one certificate key;
-/// `endpoint` may be empty.
-pub fn member(
-    id: &str,
-    name: &str,
-    kind: MemberKind,
-    tls_spki_sha256: &str,
-    endpoint: &str,
-) -> Member {
-    Member {
-        id: id.to_string(),
-        name: name.to_string(),
-        kind: kind as i32,
-        capabilities: vec![
-            PeerCapability::Contribute as i32,
-            PeerCapability::Replicate as i32,
-            PeerCapability::Query as i32,
-        ],
-        tls_spki_sha256: vec![tls_spki_sha256.to_string()],
-        signing_keys: Vec::new(),
-        endpoint: endpoint.to_string(),
-        status: MemberStatus::Active as i32,
-        suspended_after_seq: 0,
-        sharing_basis_expires_at: 0,
-    }
-}
-
-/// After an edit: version + 1, issued now, and a new expiry if given.
-pub fn next_version(b: &mut proto::TrustList, now: i64, expires_at: Option<i64>) {
-    b.version += 1;
-    b.issued_at = now;
-    if let Some(e) = expires_at {
-        b.expires_at = e;
-    }
-}
-
-/// An unsigned `SignedTrustList` of `body`.
-pub fn unsigned(body: &proto::TrustList) -> SignedTrustList {
-    SignedTrustList {
-        body: body.encode_to_vec(),
-        signatures: Vec::new(),
-    }
-}
-
-pub fn add_member(b: &mut proto::TrustList, m: Member) -> Result<(), EditError> {
-    if b.members.iter().any(|x| x.id == m.id) {
-        return Err(EditError::DuplicateMember(m.id));
-    }
-    b.members.push(m);
-    Ok(())
-}
-
-pub fn member_mut<'a>(b: &'a mut proto::TrustList, id: &str) -> Result<&'a mut Member, EditError> {
-    b.members
-        .iter_mut()
-        .find(|m| m.id == id)
-        .ok_or_else(|| EditError::NoMember(id.to_string()))
-}
-
-pub fn remove_member(b: &mut proto::TrustList, id: &str) -> Result<Member, EditError> {
-    let i = b
-        .members
-        .iter()
-        .position(|m| m.id == id)
-        .ok_or_else(|| EditError::NoMember(id.to_string()))?;
-    Ok(b.members.remove(i))
-}
-
-/// Suspends a member; its origin log is accepted up to `last_seq`.
-pub fn suspend(m: &mut Member, last_seq: u64) {
-    m.status = MemberStatus::Suspended as i32;
-    m.suspended_after_seq = last_seq;
-}
-
-pub fn reinstate(m: &mut Member) {
-    m.status = MemberStatus::Active as i32;
-    m.suspended_after_seq = 0;
-}
-
-pub fn add_signing_key(m: &mut Member, key: &VerifyingKey) -> Result<(), EditError> {
-    if m.signing_keys
-        .iter()
-        .any(|k| k.public_key[..] == key.as_bytes()[..])
-    {
-        return Err(EditError::DuplicateSigningKey {
-            member: m.id.clone(),
-            key: hex::encode(key.as_bytes()),
-        });
-    }
-    m.signing_keys.push(proto::LogSigningKey {
-        public_key: key.as_bytes().to_vec(),
-        retired: false,
-        last_seq: 0,
-    });
-    Ok(())
-}
-
-/// Retires a member's log signing key: it may sign entries up to and
-/// including `last_seq` only.
-pub fn retire_signing_key(
-    m: &mut Member,
-    key: &VerifyingKey,
-    last_seq: u64,
-) -> Result<(), EditError> {
-    let id = m.id.clone();
-    let k = m
-        .signing_keys
-        .iter_mut()
-        .find(|k| k.public_key[..] == key.as_bytes()[..])
-        .ok_or_else(|| EditError::NoSigningKey {
-            member: id,
-            key: hex::encode(key.as_bytes()),
-        })?;
-    k.retired = true;
-    k.last_seq = last_seq;
-    Ok(())
-}
-
-pub fn add_epoch(b: &mut proto::TrustList, e: KeyEpoch) -> Result<(), EditError> {
-    if b.epochs.iter().any(|x| x.id == e.id) {
-        return Err(EditError::DuplicateEpoch(e.id));
-    }
-    b.epochs.push(e);
-    Ok(())
-}
-
-/// Ends an epoch's validity at `at`.
-pub fn retire_epoch(b: &mut proto::TrustList, id: u32, at: i64) -> Result<(), EditError> {
-    let e = b
-        .epochs
-        .iter_mut()
-        .find(|e| e.id == id)
-        .ok_or(EditError::NoEpoch(id))?;
-    e.valid_until = at;
-    Ok(())
-}
-
-pub fn add_operator_key(
-    b: &mut proto::TrustList,
-    id: &str,
-    key: &VerifyingKey,
-) -> Result<(), EditError> {
-    if b.operator_keys
-        .iter()
-        .any(|k| k.public_key[..] == key.as_bytes()[..])
-    {
-        return Err(EditError::DuplicateOperatorKey(hex::encode(key.as_bytes())));
-    }
-    b.operator_keys.push(OperatorKey {
-        id: id.to_string(),
-        public_key: key.as_bytes().to_vec(),
-    });
-    Ok(())
-}
-
-pub fn remove_operator_key(
-    b: &mut proto::TrustList,
-    key: &VerifyingKey,
-) -> Result<OperatorKey, EditError> {
-    let i = b
-        .operator_keys
-        .iter()
-        .position(|k| k.public_key[..] == key.as_bytes()[..])
-        .ok_or_else(|| EditError::NoOperatorKey(hex::encode(key.as_bytes())))?;
-    Ok(b.operator_keys.remove(i))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trust::edit::{member, new_list, reinstate, suspend, unsigned};
 
     const NOW: i64 = 1_700_000_000;
     const DAY: i64 = 86_400;
@@ -1238,43 +1019,5 @@ mod tests {
         let mut m = l.member("bank-b").unwrap().clone();
         reinstate(&mut m);
         assert!(TrustList::is_active(&m, NOW));
-    }
-
-    #[test]
-    fn editing_helpers() {
-        let mut b = body(1, &[1, 2, 3], 2);
-        assert_eq!(
-            add_member(&mut b, bank("bank-a", 'f')),
-            Err(EditError::DuplicateMember("bank-a".into()))
-        );
-        assert_eq!(remove_member(&mut b, "bank-a").unwrap().id, "bank-a");
-        assert_eq!(
-            remove_member(&mut b, "bank-a"),
-            Err(EditError::NoMember("bank-a".into()))
-        );
-        let k = key(9).verifying_key();
-        let m = member_mut(&mut b, "bank-b").unwrap();
-        add_signing_key(m, &k).unwrap();
-        assert!(add_signing_key(m, &k).is_err());
-        retire_signing_key(m, &k, 7).unwrap();
-        assert!(m.signing_keys[0].retired && m.signing_keys[0].last_seq == 7);
-        assert!(retire_signing_key(m, &key(8).verifying_key(), 1).is_err());
-        retire_epoch(&mut b, 1, NOW).unwrap();
-        assert_eq!(b.epochs[0].valid_until, NOW);
-        assert_eq!(retire_epoch(&mut b, 2, NOW), Err(EditError::NoEpoch(2)));
-        let e = b.epochs[0].clone();
-        assert!(add_epoch(&mut b, e).is_err());
-        add_operator_key(&mut b, "op-4", &key(4).verifying_key()).unwrap();
-        assert!(add_operator_key(&mut b, "x", &key(4).verifying_key()).is_err());
-        assert_eq!(
-            remove_operator_key(&mut b, &key(1).verifying_key())
-                .unwrap()
-                .id,
-            "op-1"
-        );
-        assert!(remove_operator_key(&mut b, &key(1).verifying_key()).is_err());
-        next_version(&mut b, NOW + 5, None);
-        assert_eq!((b.version, b.issued_at), (2, NOW + 5));
-        check_body(&b).unwrap();
     }
 }

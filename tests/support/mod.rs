@@ -1,21 +1,29 @@
 //! Shared helpers for the integration tests: real `cix serve` processes on
 //! 127.0.0.1 with an ephemeral port, real mutual TLS, real sled on disk,
-//! with stdout and stderr captured at trace level for the leak checks.
+//! with stdout and stderr captured at trace level for the leak checks. The
+//! node processes, the coalition and the waits are `cix::testbed`'s; this
+//! module adds what tests need on top (panics with the node's logs, test
+//! timings, extra client certificates).
 
 #![allow(dead_code)]
 
 use std::{
     fs,
     io::Write,
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use cix::{
     client::{Clients, Identity},
     proto,
-    testbed::init,
+    testbed::{
+        coalition::{CoalitionSpec, LocalCoalition, MemberNode, MemberSpec},
+        init,
+        process::{Launch, NodeProcess},
+        wait,
+    },
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cix");
@@ -32,7 +40,7 @@ pub struct TestNode {
     pub tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub config: PathBuf,
-    child: Option<Child>,
+    child: Option<NodeProcess>,
     runs: usize,
     pub addr: String,
     /// Where the node captures its peer listener's gRPC messages
@@ -100,69 +108,39 @@ impl TestNode {
     /// Starts `cix serve` and waits until the member listener is up.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let addr_file = self.data_dir().join("member.addr");
-        let _ = fs::remove_file(&addr_file);
         self.runs += 1;
-        let out =
-            fs::File::create(self.dir.join(format!("logs/stdout-{}.log", self.runs))).unwrap();
-        let err =
-            fs::File::create(self.dir.join(format!("logs/stderr-{}.log", self.runs))).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .env("CIX_LOG", "trace")
-            .env(
-                cix::capture::ENV,
-                self.capture.as_deref().unwrap_or(Path::new("")),
-            )
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(a) = fs::read_to_string(&addr_file) {
-                if a.ends_with('\n') {
-                    self.addr = a.trim().to_string();
-                    return;
-                }
+        let logs = self.dir.join("logs");
+        let mut launch = Launch::new(
+            &self.config,
+            &logs.join(format!("stdout-{}.log", self.runs)),
+        )
+        .env("CIX_LOG", "trace")
+        .env(
+            cix::capture::ENV,
+            self.capture.as_deref().unwrap_or(Path::new("")),
+        );
+        launch.program = Some(BIN.into());
+        launch.stderr = logs.join(format!("stderr-{}.log", self.runs));
+        launch.start_timeout = Duration::from_secs(30);
+        match NodeProcess::start(&launch) {
+            Ok(p) => {
+                self.addr = p.addr().to_string();
+                self.child = Some(p);
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("node exited at start: {status}\n{}", self.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node did not start\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            Err(e) => panic!("{e}\n{}", self.logs()),
         }
     }
 
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        self.child.take().expect("running").kill().unwrap();
     }
 
     /// SIGTERM and wait; returns whether the node exited 0.
     pub fn stop(&mut self) -> bool {
-        let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s.success();
-            }
-            assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
+        match self.child.take().expect("running").stop() {
+            Ok(s) => s.status.success(),
+            Err(e) => panic!("node did not stop on SIGTERM: {e}"),
         }
     }
 
@@ -201,15 +179,6 @@ impl TestNode {
 
     pub async fn clients(&self) -> Clients {
         self.identity().connect().await.unwrap()
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -276,20 +245,10 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A free TCP port on 127.0.0.1 for a node to bind next. Taken below the
-/// kernel's ephemeral range (32768 and up), so that no `:0` bind of a node
-/// starting meanwhile can take it; distinct within this test process.
+/// A free TCP port on 127.0.0.1 for a node to bind next (see
+/// [`cix::testbed::process::free_port`]).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = std::process::id().wrapping_mul(7919);
-    loop {
-        let port =
-            20_000 + (offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    cix::testbed::process::free_port().unwrap()
 }
 
 impl TestNode {
@@ -298,21 +257,16 @@ impl TestNode {
     /// [`Coalition`].
     pub fn new_federated(node_id: &str, token_key: &Path) -> (TestNode, String, String, String) {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("node");
-        let peer = format!("127.0.0.1:{}", free_port());
-        let made = init::init(
-            &dir,
-            &init::InitOptions {
-                node_id,
-                listen: "127.0.0.1:0",
-                force: false,
-                peer_listen: Some(&peer),
-                token_key: Some(token_key),
-            },
-        )
-        .unwrap();
-        fs::create_dir_all(dir.join("logs")).unwrap();
-        // Tests want trust-list checks often.
+        let made = MemberNode::create(&tmp.path().join("node"), node_id, token_key).unwrap();
+        let (peer, spki) = (made.peer_listen.clone(), made.peer_spki.clone());
+        let signing = hex::encode(made.signing_public.as_bytes());
+        (TestNode::federated(tmp, &made), peer, spki, signing)
+    }
+
+    /// A test node on a federated directory: trust-list checks and pulls
+    /// every second.
+    fn federated(tmp: tempfile::TempDir, made: &MemberNode) -> TestNode {
+        fs::create_dir_all(made.dir.join("logs")).unwrap();
         let text = fs::read_to_string(&made.config).unwrap();
         fs::write(
             &made.config,
@@ -322,21 +276,15 @@ impl TestNode {
             ) + "\n[replication]\npull_seconds = 1\n",
         )
         .unwrap();
-        let node = TestNode {
-            config: made.config,
-            dir,
+        TestNode {
+            config: made.config.clone(),
+            dir: made.dir.clone(),
             tmp,
             child: None,
             runs: 0,
             capture: None,
             addr: String::new(),
-        };
-        (
-            node,
-            peer,
-            made.peer_spki_sha256.unwrap(),
-            made.signing_public_hex,
-        )
+        }
     }
 
     /// The peer listener's address, once started.
@@ -362,121 +310,73 @@ impl TestNode {
     }
 }
 
-/// A small coalition of real nodes under one operator-signed trust list.
+/// A small coalition of real nodes under one operator-signed trust list:
+/// the testbed's [`LocalCoalition`] (operators, token key, the list, signing
+/// and the next version: reached through `Deref`) with a [`TestNode`] per
+/// member, each in its own temporary directory.
 pub struct Coalition {
     pub tmp: tempfile::TempDir,
-    pub operators: Vec<cix::keys::signing::SigningKeyFile>,
-    pub token_key: PathBuf,
+    pub local: LocalCoalition,
     pub nodes: Vec<TestNode>,
     /// Member ids, in node order.
     pub ids: Vec<String>,
     /// Peer SPKI fingerprints, in node order.
     pub spkis: Vec<String>,
-    pub list: proto::TrustList,
 }
 
 pub const COALITION: &str = "test-coalition";
+
+impl Deref for Coalition {
+    type Target = LocalCoalition;
+    fn deref(&self) -> &LocalCoalition {
+        &self.local
+    }
+}
+
+impl DerefMut for Coalition {
+    fn deref_mut(&mut self) -> &mut LocalCoalition {
+        &mut self.local
+    }
+}
 
 impl Coalition {
     /// Nodes (not started) and a version-1 list: three operator keys,
     /// threshold two, every node an active member with every capability.
     pub fn new(ids: &[&str]) -> Coalition {
         let tmp = tempfile::tempdir().unwrap();
-        let token_key = tmp.path().join("epoch-1.key");
-        let key = cix::keys::TokenKey::generate();
-        key.write_new(&token_key).unwrap();
-        let operators: Vec<_> = (0..3)
-            .map(|_| cix::keys::signing::SigningKeyFile::generate())
-            .collect();
-        let now = cix::epochs::now_unix();
-        let mut nodes = Vec::new();
-        let mut members = Vec::new();
-        let mut spkis = Vec::new();
-        for id in ids {
-            let (node, peer, spki, signing) = TestNode::new_federated(id, &token_key);
-            let mut m = cix::trust::list::member(
-                id,
-                &format!("Test member {id}"),
-                proto::MemberKind::Bank,
-                &spki,
-                &peer,
-            );
-            m.signing_keys.push(proto::LogSigningKey {
-                public_key: hex::decode(&signing).unwrap(),
-                retired: false,
-                last_seq: 0,
-            });
-            members.push(m);
-            spkis.push(spki);
-            nodes.push(node);
-        }
-        let list = cix::trust::list::new_list(
-            COALITION,
-            &operators
+        let node_tmps: Vec<_> = ids.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+        let spec = CoalitionSpec {
+            coalition_id: COALITION.to_string(),
+            members: ids
                 .iter()
-                .map(|k| k.verifying_key())
-                .collect::<Vec<_>>(),
-            2,
-            vec![proto::KeyEpoch {
-                id: 1,
-                valid_from: now - 86_400,
-                valid_until: now + 365 * 86_400,
-                key_sha256: key.fingerprint(),
-            }],
-            members,
-            now,
-            now + 30 * 86_400,
-        );
-        let c = Coalition {
+                .zip(&node_tmps)
+                .map(|(id, t)| MemberSpec {
+                    id: id.to_string(),
+                    name: format!("Test member {id}"),
+                    kind: proto::MemberKind::Bank,
+                    dir: t.path().join("node"),
+                })
+                .collect(),
+            list_valid_for: Duration::from_secs(30 * 86_400),
+        };
+        let local = LocalCoalition::create(tmp.path(), &spec).unwrap();
+        let nodes = node_tmps
+            .into_iter()
+            .zip(&local.members)
+            .map(|(t, m)| TestNode::federated(t, m))
+            .collect();
+        Coalition {
             tmp,
-            operators,
-            token_key,
             nodes,
             ids: ids.iter().map(|s| s.to_string()).collect(),
-            spkis,
-            list,
-        };
-        let root = c.sign(&c.list, &[0, 1]);
-        for n in &c.nodes {
-            fs::write(
-                n.dir.join("trust/root.ctl"),
-                prost::Message::encode_to_vec(&root),
-            )
-            .unwrap();
+            spkis: local.members.iter().map(|m| m.peer_spki.clone()).collect(),
+            local,
         }
-        c
     }
 
     /// Re-signs `self.list` (edited before the nodes start) as every node's root list.
     pub fn rewrite_root(&self) {
-        let root = self.sign(&self.list, &[0, 1]);
-        for n in &self.nodes {
-            fs::write(
-                n.dir.join("trust/root.ctl"),
-                prost::Message::encode_to_vec(&root),
-            )
-            .unwrap();
-        }
-    }
-
-    /// Signs `body` with the operators at `signers`.
-    pub fn sign(&self, body: &proto::TrustList, signers: &[usize]) -> proto::SignedTrustList {
-        let mut signed = proto::SignedTrustList {
-            body: prost::Message::encode_to_vec(body),
-            signatures: vec![],
-        };
-        for &i in signers {
-            cix::trust::list::sign(&mut signed, &self.operators[i]);
-        }
-        signed
-    }
-
-    /// The next version of the list, edited by `edit`, signed by operators 0 and 1.
-    pub fn next(&mut self, edit: impl FnOnce(&mut proto::TrustList)) -> proto::SignedTrustList {
-        self.list.version += 1;
-        self.list.issued_at = cix::epochs::now_unix();
-        edit(&mut self.list);
-        self.sign(&self.list, &[0, 1])
+        self.local.write_root().unwrap();
     }
 
     pub fn start_all(&mut self) {
@@ -491,8 +391,10 @@ impl Coalition {
         to: usize,
         as_node: usize,
     ) -> Result<proto::federation_client::FederationClient<tonic::transport::Channel>, String> {
-        let (cert, key) = self.nodes[as_node].peer_cert();
-        self.federation_with(to, &cert, &key).await
+        self.local
+            .federation(to, as_node)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn federation_with(
@@ -501,9 +403,9 @@ impl Coalition {
         cert: &Path,
         key: &Path,
     ) -> Result<proto::federation_client::FederationClient<tonic::transport::Channel>, String> {
-        let config = cix::tls::peer_client_config(cert, key, vec![self.spkis[to].clone()])
-            .map_err(|e| e.to_string())?;
-        let channel = cix::tls::connect(&self.nodes[to].peer_addr(), None, config)
+        let channel = self
+            .local
+            .peer_channel_with(to, cert, key)
             .await
             .map_err(|e| e.to_string())?;
         Ok(proto::federation_client::FederationClient::new(channel))
@@ -511,17 +413,12 @@ impl Coalition {
 
     /// Waits (bounded) until node `i` holds trust-list `version`.
     pub async fn wait_for_version(&self, i: usize, version: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.nodes[i].status().await.trust_version == version {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} never reached trust list version {version}",
+        let mut c = self.nodes[i].clients().await;
+        if let Err(e) = wait::trust_version(&mut c, version, Duration::from_secs(20)).await {
+            panic!(
+                "node {} never reached trust list version {version}: {e}",
                 self.ids[i]
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -600,16 +497,13 @@ impl Coalition {
     ) -> Duration {
         let start = Instant::now();
         let mut c = self.nodes[i].clients().await;
-        loop {
-            if status_of(&match_one(&mut c, kind, value).await) == want {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{value:?} never became {want:?} at {}",
-                self.ids[i]
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let item = (
+            cix::api::convert::kind(kind as i32).unwrap(),
+            value.to_string(),
+        );
+        match wait::match_status(&mut c, &item, want, start).await {
+            Ok(took) => took,
+            Err(e) => panic!("{value:?} never became {want:?} at {}: {e}", self.ids[i]),
         }
     }
 

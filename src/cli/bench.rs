@@ -1,0 +1,298 @@
+//! `cix bench`: the modes' flags and which measurements each runs. The
+//! measuring is in [`crate::bench`]; this module only reads flags, runs the
+//! parts in order and reports the figures.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::bench::{
+    enumerate,
+    node::{self, Loaded},
+    replicate, report,
+    screen::{self, ScreenRun},
+    Better, Figure,
+};
+
+/// Sizes and output of the node benchmarks.
+#[derive(Args, Debug, Clone)]
+pub struct BenchSizes {
+    /// Indicators loaded (the memory and cold-start targets apply at 10,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub indicators: usize,
+    /// Identifiers screened.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub queries: usize,
+    /// Items per request message and per contribution.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: usize,
+    /// Seed of the synthetic identifiers.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print only a JSON array of figures on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the benchmark node's directory (config, keys, store, log) at
+    /// this new path instead of a temporary one, to restart or profile the
+    /// node afterwards (`cix serve --config PATH/node/cix.toml`).
+    #[arg(long, value_name = "PATH")]
+    pub keep: Option<PathBuf>,
+}
+
+/// The unary latency run.
+#[derive(Args, Debug, Clone)]
+pub struct LatencyArgs {
+    /// Requests per second of the latency run (one identifier each).
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u32,
+    /// Seconds of each part (paced requests, then concurrent clients).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Concurrent unary clients, each on its own connection.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+}
+
+/// The freshness-under-load run.
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Screening clients keeping the bank busy (1,000 identifiers a request).
+    #[arg(long = "load-clients", default_value_t = 64)]
+    pub load_clients: usize,
+    /// New contributions timed to a match (the figure is the slowest).
+    #[arg(long, default_value_t = 5)]
+    pub probes: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// How fast a member holding the token key hashes and tests candidate
+    /// identifiers (canonical UK mobile numbers, +447 and 9 digits) with cix's
+    /// own token code on every core; planted indicators must all be found.
+    Enumerate {
+        /// Candidates to hash (the time for 10^8 is extrapolated from fewer).
+        #[arg(long, default_value_t = 100_000_000)]
+        candidates: u64,
+        /// Indicator tokens planted among the candidates.
+        #[arg(long, default_value_t = 1_000)]
+        planted: usize,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print only a JSON array of figures on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bulk screening: the in-process engine (normalize, HMAC under every
+    /// valid epoch, look-up) against a minimal reference loop doing the same
+    /// work, both on every core; then a real node process loaded with the
+    /// same number of indicators, screened over mTLS with MatchStream and
+    /// pre-hashed MatchTokens, and the ratio to the engine. Mixed kinds, 1%
+    /// hits.
+    Screen {
+        #[command(flatten)]
+        sizes: BenchSizes,
+        /// Valid key epochs in the in-process run (2: a rotation window).
+        #[arg(long, default_value_t = 1)]
+        epochs: u32,
+        /// Worker threads of the in-process run (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Also the design a bank would otherwise build: tokens in a Redis
+        /// set, the client hashing and asking with pipelined SMISMEMBER
+        /// (needs redis-server: scripts/install-redis.sh).
+        #[arg(long)]
+        vs_redis: bool,
+        /// Only the in-process run, no node.
+        #[arg(long)]
+        in_process: bool,
+    },
+    /// Ingest: a real node process, contributions of `--batch` indicators
+    /// from one client, each acknowledged once durable.
+    Ingest {
+        #[command(flatten)]
+        sizes: BenchSizes,
+    },
+    /// Memory: a real node process loaded with `--indicators`: resident
+    /// memory, store bytes per indicator, cold start.
+    Memory {
+        #[command(flatten)]
+        sizes: BenchSizes,
+    },
+    /// Unary Screening.Match of one identifier over an established mTLS
+    /// connection: p50/p99 at a fixed rate, and the throughput of concurrent
+    /// unary clients.
+    Latency {
+        #[command(flatten)]
+        sizes: BenchSizes,
+        #[command(flatten)]
+        latency: LatencyArgs,
+    },
+    /// Replication between real nodes (a liaison and two banks): a new node
+    /// catching up on `--indicators`, then a new contribution timed to a
+    /// match at a bank kept busy by screening clients.
+    Replicate {
+        #[command(flatten)]
+        sizes: BenchSizes,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Every figure with a target: screen, ingest, latency, memory and
+    /// replicate, one table.
+    All {
+        #[command(flatten)]
+        sizes: BenchSizes,
+        #[command(flatten)]
+        latency: LatencyArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Include the Redis comparison.
+        #[arg(long)]
+        vs_redis: bool,
+    },
+}
+
+/// `cix bench ...`.
+pub async fn bench(b: BenchCommand) -> Result<()> {
+    match b {
+        BenchCommand::Enumerate {
+            candidates,
+            planted,
+            threads,
+            json,
+        } => {
+            let threads = threads.unwrap_or_else(enumerate::default_threads);
+            let figures =
+                tokio::task::spawn_blocking(move || enumerate::run(candidates, planted, threads).0)
+                    .await?;
+            report(&figures, json)
+        }
+        BenchCommand::Screen {
+            sizes,
+            epochs,
+            threads,
+            vs_redis,
+            in_process,
+        } => {
+            let run = bench_in_process(&sizes, epochs, threads, vs_redis).await?;
+            let mut figures = run.figures.clone();
+            if !in_process {
+                let mut l = bench_load(&sizes, sizes.queries / 100).await?;
+                figures.push(l.ingest_figure());
+                figures.extend(bench_node_screen(&mut l, &sizes, &run).await?);
+                l.stop().await?;
+            }
+            report(&figures, sizes.json)
+        }
+        BenchCommand::Ingest { sizes } => {
+            let l = bench_load(&sizes, 0).await?;
+            let figures = vec![l.ingest_figure()];
+            l.stop().await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::Memory { sizes } => {
+            let mut l = bench_load(&sizes, 0).await?;
+            let mut figures = vec![l.ingest_figure()];
+            figures.extend(l.memory().await?);
+            l.stop().await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::Latency { sizes, latency } => {
+            let mut l = bench_load(&sizes, 1_000).await?;
+            let figures = bench_latency(&mut l, &sizes, &latency).await?;
+            l.stop().await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::Replicate { sizes, load } => {
+            let figures = bench_replicate(&sizes, &load).await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::All {
+            sizes,
+            latency,
+            load,
+            vs_redis,
+        } => {
+            let run = bench_in_process(&sizes, 1, None, vs_redis).await?;
+            let mut figures = run.figures.clone();
+            let mut l = bench_load(&sizes, sizes.queries / 100).await?;
+            figures.push(l.ingest_figure());
+            figures.extend(bench_node_screen(&mut l, &sizes, &run).await?);
+            figures.extend(bench_latency(&mut l, &sizes, &latency).await?);
+            figures.extend(l.memory().await?);
+            l.stop().await?;
+            figures.extend(bench_replicate(&sizes, &load).await?);
+            report(&figures, sizes.json)
+        }
+    }
+}
+
+/// A node process loaded with `sizes.indicators`, `known` of them kept to
+/// plant as hits.
+async fn bench_load(sizes: &BenchSizes, known: usize) -> Result<Loaded> {
+    Loaded::start(
+        sizes.indicators,
+        known,
+        sizes.seed,
+        sizes.batch,
+        sizes.keep.as_deref(),
+    )
+    .await
+}
+
+/// The in-process run (engine against reference, and Redis with `vs_redis`).
+async fn bench_in_process(
+    sizes: &BenchSizes,
+    epochs: u32,
+    threads: Option<usize>,
+    vs_redis: bool,
+) -> Result<ScreenRun> {
+    let o = screen::ScreenOptions {
+        indicators: sizes.indicators,
+        queries: sizes.queries,
+        epochs,
+        seed: sizes.seed,
+        threads: threads.unwrap_or_else(screen::default_threads),
+        vs_redis,
+        batch: sizes.batch,
+    };
+    tokio::task::spawn_blocking(move || screen::run(&o)).await?
+}
+
+/// The loaded node's bulk screening, compared with the in-process run.
+async fn bench_node_screen(
+    l: &mut Loaded,
+    sizes: &BenchSizes,
+    run: &ScreenRun,
+) -> Result<Vec<Figure>> {
+    let queries = node::queries(&l.known, sizes.queries, sizes.seed);
+    let (stream, tokens, _) = l.stream(&queries).await?;
+    let mut figures = node::stream_figures(sizes.indicators, stream, tokens, run.engine_rate);
+    if let Some(redis) = run.redis_rate {
+        figures.push(Figure::new(
+            "screen: node MatchStream / Redis",
+            stream / redis,
+            "ratio",
+            Some(1.0),
+            Better::Higher,
+        ));
+    }
+    Ok(figures)
+}
+
+async fn bench_latency(l: &mut Loaded, sizes: &BenchSizes, a: &LatencyArgs) -> Result<Vec<Figure>> {
+    let queries = node::queries(&l.known, 100_000, sizes.seed);
+    l.latency(&queries, a.rate, a.seconds, a.clients).await
+}
+
+async fn bench_replicate(sizes: &BenchSizes, load: &LoadArgs) -> Result<Vec<Figure>> {
+    replicate::run(&replicate::ReplicateOptions {
+        indicators: sizes.indicators,
+        batch: sizes.batch,
+        seed: sizes.seed,
+        clients: load.load_clients,
+        probes: load.probes,
+    })
+    .await
+}

@@ -1,0 +1,144 @@
+//! `cix status`: the node's Admin.Status, as text or one JSON object.
+
+use anyhow::Result;
+
+use super::conn::{status_error, Conn};
+use crate::{api::convert, proto, time::format_time};
+
+/// `cix status`.
+pub async fn status(conn: Conn, json: bool) -> Result<()> {
+    let mut clients = conn.connect().await?;
+    let s = clients
+        .admin
+        .status(proto::StatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let kind_name = |k: i32| convert::kind(k).map(|k| k.as_str()).unwrap_or("?");
+    if json {
+        let v = serde_json::json!({
+            "node_id": s.node_id,
+            "version": s.version,
+            "uptime_seconds": s.uptime_seconds,
+            "indicators": s.indicators,
+            "by_kind": s.by_kind.iter().map(|k| (kind_name(k.kind).to_string(), k.count)).collect::<std::collections::BTreeMap<_, _>>(),
+            "origins": s.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "indicators": o.indicators, "last_seq": o.last_seq})).collect::<Vec<_>>(),
+            "epochs": s.epochs.iter().map(|e| serde_json::json!({
+                "id": e.id, "key_fingerprint": e.key_fingerprint, "valid_now": e.valid_now,
+                "valid_from": format_time(e.valid_from.as_ref().map(|t| t.seconds).unwrap_or(0)),
+                "valid_until": format_time(e.valid_until.as_ref().map(|t| t.seconds).unwrap_or(0)),
+            })).collect::<Vec<_>>(),
+            "store_bytes": s.store_bytes,
+            "batches": s.batches,
+            "trust_version": s.trust_version,
+            "trust_expires_at": s.trust_expires_at.as_ref().map(|t| format_time(t.seconds)),
+            "trust_members": s.trust_members,
+            "peer_connections": s.peer_connections,
+            "warnings": s.warnings,
+            "own_log_ready": s.own_log_ready,
+            "queries_served": s.queries_served.iter().map(|q| serde_json::json!({"member": q.member, "requests": q.requests, "prefixes": q.prefixes, "refused": q.refused})).collect::<Vec<_>>(),
+            "member_requests_limited": s.member_requests_limited,
+            "index_pending": s.index_pending,
+            "peers": s.peers.iter().map(|p| serde_json::json!({
+                "member": p.member, "connected": p.connected, "last_error": p.last_error,
+                "last_pull": p.last_pull.as_ref().map(|t| format_time(t.seconds)),
+                "origins": p.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "peer_last_seq": o.peer_last_seq, "lag": o.lag})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "forks": s.forks.iter().map(|f| serde_json::json!({"origin": f.origin, "frozen_from_seq": f.frozen_from_seq})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("node        {} (cix {})", s.node_id, s.version);
+    println!("uptime      {}s", s.uptime_seconds);
+    println!("indicators  {}", s.indicators);
+    for k in s.by_kind.iter().filter(|k| k.count > 0) {
+        println!("  {:<13} {}", kind_name(k.kind), k.count);
+    }
+    for o in &s.origins {
+        println!(
+            "origin      {} indicators={} last_seq={}",
+            o.origin, o.indicators, o.last_seq
+        );
+    }
+    for e in &s.epochs {
+        println!(
+            "epoch       {} valid {}..{} now={} key sha256 {}",
+            e.id,
+            format_time(e.valid_from.as_ref().map(|t| t.seconds).unwrap_or(0)),
+            format_time(e.valid_until.as_ref().map(|t| t.seconds).unwrap_or(0)),
+            e.valid_now,
+            e.key_fingerprint
+        );
+    }
+    println!("store       {} bytes, {} batches", s.store_bytes, s.batches);
+    if s.trust_version > 0 {
+        println!(
+            "trust list  version {} expires {} members {} peer connections {}",
+            s.trust_version,
+            format_time(s.trust_expires_at.as_ref().map(|t| t.seconds).unwrap_or(0)),
+            s.trust_members,
+            s.peer_connections
+        );
+    }
+    if s.trust_version > 0 {
+        println!(
+            "own log     {}",
+            if s.own_log_ready {
+                "ready"
+            } else {
+                "waiting to confirm its head with a peer"
+            }
+        );
+    }
+    for p in &s.peers {
+        let lag: u64 = p.origins.iter().map(|o| o.lag).sum();
+        println!(
+            "peer        {} {} lag {} last pull {}{}",
+            p.member,
+            if p.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            lag,
+            p.last_pull
+                .as_ref()
+                .map(|t| format_time(t.seconds))
+                .unwrap_or_else(|| "never".into()),
+            if p.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", p.last_error)
+            }
+        );
+    }
+    for f in &s.forks {
+        println!(
+            "FORK        origin {} signed two different batches; frozen from entry {}",
+            f.origin, f.frozen_from_seq
+        );
+    }
+    for q in &s.queries_served {
+        println!(
+            "queries     from {}: {} requests, {} prefixes answered, {} refused by limits",
+            q.member, q.requests, q.prefixes, q.refused
+        );
+    }
+    if s.member_requests_limited > 0 {
+        println!(
+            "limited     {} member-listener calls refused by the match limits",
+            s.member_requests_limited
+        );
+    }
+    if s.index_pending > 0 {
+        println!(
+            "index       {} changes not yet merged (merged once writes pause)",
+            s.index_pending
+        );
+    }
+    for w in &s.warnings {
+        println!("WARNING     {w}");
+    }
+    Ok(())
+}
