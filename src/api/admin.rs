@@ -7,7 +7,6 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::{
     batch::fork_point,
-    epochs::now_unix,
     federation::replicate::Replication,
     node::NodeState,
     proto::{self, admin_server},
@@ -30,8 +29,8 @@ impl admin_server::Admin for AdminService {
         &self,
         _req: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
-        let now = now_unix();
         let n = &self.node;
+        let now = n.clock.now();
         let (by_kind, by_origin) = n.index.read().counts(now);
         let heads = n.store.heads().map_err(|e| {
             tracing::error!(error = %e, "reading origin heads");

@@ -35,7 +35,7 @@ use crate::{
     capture::CaptureLayer,
     config::Config,
     contribution::Contributions,
-    epochs::{now_unix, KeyRing},
+    epochs::KeyRing,
     federation::remote::Remote,
     federation::{
         replicate::{self, Replication},
@@ -108,10 +108,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let state = Arc::new(open_state(&config).await?);
+    let now = state.clock.now();
+    tracing::info!(
+        clock = state.clock.kind(),
+        now = %crate::time::format_time(now),
+        "node clock"
+    );
     for e in state.keys.get().all() {
-        tracing::info!(epoch = e.id, fingerprint = %e.fingerprint, valid_now = e.valid_at(now_unix()), "token key loaded");
+        tracing::info!(epoch = e.id, fingerprint = %e.fingerprint, valid_now = e.valid_at(now), "token key loaded");
     }
-    if state.keys.get().valid_at(now_unix()).next().is_none() {
+    if state.keys.get().valid_at(now).next().is_none() {
         tracing::warn!(
             "no key epoch is valid now: nothing will match and contributions are refused"
         );
@@ -175,12 +181,17 @@ pub async fn run(
         max_items,
         state.match_limits.clone(),
         remote,
+        state.clock.clone(),
     ))
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
-    let contribution = ContributionServer::new(ContributionService::new(contributions, max_items))
-        .max_decoding_message_size(max_bytes)
-        .max_encoding_message_size(usize::MAX);
+    let contribution = ContributionServer::new(ContributionService::new(
+        contributions,
+        max_items,
+        state.clock.clone(),
+    ))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), replication.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -265,7 +276,7 @@ pub async fn run(
         if !trust.own_member_active() {
             tracing::warn!(node = %config.node_id, "this node is not an active member of its trust list: peers will refuse it");
         }
-        if let Some(w) = trust.warning(now_unix()) {
+        if let Some(w) = trust.warning(state.clock.now()) {
             tracing::warn!("{w}");
         }
         tracing::info!(%addr, "peer listener ready (TLS 1.3, member certificates pinned by the trust list)");
@@ -300,6 +311,7 @@ pub async fn run(
         state.store.clone(),
         config.retention,
         config.purge_interval,
+        state.clock.clone(),
         stop.clone(),
     ));
     // Last, so that a waiting client finds every listener up.
