@@ -100,6 +100,7 @@ pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
                 &f.root_file,
                 &config.node_id,
                 f.expiry_warning_secs,
+                clock.clone(),
             )
             .await?,
         )),

@@ -7,6 +7,8 @@
 //! Callers are keys chosen by the user of the limiter (a member id, a client
 //! certificate's SPKI hash); nothing else is kept. A refusal says how long
 //! to wait, so that clients can back off instead of retrying blindly.
+//! Callers pass the time (the node's [`crate::time::Clock`]), so a test
+//! moves a window along by setting the clock, never by waiting.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -123,21 +125,21 @@ impl CallerLimits {
         }
     }
 
-    pub fn check(&self, caller: &str) -> Result<(), Refused> {
+    /// Takes one call for `caller` at `now` (unix seconds, fractional: the
+    /// node's clock), or says how long to wait.
+    pub fn check(&self, caller: &str, now: f64) -> Result<(), Refused> {
         let Some(rule) = self.rule else {
             return Ok(());
         };
-        self.limiter
-            .check(caller, 0, rule, now_secs())
-            .inspect_err(|r| {
-                self.refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(
-                    retry_after_ms = r.retry_after.as_millis() as u64,
-                    "member listener call refused: {}",
-                    r.limit
-                );
-            })
+        self.limiter.check(caller, 0, rule, now).inspect_err(|r| {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                retry_after_ms = r.retry_after.as_millis() as u64,
+                "member listener call refused: {}",
+                r.limit
+            );
+        })
     }
 
     /// Calls refused so far.
@@ -193,5 +195,34 @@ mod tests {
         l.check("a", 2, RULE, t + 2.0).unwrap();
         assert!(l.check("a", 1, RULE, t + 3.0).is_err());
         l.check("a", 10, RULE, day2 + 1.0).unwrap();
+    }
+
+    #[test]
+    fn caller_limits_follow_the_time_given_and_count_refusals() {
+        let none = CallerLimits::new(0, 0);
+        for _ in 0..100 {
+            none.check("x", 1_000.0).unwrap();
+        }
+        assert_eq!(none.refused(), 0);
+
+        let l = CallerLimits::new(1, 2);
+        let t = 1_000.0;
+        l.check("x", t).unwrap();
+        l.check("x", t).unwrap();
+        let r = l.check("x", t).unwrap_err();
+        assert_eq!(r.limit, "requests per second");
+        assert!((r.retry_after.as_secs_f64() - 1.0).abs() < 1e-6, "{r:?}");
+        assert_eq!(l.refused(), 1);
+        l.check("y", t).unwrap();
+        // A second later, by the clock, one call is allowed again.
+        l.check("x", t + 1.0).unwrap();
+        assert!(l.check("x", t + 1.0).is_err());
+        assert_eq!(l.refused(), 2);
+        // Without a burst the rate is the burst.
+        let l = CallerLimits::new(3, 0);
+        for _ in 0..3 {
+            l.check("x", t).unwrap();
+        }
+        assert!(l.check("x", t).is_err());
     }
 }

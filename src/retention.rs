@@ -37,9 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     batch::{self, Batch},
-    epochs::now_unix,
     proto::LogOp,
     store::{Store, StoreError},
+    time::Clock,
     token::Token,
 };
 
@@ -273,11 +273,13 @@ fn purge_blocking(
 }
 
 /// Purges at start and then every `interval` until `stop` is cancelled,
-/// logging counts (never tokens) at info when something was purged.
+/// judging what is past retention at `clock`'s time, and logging counts
+/// (never tokens) at info when something was purged.
 pub async fn run(
     store: Arc<Store>,
     retention: Duration,
     interval: Duration,
+    clock: Clock,
     stop: CancellationToken,
 ) {
     let retention_secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
@@ -289,7 +291,7 @@ pub async fn run(
             _ = timer.tick() => {}
         }
         let (s, st) = (store.clone(), stop.clone());
-        let now = now_unix();
+        let now = clock.now();
         let result =
             tokio::task::spawn_blocking(move || purge_blocking(&s, retention_secs, now, Some(&st)))
                 .await;
@@ -622,18 +624,25 @@ mod tests {
         }
     }
 
+    /// The runner judges by the clock it is given, not the system's: at
+    /// `NOW` (in 1972) one token is past retention, while another, which
+    /// expires a day after `NOW` (and so decades before the system time),
+    /// is not. The purge decides every token before it rewrites any, so
+    /// once the first is gone the second was kept.
     #[tokio::test]
-    async fn the_runner_purges_at_start_and_stops() {
+    async fn the_runner_purges_at_start_by_its_clock_and_stops() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), 8).unwrap());
-        let now = now_unix();
-        let t = tok(31);
-        Log::new(&store, "bank").push(LogOp::Add, now - 100 * DAY, now - 50 * DAY, &[t]);
+        let (t, live) = (tok(31), tok(32));
+        let mut log = Log::new(&store, "bank");
+        log.push(LogOp::Add, NOW - 100 * DAY, NOW + DAY, &[live]);
+        log.push(LogOp::Add, NOW - 100 * DAY, NOW - 50 * DAY, &[t]);
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             store.clone(),
             Duration::from_secs(RETENTION as u64),
             Duration::from_secs(3600),
+            Clock::fixed(NOW as f64),
             stop.clone(),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -641,6 +650,7 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "purged at start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert!(has(&store, "bank", live), "not past retention at NOW");
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), task)
             .await

@@ -50,7 +50,7 @@ pub struct Clock {
 #[derive(Clone, Debug)]
 enum Source {
     System,
-    #[cfg(any(debug_assertions, feature = "test-clock"))]
+    #[cfg(any(test, debug_assertions, feature = "test-clock"))]
     Fixed(Arc<parking_lot::Mutex<f64>>),
     #[cfg(any(debug_assertions, feature = "test-clock"))]
     File(Arc<PathBuf>),
@@ -63,32 +63,55 @@ impl Clock {
     }
 
     /// The clock a node process runs on: the system clock, or, in a build
-    /// made for tests with [`TEST_CLOCK_ENV`] set, the file it names (whose
-    /// first reading must succeed).
+    /// made for tests with [`TEST_CLOCK_ENV`] set (and not empty), the file
+    /// it names. Either way the first reading must succeed. A release build
+    /// logs a warning if the variable is set, and runs on the system clock.
     pub fn from_env() -> Result<Clock, ClockError> {
-        #[cfg(any(debug_assertions, feature = "test-clock"))]
-        if let Some(path) = std::env::var_os(TEST_CLOCK_ENV) {
-            let clock = Clock::with(Source::File(Arc::new(PathBuf::from(path))));
-            clock.try_now_f64()?;
-            return Ok(clock);
-        }
-        let clock = Clock::system();
+        Clock::from_setting(std::env::var_os(TEST_CLOCK_ENV).filter(|v| !v.is_empty()))
+    }
+
+    /// [`Clock::from_env`] with the variable's value given.
+    fn from_setting(file: Option<std::ffi::OsString>) -> Result<Clock, ClockError> {
+        let clock = match file {
+            #[cfg(any(debug_assertions, feature = "test-clock"))]
+            Some(path) => Clock::with(Source::File(Arc::new(PathBuf::from(path)))),
+            #[cfg(not(any(debug_assertions, feature = "test-clock")))]
+            Some(_) => {
+                tracing::warn!(
+                    "{TEST_CLOCK_ENV} is set, but this build cannot be given a time: it runs on the system clock"
+                );
+                Clock::system()
+            }
+            None => Clock::system(),
+        };
         clock.try_now_f64()?;
         Ok(clock)
     }
 
     /// A clock standing at `unix` seconds until [`Clock::set`] moves it
-    /// (tests only).
-    #[cfg(any(debug_assertions, feature = "test-clock"))]
+    /// (tests only: unit tests, and builds that can be given a time).
+    #[cfg(any(test, debug_assertions, feature = "test-clock"))]
     pub fn fixed(unix: f64) -> Clock {
         Clock::with(Source::Fixed(Arc::new(parking_lot::Mutex::new(unix))))
     }
 
     /// Moves a [`Clock::fixed`] clock; other clocks ignore it.
-    #[cfg(any(debug_assertions, feature = "test-clock"))]
+    #[cfg(any(test, debug_assertions, feature = "test-clock"))]
     pub fn set(&self, unix: f64) {
         if let Source::Fixed(t) = &self.source {
             *t.lock() = unix;
+        }
+    }
+
+    /// Where the time comes from, for logs: "system", "test file" or
+    /// "fixed".
+    pub fn kind(&self) -> &'static str {
+        match &self.source {
+            Source::System => "system",
+            #[cfg(any(test, debug_assertions, feature = "test-clock"))]
+            Source::Fixed(_) => "fixed",
+            #[cfg(any(debug_assertions, feature = "test-clock"))]
+            Source::File(_) => "test file",
         }
     }
 
@@ -106,7 +129,7 @@ impl Clock {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .map_err(|_| ClockError::BeforeEpoch),
-            #[cfg(any(debug_assertions, feature = "test-clock"))]
+            #[cfg(any(test, debug_assertions, feature = "test-clock"))]
             Source::Fixed(t) => Ok(*t.lock()),
             #[cfg(any(debug_assertions, feature = "test-clock"))]
             Source::File(path) => read_clock_file(path),
@@ -167,4 +190,102 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 pub fn format_time(secs: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_system() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+
+    #[test]
+    fn the_system_clock_reads_the_system_time() {
+        let c = Clock::system();
+        assert_eq!(c.kind(), "system");
+        let before = now_system();
+        let t = c.try_now_f64().unwrap();
+        assert!(before <= t && t <= now_system(), "{before} {t}");
+        // Setting only moves a fixed clock.
+        c.set(1_000.0);
+        assert!(c.now() >= before.floor() as i64);
+    }
+
+    #[test]
+    fn a_fixed_clock_stands_until_set_and_its_clones_follow() {
+        let c = Clock::fixed(1_000.75);
+        let other = c.clone();
+        assert_eq!(c.kind(), "fixed");
+        assert_eq!((c.now_f64(), c.now()), (1_000.75, 1_000));
+        assert_eq!(c.now(), 1_000, "time does not pass by itself");
+        other.set(5_000.0);
+        assert_eq!(c.now(), 5_000);
+        c.set(10.0);
+        assert_eq!(other.now(), 10, "a clock can be set back");
+    }
+
+    #[test]
+    #[cfg(any(debug_assertions, feature = "test-clock"))]
+    fn a_file_clock_follows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock");
+        std::fs::write(&path, "1767225600\n").unwrap();
+        let c = Clock::from_setting(Some(path.clone().into())).unwrap();
+        assert_eq!(c.kind(), "test file");
+        assert_eq!(c.now(), 1_767_225_600);
+        std::fs::write(&path, " 1767229200.5 ").unwrap();
+        assert_eq!(c.now_f64(), 1_767_229_200.5);
+        assert_eq!(c.now(), 1_767_229_200);
+    }
+
+    #[test]
+    #[cfg(any(debug_assertions, feature = "test-clock"))]
+    fn a_file_clock_that_cannot_be_read_is_an_error_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock");
+        let err = Clock::from_setting(Some(path.clone().into())).unwrap_err();
+        assert!(
+            matches!(&err, ClockError::TestClock { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        for bad in ["", "tomorrow", "-5", "NaN", "inf"] {
+            std::fs::write(&path, bad).unwrap();
+            let err = Clock::from_setting(Some(path.clone().into())).unwrap_err();
+            assert!(err.to_string().contains("unix seconds"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    #[cfg(any(debug_assertions, feature = "test-clock"))]
+    fn a_file_clock_that_fails_later_keeps_its_last_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock");
+        std::fs::write(&path, "2000").unwrap();
+        let c = Clock::from_setting(Some(path.clone().into())).unwrap();
+        assert_eq!(c.now(), 2_000);
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(c.try_now_f64().is_err());
+        assert_eq!(c.now(), 2_000, "never back to 1970");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(c.clone().now(), 2_000, "clones share the last reading");
+        std::fs::write(&path, "3000").unwrap();
+        assert_eq!(c.now(), 3_000);
+    }
+
+    #[test]
+    fn no_setting_is_the_system_clock() {
+        assert_eq!(Clock::from_setting(None).unwrap().kind(), "system");
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        let t = parse_time("2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(t, 1_767_225_600);
+        assert_eq!(format_time(t), "2026-01-01T00:00:00Z");
+        assert!(parse_time("yesterday").is_err());
+    }
 }

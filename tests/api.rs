@@ -22,7 +22,8 @@ async fn contribute_then_match_gives_a_hit_with_its_metadata() {
         "CASE-2026-17",
     );
     req.tier = proto::Tier::Probable as i32;
-    let until = cix::epochs::now_unix() + 3600;
+    let now = cix::time::Clock::system().now();
+    let until = now + 3600;
     req.valid_until = Some(prost_types::Timestamp {
         seconds: until,
         nanos: 0,
@@ -47,7 +48,7 @@ async fn contribute_then_match_gives_a_hit_with_its_metadata() {
     assert_eq!(h.epoch, 1);
     assert_eq!(h.valid_until.as_ref().unwrap().seconds, until);
     let created = h.created_at.as_ref().unwrap().seconds;
-    assert!((cix::epochs::now_unix() - created).abs() < 60);
+    assert!((now - created).abs() < 60);
 
     // Same token, other kind: no match (the kind is part of the token).
     let r = match_one(&mut c, Kind::Domain, "mail.example").await;
@@ -94,6 +95,8 @@ async fn contribute_then_match_gives_a_hit_with_its_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retract_expire_and_restart() {
     let mut node = TestNode::new("liaison-b");
+    let t0 = cix::time::Clock::system().now();
+    node.use_test_clock(t0);
     node.start();
     let mut c = node.clients().await;
     c.contribution
@@ -106,13 +109,13 @@ async fn retract_expire_and_restart() {
         ))
         .await
         .unwrap();
-    // Expires two seconds from now.
+    // Expires two seconds from now (the node's time).
     let mut short = contribute_req(
         vec![item(Kind::Domain, "short-lived.example")],
         "CASE-SHORT",
     );
     short.valid_until = Some(prost_types::Timestamp {
-        seconds: cix::epochs::now_unix() + 2,
+        seconds: t0 + 2,
         nanos: 0,
     });
     c.contribution.contribute(short).await.unwrap();
@@ -143,7 +146,7 @@ async fn retract_expire_and_restart() {
         proto::MatchStatus::Match
     );
 
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    node.set_time(t0 + 3);
     assert_eq!(
         status_of(&match_one(&mut c, Kind::Domain, "short-lived.example").await),
         proto::MatchStatus::NoMatch,
@@ -180,7 +183,7 @@ async fn retract_expire_and_restart() {
         .extend(proto::ExtendRequest {
             case_ref: "CASE-R".into(),
             valid_until: Some(prost_types::Timestamp {
-                seconds: cix::epochs::now_unix() + 7200,
+                seconds: t0 + 7200,
                 nanos: 0,
             }),
             ..Default::default()
@@ -213,6 +216,43 @@ async fn retract_expire_and_restart() {
     assert_eq!(s.node_id, "liaison-b");
     assert_eq!(s.origins[0].last_seq, 7);
     assert!(node.stop());
+}
+
+/// The member listener's optional match limit, on a clock that stands
+/// still until the test moves it: the refusals are exact, and a window
+/// passes by setting the time, not by waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_limits_refill_by_the_nodes_clock() {
+    let mut node = TestNode::new("bank-limit-clock");
+    node.append_config("\n[limits]\nmatch_requests_per_second = 1\nmatch_burst = 2\n");
+    let t0 = cix::time::Clock::system().now();
+    node.use_test_clock(t0);
+    node.start();
+    let mut c = node.clients().await;
+    let mut call = async || {
+        c.screening
+            .r#match(proto::MatchRequest {
+                identifiers: vec![id(Kind::Domain, "limited.example")],
+            })
+            .await
+            .map(|_| ())
+    };
+    call().await.unwrap();
+    call().await.unwrap();
+    let e = call().await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(cix::api::retry_hint(&e), Some(Duration::from_secs(1)));
+    assert!(call().await.is_err(), "the clock has not moved");
+    node.set_time(t0 + 1);
+    call().await.unwrap();
+    assert!(call().await.is_err(), "one call refilled per second");
+    node.set_time(t0 + 60);
+    call().await.unwrap();
+    call().await.unwrap();
+    assert!(call().await.is_err(), "the bucket holds the burst only");
+    let s = node.status().await;
+    assert_eq!(s.member_requests_limited, 4);
+    assert!(node.logs().contains("member listener call refused"));
 }
 
 /// One invalid identifier of each kind, with the reason the spec gives.

@@ -30,6 +30,7 @@ const CIX_ENV: &[&str] = &[
     "CIX_MEMBER_CERT",
     "CIX_MEMBER_KEY",
     "CIX_MEMBER_CLIENT_CA",
+    cix::time::TEST_CLOCK_ENV,
 ];
 
 /// `cix ARGS` with a clean environment and no stdin.

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 fn signed_list(op: &SigningKeyFile) -> proto::SignedTrustList {
-    let now = cix::epochs::now_unix();
+    let now = cix::time::Clock::system().now();
     let m = edit::member(
         "bank-a",
         "Bank A",
@@ -122,7 +122,7 @@ proptest! {
             last_seq: 0,
         });
         let op = SigningKeyFile::from_seed(&[7; 32]);
-        let now = cix::epochs::now_unix();
+        let now = cix::time::Clock::system().now();
         let body = edit::new_list("c", &[op.verifying_key()], 1, vec![], vec![member], now, now + 1000);
         let mut s = edit::unsigned(&body);
         list::sign(&mut s, &op);

@@ -182,7 +182,7 @@ async fn raw_identifiers_never_reach_disk_or_logs() {
         .extend(proto::ExtendRequest {
             case_ref: "CASE-LEAK-1".into(),
             valid_until: Some(prost_types::Timestamp {
-                seconds: cix::epochs::now_unix() + 86_400,
+                seconds: cix::time::Clock::system().now() + 86_400,
                 nanos: 0,
             }),
             ..Default::default()
@@ -402,7 +402,7 @@ async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
         .extend(proto::ExtendRequest {
             case_ref: "CASE-LEAK-FED".into(),
             valid_until: Some(prost_types::Timestamp {
-                seconds: cix::epochs::now_unix() + 86_400,
+                seconds: cix::time::Clock::system().now() + 86_400,
                 nanos: 0,
             }),
             ..Default::default()
@@ -422,7 +422,7 @@ async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
         ));
         n.restart();
     }
-    let now = cix::epochs::now_unix();
+    let now = cix::time::Clock::system().now();
     let signed = c.next(|l| {
         l.epochs.push(proto::KeyEpoch {
             id: 2,

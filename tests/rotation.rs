@@ -12,7 +12,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cix::{
-    epochs::now_unix,
     ident::{self, Kind as IdKind},
     keys::TokenKey,
     proto::{self, Kind, MatchStatus},
@@ -62,6 +61,11 @@ async fn epochs_hit(c: &Coalition, i: usize, value: &str) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_rekey_and_a_removed_member_locked_out_of_new_tokens() {
     let mut c = Coalition::new(&["liaison-a", "bank-b", "gone-c"]);
+    // Every node's time stands at `now` until the test moves it.
+    let now = cix::time::Clock::system().now();
+    for n in &mut c.nodes {
+        n.use_test_clock(now);
+    }
     c.start_all();
     let rekeyed = "rotation-rekeyed@example.org";
     let left = "rotation-left-behind@example.org";
@@ -91,7 +95,6 @@ async fn rotation_rekey_and_a_removed_member_locked_out_of_new_tokens() {
     }
 
     // Operators: epoch 2 from now, epoch 1 ends shortly; gone-c removed.
-    let now = now_unix();
     let end1 = now + 8;
     let signed = c.next(|l| {
         l.epochs[0].valid_until = end1;
@@ -184,8 +187,8 @@ async fn rotation_rekey_and_a_removed_member_locked_out_of_new_tokens() {
         MatchStatus::Match,
         "epoch 1 still valid"
     );
-    while now_unix() < end1 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in &c.nodes {
+        n.set_time(end1);
     }
     for i in [LIAISON, BANK] {
         let mut cl = c.nodes[i].clients().await;

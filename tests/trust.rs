@@ -1,7 +1,9 @@
 //! The trust list on real nodes: propagation between three nodes, peer
 //! authentication over pinned mutual TLS, cut-off of a suspended member's
-//! open stream, refused lists leaving the stored list unchanged, and the
-//! start-up checks (token key fingerprints, a corrupted stored list).
+//! open stream (and of a member whose sharing basis runs out), expiry of
+//! the list (on the nodes' settable clocks), refused lists leaving the
+//! stored list unchanged, and the start-up checks (token key fingerprints,
+//! a corrupted stored list).
 
 mod support;
 
@@ -76,7 +78,7 @@ async fn refused_lists_leave_the_stored_list_byte_identical() {
     let mut c = Coalition::new(&["bank-a", "bank-b"]);
     c.start_all();
     let before = held_list(&c, 0).await;
-    let now = cix::epochs::now_unix();
+    let now = cix::time::Clock::system().now();
 
     let mut cases: Vec<(&str, proto::SignedTrustList, Code)> = Vec::new();
     // Rollback: version 0 < 1.
@@ -186,7 +188,7 @@ async fn refused_lists_leave_the_stored_list_byte_identical() {
 async fn peers_are_pinned_by_the_trust_list() {
     let mut c = Coalition::new(&["bank-a", "bank-b", "liaison-c"]);
     // liaison-c's data-sharing agreement has run out.
-    c.list.members[2].sharing_basis_expires_at = cix::epochs::now_unix() - 60;
+    c.list.members[2].sharing_basis_expires_at = cix::time::Clock::system().now() - 60;
     let root = c.sign(&c.list, &[0, 1]);
     for n in &c.nodes {
         std::fs::write(
@@ -358,6 +360,69 @@ async fn a_suspended_members_open_stream_ends_when_the_list_is_applied() {
         .is_ok());
 }
 
+/// A sharing basis runs out between lists: at the node's time (set past
+/// it, not waited for) the member's open stream is closed and it cannot
+/// connect again, while the list itself is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharing_basis_running_out_closes_the_members_open_stream() {
+    let mut c = Coalition::new(&["bank-a", "bank-b", "liaison-c"]);
+    let now = cix::time::Clock::system().now();
+    c.list.members[2].sharing_basis_expires_at = now + 3600;
+    c.rewrite_root();
+    for n in &mut c.nodes {
+        n.use_test_clock(now);
+    }
+    c.start_all();
+    let (cert, key) = c.nodes[2].peer_cert();
+    let config = cix::tls::peer_client_config(&cert, &key, vec![c.spkis[0].clone()]).unwrap();
+    let channel = cix::tls::connect(&c.nodes[0].peer_addr(), None, config)
+        .await
+        .unwrap();
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+
+    c.nodes[0].set_time(now + 3600);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the sharing basis");
+    wait_for_log(
+        &c.nodes[0],
+        "peer connection closed: member no longer active",
+    )
+    .await;
+    let r = match c.federation(0, 2).await {
+        Ok(mut f) => f
+            .get_trust_list(proto::GetTrustListRequest::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    assert!(r.is_err(), "admitted after its sharing basis ran out");
+    let s = c.nodes[0].status().await;
+    assert_eq!((s.trust_version, s.trust_members), (1, 3));
+    assert!(c
+        .federation(0, 1)
+        .await
+        .unwrap()
+        .get_trust_list(proto::GetTrustListRequest::default())
+        .await
+        .is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_key_that_does_not_match_its_epoch_refuses_to_start() {
     let c = Coalition::new(&["bank-a"]);
@@ -454,15 +519,16 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_list_closes_the_peer_listener_but_for_trust_list_rpcs() {
     let mut c = Coalition::new(&["bank-a", "bank-b"]);
-    let now = cix::epochs::now_unix();
+    let now = cix::time::Clock::system().now();
     c.list.expires_at = now + 3;
     let root = c.sign(&c.list, &[0, 1]);
-    for n in &c.nodes {
+    for n in &mut c.nodes {
         std::fs::write(
             n.dir.join("trust/root.ctl"),
             prost::Message::encode_to_vec(&root),
         )
         .unwrap();
+        n.use_test_clock(now);
     }
     c.start_all();
     // Inside the warning window: a warning in the status.
@@ -474,7 +540,10 @@ async fn an_expired_list_closes_the_peer_listener_but_for_trust_list_rpcs() {
     );
     assert_eq!(s.trust_members, 2);
 
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Past the expiry.
+    for n in &c.nodes {
+        n.set_time(now + 4);
+    }
     let (cert, key) = c.nodes[1].peer_cert();
     let config = cix::tls::peer_client_config(&cert, &key, vec![c.spkis[0].clone()]).unwrap();
     let channel = cix::tls::connect(&c.nodes[0].peer_addr(), None, config)
@@ -504,7 +573,7 @@ async fn an_expired_list_closes_the_peer_listener_but_for_trust_list_rpcs() {
         .get_trust_list(proto::GetTrustListRequest::default())
         .await
         .is_ok());
-    let v2 = c.next(|l| l.expires_at = cix::epochs::now_unix() + 30 * 86_400);
+    let v2 = c.next(|l| l.expires_at = now + 30 * 86_400);
     assert!(
         fed.publish_trust_list(v2)
             .await

@@ -8,19 +8,25 @@ use super::{check_batch, convert};
 use crate::{
     auth::clients::Caller,
     contribution::{Contributions, Selector},
-    epochs::now_unix,
     proto::{self, contribution_server},
+    time::Clock,
     token::Token,
 };
 
 pub struct ContributionService {
     domain: Arc<Contributions>,
     max_items: usize,
+    /// The node's clock: creation times, the epoch in force, expiry.
+    clock: Clock,
 }
 
 impl ContributionService {
-    pub fn new(domain: Arc<Contributions>, max_items: usize) -> ContributionService {
-        ContributionService { domain, max_items }
+    pub fn new(domain: Arc<Contributions>, max_items: usize, clock: Clock) -> ContributionService {
+        ContributionService {
+            domain,
+            max_items,
+            clock,
+        }
     }
 }
 
@@ -46,7 +52,7 @@ impl contribution_server::Contribution for ContributionService {
         let valid_until = r.valid_until.as_ref().map(convert::secs);
         let w = self
             .domain
-            .contribute(items, &r.case_ref, tier, valid_until, now_unix())
+            .contribute(items, &r.case_ref, tier, valid_until, self.clock.now())
             .await?;
         tracing::info!(caller = %who, items = r.items.len(), first_seq = w.first_seq, last_seq = w.last_seq, "contribute");
         Ok(Response::new(proto::ContributeResponse {
@@ -64,7 +70,7 @@ impl contribution_server::Contribution for ContributionService {
         let r = req.get_ref();
         check_batch("identifiers", r.identifiers.len(), self.max_items)?;
         let items = r.identifiers.iter().map(convert::identifier).collect();
-        let c = self.domain.rekey(items, now_unix()).await?;
+        let c = self.domain.rekey(items, self.clock.now()).await?;
         tracing::info!(caller = %who, items = r.identifiers.len(), rekeyed = c.rekeyed, "rekey");
         Ok(Response::new(proto::RekeyResponse {
             rekeyed: c.rekeyed,
@@ -101,7 +107,10 @@ impl contribution_server::Contribution for ContributionService {
                 ))
             }
         };
-        let w = self.domain.retract(selector, &r.reason, now_unix()).await?;
+        let w = self
+            .domain
+            .retract(selector, &r.reason, self.clock.now())
+            .await?;
         let retracted = if w.last_seq == 0 {
             0
         } else {
@@ -137,7 +146,10 @@ impl contribution_server::Contribution for ContributionService {
                 ))
             }
         };
-        let w = self.domain.extend(selector, until, now_unix()).await?;
+        let w = self
+            .domain
+            .extend(selector, until, self.clock.now())
+            .await?;
         let extended = if w.last_seq == 0 {
             0
         } else {
@@ -167,7 +179,7 @@ impl contribution_server::Contribution for ContributionService {
                 Status::invalid_argument("page_token: not a token from a previous page")
             })?)
         };
-        let page = self.domain.list(after, size, now_unix());
+        let page = self.domain.list(after, size, self.clock.now());
         let next = if page.len() == size {
             page.last().map(|i| i.token.to_hex()).unwrap_or_default()
         } else {

@@ -15,11 +15,11 @@ use super::{
 };
 use crate::{
     auth::clients::Caller,
-    epochs::now_unix,
     federation::remote::{Remote, RemoteError},
     proto,
     ratelimit::CallerLimits,
     screening::Engine,
+    time::Clock,
     token::Token,
 };
 
@@ -29,6 +29,8 @@ pub struct ScreeningService {
     limits: Arc<CallerLimits>,
     /// Present on a federated node.
     remote: Option<Arc<Remote>>,
+    /// The node's clock: which epochs are valid, what has expired, limits.
+    clock: Clock,
 }
 
 impl ScreeningService {
@@ -37,12 +39,14 @@ impl ScreeningService {
         max_items: usize,
         limits: Arc<CallerLimits>,
         remote: Option<Arc<Remote>>,
+        clock: Clock,
     ) -> ScreeningService {
         ScreeningService {
             engine,
             max_items,
             limits,
             remote,
+            clock,
         }
     }
 
@@ -53,7 +57,9 @@ impl ScreeningService {
             .get::<Caller>()
             .map(|c| c.spki_sha256.clone())
             .unwrap_or_default();
-        self.limits.check(&who).map_err(super::exhausted)
+        self.limits
+            .check(&who, self.clock.now_f64())
+            .map_err(super::exhausted)
     }
 }
 
@@ -61,10 +67,11 @@ fn match_identifiers(
     engine: &Engine,
     max: usize,
     req: &MatchRequestView,
+    now: i64,
 ) -> Result<proto::MatchResponse, Status> {
     check_batch("identifiers", req.identifiers.len(), max)?;
     Ok(convert::match_response(
-        &engine.match_identifiers(req.items()?, now_unix()),
+        &engine.match_identifiers(req.items()?, now),
     ))
 }
 
@@ -72,6 +79,7 @@ fn match_tokens(
     engine: &Engine,
     max: usize,
     req: &proto::MatchTokensRequest,
+    now: i64,
 ) -> Result<proto::MatchResponse, Status> {
     if req.tokens.len() % 32 != 0 {
         return Err(Status::invalid_argument(
@@ -84,9 +92,7 @@ fn match_tokens(
         .chunks_exact(32)
         .map(|c| Token(c.try_into().expect("32-byte chunk")))
         .collect();
-    Ok(convert::match_response(
-        &engine.match_tokens(&tokens, now_unix()),
-    ))
+    Ok(convert::match_response(&engine.match_tokens(&tokens, now)))
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::MatchResponse, Status>> + Send>>;
@@ -133,7 +139,13 @@ impl screening_server::Screening for ScreeningService {
         req: Request<MatchRequestView>,
     ) -> Result<Response<proto::MatchResponse>, Status> {
         self.admit(&req)?;
-        match_identifiers(&self.engine, self.max_items, req.get_ref()).map(Response::new)
+        match_identifiers(
+            &self.engine,
+            self.max_items,
+            req.get_ref(),
+            self.clock.now(),
+        )
+        .map(Response::new)
     }
 
     type MatchStreamStream = ResponseStream;
@@ -143,9 +155,9 @@ impl screening_server::Screening for ScreeningService {
         req: Request<Streaming<MatchRequestView>>,
     ) -> Result<Response<Self::MatchStreamStream>, Status> {
         self.admit(&req)?;
-        let (engine, max) = (self.engine.clone(), self.max_items);
+        let (engine, max, clock) = (self.engine.clone(), self.max_items, self.clock.clone());
         Ok(Response::new(answer_each(req.into_inner(), move |m| {
-            match_identifiers(&engine, max, m)
+            match_identifiers(&engine, max, m, clock.now())
         })))
     }
 
@@ -156,9 +168,9 @@ impl screening_server::Screening for ScreeningService {
         req: Request<Streaming<proto::MatchTokensRequest>>,
     ) -> Result<Response<Self::MatchTokensStream>, Status> {
         self.admit(&req)?;
-        let (engine, max) = (self.engine.clone(), self.max_items);
+        let (engine, max, clock) = (self.engine.clone(), self.max_items, self.clock.clone());
         Ok(Response::new(answer_each(req.into_inner(), move |m| {
-            match_tokens(&engine, max, m)
+            match_tokens(&engine, max, m, clock.now())
         })))
     }
 

@@ -14,7 +14,6 @@ use std::{
 use tonic::Status;
 
 use crate::{
-    epochs::now_unix,
     proto::PeerCapability,
     time::format_time,
     tls::TlsIdentity,
@@ -51,7 +50,7 @@ fn capability_name(c: PeerCapability) -> &'static str {
     }
 }
 
-/// Checks one peer request.
+/// Checks one peer request, at the node's time ([`TrustState::clock`]).
 pub fn authorize(
     trust: &TrustState,
     peer: Option<&TlsIdentity>,
@@ -60,7 +59,7 @@ pub fn authorize(
     let peer =
         peer.ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
     let list = trust.current();
-    let now = now_unix();
+    let now = trust.clock().now();
     let Some(member) = list.active_member_by_spki(&peer.spki_sha256, now) else {
         let who = list.member_by_spki(&peer.spki_sha256).map(|m| m.id.clone());
         tracing::warn!(member = who.as_deref().unwrap_or("(not on the list)"), spki_sha256 = %peer.spki_sha256, method = path, "peer request refused: not an active member");

@@ -60,11 +60,16 @@ pub(super) async fn serve(
         max_items,
         state.match_limits.clone(),
         services.remote,
+        state.clock.clone(),
     ))
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
     let contribution =
-        ContributionServer::new(ContributionService::new(services.contributions, max_items))
+        ContributionServer::new(ContributionService::new(
+            services.contributions,
+            max_items,
+            state.clock.clone(),
+        ))
             .max_decoding_message_size(max_bytes)
             .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));

@@ -175,6 +175,11 @@ pub async fn run(
 
 fn log_keys(state: &NodeState) {
     let now = state.clock.now();
+    tracing::info!(
+        clock = state.clock.kind(),
+        now = %crate::time::format_time(now),
+        "node clock"
+    );
     for e in state.keys.get().all() {
         tracing::info!(epoch = e.id, fingerprint = %e.fingerprint, valid_now = e.valid_at(now), "token key loaded");
     }

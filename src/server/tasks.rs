@@ -24,6 +24,7 @@ pub(super) fn spawn(state: &Arc<NodeState>, config: &Config, stop: &Cancellation
         state.store.clone(),
         config.retention,
         config.purge_interval,
+        state.clock.clone(),
         stop.clone(),
     ));
 }

@@ -68,7 +68,7 @@ mod tests {
 
     fn list_with(member: proto::Member) -> TrustList {
         let op = SigningKeyFile::generate();
-        let now = crate::epochs::now_unix();
+        let now = 1_767_225_600;
         let body = crate::trust::edit::new_list(
             "c",
             &[op.verifying_key()],

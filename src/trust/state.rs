@@ -8,7 +8,8 @@
 //! [`crate::trust::list::verify_update`], makes the list durable, swaps it
 //! in, and closes at once every open peer connection whose member is no
 //! longer active. Watchers ([`TrustState::subscribe`]) rebuild the key ring
-//! and pass the list on to peers.
+//! and pass the list on to peers. Membership, expiry and updates are judged
+//! at the node's [`Clock`], which the state carries for everyone who holds it.
 
 use std::{
     path::{Path, PathBuf},
@@ -19,10 +20,9 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::{
-    epochs::now_unix,
     proto::{Member, PeerCapability, SignedTrustList},
     store::{Store, StoreError},
-    time::format_time,
+    time::{format_time, Clock},
     tls::Connections,
     trust::list::{decode_signed, verify_root, verify_update, TrustError, TrustList, Update},
 };
@@ -76,16 +76,20 @@ pub struct TrustState {
     connections: Connections,
     node_id: String,
     warning_secs: i64,
+    /// The node's clock: membership, expiry and updates are judged by it.
+    clock: Clock,
 }
 
 impl TrustState {
     /// Loads the list to start from: the stored one, or the root file when
-    /// the store has none or the root file is a valid newer version.
+    /// the store has none or the root file is a valid newer version. The
+    /// state judges activity, expiry and updates at `clock`'s time.
     pub async fn open(
         store: Arc<Store>,
         root_file: &Path,
         node_id: &str,
         warning_secs: i64,
+        clock: Clock,
     ) -> Result<TrustState, TrustStateError> {
         let bytes = std::fs::read(root_file).map_err(|source| TrustStateError::Read {
             path: root_file.to_path_buf(),
@@ -107,7 +111,7 @@ impl TrustState {
                     .and_then(|s| verify_root(&s, Some(root.coalition_id())))
                     .map_err(TrustStateError::Stored)?;
                 if root.version() > stored.version() {
-                    match verify_update(&stored, root.signed(), now_unix()).map_err(root_err)? {
+                    match verify_update(&stored, root.signed(), clock.now()).map_err(root_err)? {
                         Update::Newer(list) => {
                             store.put_trust_list(list.encoded()).await?;
                             list
@@ -135,6 +139,7 @@ impl TrustState {
             connections: Connections::default(),
             node_id: node_id.to_string(),
             warning_secs,
+            clock,
         })
     }
 
@@ -144,6 +149,11 @@ impl TrustState {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// The node's clock, by which this state judges the list.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The registry of open peer connections.
@@ -159,7 +169,7 @@ impl TrustState {
     /// Whether the certificate key `spki` belongs to an active member now.
     pub fn admits(&self, spki: &str) -> bool {
         self.current()
-            .active_member_by_spki(spki, now_unix())
+            .active_member_by_spki(spki, self.clock.now())
             .is_some()
     }
 
@@ -171,7 +181,7 @@ impl TrustState {
     ) -> Result<Offered, OfferError> {
         let _guard = self.apply.lock().await;
         let current = self.current();
-        let list = match verify_update(&current, signed, now_unix()) {
+        let list = match verify_update(&current, signed, self.clock.now()) {
             Ok(Update::Same) => {
                 return Ok(Offered::Same {
                     version: current.version(),
@@ -202,7 +212,7 @@ impl TrustState {
     /// list, or a sharing basis that has run out). Returns how many.
     pub fn cut_off(&self) -> usize {
         let list = self.current();
-        let now = now_unix();
+        let now = self.clock.now();
         let closed = self
             .connections
             .close_unless(|spki| list.active_member_by_spki(spki, now).is_some());
@@ -242,7 +252,7 @@ impl TrustState {
     /// limited to `only` when it names any: the nodes this one talks to.
     pub fn peers(&self, cap: Option<PeerCapability>, only: &[String]) -> Vec<Member> {
         let list = self.current();
-        let now = now_unix();
+        let now = self.clock.now();
         list.body()
             .members
             .iter()
@@ -261,6 +271,6 @@ impl TrustState {
     pub fn own_member_active(&self) -> bool {
         let list = self.current();
         list.member(&self.node_id)
-            .is_some_and(|m| TrustList::is_active(m, now_unix()))
+            .is_some_and(|m| TrustList::is_active(m, self.clock.now()))
     }
 }

@@ -46,6 +46,9 @@ pub struct TestNode {
     /// Where the node captures its peer listener's gRPC messages
     /// (`CIX_CAPTURE_PEER_MESSAGES`), if anywhere.
     pub capture: Option<PathBuf>,
+    /// The node's settable clock (`CIX_TEST_CLOCK_FILE`), if it runs on one:
+    /// see [`TestNode::use_test_clock`].
+    pub clock: Option<PathBuf>,
 }
 
 impl TestNode {
@@ -71,6 +74,7 @@ impl TestNode {
             child: None,
             runs: 0,
             capture: None,
+            clock: None,
             addr: String::new(),
         }
     }
@@ -118,6 +122,10 @@ impl TestNode {
         .env(
             cix::capture::ENV,
             self.capture.as_deref().unwrap_or(Path::new("")),
+        )
+        .env(
+            cix::time::TEST_CLOCK_ENV,
+            self.clock.as_deref().unwrap_or(Path::new("")),
         );
         launch.program = Some(BIN.into());
         launch.stderr = logs.join(format!("stderr-{}.log", self.runs));
@@ -142,6 +150,29 @@ impl TestNode {
             Ok(s) => s.status.success(),
             Err(e) => panic!("node did not stop on SIGTERM: {e}"),
         }
+    }
+
+    /// From its next start on, the node runs on a settable clock standing
+    /// at `unix` seconds until [`TestNode::set_time`] moves it: expiry,
+    /// validity windows and limits follow it, so a test sets the time past
+    /// an expiry instead of sleeping. Needs a build that can be given a time
+    /// (debug, what `cargo test` builds, or `--features test-clock`).
+    pub fn use_test_clock(&mut self, unix: i64) {
+        if !cix::time::SETTABLE {
+            panic!("this build of cix cannot be given a time: test a debug build or use --features test-clock");
+        }
+        self.clock = Some(self.tmp.path().join("clock"));
+        self.set_time(unix);
+    }
+
+    /// Moves the node's settable clock to `unix` seconds; a running node
+    /// reads it the next time it looks at the time. Replaced whole (renamed
+    /// into place), so the node never reads half a time.
+    pub fn set_time(&self, unix: i64) {
+        let path = self.clock.as_ref().expect("use_test_clock first");
+        let next = path.with_extension("next");
+        fs::write(&next, format!("{unix}\n")).unwrap();
+        fs::rename(&next, path).unwrap();
     }
 
     pub fn restart(&mut self) {
@@ -283,6 +314,7 @@ impl TestNode {
             child: None,
             runs: 0,
             capture: None,
+            clock: None,
             addr: String::new(),
         }
     }
