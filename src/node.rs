@@ -9,8 +9,9 @@ use parking_lot::RwLock;
 
 use crate::{
     config::Config,
+    counters::Counters,
     epochs::{load_keys, KeyRing, KeyRingError, Keys, LoadedKey},
-    federation::prefix::Gate,
+    federation::answer_prefix::Gate,
     index::{Index, IndexError},
     keys::{
         signing::{KeyFileError, SigningKeyFile},
@@ -66,10 +67,14 @@ pub struct NodeState {
     /// Where the node's time comes from ([`crate::time`]): the system clock,
     /// or a test build's settable clock.
     pub clock: Clock,
-    /// Prefix queries answered for other members: limits and counts.
+    /// Prefix queries answered for other members: limits (counts are in
+    /// `counters`).
     pub queries: Arc<Gate>,
     /// The member listener's optional limits on match calls.
     pub match_limits: Arc<CallerLimits>,
+    /// What happened with each peer (batches received, refusals, pulls),
+    /// for Status and metrics ([`crate::counters`]).
+    pub counters: Arc<Counters>,
 }
 
 /// Files, in the data directory, where a running node writes its listeners'
@@ -120,6 +125,7 @@ pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
         index.freeze(&origin, from);
     }
     let index = Arc::new(RwLock::new(index));
+    let counters = Arc::new(Counters::new());
     tracing::info!(
         batches,
         tokens = index.read().tokens(),
@@ -138,10 +144,11 @@ pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
         started,
         started_unix: clock.now(),
         clock,
-        queries: Arc::new(Gate::new()),
+        queries: Arc::new(Gate::new(counters.clone())),
         match_limits: Arc::new(CallerLimits::new(
             config.limits.match_requests_per_second,
             config.limits.match_burst,
         )),
+        counters,
     })
 }

@@ -8,7 +8,7 @@ use super::convert;
 use crate::{
     batch::fork_point,
     epochs::now_unix,
-    federation::replicate::Replication,
+    federation::receive_batches::Replication,
     node::NodeState,
     proto::{self, admin_server},
 };

@@ -36,9 +36,11 @@ use crate::{
     config::Config,
     contribution::Contributions,
     epochs::{now_unix, KeyRing},
-    federation::remote::Remote,
     federation::{
-        replicate::{self, Replication},
+        answer_prefix::PrefixAnswers,
+        ask_prefix::Remote,
+        receive_batches::{self, Replication},
+        send_batches::BatchSender,
         trust_sync, PeerDialer,
     },
     index::Index,
@@ -141,9 +143,13 @@ pub async fn run(
                 state.logs.clone(),
                 trust.clone(),
                 dialer,
-                fed.pull_interval,
-                config.retention,
-                fed.pull_from.clone(),
+                receive_batches::Settings {
+                    pull_interval: fed.pull_interval,
+                    retention: config.retention,
+                    only: fed.pull_from.clone(),
+                },
+                state.counters.clone(),
+                state.clock.clone(),
             ))
         }
         _ => None,
@@ -167,6 +173,7 @@ pub async fn run(
                 cert: fed.peer.cert.clone(),
                 key: fed.peer.key.clone(),
             },
+            state.clock.clone(),
         ))),
         _ => None,
     };
@@ -245,14 +252,18 @@ pub async fn run(
                     source,
                 }
             })?)
-            .layer(PeerAuthLayer::new(trust.clone()))
+            .layer(PeerAuthLayer::new(trust.clone(), state.counters.clone()))
             .add_service(
                 FederationServer::new(FederationService::new(
                     trust.clone(),
-                    state.logs.clone(),
-                    engine.clone(),
-                    state.queries.clone(),
-                    stop.clone(),
+                    state.counters.clone(),
+                    BatchSender::new(state.logs.clone(), stop.clone()),
+                    PrefixAnswers::new(
+                        state.queries.clone(),
+                        trust.clone(),
+                        engine.clone(),
+                        state.clock.clone(),
+                    ),
                 ))
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024),
@@ -277,10 +288,11 @@ pub async fn run(
             trust.clone(),
             dialer,
             fed.sync_interval,
+            state.clock.clone(),
             stop.clone(),
         ));
         if let Some(r) = &replication {
-            tokio::spawn(replicate::run(r.clone(), stop.clone()));
+            tokio::spawn(receive_batches::run(r.clone(), stop.clone()));
         }
         let own = trust.current();
         let own_key = state.signer.verifying_key().to_bytes();
