@@ -7,6 +7,10 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::{
     batch::fork_point,
+    counters::{
+        BatchOutcome, BatchRejection, EvidenceOutcome, EvidenceRejection, RequestRefusal,
+        SessionFailure, Snapshot,
+    },
     epochs::now_unix,
     federation::receive_batches::Replication,
     node::NodeState,
@@ -108,6 +112,7 @@ impl admin_server::Admin for AdminService {
                 .collect(),
             member_requests_limited: n.match_limits.refused(),
             index_pending: n.index.read().pending().0 as u64,
+            peer_counters: peer_counters(&n.counters.snapshot()),
             peers,
             forks,
             own_log_ready: self.replication.as_ref().is_none_or(|r| r.is_ready()),
@@ -155,4 +160,44 @@ impl admin_server::Admin for AdminService {
             batches: n.store.batch_count() as u64,
         }))
     }
+}
+
+/// The node's counters as Status shows them: one entry per peer, each
+/// reason under its stable name, zero counts left out.
+pub fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
+    fn reasons<R: Copy>(
+        all: &[R],
+        name: impl Fn(R) -> &'static str,
+        count: impl Fn(R) -> u64,
+    ) -> Vec<proto::ReasonCount> {
+        all.iter()
+            .map(|r| proto::ReasonCount {
+                reason: name(*r).to_string(),
+                count: count(*r),
+            })
+            .filter(|r| r.count > 0)
+            .collect()
+    }
+    snapshot
+        .peers
+        .iter()
+        .map(|(member, c)| proto::PeerCounters {
+            member: member.clone(),
+            batches: reasons(BatchOutcome::ALL, BatchOutcome::name, |o| c.batches(o)),
+            batches_rejected: reasons(BatchRejection::ALL, BatchRejection::name, |r| c.rejected(r)),
+            fork_evidence: reasons(EvidenceOutcome::ALL, EvidenceOutcome::name, |o| {
+                c.evidence(o)
+            }),
+            fork_evidence_rejected: reasons(EvidenceRejection::ALL, EvidenceRejection::name, |r| {
+                c.evidence_rejected(r)
+            }),
+            pulls: c.pulls,
+            sessions_failed: reasons(SessionFailure::ALL, SessionFailure::name, |f| {
+                c.sessions_failed(f)
+            }),
+            requests_refused: reasons(RequestRefusal::ALL, RequestRefusal::name, |r| c.refused(r)),
+            queries_answered: c.queries_answered,
+            prefixes_answered: c.prefixes_answered,
+        })
+        .collect()
 }
