@@ -46,6 +46,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod contribution;
+pub mod counters;
 pub mod epochs;
 pub mod federation;
 pub mod ident;

@@ -10,10 +10,11 @@ use parking_lot::RwLock;
 use crate::{
     batch::fork_point,
     config::Config,
+    counters::{Counters, Snapshot},
     epochs::{load_keys, KeyRing, KeyRingError, Keys, LoadedKey},
     federation::{
-        prefix::{Gate, QueryCounts},
-        replicate::Replication,
+        answer_prefix::{Gate, QueryCounts},
+        receive_batches::Replication,
     },
     ident::Kind,
     index::{Index, IndexError},
@@ -71,10 +72,14 @@ pub struct NodeState {
     /// Where the node's time comes from ([`crate::time`]): the system clock,
     /// or a test build's settable clock.
     pub clock: Clock,
-    /// Prefix queries answered for other members: limits and counts.
+    /// Prefix queries answered for other members: limits (counts are in
+    /// `counters`).
     pub queries: Arc<Gate>,
     /// The member listener's optional limits on match calls.
     pub match_limits: Arc<CallerLimits>,
+    /// What happened with each peer (batches received, refusals, pulls),
+    /// for Status and metrics ([`crate::counters`]).
+    pub counters: Arc<Counters>,
 }
 
 /// Files, in the data directory, where a running node writes its listeners'
@@ -126,6 +131,7 @@ pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
         index.freeze(&origin, from);
     }
     let index = Arc::new(RwLock::new(index));
+    let counters = Arc::new(Counters::new());
     tracing::info!(
         batches,
         tokens = index.read().tokens(),
@@ -144,11 +150,12 @@ pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
         started,
         started_unix: clock.now(),
         clock,
-        queries: Arc::new(Gate::new()),
+        queries: Arc::new(Gate::new(counters.clone())),
         match_limits: Arc::new(CallerLimits::new(
             config.limits.match_requests_per_second,
             config.limits.match_burst,
         )),
+        counters,
     })
 }
 
@@ -181,6 +188,8 @@ pub struct NodeStatus {
     pub forks: Vec<(String, u64)>,
     /// Whether contributions are open (the own log's head is confirmed).
     pub own_log_ready: bool,
+    /// The node's counters per peer ([`crate::counters`]).
+    pub counters: Snapshot,
 }
 
 /// One origin log on this node.
@@ -324,6 +333,7 @@ impl NodeState {
             peers,
             forks,
             own_log_ready: replication.is_none_or(|r| r.is_ready()),
+            counters: self.counters.snapshot(),
         })
     }
 }

@@ -194,6 +194,23 @@ async fn remote_matching_answers_like_a_local_match_and_limits_hold() {
         q.requests >= 4 && q.prefixes >= 5 && q.refused >= 1,
         "{q:?}"
     );
+    // Every refusal by its reason, per member.
+    let k = c.nodes[BANK].counters("asker-c").await;
+    assert_eq!(
+        (k.queries_answered, k.prefixes_answered),
+        (q.requests, q.prefixes)
+    );
+    assert!(
+        reason_count(&k.requests_refused, "prefix_bits") >= 1
+            && reason_count(&k.requests_refused, "prefix_limit") == q.refused,
+        "{k:?}"
+    );
+    let l = c.nodes[BANK].counters("liaison-a").await;
+    assert!(
+        reason_count(&l.requests_refused, "missing_capability") >= 1,
+        "{l:?}"
+    );
+    assert_eq!(l.queries_answered, 0);
     let logs = c.nodes[BANK].logs();
     assert!(logs.contains("prefix query refused"));
     assert!(!logs.contains(&hex::encode(&token)));

@@ -1,10 +1,13 @@
 //! Replication under attack, on real nodes over real mutual TLS: a relay
 //! that tampers with the batches it passes on (refused; an honest path still
 //! delivers), an origin that signs two different histories (the fork is
-//! recorded, propagated and freezes the origin everywhere), and a retired
-//! signing key or a suspension bounding what a lagging node accepts. One
-//! more (ignored, a known src bug): a relay that strips a live entry by
-//! "purging" it.
+//! recorded, propagated and freezes the origin everywhere), a retired
+//! signing key or a suspension bounding what a lagging node accepts, and a
+//! relay that strips a live entry by "purging" it (refused).
+//!
+//! Every refusal is asserted by its typed reason, as the receiving node
+//! counts it per peer in Status; "nothing more happened" is shown by pulls
+//! the node completed meanwhile, never by sleeping.
 //!
 //! The misbehaving members are `FakePeer`s: real tonic servers in the test
 //! process, behind the crate's own peer-listener TLS, serving whatever
@@ -23,7 +26,9 @@ use std::{
 };
 
 use cix::{
-    batch, ident,
+    batch,
+    counters::{BatchOutcome, BatchRejection},
+    ident,
     keys::signing::SigningKeyFile,
     keys::TokenKey,
     proto::{
@@ -273,7 +278,7 @@ fn add_batch(
         origin: origin.into(),
         first_seq,
         prev_hash,
-        created_unix: cix::epochs::now_unix(),
+        created_unix: cix::time::Clock::system().now(),
         op: proto::LogOp::Add as i32,
         case_ref: case_ref.into(),
         tier: proto::Tier::Confirmed as i32,
@@ -361,6 +366,56 @@ async fn wait_log_line(n: &TestNode, needles: &[&str]) -> String {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Batches from a peer refused for `r`.
+fn rejected(k: &proto::PeerCounters, r: BatchRejection) -> u64 {
+    reason_count(&k.batches_rejected, r.name())
+}
+
+/// Batches from a peer taken or held with outcome `o`.
+fn received(k: &proto::PeerCounters, o: BatchOutcome) -> u64 {
+    reason_count(&k.batches, o.name())
+}
+
+/// Asserts that every batch refused from this peer was refused for one of `reasons`.
+fn assert_refused_only_for(k: &proto::PeerCounters, reasons: &[BatchRejection]) {
+    let names: Vec<&str> = reasons.iter().map(|r| r.name()).collect();
+    assert!(
+        k.batches_rejected
+            .iter()
+            .all(|r| names.contains(&r.reason.as_str())),
+        "refused from {} for other reasons than {names:?}: {:?}",
+        k.member,
+        k.batches_rejected
+    );
+}
+
+/// Asserts that each pull from the peer refused exactly `per_pull` batches
+/// for `r`: `k.pulls` completed pulls, and perhaps one under way.
+fn assert_refused_per_pull(k: &proto::PeerCounters, r: BatchRejection, per_pull: u64) {
+    let n = rejected(k, r);
+    assert!(
+        per_pull * k.pulls <= n && n <= per_pull * (k.pulls + 1),
+        "{n} batches refused for {r} in {} pulls from {}, not {per_pull} a pull",
+        k.pulls,
+        k.member
+    );
+}
+
+/// Waits until node `n` has completed `more` pulls from `peer` beyond `since`
+/// (later pulls changed nothing, where the test then checks it).
+async fn wait_more_pulls(n: &TestNode, peer: &str, since: &proto::PeerCounters, more: u64) {
+    let want = since.pulls + more;
+    n.wait_counters(peer, &format!("{want} pulls completed"), |k| {
+        k.pulls >= want
+    })
+    .await;
+}
+
+/// Every peer's counters at node `n`.
+async fn all_counters(n: &TestNode) -> Vec<proto::PeerCounters> {
+    n.status().await.peer_counters
 }
 
 /// Waits (bounded) until node `i` holds exactly these heads.
@@ -499,31 +554,30 @@ async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
     }]);
     c.nodes[2].start();
 
-    // bank-c refuses every one, naming the relay and the origin.
-    let rejected = ["batch rejected", "peer=\"relay-x\"", "origin=\"liaison-a\""];
-    for reason in [
-        "batch of liaison-a at 1: entries do not match the signed header",
-        "batch of liaison-a: header says 3 entries, batch has 2",
-        "batch of liaison-a at 7: entries do not match the signed header",
-        "batch of liaison-a at 4: no signing key of the origin allowed at this sequence signed it",
-        "batch of liaison-a at 10: no signing key of the origin allowed at this sequence signed it",
-        "batch of liaison-a at 1: no signing key of the origin allowed at this sequence signed it",
-    ] {
-        let mut needles = rejected.to_vec();
-        needles.push(reason);
-        wait_log_line(&c.nodes[2], &needles).await;
-    }
+    // bank-c refuses every one, counted against the relay: (a), (b) and (c)
+    // because the entries do not match the signed header, (d), (e) and (f)
+    // because no signing key of liaison-a allowed there signed them.
+    let tampered = |k: &proto::PeerCounters| {
+        k.pulls >= 1
+            && rejected(k, BatchRejection::Entries) >= 3
+            && rejected(k, BatchRejection::Signature) >= 3
+    };
+    let k = c.nodes[2]
+        .wait_counters("relay-x", "refused the relay's six batches", tampered)
+        .await;
+    assert_refused_only_for(&k, &[BatchRejection::Entries, BatchRejection::Signature]);
+    assert_refused_per_pull(&k, BatchRejection::Entries, 3);
+    assert_refused_per_pull(&k, BatchRejection::Signature, 3);
     assert!(relay.pulls() >= 1);
     // A few more pulls from the relay: still nothing of liaison-a.
-    let pulls = relay.pulls();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while relay.pulls() < pulls + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "bank-c stopped pulling from the relay"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_more_pulls(&c.nodes[2], "relay-x", &k, 2).await;
+    let k = c.nodes[2].counters("relay-x").await;
+    assert!(
+        k.batches.is_empty(),
+        "taken from the relay: {:?}",
+        k.batches
+    );
+    assert_refused_only_for(&k, &[BatchRejection::Entries, BatchRejection::Signature]);
     let heads = c.heads(2).await;
     assert!(
         heads.iter().all(|(o, s)| o != "liaison-a" || *s == 0),
@@ -550,21 +604,33 @@ async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
     assert_eq!(hit.hits[0].origin, "liaison-a");
     assert_eq!(hit.hits[0].case_ref, "CASE-1");
     assert_matches(&c, 2, &[evil], MatchStatus::NoMatch).await;
-    // The relay is still connected, still refused, and never caused a fork.
+    // The relay is still connected, still refused, and never caused a fork
+    // (this run of bank-c counts from its restart).
     let pulls = relay.pulls();
+    let k = c.nodes[2]
+        .wait_counters(
+            "relay-x",
+            "refused the relay again after the restart",
+            tampered,
+        )
+        .await;
+    assert_refused_only_for(&k, &[BatchRejection::Entries, BatchRejection::Signature]);
+    assert!(
+        k.batches.is_empty(),
+        "taken from the relay: {:?}",
+        k.batches
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let run2 = std::fs::read_to_string(c.nodes[2].dir.join("logs/stderr-2.log")).unwrap();
-        let refused = log_lines(&run2, &rejected);
-        if relay.pulls() > pulls && !refused.is_empty() {
-            break;
-        }
+    while relay.pulls() <= pulls {
         assert!(
             Instant::now() < deadline,
-            "the relay was not pulled from and refused after the restart"
+            "the relay was not pulled from after the restart"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let b = c.nodes[2].counters("bank-b").await;
+    assert!(b.batches_rejected.is_empty(), "{:?}", b.batches_rejected);
+    assert!(received(&b, BatchOutcome::Applied) >= 3, "{b:?}");
     assert_eq!(c.heads(2).await, vec![("liaison-a".to_string(), 9)]);
     for i in 0..3 {
         assert!(c.nodes[i].status().await.forks.is_empty(), "{}", c.ids[i]);
@@ -660,12 +726,53 @@ async fn a_fork_is_recorded_propagated_and_freezes_the_origin_everywhere() {
         .await;
     }
     assert!(fake_x.pulls() >= 1 && fake_y.pulls() >= 1);
-    // Neither history of liaison-x matches anywhere, now or a little later.
+    // liaison-a and bank-b saw the fork themselves (a batch differing from
+    // theirs, or the other's evidence); bank-c from liaison-a's evidence.
+    for i in 0..2 {
+        let seen: u64 = all_counters(&c.nodes[i])
+            .await
+            .iter()
+            .map(|k| received(k, BatchOutcome::Fork) + reason_count(&k.fork_evidence, "new"))
+            .sum();
+        assert!(seen >= 1, "{} recorded the fork from nothing", c.ids[i]);
+    }
+    let k = c.nodes[2]
+        .wait_counters("liaison-a", "took fork evidence", |k| {
+            reason_count(&k.fork_evidence, "new") == 1
+        })
+        .await;
+    assert!(k.fork_evidence_rejected.is_empty(), "{k:?}");
+    // Nothing refused anywhere: both histories are validly signed.
+    for i in 0..3 {
+        for k in all_counters(&c.nodes[i]).await {
+            assert!(
+                k.batches_rejected.is_empty(),
+                "{} refused from {}: {:?}",
+                c.ids[i],
+                k.member,
+                k.batches_rejected
+            );
+        }
+    }
+    // Neither history of liaison-x matches anywhere, now or a few pulls later.
+    let peers_of = [
+        &["fake-x", "bank-b"][..],
+        &["fake-y", "liaison-a"],
+        &["liaison-a"],
+    ];
     for _ in 0..2 {
         for i in 0..3 {
             assert_matches(&c, i, &[vx, vy], MatchStatus::NoMatch).await;
         }
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let mut now = Vec::new();
+        for (i, peers) in peers_of.iter().enumerate() {
+            for p in *peers {
+                now.push((i, *p, c.nodes[i].counters(p).await));
+            }
+        }
+        for (i, p, k) in &now {
+            wait_more_pulls(&c.nodes[*i], p, k, 2).await;
+        }
     }
     // The first batch each of liaison-a and bank-b received is kept.
     assert_eq!(
@@ -732,22 +839,22 @@ async fn a_retired_key_or_suspension_bounds_what_a_lagging_node_accepts() {
     c.nodes[1].start();
     assert_eq!(c.nodes[1].status().await.trust_version, 2);
     wait_heads(&c, 1, &[("liaison-a", 3)]).await;
-    for seq in [4, 5] {
-        wait_log_line(
-            &c.nodes[1],
-            &[
-                "batch rejected",
-                "peer=\"liaison-a\"",
-                &format!(
-                    "batch of liaison-a at {seq}: no signing key of the origin allowed at this sequence signed it"
-                ),
-            ],
-        )
+    // Batches 4 and 5, signed by the retired key past its last sequence
+    // number: refused on every pull.
+    let k = c.nodes[1]
+        .wait_counters("liaison-a", "refused batches 4 and 5", |k| {
+            k.pulls >= 1 && rejected(k, BatchRejection::Signature) >= 2
+        })
         .await;
-    }
+    assert_refused_only_for(&k, &[BatchRejection::Signature]);
+    assert_refused_per_pull(&k, BatchRejection::Signature, 2);
+    assert_eq!(received(&k, BatchOutcome::Applied), 3, "{k:?}");
     // Several pulls later: still 3.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    wait_more_pulls(&c.nodes[1], "liaison-a", &k, 3).await;
     assert_eq!(c.heads(1).await, vec![("liaison-a".to_string(), 3)]);
+    let k = c.nodes[1].counters("liaison-a").await;
+    assert_refused_only_for(&k, &[BatchRejection::Signature]);
+    assert_eq!(received(&k, BatchOutcome::Applied), 3, "{k:?}");
     let v: Vec<&str> = values.iter().map(String::as_str).collect();
     assert_matches(&c, 1, &v[..3], MatchStatus::Match).await;
     assert_matches(&c, 1, &v[3..], MatchStatus::NoMatch).await;
@@ -774,17 +881,20 @@ async fn a_retired_key_or_suspension_bounds_what_a_lagging_node_accepts() {
     c.nodes[3].start();
     assert_eq!(c.nodes[3].status().await.trust_version, 3);
     wait_heads(&c, 3, &[("liaison-a", 2)]).await;
-    wait_log_line(
-        &c.nodes[3],
-        &[
-            "batch rejected",
-            "peer=\"bank-c\"",
-            "batch of liaison-a ends at 3, past 2, the last sequence number the coalition accepts from it",
-        ],
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // Batches 3, 4 and 5 end past the suspension's last sequence number.
+    let k = c.nodes[3]
+        .wait_counters("bank-c", "refused batches 3 to 5", |k| {
+            k.pulls >= 1 && rejected(k, BatchRejection::PastSuspension) >= 3
+        })
+        .await;
+    assert_refused_only_for(&k, &[BatchRejection::PastSuspension]);
+    assert_refused_per_pull(&k, BatchRejection::PastSuspension, 3);
+    assert_eq!(received(&k, BatchOutcome::Applied), 2, "{k:?}");
+    wait_more_pulls(&c.nodes[3], "bank-c", &k, 3).await;
     assert_eq!(c.heads(3).await, vec![("liaison-a".to_string(), 2)]);
+    let k = c.nodes[3].counters("bank-c").await;
+    assert_refused_only_for(&k, &[BatchRejection::PastSuspension]);
+    assert_eq!(received(&k, BatchOutcome::Applied), 2, "{k:?}");
     assert_matches(&c, 3, &v[..2], MatchStatus::Match).await;
     assert_matches(&c, 3, &v[2..], MatchStatus::NoMatch).await;
 }
@@ -821,7 +931,20 @@ async fn a_relay_cannot_silently_strip_a_live_indicator_by_purging_its_entry() {
     stripped.entries[1] = batch::purged(&stripped.entries[1]);
     relay.serve(&[stripped]);
     c.nodes[2].start();
-    // Then the honest path too.
+    // bank-c refuses it: an entry purged in a batch younger than the
+    // retention period was stripped on the way.
+    let stripped =
+        |k: &proto::PeerCounters| k.pulls >= 1 && rejected(k, BatchRejection::StrippedPurge) >= 1;
+    let k = c.nodes[2]
+        .wait_counters("relay-x", "refused the stripped batch", stripped)
+        .await;
+    assert_refused_only_for(&k, &[BatchRejection::StrippedPurge]);
+    assert_refused_per_pull(&k, BatchRejection::StrippedPurge, 1);
+    assert!(
+        k.batches.is_empty(),
+        "taken from the relay: {:?}",
+        k.batches
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while relay.pulls() < 2 {
         assert!(
@@ -830,7 +953,13 @@ async fn a_relay_cannot_silently_strip_a_live_indicator_by_purging_its_entry() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("heads at bank-c via the relay only: {:?}", c.heads(2).await);
+    assert_eq!(
+        c.heads(2).await,
+        Vec::<(String, u64)>::new(),
+        "bank-c took the stripped batch from the relay"
+    );
+    assert_matches(&c, 2, &[values[0].as_str()], MatchStatus::NoMatch).await;
+    // Then the honest path too.
     assert!(c.nodes[2].stop());
     set_peers(&c.nodes[2], &["relay-x", "bank-b"]);
     c.nodes[2].start();
@@ -840,4 +969,17 @@ async fn a_relay_cannot_silently_strip_a_live_indicator_by_purging_its_entry() {
     for v in &values {
         c.wait_match(2, Kind::Domain, v, MatchStatus::Match).await;
     }
+    // Holding the real batch, bank-c still refuses the relay's stripped one.
+    let k = c.nodes[2]
+        .wait_counters("relay-x", "refused the stripped batch again", stripped)
+        .await;
+    assert_refused_only_for(&k, &[BatchRejection::StrippedPurge]);
+    assert!(
+        k.batches.is_empty(),
+        "taken from the relay: {:?}",
+        k.batches
+    );
+    let b = c.nodes[2].counters("bank-b").await;
+    assert_eq!(received(&b, BatchOutcome::Applied), 1, "{b:?}");
+    assert!(b.batches_rejected.is_empty(), "{b:?}");
 }

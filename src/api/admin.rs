@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
-    federation::replicate::Replication,
+    federation::receive_batches::Replication,
     node::NodeState,
     proto::{self, admin_server},
 };

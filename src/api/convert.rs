@@ -4,6 +4,10 @@ use prost_types::Timestamp;
 
 use crate::{
     contribution::{Item, ItemOutcome, ItemStatus},
+    counters::{
+        BatchOutcome, BatchRejection, EvidenceOutcome, EvidenceRejection, RequestRefusal,
+        SessionFailure, Snapshot,
+    },
     ident::{Kind, Reason},
     index::{Indicator, Tier},
     node::NodeStatus,
@@ -223,5 +227,46 @@ pub fn status(s: NodeStatus) -> proto::StatusResponse {
         store_bytes: s.store_bytes,
         started_at: Some(timestamp(s.started_unix)),
         batches: s.batches,
+        peer_counters: peer_counters(&s.counters),
     }
+}
+
+/// The node's counters as Status shows them: one entry per peer, each
+/// reason under its stable name, zero counts left out.
+pub fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
+    fn reasons<R: Copy>(
+        all: &[R],
+        name: impl Fn(R) -> &'static str,
+        count: impl Fn(R) -> u64,
+    ) -> Vec<proto::ReasonCount> {
+        all.iter()
+            .map(|r| proto::ReasonCount {
+                reason: name(*r).to_string(),
+                count: count(*r),
+            })
+            .filter(|r| r.count > 0)
+            .collect()
+    }
+    snapshot
+        .peers
+        .iter()
+        .map(|(member, c)| proto::PeerCounters {
+            member: member.clone(),
+            batches: reasons(BatchOutcome::ALL, BatchOutcome::name, |o| c.batches(o)),
+            batches_rejected: reasons(BatchRejection::ALL, BatchRejection::name, |r| c.rejected(r)),
+            fork_evidence: reasons(EvidenceOutcome::ALL, EvidenceOutcome::name, |o| {
+                c.evidence(o)
+            }),
+            fork_evidence_rejected: reasons(EvidenceRejection::ALL, EvidenceRejection::name, |r| {
+                c.evidence_rejected(r)
+            }),
+            pulls: c.pulls,
+            sessions_failed: reasons(SessionFailure::ALL, SessionFailure::name, |f| {
+                c.sessions_failed(f)
+            }),
+            requests_refused: reasons(RequestRefusal::ALL, RequestRefusal::name, |r| c.refused(r)),
+            queries_answered: c.queries_answered,
+            prefixes_answered: c.prefixes_answered,
+        })
+        .collect()
 }

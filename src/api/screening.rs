@@ -1,6 +1,6 @@
 //! `cix.v1.Screening`: Match, MatchStream, MatchTokens, and MatchRemote
 //! (screening through a peer's node by prefix queries,
-//! [`crate::federation::remote`]). Every call first passes the member
+//! [`crate::federation::ask_prefix`]). Every call first passes the member
 //! listener's optional per-client limits. `Match` and `MatchStream` read
 //! their requests as [`MatchRequestView`]s ([`super::wire`]).
 
@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     auth::clients::Caller,
-    federation::remote::{Remote, RemoteError},
+    federation::ask_prefix::{Remote, RemoteError},
     proto,
     ratelimit::CallerLimits,
     screening::Engine,

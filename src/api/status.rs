@@ -7,7 +7,7 @@ use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    contribution::ContributionError, federation::remote::RemoteError, node::NodeError,
+    contribution::ContributionError, federation::ask_prefix::RemoteError, node::NodeError,
     ratelimit::Refused,
 };
 

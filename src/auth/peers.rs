@@ -3,7 +3,8 @@
 //! list in force, the member's status and the capability the method needs.
 //! So neither an open connection nor TLS session resumption lets a member
 //! in after a list suspends it. A tower layer, so that the rule table for
-//! every method lives in one place ([`requirement`]).
+//! every method lives in one place ([`requirement`]). Refusals are counted
+//! per member and reason in the node's [`Counters`].
 
 use std::{
     pin::Pin,
@@ -14,6 +15,7 @@ use std::{
 use tonic::Status;
 
 use crate::{
+    counters::{Counters, RequestRefusal, UNLISTED},
     proto::PeerCapability,
     time::format_time,
     tls::TlsIdentity,
@@ -50,42 +52,73 @@ fn capability_name(c: PeerCapability) -> &'static str {
     }
 }
 
+/// A refused peer request: the member (or [`UNLISTED`]), why, and the
+/// answer for the caller.
+#[derive(Debug)]
+pub struct Refusal {
+    pub member: String,
+    pub reason: RequestRefusal,
+    pub status: Status,
+}
+
 /// Checks one peer request, at the node's time ([`TrustState::clock`]).
 pub fn authorize(
     trust: &TrustState,
     peer: Option<&TlsIdentity>,
     path: &str,
-) -> Result<PeerMember, Status> {
-    let peer =
-        peer.ok_or_else(|| Status::unauthenticated("no client certificate on this connection"))?;
+) -> Result<PeerMember, Refusal> {
+    let refused = |member: &str, reason, status| Refusal {
+        member: member.to_string(),
+        reason,
+        status,
+    };
+    let peer = peer.ok_or_else(|| {
+        refused(
+            UNLISTED,
+            RequestRefusal::NoCertificate,
+            Status::unauthenticated("no client certificate on this connection"),
+        )
+    })?;
     let list = trust.current();
     let now = trust.clock().now();
     let Some(member) = list.active_member_by_spki(&peer.spki_sha256, now) else {
         let who = list.member_by_spki(&peer.spki_sha256).map(|m| m.id.clone());
         tracing::warn!(member = who.as_deref().unwrap_or("(not on the list)"), spki_sha256 = %peer.spki_sha256, method = path, "peer request refused: not an active member");
-        return Err(Status::permission_denied(format!(
-            "certificate (spki sha256 {}) is not an active member of trust list version {}",
-            peer.spki_sha256,
-            list.version()
-        )));
+        return Err(refused(
+            who.as_deref().unwrap_or(UNLISTED),
+            RequestRefusal::NotActiveMember,
+            Status::permission_denied(format!(
+                "certificate (spki sha256 {}) is not an active member of trust list version {}",
+                peer.spki_sha256,
+                list.version()
+            )),
+        ));
     };
     let (cap, open_when_expired) = requirement(path);
     if list.is_expired(now) && !open_when_expired {
         tracing::error!(member = %member.id, method = path, "peer request refused: this node's trust list has expired");
-        return Err(Status::failed_precondition(format!(
-            "this node's trust list (version {}) expired at {}; only GetTrustList and PublishTrustList are served until a newer list arrives",
-            list.version(),
-            format_time(list.expires_at())
-        )));
+        return Err(refused(
+            &member.id,
+            RequestRefusal::ListExpired,
+            Status::failed_precondition(format!(
+                "this node's trust list (version {}) expired at {}; only GetTrustList and PublishTrustList are served until a newer list arrives",
+                list.version(),
+                format_time(list.expires_at())
+            )),
+        ));
     }
     if let Some(cap) = cap {
         if !TrustList::has_capability(member, cap) {
             tracing::warn!(member = %member.id, capability = capability_name(cap), method = path, "peer request refused: capability missing");
-            return Err(Status::permission_denied(format!(
-                "member {} lacks the `{}` capability",
-                member.id,
-                capability_name(cap)
-            )));
+            return Err(refused(
+                &member.id,
+                RequestRefusal::MissingCapability,
+                Status::permission_denied(format!(
+                    "member {} lacks the `{}` capability",
+                    member.id,
+                    capability_name(cap)
+                )),
+            ));
         }
     }
     Ok(PeerMember {
@@ -93,15 +126,17 @@ pub fn authorize(
     })
 }
 
-/// The tower layer that runs [`authorize`] before any peer service.
+/// The tower layer that runs [`authorize`] before any peer service and
+/// counts its refusals.
 #[derive(Clone)]
 pub struct PeerAuthLayer {
     trust: Arc<TrustState>,
+    counters: Arc<Counters>,
 }
 
 impl PeerAuthLayer {
-    pub fn new(trust: Arc<TrustState>) -> PeerAuthLayer {
-        PeerAuthLayer { trust }
+    pub fn new(trust: Arc<TrustState>, counters: Arc<Counters>) -> PeerAuthLayer {
+        PeerAuthLayer { trust, counters }
     }
 }
 
@@ -111,6 +146,7 @@ impl<S> tower::Layer<S> for PeerAuthLayer {
         PeerAuth {
             inner,
             trust: self.trust.clone(),
+            counters: self.counters.clone(),
         }
     }
 }
@@ -119,6 +155,7 @@ impl<S> tower::Layer<S> for PeerAuthLayer {
 pub struct PeerAuth<S> {
     inner: S,
     trust: Arc<TrustState>,
+    counters: Arc<Counters>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -153,7 +190,10 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 Box::pin(inner.call(req))
             }
-            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+            Err(r) => {
+                self.counters.request_refused(&r.member, r.reason);
+                Box::pin(std::future::ready(Ok(r.status.into_http())))
+            }
         }
     }
 }

@@ -45,6 +45,7 @@ pub async fn status(conn: Conn, json: bool) -> Result<()> {
                 "origins": p.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "peer_last_seq": o.peer_last_seq, "lag": o.lag})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "forks": s.forks.iter().map(|f| serde_json::json!({"origin": f.origin, "frozen_from_seq": f.frozen_from_seq})).collect::<Vec<_>>(),
+            "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
@@ -137,8 +138,66 @@ pub async fn status(conn: Conn, json: bool) -> Result<()> {
             s.index_pending
         );
     }
+    for c in &s.peer_counters {
+        println!("counters    {}", peer_counters_line(c));
+    }
     for w in &s.warnings {
         println!("WARNING     {w}");
     }
     Ok(())
+}
+
+fn reason_counts(r: &[proto::ReasonCount]) -> String {
+    let parts: Vec<String> = r
+        .iter()
+        .map(|r| format!("{}={}", r.reason, r.count))
+        .collect();
+    parts.join(" ")
+}
+
+/// One peer's counters for `cix status`: only what is non-zero.
+fn peer_counters_line(c: &proto::PeerCounters) -> String {
+    let mut parts = vec![c.member.clone()];
+    if c.pulls > 0 {
+        parts.push(format!("pulls {}", c.pulls));
+    }
+    for (what, r) in [
+        ("batches", &c.batches),
+        ("rejected", &c.batches_rejected),
+        ("fork evidence", &c.fork_evidence),
+        ("fork evidence rejected", &c.fork_evidence_rejected),
+        ("sessions ended", &c.sessions_failed),
+        ("requests refused", &c.requests_refused),
+    ] {
+        if !r.is_empty() {
+            parts.push(format!("{what} {}", reason_counts(r)));
+        }
+    }
+    if c.queries_answered > 0 {
+        parts.push(format!(
+            "queries answered {} ({} prefixes)",
+            c.queries_answered, c.prefixes_answered
+        ));
+    }
+    parts.join("; ")
+}
+
+fn peer_counters_json(c: &proto::PeerCounters) -> serde_json::Value {
+    let map = |r: &[proto::ReasonCount]| {
+        r.iter()
+            .map(|r| (r.reason.clone(), r.count))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    serde_json::json!({
+        "member": c.member,
+        "pulls": c.pulls,
+        "batches": map(&c.batches),
+        "batches_rejected": map(&c.batches_rejected),
+        "fork_evidence": map(&c.fork_evidence),
+        "fork_evidence_rejected": map(&c.fork_evidence_rejected),
+        "sessions_failed": map(&c.sessions_failed),
+        "requests_refused": map(&c.requests_refused),
+        "queries_answered": c.queries_answered,
+        "prefixes_answered": c.prefixes_answered,
+    })
 }

@@ -1,13 +1,27 @@
-//! Federation between member nodes. For now: reaching peers over pinned
-//! mutual TLS ([`PeerDialer`]) and keeping every node on the newest trust
-//! list ([`trust_sync`]): a node that applies a list passes it on to its
-//! peers at once, and every node asks its peers for newer versions on a
-//! timer, so a list reaches every node without operator action, including
-//! nodes that were down when it was published.
+//! Federation between member nodes, one file per direction of each
+//! protocol of the peer listener (`cix.v1.Federation`):
+//!
+//! - origin-log replication: [`send_batches`] serves `Pull` and `Watch`
+//!   (what the caller lacks, fork evidence, heads); [`receive_batches`]
+//!   pulls from and watches peers, verifying every batch;
+//! - prefix queries: [`answer_prefix`] serves `QueryPrefix` (limits,
+//!   padding); [`ask_prefix`] screens through a peer and compares locally;
+//! - the trust list: [`trust_serve`] serves `GetTrustList` and
+//!   `PublishTrustList`; [`trust_sync`] pushes a newly applied list to
+//!   peers and polls them for newer ones, so a list reaches every node
+//!   without operator action, including nodes that were down when it was
+//!   published.
+//!
+//! This module holds what both directions share: reaching peers over pinned
+//! mutual TLS ([`PeerDialer`]), the heads a node announces ([`heads`]) and
+//! the one rule for whether this node's history of an origin is the same as
+//! a peer's at the peer's head ([`history_at`]).
 
-pub mod prefix;
-pub mod remote;
-pub mod replicate;
+pub mod answer_prefix;
+pub mod ask_prefix;
+pub mod receive_batches;
+pub mod send_batches;
+pub mod trust_serve;
 pub mod trust_sync;
 
 use std::{path::PathBuf, time::Duration};
@@ -15,7 +29,8 @@ use std::{path::PathBuf, time::Duration};
 use tonic::transport::Channel;
 
 use crate::{
-    proto::{federation_client::FederationClient, Member},
+    proto::{federation_client::FederationClient, Member, OriginHead},
+    store::{Store, StoreError},
     tls::{self, TlsError},
 };
 
@@ -31,6 +46,10 @@ pub struct PeerDialer {
 /// How long one call to a peer may take before it is given up.
 pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most prefixes in one `QueryPrefix` request (the asker splits, the
+/// answerer refuses more).
+pub const MAX_PREFIXES_PER_REQUEST: usize = 1024;
+
 impl PeerDialer {
     pub async fn channel(&self, member: &Member) -> Result<Channel, TlsError> {
         let config =
@@ -40,5 +59,138 @@ impl PeerDialer {
 
     pub async fn federation(&self, member: &Member) -> Result<FederationClient<Channel>, TlsError> {
         Ok(FederationClient::new(self.channel(member).await?))
+    }
+}
+
+/// Every origin's head, with hashes, as a pull request or watch message.
+pub fn heads(store: &Store) -> Result<Vec<OriginHead>, StoreError> {
+    Ok(store
+        .heads()?
+        .into_iter()
+        .map(|(origin, h)| OriginHead {
+            origin,
+            last_seq: h.last_seq,
+            hash: h.hash.to_vec(),
+        })
+        .collect())
+}
+
+/// How this node's history of an origin stands against a peer's head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtHead {
+    /// This node holds the same history up to the peer's head (a head at 0
+    /// is an empty history, the same as any).
+    Same,
+    /// This node holds nothing at the head's sequence number yet.
+    Lacking,
+    /// This node's batch holding the head's sequence number is another one
+    /// (a different batch, or one ending elsewhere): the histories differ
+    /// from that batch on, which starts at `from_seq`.
+    Differs { from_seq: u64 },
+}
+
+/// Whether this node's history of `head.origin` is the same as a peer's
+/// whose head is `head`. The serving side sends a caller whose history
+/// differs this node's batch from where it differs, so that the caller sees
+/// the fork; the receiving side pulls when it lacks the peer's head or
+/// differs there. Reads the origin's head and, only when the peer's head is
+/// behind it or differs from it, the batch holding that sequence number.
+pub fn history_at(store: &Store, head: &OriginHead) -> Result<AtHead, StoreError> {
+    if head.last_seq == 0 {
+        return Ok(AtHead::Same);
+    }
+    let mine = store.head(&head.origin)?.unwrap_or_default();
+    if head.last_seq > mine.last_seq {
+        return Ok(AtHead::Lacking);
+    }
+    if head.last_seq == mine.last_seq && head.hash.as_slice() == mine.hash.as_slice() {
+        return Ok(AtHead::Same);
+    }
+    Ok(match store.batch_holding(&head.origin, head.last_seq)? {
+        Some(b) if b.last_seq() == head.last_seq && b.hash().as_slice() == head.hash.as_slice() => {
+            AtHead::Same
+        }
+        Some(b) => AtHead::Differs {
+            from_seq: b.first_seq(),
+        },
+        None => AtHead::Lacking,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        batch::{self, Batch},
+        keys::signing::SigningKeyFile,
+        proto::{BatchHeader, LogOp},
+        token::Token,
+    };
+
+    fn signed(first_seq: u64, n: u8, prev: Vec<u8>, case: &str, key: &SigningKeyFile) -> Batch {
+        let header = BatchHeader {
+            origin: "liaison".into(),
+            first_seq,
+            prev_hash: prev,
+            op: LogOp::Add as i32,
+            case_ref: case.into(),
+            tier: 1,
+            ..Default::default()
+        };
+        let entries = (0..n)
+            .map(|i| batch::entry(&Token([i + first_seq as u8; 32]), 6, 1))
+            .collect();
+        batch::sign(header, entries, key)
+    }
+
+    fn at(last_seq: u64, b: &Batch) -> OriginHead {
+        OriginHead {
+            origin: "liaison".into(),
+            last_seq,
+            hash: b.hash().to_vec(),
+        }
+    }
+
+    #[test]
+    fn history_at_a_peers_head_is_same_lacking_or_differs_from_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let key = SigningKeyFile::generate();
+        // This node: 1..=3, 4..=5.
+        let b1 = signed(1, 3, vec![0; 32], "a", &key);
+        let b2 = signed(4, 2, b1.hash().to_vec(), "a", &key);
+        store.append(&b1).unwrap();
+        store.append(&b2).unwrap();
+        let none = OriginHead {
+            origin: "liaison".into(),
+            last_seq: 0,
+            hash: vec![],
+        };
+        assert_eq!(history_at(&store, &none).unwrap(), AtHead::Same);
+        assert_eq!(history_at(&store, &at(5, &b2)).unwrap(), AtHead::Same);
+        assert_eq!(history_at(&store, &at(3, &b1)).unwrap(), AtHead::Same);
+        // A peer ahead of this node.
+        let b3 = signed(6, 1, b2.hash().to_vec(), "a", &key);
+        assert_eq!(history_at(&store, &at(6, &b3)).unwrap(), AtHead::Lacking);
+        // Another batch at this node's head, or one ending inside a batch.
+        let other = signed(4, 2, b1.hash().to_vec(), "b", &key);
+        assert_eq!(
+            history_at(&store, &at(5, &other)).unwrap(),
+            AtHead::Differs { from_seq: 4 }
+        );
+        let short = signed(4, 1, b1.hash().to_vec(), "a", &key);
+        assert_eq!(
+            history_at(&store, &at(4, &short)).unwrap(),
+            AtHead::Differs { from_seq: 4 }
+        );
+        let early = signed(1, 3, vec![0; 32], "b", &key);
+        assert_eq!(
+            history_at(&store, &at(3, &early)).unwrap(),
+            AtHead::Differs { from_seq: 1 }
+        );
+        // An origin this node holds nothing of.
+        let mut unknown = at(2, &b1);
+        unknown.origin = "bank".into();
+        assert_eq!(history_at(&store, &unknown).unwrap(), AtHead::Lacking);
     }
 }

@@ -1,7 +1,9 @@
-//! Keeps this node on the newest trust list: pushes a newly applied list to
-//! every active peer, polls peers for newer versions every
+//! Keeps this node on the newest trust list (the asking side of
+//! `Federation.GetTrustList` and `PublishTrustList`): pushes a newly applied
+//! list to every active peer, polls peers for newer versions every
 //! `trust.sync_seconds`, cuts off members whose sharing basis ran out, and
-//! logs the list's expiry warnings.
+//! logs the list's expiry warnings by the node's clock. The answering side
+//! is [`super::trust_serve`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{PeerDialer, PEER_CALL_TIMEOUT};
 use crate::{
-    epochs::now_unix,
     proto::{GetTrustListRequest, Member},
+    time::Clock,
     trust::state::TrustState,
 };
 
@@ -71,6 +73,7 @@ pub async fn run(
     trust: Arc<TrustState>,
     dialer: PeerDialer,
     interval: Duration,
+    clock: Clock,
     stop: CancellationToken,
 ) {
     let mut changed = trust.subscribe();
@@ -88,9 +91,10 @@ pub async fn run(
             }
             _ = poll_timer.tick() => {
                 poll(&trust, &dialer).await;
-                let warning = trust.warning(now_unix());
+                let now = clock.now();
+                let warning = trust.warning(now);
                 if let Some(w) = &warning {
-                    if trust.current().is_expired(now_unix()) {
+                    if trust.current().is_expired(now) {
                         tracing::error!("{w}");
                     } else {
                         tracing::warn!("{w}");

@@ -20,7 +20,7 @@ use crate::{
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
     config::Config,
     contribution::Contributions,
-    federation::{remote::Remote, replicate::Replication},
+    federation::{ask_prefix::Remote, receive_batches::Replication},
     node::NodeState,
     proto::{admin_server::AdminServer, contribution_server::ContributionServer},
     screening::Engine,
@@ -64,14 +64,13 @@ pub(super) async fn serve(
     ))
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
-    let contribution =
-        ContributionServer::new(ContributionService::new(
-            services.contributions,
-            max_items,
-            state.clock.clone(),
-        ))
-            .max_decoding_message_size(max_bytes)
-            .max_encoding_message_size(usize::MAX);
+    let contribution = ContributionServer::new(ContributionService::new(
+        services.contributions,
+        max_items,
+        state.clock.clone(),
+    ))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()

@@ -24,7 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     contribution::Contributions,
-    federation::{remote::Remote, replicate::Replication},
+    federation::{
+        ask_prefix::Remote,
+        receive_batches::{self, Replication},
+    },
     node::{open_state, NodeError, NodeState, MEMBER_ADDR_FILE, PEER_ADDR_FILE},
     screening::Engine,
     store::StoreError,
@@ -102,9 +105,13 @@ pub async fn run(
             state.logs.clone(),
             trust.clone(),
             dialer.clone(),
-            fed.pull_interval,
-            config.retention,
-            fed.pull_from.clone(),
+            receive_batches::Settings {
+                pull_interval: fed.pull_interval,
+                retention: config.retention,
+                only: fed.pull_from.clone(),
+            },
+            state.counters.clone(),
+            state.clock.clone(),
         )
     });
     let ready = match &replication {
@@ -119,9 +126,13 @@ pub async fn run(
         state.signer.clone(),
         ready,
     ));
-    let remote = federated
-        .as_ref()
-        .map(|(_, trust, dialer)| Arc::new(Remote::new(trust.clone(), dialer.clone())));
+    let remote = federated.as_ref().map(|(_, trust, dialer)| {
+        Arc::new(Remote::new(
+            trust.clone(),
+            dialer.clone(),
+            state.clock.clone(),
+        ))
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     tasks.push(
         member::serve(
@@ -157,7 +168,14 @@ pub async fn run(
         )?);
         peer::warn_if_refused(&config, &trust, &state);
         tracing::info!(%addr, "peer listener ready (TLS 1.3, member certificates pinned by the trust list)");
-        peer::spawn_tasks(&trust, dialer, fed, replication.as_ref(), &stop);
+        peer::spawn_tasks(
+            &trust,
+            dialer,
+            fed,
+            replication.as_ref(),
+            state.clock.clone(),
+            &stop,
+        );
     }
     tasks::spawn(&state, &config, &stop);
     // Last, so that a waiting client finds every listener up.

@@ -18,12 +18,15 @@ use crate::{
     capture::CaptureLayer,
     config::{Config, Federation},
     federation::{
-        replicate::{self, Replication},
+        answer_prefix::PrefixAnswers,
+        receive_batches::{self, Replication},
+        send_batches::BatchSender,
         trust_sync, PeerDialer,
     },
     node::NodeState,
     proto::federation_server::FederationServer,
     screening::Engine,
+    time::Clock,
     tls,
     trust::state::TrustState,
 };
@@ -74,14 +77,18 @@ pub(super) fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(capture)
-        .layer(PeerAuthLayer::new(trust.clone()))
+        .layer(PeerAuthLayer::new(trust.clone(), state.counters.clone()))
         .add_service(
             FederationServer::new(FederationService::new(
                 trust.clone(),
-                state.logs.clone(),
-                engine,
-                state.queries.clone(),
-                stop.clone(),
+                state.counters.clone(),
+                BatchSender::new(state.logs.clone(), stop.clone()),
+                PrefixAnswers::new(
+                    state.queries.clone(),
+                    trust.clone(),
+                    engine,
+                    state.clock.clone(),
+                ),
             ))
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024),
@@ -99,16 +106,18 @@ pub(super) fn spawn_tasks(
     dialer: PeerDialer,
     fed: &Federation,
     replication: Option<&Arc<Replication>>,
+    clock: Clock,
     stop: &CancellationToken,
 ) {
     tokio::spawn(trust_sync::run(
         trust.clone(),
         dialer,
         fed.sync_interval,
+        clock,
         stop.clone(),
     ));
     if let Some(r) = replication {
-        tokio::spawn(replicate::run(r.clone(), stop.clone()));
+        tokio::spawn(receive_batches::run(r.clone(), stop.clone()));
     }
 }
 

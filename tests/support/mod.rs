@@ -571,3 +571,51 @@ impl Coalition {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The node's counters, as Status shows them.
+
+/// The count under `reason` in one of Status' reason lists (0 when absent).
+pub fn reason_count(list: &[proto::ReasonCount], reason: &str) -> u64 {
+    list.iter()
+        .filter(|r| r.reason == reason)
+        .map(|r| r.count)
+        .sum()
+}
+
+impl TestNode {
+    /// This node's counters for `peer` (all zero when nothing was counted).
+    pub async fn counters(&self, peer: &str) -> proto::PeerCounters {
+        self.status()
+            .await
+            .peer_counters
+            .into_iter()
+            .find(|c| c.member == peer)
+            .unwrap_or_else(|| proto::PeerCounters {
+                member: peer.to_string(),
+                ..Default::default()
+            })
+    }
+
+    /// Waits (bounded) until `done` holds for this node's counters for
+    /// `peer`, and returns them.
+    pub async fn wait_counters(
+        &self,
+        peer: &str,
+        what: &str,
+        done: impl Fn(&proto::PeerCounters) -> bool,
+    ) -> proto::PeerCounters {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = self.counters(peer).await;
+            if done(&c) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {what}; counters for {peer}: {c:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -1,43 +1,41 @@
-//! k-anonymous prefix queries between members (`Federation.QueryPrefix`).
+//! Answering k-anonymous prefix queries of other members (the serving side
+//! of `Federation.QueryPrefix`).
 //!
 //! The asking node sends only the first `prefix_bits` bits (16 to 24, the
-//! trust list's query policy) of its tokens. The answering node returns every
-//! active indicator under each prefix, of every origin it holds and every
-//! epoch valid now, padded with decoys (random tokens under the same prefix
-//! with plausible metadata) to a multiple of the policy's bucket size and
+//! trust list's query policy) of its tokens. This node returns every active
+//! indicator under each prefix, of every origin it holds and every epoch
+//! valid now, padded with decoys (random tokens under the same prefix with
+//! plausible metadata) to a multiple of the policy's bucket size and
 //! shuffled, so the answer's size does not tell how many indicators are real.
-//! The asker compares full tokens locally: the answering node never sees a
-//! token or learns whether it matched.
+//! The asker compares full tokens locally ([`super::ask_prefix`]): this node
+//! never sees a token or learns whether it matched.
 //!
 //! What that buys, exactly: the answering member holds the token key too, so
 //! it can hash candidate identifiers and keep those under the prefix. It
 //! narrows the asker's identifier to about one in 2^prefix_bits of the
 //! identifier space, and no further (docs/THREAT_MODEL.md gives the figures).
 //!
-//! This module owns both sides: [`Gate`] answers (checks the request, applies
-//! the per-member limits, counts, pads), [`compare`] turns the answers into
-//! per-item outcomes at the asker.
+//! [`Gate`] checks the request, applies the per-member limits and pads;
+//! [`PrefixAnswers`] gives it the trust list's policy, the index, the valid
+//! epochs and the node's clock. Answers and refusals (by reason) are counted
+//! in the node's [`Counters`].
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use rand::{seq::SliceRandom, Rng};
 
+use super::MAX_PREFIXES_PER_REQUEST;
 use crate::{
+    counters::{Counters, RequestRefusal},
     ident::Kind,
-    index::{token_prefix, Index, Indicator, Tier},
-    proto::{PrefixBucket, PrefixEntry, QueryPrefixRequest},
+    index::{Index, Indicator, Tier},
+    proto::{PeerCapability, PrefixBucket, PrefixEntry, QueryPrefixRequest},
     ratelimit::{Limiter, Refused, Rule},
-    screening::{Hashed, Outcome},
-    token::Token,
-    trust::list::QueryPolicy,
+    screening::Engine,
+    time::Clock,
+    trust::{list::QueryPolicy, state::TrustState},
 };
-
-/// Most prefixes in one request.
-pub const MAX_PREFIXES_PER_REQUEST: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrefixError {
@@ -51,30 +49,85 @@ pub enum PrefixError {
     Limited(Refused),
 }
 
-/// What one member asked of this node (counts only).
+impl PrefixError {
+    /// The counted reason.
+    pub fn reason(&self) -> RequestRefusal {
+        match self {
+            PrefixError::Bits { .. } => RequestRefusal::PrefixBits,
+            PrefixError::Count { .. } => RequestRefusal::PrefixCount,
+            PrefixError::Range { .. } => RequestRefusal::PrefixRange,
+            PrefixError::Limited(_) => RequestRefusal::PrefixLimit,
+        }
+    }
+}
+
+/// What one member asked of this node (counts only), as read from the
+/// node's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueryCounts {
     pub requests: u64,
     pub prefixes: u64,
+    /// Requests refused by the query policy's limits.
     pub refused: u64,
 }
 
-/// The answering side: limits, counts and padded answers.
-#[derive(Default)]
+/// The answering side: limits and padded answers; counts go to the node's
+/// counters.
 pub struct Gate {
     limiter: Limiter,
-    counts: Mutex<BTreeMap<String, QueryCounts>>,
+    counters: Arc<Counters>,
 }
 
 impl Gate {
-    pub fn new() -> Gate {
-        Gate::default()
+    pub fn new(counters: Arc<Counters>) -> Gate {
+        Gate {
+            limiter: Limiter::new(),
+            counters,
+        }
     }
 
     /// Answers `member`'s request, or refuses it (changing nothing but the
     /// refusal count).
     #[allow(clippy::too_many_arguments)]
     pub fn answer(
+        &self,
+        member: &str,
+        req: &QueryPrefixRequest,
+        policy: QueryPolicy,
+        index: &RwLock<Index>,
+        valid_epochs: &[u32],
+        decoy_origins: &[Arc<str>],
+        now: i64,
+        now_secs: f64,
+    ) -> Result<Vec<PrefixBucket>, PrefixError> {
+        let r = self.checked(
+            member,
+            req,
+            policy,
+            index,
+            valid_epochs,
+            decoy_origins,
+            now,
+            now_secs,
+        );
+        match &r {
+            Ok(_) => {
+                self.counters
+                    .query_answered(member, req.prefixes.len() as u64);
+                tracing::info!(%member, prefixes = req.prefixes.len(), "prefix query answered");
+            }
+            Err(e) => {
+                self.counters.request_refused(member, e.reason());
+                if let PrefixError::Limited(r) = e {
+                    tracing::warn!(%member, prefixes = req.prefixes.len(), retry_after_ms = r.retry_after.as_millis() as u64, "prefix query refused: {}", r.limit);
+                }
+            }
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn checked(
         &self,
         member: &str,
         req: &QueryPrefixRequest,
@@ -107,15 +160,9 @@ impl Gate {
             burst: f64::from(policy.burst.max(1)),
             units_per_day: policy.prefixes_per_day,
         };
-        if let Err(r) = self.limiter.check(member, n as u64, rule, now_secs) {
-            self.counts
-                .lock()
-                .entry(member.to_string())
-                .or_default()
-                .refused += 1;
-            tracing::warn!(%member, prefixes = n, retry_after_ms = r.retry_after.as_millis() as u64, "prefix query refused: {}", r.limit);
-            return Err(PrefixError::Limited(r));
-        }
+        self.limiter
+            .check(member, n as u64, rule, now_secs)
+            .map_err(PrefixError::Limited)?;
         let real: Vec<Vec<Indicator>> = {
             let index = index.read();
             req.prefixes
@@ -125,7 +172,7 @@ impl Gate {
         };
         let mut rng = rand::thread_rng();
         let bucket = policy.bucket_size.max(1) as usize;
-        let buckets: Vec<PrefixBucket> = req
+        Ok(req
             .prefixes
             .iter()
             .zip(real)
@@ -141,22 +188,77 @@ impl Gate {
                     entries,
                 }
             })
-            .collect();
-        let mut counts = self.counts.lock();
-        let c = counts.entry(member.to_string()).or_default();
-        c.requests += 1;
-        c.prefixes += n as u64;
-        tracing::info!(%member, prefixes = n, "prefix query answered");
-        Ok(buckets)
+            .collect())
     }
 
-    /// Counts per asking member.
+    /// Counts per asking member (those that were answered or refused by
+    /// the limits), from the node's counters.
     pub fn counts(&self) -> Vec<(String, QueryCounts)> {
-        self.counts
-            .lock()
-            .iter()
-            .map(|(m, c)| (m.clone(), *c))
+        self.counters
+            .snapshot()
+            .peers
+            .into_iter()
+            .map(|(m, c)| {
+                let q = QueryCounts {
+                    requests: c.queries_answered,
+                    prefixes: c.prefixes_answered,
+                    refused: c.refused(RequestRefusal::PrefixLimit),
+                };
+                (m, q)
+            })
+            .filter(|(_, q)| q.requests > 0 || q.refused > 0)
             .collect()
+    }
+}
+
+/// Serving `QueryPrefix` for the peer listener: the [`Gate`] with the
+/// trust list's query policy, the index and valid epochs, and the node's
+/// clock.
+pub struct PrefixAnswers {
+    gate: Arc<Gate>,
+    trust: Arc<TrustState>,
+    engine: Engine,
+    clock: Clock,
+}
+
+impl PrefixAnswers {
+    pub fn new(gate: Arc<Gate>, trust: Arc<TrustState>, engine: Engine, clock: Clock) -> Self {
+        PrefixAnswers {
+            gate,
+            trust,
+            engine,
+            clock,
+        }
+    }
+
+    /// Answers (or refuses) `member`'s request.
+    pub fn answer(
+        &self,
+        member: &str,
+        req: &QueryPrefixRequest,
+    ) -> Result<Vec<PrefixBucket>, PrefixError> {
+        let list = self.trust.current();
+        let policy = QueryPolicy::of(list.body());
+        // Decoys name origins that could really have contributed.
+        let origins: Vec<Arc<str>> = self
+            .trust
+            .peers(Some(PeerCapability::Contribute), &[])
+            .iter()
+            .map(|m| m.id.as_str().into())
+            .chain(std::iter::once(self.trust.node_id().into()))
+            .collect();
+        let now_secs = self.clock.now_f64();
+        let now = now_secs.floor() as i64;
+        self.gate.answer(
+            member,
+            req,
+            policy,
+            self.engine.index(),
+            &self.engine.valid_epochs(now),
+            &origins,
+            now,
+            now_secs,
+        )
     }
 }
 
@@ -213,75 +315,19 @@ fn decoy(
     }
 }
 
-/// The distinct prefixes of the hashed items, in first-seen order.
-pub fn prefixes_of(items: &[Hashed], bits: u32) -> Vec<u32> {
-    let mut seen = HashMap::new();
-    let mut out = Vec::new();
-    for h in items.iter().filter_map(|h| h.as_ref().ok()) {
-        for (_, t) in h {
-            let p = token_prefix(t, bits);
-            if seen.insert(p, ()).is_none() {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// Compares the asker's tokens with the answers: an item matches the entries
-/// carrying exactly one of its tokens under the epoch that token was made
-/// with. Decoys never match (random tokens).
-pub fn compare(items: &[Hashed], buckets: &[PrefixBucket]) -> Vec<Outcome> {
-    let mut by_token: HashMap<[u8; 32], Vec<&PrefixEntry>> = HashMap::new();
-    for e in buckets.iter().flat_map(|b| &b.entries) {
-        if let Ok(t) = <[u8; 32]>::try_from(e.token.as_slice()) {
-            by_token.entry(t).or_default().push(e);
-        }
-    }
-    items
-        .iter()
-        .map(|h| match h {
-            Err(r) => Outcome::Invalid(r.as_str()),
-            Ok(tokens) => {
-                let hits: Vec<Indicator> = tokens
-                    .iter()
-                    .flat_map(|(epoch, t)| {
-                        by_token
-                            .get(&t.0)
-                            .into_iter()
-                            .flatten()
-                            .filter(move |e| e.epoch == *epoch)
-                            .filter_map(move |e| indicator(*t, e))
-                    })
-                    .collect();
-                if hits.is_empty() {
-                    Outcome::NoMatch
-                } else {
-                    Outcome::Match(hits)
-                }
-            }
-        })
-        .collect()
-}
-
-fn indicator(token: Token, e: &PrefixEntry) -> Option<Indicator> {
-    Some(Indicator {
-        token,
-        origin: e.origin.as_str().into(),
-        kind: u8::try_from(e.kind).ok().and_then(Kind::from_code)?,
-        tier: Tier::from_code(e.tier)?,
-        epoch: e.epoch,
-        case_ref: e.case_ref.as_str().into(),
-        created: e.created_unix,
-        valid_until: (e.valid_until_unix != 0).then_some(e.valid_until_unix),
-        seq: e.seq,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{batch, keys::signing::SigningKeyFile, proto::BatchHeader, proto::LogOp};
+    use crate::{
+        batch,
+        federation::ask_prefix::{compare, prefixes_of},
+        index::token_prefix,
+        keys::signing::SigningKeyFile,
+        proto::BatchHeader,
+        proto::LogOp,
+        screening::{Hashed, Outcome},
+        token::Token,
+    };
 
     fn index_with(tokens: &[Token]) -> RwLock<Index> {
         let header = BatchHeader {
@@ -317,7 +363,7 @@ mod tests {
             ts.push(Token(t));
         }
         let ix = index_with(&ts);
-        let gate = Gate::new();
+        let gate = Gate::new(Arc::new(Counters::new()));
         let origins: Vec<Arc<str>> = vec!["liaison".into(), "bank".into()];
         let hashed: Vec<Hashed> = vec![
             Ok(vec![(1, ts[0])]),
@@ -364,7 +410,8 @@ mod tests {
     #[test]
     fn bad_requests_and_limits_are_refused_and_counted() {
         let ix = index_with(&[Token([1; 32])]);
-        let gate = Gate::new();
+        let counters = Arc::new(Counters::new());
+        let gate = Gate::new(counters.clone());
         let p = QueryPolicy {
             requests_per_second: 1,
             burst: 1,
@@ -403,5 +450,22 @@ mod tests {
         ask(vec![3], 20, 14.0).unwrap();
         let c = gate.counts()[0].1;
         assert_eq!((c.requests, c.prefixes, c.refused), (2, 3, 2));
+        // Every refusal is counted by its reason.
+        let m = counters.peer("m");
+        let refused: Vec<(RequestRefusal, u64)> = RequestRefusal::ALL
+            .iter()
+            .map(|r| (*r, m.refused(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (RequestRefusal::PrefixBits, 1),
+                (RequestRefusal::PrefixCount, 1),
+                (RequestRefusal::PrefixRange, 1),
+                (RequestRefusal::PrefixLimit, 2),
+            ]
+        );
+        assert_eq!((m.queries_answered, m.prefixes_answered), (2, 3));
     }
 }

@@ -1,25 +1,27 @@
-//! Screening through another member's node by prefix queries, for
-//! `Screening.MatchRemote`: this node hashes the identifiers under every
-//! valid epoch, sends only the prefixes (the trust list's `prefix_bits`) to
-//! the peer's `Federation.QueryPrefix` over this node's own pinned mTLS
-//! connection, and compares the answers locally ([`crate::federation::prefix::compare`]).
-//! The member's own systems never hold peer credentials, and the peer never
-//! sees a token or an outcome.
+//! Asking another member's node by prefix queries (the asking side of
+//! `Federation.QueryPrefix`), for `Screening.MatchRemote`: this node hashes
+//! the identifiers under every valid epoch, sends only the prefixes (the
+//! trust list's `prefix_bits`) to the peer over this node's own pinned mTLS
+//! connection, and compares the answers locally ([`compare`]). The member's
+//! own systems never hold peer credentials, and the peer never sees a token
+//! or an outcome. The answering side is [`super::answer_prefix`].
 
 use std::{collections::HashMap, sync::Arc};
 
 use parking_lot::Mutex;
 use tonic::{transport::Channel, Status};
 
-use super::{
-    prefix::{self, MAX_PREFIXES_PER_REQUEST},
-    PeerDialer,
-};
+use super::{PeerDialer, MAX_PREFIXES_PER_REQUEST};
 use crate::{
-    epochs::now_unix,
     ident::{Kind, Reason},
-    proto::{federation_client::FederationClient, PeerCapability, QueryPrefixRequest},
-    screening::{Engine, Outcome},
+    index::{token_prefix, Indicator, Tier},
+    proto::{
+        federation_client::FederationClient, PeerCapability, PrefixBucket, PrefixEntry,
+        QueryPrefixRequest,
+    },
+    screening::{Engine, Hashed, Outcome},
+    time::Clock,
+    token::Token,
     trust::{
         list::{QueryPolicy, TrustList},
         state::TrustState,
@@ -37,11 +39,10 @@ pub enum RemoteError {
     NoEndpoint(String),
     #[error("peer: member {0:?} does not have the replicate or contribute capability, so it holds no indicators to ask")]
     HoldsNothing(String),
-    #[error("peer {peer}: could not connect: {source}")]
+    #[error("peer {peer}: could not connect: {error}")]
     Connect {
         peer: String,
-        #[source]
-        source: crate::tls::TlsError,
+        error: crate::tls::TlsError,
     },
     /// The peer's own answer (its status code and message, with any retry hint).
     #[error("peer {peer}: {}", status.message())]
@@ -53,21 +54,23 @@ pub enum RemoteError {
 pub struct Remote {
     trust: Arc<TrustState>,
     dialer: PeerDialer,
+    clock: Clock,
     channels: Mutex<HashMap<String, (Vec<String>, Channel)>>,
 }
 
 impl Remote {
-    pub fn new(trust: Arc<TrustState>, dialer: PeerDialer) -> Remote {
+    pub fn new(trust: Arc<TrustState>, dialer: PeerDialer, clock: Clock) -> Remote {
         Remote {
             trust,
             dialer,
+            clock,
             channels: Mutex::new(HashMap::new()),
         }
     }
 
     async fn client(&self, peer: &str) -> Result<FederationClient<Channel>, RemoteError> {
         let list = self.trust.current();
-        let now = now_unix();
+        let now = self.clock.now();
         let m = list
             .member(peer)
             .filter(|m| TrustList::is_active(m, now) && peer != self.trust.node_id())
@@ -90,9 +93,9 @@ impl Remote {
             .dialer
             .channel(m)
             .await
-            .map_err(|source| RemoteError::Connect {
+            .map_err(|error| RemoteError::Connect {
                 peer: peer.to_string(),
-                source,
+                error,
             })?;
         self.channels
             .lock()
@@ -110,9 +113,9 @@ impl Remote {
     where
         I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
     {
-        let hashed = engine.hash_identifiers(items, now_unix());
+        let hashed = engine.hash_identifiers(items, self.clock.now());
         let bits = QueryPolicy::of(self.trust.current().body()).prefix_bits;
-        let prefixes = prefix::prefixes_of(&hashed, bits);
+        let prefixes = prefixes_of(&hashed, bits);
         let mut buckets = Vec::with_capacity(prefixes.len());
         if !prefixes.is_empty() {
             let mut client = self.client(peer).await?;
@@ -135,6 +138,71 @@ impl Remote {
                 }
             }
         }
-        Ok(prefix::compare(&hashed, &buckets))
+        Ok(compare(&hashed, &buckets))
     }
+}
+
+/// The distinct prefixes of the hashed items, in first-seen order.
+pub fn prefixes_of(items: &[Hashed], bits: u32) -> Vec<u32> {
+    let mut seen = HashMap::new();
+    let mut out = Vec::new();
+    for h in items.iter().filter_map(|h| h.as_ref().ok()) {
+        for (_, t) in h {
+            let p = token_prefix(t, bits);
+            if seen.insert(p, ()).is_none() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Compares the asker's tokens with the answers: an item matches the entries
+/// carrying exactly one of its tokens under the epoch that token was made
+/// with. Decoys never match (random tokens).
+pub fn compare(items: &[Hashed], buckets: &[PrefixBucket]) -> Vec<Outcome> {
+    let mut by_token: HashMap<[u8; 32], Vec<&PrefixEntry>> = HashMap::new();
+    for e in buckets.iter().flat_map(|b| &b.entries) {
+        if let Ok(t) = <[u8; 32]>::try_from(e.token.as_slice()) {
+            by_token.entry(t).or_default().push(e);
+        }
+    }
+    items
+        .iter()
+        .map(|h| match h {
+            Err(r) => Outcome::Invalid(r.as_str()),
+            Ok(tokens) => {
+                let hits: Vec<Indicator> = tokens
+                    .iter()
+                    .flat_map(|(epoch, t)| {
+                        by_token
+                            .get(&t.0)
+                            .into_iter()
+                            .flatten()
+                            .filter(move |e| e.epoch == *epoch)
+                            .filter_map(move |e| indicator(*t, e))
+                    })
+                    .collect();
+                if hits.is_empty() {
+                    Outcome::NoMatch
+                } else {
+                    Outcome::Match(hits)
+                }
+            }
+        })
+        .collect()
+}
+
+fn indicator(token: Token, e: &PrefixEntry) -> Option<Indicator> {
+    Some(Indicator {
+        token,
+        origin: e.origin.as_str().into(),
+        kind: u8::try_from(e.kind).ok().and_then(Kind::from_code)?,
+        tier: Tier::from_code(e.tier)?,
+        epoch: e.epoch,
+        case_ref: e.case_ref.as_str().into(),
+        created: e.created_unix,
+        valid_until: (e.valid_until_unix != 0).then_some(e.valid_until_unix),
+        seq: e.seq,
+    })
 }

@@ -1,0 +1,452 @@
+//! The node's counters: what happened with each peer since the node
+//! started, as typed events. Batches received by outcome and, when refused,
+//! by reason; fork evidence received; pulls completed and replication
+//! sessions ended by failure; requests of a member this node refused, by
+//! reason; prefix queries answered.
+//!
+//! One [`Counters`] is created per node ([`crate::node::NodeState`]) and
+//! handed to whoever counts; readers take a [`Counters::snapshot`] (the
+//! Admin API's Status today, metrics later). No other part of the node keeps
+//! tallies of these events. Reasons are enums with stable snake_case names
+//! ([`BatchRejection::name`] and the like) for whatever shows them. This
+//! module depends on nothing else in the crate.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+
+/// Defines a fieldless enum of reasons with `ALL`, `COUNT`, a stable name
+/// for each variant and `Display` showing that name.
+macro_rules! reasons {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// How many variants there are.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The variant's stable name (snake_case), as Status shows it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The variant with this name.
+            pub fn from_name(name: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|r| r.name() == name)
+            }
+
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+reasons! {
+    /// What became of a batch received from a peer that was not refused.
+    pub enum BatchOutcome {
+        /// Verified and appended: it extended the origin's chain.
+        Applied => "applied",
+        /// This node already held it.
+        Duplicate => "duplicate",
+        /// Its predecessor is missing: it waits for a later pull.
+        Gap => "gap",
+        /// A different, validly signed batch at sequence numbers this node
+        /// already holds: kept as fork evidence, the origin frozen.
+        Fork => "fork",
+    }
+}
+
+reasons! {
+    /// Why a batch received from a peer was refused (and dropped).
+    pub enum BatchRejection {
+        /// The batch or its header does not decode.
+        Decode => "decode",
+        /// The entries do not match the signed header (count or root).
+        Entries => "entries",
+        /// The origin is not on the trust list.
+        UnknownOrigin => "unknown_origin",
+        /// The origin lacks the `contribute` capability.
+        NotContributor => "not_contributor",
+        /// No signing key of the origin allowed at these sequence numbers
+        /// signed it.
+        Signature => "signature",
+        /// It ends past the last sequence number a suspension allows.
+        PastSuspension => "past_suspension",
+        /// It was made after the origin's sharing basis expired.
+        PastSharingBasis => "past_sharing_basis",
+        /// Entries purged in a batch younger than the retention period:
+        /// stripped on the way.
+        StrippedPurge => "stripped_purge",
+        /// Numbered from 0, or no entries.
+        Numbering => "numbering",
+        /// It does not extend this node's history of the origin (previous
+        /// hash or numbering differs from this node's head).
+        BrokenChain => "broken_chain",
+        /// This node could not read its own head or batch of the origin.
+        HeadRead => "head_read",
+        /// This node could not store it.
+        Store => "store",
+        /// Stored, but the index could not take it.
+        Index => "index",
+        /// It differs from this node's batch at those sequence numbers, but
+        /// the two are not fork evidence under the trust list in force.
+        UnprovenFork => "unproven_fork",
+    }
+}
+
+reasons! {
+    /// What became of fork evidence received from a peer that was not refused.
+    pub enum EvidenceOutcome {
+        /// Kept: the origin is frozen from its fork point.
+        New => "new",
+        /// This node already held evidence of that origin's fork.
+        Known => "known",
+    }
+}
+
+reasons! {
+    /// Why fork evidence received from a peer was refused.
+    pub enum EvidenceRejection {
+        /// One of the two batches is missing.
+        Incomplete => "incomplete",
+        /// A batch does not decode.
+        Decode => "decode",
+        /// Not two different, overlapping batches of one origin.
+        NotAFork => "not_a_fork",
+        /// A batch does not verify under the trust list in force.
+        Unverified => "unverified",
+        /// Valid, and the origin frozen, but the store could not keep it.
+        Store => "store",
+    }
+}
+
+reasons! {
+    /// Why a replication session with a peer ended.
+    pub enum SessionFailure {
+        /// The peer could not be reached over pinned mutual TLS.
+        Connect => "connect",
+        /// The peer refused to open a Watch stream.
+        WatchRefused => "watch_refused",
+        /// The Watch stream broke or ended.
+        WatchEnded => "watch_ended",
+        /// The peer refused a Pull.
+        PullRefused => "pull_refused",
+        /// A Pull stream broke before its end.
+        PullStream => "pull_stream",
+        /// This node could not read or flush its store.
+        Store => "store",
+    }
+}
+
+reasons! {
+    /// Why this node refused a member's request on its peer listener.
+    pub enum RequestRefusal {
+        /// No client certificate on the connection.
+        NoCertificate => "no_certificate",
+        /// The certificate is not an active member's.
+        NotActiveMember => "not_active_member",
+        /// This node's trust list has expired (only trust-list calls are served).
+        ListExpired => "list_expired",
+        /// The member lacks the capability the method needs.
+        MissingCapability => "missing_capability",
+        /// A prefix query with another prefix length than the query policy's.
+        PrefixBits => "prefix_bits",
+        /// A prefix query with no prefixes or too many.
+        PrefixCount => "prefix_count",
+        /// A prefix query with a prefix out of range.
+        PrefixRange => "prefix_range",
+        /// A prefix query over the query policy's limits (rate or daily quota).
+        PrefixLimit => "prefix_limit",
+        /// A trust list the member offered, refused.
+        TrustList => "trust_list",
+    }
+}
+
+/// The key under which requests from a certificate that names no member of
+/// the trust list are counted (so that strangers cannot grow the map).
+pub const UNLISTED: &str = "(not on the list)";
+
+/// Everything counted for one peer. Plain numbers: a snapshot's copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerCounts {
+    batches: [u64; BatchOutcome::COUNT],
+    rejected: [u64; BatchRejection::COUNT],
+    evidence: [u64; EvidenceOutcome::COUNT],
+    evidence_rejected: [u64; EvidenceRejection::COUNT],
+    sessions_failed: [u64; SessionFailure::COUNT],
+    refused: [u64; RequestRefusal::COUNT],
+    /// Pulls from this peer that ran to the end of their stream.
+    pub pulls: u64,
+    /// Prefix queries of this member answered.
+    pub queries_answered: u64,
+    /// Prefixes in those queries.
+    pub prefixes_answered: u64,
+}
+
+impl PeerCounts {
+    /// Batches received from the peer with this outcome.
+    pub fn batches(&self, o: BatchOutcome) -> u64 {
+        self.batches[o.index()]
+    }
+
+    /// Batches received from the peer refused for this reason.
+    pub fn rejected(&self, r: BatchRejection) -> u64 {
+        self.rejected[r.index()]
+    }
+
+    /// Batches received from the peer refused for any reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// Fork evidence received from the peer with this outcome.
+    pub fn evidence(&self, o: EvidenceOutcome) -> u64 {
+        self.evidence[o.index()]
+    }
+
+    /// Fork evidence received from the peer refused for this reason.
+    pub fn evidence_rejected(&self, r: EvidenceRejection) -> u64 {
+        self.evidence_rejected[r.index()]
+    }
+
+    /// Replication sessions with the peer that ended for this reason.
+    pub fn sessions_failed(&self, f: SessionFailure) -> u64 {
+        self.sessions_failed[f.index()]
+    }
+
+    /// Requests of the member this node refused for this reason.
+    pub fn refused(&self, r: RequestRefusal) -> u64 {
+        self.refused[r.index()]
+    }
+
+    /// The counts in `self` that were not yet in `earlier` (a copy of the
+    /// same peer's counts taken before).
+    pub fn since(&self, earlier: &PeerCounts) -> PeerCounts {
+        fn sub<const N: usize>(a: &[u64; N], b: &[u64; N]) -> [u64; N] {
+            std::array::from_fn(|i| a[i].saturating_sub(b[i]))
+        }
+        PeerCounts {
+            batches: sub(&self.batches, &earlier.batches),
+            rejected: sub(&self.rejected, &earlier.rejected),
+            evidence: sub(&self.evidence, &earlier.evidence),
+            evidence_rejected: sub(&self.evidence_rejected, &earlier.evidence_rejected),
+            sessions_failed: sub(&self.sessions_failed, &earlier.sessions_failed),
+            refused: sub(&self.refused, &earlier.refused),
+            pulls: self.pulls.saturating_sub(earlier.pulls),
+            queries_answered: self
+                .queries_answered
+                .saturating_sub(earlier.queries_answered),
+            prefixes_answered: self
+                .prefixes_answered
+                .saturating_sub(earlier.prefixes_answered),
+        }
+    }
+}
+
+/// The counters of one node, per peer (member id, or [`UNLISTED`]).
+#[derive(Debug, Default)]
+pub struct Counters {
+    peers: Mutex<BTreeMap<String, PeerCounts>>,
+}
+
+/// A copy of every peer's counts at one moment, sorted by peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub peers: Vec<(String, PeerCounts)>,
+}
+
+impl Snapshot {
+    /// The counts of `peer` (all zero if nothing was counted for it).
+    pub fn peer(&self, peer: &str) -> PeerCounts {
+        self.peers
+            .iter()
+            .find(|(p, _)| p == peer)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Counters {
+    pub fn new() -> Counters {
+        Counters::default()
+    }
+
+    fn count(&self, peer: &str, f: impl FnOnce(&mut PeerCounts)) {
+        let mut peers = self.peers.lock();
+        match peers.get_mut(peer) {
+            Some(c) => f(c),
+            None => f(peers.entry(peer.to_string()).or_default()),
+        }
+    }
+
+    /// A batch from `peer` that was not refused.
+    pub fn batch(&self, peer: &str, o: BatchOutcome) {
+        self.count(peer, |c| c.batches[o.index()] += 1);
+    }
+
+    /// A batch from `peer` refused for `r`.
+    pub fn batch_rejected(&self, peer: &str, r: BatchRejection) {
+        self.count(peer, |c| c.rejected[r.index()] += 1);
+    }
+
+    /// Fork evidence from `peer` that was not refused.
+    pub fn evidence(&self, peer: &str, o: EvidenceOutcome) {
+        self.count(peer, |c| c.evidence[o.index()] += 1);
+    }
+
+    /// Fork evidence from `peer` refused for `r`.
+    pub fn evidence_rejected(&self, peer: &str, r: EvidenceRejection) {
+        self.count(peer, |c| c.evidence_rejected[r.index()] += 1);
+    }
+
+    /// A pull from `peer` that ran to the end of its stream.
+    pub fn pull_completed(&self, peer: &str) {
+        self.count(peer, |c| c.pulls += 1);
+    }
+
+    /// A replication session with `peer` that ended for `f`.
+    pub fn session_failed(&self, peer: &str, f: SessionFailure) {
+        self.count(peer, |c| c.sessions_failed[f.index()] += 1);
+    }
+
+    /// A request of `peer` refused for `r`.
+    pub fn request_refused(&self, peer: &str, r: RequestRefusal) {
+        self.count(peer, |c| c.refused[r.index()] += 1);
+    }
+
+    /// A prefix query of `peer` answered, with `prefixes` prefixes.
+    pub fn query_answered(&self, peer: &str, prefixes: u64) {
+        self.count(peer, |c| {
+            c.queries_answered += 1;
+            c.prefixes_answered += prefixes;
+        });
+    }
+
+    /// The counts of one peer now.
+    pub fn peer(&self, peer: &str) -> PeerCounts {
+        self.peers.lock().get(peer).cloned().unwrap_or_default()
+    }
+
+    /// Every peer's counts now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            peers: self
+                .peers
+                .lock()
+                .iter()
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_kept_per_peer_and_reason() {
+        let c = Counters::new();
+        c.batch("bank-b", BatchOutcome::Applied);
+        c.batch("bank-b", BatchOutcome::Applied);
+        c.batch_rejected("bank-b", BatchRejection::Signature);
+        c.batch_rejected("relay-x", BatchRejection::Entries);
+        c.request_refused(UNLISTED, RequestRefusal::NotActiveMember);
+        c.query_answered("asker-c", 3);
+        c.query_answered("asker-c", 2);
+        c.pull_completed("bank-b");
+        let before = c.peer("bank-b");
+        c.batch("bank-b", BatchOutcome::Duplicate);
+        c.session_failed("bank-b", SessionFailure::Connect);
+
+        let s = c.snapshot();
+        let names: Vec<&str> = s.peers.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, [UNLISTED, "asker-c", "bank-b", "relay-x"]);
+        let b = s.peer("bank-b");
+        assert_eq!(b.batches(BatchOutcome::Applied), 2);
+        assert_eq!(b.batches(BatchOutcome::Duplicate), 1);
+        assert_eq!(b.rejected(BatchRejection::Signature), 1);
+        assert_eq!(b.rejected(BatchRejection::Entries), 0);
+        assert_eq!(b.rejected_total(), 1);
+        assert_eq!(b.pulls, 1);
+        assert_eq!(b.sessions_failed(SessionFailure::Connect), 1);
+        let d = b.since(&before);
+        assert_eq!(d.batches(BatchOutcome::Duplicate), 1);
+        assert_eq!(d.batches(BatchOutcome::Applied), 0);
+        assert_eq!((d.pulls, d.rejected_total()), (0, 0));
+        assert_eq!(s.peer("relay-x").rejected(BatchRejection::Entries), 1);
+        assert_eq!(s.peer(UNLISTED).refused(RequestRefusal::NotActiveMember), 1);
+        let q = s.peer("asker-c");
+        assert_eq!((q.queries_answered, q.prefixes_answered), (2, 5));
+        assert_eq!(s.peer("nobody"), PeerCounts::default());
+    }
+
+    #[test]
+    fn reason_names_are_distinct_and_round_trip() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug>(
+            all: &[T],
+            name: fn(T) -> &'static str,
+            from: fn(&str) -> Option<T>,
+        ) {
+            let mut names: Vec<&str> = all.iter().map(|r| name(*r)).collect();
+            for r in all {
+                assert_eq!(from(name(*r)), Some(*r));
+            }
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), all.len());
+        }
+        check(
+            BatchOutcome::ALL,
+            BatchOutcome::name,
+            BatchOutcome::from_name,
+        );
+        check(
+            BatchRejection::ALL,
+            BatchRejection::name,
+            BatchRejection::from_name,
+        );
+        check(
+            EvidenceOutcome::ALL,
+            EvidenceOutcome::name,
+            EvidenceOutcome::from_name,
+        );
+        check(
+            EvidenceRejection::ALL,
+            EvidenceRejection::name,
+            EvidenceRejection::from_name,
+        );
+        check(
+            SessionFailure::ALL,
+            SessionFailure::name,
+            SessionFailure::from_name,
+        );
+        check(
+            RequestRefusal::ALL,
+            RequestRefusal::name,
+            RequestRefusal::from_name,
+        );
+        assert_eq!(BatchRejection::from_name("no such reason"), None);
+        assert_eq!(BatchRejection::StrippedPurge.to_string(), "stripped_purge");
+    }
+}

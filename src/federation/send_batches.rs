@@ -1,0 +1,162 @@
+//! Sending origin-log batches to peers (the serving side of
+//! `Federation.Pull` and `Watch`). A Pull gets every fork evidence this
+//! node holds, then, per origin, the batches the caller lacks after the
+//! head it sent; a caller whose history differs at its head
+//! ([`super::history_at`]) gets this node's batches from where they differ,
+//! so that it sees the fork. A Watch gets every head at once, then each
+//! origin's new head as this node takes batches in, until the node stops.
+//!
+//! The store is read synchronously on the stream's task (sled and segment
+//! files): a later change moves these reads off the async workers.
+
+use std::{collections::HashMap, sync::Arc};
+
+use prost::Message;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{heads, history_at, AtHead};
+use crate::{
+    logs::OriginLogs,
+    proto::{pull_response, LogBatch, OriginHead, PullResponse, WatchResponse},
+    store::{Store, StoreError},
+};
+
+/// Why this node could not serve a peer's Pull or Watch (its own store).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("reading the store for a peer: {0}")]
+    Store(#[from] StoreError),
+    #[error("a stored batch of {origin} does not decode")]
+    Corrupt { origin: String },
+}
+
+/// The serving side of replication.
+pub struct BatchSender {
+    logs: Arc<OriginLogs>,
+    /// Cancelled when the node stops: ends the long-lived Watch streams so
+    /// that shutdown need not wait for its drain deadline.
+    stop: CancellationToken,
+}
+
+/// A stream of messages for a peer, each or an error that ends it.
+pub type Outgoing<T> = ReceiverStream<Result<T, SendError>>;
+
+impl BatchSender {
+    pub fn new(logs: Arc<OriginLogs>, stop: CancellationToken) -> BatchSender {
+        BatchSender { logs, stop }
+    }
+
+    /// What a caller whose heads are `have` lacks: fork evidence first,
+    /// then each origin's batches after where the caller's history agrees
+    /// with this node's.
+    pub fn pull(&self, have: Vec<OriginHead>) -> Result<Outgoing<PullResponse>, SendError> {
+        let store = self.logs.store.clone();
+        let have: HashMap<String, OriginHead> =
+            have.into_iter().map(|h| (h.origin.clone(), h)).collect();
+        let forks = store.forks()?;
+        let origins = store.heads()?;
+        let (tx, rx) = mpsc::channel(32);
+        tokio::spawn(async move {
+            for (_, ev) in forks {
+                let item = pull_response::Item::Fork(ev);
+                if tx
+                    .send(Ok(PullResponse { item: Some(item) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            for (origin, head) in origins {
+                let after = match have.get(&origin) {
+                    None => 0,
+                    Some(h) => match sent_after(&store, h) {
+                        Ok(after) => after,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    },
+                };
+                if head.last_seq <= after {
+                    continue;
+                }
+                for raw in store.batches_after(&origin, after) {
+                    let batch = match raw.map_err(SendError::from).and_then(|r| {
+                        LogBatch::decode(r.as_slice()).map_err(|_| SendError::Corrupt {
+                            origin: origin.clone(),
+                        })
+                    }) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    let item = pull_response::Item::Batch(batch);
+                    if tx
+                        .send(Ok(PullResponse { item: Some(item) }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// Every head now, then each origin's new head as it moves, until the
+    /// node stops or the caller goes.
+    pub fn watch(&self) -> Result<Outgoing<WatchResponse>, SendError> {
+        let store = self.logs.store.clone();
+        let mut updates = self.logs.subscribe();
+        let first = heads(&store)?;
+        let (tx, rx) = mpsc::channel(64);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            if tx.send(Ok(WatchResponse { heads: first })).await.is_err() {
+                return;
+            }
+            loop {
+                let update = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    u = updates.recv() => u,
+                };
+                let heads = match update {
+                    Ok(u) => match store.head(&u.origin) {
+                        Ok(Some(h)) => vec![OriginHead {
+                            origin: u.origin,
+                            last_seq: h.last_seq,
+                            hash: h.hash.to_vec(),
+                        }],
+                        _ => continue,
+                    },
+                    // Missed some: send them all again.
+                    Err(RecvError::Lagged(_)) => match heads(&store) {
+                        Ok(h) => h,
+                        Err(_) => return,
+                    },
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(Ok(WatchResponse { heads })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+}
+
+/// The sequence number after which a caller at head `h` gets this node's
+/// batches of the origin: its head, or, where the histories differ, the
+/// start of this node's batch there.
+fn sent_after(store: &Store, h: &OriginHead) -> Result<u64, SendError> {
+    Ok(match history_at(store, h)? {
+        AtHead::Same | AtHead::Lacking => h.last_seq,
+        AtHead::Differs { from_seq } => from_seq.saturating_sub(1),
+    })
+}
