@@ -197,11 +197,3 @@ impl Keys {
         *self.inner.write() = Arc::new(ring);
     }
 }
-
-/// Current unix time in seconds.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}

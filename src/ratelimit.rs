@@ -148,14 +148,6 @@ impl CallerLimits {
     }
 }
 
-/// Unix seconds with a fraction, for [`Limiter::check`].
-pub fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

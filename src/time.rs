@@ -175,6 +175,12 @@ fn read_clock_file(path: &std::path::Path) -> Result<f64, ClockError> {
     Ok(t)
 }
 
+/// The system clock's whole unix seconds, for tools that run outside a node
+/// (operator commands, the testbed, benchmarks); a node reads its [`Clock`].
+pub fn system_now() -> Result<i64, ClockError> {
+    Ok(Clock::system().try_now_f64()?.floor() as i64)
+}
+
 /// Parses an RFC 3339 time into unix seconds.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let t = humantime::parse_rfc3339_weak(s)

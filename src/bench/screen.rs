@@ -12,13 +12,14 @@ use parking_lot::RwLock;
 use super::{cores, Better, Figure};
 use crate::{
     batch,
-    epochs::{now_unix, Epoch, KeyRing, Keys},
+    epochs::{Epoch, KeyRing, Keys},
     ident::{self, Kind},
     index::{Index, TokenHasher},
     keys::{signing::SigningKeyFile, TokenKey},
     proto::{BatchHeader, LogOp},
     screening::Engine,
     testbed::synth::Synth,
+    time::system_now,
     token::{Token, Tokenizer},
 };
 
@@ -52,8 +53,7 @@ const CHUNK: usize = 5_000;
 
 /// Builds the index and the queries: `indicators` synthetic identifiers
 /// contributed under the newest epoch, `queries` of which 1% are among them.
-fn setup(o: &ScreenOptions) -> (Engine, Vec<Epoch>, Vec<(Kind, String)>) {
-    let now = now_unix();
+fn setup(o: &ScreenOptions, now: i64) -> (Engine, Vec<Epoch>, Vec<(Kind, String)>) {
     let epochs: Vec<Epoch> = (1..=o.epochs.max(1))
         .map(|id| {
             let key = TokenKey::generate();
@@ -129,7 +129,8 @@ pub fn signed_add(
     let header = BatchHeader {
         origin: "bench-origin".into(),
         first_seq,
-        created_unix: now_unix(),
+        // Synthetic data: any reading of the clock will do.
+        created_unix: crate::time::Clock::system().now(),
         op: LogOp::Add as i32,
         case_ref: case_ref.into(),
         tier: 1,
@@ -165,14 +166,14 @@ pub fn run(o: &ScreenOptions) -> anyhow::Result<ScreenRun> {
     anyhow::ensure!(!o.vs_redis, NO_REDIS);
     let t = Instant::now();
     let rss_before = rss_bytes();
-    let (engine, epochs, queries) = setup(o);
+    let (engine, epochs, queries) = setup(o, system_now()?);
     let setup_secs = t.elapsed().as_secs_f64();
     let rss_after = rss_bytes();
     // The queries (strings) are part of the growth; count them out.
     let query_bytes: usize = queries.iter().map(|(_, v)| v.capacity() + 32).sum();
     let per_indicator = (rss_after.saturating_sub(rss_before) as f64 - query_bytes as f64).max(0.0)
         / o.indicators.max(1) as f64;
-    let now = now_unix();
+    let now = system_now()?;
 
     // The reference: the same tokens in a plain map.
     let mut reference: HashMap<Token, u32, BuildHasherDefault<TokenHasher>> = HashMap::default();

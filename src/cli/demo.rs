@@ -19,7 +19,6 @@ use anyhow::{ensure, Result};
 use super::{bulk, screen::bulk_match};
 use crate::{
     api::convert,
-    epochs::now_unix,
     ident::Kind,
     proto,
     testbed::{
@@ -28,6 +27,7 @@ use crate::{
         synth::Synth,
         wait,
     },
+    time::system_now,
 };
 
 /// Known indicators the liaison contributes.
@@ -190,7 +190,7 @@ async fn steps(c: &LocalCoalition, identifiers: usize) -> Result<()> {
                 .collect(),
             case_ref: "DEMO-CASE-2026-001".into(),
             tier: proto::Tier::Confirmed as i32,
-            valid_until: Some(convert::timestamp(now_unix() + 90 * 86_400)),
+            valid_until: Some(convert::timestamp(system_now()? + 90 * 86_400)),
         })
         .await?
         .into_inner();

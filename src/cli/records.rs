@@ -13,10 +13,10 @@ use super::{
 };
 use crate::{
     api::convert,
-    epochs::now_unix,
     ident::Kind,
     index::Tier,
     proto,
+    time::system_now,
     time::{format_time, parse_time},
     token::Token,
 };
@@ -115,7 +115,7 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
 fn expiry(until: &Option<String>, for_: &Option<humantime::Duration>) -> Result<Option<i64>> {
     Ok(match (until, for_) {
         (Some(u), _) => Some(parse_time(u).map_err(|r| anyhow::anyhow!("--valid-until: {r}"))?),
-        (None, Some(d)) => Some(now_unix() + d.as_secs() as i64),
+        (None, Some(d)) => Some(system_now()? + d.as_secs() as i64),
         (None, None) => None,
     })
 }

@@ -22,9 +22,9 @@ use super::{
 };
 use crate::{
     client::{Clients, Identity},
-    epochs::now_unix,
     keys::{signing::SigningKeyFile, TokenKey},
     proto::{self, federation_client::FederationClient, MemberKind, SignedTrustList},
+    time::system_now,
     tls,
     trust::{edit, list},
 };
@@ -187,7 +187,7 @@ impl LocalCoalition {
         }
         let token_key = TokenKey::generate();
         token_key.write_new(&token_key_path)?;
-        let now = now_unix();
+        let now = system_now()?;
         let mut members = Vec::new();
         let mut listed = Vec::new();
         for s in &spec.members {
@@ -261,7 +261,8 @@ impl LocalCoalition {
     /// signed by [`SIGNERS`].
     pub fn next(&mut self, edit: impl FnOnce(&mut proto::TrustList)) -> SignedTrustList {
         self.list.version += 1;
-        self.list.issued_at = now_unix();
+        // Issued now; should the clock fail, no earlier than the last version.
+        self.list.issued_at = system_now().unwrap_or(self.list.issued_at);
         edit(&mut self.list);
         self.signed()
     }
@@ -325,11 +326,11 @@ mod tests {
         assert_eq!(ports.len(), 3, "one peer port per member");
 
         let v2 = c.next(|l| l.members[2].status = proto::MemberStatus::Suspended as i32);
-        match list::verify_update(&root.unwrap(), &v2, now_unix()).unwrap() {
+        match list::verify_update(&root.unwrap(), &v2, system_now().unwrap()).unwrap() {
             list::Update::Newer(l) => {
                 assert_eq!(l.version(), 2);
                 assert!(l
-                    .active_member_by_spki(&c.members[2].peer_spki, now_unix())
+                    .active_member_by_spki(&c.members[2].peer_spki, system_now().unwrap())
                     .is_none());
             }
             list::Update::Same => panic!("expected a newer list"),

@@ -153,7 +153,7 @@ pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
     let signing = crate::keys::signing::SigningKeyFile::generate();
     signing.write_new(&signing_path)?;
 
-    let now = crate::epochs::now_unix();
+    let now = crate::time::system_now()?;
     let from = crate::time::format_time(now - 86_400);
     let until = crate::time::format_time(now + 365 * 86_400);
     let mut peer_spki = None;

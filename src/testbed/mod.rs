@@ -49,6 +49,8 @@ pub enum TestbedError {
     Client(#[from] crate::client::ClientError),
     #[error(transparent)]
     Refused(#[from] tonic::Status),
+    #[error(transparent)]
+    Clock(#[from] crate::time::ClockError),
     #[error("starting `cix serve`")]
     Spawn(#[source] std::io::Error),
     #[error("watching the node process")]

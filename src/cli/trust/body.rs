@@ -11,10 +11,10 @@ use super::{
     edit, expiry_from_now, label_of, load_pub, spki_arg, time_arg, write_atomic, EditFile,
 };
 use crate::{
-    epochs::now_unix,
     keys::TokenKey,
     proto::KeyEpoch,
     time::format_time,
+    time::system_now,
     trust::{
         edit as edits,
         list::{self, QueryPolicy},
@@ -149,7 +149,7 @@ pub(super) fn new(a: NewArgs) -> Result<()> {
         .iter()
         .map(|p| load_pub(p))
         .collect::<Result<Vec<_>>>()?;
-    let now = now_unix();
+    let now = system_now()?;
     let mut body = edits::new_list(
         &a.coalition,
         &keys,
@@ -157,7 +157,7 @@ pub(super) fn new(a: NewArgs) -> Result<()> {
         Vec::new(),
         Vec::new(),
         now,
-        expiry_from_now(&a.expires_in),
+        expiry_from_now(&a.expires_in)?,
     );
     for (i, k) in body.operator_keys.iter_mut().enumerate() {
         k.id = match a.operator_ids.get(i) {
@@ -235,7 +235,7 @@ pub(super) fn epoch(c: EpochCommand) -> Result<()> {
         EpochCommand::Retire { edit: e, id, at } => {
             let at = match at {
                 Some(s) => time_arg("--at", &s)?,
-                None => now_unix(),
+                None => system_now()?,
             };
             edit(&e, |b| {
                 edits::retire_epoch(b, id, at)?;

@@ -21,10 +21,10 @@ use clap::{Args, Subcommand};
 use ed25519_dalek::VerifyingKey;
 
 use crate::{
-    epochs::now_unix,
     keys::signing::load_public,
     proto::{self, SignedTrustList},
     time::parse_time,
+    time::system_now,
     trust::{edit as edits, list},
 };
 
@@ -227,8 +227,8 @@ pub(super) fn load_pub(path: &Path) -> Result<VerifyingKey> {
     Ok(load_public(path)?)
 }
 
-pub(super) fn expiry_from_now(d: &humantime::Duration) -> i64 {
-    now_unix().saturating_add(d.as_secs().min(i64::MAX as u64) as i64)
+pub(super) fn expiry_from_now(d: &humantime::Duration) -> Result<i64> {
+    Ok(system_now()?.saturating_add(d.as_secs().min(i64::MAX as u64) as i64))
 }
 
 pub(super) fn time_arg(flag: &str, s: &str) -> Result<i64> {
@@ -247,8 +247,12 @@ pub(super) fn edit(
 ) -> Result<()> {
     let (signed, mut body) = read_body(&e.file)?;
     let what = f(&mut body)?;
-    let now = now_unix();
-    edits::next_version(&mut body, now, e.expires_in.as_ref().map(expiry_from_now));
+    let now = system_now()?;
+    edits::next_version(
+        &mut body,
+        now,
+        e.expires_in.as_ref().map(expiry_from_now).transpose()?,
+    );
     list::check_body(&body).with_context(|| {
         if body.expires_at <= now {
             "the list has expired: give --expires-in".to_string()

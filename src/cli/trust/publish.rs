@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::{read_signed, spki_arg};
-use crate::{epochs::now_unix, time::format_time, trust::list};
+use crate::{time::format_time, time::system_now, trust::list};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
@@ -35,7 +35,7 @@ pub(super) async fn publish(a: PublishArgs) -> Result<()> {
     let signed = read_signed(&a.file)?;
     // A list no node would take is not worth a connection.
     let l = list::verify_root(&signed, None).map_err(|e| anyhow::anyhow!("not publishing: {e}"))?;
-    if l.is_expired(now_unix()) {
+    if l.is_expired(system_now()?) {
         bail!(
             "not publishing: the list expired at {}",
             format_time(l.expires_at())

@@ -7,9 +7,9 @@ use clap::Args;
 
 use super::read_body;
 use crate::{
-    epochs::now_unix,
     proto::{Member, MemberKind, MemberStatus, PeerCapability},
     time::format_time,
+    time::system_now,
     trust::list::{self, QueryPolicy, TrustList},
 };
 
@@ -58,7 +58,7 @@ fn cap_names(m: &Member) -> Vec<String> {
 pub(super) fn show(a: ShowArgs) -> Result<()> {
     let (signed, b) = read_body(&a.file)?;
     let valid = list::count_valid(&signed, &b.operator_keys);
-    let now = now_unix();
+    let now = system_now()?;
     if a.json {
         let q = QueryPolicy::of(&b);
         let v = serde_json::json!({

@@ -9,9 +9,9 @@ use clap::Args;
 
 use super::{read_body, read_signed, write_atomic};
 use crate::{
-    epochs::now_unix,
     keys::signing::SigningKeyFile,
     time::format_time,
+    time::system_now,
     trust::list::{self, Update},
 };
 
@@ -68,7 +68,7 @@ pub(super) fn sign(a: SignArgs) -> Result<()> {
 
 pub(super) fn verify(a: VerifyArgs) -> Result<()> {
     let signed = read_signed(&a.file)?;
-    let now = now_unix();
+    let now = system_now()?;
     match &a.current {
         None => {
             let l = list::verify_root(&signed, None)
