@@ -157,7 +157,7 @@ fn reason_counts(r: &[proto::ReasonCount]) -> String {
 
 /// One peer's counters for `cix status`: only what is non-zero.
 fn peer_counters_line(c: &proto::PeerCounters) -> String {
-    let mut parts = vec![c.member.clone()];
+    let mut parts = Vec::new();
     if c.pulls > 0 {
         parts.push(format!("pulls {}", c.pulls));
     }
@@ -179,7 +179,7 @@ fn peer_counters_line(c: &proto::PeerCounters) -> String {
             c.queries_answered, c.prefixes_answered
         ));
     }
-    parts.join("; ")
+    format!("{}: {}", c.member, parts.join("; "))
 }
 
 fn peer_counters_json(c: &proto::PeerCounters) -> serde_json::Value {

@@ -579,3 +579,115 @@ pub async fn run(repl: Arc<Replication>, stop: CancellationToken) {
         let _ = h.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_of_a_refusal_has_its_own_reason() {
+        let o = || "liaison".to_string();
+        let cases = [
+            (
+                BatchRefused::Verify(BatchError::Decode("x".into())),
+                BatchRejection::Decode,
+            ),
+            (
+                BatchRefused::Verify(BatchError::Count {
+                    origin: o(),
+                    expected: 3,
+                    got: 2,
+                }),
+                BatchRejection::Entries,
+            ),
+            (
+                BatchRefused::Verify(BatchError::Root {
+                    origin: o(),
+                    first_seq: 1,
+                }),
+                BatchRejection::Entries,
+            ),
+            (
+                BatchRefused::Verify(BatchError::UnknownOrigin { origin: o() }),
+                BatchRejection::UnknownOrigin,
+            ),
+            (
+                BatchRefused::Verify(BatchError::NotContributor { origin: o() }),
+                BatchRejection::NotContributor,
+            ),
+            (
+                BatchRefused::Verify(BatchError::Signature {
+                    origin: o(),
+                    first_seq: 4,
+                }),
+                BatchRejection::Signature,
+            ),
+            (
+                BatchRefused::Verify(BatchError::PastSuspension {
+                    origin: o(),
+                    last_seq: 3,
+                    limit: 2,
+                }),
+                BatchRejection::PastSuspension,
+            ),
+            (
+                BatchRefused::Verify(BatchError::PastSharingBasis { origin: o() }),
+                BatchRejection::PastSharingBasis,
+            ),
+            (BatchRefused::StrippedPurge, BatchRejection::StrippedPurge),
+            (BatchRefused::Numbering, BatchRejection::Numbering),
+            (BatchRefused::Chain, BatchRejection::BrokenChain),
+            (
+                BatchRefused::HeadRead(StoreError::Corrupt("x".into())),
+                BatchRejection::HeadRead,
+            ),
+            (BatchRefused::NotHeld { seq: 2 }, BatchRejection::HeadRead),
+            (
+                BatchRefused::Store(StoreError::Corrupt("x".into())),
+                BatchRejection::Store,
+            ),
+            (
+                BatchRefused::UnprovenFork(EvidenceRefused::NotAFork),
+                BatchRejection::UnprovenFork,
+            ),
+        ];
+        for (refused, reason) in cases {
+            assert_eq!(refused.reason(), reason, "{refused}");
+        }
+    }
+
+    #[test]
+    fn session_errors_name_their_failure() {
+        let s = || Status::unavailable("gone");
+        assert_eq!(
+            SessionError::WatchRefused(s()).failure(),
+            SessionFailure::WatchRefused
+        );
+        assert_eq!(
+            SessionError::WatchEnded.failure(),
+            SessionFailure::WatchEnded
+        );
+        assert_eq!(
+            SessionError::Watch(s()).failure(),
+            SessionFailure::WatchEnded
+        );
+        assert_eq!(
+            SessionError::from(PullError::Refused(s())).failure(),
+            SessionFailure::PullRefused
+        );
+        assert_eq!(
+            SessionError::from(PullError::Stream(s())).failure(),
+            SessionFailure::PullStream
+        );
+        assert_eq!(
+            SessionError::from(PullError::Flush(StoreError::Corrupt("x".into()))).failure(),
+            SessionFailure::Store
+        );
+        // What Status shows as the peer's last error names the step and the
+        // peer's status code.
+        assert_eq!(
+            SessionError::from(PullError::Refused(s())).to_string(),
+            "pull refused: Unavailable: gone"
+        );
+    }
+}
