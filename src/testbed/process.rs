@@ -16,7 +16,7 @@ use std::{
 use super::TestbedError;
 use crate::config::RawConfig;
 
-/// How often a start or a stop is checked on.
+/// How often a start is checked on.
 const POLL: Duration = Duration::from_millis(20);
 
 /// How long a node may take to exit after SIGTERM.
@@ -206,28 +206,30 @@ impl NodeProcess {
     }
 }
 
+/// SIGTERM, then the exit as it happens (a thread waits on the child), or
+/// SIGKILL after [`STOP_TIMEOUT`].
 fn terminate(mut child: Child) -> Result<Stopped, TestbedError> {
+    use nix::sys::signal::{kill, Signal};
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let start = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .map_err(TestbedError::Signal)?;
-    loop {
-        if let Some(status) = child.try_wait().map_err(TestbedError::Process)? {
-            return Ok(Stopped {
-                status,
-                took: start.elapsed(),
-            });
-        }
-        if start.elapsed() > STOP_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(TestbedError::StopTimeout {
+    kill(pid, Signal::SIGTERM).map_err(TestbedError::Signal)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(STOP_TIMEOUT) {
+        Ok(status) => Ok(Stopped {
+            status: status.map_err(TestbedError::Process)?,
+            took: start.elapsed(),
+        }),
+        Err(_) => {
+            // The waiting thread has not reported an exit, so the child
+            // is all but surely unreaped and the pid still the node's.
+            let _ = kill(pid, Signal::SIGKILL);
+            Err(TestbedError::StopTimeout {
                 seconds: STOP_TIMEOUT.as_secs(),
-            });
+            })
         }
-        std::thread::sleep(POLL);
     }
 }
 
