@@ -123,7 +123,7 @@ impl KeyRing {
                         if strict {
                             return Err(err);
                         }
-                        tracing::error!(error = %err, "token key not used");
+                        tracing::error!(error = %crate::telemetry::chain(&err), "token key not used");
                         None
                     }
                     Some(e) => Some((e.valid_from, e.valid_until)),

@@ -15,16 +15,9 @@ use tonic::{Request, Response, Status};
 use crate::{
     auth::peers::PeerMember,
     counters::Counters,
-    federation::{
-        answer_prefix::{PrefixAnswers, PrefixError},
-        send_batches::{BatchSender, SendError},
-        trust_serve,
-    },
+    federation::{answer_prefix::PrefixAnswers, send_batches::BatchSender, trust_serve},
     proto::{self, federation_server},
-    trust::{
-        list::TrustError,
-        state::{OfferError, TrustState},
-    },
+    trust::state::TrustState,
 };
 
 pub struct FederationService {
@@ -56,36 +49,6 @@ fn member<T>(req: &Request<T>) -> Option<&str> {
     req.extensions().get::<PeerMember>().map(|m| m.id.as_str())
 }
 
-fn send_status(e: SendError) -> Status {
-    tracing::error!(error = %e, "reading the store for a peer");
-    Status::internal("the node could not read its store")
-}
-
-fn prefix_status(e: PrefixError) -> Status {
-    match e {
-        PrefixError::Limited(r) => super::exhausted(r),
-        e => Status::invalid_argument(e.to_string()),
-    }
-}
-
-impl From<OfferError> for Status {
-    fn from(e: OfferError) -> Status {
-        match &e {
-            OfferError::Rejected(t) => match t {
-                TrustError::Decode(_) | TrustError::Invalid { .. } => {
-                    Status::invalid_argument(e.to_string())
-                }
-                TrustError::BelowThreshold { .. } => Status::permission_denied(e.to_string()),
-                _ => Status::failed_precondition(e.to_string()),
-            },
-            OfferError::Store(_) => {
-                tracing::error!(error = %e, "trust list could not be kept");
-                Status::internal("the node could not store the trust list; nothing changed")
-            }
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl federation_server::Federation for FederationService {
     async fn get_trust_list(
@@ -114,7 +77,7 @@ impl federation_server::Federation for FederationService {
         let buckets = self
             .prefixes
             .answer(member(&req).unwrap_or_default(), req.get_ref())
-            .map_err(prefix_status)?;
+            .map_err(Status::from)?;
         Ok(Response::new(proto::QueryPrefixResponse { buckets }))
     }
 
@@ -127,9 +90,9 @@ impl federation_server::Federation for FederationService {
         let stream = self
             .batches
             .pull(req.into_inner().have)
-            .map_err(send_status)?;
+            .map_err(Status::from)?;
         Ok(Response::new(Box::pin(
-            stream.map(|r| r.map_err(send_status)),
+            stream.map(|r| r.map_err(Status::from)),
         )))
     }
 
@@ -139,9 +102,9 @@ impl federation_server::Federation for FederationService {
         &self,
         _req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let stream = self.batches.watch().map_err(send_status)?;
+        let stream = self.batches.watch().map_err(Status::from)?;
         Ok(Response::new(Box::pin(
-            stream.map(|r| r.map_err(send_status)),
+            stream.map(|r| r.map_err(Status::from)),
         )))
     }
 }

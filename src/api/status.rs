@@ -7,8 +7,11 @@ use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    contribution::ContributionError, federation::ask_prefix::RemoteError, node::NodeError,
+    contribution::ContributionError,
+    federation::{answer_prefix::PrefixError, ask_prefix::RemoteError, send_batches::SendError},
+    node::NodeError,
     ratelimit::Refused,
+    trust::{list::TrustError, state::OfferError},
 };
 
 /// RESOURCE_EXHAUSTED for a rate limit, with the wait in the message and as
@@ -61,5 +64,39 @@ impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {
         tracing::error!(error = %crate::telemetry::chain(&e), "reading the node's state");
         Status::internal("the node could not read its store")
+    }
+}
+
+impl From<SendError> for Status {
+    fn from(e: SendError) -> Status {
+        tracing::error!(error = %crate::telemetry::chain(&e), "reading the store for a peer");
+        Status::internal("the node could not read its store")
+    }
+}
+
+impl From<PrefixError> for Status {
+    fn from(e: PrefixError) -> Status {
+        match e {
+            PrefixError::Limited(r) => exhausted(r),
+            e => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+impl From<OfferError> for Status {
+    fn from(e: OfferError) -> Status {
+        match &e {
+            OfferError::Rejected(t) => match t {
+                TrustError::Decode(_) | TrustError::Invalid { .. } => {
+                    Status::invalid_argument(e.to_string())
+                }
+                TrustError::BelowThreshold { .. } => Status::permission_denied(e.to_string()),
+                _ => Status::failed_precondition(e.to_string()),
+            },
+            OfferError::Store(_) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "trust list could not be kept");
+                Status::internal("the node could not store the trust list; nothing changed")
+            }
+        }
     }
 }

@@ -465,7 +465,7 @@ impl Replication {
             }
             Ok(false) => Ok(EvidenceOutcome::Known),
             Err(e) => {
-                tracing::error!(origin = a.origin(), error = %e, "keeping fork evidence");
+                tracing::error!(origin = a.origin(), error = %crate::telemetry::chain(&e), "keeping fork evidence");
                 Err(EvidenceRefused::Store(e))
             }
         };
@@ -481,7 +481,7 @@ fn wants_pull(repl: &Replication, h: &crate::proto::OriginHead) -> bool {
         Ok(AtHead::Same) => false,
         Ok(AtHead::Lacking | AtHead::Differs { .. }) => true,
         Err(e) => {
-            tracing::error!(origin = %h.origin, error = %e, "reading a head");
+            tracing::error!(origin = %h.origin, error = %crate::telemetry::chain(&e), "reading a head");
             false
         }
     }
@@ -545,7 +545,7 @@ async fn peer_loop(repl: Arc<Replication>, id: String, stop: CancellationToken) 
         };
         if let Err(e) = session(&repl, &member, &stop).await {
             repl.counters.session_failed(&id, e.failure());
-            tracing::debug!(peer = %id, reason = e.failure().name(), error = %e, "replication session ended");
+            tracing::debug!(peer = %id, reason = e.failure().name(), error = %crate::telemetry::chain(&e), "replication session ended");
             repl.view(&id, |v| {
                 v.connected = false;
                 v.last_error = e.to_string();

@@ -26,7 +26,7 @@ use crate::{
 /// Why this node could not serve a peer's Pull or Watch (its own store).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("reading the store for a peer: {0}")]
+    #[error("reading the store for a peer")]
     Store(#[from] StoreError),
     #[error("a stored batch of {origin} does not decode")]
     Corrupt { origin: String },

@@ -232,7 +232,7 @@ async fn serve_until(
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(ServerError::from(e)),
                 Err(e) => {
-                    tracing::error!(error = %e, "listener task failed");
+                    tracing::error!(error = %crate::telemetry::chain(&e), "listener task failed");
                     Ok(())
                 }
             }
