@@ -100,3 +100,10 @@ impl Clients {
         }
     }
 }
+
+/// The retry hint of a RESOURCE_EXHAUSTED status (a `google.rpc.RetryInfo`
+/// detail), if it carries one.
+pub fn retry_hint(s: &tonic::Status) -> Option<std::time::Duration> {
+    use tonic_types::StatusExt;
+    s.get_details_retry_info().and_then(|r| r.retry_delay)
+}

@@ -37,28 +37,28 @@
 
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod auth;
+mod api;
+mod auth;
 pub mod batch;
 pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod client;
-pub mod config;
-pub mod contribution;
+mod config;
+mod contribution;
 pub mod counters;
-pub mod epochs;
-pub mod federation;
+mod epochs;
+mod federation;
 pub mod ident;
 pub mod index;
 pub mod keys;
-pub mod logs;
-pub mod node;
+mod logs;
+mod node;
 pub mod proto;
-pub mod ratelimit;
-pub mod retention;
-pub mod screening;
-pub mod server;
+mod ratelimit;
+mod retention;
+mod screening;
+mod server;
 pub mod store;
 pub mod telemetry;
 pub mod testbed;

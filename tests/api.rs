@@ -241,7 +241,7 @@ async fn match_limits_refill_by_the_nodes_clock() {
     call().await.unwrap();
     let e = call().await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
-    assert_eq!(cix::api::retry_hint(&e), Some(Duration::from_secs(1)));
+    assert_eq!(cix::client::retry_hint(&e), Some(Duration::from_secs(1)));
     assert!(call().await.is_err(), "the clock has not moved");
     node.set_time(t0 + 1);
     call().await.unwrap();

@@ -164,7 +164,7 @@ async fn remote_matching_answers_like_a_local_match_and_limits_hold() {
     }
     let e = refused.expect("the per-member limit never tripped");
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-    let hint = cix::api::retry_hint(&e).expect("a retry hint");
+    let hint = cix::client::retry_hint(&e).expect("a retry hint");
     assert!(
         hint > Duration::ZERO && hint <= Duration::from_secs(1),
         "{hint:?}"
@@ -274,7 +274,7 @@ async fn optional_member_listener_limits_refuse_with_a_retry_hint() {
     }
     let e = refused.expect("the member-listener limit never tripped");
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-    assert!(cix::api::retry_hint(&e).is_some());
+    assert!(cix::client::retry_hint(&e).is_some());
     let s = c
         .admin
         .status(proto::StatusRequest {})

@@ -15,7 +15,7 @@ pub mod screening;
 pub mod status;
 pub mod wire;
 
-pub use status::{exhausted, retry_hint};
+pub use status::exhausted;
 
 use tonic::Status;
 

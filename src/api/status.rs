@@ -24,11 +24,6 @@ pub fn exhausted(r: Refused) -> Status {
     )
 }
 
-/// The retry hint of a RESOURCE_EXHAUSTED status, if it carries one.
-pub fn retry_hint(s: &Status) -> Option<std::time::Duration> {
-    s.get_details_retry_info().and_then(|r| r.retry_delay)
-}
-
 impl From<ContributionError> for Status {
     fn from(e: ContributionError) -> Status {
         match e {

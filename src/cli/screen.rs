@@ -288,7 +288,7 @@ where
         match call().await {
             Ok(v) => return Ok(v),
             Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                match crate::api::retry_hint(&s).filter(|d| *d <= MAX_RETRY_WAIT) {
+                match crate::client::retry_hint(&s).filter(|d| *d <= MAX_RETRY_WAIT) {
                     Some(wait) => {
                         eprintln!("{}; waiting {:.1} s", s.message(), wait.as_secs_f64());
                         tokio::time::sleep(wait).await;

@@ -530,7 +530,7 @@ impl Coalition {
         let start = Instant::now();
         let mut c = self.nodes[i].clients().await;
         let item = (
-            cix::api::convert::kind(kind as i32).unwrap(),
+            cix::ident::Kind::from_code(kind as u8).unwrap(),
             value.to_string(),
         );
         match wait::match_status(&mut c, &item, want, start).await {
