@@ -47,7 +47,7 @@ fn invalid(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
 /// The config file as written. See `config/node.example.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     pub node: RawNode,
     pub member_listener: RawMemberListener,
     #[serde(default, rename = "token_epoch")]
@@ -71,7 +71,7 @@ pub struct RawConfig {
 /// Pulling other origins' logs from peers.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ReplicationSettings {
+pub(crate) struct ReplicationSettings {
     /// Seconds between pulls from each peer (push hints trigger pulls at
     /// once; the timer repairs anything missed). Default 5.
     pub pull_seconds: u64,
@@ -91,7 +91,7 @@ impl Default for ReplicationSettings {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RawTrust {
+pub(crate) struct RawTrust {
     /// The signed trust list the node starts from (its root of trust).
     pub root_file: PathBuf,
     /// Warn this many days before the list expires. Default 7.
@@ -112,7 +112,7 @@ fn default_sync_seconds() -> u64 {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RawPeerListener {
+pub(crate) struct RawPeerListener {
     /// Address of the peer listener. Env: `CIX_PEER_LISTEN`.
     pub listen: String,
     /// This node's peer certificate and key (PEM); its SPKI fingerprint is
@@ -126,7 +126,7 @@ pub struct RawPeerListener {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RawNode {
+pub(crate) struct RawNode {
     /// This member's id in the coalition (also the name of its origin log).
     pub id: String,
     /// Directory of the store. Env: `CIX_DATA_DIR`.
@@ -139,7 +139,7 @@ pub struct RawNode {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RawMemberListener {
+pub(crate) struct RawMemberListener {
     /// Address of the member listener. Env: `CIX_MEMBER_LISTEN`.
     pub listen: String,
     /// Server certificate chain (PEM). Env: `CIX_MEMBER_CERT`.
@@ -155,7 +155,7 @@ pub struct RawMemberListener {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RawClient {
+pub(crate) struct RawClient {
     /// A label for logs and audit.
     pub name: String,
     /// SHA-256 of the certificate's DER SubjectPublicKeyInfo, lowercase hex.
@@ -166,7 +166,7 @@ pub struct RawClient {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RawEpoch {
+pub(crate) struct RawEpoch {
     pub id: u32,
     /// File holding the 32-byte key as 64 hex characters (mode 0600).
     pub key_file: PathBuf,
@@ -182,7 +182,7 @@ pub struct RawEpoch {
 /// Request limits of the member listener.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most items in one request message (match, contribute, retract, extend). Default 10000.
     pub max_batch_items: usize,
     /// Largest request message the transport accepts, in bytes. Default 16777216 (16 MiB).
@@ -210,7 +210,7 @@ impl Default for Limits {
 /// sled settings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct StoreSettings {
+pub(crate) struct StoreSettings {
     /// sled page cache, in MiB (sled holds batch locations, heads, the trust
     /// list and fork evidence, not the batches). Matching runs on the
     /// in-memory index, so the store needs little cache. Default 64.
@@ -235,7 +235,7 @@ impl Default for StoreSettings {
 /// How the node stops on SIGINT or SIGTERM.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ShutdownSettings {
+pub(crate) struct ShutdownSettings {
     /// Seconds in-flight requests get to finish before they are cut. Default 10.
     pub drain_seconds: u64,
 }
@@ -248,7 +248,7 @@ impl Default for ShutdownSettings {
 
 /// A checked configuration: absolute paths, parsed values.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub node_id: String,
     pub data_dir: PathBuf,
     pub member: MemberListener,
@@ -264,7 +264,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
-pub struct Federation {
+pub(crate) struct Federation {
     pub root_file: PathBuf,
     /// Seconds before expiry from which the node warns.
     pub expiry_warning_secs: i64,
@@ -276,7 +276,7 @@ pub struct Federation {
 }
 
 #[derive(Debug, Clone)]
-pub struct PeerListener {
+pub(crate) struct PeerListener {
     pub listen: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -284,7 +284,7 @@ pub struct PeerListener {
 }
 
 #[derive(Debug, Clone)]
-pub struct MemberListener {
+pub(crate) struct MemberListener {
     pub listen: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -293,21 +293,9 @@ pub struct MemberListener {
     pub clients: HashMap<String, ClientGrant>,
 }
 
-/// Environment variables that override paths and addresses.
-pub const ENV_OVERRIDES: &[(&str, &str)] = &[
-    ("CIX_DATA_DIR", "node.data_dir"),
-    ("CIX_MEMBER_LISTEN", "member_listener.listen"),
-    ("CIX_MEMBER_CERT", "member_listener.cert"),
-    ("CIX_MEMBER_KEY", "member_listener.key"),
-    ("CIX_MEMBER_CLIENT_CA", "member_listener.client_ca"),
-    ("CIX_PEER_LISTEN", "peer_listener.listen"),
-    ("CIX_PEER_CERT", "peer_listener.cert"),
-    ("CIX_PEER_KEY", "peer_listener.key"),
-];
-
 impl RawConfig {
     /// Parses TOML text. `path` only names the file in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -316,7 +304,7 @@ impl RawConfig {
 
     /// Applies the `CIX_*` environment overrides, read through `get`, so that
     /// tests can feed them without touching the process environment.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+    pub(crate) fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(v) = get("CIX_DATA_DIR") {
             self.node.data_dir = v.into();
         }
@@ -348,7 +336,7 @@ impl RawConfig {
 
 impl Config {
     /// Reads, overrides from the process environment, and validates.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -361,7 +349,7 @@ impl Config {
 
     /// Validates `raw`; relative paths are taken relative to `base` (the
     /// config file's directory).
-    pub fn from_raw(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn from_raw(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         let abs = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()

@@ -57,7 +57,7 @@ fn invalid(field: &'static str, rule: impl Into<String>) -> ContributionError {
 }
 
 /// One item of a contribute, retract or extend request.
-pub enum Item<'a> {
+pub(crate) enum Item<'a> {
     /// A raw identifier: normalized and hashed here.
     Raw {
         kind: Result<Kind, Reason>,
@@ -72,7 +72,7 @@ pub enum Item<'a> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ItemStatus {
+pub(crate) enum ItemStatus {
     Stored,
     AlreadyPresent,
     Invalid,
@@ -82,7 +82,7 @@ pub enum ItemStatus {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ItemOutcome {
+pub(crate) struct ItemOutcome {
     pub status: ItemStatus,
     pub token: Option<Token>,
     pub epoch: u32,
@@ -111,7 +111,7 @@ impl ItemOutcome {
 }
 
 #[derive(Debug)]
-pub struct Written {
+pub(crate) struct Written {
     pub results: Vec<ItemOutcome>,
     /// Sequence numbers of the appended entries (0, 0 when nothing was appended).
     pub first_seq: u64,
@@ -120,7 +120,7 @@ pub struct Written {
 
 /// What a rekey did (counts only: the identifiers are dropped).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RekeyCounts {
+pub(crate) struct RekeyCounts {
     pub rekeyed: u64,
     pub current: u64,
     pub not_held: u64,
@@ -130,13 +130,13 @@ pub struct RekeyCounts {
 }
 
 /// What a retraction or extension applies to.
-pub enum Selector<'a> {
+pub(crate) enum Selector<'a> {
     Items(Vec<Item<'a>>),
     Case(&'a str),
 }
 
 /// Case references and reasons: 1 to 128 characters of printable ASCII or space.
-pub fn check_label(field: &'static str, s: &str) -> Result<(), ContributionError> {
+pub(crate) fn check_label(field: &'static str, s: &str) -> Result<(), ContributionError> {
     if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         return Err(invalid(
             field,
@@ -146,13 +146,13 @@ pub fn check_label(field: &'static str, s: &str) -> Result<(), ContributionError
     Ok(())
 }
 
-pub struct Contributions {
+pub(crate) struct Contributions {
     origin: String,
     logs: Arc<OriginLogs>,
     keys: Keys,
     signer: Arc<SigningKeyFile>,
     /// False until this node's own log head is confirmed (see
-    /// [`crate::federation::replicate`]); contributions wait for it.
+    /// [`crate::federation::receive_batches`]); contributions wait for it.
     ready: watch::Receiver<bool>,
     write: tokio::sync::Mutex<()>,
 }
@@ -173,7 +173,7 @@ struct Header<'a> {
 }
 
 impl Contributions {
-    pub fn new(
+    pub(crate) fn new(
         origin: String,
         logs: Arc<OriginLogs>,
         keys: Keys,
@@ -190,12 +190,8 @@ impl Contributions {
         }
     }
 
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     /// Adds indicators. `valid_until` (unix seconds) must lie after `now`.
-    pub async fn contribute(
+    pub(crate) async fn contribute(
         &self,
         items: Vec<Item<'_>>,
         case_ref: &str,
@@ -264,7 +260,7 @@ impl Contributions {
     /// expiry (one batch per such group, each durable before the answer).
     /// Idempotent: identifiers already held under the newest epoch count as
     /// current.
-    pub async fn rekey(
+    pub(crate) async fn rekey(
         &self,
         items: Vec<Item<'_>>,
         now: i64,
@@ -347,7 +343,7 @@ impl Contributions {
     }
 
     /// Retracts this node's own indicators.
-    pub async fn retract(
+    pub(crate) async fn retract(
         &self,
         selector: Selector<'_>,
         reason: &str,
@@ -366,7 +362,7 @@ impl Contributions {
     }
 
     /// Moves `valid_until` of this node's own indicators.
-    pub async fn extend(
+    pub(crate) async fn extend(
         &self,
         selector: Selector<'_>,
         valid_until: i64,
@@ -499,7 +495,7 @@ impl Contributions {
     }
 
     /// This node's own active indicators, in token order, after `after`.
-    pub fn list(&self, after: Option<Token>, limit: usize, now: i64) -> Vec<Indicator> {
+    pub(crate) fn list(&self, after: Option<Token>, limit: usize, now: i64) -> Vec<Indicator> {
         self.logs
             .index
             .read()

@@ -20,7 +20,7 @@ use crate::{
 
 /// One key epoch as the node's config names it.
 #[derive(Debug, Clone)]
-pub struct EpochConfig {
+pub(crate) struct EpochConfig {
     pub id: u32,
     pub key_file: PathBuf,
     /// Unix seconds; `None` when the trust list decides.
@@ -45,7 +45,7 @@ pub enum KeyRingError {
 
 /// A key file loaded at start.
 #[derive(Debug, Clone)]
-pub struct LoadedKey {
+pub(crate) struct LoadedKey {
     pub id: u32,
     pub path: PathBuf,
     pub fingerprint: String,
@@ -55,7 +55,7 @@ pub struct LoadedKey {
 }
 
 /// Loads every configured key file (refusing loose permissions).
-pub fn load_keys(epochs: &[EpochConfig]) -> Result<Vec<LoadedKey>, KeyError> {
+pub(crate) fn load_keys(epochs: &[EpochConfig]) -> Result<Vec<LoadedKey>, KeyError> {
     epochs
         .iter()
         .map(|e| {
@@ -73,7 +73,7 @@ pub fn load_keys(epochs: &[EpochConfig]) -> Result<Vec<LoadedKey>, KeyError> {
 
 /// One key epoch the node can hash under.
 #[derive(Clone, Debug)]
-pub struct Epoch {
+pub(crate) struct Epoch {
     pub id: u32,
     /// Unix seconds; valid in [valid_from, valid_until).
     pub valid_from: i64,
@@ -84,13 +84,13 @@ pub struct Epoch {
 }
 
 impl Epoch {
-    pub fn valid_at(&self, now: i64) -> bool {
+    pub(crate) fn valid_at(&self, now: i64) -> bool {
         self.valid_from <= now && now < self.valid_until
     }
 }
 
 #[derive(Debug, Default)]
-pub struct KeyRing {
+pub(crate) struct KeyRing {
     epochs: Vec<Epoch>,
 }
 
@@ -99,7 +99,7 @@ impl KeyRing {
     /// it; a key whose fingerprint differs from its epoch's is an error when
     /// `strict`, else logged and left out; a key for an epoch the list lacks
     /// is left out with a warning. Without `list`, the config's windows.
-    pub fn build(
+    pub(crate) fn build(
         keys: &[LoadedKey],
         list: Option<&[KeyEpoch]>,
         strict: bool,
@@ -150,27 +150,27 @@ impl KeyRing {
         Ok(KeyRing::new(epochs))
     }
 
-    pub fn new(mut epochs: Vec<Epoch>) -> KeyRing {
+    pub(crate) fn new(mut epochs: Vec<Epoch>) -> KeyRing {
         // Newest first: contributions take the first valid one.
         epochs.sort_by(|a, b| b.valid_from.cmp(&a.valid_from).then(b.id.cmp(&a.id)));
         KeyRing { epochs }
     }
 
-    pub fn all(&self) -> &[Epoch] {
+    pub(crate) fn all(&self) -> &[Epoch] {
         &self.epochs
     }
 
     /// Epochs valid at `now`, newest first.
-    pub fn valid_at(&self, now: i64) -> impl Iterator<Item = &Epoch> + '_ {
+    pub(crate) fn valid_at(&self, now: i64) -> impl Iterator<Item = &Epoch> + '_ {
         self.epochs.iter().filter(move |e| e.valid_at(now))
     }
 
     /// The epoch new contributions use.
-    pub fn newest_valid(&self, now: i64) -> Option<&Epoch> {
+    pub(crate) fn newest_valid(&self, now: i64) -> Option<&Epoch> {
         self.valid_at(now).next()
     }
 
-    pub fn get(&self, id: u32) -> Option<&Epoch> {
+    pub(crate) fn get(&self, id: u32) -> Option<&Epoch> {
         self.epochs.iter().find(|e| e.id == id)
     }
 }
@@ -178,22 +178,22 @@ impl KeyRing {
 /// The key ring in force, replaced whole when a new trust list changes the
 /// epochs. Readers take a snapshot per request.
 #[derive(Clone, Default)]
-pub struct Keys {
+pub(crate) struct Keys {
     inner: Arc<RwLock<Arc<KeyRing>>>,
 }
 
 impl Keys {
-    pub fn new(ring: KeyRing) -> Keys {
+    pub(crate) fn new(ring: KeyRing) -> Keys {
         Keys {
             inner: Arc::new(RwLock::new(Arc::new(ring))),
         }
     }
 
-    pub fn get(&self) -> Arc<KeyRing> {
+    pub(crate) fn get(&self) -> Arc<KeyRing> {
         self.inner.read().clone()
     }
 
-    pub fn set(&self, ring: KeyRing) {
+    pub(crate) fn set(&self, ring: KeyRing) {
         *self.inner.write() = Arc::new(ring);
     }
 }

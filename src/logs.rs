@@ -25,19 +25,19 @@ pub enum LogsError {
 
 /// "Origin X is now at sequence N".
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeadUpdate {
+pub(crate) struct HeadUpdate {
     pub origin: String,
     pub last_seq: u64,
 }
 
-pub struct OriginLogs {
+pub(crate) struct OriginLogs {
     pub store: Arc<Store>,
     pub index: Arc<RwLock<Index>>,
     heads: broadcast::Sender<HeadUpdate>,
 }
 
 impl OriginLogs {
-    pub fn new(store: Arc<Store>, index: Arc<RwLock<Index>>) -> OriginLogs {
+    pub(crate) fn new(store: Arc<Store>, index: Arc<RwLock<Index>>) -> OriginLogs {
         let (heads, _) = broadcast::channel(4096);
         OriginLogs {
             store,
@@ -51,7 +51,7 @@ impl OriginLogs {
     /// flushed before this returns (contributions are acknowledged only
     /// then); replicated batches can be fetched again and are flushed in
     /// groups by the caller.
-    pub async fn append(&self, batch: &Batch, durable: bool) -> Result<Head, LogsError> {
+    pub(crate) async fn append(&self, batch: &Batch, durable: bool) -> Result<Head, LogsError> {
         let head = self.store.append(batch)?;
         if durable {
             self.store.flush().await?;
@@ -65,7 +65,7 @@ impl OriginLogs {
     }
 
     /// Head changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<HeadUpdate> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<HeadUpdate> {
         self.heads.subscribe()
     }
 }

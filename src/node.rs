@@ -55,7 +55,7 @@ pub enum NodeError {
 }
 
 /// What the services share.
-pub struct NodeState {
+pub(crate) struct NodeState {
     pub node_id: String,
     pub store: Arc<Store>,
     pub index: Arc<RwLock<Index>>,
@@ -84,12 +84,12 @@ pub struct NodeState {
 
 /// Files, in the data directory, where a running node writes its listeners'
 /// bound addresses (useful with port 0); removed on a clean stop.
-pub const MEMBER_ADDR_FILE: &str = "member.addr";
-pub const PEER_ADDR_FILE: &str = "peer.addr";
+pub(crate) const MEMBER_ADDR_FILE: &str = "member.addr";
+pub(crate) const PEER_ADDR_FILE: &str = "peer.addr";
 
 /// Opens the store, replays every batch into a fresh index, loads the trust
 /// list and the keys (refusing a key that does not match its epoch).
-pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
+pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
     let started = Instant::now();
     let clock = Clock::from_env()?;
     let loaded_keys = load_keys(&config.epochs)?;
@@ -162,7 +162,7 @@ pub async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
 /// The node's status report, as the Admin API serves it and `cix status`
 /// prints it. Built by [`NodeState::status`]; [`crate::api`] only converts it.
 #[derive(Debug, Clone)]
-pub struct NodeStatus {
+pub(crate) struct NodeStatus {
     pub node_id: String,
     pub version: &'static str,
     pub started_unix: i64,
@@ -194,7 +194,7 @@ pub struct NodeStatus {
 
 /// One origin log on this node.
 #[derive(Debug, Clone)]
-pub struct OriginStatus {
+pub(crate) struct OriginStatus {
     pub origin: String,
     pub indicators: u64,
     pub last_seq: u64,
@@ -202,7 +202,7 @@ pub struct OriginStatus {
 
 /// One key epoch the node holds.
 #[derive(Debug, Clone)]
-pub struct EpochStatus {
+pub(crate) struct EpochStatus {
     pub id: u32,
     pub valid_from: i64,
     pub valid_until: i64,
@@ -212,7 +212,7 @@ pub struct EpochStatus {
 
 /// The trust list in force.
 #[derive(Debug, Clone)]
-pub struct TrustStatus {
+pub(crate) struct TrustStatus {
     pub version: u64,
     pub expires_at: i64,
     pub members: u32,
@@ -223,7 +223,7 @@ pub struct TrustStatus {
 
 /// One peer as this node's replication sees it.
 #[derive(Debug, Clone)]
-pub struct PeerStatus {
+pub(crate) struct PeerStatus {
     pub member: String,
     pub connected: bool,
     pub last_pull_unix: i64,
@@ -234,7 +234,7 @@ pub struct PeerStatus {
 
 /// How far this node is behind a peer on one origin.
 #[derive(Debug, Clone)]
-pub struct OriginLag {
+pub(crate) struct OriginLag {
     pub origin: String,
     pub peer_last_seq: u64,
     pub lag: u64,
@@ -243,7 +243,10 @@ pub struct OriginLag {
 impl NodeState {
     /// The node's status now; `replication` is the node's replication
     /// with its peers, if it is federated.
-    pub fn status(&self, replication: Option<&Replication>) -> Result<NodeStatus, NodeError> {
+    pub(crate) fn status(
+        &self,
+        replication: Option<&Replication>,
+    ) -> Result<NodeStatus, NodeError> {
         let now = self.clock.now();
         let (by_kind, by_origin) = self.index.read().counts(now);
         let heads = self.store.heads()?;

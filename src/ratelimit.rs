@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 /// The limits for one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Requests per second refilled into the bucket.
     pub per_second: f64,
     /// Requests the bucket holds when full.
@@ -55,21 +55,27 @@ struct Bucket {
 
 /// Token buckets per caller.
 #[derive(Debug, Default)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 const DAY: i64 = 86_400;
 
 impl Limiter {
-    pub fn new() -> Limiter {
+    pub(crate) fn new() -> Limiter {
         Limiter::default()
     }
 
     /// Takes one request and `units` of the daily quota for `caller` at
     /// `now` (unix seconds, fractional), or says how long to wait. A refused
     /// request takes nothing.
-    pub fn check(&self, caller: &str, units: u64, rule: Rule, now: f64) -> Result<(), Refused> {
+    pub(crate) fn check(
+        &self,
+        caller: &str,
+        units: u64,
+        rule: Rule,
+        now: f64,
+    ) -> Result<(), Refused> {
         let mut buckets = self.buckets.lock();
         let today = now.div_euclid(DAY as f64) as i64;
         let b = buckets.entry(caller.to_string()).or_insert(Bucket {
@@ -106,7 +112,7 @@ impl Limiter {
 
 /// An optional limit on calls per caller, with a count of refusals.
 #[derive(Debug, Default)]
-pub struct CallerLimits {
+pub(crate) struct CallerLimits {
     limiter: Limiter,
     rule: Option<Rule>,
     refused: std::sync::atomic::AtomicU64,
@@ -114,7 +120,7 @@ pub struct CallerLimits {
 
 impl CallerLimits {
     /// `per_second` 0: no limit. `burst` 0: the per-second rate.
-    pub fn new(per_second: u32, burst: u32) -> CallerLimits {
+    pub(crate) fn new(per_second: u32, burst: u32) -> CallerLimits {
         CallerLimits {
             rule: (per_second > 0).then(|| Rule {
                 per_second: f64::from(per_second),
@@ -127,7 +133,7 @@ impl CallerLimits {
 
     /// Takes one call for `caller` at `now` (unix seconds, fractional: the
     /// node's clock), or says how long to wait.
-    pub fn check(&self, caller: &str, now: f64) -> Result<(), Refused> {
+    pub(crate) fn check(&self, caller: &str, now: f64) -> Result<(), Refused> {
         let Some(rule) = self.rule else {
             return Ok(());
         };
@@ -143,7 +149,7 @@ impl CallerLimits {
     }
 
     /// Calls refused so far.
-    pub fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -45,13 +45,13 @@ use crate::{
 
 /// What a purge did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PurgeStats {
+pub(crate) struct PurgeStats {
     pub batches_rewritten: u64,
     pub entries_purged: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RetentionError {
+pub(crate) enum RetentionError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -182,8 +182,10 @@ impl Replay {
 /// skipped. Batches whose entries change are written back with
 /// [`Store::rewrite`], then the store is flushed. Returns the stats.
 ///
-/// Reads and rewrites the store synchronously; [`run`] does it off the runtime.
-pub async fn purge(
+/// Reads and rewrites the store synchronously; [`run`] does it off the runtime
+/// (tests call this directly).
+#[cfg(test)]
+pub(crate) async fn purge(
     store: &Store,
     retention_secs: i64,
     now: i64,
@@ -275,7 +277,7 @@ fn purge_blocking(
 /// Purges at start and then every `interval` until `stop` is cancelled,
 /// judging what is past retention at `clock`'s time, and logging counts
 /// (never tokens) at info when something was purged.
-pub async fn run(
+pub(crate) async fn run(
     store: Arc<Store>,
     retention: Duration,
     interval: Duration,

@@ -18,7 +18,7 @@ use crate::{
 
 /// The answer for one item.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     NoMatch,
     /// Every active indicator for the item, from any origin and epoch.
     Match(Vec<Indicator>),
@@ -28,21 +28,21 @@ pub enum Outcome {
 
 /// One item hashed for matching elsewhere: its token under each valid epoch
 /// (epoch id, token), or why it was rejected.
-pub type Hashed = Result<Vec<(u32, Token)>, Reason>;
+pub(crate) type Hashed = Result<Vec<(u32, Token)>, Reason>;
 
 #[derive(Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     index: Arc<RwLock<Index>>,
     keys: Keys,
 }
 
 impl Engine {
-    pub fn new(index: Arc<RwLock<Index>>, keys: Keys) -> Engine {
+    pub(crate) fn new(index: Arc<RwLock<Index>>, keys: Keys) -> Engine {
         Engine { index, keys }
     }
 
     /// Screens identifiers given as (kind, raw value as text bytes).
-    pub fn match_identifiers<I, V>(&self, items: I, now: i64) -> Vec<Outcome>
+    pub(crate) fn match_identifiers<I, V>(&self, items: I, now: i64) -> Vec<Outcome>
     where
         I: IntoIterator<Item = (Result<Kind, Reason>, V)>,
         V: AsRef<[u8]>,
@@ -80,7 +80,7 @@ impl Engine {
 
     /// Screens pre-computed tokens. Indicators of an epoch that is not valid
     /// now do not match, as for identifiers.
-    pub fn match_tokens(&self, tokens: &[Token], now: i64) -> Vec<Outcome> {
+    pub(crate) fn match_tokens(&self, tokens: &[Token], now: i64) -> Vec<Outcome> {
         let ring = self.keys.get();
         let valid: Vec<u32> = ring.valid_at(now).map(|e| e.id).collect();
         let index = self.index.read();
@@ -103,7 +103,7 @@ impl Engine {
 
     /// Normalizes and hashes identifiers under every epoch valid now, for
     /// matching against answers from elsewhere (prefix queries).
-    pub fn hash_identifiers<'a, I>(&self, items: I, now: i64) -> Vec<Hashed>
+    pub(crate) fn hash_identifiers<'a, I>(&self, items: I, now: i64) -> Vec<Hashed>
     where
         I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
     {
@@ -125,11 +125,11 @@ impl Engine {
     }
 
     /// Ids of the key epochs valid at `now`.
-    pub fn valid_epochs(&self, now: i64) -> Vec<u32> {
+    pub(crate) fn valid_epochs(&self, now: i64) -> Vec<u32> {
         self.keys.get().valid_at(now).map(|e| e.id).collect()
     }
 
-    pub fn index(&self) -> &Arc<RwLock<Index>> {
+    pub(crate) fn index(&self) -> &Arc<RwLock<Index>> {
         &self.index
     }
 }

@@ -12,13 +12,13 @@ use crate::{
     proto::{self, admin_server},
 };
 
-pub struct AdminService {
+pub(crate) struct AdminService {
     node: Arc<NodeState>,
     replication: Option<Arc<Replication>>,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<NodeState>, replication: Option<Arc<Replication>>) -> AdminService {
+    pub(crate) fn new(node: Arc<NodeState>, replication: Option<Arc<Replication>>) -> AdminService {
         AdminService { node, replication }
     }
 }

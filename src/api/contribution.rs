@@ -13,7 +13,7 @@ use crate::{
     token::Token,
 };
 
-pub struct ContributionService {
+pub(crate) struct ContributionService {
     domain: Arc<Contributions>,
     max_items: usize,
     /// The node's clock: creation times, the epoch in force, expiry.
@@ -21,7 +21,11 @@ pub struct ContributionService {
 }
 
 impl ContributionService {
-    pub fn new(domain: Arc<Contributions>, max_items: usize, clock: Clock) -> ContributionService {
+    pub(crate) fn new(
+        domain: Arc<Contributions>,
+        max_items: usize,
+        clock: Clock,
+    ) -> ContributionService {
         ContributionService {
             domain,
             max_items,

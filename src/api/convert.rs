@@ -16,19 +16,19 @@ use crate::{
 };
 
 /// A protobuf kind; unspecified or unknown values are the `kind` reason.
-pub fn kind(k: i32) -> Result<Kind, Reason> {
+pub(crate) fn kind(k: i32) -> Result<Kind, Reason> {
     u8::try_from(k)
         .ok()
         .and_then(Kind::from_code)
         .ok_or(Reason::Kind)
 }
 
-pub fn kind_to_proto(k: Kind) -> i32 {
+pub(crate) fn kind_to_proto(k: Kind) -> i32 {
     k.code() as i32
 }
 
 /// A protobuf tier; unspecified means confirmed.
-pub fn tier(t: i32) -> Option<Tier> {
+pub(crate) fn tier(t: i32) -> Option<Tier> {
     if t == 0 {
         Some(Tier::Confirmed)
     } else {
@@ -36,7 +36,7 @@ pub fn tier(t: i32) -> Option<Tier> {
     }
 }
 
-pub fn timestamp(secs: i64) -> Timestamp {
+pub(crate) fn timestamp(secs: i64) -> Timestamp {
     Timestamp {
         seconds: secs,
         nanos: 0,
@@ -44,11 +44,11 @@ pub fn timestamp(secs: i64) -> Timestamp {
 }
 
 /// Unix seconds of a timestamp (rounded up, so "in the future" stays true).
-pub fn secs(t: &Timestamp) -> i64 {
+pub(crate) fn secs(t: &Timestamp) -> i64 {
     t.seconds + i64::from(t.nanos > 0)
 }
 
-pub fn hit(i: &Indicator) -> proto::Hit {
+pub(crate) fn hit(i: &Indicator) -> proto::Hit {
     proto::Hit {
         origin: i.origin.to_string(),
         kind: kind_to_proto(i.kind),
@@ -61,7 +61,7 @@ pub fn hit(i: &Indicator) -> proto::Hit {
     }
 }
 
-pub fn indicator(i: &Indicator) -> proto::Indicator {
+pub(crate) fn indicator(i: &Indicator) -> proto::Indicator {
     proto::Indicator {
         token: i.token.0.to_vec(),
         kind: kind_to_proto(i.kind),
@@ -74,7 +74,7 @@ pub fn indicator(i: &Indicator) -> proto::Indicator {
     }
 }
 
-pub fn match_result(o: &Outcome) -> proto::MatchResult {
+pub(crate) fn match_result(o: &Outcome) -> proto::MatchResult {
     match o {
         Outcome::NoMatch => proto::MatchResult {
             status: proto::MatchStatus::NoMatch as i32,
@@ -93,13 +93,13 @@ pub fn match_result(o: &Outcome) -> proto::MatchResult {
     }
 }
 
-pub fn match_response(outcomes: &[Outcome]) -> proto::MatchResponse {
+pub(crate) fn match_response(outcomes: &[Outcome]) -> proto::MatchResponse {
     proto::MatchResponse {
         results: outcomes.iter().map(match_result).collect(),
     }
 }
 
-pub fn item_result(o: &ItemOutcome) -> proto::ItemResult {
+pub(crate) fn item_result(o: &ItemOutcome) -> proto::ItemResult {
     let status = match o.status {
         ItemStatus::Stored => proto::ItemStatus::Stored,
         ItemStatus::AlreadyPresent => proto::ItemStatus::AlreadyPresent,
@@ -117,7 +117,7 @@ pub fn item_result(o: &ItemOutcome) -> proto::ItemResult {
 }
 
 /// A contribution item; an item with neither variant set is `format`-invalid.
-pub fn contribution_item(i: &proto::ContributionItem) -> Item<'_> {
+pub(crate) fn contribution_item(i: &proto::ContributionItem) -> Item<'_> {
     match &i.item {
         Some(proto::contribution_item::Item::Identifier(id)) => identifier(id),
         Some(proto::contribution_item::Item::Token(t)) => token_item(t),
@@ -128,14 +128,14 @@ pub fn contribution_item(i: &proto::ContributionItem) -> Item<'_> {
     }
 }
 
-pub fn identifier(id: &proto::Identifier) -> Item<'_> {
+pub(crate) fn identifier(id: &proto::Identifier) -> Item<'_> {
     Item::Raw {
         kind: kind(id.kind),
         value: &id.value,
     }
 }
 
-pub fn token_item(t: &proto::PrecomputedToken) -> Item<'_> {
+pub(crate) fn token_item(t: &proto::PrecomputedToken) -> Item<'_> {
     Item::Token {
         kind: kind(t.kind),
         token: &t.token,
@@ -144,7 +144,7 @@ pub fn token_item(t: &proto::PrecomputedToken) -> Item<'_> {
 }
 
 /// The node's status report as `cix.v1.StatusResponse`.
-pub fn status(s: NodeStatus) -> proto::StatusResponse {
+pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
     let trust = s.trust.as_ref();
     proto::StatusResponse {
         queries_served: s
@@ -233,7 +233,7 @@ pub fn status(s: NodeStatus) -> proto::StatusResponse {
 
 /// The node's counters as Status shows them: one entry per peer, each
 /// reason under its stable name, zero counts left out.
-pub fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
+pub(crate) fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
     fn reasons<R: Copy>(
         all: &[R],
         name: impl Fn(R) -> &'static str,

@@ -20,7 +20,7 @@ use crate::{
     trust::state::TrustState,
 };
 
-pub struct FederationService {
+pub(crate) struct FederationService {
     trust: Arc<TrustState>,
     counters: Arc<Counters>,
     batches: BatchSender,
@@ -28,7 +28,7 @@ pub struct FederationService {
 }
 
 impl FederationService {
-    pub fn new(
+    pub(crate) fn new(
         trust: Arc<TrustState>,
         counters: Arc<Counters>,
         batches: BatchSender,

@@ -7,20 +7,20 @@
 //! built here ever contains a raw identifier: invalid items are answered
 //! with a reason word, request errors name the field and the rule.
 
-pub mod admin;
-pub mod contribution;
-pub mod convert;
-pub mod federation;
-pub mod screening;
-pub mod status;
-pub mod wire;
+pub(crate) mod admin;
+pub(crate) mod contribution;
+pub(crate) mod convert;
+pub(crate) mod federation;
+pub(crate) mod screening;
+pub(crate) mod status;
+pub(crate) mod wire;
 
-pub use status::exhausted;
+pub(crate) use status::exhausted;
 
 use tonic::Status;
 
 /// Refuses a request with more items than the node's limit.
-pub fn check_batch(field: &str, len: usize, max: usize) -> Result<(), Status> {
+pub(crate) fn check_batch(field: &str, len: usize, max: usize) -> Result<(), Status> {
     if len > max {
         return Err(Status::resource_exhausted(format!(
             "{field}: at most {max} items per request, got {len}; split the batch"

@@ -23,7 +23,7 @@ use crate::{
     token::Token,
 };
 
-pub struct ScreeningService {
+pub(crate) struct ScreeningService {
     engine: Engine,
     max_items: usize,
     limits: Arc<CallerLimits>,
@@ -34,7 +34,7 @@ pub struct ScreeningService {
 }
 
 impl ScreeningService {
-    pub fn new(
+    pub(crate) fn new(
         engine: Engine,
         max_items: usize,
         limits: Arc<CallerLimits>,

@@ -16,7 +16,7 @@ use crate::{
 
 /// RESOURCE_EXHAUSTED for a rate limit, with the wait in the message and as
 /// a `google.rpc.RetryInfo` detail that clients can act on.
-pub fn exhausted(r: Refused) -> Status {
+pub(crate) fn exhausted(r: Refused) -> Status {
     Status::with_error_details(
         tonic::Code::ResourceExhausted,
         r.to_string(),

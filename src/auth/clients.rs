@@ -16,7 +16,7 @@ use crate::tls::TlsIdentity;
 
 /// What a member-listener caller may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ClientCapability {
+pub(crate) enum ClientCapability {
     /// `Screening.*`
     Screen,
     /// `Contribution.*`
@@ -26,7 +26,7 @@ pub enum ClientCapability {
 }
 
 impl ClientCapability {
-    pub fn parse(s: &str) -> Option<ClientCapability> {
+    pub(crate) fn parse(s: &str) -> Option<ClientCapability> {
         match s {
             "screen" => Some(ClientCapability::Screen),
             "contribute" => Some(ClientCapability::Contribute),
@@ -35,7 +35,7 @@ impl ClientCapability {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ClientCapability::Screen => "screen",
             ClientCapability::Contribute => "contribute",
@@ -46,33 +46,33 @@ impl ClientCapability {
 
 /// The authorized caller of one request, for handlers and audit.
 #[derive(Clone, Debug)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub name: String,
     pub spki_sha256: Arc<str>,
 }
 
 /// What one client certificate (by SPKI hash) is called and may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientGrant {
+pub(crate) struct ClientGrant {
     pub name: String,
     pub capabilities: Vec<ClientCapability>,
 }
 
 /// Who may do what, from the node's config; shared by every interceptor.
 #[derive(Clone, Default)]
-pub struct Grants {
+pub(crate) struct Grants {
     inner: Arc<HashMap<String, ClientGrant>>,
 }
 
 impl Grants {
-    pub fn new(grants: HashMap<String, ClientGrant>) -> Grants {
+    pub(crate) fn new(grants: HashMap<String, ClientGrant>) -> Grants {
         Grants {
             inner: Arc::new(grants),
         }
     }
 
     /// Checks one request's caller for `cap`.
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         peer: Option<&TlsIdentity>,
         cap: ClientCapability,
@@ -102,13 +102,13 @@ impl Grants {
 /// A tonic interceptor that admits a request only if its caller holds `cap`,
 /// and attaches the [`Caller`] for the handler.
 #[derive(Clone)]
-pub struct Require {
+pub(crate) struct Require {
     grants: Grants,
     cap: ClientCapability,
 }
 
 impl Require {
-    pub fn new(grants: &Grants, cap: ClientCapability) -> Require {
+    pub(crate) fn new(grants: &Grants, cap: ClientCapability) -> Require {
         Require {
             grants: grants.clone(),
             cap,
@@ -137,7 +137,7 @@ impl Interceptor for Require {
 /// The interceptor for services any authenticated caller may use (health,
 /// reflection): the handshake already required a certificate from the CA.
 #[derive(Clone)]
-pub struct Authenticated;
+pub(crate) struct Authenticated;
 
 impl Interceptor for Authenticated {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {

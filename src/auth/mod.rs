@@ -11,5 +11,5 @@
 //!   trust list in force (membership, status and the trust list's peer
 //!   capabilities).
 
-pub mod clients;
-pub mod peers;
+pub(crate) mod clients;
+pub(crate) mod peers;

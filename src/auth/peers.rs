@@ -24,13 +24,13 @@ use crate::{
 
 /// The member behind a peer request, for handlers.
 #[derive(Clone, Debug)]
-pub struct PeerMember {
+pub(crate) struct PeerMember {
     pub id: String,
 }
 
 /// What a method needs: a capability (beyond being an active member), and
 /// whether it stays open when the node's list has expired.
-pub fn requirement(path: &str) -> (Option<PeerCapability>, bool) {
+pub(crate) fn requirement(path: &str) -> (Option<PeerCapability>, bool) {
     match path {
         "/cix.v1.Federation/GetTrustList" | "/cix.v1.Federation/PublishTrustList" => (None, true),
         // Replication, and prefix queries (QueryPrefix is not served yet: a
@@ -55,14 +55,14 @@ fn capability_name(c: PeerCapability) -> &'static str {
 /// A refused peer request: the member (or [`UNLISTED`]), why, and the
 /// answer for the caller.
 #[derive(Debug)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub member: String,
     pub reason: RequestRefusal,
     pub status: Status,
 }
 
 /// Checks one peer request, at the node's time ([`TrustState::clock`]).
-pub fn authorize(
+pub(crate) fn authorize(
     trust: &TrustState,
     peer: Option<&TlsIdentity>,
     path: &str,
@@ -129,13 +129,13 @@ pub fn authorize(
 /// The tower layer that runs [`authorize`] before any peer service and
 /// counts its refusals.
 #[derive(Clone)]
-pub struct PeerAuthLayer {
+pub(crate) struct PeerAuthLayer {
     trust: Arc<TrustState>,
     counters: Arc<Counters>,
 }
 
 impl PeerAuthLayer {
-    pub fn new(trust: Arc<TrustState>, counters: Arc<Counters>) -> PeerAuthLayer {
+    pub(crate) fn new(trust: Arc<TrustState>, counters: Arc<Counters>) -> PeerAuthLayer {
         PeerAuthLayer { trust, counters }
     }
 }
@@ -152,7 +152,7 @@ impl<S> tower::Layer<S> for PeerAuthLayer {
 }
 
 #[derive(Clone)]
-pub struct PeerAuth<S> {
+pub(crate) struct PeerAuth<S> {
     inner: S,
     trust: Arc<TrustState>,
     counters: Arc<Counters>,

@@ -64,7 +64,7 @@ impl PrefixError {
 /// What one member asked of this node (counts only), as read from the
 /// node's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueryCounts {
+pub(crate) struct QueryCounts {
     pub requests: u64,
     pub prefixes: u64,
     /// Requests refused by the query policy's limits.
@@ -73,13 +73,13 @@ pub struct QueryCounts {
 
 /// The answering side: limits and padded answers; counts go to the node's
 /// counters.
-pub struct Gate {
+pub(crate) struct Gate {
     limiter: Limiter,
     counters: Arc<Counters>,
 }
 
 impl Gate {
-    pub fn new(counters: Arc<Counters>) -> Gate {
+    pub(crate) fn new(counters: Arc<Counters>) -> Gate {
         Gate {
             limiter: Limiter::new(),
             counters,
@@ -89,7 +89,7 @@ impl Gate {
     /// Answers `member`'s request, or refuses it (changing nothing but the
     /// refusal count).
     #[allow(clippy::too_many_arguments)]
-    pub fn answer(
+    pub(crate) fn answer(
         &self,
         member: &str,
         req: &QueryPrefixRequest,
@@ -193,7 +193,7 @@ impl Gate {
 
     /// Counts per asking member (those that were answered or refused by
     /// the limits), from the node's counters.
-    pub fn counts(&self) -> Vec<(String, QueryCounts)> {
+    pub(crate) fn counts(&self) -> Vec<(String, QueryCounts)> {
         self.counters
             .snapshot()
             .peers
@@ -214,7 +214,7 @@ impl Gate {
 /// Serving `QueryPrefix` for the peer listener: the [`Gate`] with the
 /// trust list's query policy, the index and valid epochs, and the node's
 /// clock.
-pub struct PrefixAnswers {
+pub(crate) struct PrefixAnswers {
     gate: Arc<Gate>,
     trust: Arc<TrustState>,
     engine: Engine,
@@ -222,7 +222,12 @@ pub struct PrefixAnswers {
 }
 
 impl PrefixAnswers {
-    pub fn new(gate: Arc<Gate>, trust: Arc<TrustState>, engine: Engine, clock: Clock) -> Self {
+    pub(crate) fn new(
+        gate: Arc<Gate>,
+        trust: Arc<TrustState>,
+        engine: Engine,
+        clock: Clock,
+    ) -> Self {
         PrefixAnswers {
             gate,
             trust,
@@ -232,7 +237,7 @@ impl PrefixAnswers {
     }
 
     /// Answers (or refuses) `member`'s request.
-    pub fn answer(
+    pub(crate) fn answer(
         &self,
         member: &str,
         req: &QueryPrefixRequest,

@@ -51,7 +51,7 @@ pub enum RemoteError {
 
 /// Remote matching for one node: the trust list, the dialer and a
 /// connection per peer, reused across calls.
-pub struct Remote {
+pub(crate) struct Remote {
     trust: Arc<TrustState>,
     dialer: PeerDialer,
     clock: Clock,
@@ -59,7 +59,7 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn new(trust: Arc<TrustState>, dialer: PeerDialer, clock: Clock) -> Remote {
+    pub(crate) fn new(trust: Arc<TrustState>, dialer: PeerDialer, clock: Clock) -> Remote {
         Remote {
             trust,
             dialer,
@@ -104,7 +104,7 @@ impl Remote {
     }
 
     /// Screens `items` (kind, raw value) through `peer`.
-    pub async fn screen<'a, I>(
+    pub(crate) async fn screen<'a, I>(
         &self,
         engine: &Engine,
         peer: &str,
@@ -143,7 +143,7 @@ impl Remote {
 }
 
 /// The distinct prefixes of the hashed items, in first-seen order.
-pub fn prefixes_of(items: &[Hashed], bits: u32) -> Vec<u32> {
+pub(crate) fn prefixes_of(items: &[Hashed], bits: u32) -> Vec<u32> {
     let mut seen = HashMap::new();
     let mut out = Vec::new();
     for h in items.iter().filter_map(|h| h.as_ref().ok()) {
@@ -160,7 +160,7 @@ pub fn prefixes_of(items: &[Hashed], bits: u32) -> Vec<u32> {
 /// Compares the asker's tokens with the answers: an item matches the entries
 /// carrying exactly one of its tokens under the epoch that token was made
 /// with. Decoys never match (random tokens).
-pub fn compare(items: &[Hashed], buckets: &[PrefixBucket]) -> Vec<Outcome> {
+pub(crate) fn compare(items: &[Hashed], buckets: &[PrefixBucket]) -> Vec<Outcome> {
     let mut by_token: HashMap<[u8; 32], Vec<&PrefixEntry>> = HashMap::new();
     for e in buckets.iter().flat_map(|b| &b.entries) {
         if let Ok(t) = <[u8; 32]>::try_from(e.token.as_slice()) {

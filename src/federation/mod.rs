@@ -17,12 +17,12 @@
 //! the one rule for whether this node's history of an origin is the same as
 //! a peer's at the peer's head ([`history_at`]).
 
-pub mod answer_prefix;
-pub mod ask_prefix;
-pub mod receive_batches;
-pub mod send_batches;
-pub mod trust_serve;
-pub mod trust_sync;
+pub(crate) mod answer_prefix;
+pub(crate) mod ask_prefix;
+pub(crate) mod receive_batches;
+pub(crate) mod send_batches;
+pub(crate) mod trust_serve;
+pub(crate) mod trust_sync;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -38,32 +38,35 @@ use crate::{
 /// node's peer certificate and accepting only the keys the trust list gives
 /// for the member dialled.
 #[derive(Clone, Debug)]
-pub struct PeerDialer {
+pub(crate) struct PeerDialer {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 /// How long one call to a peer may take before it is given up.
-pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most prefixes in one `QueryPrefix` request (the asker splits, the
 /// answerer refuses more).
-pub const MAX_PREFIXES_PER_REQUEST: usize = 1024;
+pub(crate) const MAX_PREFIXES_PER_REQUEST: usize = 1024;
 
 impl PeerDialer {
-    pub async fn channel(&self, member: &Member) -> Result<Channel, TlsError> {
+    pub(crate) async fn channel(&self, member: &Member) -> Result<Channel, TlsError> {
         let config =
             tls::peer_client_config(&self.cert, &self.key, member.tls_spki_sha256.clone())?;
         tls::connect(&member.endpoint, None, config).await
     }
 
-    pub async fn federation(&self, member: &Member) -> Result<FederationClient<Channel>, TlsError> {
+    pub(crate) async fn federation(
+        &self,
+        member: &Member,
+    ) -> Result<FederationClient<Channel>, TlsError> {
         Ok(FederationClient::new(self.channel(member).await?))
     }
 }
 
 /// Every origin's head, with hashes, as a pull request or watch message.
-pub fn heads(store: &Store) -> Result<Vec<OriginHead>, StoreError> {
+pub(crate) fn heads(store: &Store) -> Result<Vec<OriginHead>, StoreError> {
     Ok(store
         .heads()?
         .into_iter()
@@ -77,7 +80,7 @@ pub fn heads(store: &Store) -> Result<Vec<OriginHead>, StoreError> {
 
 /// How this node's history of an origin stands against a peer's head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AtHead {
+pub(crate) enum AtHead {
     /// This node holds the same history up to the peer's head (a head at 0
     /// is an empty history, the same as any).
     Same,
@@ -95,7 +98,7 @@ pub enum AtHead {
 /// the fork; the receiving side pulls when it lacks the peer's head or
 /// differs there. Reads the origin's head and, only when the peer's head is
 /// behind it or differs from it, the batch holding that sequence number.
-pub fn history_at(store: &Store, head: &OriginHead) -> Result<AtHead, StoreError> {
+pub(crate) fn history_at(store: &Store, head: &OriginHead) -> Result<AtHead, StoreError> {
     if head.last_seq == 0 {
         return Ok(AtHead::Same);
     }

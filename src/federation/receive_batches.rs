@@ -49,7 +49,7 @@ use crate::{
 
 /// What became of one received batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ingest {
+pub(crate) enum Ingest {
     Applied,
     Duplicate,
     /// Its predecessor is missing: it waits for a later pull.
@@ -63,7 +63,7 @@ pub enum Ingest {
 /// Why a received batch was refused, as the log shows it. Never holds a
 /// token or an identifier: origins are member ids.
 #[derive(Debug, thiserror::Error)]
-pub enum BatchRefused {
+pub(crate) enum BatchRefused {
     #[error(transparent)]
     Verify(#[from] BatchError),
     #[error("entries purged before the retention period allows (stripped on the way)")]
@@ -86,7 +86,7 @@ pub enum BatchRefused {
 
 impl BatchRefused {
     /// The counted reason.
-    pub fn reason(&self) -> BatchRejection {
+    pub(crate) fn reason(&self) -> BatchRejection {
         match self {
             BatchRefused::Verify(e) => match e {
                 BatchError::Decode(_) => BatchRejection::Decode,
@@ -123,7 +123,7 @@ impl BatchRefused {
 
 /// Why fork evidence was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum EvidenceRefused {
+pub(crate) enum EvidenceRefused {
     #[error("fork evidence lacks one of its two batches")]
     Incomplete,
     #[error("fork evidence does not decode: {0}")]
@@ -138,7 +138,7 @@ pub enum EvidenceRefused {
 
 impl EvidenceRefused {
     /// The counted reason.
-    pub fn reason(&self) -> EvidenceRejection {
+    pub(crate) fn reason(&self) -> EvidenceRejection {
         match self {
             EvidenceRefused::Incomplete => EvidenceRejection::Incomplete,
             EvidenceRefused::Decode(_) => EvidenceRejection::Decode,
@@ -151,7 +151,7 @@ impl EvidenceRefused {
 
 /// Why a pull from a peer failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PullError {
+pub(crate) enum PullError {
     #[error("reading this node's heads: {0}")]
     Heads(StoreError),
     #[error("pull refused: {:?}: {}", .0.code(), .0.message())]
@@ -164,7 +164,7 @@ pub enum PullError {
 
 /// Why a replication session with a peer ended.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error("could not connect: {0}")]
     Connect(TlsError),
     #[error("watch refused: {:?}: {}", .0.code(), .0.message())]
@@ -179,7 +179,7 @@ pub enum SessionError {
 
 impl SessionError {
     /// The counted reason.
-    pub fn failure(&self) -> SessionFailure {
+    pub(crate) fn failure(&self) -> SessionFailure {
         match self {
             SessionError::Connect(_) => SessionFailure::Connect,
             SessionError::WatchRefused(_) => SessionFailure::WatchRefused,
@@ -193,7 +193,7 @@ impl SessionError {
 
 /// What this node last saw of a peer.
 #[derive(Debug, Clone, Default)]
-pub struct PeerView {
+pub(crate) struct PeerView {
     pub connected: bool,
     pub heads: HashMap<String, u64>,
     pub last_pull_unix: i64,
@@ -202,7 +202,7 @@ pub struct PeerView {
 
 /// How replication runs (from the node's config).
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub pull_interval: Duration,
     /// The coalition's retention period: no honest node purges an entry of
     /// a batch younger than this.
@@ -211,7 +211,7 @@ pub struct Settings {
     pub only: Vec<String>,
 }
 
-pub struct Replication {
+pub(crate) struct Replication {
     pub logs: Arc<OriginLogs>,
     pub trust: Arc<TrustState>,
     pub dialer: PeerDialer,
@@ -230,7 +230,7 @@ fn peers(trust: &TrustState, only: &[String]) -> Vec<Member> {
 }
 
 impl Replication {
-    pub fn new(
+    pub(crate) fn new(
         logs: Arc<OriginLogs>,
         trust: Arc<TrustState>,
         dialer: PeerDialer,
@@ -254,12 +254,12 @@ impl Replication {
         (Arc::new(r), rx)
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         *self.ready.borrow()
     }
 
     /// What this node last saw of each peer.
-    pub fn views(&self) -> Vec<(String, PeerView)> {
+    pub(crate) fn views(&self) -> Vec<(String, PeerView)> {
         let mut v: Vec<_> = self
             .views
             .lock()
@@ -276,7 +276,7 @@ impl Replication {
 
     /// Pulls everything `peer` holds that this node lacks. Returns what this
     /// pull counted (the peer's counters since it began).
-    pub async fn pull(
+    pub(crate) async fn pull(
         &self,
         client: &mut FederationClient<Channel>,
         peer: &str,
@@ -332,7 +332,7 @@ impl Replication {
 
     /// Verifies and applies one batch received from `peer`, and counts the
     /// outcome.
-    pub async fn ingest_batch(&self, raw: LogBatch, peer: &str) -> Ingest {
+    pub(crate) async fn ingest_batch(&self, raw: LogBatch, peer: &str) -> Ingest {
         let b = match Batch::decode(raw) {
             Ok(b) => b,
             Err(e) => return self.refused(peer, None, BatchRefused::Verify(e)),
@@ -417,7 +417,7 @@ impl Replication {
     /// one origin, both validly signed, overlapping in sequence numbers),
     /// keeps it, freezes the origin from the earlier first sequence number,
     /// and counts the outcome.
-    pub async fn ingest_fork(
+    pub(crate) async fn ingest_fork(
         &self,
         ev: ForkEvidence,
         peer: &str,
@@ -559,7 +559,7 @@ async fn peer_loop(repl: Arc<Replication>, id: String, stop: CancellationToken) 
 }
 
 /// Runs replication with every peer until `stop`; follows trust-list changes.
-pub async fn run(repl: Arc<Replication>, stop: CancellationToken) {
+pub(crate) async fn run(repl: Arc<Replication>, stop: CancellationToken) {
     let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut changed = repl.trust.subscribe();
     loop {

@@ -33,7 +33,7 @@ pub enum SendError {
 }
 
 /// The serving side of replication.
-pub struct BatchSender {
+pub(crate) struct BatchSender {
     logs: Arc<OriginLogs>,
     /// Cancelled when the node stops: ends the long-lived Watch streams so
     /// that shutdown need not wait for its drain deadline.
@@ -41,17 +41,17 @@ pub struct BatchSender {
 }
 
 /// A stream of messages for a peer, each or an error that ends it.
-pub type Outgoing<T> = ReceiverStream<Result<T, SendError>>;
+pub(crate) type Outgoing<T> = ReceiverStream<Result<T, SendError>>;
 
 impl BatchSender {
-    pub fn new(logs: Arc<OriginLogs>, stop: CancellationToken) -> BatchSender {
+    pub(crate) fn new(logs: Arc<OriginLogs>, stop: CancellationToken) -> BatchSender {
         BatchSender { logs, stop }
     }
 
     /// What a caller whose heads are `have` lacks: fork evidence first,
     /// then each origin's batches after where the caller's history agrees
     /// with this node's.
-    pub fn pull(&self, have: Vec<OriginHead>) -> Result<Outgoing<PullResponse>, SendError> {
+    pub(crate) fn pull(&self, have: Vec<OriginHead>) -> Result<Outgoing<PullResponse>, SendError> {
         let store = self.logs.store.clone();
         let have: HashMap<String, OriginHead> =
             have.into_iter().map(|h| (h.origin.clone(), h)).collect();
@@ -111,7 +111,7 @@ impl BatchSender {
 
     /// Every head now, then each origin's new head as it moves, until the
     /// node stops or the caller goes.
-    pub fn watch(&self) -> Result<Outgoing<WatchResponse>, SendError> {
+    pub(crate) fn watch(&self) -> Result<Outgoing<WatchResponse>, SendError> {
         let store = self.logs.store.clone();
         let mut updates = self.logs.subscribe();
         let first = heads(&store)?;

@@ -13,7 +13,7 @@ use crate::{
 
 /// The version in force, and the list itself when it is newer than
 /// `have_version`.
-pub fn newer_than(trust: &TrustState, have_version: u64) -> GetTrustListResponse {
+pub(crate) fn newer_than(trust: &TrustState, have_version: u64) -> GetTrustListResponse {
     let list = trust.current();
     let newer = list.version() > have_version;
     GetTrustListResponse {
@@ -23,7 +23,7 @@ pub fn newer_than(trust: &TrustState, have_version: u64) -> GetTrustListResponse
 }
 
 /// Offers the list `member` (when known) handed over; counts a refusal.
-pub async fn publish(
+pub(crate) async fn publish(
     trust: &TrustState,
     counters: &Counters,
     signed: &SignedTrustList,

@@ -23,7 +23,7 @@ fn peers(trust: &TrustState) -> Vec<Member> {
 }
 
 /// Hands the list in force to every peer.
-pub async fn push(trust: &TrustState, dialer: &PeerDialer) {
+pub(crate) async fn push(trust: &TrustState, dialer: &PeerDialer) {
     let list = trust.current();
     let calls = peers(trust).into_iter().map(|m| {
         let signed = list.signed().clone();
@@ -44,7 +44,7 @@ pub async fn push(trust: &TrustState, dialer: &PeerDialer) {
 }
 
 /// Asks every peer for a newer list and offers what comes back.
-pub async fn poll(trust: &TrustState, dialer: &PeerDialer) {
+pub(crate) async fn poll(trust: &TrustState, dialer: &PeerDialer) {
     let have = trust.current().version();
     let calls = peers(trust).into_iter().map(|m| async move {
         let r = tokio::time::timeout(PEER_CALL_TIMEOUT, async {
@@ -69,7 +69,7 @@ pub async fn poll(trust: &TrustState, dialer: &PeerDialer) {
 }
 
 /// Runs until `stop`.
-pub async fn run(
+pub(crate) async fn run(
     trust: Arc<TrustState>,
     dialer: PeerDialer,
     interval: Duration,

@@ -8,7 +8,7 @@
 
 mod member;
 mod peer;
-pub mod shutdown;
+pub(crate) mod shutdown;
 mod tasks;
 
 use std::{
@@ -35,7 +35,7 @@ use crate::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
+pub(crate) enum ServerError {
     #[error(transparent)]
     Node(#[from] NodeError),
     #[error(transparent)]
@@ -85,7 +85,7 @@ fn write_addr(data_dir: &Path, file: &str, addr: SocketAddr) -> Result<PathBuf, 
 type ServeTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// Runs the node until `shutdown` resolves.
-pub async fn run(
+pub(crate) async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {

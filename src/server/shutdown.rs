@@ -1,7 +1,7 @@
 //! Process signals: SIGINT and SIGTERM both ask the node to stop.
 
 /// Resolves on the first SIGINT or SIGTERM.
-pub async fn signal() {
+pub(crate) async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
