@@ -9,7 +9,7 @@
 //! - [`screen`]: match (local or remote) and token; [`bulk`]: their input and output.
 //! - [`status`]: the node's status.
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
-//! - [`bench`], [`demo`]: measured figures; the local coalition end to end.
+//! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`conn`]: how a client command reaches its node.
 
 pub mod bench;

@@ -9,7 +9,7 @@
 //! private key.
 //!
 //! This module: the subcommands, the file handling every step shares and
-//! [`edit`], the frame of every edit.
+//! `edit`, the frame of every edit.
 
 use std::{
     io::Write,
