@@ -27,9 +27,33 @@ use tonic::Code;
 /// 2001-09-09T01:46:40Z: long before any key epoch of a node made today.
 const LONG_AGO: i64 = 1_000_000_000;
 
-/// Builds the release binary of this checkout and returns its path.
+/// Builds the release binary of this checkout and returns its path. The
+/// variables `cargo test` sets for a test are left out, so that the build
+/// sees what `cargo build --release` in a shell sees and the two share
+/// their artifacts (a build script that reads `CARGO_MANIFEST_DIR`, say,
+/// would run again otherwise, and every crate after it).
 fn release_binary() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&&*k)
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_");
+        if set_for_tests {
+            cargo.env_remove(&*k);
+        }
+    }
+    let out = cargo
         .args([
             "build",
             "--release",
