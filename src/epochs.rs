@@ -198,7 +198,10 @@ impl Keys {
     }
 }
 
-/// Current unix time in seconds.
+/// The system's unix time in seconds, 0 if it reads before 1970. Node
+/// logic reads the node's [`crate::time::Clock`] instead (a failing clock
+/// is an error there, and tests can set it); this stays only until the
+/// last callers (federation, CLI, benchmarks, testbed) take the clock too.
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

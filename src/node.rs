@@ -38,7 +38,7 @@ pub enum NodeError {
     Trust(#[from] TrustStateError),
     #[error("node.signing_key: {0}")]
     SigningKey(#[from] KeyFileError),
-    #[error("clock: {0}")]
+    #[error(transparent)]
     Clock(#[from] ClockError),
     #[error("creating {path}: {source}")]
     Write {

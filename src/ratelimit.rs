@@ -148,7 +148,10 @@ impl CallerLimits {
     }
 }
 
-/// Unix seconds with a fraction, for [`Limiter::check`].
+/// The system's unix seconds with a fraction, 0 if it reads before 1970.
+/// Callers in a node pass the node's [`crate::time::Clock`] to
+/// [`Limiter::check`] instead; this stays only until the prefix-query
+/// service does too.
 pub fn now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
