@@ -204,3 +204,40 @@ async fn only_a_test_build_follows_the_test_clock_file() {
     let r = contribute(&node, "debug@clock.example").await.unwrap();
     assert_eq!(r.results[0].status, proto::ItemStatus::Stored as i32);
 }
+
+/// A test build told to follow a clock file it cannot read refuses to
+/// start, naming the file, rather than running at some other time.
+#[test]
+fn an_unreadable_test_clock_file_stops_the_node_at_start() {
+    let node = TestNode::new("clock-missing");
+    let file = node.tmp.path().join("no-such-clock");
+    let err_path = node.dir.join("logs/stderr-missing.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&node.config)
+        .env(TEST_CLOCK_ENV, &file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let guard_deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > guard_deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node kept running without a readable clock");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let err = fs::read_to_string(&err_path).unwrap();
+    assert!(
+        err.contains("test clock file") && err.contains(&*file.to_string_lossy()),
+        "{err}"
+    );
+    assert!(!node.data_dir().join("member.addr").exists());
+}
