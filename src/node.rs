@@ -44,7 +44,7 @@ pub enum NodeError {
     Trust(#[from] TrustStateError),
     #[error("node.signing_key")]
     SigningKey(#[from] KeyFileError),
-    #[error("reading the clock")]
+    #[error(transparent)]
     Clock(#[from] ClockError),
     #[error("creating {path}")]
     Write {

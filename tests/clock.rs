@@ -27,9 +27,33 @@ use tonic::Code;
 /// 2001-09-09T01:46:40Z: long before any key epoch of a node made today.
 const LONG_AGO: i64 = 1_000_000_000;
 
-/// Builds the release binary of this checkout and returns its path.
+/// Builds the release binary of this checkout and returns its path. The
+/// variables `cargo test` sets for a test are left out, so that the build
+/// sees what `cargo build --release` in a shell sees and the two share
+/// their artifacts (a build script that reads `CARGO_MANIFEST_DIR`, say,
+/// would run again otherwise, and every crate after it).
 fn release_binary() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&&*k)
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_");
+        if set_for_tests {
+            cargo.env_remove(&*k);
+        }
+    }
+    let out = cargo
         .args([
             "build",
             "--release",
@@ -179,4 +203,41 @@ async fn only_a_test_build_follows_the_test_clock_file() {
     assert!(s.epochs.iter().all(|e| e.valid_now), "{:?}", s.epochs);
     let r = contribute(&node, "debug@clock.example").await.unwrap();
     assert_eq!(r.results[0].status, proto::ItemStatus::Stored as i32);
+}
+
+/// A test build told to follow a clock file it cannot read refuses to
+/// start, naming the file, rather than running at some other time.
+#[test]
+fn an_unreadable_test_clock_file_stops_the_node_at_start() {
+    let node = TestNode::new("clock-missing");
+    let file = node.tmp.path().join("no-such-clock");
+    let err_path = node.dir.join("logs/stderr-missing.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&node.config)
+        .env(TEST_CLOCK_ENV, &file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let guard_deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > guard_deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node kept running without a readable clock");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let err = fs::read_to_string(&err_path).unwrap();
+    assert!(
+        err.contains("test clock file") && err.contains(&*file.to_string_lossy()),
+        "{err}"
+    );
+    assert!(!node.data_dir().join("member.addr").exists());
 }
