@@ -4,36 +4,75 @@
 //! exchange keyed-hash indicators (HMAC-SHA256 tokens) of accounts, cards,
 //! merchants, wallets, e-mails, phones and domains, never the identifiers
 //! themselves. Each member runs a node; its own systems screen against the
-//! node's local replica over mutual TLS.
+//! node's local copy of every origin log over mutual TLS.
 //!
-//! The map, from the bottom up:
+//! # Words
 //!
-//! - [`ident`]: identifier kinds and normalization to canonical forms
-//!   (`docs/spec/IDENTIFIERS.md`). Pure.
-//! - [`token`]: token keys, key files, the HMAC token. Pure but for key files.
-//! - [`keyring`]: the key epochs a node holds and which are valid now.
-//! - [`store`]: on disk: origin-log batches in append-only segment files;
-//!   sled for their locations, heads, trust list, forks, schema.
-//! - [`batch`]: origin-log batches: format, salted entry hashes, signatures, verification.
-//! - [`index`]: the in-memory token index, rebuilt from the store at start.
-//! - [`replica`]: where batches enter the store and the index, and heads are announced.
-//! - [`screening`]: the match engine over the index.
-//! - [`retention`]: purging dead entries after the retention period (batches still verify).
-//! - [`contribution`]: this node's own origin log: add, retract, extend.
-//! - [`prefix`]: k-anonymous prefix queries between members, both sides.
-//! - [`ratelimit`]: per-caller token buckets and daily quotas.
-//! - [`auth`], [`tls`]: who is calling (certificate public key) and what they may do.
-//! - [`trust`]: the operator-signed trust list, its verification and the
-//!   per-request authorization of peers.
-//! - [`federation`]: reaching peers; keeping every node on the newest list.
-//! - [`api`]: the tonic services; thin handlers and protobuf conversions.
-//! - [`capture`]: opt-in capture of the peer listener's gRPC messages (audits, leak tests).
-//! - [`server`], [`shutdown`]: the node process and its lifecycle.
-//! - [`config`]: the TOML config, validated.
-//! - [`client`], [`cli`]: the `cix` command line and its mTLS client.
-//! - [`synth`]: synthetic identifiers for the demo, tests and benchmarks.
-//! - [`bench`]: `cix bench`, measured figures (never asserted in tests).
-//! - [`telemetry`]: logging setup.
+//! - **member**: a bank, payment company, liaison or operator on the
+//!   coalition's signed trust list.
+//! - **client**: the member's own systems calling its node on the *member
+//!   listener* (screening, contributions, status), authorized by the grants
+//!   in the node's config (client capabilities `screen`,
+//!   `contribute`, `admin`).
+//! - **peer**: another member's node calling on the *peer listener*
+//!   (`cix.v1.Federation`) or called by this one, authorized by the trust
+//!   list in force (its peer capabilities `replicate`, `contribute`,
+//!   `query`).
+//! - **origin log**: one member's append-only, signed log of entries;
+//!   [`batch`]es are its unit of storage and replication. The node keeps
+//!   every origin log it holds in `logs` (store + index, one entry point).
+//! - **replication**: pulling batches from peers (`federation`); not to be
+//!   confused with a bank's read replicas of its node.
+//! - **key epoch**: one token key and its validity window (`epochs`).
+//!
+//! Config keys, environment variables and wire names predate these words
+//! and stay as they are (`[member_listener]`, `Federation.Pull`).
+//!
+//! # Map
+//!
+//! Floors from the bottom up; a module imports only from floors below it
+//! (or its own).
+//!
+//! 0. Leaves: [`ident`] (identifier kinds and normalization,
+//!    `docs/spec/IDENTIFIERS.md`), [`proto`] (generated protobuf),
+//!    [`time`] (the node's clock, RFC 3339), [`keys`] (token keys, signing
+//!    keys, secret files), [`counters`] (typed per-peer counts for Status
+//!    and metrics), `ratelimit` (token buckets, daily quotas),
+//!    [`telemetry`] (logging, error chains), [`capture`] (opt-in capture of
+//!    peer messages).
+//! 1. [`token`]: the HMAC token; [`tls`]: rustls configs, caller identity,
+//!    connection cut-off.
+//! 2. `epochs`: the key epochs valid now; [`batch`]: origin-log batches
+//!    (format, salted entry hashes, signatures).
+//! 3. [`store`]: batch bodies in segment files, sled for locations, heads,
+//!    trust list, forks; [`index`]: the in-memory token index.
+//! 4. [`trust`]: the trust list: acceptance rules, the list in force,
+//!    which batches it admits, operators' edits.
+//! 5. `logs`: where batches enter store and index; `screening`: the match
+//!    engine; `retention`: purging dead entries; `auth`: clients by the
+//!    config's grants, peers by the trust list.
+//! 6. `contribution`: this node's own origin log; `federation`: one file
+//!    per direction of each protocol (Pull/Watch, QueryPrefix, trust-list
+//!    sync) and the peer dialer; `config`: the TOML file, validated.
+//! 7. `node`: the node's state and its status report.
+//! 8. `api`: tonic services (thin handlers), protobuf conversions, the
+//!    mapping of domain errors to statuses.
+//! 9. `server`: listeners, background tasks, shutdown; `server::run`.
+//! 10. [`client`]: the mTLS client of the member API.
+//! 11. [`testbed`]: a local coalition of real node processes for the demo,
+//!     benchmarks and tests.
+//! 12. [`bench`]: `cix bench`.
+//! 13. [`cli`]: the `cix` command line, one command family per file; only
+//!     `main.rs` imports it.
+//!
+//! # Lint policy
+//!
+//! Set in `Cargo.toml`: `unsafe_code` is forbidden; `unreachable_pub` and
+//! `missing_docs` warn, and CI denies warnings. The public surface is the
+//! modules the binary, the integration tests and the benchmarks use; the
+//! rest are private, their items `pub(crate)`, so the compiler reports code
+//! nothing calls. Generated code ([`proto`], the screening service) is
+//! exempt from `missing_docs`.
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,5 @@
-//! The node's replica of every origin log: the one place batches enter the
-//! store and the index, whether this node wrote them (contributions) or
+//! Every origin log this node holds, its own and its peers': the one place
+//! batches enter the store and the index, whether this node wrote them (contributions) or
 //! received them from a peer (replication, verified before they get here).
 //! Each append extends the origin's chain in the store, updates the index
 //! and announces the origin's new head to watchers (push hints for peers).
