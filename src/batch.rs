@@ -8,11 +8,11 @@
 //! chain runs over header hashes: each header names the SHA-256 of the
 //! previous header of the same origin.
 //!
-//! Verification ([`verify`]) needs the origin's entry in the trust list in
-//! force: a signing key of that member (a retired one only up to the last
-//! sequence number the list allows it), the `contribute` capability, and,
-//! for a suspended origin, no entry past the sequence number its suspension
-//! records. Pure: no I/O.
+//! Verification ([`verify`](crate::trust::batches::verify)) needs the
+//! origin's entry in the trust list in force: a signing key of that member
+//! (a retired one only up to the last sequence number the list allows it),
+//! the `contribute` capability, and, for a suspended origin, no entry past
+//! the sequence number its suspension records. Pure: no I/O.
 
 use prost::Message;
 use rand::RngCore;
@@ -29,36 +29,78 @@ pub const SIGNING_CONTEXT: &[u8] = b"cix-batch-v1\0";
 const ENTRY_CONTEXT: &[u8] = b"cix-entry-v1\0";
 const ROOT_CONTEXT: &[u8] = b"cix-entries-v1\0";
 
+/// Why a batch does not decode or does not verify.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum BatchError {
+    /// The batch or its header is not valid protobuf; carries the decoder's
+    /// message.
     #[error("batch does not decode: {0}")]
     Decode(String),
+    /// The number of entries differs from the header's `count`.
     #[error("batch of {origin}: header says {expected} entries, batch has {got}")]
     Count {
+        /// Member id the header names as origin.
         origin: String,
+        /// Entry count the signed header states.
         expected: u32,
+        /// Entries the batch carries.
         got: usize,
     },
+    /// The entries do not hash to the header's `entries_root`.
     #[error("batch of {origin} at {first_seq}: entries do not match the signed header (tampered or corrupt)")]
-    Root { origin: String, first_seq: u64 },
+    Root {
+        /// Member id the header names as origin.
+        origin: String,
+        /// Sequence number of the batch's first entry.
+        first_seq: u64,
+    },
+    /// The origin has no entry in the trust list in force.
     #[error("batch of {origin}: the origin is not on the trust list")]
-    UnknownOrigin { origin: String },
+    UnknownOrigin {
+        /// Member id the header names as origin.
+        origin: String,
+    },
+    /// The origin's trust-list entry lacks the `contribute` capability.
     #[error("batch of {origin}: the origin lacks the `contribute` capability")]
-    NotContributor { origin: String },
+    NotContributor {
+        /// Member id the header names as origin.
+        origin: String,
+    },
+    /// No signing key of the origin allowed at the batch's sequence numbers
+    /// made a valid signature over the header.
     #[error("batch of {origin} at {first_seq}: no signing key of the origin allowed at this sequence signed it")]
-    Signature { origin: String, first_seq: u64 },
+    Signature {
+        /// Member id the header names as origin.
+        origin: String,
+        /// Sequence number of the batch's first entry.
+        first_seq: u64,
+    },
+    /// The header's creation time is at or after the origin's sharing basis
+    /// expiry.
     #[error("batch of {origin} was made after the origin's sharing basis expired")]
-    PastSharingBasis { origin: String },
+    PastSharingBasis {
+        /// Member id the header names as origin.
+        origin: String,
+    },
+    /// The origin is suspended and the batch ends past the last sequence
+    /// number its suspension allows.
     #[error("batch of {origin} ends at {last_seq}, past {limit}, the last sequence number the coalition accepts from it")]
     PastSuspension {
+        /// Member id the header names as origin.
         origin: String,
+        /// Sequence number of the batch's last entry.
         last_seq: u64,
+        /// Last sequence number the suspension allows.
         limit: u64,
     },
+    /// An entry of the batch is malformed.
     #[error("entry {index} of a batch of {origin}: {what}")]
     Entry {
+        /// Member id the header names as origin.
         origin: String,
+        /// Position of the entry in the batch, from 0.
         index: usize,
+        /// What is wrong with the entry.
         what: &'static str,
     },
 }
@@ -66,17 +108,21 @@ pub enum BatchError {
 /// A decoded batch: the header as signed, and the raw batch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
+    /// The header, decoded from `raw.header`.
     pub header: BatchHeader,
+    /// The batch as received or signed: header bytes, signature, entries.
     pub raw: LogBatch,
 }
 
 impl Batch {
+    /// Decodes the header of an already decoded batch.
     pub fn decode(raw: LogBatch) -> Result<Batch, BatchError> {
         let header = BatchHeader::decode(raw.header.as_slice())
             .map_err(|e| BatchError::Decode(e.to_string()))?;
         Ok(Batch { header, raw })
     }
 
+    /// Decodes a batch from its encoding, copying `bytes` once.
     pub fn decode_bytes(bytes: &[u8]) -> Result<Batch, BatchError> {
         // One copy of the whole batch; its entries' fields are slices of it.
         Batch::decode_owned(bytes::Bytes::copy_from_slice(bytes))
@@ -87,10 +133,12 @@ impl Batch {
         Batch::decode(LogBatch::decode(bytes).map_err(|e| BatchError::Decode(e.to_string()))?)
     }
 
+    /// Member id of the origin, as the header names it.
     pub fn origin(&self) -> &str {
         &self.header.origin
     }
 
+    /// Sequence number of the first entry.
     pub fn first_seq(&self) -> u64 {
         self.header.first_seq
     }
@@ -105,6 +153,8 @@ impl Batch {
         Sha256::digest(&self.raw.header).into()
     }
 
+    /// The header's operation; [`LogOp::Unspecified`] for a value this
+    /// build does not know.
     pub fn op(&self) -> LogOp {
         LogOp::try_from(self.header.op).unwrap_or(LogOp::Unspecified)
     }

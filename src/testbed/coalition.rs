@@ -43,6 +43,7 @@ pub struct MemberSpec {
     pub id: String,
     /// Display name on the list.
     pub name: String,
+    /// What kind of member it is.
     pub kind: MemberKind,
     /// Its node directory (made, or overwritten).
     pub dir: PathBuf,
@@ -51,7 +52,9 @@ pub struct MemberSpec {
 /// The coalition to make.
 #[derive(Clone, Debug)]
 pub struct CoalitionSpec {
+    /// The coalition id the list names.
     pub coalition_id: String,
+    /// The members, in list order.
     pub members: Vec<MemberSpec>,
     /// How long the first list is valid from now.
     pub list_valid_for: Duration,
@@ -82,8 +85,11 @@ impl CoalitionSpec {
 /// A member's federated node directory, as made.
 #[derive(Clone, Debug)]
 pub struct MemberNode {
+    /// Member id (also its node id).
     pub id: String,
+    /// Its node directory.
     pub dir: PathBuf,
+    /// Its config in that directory.
     pub config: PathBuf,
     /// HOST:PORT its peer listener binds, fixed before it starts.
     pub peer_listen: String,
@@ -160,6 +166,7 @@ impl MemberNode {
 /// Operators' keys, the token key, the members' node directories and the
 /// list in force.
 pub struct LocalCoalition {
+    /// The operators' signing keys, [`OPERATORS`] of them.
     pub operators: Vec<SigningKeyFile>,
     /// The coalition's token key file (epoch 1).
     pub token_key: PathBuf,

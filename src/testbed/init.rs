@@ -19,8 +19,12 @@ use crate::{keys::TokenKey, tls};
 /// What `init` made.
 #[derive(Debug)]
 pub struct Initialized {
+    /// The node directory.
     pub dir: PathBuf,
+    /// Its config, `node.toml` in the directory.
     pub config: PathBuf,
+    /// The local operator's client certificate's SPKI fingerprint, as the
+    /// config lists it.
     pub client_spki_sha256: String,
     /// For a federated node: its peer certificate's SPKI fingerprint, for
     /// the operators' trust list.
@@ -33,10 +37,14 @@ pub struct Initialized {
     pub signing_public: ed25519_dalek::VerifyingKey,
 }
 
+/// What `init` makes.
 #[derive(Default)]
 pub struct InitOptions<'a> {
+    /// The node's id (a member id, for a federated node).
     pub node_id: &'a str,
+    /// HOST:PORT the member listener binds.
     pub listen: &'a str,
+    /// Overwrite a directory that is not empty, removing its store.
     pub force: bool,
     /// Makes a federated node: its peer listener's address. The config then
     /// expects the operators' signed trust list at `trust/root.ctl`.
@@ -106,6 +114,9 @@ pub fn issue_client(
     Ok(tls::spki_sha256(&der)?)
 }
 
+/// Makes a node directory in `dir`: config, demo CA, node and local
+/// operator certificates, token key (epoch 1) and log signing key.
+/// Refuses a directory that is not empty unless `opts.force`.
 pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
     crate::trust::list::check_member_id(opts.node_id)
         .map_err(|r| anyhow::anyhow!("--node-id: {r}"))?;

@@ -83,6 +83,7 @@ pub struct NodeProcess {
 /// How a node ended on SIGTERM.
 #[derive(Clone, Copy, Debug)]
 pub struct Stopped {
+    /// How it exited.
     pub status: ExitStatus,
     /// From SIGTERM to the exit.
     pub took: Duration,

@@ -57,6 +57,7 @@ pub fn luhn_digit(body: &str) -> u32 {
 }
 
 impl Synth {
+    /// A generator whose values follow from `seed` alone.
     pub fn new(seed: u64) -> Synth {
         Synth {
             rng: StdRng::seed_from_u64(seed),

@@ -14,22 +14,40 @@ use crate::proto::{
 /// Why an edit could not be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EditError {
+    /// No member has this id.
     #[error("no member {0:?} on the list")]
     NoMember(String),
+    /// A member with this id is already listed.
     #[error("member {0:?} is already on the list")]
     DuplicateMember(String),
+    /// No key epoch has this id.
     #[error("no epoch {0} on the list")]
     NoEpoch(u32),
+    /// A key epoch with this id is already listed.
     #[error("epoch {0} is already on the list")]
     DuplicateEpoch(u32),
+    /// No operator key has this public key (hex).
     #[error("operator key {0} is not on the list")]
     NoOperatorKey(String),
+    /// An operator key with this public key (hex) is already listed.
     #[error("operator key {0} is already on the list")]
     DuplicateOperatorKey(String),
+    /// The member has no log signing key with this public key.
     #[error("member {member:?} has no signing key {key}")]
-    NoSigningKey { member: String, key: String },
+    NoSigningKey {
+        /// The member's id.
+        member: String,
+        /// The public key, hex.
+        key: String,
+    },
+    /// The member already has a log signing key with this public key.
     #[error("member {member:?} already has signing key {key}")]
-    DuplicateSigningKey { member: String, key: String },
+    DuplicateSigningKey {
+        /// The member's id.
+        member: String,
+        /// The public key, hex.
+        key: String,
+    },
 }
 
 /// A version-1 body. Operator keys are labelled `op-1`, `op-2`, ... in order.
@@ -106,6 +124,7 @@ pub fn unsigned(body: &proto::TrustList) -> SignedTrustList {
     }
 }
 
+/// Adds a member, refusing an id already listed.
 pub fn add_member(b: &mut proto::TrustList, m: Member) -> Result<(), EditError> {
     if b.members.iter().any(|x| x.id == m.id) {
         return Err(EditError::DuplicateMember(m.id));
@@ -114,6 +133,7 @@ pub fn add_member(b: &mut proto::TrustList, m: Member) -> Result<(), EditError> 
     Ok(())
 }
 
+/// The member with this id, to edit.
 pub fn member_mut<'a>(b: &'a mut proto::TrustList, id: &str) -> Result<&'a mut Member, EditError> {
     b.members
         .iter_mut()
@@ -121,6 +141,7 @@ pub fn member_mut<'a>(b: &'a mut proto::TrustList, id: &str) -> Result<&'a mut M
         .ok_or_else(|| EditError::NoMember(id.to_string()))
 }
 
+/// Removes the member with this id and returns it.
 pub fn remove_member(b: &mut proto::TrustList, id: &str) -> Result<Member, EditError> {
     let i = b
         .members
@@ -136,11 +157,15 @@ pub fn suspend(m: &mut Member, last_seq: u64) {
     m.suspended_after_seq = last_seq;
 }
 
+/// Makes a suspended member active again, clearing its suspension's
+/// sequence number.
 pub fn reinstate(m: &mut Member) {
     m.status = MemberStatus::Active as i32;
     m.suspended_after_seq = 0;
 }
 
+/// Adds a log signing key to a member, not retired, refusing one it
+/// already has.
 pub fn add_signing_key(m: &mut Member, key: &VerifyingKey) -> Result<(), EditError> {
     if m.signing_keys
         .iter()
@@ -180,6 +205,7 @@ pub fn retire_signing_key(
     Ok(())
 }
 
+/// Adds a key epoch, refusing an id already listed.
 pub fn add_epoch(b: &mut proto::TrustList, e: KeyEpoch) -> Result<(), EditError> {
     if b.epochs.iter().any(|x| x.id == e.id) {
         return Err(EditError::DuplicateEpoch(e.id));
@@ -199,6 +225,8 @@ pub fn retire_epoch(b: &mut proto::TrustList, id: u32, at: i64) -> Result<(), Ed
     Ok(())
 }
 
+/// Adds an operator key labelled `id`, refusing a public key already
+/// listed.
 pub fn add_operator_key(
     b: &mut proto::TrustList,
     id: &str,
@@ -217,6 +245,7 @@ pub fn add_operator_key(
     Ok(())
 }
 
+/// Removes the operator key with this public key and returns it.
 pub fn remove_operator_key(
     b: &mut proto::TrustList,
     key: &VerifyingKey,

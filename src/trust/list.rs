@@ -50,34 +50,65 @@ pub const SIGNING_CONTEXT: &[u8] = b"cix-trust-list-v1\0";
 /// Why a list was refused. Messages say what was wrong and what is needed.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
+    /// The signed list or its body is not valid protobuf; carries the
+    /// decoder's message.
     #[error("trust list does not decode: {0}")]
     Decode(String),
+    /// The list names another coalition.
     #[error("trust list is for coalition {got:?}, but this coalition is {expected:?}")]
-    CoalitionMismatch { expected: String, got: String },
+    CoalitionMismatch {
+        /// The coalition id expected: the caller's, or the list in force's.
+        expected: String,
+        /// The coalition id the offered list names.
+        got: String,
+    },
+    /// The offered list's version is older than the one in force.
     #[error(
         "rollback refused: offered version {got} is older than version {have} in force; \
          only a newer version is accepted"
     )]
-    Rollback { have: u64, got: u64 },
+    Rollback {
+        /// Version of the list in force.
+        have: u64,
+        /// Version of the offered list.
+        got: u64,
+    },
+    /// The offered list has the version in force but other bytes.
     #[error(
         "offered list has version {version} like the list in force but different content; \
          a changed list needs a higher version"
     )]
-    SameVersionDifferent { version: u64 },
+    SameVersionDifferent {
+        /// The version both lists carry.
+        version: u64,
+    },
+    /// The offered list's expiry is not after `now`.
     #[error(
         "trust list expired at {expires_at}; operators must issue a newer list with a later expiry"
     )]
-    Expired { expires_at: String },
+    Expired {
+        /// The offered list's expiry, as an RFC 3339 UTC time.
+        expires_at: String,
+    },
+    /// Too few distinct operator keys signed the list validly.
     #[error("too few signatures: {got} valid from distinct {of} operator keys, {needed} needed")]
     BelowThreshold {
+        /// The threshold of the keys counted.
         needed: usize,
+        /// Distinct keys among them that signed validly.
         got: usize,
         /// Whose keys: "current" (the list in force), "new" (the offered
         /// list's own, when it changes them) or "listed" (a root list's own).
         of: &'static str,
     },
+    /// The body breaks a rule of [`check_body`].
     #[error("invalid trust list: {field}: {rule}")]
-    Invalid { field: String, rule: String },
+    Invalid {
+        /// The field at fault, as a path into the body.
+        field: String,
+        /// The rule it breaks.
+        rule: String,
+    },
 }
 
 fn invalid(field: impl Into<String>, rule: impl Into<String>) -> TrustError {
@@ -106,10 +137,12 @@ impl TrustList {
         }
     }
 
+    /// The signed list, as accepted.
     pub fn signed(&self) -> &SignedTrustList {
         &self.signed
     }
 
+    /// The decoded body.
     pub fn body(&self) -> &proto::TrustList {
         &self.body
     }
@@ -119,10 +152,12 @@ impl TrustList {
         &self.encoded
     }
 
+    /// The list's version.
     pub fn version(&self) -> u64 {
         self.body.version
     }
 
+    /// The coalition the list is for.
     pub fn coalition_id(&self) -> &str {
         &self.body.coalition_id
     }
@@ -137,6 +172,7 @@ impl TrustList {
         now >= self.body.expires_at
     }
 
+    /// The member with this id, whatever its status.
     pub fn member(&self, id: &str) -> Option<&Member> {
         self.body.members.iter().find(|m| m.id == id)
     }
@@ -155,6 +191,7 @@ impl TrustList {
             && (m.sharing_basis_expires_at == 0 || now < m.sharing_basis_expires_at)
     }
 
+    /// Whether the member's entry lists `cap`.
     pub fn has_capability(m: &Member, cap: PeerCapability) -> bool {
         m.capabilities.contains(&(cap as i32))
     }
@@ -166,6 +203,7 @@ impl TrustList {
             .filter(|m| TrustList::is_active(m, now))
     }
 
+    /// The key epoch with this id.
     pub fn epoch(&self, id: u32) -> Option<&KeyEpoch> {
         self.body.epochs.iter().find(|e| e.id == id)
     }
@@ -430,14 +468,21 @@ pub fn check_body(b: &proto::TrustList) -> Result<(), TrustError> {
 /// The query policy in force, with the defaults filled in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueryPolicy {
+    /// Bits of the token an asker sends: 16 to 24 (default 20).
     pub prefix_bits: u32,
+    /// Answers for one prefix are padded with decoys to a multiple of this
+    /// many entries (default 64).
     pub bucket_size: u32,
+    /// Requests per second an asking member may make (default 10).
     pub requests_per_second: u32,
+    /// Requests an asking member may make at once (default 20).
     pub burst: u32,
+    /// Prefixes a member may ask per UTC day (default 100,000).
     pub prefixes_per_day: u64,
 }
 
 impl QueryPolicy {
+    /// The defaults, for a list without a query policy.
     pub const DEFAULT: QueryPolicy = QueryPolicy {
         prefix_bits: 20,
         bucket_size: 64,

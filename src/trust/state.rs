@@ -27,25 +27,36 @@ use crate::{
     trust::list::{decode_signed, verify_root, verify_update, TrustError, TrustList, Update},
 };
 
+/// Why the trust list to start from could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustStateError {
+    /// The root file does not read.
     #[error("reading the root trust list {path}")]
     Read {
+        /// The root file named in the config.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The root file does not decode or verify, or, newer than the stored
+    /// list, is not a valid update of it.
     #[error("root trust list {path}")]
     Root {
+        /// The root file named in the config.
         path: PathBuf,
+        /// Why it was refused.
         #[source]
         source: TrustError,
     },
+    /// The list kept in the store does not decode, verify by its own
+    /// operator keys, or name the root file's coalition.
     #[error(
         "the trust list kept in the store fails verification ({0}); it may be corrupt or tampered with: \
          restore the data directory from a backup, or move it away to start again from the root file"
     )]
     Stored(TrustError),
+    /// The store could not read or keep the list.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -53,8 +64,12 @@ pub enum TrustStateError {
 /// Why an offered list was not applied, or that it could not be kept.
 #[derive(Debug, thiserror::Error)]
 pub enum OfferError {
+    /// The offered list breaks a rule of
+    /// [`verify_update`].
     #[error(transparent)]
     Rejected(#[from] TrustError),
+    /// The list was accepted but could not be made durable; the list in
+    /// force is unchanged.
     #[error("keeping the new trust list")]
     Store(#[from] StoreError),
 }
@@ -63,11 +78,23 @@ pub enum OfferError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offered {
     /// Byte-identical to the list in force.
-    Same { version: u64 },
+    Same {
+        /// The version in force.
+        version: u64,
+    },
     /// Applied; `cut` connections of members no longer active were closed.
-    Applied { from: u64, to: u64, cut: usize },
+    Applied {
+        /// The version replaced.
+        from: u64,
+        /// The version now in force.
+        to: u64,
+        /// Peer connections closed.
+        cut: usize,
+    },
 }
 
+/// The trust list in force on this node, the store that keeps it, and the
+/// open peer connections it governs.
 pub struct TrustState {
     current: RwLock<Arc<TrustList>>,
     store: Arc<Store>,
@@ -143,10 +170,12 @@ impl TrustState {
         })
     }
 
+    /// The list in force now.
     pub fn current(&self) -> Arc<TrustList> {
         self.current.read().clone()
     }
 
+    /// This node's id, as its config names it (its member id on the list).
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
