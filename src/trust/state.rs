@@ -296,7 +296,7 @@ impl TrustState {
             .collect()
     }
 
-    /// The node's own member entry, if the list has it.
+    /// Whether this node's own member entry is active now.
     pub fn own_member_active(&self) -> bool {
         let list = self.current();
         list.member(&self.node_id)
