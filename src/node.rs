@@ -178,7 +178,9 @@ pub(crate) struct NodeStatus {
     pub index_pending: u64,
     /// Match calls on the member listener refused by its limits.
     pub client_requests_limited: u64,
-    /// Prefix queries answered for other members, per member.
+    /// Prefix queries answered for other members, per member: the
+    /// prefix-query part of [`NodeStatus::counters`], in the shape Status
+    /// has served it since before the counters existed.
     pub queries_served: Vec<(String, QueryCounts)>,
     /// The trust list in force (federated nodes only).
     pub trust: Option<TrustStatus>,

@@ -301,7 +301,10 @@ pub(crate) async fn run(
             Ok(Ok(stats)) => {
                 if stats.batches_rewritten > 0 {
                     if let Err(e) = store.flush().await {
-                        tracing::warn!("retention: flushing after the purge: {e}");
+                        tracing::warn!(
+                            "retention: flushing after the purge: {}",
+                            crate::telemetry::chain(&e)
+                        );
                         continue;
                     }
                     tracing::info!(
@@ -313,7 +316,9 @@ pub(crate) async fn run(
                     );
                 }
             }
-            Ok(Err(e)) => tracing::warn!("retention: purge failed: {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!("retention: purge failed: {}", crate::telemetry::chain(&e))
+            }
             Err(e) => tracing::error!("retention: purge task failed: {e}"),
         }
     }

@@ -33,8 +33,8 @@ pub(crate) struct PeerMember {
 pub(crate) fn requirement(path: &str) -> (Option<PeerCapability>, bool) {
     match path {
         "/cix.v1.Federation/GetTrustList" | "/cix.v1.Federation/PublishTrustList" => (None, true),
-        // Replication, and prefix queries (QueryPrefix is not served yet: a
-        // member without `query` is refused here before any routing).
+        // Replication, and prefix queries (a member without `query` is
+        // refused here before any routing).
         "/cix.v1.Federation/Pull" | "/cix.v1.Federation/Watch" => {
             (Some(PeerCapability::Replicate), false)
         }

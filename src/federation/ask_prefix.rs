@@ -39,7 +39,7 @@ pub enum RemoteError {
     NoEndpoint(String),
     #[error("peer: member {0:?} does not have the replicate or contribute capability, so it holds no indicators to ask")]
     HoldsNothing(String),
-    #[error("peer {peer}: could not connect: {error}")]
+    #[error("peer {peer}: could not connect: {}", crate::telemetry::chain(.error))]
     Connect {
         peer: String,
         error: crate::tls::TlsError,

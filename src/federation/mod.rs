@@ -92,22 +92,49 @@ pub(crate) enum AtHead {
     Differs { from_seq: u64 },
 }
 
+/// What a peer's head and this node's head of one origin say by
+/// themselves, before any batch is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heads {
+    /// The same sequence number and hash (or the peer holds nothing).
+    Same,
+    /// The peer is ahead: this node lacks its head.
+    PeerAhead,
+    /// The same sequence number, different hashes: the histories differ.
+    SameSeqDiffers,
+    /// The peer is behind: whether it is a prefix of this node's history
+    /// needs this node's batch at the peer's head.
+    PeerBehind,
+}
+
+/// Compares a peer's head with this node's (`mine_seq`, `mine_hash`).
+pub(crate) fn compare_heads(mine_seq: u64, mine_hash: &[u8], head: &OriginHead) -> Heads {
+    if head.last_seq == 0 {
+        Heads::Same
+    } else if head.last_seq > mine_seq {
+        Heads::PeerAhead
+    } else if head.last_seq < mine_seq {
+        Heads::PeerBehind
+    } else if head.hash.as_slice() == mine_hash {
+        Heads::Same
+    } else {
+        Heads::SameSeqDiffers
+    }
+}
+
 /// Whether this node's history of `head.origin` is the same as a peer's
 /// whose head is `head`. The serving side sends a caller whose history
 /// differs this node's batch from where it differs, so that the caller sees
-/// the fork; the receiving side pulls when it lacks the peer's head or
-/// differs there. Reads the origin's head and, only when the peer's head is
-/// behind it or differs from it, the batch holding that sequence number.
+/// the fork; the receiving side pulls when the heads alone say it lacks the
+/// peer's head or differs there ([`compare_heads`]). Reads the origin's
+/// head and, only when the peer's head is behind it or differs from it,
+/// the batch holding that sequence number.
 pub(crate) fn history_at(store: &Store, head: &OriginHead) -> Result<AtHead, StoreError> {
-    if head.last_seq == 0 {
-        return Ok(AtHead::Same);
-    }
     let mine = store.head(&head.origin)?.unwrap_or_default();
-    if head.last_seq > mine.last_seq {
-        return Ok(AtHead::Lacking);
-    }
-    if head.last_seq == mine.last_seq && head.hash.as_slice() == mine.hash.as_slice() {
-        return Ok(AtHead::Same);
+    match compare_heads(mine.last_seq, &mine.hash, head) {
+        Heads::Same => return Ok(AtHead::Same),
+        Heads::PeerAhead => return Ok(AtHead::Lacking),
+        Heads::SameSeqDiffers | Heads::PeerBehind => {}
     }
     Ok(match store.batch_holding(&head.origin, head.last_seq)? {
         Some(b) if b.last_seq() == head.last_seq && b.hash().as_slice() == head.hash.as_slice() => {

@@ -4,7 +4,7 @@
 //! For each peer (an active member with `replicate` and an endpoint), a loop
 //! keeps a `Watch` stream open (push hints: "origin X is at N") and pulls
 //! when this node lacks the peer's head or its history differs there
-//! ([`super::history_at`]), and on a timer (every `pull_seconds`) to repair
+//! ([`super::compare_heads`]), and on a timer (every `pull_seconds`) to repair
 //! anything missed. Every batch received is verified against the origin's
 //! entry in the trust list in force, whoever relayed it
 //! ([`crate::trust::batches::verify`]), then must extend the origin's chain
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::Channel, Status};
 
-use super::{heads, history_at, AtHead, PeerDialer};
+use super::{compare_heads, heads, Heads, PeerDialer};
 use crate::{
     batch::{self, Batch, BatchError},
     counters::{
@@ -72,15 +72,15 @@ pub(crate) enum BatchRefused {
     Numbering,
     #[error("it does not extend this node's history of the origin")]
     Chain,
-    #[error("reading this node's history of the origin: {0}")]
+    #[error("reading this node's history of the origin: {}", crate::telemetry::chain(.0))]
     HeadRead(StoreError),
     #[error("this node's head of the origin is at or past {seq}, but no batch of it holds {seq}")]
     NotHeld { seq: u64 },
-    #[error("batch could not be stored: {0}")]
+    #[error("batch could not be stored: {}", crate::telemetry::chain(.0))]
     Store(StoreError),
-    #[error("batch stored but not indexed: {0}")]
+    #[error("batch stored but not indexed: {}", crate::telemetry::chain(.0))]
     Index(LogsError),
-    #[error("it differs from this node's batch there, but the two are not fork evidence under the trust list in force: {0}")]
+    #[error("it differs from this node's batch there, but the two are not fork evidence under the trust list in force: {}", crate::telemetry::chain(.0))]
     UnprovenFork(EvidenceRefused),
 }
 
@@ -126,13 +126,13 @@ impl BatchRefused {
 pub(crate) enum EvidenceRefused {
     #[error("fork evidence lacks one of its two batches")]
     Incomplete,
-    #[error("fork evidence does not decode: {0}")]
+    #[error("fork evidence does not decode: {}", crate::telemetry::chain(.0))]
     Decode(BatchError),
     #[error("fork evidence is not two different, overlapping batches of one origin")]
     NotAFork,
-    #[error("a batch of the fork evidence does not verify: {0}")]
+    #[error("a batch of the fork evidence does not verify: {}", crate::telemetry::chain(.0))]
     Unverified(BatchError),
-    #[error("fork evidence valid, the origin frozen, but not kept: {0}")]
+    #[error("fork evidence valid, the origin frozen, but not kept: {}", crate::telemetry::chain(.0))]
     Store(StoreError),
 }
 
@@ -152,20 +152,20 @@ impl EvidenceRefused {
 /// Why a pull from a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PullError {
-    #[error("reading this node's heads: {0}")]
+    #[error("reading this node's heads: {}", crate::telemetry::chain(.0))]
     Heads(StoreError),
     #[error("pull refused: {:?}: {}", .0.code(), .0.message())]
     Refused(Status),
     #[error("pull stream broke: {:?}: {}", .0.code(), .0.message())]
     Stream(Status),
-    #[error("flushing the store: {0}")]
+    #[error("flushing the store: {}", crate::telemetry::chain(.0))]
     Flush(StoreError),
 }
 
 /// Why a replication session with a peer ended.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
-    #[error("could not connect: {0}")]
+    #[error("could not connect: {}", crate::telemetry::chain(.0))]
     Connect(TlsError),
     #[error("watch refused: {:?}: {}", .0.code(), .0.message())]
     WatchRefused(Status),
@@ -476,10 +476,19 @@ impl Replication {
 
 /// Whether a peer's announced head calls for a pull: this node lacks it or
 /// its history differs there.
+/// Whether a peer's announced head is worth a pull: it is ahead of this
+/// node's, or at the same sequence number with another hash (a pull then
+/// brings the peer's batch there, fork evidence). A peer behind has
+/// nothing to send. Reads only this node's head.
 fn wants_pull(repl: &Replication, h: &crate::proto::OriginHead) -> bool {
-    match history_at(&repl.logs.store, h) {
-        Ok(AtHead::Same) => false,
-        Ok(AtHead::Lacking | AtHead::Differs { .. }) => true,
+    match repl.logs.store.head(&h.origin) {
+        Ok(mine) => {
+            let mine = mine.unwrap_or_default();
+            matches!(
+                compare_heads(mine.last_seq, &mine.hash, h),
+                Heads::PeerAhead | Heads::SameSeqDiffers
+            )
+        }
         Err(e) => {
             tracing::error!(origin = %h.origin, error = %crate::telemetry::chain(&e), "reading a head");
             false

@@ -72,11 +72,13 @@ impl BatchSender {
             for (origin, head) in origins {
                 let after = match have.get(&origin) {
                     None => 0,
+                    // Without its history here, serve from the caller's
+                    // head: the fork check waits for the next pull.
                     Some(h) => match sent_after(&store, h) {
                         Ok(after) => after,
                         Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
+                            tracing::error!(origin = %origin, error = %crate::telemetry::chain(&e), "reading this node's history for a peer's pull");
+                            h.last_seq
                         }
                     },
                 };

@@ -29,7 +29,10 @@ pub(crate) async fn push(trust: &TrustState, dialer: &PeerDialer) {
         let signed = list.signed().clone();
         async move {
             let r = tokio::time::timeout(PEER_CALL_TIMEOUT, async {
-                let mut c = dialer.federation(&m).await.map_err(|e| e.to_string())?;
+                let mut c = dialer
+                    .federation(&m)
+                    .await
+                    .map_err(|e| crate::telemetry::chain(&e))?;
                 c.publish_trust_list(signed).await.map_err(|s| s.message().to_string())
             })
             .await;
@@ -48,7 +51,10 @@ pub(crate) async fn poll(trust: &TrustState, dialer: &PeerDialer) {
     let have = trust.current().version();
     let calls = peers(trust).into_iter().map(|m| async move {
         let r = tokio::time::timeout(PEER_CALL_TIMEOUT, async {
-            let mut c = dialer.federation(&m).await.map_err(|e| e.to_string())?;
+            let mut c = dialer
+                .federation(&m)
+                .await
+                .map_err(|e| crate::telemetry::chain(&e))?;
             c.get_trust_list(GetTrustListRequest { have_version: have })
                 .await
                 .map_err(|s| s.message().to_string())

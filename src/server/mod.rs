@@ -155,7 +155,6 @@ pub(crate) async fn run(
 
     if let Some((fed, trust, dialer)) = federated {
         let (listener, addr) = bind("the peer listener", fed.peer.listen).await?;
-        addr_files.push(write_addr(&config.data_dir, PEER_ADDR_FILE, addr)?);
         tasks.push(peer::serve(
             &config,
             fed,
@@ -166,6 +165,7 @@ pub(crate) async fn run(
             health_service,
             &stop,
         )?);
+        addr_files.push(write_addr(&config.data_dir, PEER_ADDR_FILE, addr)?);
         peer::warn_if_refused(&config, &trust, &state);
         tracing::info!(%addr, "peer listener ready (TLS 1.3, member certificates pinned by the trust list)");
         peer::spawn_tasks(
@@ -181,8 +181,7 @@ pub(crate) async fn run(
     // Last, so that a waiting client finds every listener up.
     addr_files.push(write_addr(&config.data_dir, MEMBER_ADDR_FILE, member_addr)?);
 
-    let result = serve_until(tasks, shutdown, &stop, &config).await;
-    member::not_serving(&health).await;
+    let result = serve_until(tasks, shutdown, &stop, &health, &config).await;
     for f in addr_files {
         let _ = std::fs::remove_file(f);
     }
@@ -208,12 +207,15 @@ fn log_keys(state: &NodeState) {
     }
 }
 
-/// Waits for `shutdown` or a listener that ends, then cancels `stop` and
-/// gives in-flight requests the configured drain time.
+/// Waits for `shutdown` or a listener that ends, then cancels `stop`,
+/// marks Screening not serving (so that health watchers and load balancers
+/// learn it as the drain starts) and gives in-flight requests the
+/// configured drain time.
 async fn serve_until(
     mut tasks: Vec<ServeTask>,
     shutdown: impl Future<Output = ()>,
     stop: &CancellationToken,
+    health: &tonic_health::server::HealthReporter,
     config: &Config,
 ) -> Result<(), ServerError> {
     let mut first = futures::future::select_all(tasks.iter_mut());
@@ -223,6 +225,7 @@ async fn serve_until(
     };
     drop(first);
     stop.cancel();
+    member::not_serving(health).await;
     match failed {
         Some(r) => {
             for t in &tasks {
