@@ -254,13 +254,22 @@ pub fn status_of(r: &proto::MatchResult) -> proto::MatchStatus {
     proto::MatchStatus::try_from(r.status).unwrap()
 }
 
-/// Every file under `dir`, recursively, with its bytes.
+/// Every file under `dir`, recursively, with its bytes. A running node may
+/// swap directories meanwhile (a compaction renames the store's): one that
+/// is gone by the time it is read is skipped, and the next call sees the
+/// new one.
 pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
+        let entries = match fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && d != dir => continue,
+            Err(e) => panic!("reading {}: {e}", d.display()),
+        };
+        for e in entries {
+            let Ok(e) = e else { continue };
+            let p = e.path();
             if p.is_dir() {
                 stack.push(p);
             } else {
