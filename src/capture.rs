@@ -49,6 +49,8 @@ impl CaptureLayer {
         }
     }
 
+    /// Capture to `<dir>/<node_id>.peer-grpc.bin`, creating `dir` if need be
+    /// and appending to the file if it exists.
     pub fn to_dir(dir: &Path, node_id: &str) -> std::io::Result<CaptureLayer> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{node_id}.peer-grpc.bin"));
@@ -71,6 +73,8 @@ impl<S> Layer<S> for CaptureLayer {
     }
 }
 
+/// The service [`CaptureLayer`] wraps around the peer listener's: copies
+/// request and response body frames to the capture file, if capture is on.
 #[derive(Clone)]
 pub struct Capture<S> {
     inner: S,

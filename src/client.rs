@@ -27,16 +27,26 @@ pub struct Identity {
     pub server_name: Option<String>,
     /// CA that signed the node's server certificate.
     pub ca: PathBuf,
+    /// Client certificate to present (PEM).
     pub cert: PathBuf,
+    /// Private key of the client certificate (PEM).
     pub key: PathBuf,
 }
 
+/// Why a client could not be set up or connected.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The TLS files do not load, or the connection failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The node directory's config does not read or parse.
     #[error("node directory {dir}: {message}")]
-    Dir { dir: PathBuf, message: String },
+    Dir {
+        /// The node directory.
+        dir: PathBuf,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl Identity {
@@ -69,11 +79,13 @@ impl Identity {
         })
     }
 
+    /// Opens a gRPC channel to the node over mutual TLS.
     pub async fn channel(&self) -> Result<Channel, ClientError> {
         let config = tls::client_config(&self.ca, &self.cert, &self.key)?;
         Ok(tls::connect(&self.node, self.server_name.as_deref(), config).await?)
     }
 
+    /// Opens a channel and the member API's clients on it.
     pub async fn connect(&self) -> Result<Clients, ClientError> {
         Ok(Clients::new(self.channel().await?))
     }
@@ -82,12 +94,18 @@ impl Identity {
 /// The member API's clients over one connection.
 #[derive(Clone)]
 pub struct Clients {
+    /// Screening: matching identifiers and tokens, locally or at peers.
     pub screening: ScreeningClient<Channel>,
+    /// Contribution: the member's own indicators (add, retract, extend,
+    /// list, rekey).
     pub contribution: ContributionClient<Channel>,
+    /// Administration: the node's status.
     pub admin: AdminClient<Channel>,
 }
 
 impl Clients {
+    /// The clients on `channel`; screening and contribution messages may be
+    /// up to 64 MiB each way.
     pub fn new(channel: Channel) -> Clients {
         Clients {
             screening: ScreeningClient::new(channel.clone())

@@ -4,7 +4,7 @@
 //! sessions ended by failure; requests of a member this node refused, by
 //! reason; prefix queries answered.
 //!
-//! One [`Counters`] is created per node ([`crate::node::NodeState`]) and
+//! One [`Counters`] is created per node (`crate::node::NodeState`) and
 //! handed to whoever counts; readers take a [`Counters::snapshot`] (the
 //! Admin API's Status today, metrics later). No other part of the node keeps
 //! tallies of these events. Reasons are enums with stable snake_case names
@@ -272,6 +272,8 @@ pub struct Counters {
 /// A copy of every peer's counts at one moment, sorted by peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// Each peer counted (member id, or [`UNLISTED`]) and its counts,
+    /// sorted by peer.
     pub peers: Vec<(String, PeerCounts)>,
 }
 
@@ -287,6 +289,7 @@ impl Snapshot {
 }
 
 impl Counters {
+    /// No peer counted yet.
     pub fn new() -> Counters {
         Counters::default()
     }

@@ -18,13 +18,21 @@ use std::str::FromStr;
 /// Identifier kind. The order is normative for [`Kind::code`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
+    /// An IBAN (`iban`).
     Iban,
+    /// A payment card number (`pan`).
     Pan,
+    /// A bank account as `COUNTRY:ROUTING:ACCOUNT` (`bank_account`).
     BankAccount,
+    /// A card acceptor as `ACQUIRER:MERCHANT_ID` (`merchant`).
     Merchant,
+    /// A crypto-asset address as `CHAIN:ADDRESS` (`wallet`).
     Wallet,
+    /// An e-mail address (`email`).
     Email,
+    /// An E.164 phone number (`phone`).
     Phone,
+    /// A bare host name (`domain`).
     Domain,
 }
 
@@ -120,6 +128,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The spec's name of the reason: `empty`, `format`, `checksum` or `kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Empty => "empty",
@@ -144,12 +153,15 @@ impl std::error::Error for Reason {}
 pub struct Canonical(String);
 
 impl Canonical {
+    /// The canonical form.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The canonical form's bytes, as hashed into a token.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+    /// The canonical form, owned.
     pub fn into_string(self) -> String {
         self.0
     }

@@ -42,12 +42,17 @@ pub fn token_prefix(t: &Token, bits: u32) -> u32 {
 /// How sure the contributor is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tier {
+    /// Confirmed (`confirmed`, code 1).
     Confirmed = 1,
+    /// Probable (`probable`, code 2).
     Probable = 2,
+    /// Suspected (`suspected`, code 3).
     Suspected = 3,
 }
 
 impl Tier {
+    /// The tier of a protobuf or log code; `None` for an unknown code
+    /// (0, unspecified, included).
     pub fn from_code(c: i32) -> Option<Tier> {
         match c {
             1 => Some(Tier::Confirmed),
@@ -57,6 +62,7 @@ impl Tier {
         }
     }
 
+    /// The tier's name: `confirmed`, `probable` or `suspected`.
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Confirmed => "confirmed",
@@ -65,6 +71,7 @@ impl Tier {
         }
     }
 
+    /// Parses the exact lower-case name; `None` for anything else.
     pub fn parse(s: &str) -> Option<Tier> {
         match s {
             "confirmed" => Some(Tier::Confirmed),
@@ -105,12 +112,17 @@ type EntryList = smallvec::SmallVec<[Entry; 1]>;
 pub struct Entry {
     /// Sequence number of the entry that added it.
     pub seq: u64,
+    /// The case reference, interned ([`Index::resolve`] gives its text).
     pub case: u32,
+    /// Key epoch of the token.
     pub epoch: u32,
     created: u32,
     valid_until: u32,
+    /// The origin, interned ([`Index::resolve`] gives its member id).
     pub origin: u16,
+    /// Identifier kind.
     pub kind: Kind,
+    /// How sure the contributor is.
     pub tier: Tier,
 }
 
@@ -130,10 +142,12 @@ fn until32(t: i64) -> u32 {
 }
 
 impl Entry {
+    /// Whether the entry has not expired at `now` (unix seconds).
     pub fn active_at(&self, now: i64) -> bool {
         self.valid_until == 0 || now < i64::from(self.valid_until)
     }
 
+    /// When the batch that added it was made, unix seconds.
     pub fn created(&self) -> i64 {
         i64::from(self.created)
     }
@@ -244,15 +258,23 @@ struct Slot {
 /// An indicator with its interned names resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Indicator {
+    /// The token.
     pub token: Token,
+    /// Member id of the origin.
     pub origin: Arc<str>,
+    /// Identifier kind.
     pub kind: Kind,
+    /// How sure the contributor is.
     pub tier: Tier,
+    /// Key epoch of the token.
     pub epoch: u32,
+    /// The contributor's case reference.
     pub case_ref: Arc<str>,
+    /// When the batch that added it was made, unix seconds.
     pub created: i64,
     /// `None` for no expiry.
     pub valid_until: Option<i64>,
+    /// Sequence number of the entry that added it.
     pub seq: u64,
 }
 
@@ -283,13 +305,22 @@ impl Interner {
 /// cannot read: a bug or a corrupt store, never a user error.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// The header has an unknown or unspecified operation or an unknown
+    /// tier (reported as entry 0), or an entry an unknown kind or a token
+    /// not 32 bytes long.
     #[error("batch {origin}#{first_seq}: entry {index}: {what}")]
     BadEntry {
+        /// Member id the header names as origin.
         origin: String,
+        /// Sequence number of the batch's first entry.
         first_seq: u64,
+        /// Position of the entry in the batch, from 0.
         index: usize,
+        /// What is wrong with it.
         what: &'static str,
     },
+    /// The batch's origin would be the 65536th; the index numbers at most
+    /// 65535.
     #[error("more than 65535 origins")]
     TooManyOrigins,
 }
@@ -364,6 +395,7 @@ fn directory(main: &[Slot]) -> (Vec<u64>, Vec<u32>, u32) {
 const MIN_DELTA: usize = 65_536;
 
 impl Index {
+    /// An empty index.
     pub fn new() -> Index {
         Index::default()
     }

@@ -4,9 +4,12 @@
 
 use tracing_subscriber::{fmt, EnvFilter};
 
+/// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Human,
+    /// One JSON object per line.
     Json,
 }
 

@@ -30,12 +30,20 @@ pub const TEST_CLOCK_ENV: &str = "CIX_TEST_CLOCK_FILE";
 /// Whether this build can be given a time ([`TEST_CLOCK_ENV`]).
 pub const SETTABLE: bool = cfg!(any(debug_assertions, feature = "test-clock"));
 
+/// Why the clock could not be read.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum ClockError {
+    /// The system clock reads a time before the unix epoch.
     #[error("the system clock reads before 1970-01-01T00:00:00Z")]
     BeforeEpoch,
+    /// The test clock file does not read or does not hold unix seconds.
     #[error("test clock file {path}: {reason}")]
-    TestClock { path: PathBuf, reason: String },
+    TestClock {
+        /// The file [`TEST_CLOCK_ENV`] names.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Where the node's time comes from. Cheap to clone; every clone reads the

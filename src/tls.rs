@@ -65,28 +65,57 @@ pub struct TlsIdentity {
 /// How long a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a TLS configuration could not be built or a connection not opened.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate or key file does not read.
     #[error("reading {path}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// A PEM file holds no item of the kind needed.
     #[error("{path}: no PEM {what} found")]
-    NoPem { path: PathBuf, what: &'static str },
+    NoPem {
+        /// The file.
+        path: PathBuf,
+        /// What was looked for: `certificate` or `private key`.
+        what: &'static str,
+    },
+    /// A PEM file does not parse.
     #[error("{path}: bad PEM: {message}")]
-    Pem { path: PathBuf, message: String },
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A certificate does not parse as X.509; carries the parser's message.
     #[error("certificate is not valid X.509: {0}")]
     Certificate(String),
+    /// rustls refused the configuration: a CA certificate, the certificate
+    /// and key, or the protocol versions.
     #[error("tls configuration")]
     Config(#[from] rustls::Error),
+    /// The verifier of client certificates against a CA could not be built;
+    /// carries rustls's message.
     #[error("client certificate verifier: {0}")]
     Verifier(String),
+    /// The address to connect to is not HOST:PORT, or gives no valid server
+    /// name; carries the address.
     #[error("node address {0:?}: must be HOST:PORT")]
     Address(String),
+    /// The connection, TCP or TLS, could not be made.
     #[error("connecting to {addr}: {message}")]
-    Connect { addr: String, message: String },
+    Connect {
+        /// The address, HOST:PORT.
+        addr: String,
+        /// The error and its causes.
+        message: String,
+    },
 }
 
 /// The one crypto provider cix uses.
@@ -258,6 +287,7 @@ impl Connections {
         self.inner.open.lock().len()
     }
 
+    /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -29,8 +29,10 @@ pub struct Token(pub [u8; TOKEN_LEN]);
 /// Why a token's text or binary form was refused.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum TokenParseError {
+    /// The text is not exactly 64 lowercase hex characters.
     #[error("token must be 64 lowercase hex characters")]
     Hex,
+    /// The binary form is not exactly 32 bytes.
     #[error("token must be 32 bytes")]
     Length,
 }
@@ -96,6 +98,7 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
+    /// Keys the per-kind HMAC states with `key`.
     pub fn new(key: &TokenKey) -> Tokenizer {
         let base = <Hmac<Sha256> as Mac>::new_from_slice(&key.bytes()[..])
             .expect("HMAC accepts keys of any length");

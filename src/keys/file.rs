@@ -10,11 +10,14 @@ use std::{
     path::Path,
 };
 
+/// Why a secret file was not opened.
 #[derive(Debug)]
 pub enum PrivateFileError {
+    /// The file does not open, or its metadata does not read.
     Io(io::Error),
     /// Group or others have some access; `mode` holds the permission bits.
     Permissions {
+        /// The file's permission bits (mode & 0o7777).
         mode: u32,
     },
 }

@@ -22,25 +22,45 @@ use zeroize::Zeroizing;
 /// Errors about key files. None of them carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
+    /// The file does not open, read or write (an existing file is never
+    /// overwritten).
     #[error("key file {}", .path.display())]
     Io {
+        /// The key file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The content is not 64 hex characters and an optional newline.
     #[error(
         "key file {}: must hold 64 hex characters ({what}), optionally followed by a newline",
         .path.display()
     )]
-    Format { path: PathBuf, what: &'static str },
+    Format {
+        /// The key file.
+        path: PathBuf,
+        /// What the file should hold: a seed or a public key.
+        what: &'static str,
+    },
+    /// A public key file's 32 bytes are not a valid Ed25519 public key.
     #[error("public key file {}: not a valid Ed25519 public key", .path.display())]
-    NotAPoint { path: PathBuf },
+    NotAPoint {
+        /// The public key file.
+        path: PathBuf,
+    },
+    /// A private key file grants group or others some access.
     #[error(
         "key file {} is accessible by group or others (mode {mode:o}); run: chmod 600 {}",
         .path.display(),
         .path.display()
     )]
-    Permissions { path: PathBuf, mode: u32 },
+    Permissions {
+        /// The private key file.
+        path: PathBuf,
+        /// The file's permission bits.
+        mode: u32,
+    },
 }
 
 /// Largest key file we read: 64 hex + "\r\n", with room to spot trailing junk.
@@ -109,6 +129,7 @@ impl SigningKeyFile {
         hex::encode(self.key.verifying_key().as_bytes())
     }
 
+    /// The public key.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
     }

@@ -17,23 +17,38 @@ use zeroize::Zeroizing;
 /// Errors about token keys and key files. None of them carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The key file does not open, read or write (an existing file is never
+    /// overwritten).
     #[error("key file {}", .path.display())]
     Io {
+        /// The key file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The key file's content is not 64 hex characters and an optional
+    /// newline.
     #[error(
         "key file {}: must hold 64 hex characters (32 bytes), optionally followed by a newline",
         .path.display()
     )]
-    Format { path: PathBuf },
+    Format {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The key file grants group or others some access.
     #[error(
         "key file {} is readable by group or others (mode {mode:o}); run: chmod 600 {}",
         .path.display(),
         .path.display()
     )]
-    Permissions { path: PathBuf, mode: u32 },
+    Permissions {
+        /// The key file.
+        path: PathBuf,
+        /// The file's permission bits.
+        mode: u32,
+    },
     /// [`TokenKey::from_hex`] on text that is not a key (no file involved).
     #[error("token key must be 64 hex characters (32 bytes), optionally followed by a newline")]
     Hex,
@@ -49,6 +64,7 @@ pub struct TokenKey {
 const KEY_FILE_MAX: u64 = 128;
 
 impl TokenKey {
+    /// The key of these 32 bytes.
     pub fn from_bytes(b: [u8; 32]) -> TokenKey {
         TokenKey {
             bytes: Zeroizing::new(b),

@@ -51,39 +51,66 @@ const SCHEMA_BODIES_IN_SLED: u32 = 1;
 /// Directory of the segment files, inside sled's directory.
 const SEGMENTS_DIR: &str = "segments";
 
+/// Why a store operation failed, or a batch was not appended.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// sled could not open its files (another process may hold them).
     #[error("opening the store at {path}")]
     Open {
+        /// sled's directory, `store/` in the data directory.
         path: PathBuf,
+        /// sled's error.
         #[source]
         source: sled::Error,
     },
+    /// The store has a layout this build does not read.
     #[error("store at {path} has schema version {found}; this build of cix reads version {SCHEMA_VERSION} only")]
-    Schema { path: PathBuf, found: u32 },
+    Schema {
+        /// sled's directory, `store/` in the data directory.
+        path: PathBuf,
+        /// The schema version recorded in the store.
+        found: u32,
+    },
+    /// A read or write of sled's trees failed.
     #[error("the store's database")]
     Sled(#[from] sled::Error),
+    /// A segment file could not be read or written, or a record in it is
+    /// damaged.
     #[error(transparent)]
     Segments(#[from] SegmentError),
+    /// The thread of [`Store::batches_read_ahead`] could not be started.
     #[error("store: cannot start a reader thread: {0}")]
     Thread(std::io::Error),
+    /// Something stored does not decode, a batch to append is empty, or
+    /// moving the store's directories (at open, in a compaction) failed;
+    /// says what.
     #[error("store is corrupt: {0}")]
     Corrupt(String),
+    /// The batch's first sequence number does not follow the origin's head.
     #[error("batch does not extend the log of {origin}: expected sequence {expected}, got {got}")]
     NotContiguous {
+        /// Member id of the origin.
         origin: String,
+        /// The sequence number after the head.
         expected: u64,
+        /// The batch's first sequence number.
         got: u64,
     },
+    /// The batch's previous-batch hash is not the hash of the head's batch.
     #[error("batch does not extend the log of {origin}: previous-batch hash differs")]
-    ChainBroken { origin: String },
+    ChainBroken {
+        /// Member id of the origin.
+        origin: String,
+    },
 }
 
 /// The position of an origin's log: last sequence number and the hash of
 /// its last batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Head {
+    /// Sequence number of the log's last entry; 0 for an empty log.
     pub last_seq: u64,
+    /// SHA-256 of the last batch's header; all zero for an empty log.
     pub hash: [u8; 32],
 }
 
@@ -149,6 +176,8 @@ fn keys_after(origin: &str, after: u64) -> std::ops::RangeInclusive<Vec<u8>> {
     batch_key(origin, after.saturating_add(1))..=batch_key(origin, u64::MAX)
 }
 
+/// The store of one node: sled's trees and the segment files, in the data
+/// directory's `store/`.
 pub struct Store {
     path: PathBuf,
     cache_mb: u64,

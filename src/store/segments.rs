@@ -29,18 +29,28 @@ use parking_lot::{Mutex, RwLock};
 /// A segment file is closed for writing once it reaches this size.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Why segment files could not be opened, written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
+    /// A file operation in the segment directory failed.
     #[error("segment files in {dir}")]
     Io {
+        /// The segment directory.
         dir: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// A record cannot be read back as written (its file missing, the
+    /// record cut short or its checksum wrong), or a body is too large to
+    /// write.
     #[error("segment {segment} at offset {offset}: {what}")]
     Damaged {
+        /// The segment number (0 for a body too large to write).
         segment: u32,
+        /// Offset of the record in the segment file.
         offset: u64,
+        /// What is wrong.
         what: &'static str,
     },
 }
@@ -48,14 +58,20 @@ pub enum SegmentError {
 /// Where one body is: segment number, offset of its record, body length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
+    /// Number of the segment file.
     pub segment: u32,
+    /// Offset of the record (its CRC) in the file, in bytes.
     pub offset: u64,
+    /// Length of the body in bytes, CRC excluded.
     pub len: u32,
 }
 
 impl Location {
+    /// Length of [`Location::encode`]'s output in bytes.
     pub const ENCODED_LEN: usize = 16;
 
+    /// Segment, offset and length, each big-endian: the value of the
+    /// store's `batches` tree.
     pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
         let mut b = [0u8; Self::ENCODED_LEN];
         b[..4].copy_from_slice(&self.segment.to_be_bytes());
@@ -64,6 +80,7 @@ impl Location {
         b
     }
 
+    /// Inverse of [`Location::encode`]; `None` unless `b` is 16 bytes.
     pub fn decode(b: &[u8]) -> Option<Location> {
         let b: &[u8; Self::ENCODED_LEN] = b.try_into().ok()?;
         Some(Location {
@@ -80,6 +97,8 @@ struct Writer {
     len: u64,
 }
 
+/// The segment files of one store directory: one written at a time, all
+/// open for reading.
 pub struct Segments {
     dir: PathBuf,
     /// The segment being written; none until this open's first write.
