@@ -123,11 +123,15 @@ impl Clock {
         }
     }
 
+    /// A clock on `source`, read once so that a later failing reading has
+    /// a last good one to fall back on.
     fn with(source: Source) -> Clock {
-        Clock {
+        let clock = Clock {
             source,
             last: Arc::new(AtomicU64::new(0f64.to_bits())),
-        }
+        };
+        let _ = clock.try_now_f64();
+        clock
     }
 
     /// Unix seconds with a fraction, or why the clock cannot be read.
