@@ -4,6 +4,9 @@
 //! (batched, hits and misses), so that a regression in any one shows up in a
 //! diff of `cargo bench` output. Whole-system figures are `cix bench`'s.
 
+// criterion_group! writes an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use cix::{

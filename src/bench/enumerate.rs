@@ -30,7 +30,7 @@ fn candidate(n: u64, buf: &mut [u8; 13]) {
 
 /// Runs the enumeration over `candidates` numbers with `planted` indicator
 /// tokens among them. Returns the figures and how many were found.
-pub fn run(candidates: u64, planted: usize, threads: usize) -> (Vec<Figure>, usize) {
+pub(crate) fn run(candidates: u64, planted: usize, threads: usize) -> (Vec<Figure>, usize) {
     let candidates = candidates.clamp(1, 10u64.pow(DIGITS as u32));
     let tokenizer = Tokenizer::new(&TokenKey::generate());
     let mut buf = [0u8; 13];
@@ -114,7 +114,7 @@ pub fn run(candidates: u64, planted: usize, threads: usize) -> (Vec<Figure>, usi
 }
 
 /// Default: 10^8 candidates on every core.
-pub fn default_threads() -> usize {
+pub(crate) fn default_threads() -> usize {
     cores()
 }
 

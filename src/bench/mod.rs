@@ -13,11 +13,11 @@
 //! target. The Redis client is compiled in only with the `redis-bench` cargo
 //! feature (a default one); without it `--vs-redis` is refused.
 
-pub mod enumerate;
-pub mod node;
+pub(crate) mod enumerate;
+pub(crate) mod node;
 #[cfg(feature = "redis-bench")]
-pub mod redis;
-pub mod replicate;
+pub(crate) mod redis;
+pub(crate) mod replicate;
 pub mod screen;
 
 use serde::Serialize;
@@ -26,24 +26,31 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Better {
+    /// More is better (a rate).
     Higher,
+    /// Less is better (a time, a size).
     Lower,
 }
 
 /// One measured figure.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Figure {
+    /// What was measured, e.g. "screen: node MatchStream over mTLS".
     pub figure: String,
+    /// The measured value, in `unit`.
     pub value: f64,
+    /// The unit, e.g. "identifiers/s", "s", "bytes".
     pub unit: String,
     /// In the same unit; `None` where the figure has no target.
     pub target: Option<f64>,
+    /// Which way is better.
     pub better: Better,
     /// `None` without a target.
     pub meets: Option<bool>,
 }
 
 impl Figure {
+    /// A figure without a target.
     pub fn new(
         figure: impl Into<String>,
         value: f64,

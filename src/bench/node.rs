@@ -45,13 +45,13 @@ async fn connect(dir: &Path) -> Result<Clients> {
 /// Contribution requests in flight: while the node signs, stores, flushes
 /// and applies one batch (under its write lock), it normalizes and hashes
 /// the next.
-pub const INGEST_IN_FLIGHT: usize = 2;
+pub(crate) const INGEST_IN_FLIGHT: usize = 2;
 
 /// Contributes `n` synthetic identifiers (seeded) through `c`, `batch` per
 /// request under one case reference per 100,000, each acknowledged only once
 /// durable, [`INGEST_IN_FLIGHT`] requests at a time. Returns about
 /// `want_known` of them (spread evenly) and the rate.
-pub async fn contribute(
+pub(crate) async fn contribute(
     c: &mut Clients,
     n: usize,
     seed: u64,
@@ -103,7 +103,7 @@ pub async fn contribute(
 
 /// Waits (bounded) until the node has merged its index after an ingest, as
 /// it does once writes pause: screening is measured in that steady state.
-pub async fn settle(c: &mut Clients) -> Result<()> {
+pub(crate) async fn settle(c: &mut Clients) -> Result<()> {
     let start = Instant::now();
     while c
         .admin
@@ -123,7 +123,7 @@ pub async fn settle(c: &mut Clients) -> Result<()> {
 }
 
 /// `total` queries: the `known` ones spread through fresh identifiers.
-pub fn queries(known: &[(Kind, String)], total: usize, seed: u64) -> Vec<(Kind, String)> {
+pub(crate) fn queries(known: &[(Kind, String)], total: usize, seed: u64) -> Vec<(Kind, String)> {
     let mut q: Vec<(Kind, String)> = known.iter().take(total).cloned().collect();
     let hits = q.len();
     let mut fresh = Synth::new(seed ^ 0x5eed);
@@ -151,7 +151,7 @@ async fn matches_in(mut s: tonic::Streaming<proto::MatchResponse>) -> Result<usi
 }
 
 /// A node process loaded with synthetic indicators, and a client of it.
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The temporary directory holding `dir`, unless it is kept.
     _tmp: Option<tempfile::TempDir>,
     dir: PathBuf,
@@ -169,7 +169,7 @@ impl Loaded {
     /// Starts a node in a temporary directory (or in `keep`, created and
     /// left behind) and contributes `indicators` synthetic identifiers,
     /// `batch` per request.
-    pub async fn start(
+    pub(crate) async fn start(
         indicators: usize,
         want_known: usize,
         seed: u64,
@@ -221,11 +221,11 @@ impl Loaded {
     }
 
     /// Another connection to the node.
-    pub async fn connect(&self) -> Result<Clients> {
+    pub(crate) async fn connect(&self) -> Result<Clients> {
         connect(&self.dir).await
     }
 
-    pub fn ingest_figure(&self) -> Figure {
+    pub(crate) fn ingest_figure(&self) -> Figure {
         Figure::new(
             format!(
                 "ingest: durably acknowledged ({} per request, {INGEST_IN_FLIGHT} in flight)",
@@ -241,7 +241,7 @@ impl Loaded {
     /// Bulk screening of `queries` over one `MatchStream` and the same
     /// identifiers pre-hashed over one `MatchTokens`; checks both find the
     /// same hits. Returns (identifiers/s, tokens/s, hits).
-    pub async fn stream(&mut self, queries: &[(Kind, String)]) -> Result<(f64, f64, usize)> {
+    pub(crate) async fn stream(&mut self, queries: &[(Kind, String)]) -> Result<(f64, f64, usize)> {
         let requests: Vec<proto::MatchRequest> = queries
             .chunks(self.batch)
             .map(|ch| proto::MatchRequest {
@@ -297,7 +297,7 @@ impl Loaded {
     /// node's; an answer slower than the interval delays the next send, and
     /// shows in the figures as itself), then the throughput of `clients`
     /// concurrent clients, each on its own connection, for `seconds`.
-    pub async fn latency(
+    pub(crate) async fn latency(
         &mut self,
         queries: &[(Kind, String)],
         rate: u32,
@@ -409,7 +409,7 @@ impl Loaded {
     /// Resident memory and store bytes now, then cold start: the node is
     /// stopped and started again on its store, timed to its first Status
     /// answer, and its resident memory then.
-    pub async fn memory(&mut self) -> Result<Vec<Figure>> {
+    pub(crate) async fn memory(&mut self) -> Result<Vec<Figure>> {
         let pid = self.node.pid().context("node pid")?;
         let rss = rss_of(pid);
         let status = self
@@ -477,7 +477,7 @@ impl Loaded {
         ])
     }
 
-    pub async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         self.node.stop_async().await?.clean()?;
         Ok(())
     }
@@ -485,7 +485,7 @@ impl Loaded {
 
 /// Figures of the node's bulk screening, with the in-process engine rate
 /// measured in the same run for the ratio.
-pub fn stream_figures(
+pub(crate) fn stream_figures(
     n: usize,
     stream_rate: f64,
     tokens_rate: f64,

@@ -23,14 +23,14 @@ use crate::{
 const PIPELINE: usize = 4;
 
 /// A `redis-server` child process, killed when dropped.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     port: u16,
 }
 
 impl RedisServer {
     /// Whether `redis-server` can be run here.
-    pub fn available() -> bool {
+    pub(crate) fn available() -> bool {
         Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -40,7 +40,7 @@ impl RedisServer {
             .unwrap_or(false)
     }
 
-    pub fn start() -> Result<RedisServer> {
+    pub(crate) fn start() -> Result<RedisServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -75,7 +75,7 @@ impl RedisServer {
     }
 
     /// Loads the tokens into the set `tokens`; returns Redis's memory use.
-    pub fn load(&self, tokens: &[Token]) -> Result<u64> {
+    pub(crate) fn load(&self, tokens: &[Token]) -> Result<u64> {
         let mut con = self.connection()?;
         for chunk in tokens.chunks(10_000) {
             let members: Vec<&[u8]> = chunk.iter().map(|t| &t.0[..]).collect();
@@ -95,7 +95,7 @@ impl RedisServer {
     /// Screens `queries` as the bank's own client would: normalize and hash
     /// locally, then `SMISMEMBER` per `batch` items, `PIPELINE` commands in
     /// flight, one connection per core. Returns (identifiers/s, hits).
-    pub fn screen(
+    pub(crate) fn screen(
         &self,
         tokenizer: &Tokenizer,
         queries: &[(Kind, String)],

@@ -23,7 +23,7 @@ use crate::{
     },
 };
 
-pub struct ReplicateOptions {
+pub(crate) struct ReplicateOptions {
     pub indicators: usize,
     pub batch: usize,
     pub seed: u64,
@@ -45,7 +45,7 @@ async fn indicators(c: &mut Clients) -> Result<u64> {
         .indicators)
 }
 
-pub async fn run(o: &ReplicateOptions) -> Result<Vec<Figure>> {
+pub(crate) async fn run(o: &ReplicateOptions) -> Result<Vec<Figure>> {
     let tmp = tempfile::tempdir()?;
     let c = LocalCoalition::create(tmp.path(), &CoalitionSpec::demo(tmp.path()))?;
     let mut nodes = vec![

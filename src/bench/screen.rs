@@ -23,11 +23,17 @@ use crate::{
     token::{Token, Tokenizer},
 };
 
+/// What `cix bench screen` measures.
 pub struct ScreenOptions {
+    /// Synthetic indicators in the index.
     pub indicators: usize,
+    /// Identifiers screened (1% of them among the indicators).
     pub queries: usize,
+    /// Key epochs valid at once (2 during a rotation).
     pub epochs: u32,
+    /// Seed of the synthetic identifiers.
     pub seed: u64,
+    /// Threads of the in-process engine and of the reference loop.
     pub threads: usize,
     /// Also run the workload through a Redis set (`redis-server` needed).
     pub vs_redis: bool,
@@ -37,7 +43,9 @@ pub struct ScreenOptions {
 
 /// What one run measured: its figures, and the rates other figures compare with.
 pub struct ScreenRun {
+    /// Every figure of the run.
     pub figures: Vec<Figure>,
+    /// Identifiers per second through the in-process engine.
     pub engine_rate: f64,
     /// Identifiers per second through Redis, with `vs_redis`.
     pub redis_rate: Option<f64>,
@@ -339,6 +347,7 @@ fn rss_at(path: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Threads a run uses unless told otherwise: one per core.
 pub fn default_threads() -> usize {
     cores()
 }

@@ -154,7 +154,7 @@ pub enum BenchCommand {
 }
 
 /// `cix bench ...`.
-pub async fn bench(b: BenchCommand) -> Result<()> {
+pub(super) async fn bench(b: BenchCommand) -> Result<()> {
     match b {
         BenchCommand::Enumerate {
             candidates,

@@ -35,7 +35,7 @@ impl Row {
 }
 
 /// A node's reason for an item, as printed after its status: ` (REASON)`, or nothing.
-pub fn reason_suffix(r: &str) -> String {
+pub(super) fn reason_suffix(r: &str) -> String {
     if r.is_empty() {
         String::new()
     } else {
@@ -62,7 +62,7 @@ pub struct Input {
     pub value: Option<String>,
 }
 
-pub fn parse_kind(s: &str) -> Result<Kind, String> {
+pub(super) fn parse_kind(s: &str) -> Result<Kind, String> {
     Kind::parse(s).map_err(|_| {
         let all: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
         format!("unknown kind; use one of {}", all.join(", "))
@@ -175,7 +175,7 @@ fn csv_error_kind(e: &csv::Error) -> &'static str {
 }
 
 /// A progress bar on stderr (drawn only on a terminal).
-pub fn progress(total: usize, what: &str) -> ProgressBar {
+pub(super) fn progress(total: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(total as u64);
     pb.set_style(
         ProgressStyle::with_template(
@@ -198,7 +198,7 @@ pub enum OutFormat {
 
 /// One result row of a bulk match.
 #[derive(serde::Serialize)]
-pub struct ResultRow {
+pub(super) struct ResultRow {
     pub row: usize,
     pub kind: String,
     pub status: &'static str,
@@ -208,7 +208,7 @@ pub struct ResultRow {
 }
 
 #[derive(serde::Serialize)]
-pub struct HitRow {
+pub(super) struct HitRow {
     pub origin: String,
     pub case_ref: String,
     pub tier: &'static str,
@@ -218,13 +218,13 @@ pub struct HitRow {
     pub epoch: u32,
 }
 
-pub enum Out {
+pub(super) enum Out {
     Csv(Box<csv::Writer<Box<dyn Write>>>),
     Jsonl(std::io::BufWriter<Box<dyn Write>>),
 }
 
 impl Out {
-    pub fn open(path: Option<&Path>, format: Option<OutFormat>) -> Result<Out> {
+    pub(super) fn open(path: Option<&Path>, format: Option<OutFormat>) -> Result<Out> {
         let format = format.unwrap_or(
             match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
                 Some("json") | Some("jsonl") | Some("ndjson") => OutFormat::Jsonl,
@@ -247,7 +247,7 @@ impl Out {
         })
     }
 
-    pub fn write(&mut self, r: &ResultRow) -> Result<()> {
+    pub(super) fn write(&mut self, r: &ResultRow) -> Result<()> {
         match self {
             Out::Csv(w) => {
                 let hits: Vec<String> = r
@@ -271,7 +271,7 @@ impl Out {
         Ok(())
     }
 
-    pub fn finish(self) -> Result<()> {
+    pub(super) fn finish(self) -> Result<()> {
         match self {
             Out::Csv(mut w) => w.flush()?,
             Out::Jsonl(mut w) => w.flush()?,

@@ -71,6 +71,6 @@ impl Conn {
 }
 
 /// A refusal by the node, as the commands print it.
-pub fn status_error(s: tonic::Status) -> anyhow::Error {
+pub(super) fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("node refused: {:?}: {}", s.code(), s.message())
 }

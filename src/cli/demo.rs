@@ -33,7 +33,7 @@ use crate::{
 /// Known indicators the liaison contributes.
 const KNOWN: usize = 1_000;
 
-pub async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
+pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
     let tmp;
     let dir = match keep {
         Some(d) => {

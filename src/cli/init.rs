@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::testbed::init::{self, InitOptions};
 
 /// `cix init DIR`.
-pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<()> {
+pub(super) fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<()> {
     let made = init::init(dir, opts)?;
     println!("node directory: {}", made.dir.display());
     println!("config:         {}", made.config.display());

@@ -15,7 +15,7 @@ use crate::keys::{
 
 /// `cix keygen --help` (set on the `Command` variant: its doc comment
 /// would otherwise replace a struct-level `long_about`).
-pub const KEYGEN_LONG_ABOUT: &str = concat!(
+pub(super) const KEYGEN_LONG_ABOUT: &str = concat!(
     "Make an Ed25519 key pair (an operator's trust-list key or a member's log key): \
      writes the private key to PATH (mode 0600, never overwritten) and the public key to \
      PATH.pub, and prints the public key. With --token, make a token key instead and print \
@@ -34,7 +34,7 @@ pub struct KeygenArgs {
 }
 
 /// `cix keygen`.
-pub fn keygen(a: KeygenArgs) -> Result<()> {
+pub(super) fn keygen(a: KeygenArgs) -> Result<()> {
     if a.token {
         let key = TokenKey::generate();
         key.write_new(&a.out)?;

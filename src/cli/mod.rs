@@ -12,17 +12,17 @@
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`conn`]: how a client command reaches its node.
 
-pub mod bench;
-pub mod bulk;
-pub mod conn;
-pub mod demo;
-pub mod init;
-pub mod keygen;
-pub mod records;
-pub mod screen;
-pub mod serve;
-pub mod status;
-pub mod trust;
+mod bench;
+mod bulk;
+mod conn;
+mod demo;
+mod init;
+mod keygen;
+mod records;
+mod screen;
+mod serve;
+mod status;
+mod trust;
 
 use std::path::PathBuf;
 
@@ -33,6 +33,8 @@ use crate::{ident::Kind, telemetry::LogFormat, testbed::init::InitOptions};
 use conn::Conn;
 
 #[derive(Parser, Debug)]
+// clap turns doc comments into help text: items without help stay without.
+#[allow(missing_docs)]
 #[command(
     name = "cix",
     version,
@@ -47,6 +49,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(missing_docs)] // clap turns doc comments into help text, as above
 pub enum Command {
     /// Run a node.
     Serve {

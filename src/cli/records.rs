@@ -121,7 +121,7 @@ fn expiry(until: &Option<String>, for_: &Option<humantime::Duration>) -> Result<
 }
 
 /// `cix contribute`.
-pub async fn contribute(a: ContributeArgs) -> Result<()> {
+pub(super) async fn contribute(a: ContributeArgs) -> Result<()> {
     let rows = a.input.read()?;
     let valid_until = expiry(&a.valid_until, &a.valid_for)?.map(convert::timestamp);
     let mut clients = a.conn.connect().await?;
@@ -212,7 +212,7 @@ fn token_items(
 }
 
 /// `cix retract`.
-pub async fn retract(a: RetractArgs) -> Result<()> {
+pub(super) async fn retract(a: RetractArgs) -> Result<()> {
     let mut req = proto::RetractRequest {
         reason: a.reason.clone(),
         ..Default::default()
@@ -255,7 +255,7 @@ pub async fn retract(a: RetractArgs) -> Result<()> {
 }
 
 /// `cix indicators ...`.
-pub async fn indicators(c: IndicatorsCommand) -> Result<()> {
+pub(super) async fn indicators(c: IndicatorsCommand) -> Result<()> {
     match c {
         IndicatorsCommand::List { conn, json, limit } => {
             let mut clients = conn.connect().await?;
@@ -339,7 +339,7 @@ pub async fn indicators(c: IndicatorsCommand) -> Result<()> {
 }
 
 /// `cix rekey`.
-pub async fn rekey(a: RekeyArgs) -> Result<()> {
+pub(super) async fn rekey(a: RekeyArgs) -> Result<()> {
     let rows = a.input.read()?;
     let mut clients = a.conn.connect().await?;
     let mut total = proto::RekeyResponse::default();

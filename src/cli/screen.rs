@@ -47,7 +47,7 @@ pub struct MatchArgs {
 }
 
 /// `cix token`.
-pub fn token_command(
+pub(super) fn token_command(
     kind: Kind,
     key_file: &std::path::Path,
     json: bool,
@@ -91,7 +91,7 @@ pub fn token_command(
 }
 
 /// `cix match`.
-pub async fn match_command(a: MatchArgs) -> Result<()> {
+pub(super) async fn match_command(a: MatchArgs) -> Result<()> {
     let rows = a.input.read()?;
     let mut clients = a.conn.connect().await?;
     if !a.input.is_bulk() && a.out.is_none() {
@@ -188,7 +188,7 @@ fn result_row(row: usize, kind: &str, r: &proto::MatchResult) -> ResultRow {
 
 /// Totals of a bulk match.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct MatchSummary {
+pub(super) struct MatchSummary {
     pub items: usize,
     pub matched: usize,
     pub invalid: usize,
@@ -196,7 +196,7 @@ pub struct MatchSummary {
 }
 
 /// Screens `rows` over one `MatchStream`, writing each result to `out`.
-pub async fn bulk_match(
+pub(super) async fn bulk_match(
     clients: &mut Clients,
     rows: Vec<bulk::Row>,
     batch: usize,

@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::config::Config;
 
 /// `cix serve --config CONFIG`.
-pub async fn serve(config: &Path) -> Result<()> {
+pub(super) async fn serve(config: &Path) -> Result<()> {
     let config = Config::load(config)?;
     crate::server::run(config, crate::server::shutdown::signal()).await?;
     Ok(())

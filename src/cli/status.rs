@@ -6,7 +6,7 @@ use super::conn::{status_error, Conn};
 use crate::{api::convert, proto, time::format_time};
 
 /// `cix status`.
-pub async fn status(conn: Conn, json: bool) -> Result<()> {
+pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
     let mut clients = conn.connect().await?;
     let s = clients
         .admin

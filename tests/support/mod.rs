@@ -5,7 +5,8 @@
 //! module adds what tests need on top (panics with the node's logs, test
 //! timings, extra client certificates).
 
-#![allow(dead_code)]
+// Shared by every test crate, each using a part: `pub` so that all can.
+#![allow(dead_code, unreachable_pub)]
 
 use std::{
     fs,

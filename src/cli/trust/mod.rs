@@ -60,14 +60,14 @@ mod publish;
 mod show;
 mod signatures;
 
-pub use body::{EpochAddArgs, EpochCommand, NewArgs, OperatorsArgs, QueryPolicyArgs};
-pub use members::{CapabilityArg, KindArg, MemberAddArgs, MemberCommand, MemberUpdateArgs};
-pub use publish::PublishArgs;
-pub use show::ShowArgs;
-pub use signatures::{SignArgs, VerifyArgs};
+pub(super) use body::{EpochCommand, NewArgs, OperatorsArgs, QueryPolicyArgs};
+pub(super) use members::MemberCommand;
+pub(super) use publish::PublishArgs;
+pub(super) use show::ShowArgs;
+pub(super) use signatures::{SignArgs, VerifyArgs};
 
 /// `cix trust --help` (set on the `Command` variant, like [`super::keygen::KEYGEN_LONG_ABOUT`]).
-pub const TRUST_LONG_ABOUT: &str = concat!(
+pub(super) const TRUST_LONG_ABOUT: &str = concat!(
     "Edit, sign, verify, show and publish the coalition trust list: who may connect, with \
      which capabilities and keys, signed by a threshold of operator keys. Operators create \
      it (`new`), edit it (`member`, `epoch`, `operators`: each edit makes a new unsigned \
@@ -161,7 +161,7 @@ pub struct EditFile {
 }
 
 /// `cix trust ...`.
-pub async fn trust(c: TrustCommand) -> Result<()> {
+pub(super) async fn trust(c: TrustCommand) -> Result<()> {
     match c {
         TrustCommand::New(a) => body::new(a),
         TrustCommand::Member(m) => members::member(m),
