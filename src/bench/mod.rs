@@ -26,24 +26,31 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Better {
+    /// Higher is better: a rate or a ratio.
     Higher,
+    /// Lower is better: a time or a size.
     Lower,
 }
 
 /// One measured figure.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Figure {
+    /// What was measured: the part of the run, a colon, then the figure.
     pub figure: String,
+    /// The measured value, in `unit`.
     pub value: f64,
+    /// Unit of `value` and `target`, e.g. `identifiers/s`, `µs` or `ratio`.
     pub unit: String,
     /// In the same unit; `None` where the figure has no target.
     pub target: Option<f64>,
+    /// Which way the value is better, and so meets the target.
     pub better: Better,
     /// `None` without a target.
     pub meets: Option<bool>,
 }
 
 impl Figure {
+    /// A figure; `meets` follows from `target` and `better`.
     pub fn new(
         figure: impl Into<String>,
         value: f64,

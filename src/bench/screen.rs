@@ -23,11 +23,17 @@ use crate::{
     token::{Token, Tokenizer},
 };
 
+/// What the in-process run of `cix bench screen` does.
 pub struct ScreenOptions {
+    /// Indicators in the index.
     pub indicators: usize,
+    /// Identifiers screened, 1% of them hits.
     pub queries: usize,
+    /// Valid key epochs (at least 1); the indicators are under the newest.
     pub epochs: u32,
+    /// Seed of the synthetic identifiers.
     pub seed: u64,
+    /// Worker threads of the engine and of the reference loop.
     pub threads: usize,
     /// Also run the workload through a Redis set (`redis-server` needed).
     pub vs_redis: bool,
@@ -37,7 +43,9 @@ pub struct ScreenOptions {
 
 /// What one run measured: its figures, and the rates other figures compare with.
 pub struct ScreenRun {
+    /// Every figure of the run, in table order.
     pub figures: Vec<Figure>,
+    /// Identifiers per second through the in-process engine.
     pub engine_rate: f64,
     /// Identifiers per second through Redis, with `vs_redis`.
     pub redis_rate: Option<f64>,
@@ -339,6 +347,7 @@ fn rss_at(path: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Default worker threads: every core.
 pub fn default_threads() -> usize {
     cores()
 }
