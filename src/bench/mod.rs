@@ -26,31 +26,31 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Better {
-    /// More is better (a rate).
+    /// Higher is better: a rate or a ratio.
     Higher,
-    /// Less is better (a time, a size).
+    /// Lower is better: a time or a size.
     Lower,
 }
 
 /// One measured figure.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Figure {
-    /// What was measured, e.g. "screen: node MatchStream over mTLS".
+    /// What was measured: the part of the run, a colon, then the figure.
     pub figure: String,
     /// The measured value, in `unit`.
     pub value: f64,
-    /// The unit, e.g. "identifiers/s", "s", "bytes".
+    /// Unit of `value` and `target`, e.g. `identifiers/s`, `µs` or `ratio`.
     pub unit: String,
     /// In the same unit; `None` where the figure has no target.
     pub target: Option<f64>,
-    /// Which way is better.
+    /// Which way the value is better, and so meets the target.
     pub better: Better,
     /// `None` without a target.
     pub meets: Option<bool>,
 }
 
 impl Figure {
-    /// A figure without a target.
+    /// A figure; `meets` follows from `target` and `better`.
     pub fn new(
         figure: impl Into<String>,
         value: f64,

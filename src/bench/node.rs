@@ -157,11 +157,16 @@ pub(crate) struct Loaded {
     dir: PathBuf,
     launch: Launch,
     node: NodeProcess,
+    /// Clients of the node (new ones after the cold start of [`Loaded::memory`]).
     pub clients: Clients,
+    /// Indicators contributed.
     pub indicators: usize,
     /// Contributed identifiers to plant as hits (1% of `queries`).
     pub known: Vec<(Kind, String)>,
+    /// Indicators per second of the contribution, each request durably acknowledged.
     pub ingest_rate: f64,
+    /// Items per request message: the `batch` given to [`Loaded::start`], at
+    /// most 10,000.
     pub batch: usize,
 }
 
@@ -225,6 +230,7 @@ impl Loaded {
         connect(&self.dir).await
     }
 
+    /// The ingest figure: indicators per second, durably acknowledged.
     pub(crate) fn ingest_figure(&self) -> Figure {
         Figure::new(
             format!(
@@ -477,6 +483,7 @@ impl Loaded {
         ])
     }
 
+    /// Stops the node (SIGTERM); fails unless it exited 0.
     pub(crate) async fn stop(mut self) -> Result<()> {
         self.node.stop_async().await?.clean()?;
         Ok(())

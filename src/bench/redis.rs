@@ -40,6 +40,8 @@ impl RedisServer {
             .unwrap_or(false)
     }
 
+    /// Starts `redis-server` on a free loopback port without persistence and
+    /// waits (up to 10 s) until it answers.
     pub(crate) fn start() -> Result<RedisServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?

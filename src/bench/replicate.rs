@@ -23,9 +23,13 @@ use crate::{
     },
 };
 
+/// What `cix bench replicate` runs.
 pub(crate) struct ReplicateOptions {
+    /// Indicators the liaison contributes and the new node catches up on.
     pub indicators: usize,
+    /// Items per contribution request.
     pub batch: usize,
+    /// Seed of the synthetic identifiers.
     pub seed: u64,
     /// Screening clients running flat out during the freshness probes.
     pub clients: usize,
@@ -45,6 +49,9 @@ async fn indicators(c: &mut Clients) -> Result<u64> {
         .indicators)
 }
 
+/// Runs the replication figures on a new three-member coalition in a
+/// temporary directory, and stops its nodes whether or not the measuring
+/// succeeds.
 pub(crate) async fn run(o: &ReplicateOptions) -> Result<Vec<Figure>> {
     let tmp = tempfile::tempdir()?;
     let c = LocalCoalition::create(tmp.path(), &CoalitionSpec::demo(tmp.path()))?;

@@ -23,17 +23,17 @@ use crate::{
     token::{Token, Tokenizer},
 };
 
-/// What `cix bench screen` measures.
+/// What the in-process run of `cix bench screen` does.
 pub struct ScreenOptions {
-    /// Synthetic indicators in the index.
+    /// Indicators in the index.
     pub indicators: usize,
-    /// Identifiers screened (1% of them among the indicators).
+    /// Identifiers screened, 1% of them hits.
     pub queries: usize,
-    /// Key epochs valid at once (2 during a rotation).
+    /// Valid key epochs (at least 1); the indicators are under the newest.
     pub epochs: u32,
     /// Seed of the synthetic identifiers.
     pub seed: u64,
-    /// Threads of the in-process engine and of the reference loop.
+    /// Worker threads of the engine and of the reference loop.
     pub threads: usize,
     /// Also run the workload through a Redis set (`redis-server` needed).
     pub vs_redis: bool,
@@ -43,7 +43,7 @@ pub struct ScreenOptions {
 
 /// What one run measured: its figures, and the rates other figures compare with.
 pub struct ScreenRun {
-    /// Every figure of the run.
+    /// Every figure of the run, in table order.
     pub figures: Vec<Figure>,
     /// Identifiers per second through the in-process engine.
     pub engine_rate: f64,
@@ -347,7 +347,7 @@ fn rss_at(path: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Threads a run uses unless told otherwise: one per core.
+/// Default worker threads: every core.
 pub fn default_threads() -> usize {
     cores()
 }

@@ -35,7 +35,7 @@ pub struct BenchSizes {
     pub json: bool,
     /// Keep the benchmark node's directory (config, keys, store, log) at
     /// this new path instead of a temporary one, to restart or profile the
-    /// node afterwards (`cix serve --config PATH/node/cix.toml`).
+    /// node afterwards (`cix serve --config PATH/node/node.toml`).
     #[arg(long, value_name = "PATH")]
     pub keep: Option<PathBuf>,
 }
@@ -65,6 +65,7 @@ pub struct LoadArgs {
     pub probes: usize,
 }
 
+/// The modes of `cix bench`.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// How fast a member holding the token key hashes and tests candidate
@@ -91,6 +92,7 @@ pub enum BenchCommand {
     /// pre-hashed MatchTokens, and the ratio to the engine. Mixed kinds, 1%
     /// hits.
     Screen {
+        /// Sizes and output.
         #[command(flatten)]
         sizes: BenchSizes,
         /// Valid key epochs in the in-process run (2: a rotation window).
@@ -111,12 +113,14 @@ pub enum BenchCommand {
     /// Ingest: a real node process, contributions of `--batch` indicators
     /// from one client, each acknowledged once durable.
     Ingest {
+        /// Sizes and output.
         #[command(flatten)]
         sizes: BenchSizes,
     },
     /// Memory: a real node process loaded with `--indicators`: resident
     /// memory, store bytes per indicator, cold start.
     Memory {
+        /// Sizes and output.
         #[command(flatten)]
         sizes: BenchSizes,
     },
@@ -124,8 +128,10 @@ pub enum BenchCommand {
     /// connection: p50/p99 at a fixed rate, and the throughput of concurrent
     /// unary clients.
     Latency {
+        /// Sizes and output.
         #[command(flatten)]
         sizes: BenchSizes,
+        /// The unary latency run.
         #[command(flatten)]
         latency: LatencyArgs,
     },
@@ -133,18 +139,23 @@ pub enum BenchCommand {
     /// catching up on `--indicators`, then a new contribution timed to a
     /// match at a bank kept busy by screening clients.
     Replicate {
+        /// Sizes and output.
         #[command(flatten)]
         sizes: BenchSizes,
+        /// The freshness-under-load run.
         #[command(flatten)]
         load: LoadArgs,
     },
     /// Every figure with a target: screen, ingest, latency, memory and
     /// replicate, one table.
     All {
+        /// Sizes and output.
         #[command(flatten)]
         sizes: BenchSizes,
+        /// The unary latency run.
         #[command(flatten)]
         latency: LatencyArgs,
+        /// The freshness-under-load run.
         #[command(flatten)]
         load: LoadArgs,
         /// Include the Redis comparison.

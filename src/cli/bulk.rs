@@ -19,8 +19,12 @@ use crate::{
 
 /// One input value with its 1-based row number.
 pub struct Row {
+    /// 1-based row number: the line of a file or stdin (empty lines count),
+    /// or the data row of a CSV file (the header is not a row).
     pub row: usize,
+    /// Its kind (`--kind`, or the row's kind column), or why it has none.
     pub kind: Result<Kind, Reason>,
+    /// The value as read; the node normalizes it.
     pub value: String,
 }
 
@@ -62,6 +66,7 @@ pub struct Input {
     pub value: Option<String>,
 }
 
+/// Parses a `--kind` value; the error lists every kind.
 pub(super) fn parse_kind(s: &str) -> Result<Kind, String> {
     Kind::parse(s).map_err(|_| {
         let all: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
@@ -75,6 +80,9 @@ impl Input {
         self.value.is_none()
     }
 
+    /// Reads the values: the one given, else the lines of the file or stdin
+    /// (empty ones skipped) or a column of the CSV file. Needs `--kind` or
+    /// `--kind-column`.
     pub fn read(&self) -> Result<Vec<Row>> {
         if self.kind.is_none() && self.kind_column.is_none() {
             bail!("give --kind, or --kind-column for a CSV file with a kind per row");
@@ -192,38 +200,60 @@ pub(super) fn progress(total: usize, what: &str) -> ProgressBar {
 /// Result file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutFormat {
+    // No doc comments here: clap shows them as help text, which would switch
+    // `cix match --help` to its long layout for two self-explanatory values.
+    #[allow(missing_docs)]
     Csv,
+    #[allow(missing_docs)]
     Jsonl,
 }
 
 /// One result row of a bulk match.
 #[derive(serde::Serialize)]
 pub(super) struct ResultRow {
+    /// Row number of the input value ([`Row::row`]).
     pub row: usize,
+    /// The kind's tag, or `?` without one.
     pub kind: String,
+    /// `MATCH`, `NO_MATCH`, `INVALID` or `UNKNOWN`.
     pub status: &'static str,
+    /// The hits; none unless `MATCH`.
     pub hits: Vec<HitRow>,
+    /// Why the node found the value invalid; empty (and left out of JSON) otherwise.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub invalid_reason: String,
 }
 
+/// One hit of a matched row.
 #[derive(serde::Serialize)]
 pub(super) struct HitRow {
+    /// Member whose origin log holds the indicator.
     pub origin: String,
+    /// The indicator's case reference.
     pub case_ref: String,
+    /// `confirmed`, `probable` or `suspected` (`?` if unknown).
     pub tier: &'static str,
+    /// When it was contributed (RFC 3339).
     pub created_at: String,
+    /// Its expiry (RFC 3339); `None` if it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<String>,
+    /// Key epoch of the matching token.
     pub epoch: u32,
 }
 
+/// An open result output: a file, or stdout.
 pub(super) enum Out {
+    /// CSV, its header row written.
     Csv(Box<csv::Writer<Box<dyn Write>>>),
+    /// JSON lines.
     Jsonl(std::io::BufWriter<Box<dyn Write>>),
 }
 
 impl Out {
+    /// Creates `path` (or, without one, writes to stdout) in `format`, by
+    /// default JSON lines for a `.json`, `.jsonl` or `.ndjson` path and CSV
+    /// otherwise; CSV starts with its header row.
     pub(super) fn open(path: Option<&Path>, format: Option<OutFormat>) -> Result<Out> {
         let format = format.unwrap_or(
             match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
@@ -247,6 +277,8 @@ impl Out {
         })
     }
 
+    /// Writes one result row; in CSV the hits are one field, each
+    /// `origin|case_ref|tier|epoch N`, joined by `; `.
     pub(super) fn write(&mut self, r: &ResultRow) -> Result<()> {
         match self {
             Out::Csv(w) => {
@@ -271,6 +303,7 @@ impl Out {
         Ok(())
     }
 
+    /// Flushes the output.
     pub(super) fn finish(self) -> Result<()> {
         match self {
             Out::Csv(mut w) => w.flush()?,

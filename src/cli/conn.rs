@@ -34,6 +34,9 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The identity to connect as: the `--dir` directory's, with each option
+    /// given replacing its part; without a readable directory, `--node`,
+    /// `--ca`, `--cert` and `--key` are all needed.
     pub fn identity(&self) -> Result<Identity> {
         let from_dir = Identity::from_dir(&self.dir);
         let mut id = match (&self.node, &self.ca, &self.cert, &self.key, from_dir) {
@@ -65,6 +68,7 @@ impl Conn {
         Ok(id)
     }
 
+    /// Connects to the node as [`Conn::identity`].
     pub async fn connect(&self) -> Result<Clients> {
         Ok(self.identity()?.connect().await?)
     }

@@ -33,6 +33,8 @@ use crate::{
 /// Known indicators the liaison contributes.
 const KNOWN: usize = 1_000;
 
+/// `cix demo`: screens `identifiers` identifiers, in `keep` (created if
+/// missing and left behind) or a temporary directory.
 pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
     let tmp;
     let dir = match keep {

@@ -23,6 +23,7 @@ pub(super) const KEYGEN_LONG_ABOUT: &str = concat!(
     formats!()
 );
 
+/// Options of `cix keygen`.
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     /// Where to write the private key; the public key goes to PATH.pub.

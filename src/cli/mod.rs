@@ -32,6 +32,7 @@ use clap::{Parser, Subcommand};
 use crate::{ident::Kind, telemetry::LogFormat, testbed::init::InitOptions};
 use conn::Conn;
 
+/// The `cix` command line.
 #[derive(Parser, Debug)]
 // clap turns doc comments into help text: items without help stay without.
 #[allow(missing_docs)]
@@ -44,10 +45,12 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub log_format: LogFormat,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands of `cix`.
 #[derive(Subcommand, Debug)]
 #[allow(missing_docs)] // clap turns doc comments into help text, as above
 pub enum Command {
@@ -59,12 +62,15 @@ pub enum Command {
     },
     /// Write a ready-to-run node directory (config, demo CA and certificates, token key).
     Init {
+        /// Directory to write (created if missing; must be empty without --force).
         dir: PathBuf,
         /// Overwrite a non-empty directory, including its store.
         #[arg(long)]
         force: bool,
+        /// This node's member id.
         #[arg(long, default_value = "local")]
         node_id: String,
+        /// The member listener's address, HOST:PORT.
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
         /// Make a federated node with its peer listener here (needs the
@@ -86,6 +92,7 @@ pub enum Command {
     },
     /// Print the token of identifiers (reads values from stdin without VALUE).
     Token {
+        /// Identifier kind of the values: iban, pan, bank_account, merchant, wallet, email, phone, domain.
         #[arg(long, value_parser = bulk::parse_kind)]
         kind: Kind,
         /// Token key file of the epoch (64 hex characters, mode 0600).
@@ -114,8 +121,10 @@ pub enum Command {
     Rekey(records::RekeyArgs),
     /// Show the node's status.
     Status {
+        /// How to reach the node.
         #[command(flatten)]
         conn: Conn,
+        /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -21,10 +21,13 @@ use crate::{
     token::Token,
 };
 
+/// Options of `cix contribute`.
 #[derive(Args, Debug)]
 pub struct ContributeArgs {
+    /// How to reach the node.
     #[command(flatten)]
     pub conn: Conn,
+    /// The values to contribute.
     #[command(flatten)]
     pub input: Input,
     /// Opaque case label (1-128 printable ASCII characters); never a raw identifier.
@@ -44,8 +47,10 @@ pub struct ContributeArgs {
     pub batch: usize,
 }
 
+/// Options of `cix retract`.
 #[derive(Args, Debug)]
 pub struct RetractArgs {
+    /// How to reach the node.
     #[command(flatten)]
     pub conn: Conn,
     /// Why (1-128 printable ASCII characters).
@@ -57,16 +62,20 @@ pub struct RetractArgs {
     /// Retract by token (hex); needs --kind and --epoch.
     #[arg(long, requires = "epoch")]
     pub token: Vec<String>,
+    /// Key epoch of the --token values.
     #[arg(long)]
     pub epoch: Option<u32>,
+    /// The values to retract (without --case-ref or --token).
     #[command(flatten)]
     pub input: Input,
 }
 
+/// The `cix indicators` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum IndicatorsCommand {
     /// This node's own active indicators.
     List {
+        /// How to reach the node.
         #[command(flatten)]
         conn: Conn,
         /// One JSON object per indicator.
@@ -78,14 +87,19 @@ pub enum IndicatorsCommand {
     },
     /// Move valid_until of own indicators (by case reference or tokens).
     Extend {
+        /// How to reach the node.
         #[command(flatten)]
         conn: Conn,
+        /// Extend every indicator of this case.
         #[arg(long, conflicts_with = "token")]
         case_ref: Option<String>,
+        /// Extend by token (hex; repeat); needs --kind and --epoch.
         #[arg(long, requires_all = ["kind", "epoch"])]
         token: Vec<String>,
+        /// Identifier kind of the --token values.
         #[arg(long, value_parser = bulk::parse_kind)]
         kind: Option<Kind>,
+        /// Key epoch of the --token values.
         #[arg(long)]
         epoch: Option<u32>,
         /// New expiry, RFC 3339.
@@ -97,10 +111,13 @@ pub enum IndicatorsCommand {
     },
 }
 
+/// Options of `cix rekey`.
 #[derive(Args, Debug)]
 pub struct RekeyArgs {
+    /// How to reach the node.
     #[command(flatten)]
     pub conn: Conn,
+    /// The identifiers to re-contribute.
     #[command(flatten)]
     pub input: Input,
     /// Identifiers per request.

@@ -24,10 +24,13 @@ use crate::{
     token::Tokenizer,
 };
 
+/// Options of `cix match`.
 #[derive(Args, Debug)]
 pub struct MatchArgs {
+    /// How to reach the node.
     #[command(flatten)]
     pub conn: Conn,
+    /// The values to screen.
     #[command(flatten)]
     pub input: Input,
     /// Write one result per input row here (CSV, or JSON lines for .jsonl/.json).
@@ -189,9 +192,13 @@ fn result_row(row: usize, kind: &str, r: &proto::MatchResult) -> ResultRow {
 /// Totals of a bulk match.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct MatchSummary {
+    /// Rows screened.
     pub items: usize,
+    /// Rows with a hit (`MATCH`).
     pub matched: usize,
+    /// Rows the node found invalid.
     pub invalid: usize,
+    /// Seconds from the first request to the last answer.
     pub seconds: f64,
 }
 

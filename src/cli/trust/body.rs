@@ -21,6 +21,7 @@ use crate::{
     },
 };
 
+/// Options of `cix trust new`.
 #[derive(Args, Debug)]
 pub struct NewArgs {
     /// Trust-list file to create.
@@ -46,6 +47,7 @@ pub struct NewArgs {
     pub force: bool,
 }
 
+/// The `cix trust epoch` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum EpochCommand {
     /// Add a token key epoch.
@@ -57,6 +59,7 @@ pub enum EpochCommand {
         edit_note!(), "\n\n", formats!()
     ))]
     Retire {
+        /// The file to edit and `--expires-in`.
         #[command(flatten)]
         edit: EditFile,
         /// Epoch id.
@@ -68,8 +71,10 @@ pub enum EpochCommand {
     },
 }
 
+/// Options of `cix trust epoch add`.
 #[derive(Args, Debug)]
 pub struct EpochAddArgs {
+    /// The file to edit and `--expires-in`.
     #[command(flatten)]
     pub edit: EditFile,
     /// Epoch id.
@@ -94,8 +99,10 @@ pub struct EpochAddArgs {
     pub valid_until: String,
 }
 
+/// Options of `cix trust operators`.
 #[derive(Args, Debug)]
 pub struct OperatorsArgs {
+    /// The file to edit and `--expires-in`.
     #[command(flatten)]
     pub edit: EditFile,
     /// Add an operator public key file (repeat); labelled by its file name without .pub.
@@ -109,8 +116,10 @@ pub struct OperatorsArgs {
     pub threshold: Option<u32>,
 }
 
+/// Options of `cix trust query-policy`.
 #[derive(Args, Debug)]
 pub struct QueryPolicyArgs {
+    /// The file to edit and `--expires-in`.
     #[command(flatten)]
     pub edit: EditFile,
     /// Bits of the token an asker sends (16 to 24).

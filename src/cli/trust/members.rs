@@ -13,11 +13,16 @@ use crate::{
     trust::edit as edits,
 };
 
+/// Kind of member (`--kind`).
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum KindArg {
+    /// A member institution.
     Bank,
+    /// A law-enforcement liaison.
     Liaison,
+    /// A coalition operator.
     Operator,
+    /// Any other member.
     Other,
 }
 
@@ -32,10 +37,14 @@ impl From<KindArg> for MemberKind {
     }
 }
 
+/// What a member may do on peer listeners (`--capability`).
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum CapabilityArg {
+    /// May contribute: its origin log is accepted.
     Contribute,
+    /// May pull and relay batches.
     Replicate,
+    /// May send prefix queries.
     Query,
 }
 
@@ -49,6 +58,7 @@ impl From<CapabilityArg> for PeerCapability {
     }
 }
 
+/// The `cix trust member` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
     /// Add an active member.
@@ -63,6 +73,7 @@ pub enum MemberCommand {
          including --last-seq.\n\n", edit_note!(), "\n\n", formats!()
     ))]
     Suspend {
+        /// The file to edit and `--expires-in`.
         #[command(flatten)]
         edit: EditFile,
         /// Member id.
@@ -77,6 +88,7 @@ pub enum MemberCommand {
         "Make a suspended member active again.\n\n", edit_note!(), "\n\n", formats!()
     ))]
     Reinstate {
+        /// The file to edit and `--expires-in`.
         #[command(flatten)]
         edit: EditFile,
         /// Member id.
@@ -86,6 +98,7 @@ pub enum MemberCommand {
     /// Remove a member.
     #[command(long_about = concat!("Remove a member.\n\n", edit_note!(), "\n\n", formats!()))]
     Remove {
+        /// The file to edit and `--expires-in`.
         #[command(flatten)]
         edit: EditFile,
         /// Member id.
@@ -94,8 +107,10 @@ pub enum MemberCommand {
     },
 }
 
+/// Options of `cix trust member add`.
 #[derive(Args, Debug)]
 pub struct MemberAddArgs {
+    /// The file to edit and `--expires-in`.
     #[command(flatten)]
     pub edit: EditFile,
     /// Member id, [a-z0-9._-]{1,64} (also its origin log's name).
@@ -124,8 +139,10 @@ pub struct MemberAddArgs {
     pub sharing_basis_expires: Option<String>,
 }
 
+/// Options of `cix trust member update`.
 #[derive(Args, Debug)]
 pub struct MemberUpdateArgs {
+    /// The file to edit and `--expires-in`.
     #[command(flatten)]
     pub edit: EditFile,
     /// Member id.

@@ -76,6 +76,7 @@ pub(super) const TRUST_LONG_ABOUT: &str = concat!(
     formats!()
 );
 
+/// The `cix trust` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum TrustCommand {
     /// Create a new trust list (version 1, unsigned).

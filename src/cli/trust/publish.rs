@@ -9,6 +9,7 @@ use clap::Args;
 use super::{read_signed, spki_arg};
 use crate::{time::format_time, time::system_now, trust::list};
 
+/// Options of `cix trust publish`.
 #[derive(Args, Debug)]
 pub struct PublishArgs {
     /// Trust-list file to publish.

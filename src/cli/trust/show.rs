@@ -13,6 +13,7 @@ use crate::{
     trust::list::{self, QueryPolicy, TrustList},
 };
 
+/// Options of `cix trust show`.
 #[derive(Args, Debug)]
 pub struct ShowArgs {
     /// Trust-list file.

@@ -15,6 +15,7 @@ use crate::{
     trust::list::{self, Update},
 };
 
+/// Options of `cix trust sign`.
 #[derive(Args, Debug)]
 pub struct SignArgs {
     /// Trust-list file (replaced atomically).
@@ -25,6 +26,7 @@ pub struct SignArgs {
     pub key: PathBuf,
 }
 
+/// Options of `cix trust verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// Trust-list file to check.
