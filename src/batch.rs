@@ -1,4 +1,4 @@
-//! Origin-log batches: their format, hashes, signatures and verification.
+//! Origin-log batches: their format, hashes and signatures.
 //!
 //! A batch is a signed header plus entries. The header commits to every
 //! entry through `entries_root`, a hash over each entry's hash, so that an
