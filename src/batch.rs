@@ -93,6 +93,20 @@ pub enum BatchError {
         /// Last sequence number the suspension allows.
         limit: u64,
     },
+    /// A field of the header or of an entry lies outside the bounds honest
+    /// nodes write ([`Batch::check_fields`]). Names the field and the rule,
+    /// never a token or other value of the batch.
+    #[error("batch of {origin} at {first_seq}: {field}: {rule}")]
+    Field {
+        /// Member id the header names as origin.
+        origin: String,
+        /// Sequence number of the batch's first entry.
+        first_seq: u64,
+        /// The field, e.g. `op` or `entries[3].kind`.
+        field: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
     /// An entry of the batch is malformed.
     #[error("entry {index} of a batch of {origin}: {what}")]
     Entry {
@@ -103,6 +117,21 @@ pub enum BatchError {
         /// What is wrong with the entry.
         what: &'static str,
     },
+}
+
+/// Length of a token, an entry's salt as [`entry`] draws it, and a purged
+/// entry's kept hash.
+pub const TOKEN_LEN: usize = 32;
+/// Length of the salt [`entry`] draws for each entry.
+pub const SALT_LEN: usize = 16;
+/// The rule case references and retraction reasons follow.
+pub const LABEL_RULE: &str = "must be 1 to 128 characters of printable ASCII or space";
+
+/// Whether `s` is a valid case reference or retraction reason: 1 to 128
+/// characters of printable ASCII or space ([`LABEL_RULE`]). The same rule
+/// holds for what this node's clients send and what peers' batches carry.
+pub fn is_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
 /// A decoded batch: the header as signed, and the raw batch.
@@ -143,9 +172,18 @@ impl Batch {
         self.header.first_seq
     }
 
-    /// Sequence number of the last entry.
+    /// Sequence number of the last entry (`u64::MAX` if the header's
+    /// numbers overflow; [`Batch::check_fields`] refuses such a batch).
     pub fn last_seq(&self) -> u64 {
-        self.header.first_seq + u64::from(self.header.count).max(1) - 1
+        self.checked_last_seq().unwrap_or(u64::MAX)
+    }
+
+    /// Sequence number of the last entry; `None` if `first_seq + count - 1`
+    /// overflows.
+    pub fn checked_last_seq(&self) -> Option<u64> {
+        self.header
+            .first_seq
+            .checked_add(u64::from(self.header.count).max(1) - 1)
     }
 
     /// What the next batch of the origin names as `prev_hash`.
@@ -173,6 +211,122 @@ impl Batch {
                 origin: self.header.origin.clone(),
                 first_seq: self.header.first_seq,
             });
+        }
+        Ok(())
+    }
+}
+
+impl Batch {
+    /// Whether every field of the header and of every entry lies within the
+    /// bounds honest nodes write (what they enforce on their own clients),
+    /// so that a stored batch always applies to the index. Checked on every
+    /// received batch before anything is stored:
+    ///
+    /// - `op` is add, retract or extend;
+    /// - `first_seq + count - 1` does not overflow, and `count` equals the
+    ///   number of entries;
+    /// - `created_unix` and `valid_until_unix` are not negative, and an
+    ///   extension names a `valid_until_unix`;
+    /// - an addition has a known `tier` and a `case_ref` that is a label
+    ///   ([`is_label`]), and no `reason`;
+    /// - a retraction has a `reason` that is a label, and no `case_ref`; an
+    ///   extension has neither;
+    /// - each entry either has a token of [`TOKEN_LEN`] bytes, a known kind
+    ///   and a salt of [`SALT_LEN`] bytes, and no purged hash, or is purged
+    ///   ([`purged`]): a kept hash of 32 bytes and nothing else.
+    ///
+    /// Signatures and membership are [`crate::trust::batches::verify`]'s.
+    pub fn check_fields(&self) -> Result<(), BatchError> {
+        let h = &self.header;
+        let bad = |field: String, rule: &'static str| BatchError::Field {
+            origin: h.origin.clone(),
+            first_seq: h.first_seq,
+            field,
+            rule,
+        };
+        let op = LogOp::try_from(h.op)
+            .ok()
+            .filter(|op| *op != LogOp::Unspecified)
+            .ok_or_else(|| bad("op".into(), "must be add, retract or extend"))?;
+        if self.checked_last_seq().is_none() {
+            return Err(bad(
+                "count".into(),
+                "first_seq + count - 1 must not overflow",
+            ));
+        }
+        if self.raw.entries.len() != h.count as usize {
+            return Err(bad("count".into(), "must equal the number of entries"));
+        }
+        if h.created_unix < 0 {
+            return Err(bad("created_unix".into(), "must not be negative"));
+        }
+        if h.valid_until_unix < 0 {
+            return Err(bad("valid_until_unix".into(), "must not be negative"));
+        }
+        match op {
+            LogOp::Add => {
+                if crate::index::Tier::from_code(h.tier).is_none() {
+                    return Err(bad(
+                        "tier".into(),
+                        "must be confirmed, probable or suspected",
+                    ));
+                }
+                if !is_label(&h.case_ref) {
+                    return Err(bad("case_ref".into(), LABEL_RULE));
+                }
+                if !h.reason.is_empty() {
+                    return Err(bad("reason".into(), "must be empty in an addition"));
+                }
+            }
+            LogOp::Retract | LogOp::Extend => {
+                if !h.case_ref.is_empty() {
+                    return Err(bad(
+                        "case_ref".into(),
+                        "must be empty in a retraction or extension",
+                    ));
+                }
+                if op == LogOp::Retract && !is_label(&h.reason) {
+                    return Err(bad("reason".into(), LABEL_RULE));
+                }
+                if op == LogOp::Extend && !h.reason.is_empty() {
+                    return Err(bad("reason".into(), "must be empty in an extension"));
+                }
+                if op == LogOp::Extend && h.valid_until_unix == 0 {
+                    return Err(bad(
+                        "valid_until_unix".into(),
+                        "an extension must name a time",
+                    ));
+                }
+            }
+            LogOp::Unspecified => unreachable!("refused above"),
+        }
+        for (i, e) in self.raw.entries.iter().enumerate() {
+            let field = |name: &str| format!("entries[{i}].{name}");
+            if !e.purged_hash.is_empty() {
+                if e.purged_hash.len() != TOKEN_LEN {
+                    return Err(bad(field("purged_hash"), "must be 32 bytes"));
+                }
+                if !e.token.is_empty() || !e.salt.is_empty() || e.kind != 0 || e.epoch != 0 {
+                    return Err(bad(
+                        field("purged_hash"),
+                        "a purged entry carries its hash and nothing else",
+                    ));
+                }
+                continue;
+            }
+            if e.token.len() != TOKEN_LEN {
+                return Err(bad(field("token"), "must be 32 bytes"));
+            }
+            if u8::try_from(e.kind)
+                .ok()
+                .and_then(crate::ident::Kind::from_code)
+                .is_none()
+            {
+                return Err(bad(field("kind"), "must be a known kind"));
+            }
+            if e.salt.len() != SALT_LEN {
+                return Err(bad(field("salt"), "must be 16 bytes"));
+            }
         }
         Ok(())
     }
@@ -219,7 +373,7 @@ pub fn entries_root(entries: &[LogEntry]) -> [u8; 32] {
 
 /// A new entry with a fresh salt.
 pub fn entry(token: &Token, kind: i32, epoch: u32) -> LogEntry {
-    let mut salt = [0u8; 16];
+    let mut salt = [0u8; SALT_LEN];
     rand::thread_rng().fill_bytes(&mut salt);
     LogEntry {
         token: bytes::Bytes::copy_from_slice(&token.0),
@@ -271,4 +425,147 @@ pub(crate) fn signature_valid(batch: &Batch, public_key: &[u8]) -> bool {
     msg.extend_from_slice(SIGNING_CONTEXT);
     msg.extend_from_slice(&batch.raw.header);
     vk.verify_strict(&msg, &sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(entries: Vec<LogEntry>) -> Batch {
+        let header = BatchHeader {
+            origin: "liaison".into(),
+            first_seq: 1,
+            prev_hash: vec![0; 32],
+            created_unix: 1_767_225_600,
+            op: LogOp::Add as i32,
+            case_ref: "CASE-1".into(),
+            tier: 1,
+            ..Default::default()
+        };
+        sign(header, entries, &SigningKeyFile::generate())
+    }
+
+    fn field_of(b: &Batch) -> String {
+        match b.check_fields() {
+            Err(BatchError::Field { field, .. }) => field,
+            other => panic!("not refused for a field: {other:?}"),
+        }
+    }
+
+    fn with_header(b: &Batch, f: impl FnOnce(&mut BatchHeader)) -> Batch {
+        let mut h = b.header.clone();
+        f(&mut h);
+        sign(h, b.raw.entries.clone(), &SigningKeyFile::generate())
+    }
+
+    #[test]
+    fn what_honest_nodes_write_passes() {
+        let b = add(vec![
+            entry(&Token([1; 32]), 6, 1),
+            entry(&Token([2; 32]), 8, 2),
+        ]);
+        b.check_fields().unwrap();
+        let mut purged_one = b.clone();
+        purged_one.raw.entries[0] = purged(&purged_one.raw.entries[0]);
+        purged_one.check_fields().unwrap();
+        let retract = with_header(&b, |h| {
+            h.op = LogOp::Retract as i32;
+            h.case_ref.clear();
+            h.reason = "false positive".into();
+        });
+        retract.check_fields().unwrap();
+        let extend = with_header(&b, |h| {
+            h.op = LogOp::Extend as i32;
+            h.case_ref.clear();
+            h.valid_until_unix = 1_800_000_000;
+        });
+        extend.check_fields().unwrap();
+    }
+
+    #[test]
+    fn each_field_outside_the_bounds_is_named() {
+        let b = add(vec![entry(&Token([1; 32]), 6, 1)]);
+        assert_eq!(field_of(&with_header(&b, |h| h.op = 0)), "op");
+        assert_eq!(field_of(&with_header(&b, |h| h.op = 9)), "op");
+        assert_eq!(field_of(&with_header(&b, |h| h.tier = 0)), "tier");
+        assert_eq!(field_of(&with_header(&b, |h| h.tier = 4)), "tier");
+        assert_eq!(
+            field_of(&with_header(&b, |h| h.case_ref.clear())),
+            "case_ref"
+        );
+        assert_eq!(
+            field_of(&with_header(&b, |h| h.case_ref = "x".repeat(129))),
+            "case_ref"
+        );
+        assert_eq!(
+            field_of(&with_header(&b, |h| h.case_ref = "tab\there".into())),
+            "case_ref"
+        );
+        assert_eq!(
+            field_of(&with_header(&b, |h| h.reason = "why".into())),
+            "reason"
+        );
+        assert_eq!(
+            field_of(&with_header(&b, |h| h.created_unix = -1)),
+            "created_unix"
+        );
+        let retract_without_reason = with_header(&b, |h| {
+            h.op = LogOp::Retract as i32;
+            h.case_ref.clear();
+        });
+        assert_eq!(field_of(&retract_without_reason), "reason");
+        let extend_to_nothing = with_header(&b, |h| {
+            h.op = LogOp::Extend as i32;
+            h.case_ref.clear();
+        });
+        assert_eq!(field_of(&extend_to_nothing), "valid_until_unix");
+
+        let mut e = entry(&Token([1; 32]), 6, 1);
+        e.kind = 99;
+        assert_eq!(field_of(&add(vec![e])), "entries[0].kind");
+        let mut e = entry(&Token([1; 32]), 6, 1);
+        e.token = e.token.slice(..31);
+        let short = add(vec![entry(&Token([2; 32]), 6, 1), e]);
+        assert_eq!(field_of(&short), "entries[1].token");
+        let mut e = entry(&Token([1; 32]), 6, 1);
+        e.salt = bytes::Bytes::new();
+        assert_eq!(field_of(&add(vec![e])), "entries[0].salt");
+        let mut p = purged(&entry(&Token([1; 32]), 6, 1));
+        p.kind = 6;
+        assert_eq!(field_of(&add(vec![p])), "entries[0].purged_hash");
+        let mut p = purged(&entry(&Token([1; 32]), 6, 1));
+        p.purged_hash = p.purged_hash.slice(..31);
+        assert_eq!(field_of(&add(vec![p])), "entries[0].purged_hash");
+        // The message names the field and the rule, not the token.
+        let mut e = entry(&Token([0xab; 32]), 6, 1);
+        e.token = e.token.slice(..31);
+        let msg = add(vec![e]).check_fields().unwrap_err().to_string();
+        assert!(msg.contains("entries[0].token: must be 32 bytes"), "{msg}");
+        assert!(!msg.to_lowercase().contains("abab"), "{msg}");
+    }
+
+    #[test]
+    fn sequence_numbers_that_overflow_are_refused_not_wrapped() {
+        let b = add(vec![
+            entry(&Token([1; 32]), 6, 1),
+            entry(&Token([2; 32]), 6, 1),
+        ]);
+        let top = with_header(&b, |h| h.first_seq = u64::MAX);
+        assert_eq!(top.checked_last_seq(), None);
+        assert_eq!(top.last_seq(), u64::MAX);
+        assert_eq!(field_of(&top), "count");
+        let last = with_header(&b, |h| h.first_seq = u64::MAX - 1);
+        assert_eq!(last.checked_last_seq(), Some(u64::MAX));
+        last.check_fields().unwrap();
+        let mut h = b.header.clone();
+        h.first_seq = u64::MAX;
+        h.count = u32::MAX;
+        let raw = LogBatch {
+            header: h.encode_to_vec(),
+            ..Default::default()
+        };
+        let huge = Batch::decode(raw).unwrap();
+        assert_eq!(huge.last_seq(), u64::MAX);
+        assert_eq!(field_of(&huge), "count");
+    }
 }

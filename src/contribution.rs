@@ -136,12 +136,10 @@ pub(crate) enum Selector<'a> {
 }
 
 /// Case references and reasons: 1 to 128 characters of printable ASCII or space.
+/// The same rule ([`batch::is_label`]) holds for peers' batches.
 pub(crate) fn check_label(field: &'static str, s: &str) -> Result<(), ContributionError> {
-    if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-        return Err(invalid(
-            field,
-            "must be 1 to 128 characters of printable ASCII or space",
-        ));
+    if !batch::is_label(s) {
+        return Err(invalid(field, batch::LABEL_RULE));
     }
     Ok(())
 }

@@ -99,6 +99,10 @@ reasons! {
         StrippedPurge => "stripped_purge",
         /// Numbered from 0, or no entries.
         Numbering => "numbering",
+        /// A field of the header or of an entry lies outside the bounds
+        /// honest nodes write (unknown op, tier or kind, a token not 32
+        /// bytes long, a bad case reference, numbers that overflow, ...).
+        InvalidField => "invalid_field",
         /// It does not extend this node's history of the origin (previous
         /// hash or numbering differs from this node's head).
         BrokenChain => "broken_chain",

@@ -621,7 +621,7 @@ impl Index {
                 continue;
             }
             let token = Token::from_slice(&e.token).map_err(|_| bad(i, "token is not 32 bytes"))?;
-            let seq = h.first_seq + i as u64;
+            let seq = h.first_seq.saturating_add(i as u64);
             let change = match op {
                 LogOp::Add => {
                     let kind = u8::try_from(e.kind)

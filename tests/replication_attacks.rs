@@ -983,3 +983,84 @@ async fn a_relay_cannot_silently_strip_a_live_indicator_by_purging_its_entry() {
     assert_eq!(received(&b, BatchOutcome::Applied), 1, "{b:?}");
     assert!(b.batches_rejected.is_empty(), "{b:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_batch_with_an_unknown_kind_or_a_short_token_is_refused_before_it_is_stored() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
+    // A listed member with a log signing key of its own: what it signs verifies.
+    let relay_key = SigningKeyFile::generate();
+    let mut m = relay.member(&[
+        proto::PeerCapability::Contribute,
+        proto::PeerCapability::Replicate,
+        proto::PeerCapability::Query,
+    ]);
+    m.signing_keys.push(proto::LogSigningKey {
+        public_key: relay_key.verifying_key().to_bytes().to_vec(),
+        retired: false,
+        last_seq: 0,
+    });
+    c.list.members.push(m);
+    write_root(&c);
+    c.pull_only_from(1, &["relay-x"]);
+    let t = tokenizer(&c);
+    let good = add_batch(
+        "relay-x",
+        1,
+        vec![0; 32],
+        vec![domain_entry(&t, "valid.example")],
+        "CASE-VALID",
+        &relay_key,
+    );
+    let prev = good.hash().to_vec();
+    // Signed by the member, chained to its head, but with fields no honest
+    // node writes: an unknown kind, and a token of 31 bytes.
+    let mut unknown_kind = domain_entry(&t, "unknown-kind.example");
+    unknown_kind.kind = 99;
+    let unknown_kind = add_batch(
+        "relay-x",
+        2,
+        prev.clone(),
+        vec![unknown_kind],
+        "CASE-KIND",
+        &relay_key,
+    );
+    let mut short = domain_entry(&t, "short-token.example");
+    short.token = short.token.slice(..31);
+    let short = add_batch("relay-x", 2, prev, vec![short], "CASE-SHORT", &relay_key);
+    relay.announce(vec![proto::OriginHead {
+        origin: "relay-x".into(),
+        last_seq: 2,
+        hash: unknown_kind.hash().to_vec(),
+    }]);
+    relay.serve(&[good.raw, unknown_kind.raw, short.raw]);
+    c.nodes[1].start();
+
+    let refused = |k: &proto::PeerCounters| {
+        k.pulls >= 1
+            && rejected(k, BatchRejection::InvalidField) >= 2
+            && received(k, BatchOutcome::Applied) >= 1
+    };
+    let k = c.nodes[1]
+        .wait_counters("relay-x", "refused both invalid batches", refused)
+        .await;
+    assert_refused_only_for(&k, &[BatchRejection::InvalidField]);
+    assert_refused_per_pull(&k, BatchRejection::InvalidField, 2);
+    assert_eq!(received(&k, BatchOutcome::Applied), 1, "{k:?}");
+    // The origin's head did not move past the valid batch.
+    assert_eq!(c.heads(1).await, vec![("relay-x".to_string(), 1)]);
+    c.wait_match(1, Kind::Domain, "valid.example", MatchStatus::Match)
+        .await;
+    let line = wait_log_line(&c.nodes[1], &["batch rejected", "invalid_field"]).await;
+    assert!(
+        line.contains("kind") || line.contains("token"),
+        "the refusal names the field: {line}"
+    );
+
+    // Nothing bad was stored: the node restarts, and still serves.
+    c.nodes[1].restart();
+    c.wait_match(1, Kind::Domain, "valid.example", MatchStatus::Match)
+        .await;
+    assert_eq!(c.heads(1).await, vec![("relay-x".to_string(), 1)]);
+    assert_matches(&c, 1, &["unknown-kind.example"], MatchStatus::NoMatch).await;
+}

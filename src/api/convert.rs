@@ -43,9 +43,10 @@ pub(crate) fn timestamp(secs: i64) -> Timestamp {
     }
 }
 
-/// Unix seconds of a timestamp (rounded up, so "in the future" stays true).
+/// Unix seconds of a timestamp (rounded up, so "in the future" stays true;
+/// `i64::MAX` with nanoseconds stays `i64::MAX` rather than overflowing).
 pub(crate) fn secs(t: &Timestamp) -> i64 {
-    t.seconds + i64::from(t.nanos > 0)
+    t.seconds.saturating_add(i64::from(t.nanos > 0))
 }
 
 pub(crate) fn hit(i: &Indicator) -> proto::Hit {
@@ -269,4 +270,18 @@ pub(crate) fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
             prefixes_answered: c.prefixes_answered,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timestamp_rounds_up_without_overflowing() {
+        let t = |seconds, nanos| Timestamp { seconds, nanos };
+        assert_eq!(secs(&t(10, 0)), 10);
+        assert_eq!(secs(&t(10, 1)), 11);
+        assert_eq!(secs(&t(i64::MAX, 0)), i64::MAX);
+        assert_eq!(secs(&t(i64::MAX, 1)), i64::MAX);
+    }
 }

@@ -70,6 +70,10 @@ pub(crate) enum BatchRefused {
     StrippedPurge,
     #[error("batch numbered from 0 or holding no entries")]
     Numbering,
+    /// A field outside the bounds honest nodes write; names the field and
+    /// the rule, never a value.
+    #[error("invalid field: {0}")]
+    InvalidField(BatchError),
     #[error("it does not extend this node's history of the origin")]
     Chain,
     #[error("reading this node's history of the origin: {}", crate::telemetry::chain(.0))]
@@ -98,9 +102,11 @@ impl BatchRefused {
                 BatchError::Signature { .. } => BatchRejection::Signature,
                 BatchError::PastSharingBasis { .. } => BatchRejection::PastSharingBasis,
                 BatchError::PastSuspension { .. } => BatchRejection::PastSuspension,
+                BatchError::Field { .. } => BatchRejection::InvalidField,
             },
             BatchRefused::StrippedPurge => BatchRejection::StrippedPurge,
             BatchRefused::Numbering => BatchRejection::Numbering,
+            BatchRefused::InvalidField(_) => BatchRejection::InvalidField,
             BatchRefused::Chain => BatchRejection::BrokenChain,
             BatchRefused::HeadRead(_) | BatchRefused::NotHeld { .. } => BatchRejection::HeadRead,
             BatchRefused::Store(_) => BatchRejection::Store,
@@ -365,11 +371,14 @@ impl Replication {
 
     async fn admit(&self, b: &Batch, peer: &str) -> Result<BatchOutcome, BatchRefused> {
         crate::trust::batches::verify(b, &self.trust.current())?;
+        // Every field within what honest nodes write, before anything is
+        // stored: a stored batch must apply to the index, at every start.
+        b.check_fields().map_err(BatchRefused::InvalidField)?;
         // A purge only touches entries dead for longer than the retention
         // period, so their batch is older than that: a purged entry in a
         // younger batch was stripped on the way.
-        let young =
-            b.header.created_unix + self.settings.retention.as_secs() as i64 > self.clock.now();
+        let young = younger_than(b, self.settings.retention, self.clock.now())
+            .map_err(BatchRefused::InvalidField)?;
         if young && b.raw.entries.iter().any(|e| !e.purged_hash.is_empty()) {
             return Err(BatchRefused::StrippedPurge);
         }
@@ -400,7 +409,7 @@ impl Replication {
                 Err(e) => Err(BatchRefused::UnprovenFork(e)),
             };
         }
-        if b.first_seq() > head.last_seq + 1 {
+        if b.first_seq() > head.last_seq.saturating_add(1) {
             return Ok(BatchOutcome::Gap);
         }
         match self.logs.append(b, false).await {
@@ -474,8 +483,21 @@ impl Replication {
     }
 }
 
-/// Whether a peer's announced head calls for a pull: this node lacks it or
-/// its history differs there.
+/// Whether `b` was made less than `retention` before `now`. A creation
+/// time so far ahead that adding the retention period overflows is refused.
+fn younger_than(b: &Batch, retention: Duration, now: i64) -> Result<bool, BatchError> {
+    let end = i64::try_from(retention.as_secs())
+        .ok()
+        .and_then(|r| b.header.created_unix.checked_add(r))
+        .ok_or_else(|| BatchError::Field {
+            origin: b.origin().to_string(),
+            first_seq: b.first_seq(),
+            field: "created_unix".into(),
+            rule: "created_unix + retention must not overflow",
+        })?;
+    Ok(end > now)
+}
+
 /// Whether a peer's announced head is worth a pull: it is ahead of this
 /// node's, or at the same sequence number with another hash (a pull then
 /// brings the peer's batch there, fork evidence). A peer behind has
@@ -645,6 +667,15 @@ mod tests {
             ),
             (BatchRefused::StrippedPurge, BatchRejection::StrippedPurge),
             (BatchRefused::Numbering, BatchRejection::Numbering),
+            (
+                BatchRefused::Verify(BatchError::Field {
+                    origin: o(),
+                    first_seq: 1,
+                    field: "op".into(),
+                    rule: "r",
+                }),
+                BatchRejection::InvalidField,
+            ),
             (BatchRefused::Chain, BatchRejection::BrokenChain),
             (
                 BatchRefused::HeadRead(StoreError::Corrupt("x".into())),
@@ -663,6 +694,30 @@ mod tests {
         for (refused, reason) in cases {
             assert_eq!(refused.reason(), reason, "{refused}");
         }
+    }
+
+    #[test]
+    fn a_creation_time_that_overflows_with_the_retention_period_is_refused() {
+        let header = crate::proto::BatchHeader {
+            origin: "liaison".into(),
+            first_seq: 1,
+            created_unix: i64::MAX,
+            ..Default::default()
+        };
+        let b = Batch::decode(LogBatch {
+            header: prost::Message::encode_to_vec(&header),
+            ..Default::default()
+        })
+        .unwrap();
+        let year = Duration::from_secs(365 * 86_400);
+        let e = younger_than(&b, year, 0).unwrap_err();
+        assert!(matches!(e, BatchError::Field { ref field, .. } if field == "created_unix"));
+        assert_eq!(
+            BatchRefused::InvalidField(e).reason(),
+            BatchRejection::InvalidField
+        );
+        assert!(younger_than(&b, Duration::from_secs(u64::MAX), 0).is_err());
+        assert_eq!(younger_than(&b, Duration::ZERO, 0), Ok(true));
     }
 
     #[test]

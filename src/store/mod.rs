@@ -141,10 +141,11 @@ fn decode(body: Vec<u8>) -> Result<Batch, StoreError> {
 
 /// Checks that `batch` extends a log whose head is `head`.
 fn extends(head: Head, batch: &Batch) -> Result<(), StoreError> {
-    if batch.first_seq() != head.last_seq + 1 {
+    let expected = head.last_seq.saturating_add(1);
+    if head.last_seq == u64::MAX || batch.first_seq() != expected {
         return Err(StoreError::NotContiguous {
             origin: batch.origin().to_string(),
-            expected: head.last_seq + 1,
+            expected,
             got: batch.first_seq(),
         });
     }
@@ -621,6 +622,26 @@ mod tests {
             .map(|i| batch::entry(&Token([i as u8; 32]), 1, 1))
             .collect();
         batch::sign(header, entries, &SigningKeyFile::generate())
+    }
+
+    #[test]
+    fn a_head_at_the_last_sequence_number_takes_nothing_more() {
+        let full = Head {
+            last_seq: u64::MAX,
+            hash: [0; 32],
+        };
+        assert!(matches!(
+            extends(full, &batch("a", 0, [0; 32], 1)),
+            Err(StoreError::NotContiguous {
+                expected: u64::MAX,
+                ..
+            })
+        ));
+        let below = Head {
+            last_seq: u64::MAX - 1,
+            hash: [0; 32],
+        };
+        extends(below, &batch("a", u64::MAX, [0; 32], 1)).unwrap();
     }
 
     #[test]
