@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     keys::signing::SigningKeyFile,
     proto::{BatchHeader, ForkEvidence, LogBatch, LogEntry, LogOp},
-    token::Token,
+    token::{Token, TOKEN_LEN},
 };
 
 /// Domain separation for batch signatures.
@@ -119,9 +119,6 @@ pub enum BatchError {
     },
 }
 
-/// Length of a token, an entry's salt as [`entry`] draws it, and a purged
-/// entry's kept hash.
-pub const TOKEN_LEN: usize = 32;
 /// Length of the salt [`entry`] draws for each entry.
 pub const SALT_LEN: usize = 16;
 /// The rule case references and retraction reasons follow.
@@ -265,7 +262,8 @@ impl Batch {
         }
         match op {
             LogOp::Add => {
-                if crate::index::Tier::from_code(h.tier).is_none() {
+                let tier = crate::proto::Tier::try_from(h.tier).ok();
+                if tier.is_none_or(|t| t == crate::proto::Tier::Unspecified) {
                     return Err(bad(
                         "tier".into(),
                         "must be confirmed, probable or suspected",
