@@ -469,24 +469,31 @@ fn rcv(value: &str) -> proto::ContributionItem {
 
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
-    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
-    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
-    // The relay is a full member, with a log signing key of its own.
-    let relay_key = SigningKeyFile::generate();
+/// Lists `relay` as a full member (contribute, replicate, query) with a log
+/// signing key of its own, written to every node's root list; returns the key.
+fn list_contributing_member(c: &mut Coalition, relay: &FakePeer) -> SigningKeyFile {
+    let key = SigningKeyFile::generate();
     let mut m = relay.member(&[
         proto::PeerCapability::Contribute,
         proto::PeerCapability::Replicate,
         proto::PeerCapability::Query,
     ]);
     m.signing_keys.push(proto::LogSigningKey {
-        public_key: relay_key.verifying_key().to_bytes().to_vec(),
+        public_key: key.verifying_key().to_bytes().to_vec(),
         retired: false,
         last_seq: 0,
     });
     c.list.members.push(m);
-    write_root(&c);
+    write_root(c);
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
+    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
+    // The relay is a full member, with a log signing key of its own.
+    let relay_key = list_contributing_member(&mut c, &relay);
     c.pull_only_from(0, &["bank-b"]);
     c.pull_only_from(1, &["liaison-a"]);
     c.pull_only_from(2, &["relay-x"]);
@@ -989,19 +996,7 @@ async fn a_signed_batch_with_an_unknown_kind_or_a_short_token_is_refused_before_
     let mut c = Coalition::new(&["liaison-a", "bank-b"]);
     let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
     // A listed member with a log signing key of its own: what it signs verifies.
-    let relay_key = SigningKeyFile::generate();
-    let mut m = relay.member(&[
-        proto::PeerCapability::Contribute,
-        proto::PeerCapability::Replicate,
-        proto::PeerCapability::Query,
-    ]);
-    m.signing_keys.push(proto::LogSigningKey {
-        public_key: relay_key.verifying_key().to_bytes().to_vec(),
-        retired: false,
-        last_seq: 0,
-    });
-    c.list.members.push(m);
-    write_root(&c);
+    let relay_key = list_contributing_member(&mut c, &relay);
     c.pull_only_from(1, &["relay-x"]);
     let t = tokenizer(&c);
     let good = add_batch(
