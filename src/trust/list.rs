@@ -191,7 +191,9 @@ impl TrustList {
             && (m.sharing_basis_expires_at == 0 || now < m.sharing_basis_expires_at)
     }
 
-    /// Whether the member's entry lists `cap`.
+    /// Whether the member's entry lists `cap`. Only known capabilities can
+    /// be asked for, so a listed value this build does not know grants
+    /// nothing.
     pub fn has_capability(m: &Member, cap: PeerCapability) -> bool {
         m.capabilities.contains(&(cap as i32))
     }
@@ -413,10 +415,13 @@ pub fn check_body(b: &proto::TrustList) -> Result<(), TrustError> {
         }
         let mut caps = HashSet::new();
         for (j, &c) in m.capabilities.iter().enumerate() {
-            if !matches!(PeerCapability::try_from(c), Ok(c) if c != PeerCapability::Unspecified) {
+            // A value this build does not know (one a later version added)
+            // is kept as listed and never granted: `has_capability` only
+            // asks for known ones.
+            if c == PeerCapability::Unspecified as i32 {
                 return Err(invalid(
                     f(&format!("capabilities[{j}]")),
-                    "must be contribute, replicate or query",
+                    "unspecified is not a capability",
                 ));
             }
             if !caps.insert(c) {
@@ -1046,6 +1051,46 @@ mod tests {
             edit(&mut b);
             assert_eq!(field_of(&b), want);
         }
+    }
+
+    #[test]
+    fn unknown_capability_kept_and_not_granted() {
+        let r = root();
+        let mut b = body(2, &[1, 2, 3], 2);
+        b.members[0].capabilities.push(99);
+        suspend(&mut b.members[1], 7);
+        b.members[1].capabilities.push(7);
+        let s = signed_by(&b, &[1, 2]);
+        let l = verify_root(&s, None).unwrap();
+        let m = l.member("bank-a").unwrap();
+        assert_eq!(
+            m.capabilities,
+            [
+                PeerCapability::Contribute as i32,
+                PeerCapability::Query as i32,
+                99
+            ]
+        );
+        assert!(TrustList::has_capability(m, PeerCapability::Contribute));
+        assert!(TrustList::has_capability(m, PeerCapability::Query));
+        assert!(!TrustList::has_capability(m, PeerCapability::Replicate));
+        assert!(!TrustList::has_capability(m, PeerCapability::Unspecified));
+        assert!(PeerCapability::try_from(99).is_err());
+        match verify_update(&r, &s, NOW).unwrap() {
+            Update::Newer(u) => {
+                let m = u.member("bank-a").unwrap();
+                assert!(m.capabilities.contains(&99));
+                assert!(TrustList::has_capability(m, PeerCapability::Query));
+                assert!(!TrustList::has_capability(m, PeerCapability::Replicate));
+                let s = u.member("bank-b").unwrap();
+                assert_eq!(s.suspended_after_seq, 7);
+                assert!(!TrustList::is_active(s, NOW));
+            }
+            Update::Same => panic!("expected newer"),
+        }
+        let mut d = b.clone();
+        d.members[0].capabilities.push(99);
+        assert!(verify_root(&signed_by(&d, &[1, 2]), None).is_err());
     }
 
     #[test]

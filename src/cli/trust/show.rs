@@ -44,14 +44,14 @@ fn status_name(s: i32) -> String {
     )
 }
 
+/// Known capabilities by name; a value this build does not know (kept in the
+/// list, never granted) as `unknown(7)`.
 fn cap_names(m: &Member) -> Vec<String> {
     m.capabilities
         .iter()
-        .map(|&c| {
-            short_name(
-                PeerCapability::try_from(c).ok().map(|c| c.as_str_name()),
-                "PEER_CAPABILITY_",
-            )
+        .map(|&c| match PeerCapability::try_from(c) {
+            Ok(k) => short_name(Some(k.as_str_name()), "PEER_CAPABILITY_"),
+            Err(_) => format!("unknown({c})"),
         })
         .collect()
 }
@@ -170,4 +170,22 @@ pub(super) fn show(a: ShowArgs) -> Result<()> {
         b.threshold
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_capability_shown_by_value() {
+        let m = Member {
+            capabilities: vec![
+                PeerCapability::Contribute as i32,
+                99,
+                PeerCapability::Query as i32,
+            ],
+            ..Member::default()
+        };
+        assert_eq!(cap_names(&m), ["contribute", "unknown(99)", "query"]);
+    }
 }
