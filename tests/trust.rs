@@ -25,6 +25,19 @@ async fn held_list(c: &Coalition, node: usize) -> proto::SignedTrustList {
         .unwrap()
 }
 
+/// Node `from` asks node `to`'s peer listener for its list on a new
+/// connection: `Err` if the connection or the call is refused.
+async fn get_list_on_a_new_connection(c: &Coalition, to: usize, from: usize) -> Result<(), String> {
+    match c.federation(to, from).await {
+        Ok(mut f) => f
+            .get_trust_list(proto::GetTrustListRequest::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_list_published_to_one_node_reaches_the_other_two() {
     let mut c = Coalition::new(&["bank-a", "bank-b", "liaison-c"]);
@@ -209,14 +222,7 @@ async fn peers_are_pinned_by_the_trust_list() {
         .is_ok());
 
     // A member whose sharing basis expired: refused at the handshake, logged with its key.
-    let r = match c.federation(0, 2).await {
-        Ok(mut f) => f
-            .get_trust_list(proto::GetTrustListRequest::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
+    let r = get_list_on_a_new_connection(&c, 0, 2).await;
     assert!(r.is_err(), "expired sharing basis admitted");
     wait_for_log(&c.nodes[0], &c.spkis[2]).await;
 
@@ -341,14 +347,7 @@ async fn a_suspended_members_open_stream_ends_when_the_list_is_applied() {
     )
     .await;
     // And it cannot come back on a new connection.
-    let r = match c.federation(0, 2).await {
-        Ok(mut f) => f
-            .get_trust_list(proto::GetTrustListRequest::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
+    let r = get_list_on_a_new_connection(&c, 0, 2).await;
     assert!(r.is_err());
     // The other members are untouched.
     assert!(c
@@ -403,14 +402,7 @@ async fn a_sharing_basis_running_out_closes_the_members_open_stream() {
         "peer connection closed: member no longer active",
     )
     .await;
-    let r = match c.federation(0, 2).await {
-        Ok(mut f) => f
-            .get_trust_list(proto::GetTrustListRequest::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
+    let r = get_list_on_a_new_connection(&c, 0, 2).await;
     assert!(r.is_err(), "admitted after its sharing basis ran out");
     let s = c.nodes[0].status().await;
     assert_eq!((s.trust_version, s.trust_members), (1, 3));
