@@ -19,7 +19,7 @@ use crate::{
     auth::clients::{ClientCapability, ClientGrant},
     epochs::EpochConfig,
     time::parse_time,
-    trust::list::check_member_id,
+    trust::list::{check_member_id, MAX_LIST_BYTES},
 };
 
 /// Errors found while reading or checking a config file.
@@ -122,6 +122,89 @@ pub(crate) struct RawPeerListener {
     /// Optional: peer certificates must also chain to this coalition CA (PEM).
     #[serde(default)]
     pub coalition_ca: Option<PathBuf>,
+    /// What a peer may cost this node (`[peer_listener.limits]`).
+    #[serde(default)]
+    pub limits: PeerLimits,
+}
+
+/// Limits of the peer listener: connections, handshakes, streams, request
+/// size and trust-list publishes, so that no peer can stall or bloat the
+/// node (`[peer_listener.limits]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PeerLimits {
+    /// Connections open at once, handshakes included; more are closed at
+    /// accept. Default 256.
+    pub max_connections: usize,
+    /// TLS handshakes in flight (not yet authenticated); more connections
+    /// are closed at accept. Default 64.
+    pub max_handshakes: usize,
+    /// Seconds a connection gets to finish its TLS handshake. Default 10.
+    pub handshake_timeout_seconds: u64,
+    /// Concurrent HTTP/2 streams (calls) per connection. Default 32.
+    pub max_streams_per_connection: u32,
+    /// Largest request message a peer may send, in bytes; the largest
+    /// legitimate one is a trust list of at most 1 MiB. Default 2097152 (2 MiB).
+    pub max_message_bytes: usize,
+    /// Trust lists each member may publish per second (PublishTrustList with
+    /// a list other than the one in force). Default 1.
+    pub trust_publish_per_second: u32,
+    /// Trust lists a member may publish at once before the rate applies. Default 2.
+    pub trust_publish_burst: u32,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max_connections: 256,
+            max_handshakes: 64,
+            handshake_timeout_seconds: 10,
+            max_streams_per_connection: 32,
+            max_message_bytes: 2 * 1024 * 1024,
+            trust_publish_per_second: 1,
+            trust_publish_burst: 2,
+        }
+    }
+}
+
+impl PeerLimits {
+    /// Checks every key; the error names it.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let field = |k: &str| format!("peer_listener.limits.{k}");
+        let at_least_1 = [
+            ("max_connections", self.max_connections as u64),
+            ("max_handshakes", self.max_handshakes as u64),
+            ("handshake_timeout_seconds", self.handshake_timeout_seconds),
+            (
+                "max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            (
+                "trust_publish_per_second",
+                u64::from(self.trust_publish_per_second),
+            ),
+            ("trust_publish_burst", u64::from(self.trust_publish_burst)),
+        ];
+        for (k, v) in at_least_1 {
+            if v == 0 {
+                return Err(invalid(field(k), "must be at least 1"));
+            }
+        }
+        if self.max_handshakes > self.max_connections {
+            return Err(invalid(
+                field("max_handshakes"),
+                "must be at most max_connections",
+            ));
+        }
+        let min = MAX_LIST_BYTES + 64 * 1024;
+        if self.max_message_bytes < min {
+            return Err(invalid(
+                field("max_message_bytes"),
+                format!("must be at least {min}, so that a trust list of the largest size accepted fits"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -281,6 +364,7 @@ pub(crate) struct PeerListener {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub coalition_ca: Option<PathBuf>,
+    pub limits: PeerLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -449,6 +533,7 @@ impl Config {
                 if t.sync_seconds == 0 {
                     return Err(invalid("trust.sync_seconds", "must be at least 1"));
                 }
+                p.limits.validate()?;
                 Some(Federation {
                     root_file: abs(&t.root_file),
                     expiry_warning_secs: (t.expiry_warning_days as i64).saturating_mul(86_400),
@@ -460,6 +545,7 @@ impl Config {
                         cert: abs(&p.cert),
                         key: abs(&p.key),
                         coalition_ca: p.coalition_ca.as_deref().map(abs),
+                        limits: p.limits.clone(),
                     },
                 })
             }
@@ -526,6 +612,10 @@ mod tests {
         assert_eq!(raw.store, StoreSettings::default());
         assert_eq!(raw.shutdown, ShutdownSettings::default());
         assert_eq!(raw.replication, ReplicationSettings::default());
+        assert_eq!(
+            raw.peer_listener.as_ref().unwrap().limits,
+            PeerLimits::default()
+        );
         let cfg = Config::from_raw(raw, Path::new("/etc/cix")).unwrap();
         assert_eq!(cfg.data_dir, Path::new("/etc/cix/data"));
         let fed = cfg.federation.expect("the example is a federated node");
@@ -548,6 +638,7 @@ mod tests {
             "[[member_listener.client]]",
             "[trust]",
             "[peer_listener]",
+            "[peer_listener.limits]",
             "[replication]",
         ] {
             assert!(EXAMPLE.contains(section), "example lacks {section}");
@@ -555,7 +646,8 @@ mod tests {
         let defaults = toml::to_string(&Limits::default()).unwrap()
             + &toml::to_string(&StoreSettings::default()).unwrap()
             + &toml::to_string(&ShutdownSettings::default()).unwrap()
-            + &toml::to_string(&ReplicationSettings::default()).unwrap();
+            + &toml::to_string(&ReplicationSettings::default()).unwrap()
+            + &toml::to_string(&PeerLimits::default()).unwrap();
         for line in defaults.lines() {
             assert!(
                 EXAMPLE.contains(line),
@@ -618,6 +710,29 @@ mod tests {
             e.contains("peer_listener") && e.contains("required with [trust]"),
             "{e}"
         );
+
+        // The peer listener's limits, each named.
+        type Edit = fn(&mut PeerLimits);
+        let cases: [(&str, Edit); 4] = [
+            ("max_connections", |l| l.max_connections = 0),
+            ("max_handshakes", |l| {
+                l.max_handshakes = l.max_connections + 1
+            }),
+            ("trust_publish_per_second", |l| {
+                l.trust_publish_per_second = 0
+            }),
+            ("max_message_bytes", |l| {
+                l.max_message_bytes = MAX_LIST_BYTES
+            }),
+        ];
+        for (key, edit) in cases {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            edit(&mut raw.peer_listener.as_mut().unwrap().limits);
+            let e = Config::from_raw(raw, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("peer_listener.limits.{key}")), "{e}");
+        }
 
         let e = RawConfig::parse(
             "[node]\nid='a'\ndata_dir='d'\nbogus=1\n",

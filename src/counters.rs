@@ -183,11 +183,27 @@ reasons! {
         PrefixLimit => "prefix_limit",
         /// A trust list the member offered, refused.
         TrustList => "trust_list",
+        /// A trust list the member offered over its bounds (size, operator
+        /// keys, signatures): refused before any signature was checked.
+        TrustListBounds => "trust_list_bounds",
+        /// A trust list offered over the per-member publish rate.
+        TrustListRate => "trust_list_rate",
+        /// A connection refused at accept: the peer listener holds as many
+        /// as it allows. Counted under [`UNLISTED`]: no member is known
+        /// before the handshake.
+        ConnectionLimit => "connection_limit",
+        /// A connection refused at accept: as many handshakes as the peer
+        /// listener allows are in flight. Counted under [`UNLISTED`].
+        HandshakeLimit => "handshake_limit",
+        /// A connection closed because its TLS handshake did not complete
+        /// in time. Counted under [`UNLISTED`].
+        HandshakeTimeout => "handshake_timeout",
     }
 }
 
 /// The key under which requests from a certificate that names no member of
-/// the trust list are counted (so that strangers cannot grow the map).
+/// the trust list are counted (so that strangers cannot grow the map), and
+/// connections refused before their handshake named anyone.
 pub const UNLISTED: &str = "(not on the list)";
 
 /// Everything counted for one peer. Plain numbers: a snapshot's copy.

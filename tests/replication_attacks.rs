@@ -145,6 +145,8 @@ impl FakePeer {
             listener,
             config,
             cix::tls::Connections::default(),
+            cix::tls::AcceptLimits::MEMBER,
+            None,
         ));
         let state = FakeState::default();
         let service = FederationServer::new(state.clone());

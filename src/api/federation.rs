@@ -15,7 +15,11 @@ use tonic::{Request, Response, Status};
 use crate::{
     auth::peers::PeerMember,
     counters::Counters,
-    federation::{answer_prefix::PrefixAnswers, send_batches::BatchSender, trust_serve},
+    federation::{
+        answer_prefix::PrefixAnswers,
+        send_batches::BatchSender,
+        trust_serve::{self, PublishRate},
+    },
     proto::{self, federation_server},
     trust::state::TrustState,
 };
@@ -25,6 +29,7 @@ pub(crate) struct FederationService {
     counters: Arc<Counters>,
     batches: BatchSender,
     prefixes: PrefixAnswers,
+    publish_rate: PublishRate,
 }
 
 impl FederationService {
@@ -33,12 +38,14 @@ impl FederationService {
         counters: Arc<Counters>,
         batches: BatchSender,
         prefixes: PrefixAnswers,
+        publish_rate: PublishRate,
     ) -> FederationService {
         FederationService {
             trust,
             counters,
             batches,
             prefixes,
+            publish_rate,
         }
     }
 }
@@ -65,8 +72,14 @@ impl federation_server::Federation for FederationService {
         &self,
         req: Request<proto::SignedTrustList>,
     ) -> Result<Response<proto::PublishTrustListResponse>, Status> {
-        let r =
-            trust_serve::publish(&self.trust, &self.counters, req.get_ref(), member(&req)).await?;
+        let r = trust_serve::publish(
+            &self.trust,
+            &self.counters,
+            &self.publish_rate,
+            req.get_ref(),
+            member(&req),
+        )
+        .await?;
         Ok(Response::new(r))
     }
 

@@ -8,7 +8,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     contribution::ContributionError,
-    federation::{answer_prefix::PrefixError, ask_prefix::RemoteError, send_batches::SendError},
+    federation::{
+        answer_prefix::PrefixError, ask_prefix::RemoteError, send_batches::SendError,
+        trust_serve::PublishError,
+    },
     node::NodeError,
     ratelimit::Refused,
     trust::{list::TrustError, state::OfferError},
@@ -17,11 +20,25 @@ use crate::{
 /// RESOURCE_EXHAUSTED for a rate limit, with the wait in the message and as
 /// a `google.rpc.RetryInfo` detail that clients can act on.
 pub(crate) fn exhausted(r: Refused) -> Status {
+    exhausted_saying(r.to_string(), r)
+}
+
+/// [`exhausted`] with a message naming the limit.
+fn exhausted_saying(message: String, r: Refused) -> Status {
     Status::with_error_details(
         tonic::Code::ResourceExhausted,
-        r.to_string(),
+        message,
         ErrorDetails::with_retry_info(Some(r.retry_after)),
     )
+}
+
+impl From<PublishError> for Status {
+    fn from(e: PublishError) -> Status {
+        match e {
+            PublishError::Limited(r) => exhausted_saying(e.to_string(), r),
+            PublishError::Offer(e) => e.into(),
+        }
+    }
 }
 
 impl From<ContributionError> for Status {
@@ -82,9 +99,9 @@ impl From<OfferError> for Status {
     fn from(e: OfferError) -> Status {
         match &e {
             OfferError::Rejected(t) => match t {
-                TrustError::Decode(_) | TrustError::Invalid { .. } => {
-                    Status::invalid_argument(e.to_string())
-                }
+                TrustError::Decode(_)
+                | TrustError::Invalid { .. }
+                | TrustError::OverBounds { .. } => Status::invalid_argument(e.to_string()),
                 TrustError::BelowThreshold { .. } => Status::permission_denied(e.to_string()),
                 _ => Status::failed_precondition(e.to_string()),
             },
@@ -92,6 +109,7 @@ impl From<OfferError> for Status {
                 tracing::error!(error = %crate::telemetry::chain(&e), "trust list could not be kept");
                 Status::internal("the node could not store the trust list; nothing changed")
             }
+            OfferError::Stopped => Status::unavailable(e.to_string()),
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The peer listener and the federation tasks of a federated node: other
 //! members' nodes (peers) reach `cix.v1.Federation` over TLS 1.3 with
 //! certificates pinned by the trust list in force, every request authorized
-//! anew ([`crate::auth::peers`]); and this node pulls from, watches and
-//! syncs its trust list with its peers, through one [`PeerDialer`].
+//! anew ([`crate::auth::peers`]), within the listener's limits
+//! (`[peer_listener.limits]`: connections, handshakes, streams per
+//! connection, request size, trust-list publishes); and this node pulls
+//! from, watches and syncs its trust list with its peers, through one
+//! [`PeerDialer`].
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -21,6 +24,7 @@ use crate::{
         answer_prefix::PrefixAnswers,
         receive_batches::{self, Replication},
         send_batches::BatchSender,
+        trust_serve::PublishRate,
         trust_sync, PeerDialer,
     },
     node::NodeState,
@@ -63,10 +67,17 @@ pub(super) fn serve(
         fed.peer.coalition_ca.as_deref(),
         policy,
     )?;
+    let limits = &fed.peer.limits;
     let incoming = ReceiverStream::new(tls::accept_loop(
         listener,
         peer_tls,
         trust.connections().clone(),
+        tls::AcceptLimits {
+            max_connections: limits.max_connections,
+            max_handshakes: limits.max_handshakes,
+            handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
+        },
+        Some(state.counters.clone()),
     ));
     let capture = CaptureLayer::from_env(&config.node_id).map_err(|source| ServerError::Write {
         path: std::env::var_os(crate::capture::ENV)
@@ -76,6 +87,7 @@ pub(super) fn serve(
     })?;
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(capture)
         .layer(PeerAuthLayer::new(trust.clone(), state.counters.clone()))
         .add_service(
@@ -89,8 +101,13 @@ pub(super) fn serve(
                     engine,
                     state.clock.clone(),
                 ),
+                PublishRate::new(
+                    limits.trust_publish_per_second,
+                    limits.trust_publish_burst,
+                    state.clock.clone(),
+                ),
             ))
-            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(64 * 1024 * 1024),
         )
         .add_service(health_service);

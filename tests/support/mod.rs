@@ -453,6 +453,34 @@ impl Coalition {
         Ok(proto::federation_client::FederationClient::new(channel))
     }
 
+    /// Node `to`'s answer to GetTrustList from version 0 (its list in
+    /// force), asked as member `from`.
+    pub async fn trust_list_held(&self, to: usize, from: usize) -> proto::GetTrustListResponse {
+        self.federation(to, from)
+            .await
+            .unwrap()
+            .get_trust_list(proto::GetTrustListRequest { have_version: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Publishes `list` to node `to` as member `from`; panics if refused.
+    pub async fn publish(
+        &self,
+        to: usize,
+        from: usize,
+        list: proto::SignedTrustList,
+    ) -> proto::PublishTrustListResponse {
+        self.federation(to, from)
+            .await
+            .unwrap()
+            .publish_trust_list(list)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Waits (bounded) until node `i` holds trust-list `version`.
     pub async fn wait_for_version(&self, i: usize, version: u64) {
         let mut c = self.nodes[i].clients().await;
