@@ -115,6 +115,9 @@ reasons! {
         /// It differs from this node's batch at those sequence numbers, but
         /// the two are not fork evidence under the trust list in force.
         UnprovenFork => "unproven_fork",
+        /// It encodes in more than peers take (`batch::MAX_RECEIVED_BYTES`):
+        /// no honest node writes or sends such a batch.
+        Oversized => "oversized",
     }
 }
 
@@ -179,6 +182,9 @@ reasons! {
         PrefixCount => "prefix_count",
         /// A prefix query with a prefix out of range.
         PrefixRange => "prefix_range",
+        /// A prefix query for a prefix holding more indicators than one
+        /// answer carries (the query policy needs more prefix bits).
+        PrefixFull => "prefix_full",
         /// A prefix query over the query policy's limits (rate or daily quota).
         PrefixLimit => "prefix_limit",
         /// A trust list the member offered, refused.

@@ -3,7 +3,11 @@
 //! node holds, then, per origin, the batches the caller lacks after the
 //! head it sent; a caller whose history differs at its head
 //! ([`super::history_at`]) gets this node's batches from where they differ,
-//! so that it sees the fork. A Watch gets every head at once, then each
+//! so that it sees the fork. Nothing larger than a peer decodes is sent: a
+//! batch over [`crate::batch::MAX_RECEIVED_BYTES`] (which every node would
+//! refuse) ends its origin's part of the pull, logged, while the other
+//! origins go on; fork evidence over [`crate::batch::PEER_MESSAGE_BYTES`] is
+//! left out. A Watch gets every head at once, then each
 //! origin's new head as this node takes batches in, until the node stops.
 //!
 //! The store is read synchronously on the stream's task (sled and segment
@@ -59,7 +63,11 @@ impl BatchSender {
         let origins = store.heads()?;
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move {
-            for (_, ev) in forks {
+            for (origin, ev) in forks {
+                if ev.encoded_len() + 16 > crate::batch::PEER_MESSAGE_BYTES {
+                    tracing::warn!(origin = %origin, bytes = ev.encoded_len(), "fork evidence larger than a peer decodes: not sent");
+                    continue;
+                }
                 let item = pull_response::Item::Fork(ev);
                 if tx
                     .send(Ok(PullResponse { item: Some(item) }))
@@ -97,6 +105,10 @@ impl BatchSender {
                             return;
                         }
                     };
+                    if batch.encoded_len() > crate::batch::MAX_RECEIVED_BYTES {
+                        tracing::warn!(origin = %origin, bytes = batch.encoded_len(), "stored batch larger than peers take: the rest of its origin is not sent");
+                        break;
+                    }
                     let item = pull_response::Item::Batch(batch);
                     if tx
                         .send(Ok(PullResponse { item: Some(item) }))

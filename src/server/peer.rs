@@ -91,7 +91,7 @@ pub(super) fn serve(
                 ),
             ))
             .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024),
+            .max_encoding_message_size(crate::batch::PEER_MESSAGE_BYTES),
         )
         .add_service(health_service);
     Ok(tokio::spawn(router.serve_with_incoming_shutdown(
