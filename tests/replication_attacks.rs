@@ -489,6 +489,28 @@ fn list_contributing_member(c: &mut Coalition, relay: &FakePeer) -> SigningKeyFi
     key
 }
 
+/// Lists `id` as a contributing origin with no node and no endpoint (TLS key
+/// `spki_seed` as hex), whose log signing key the test holds; returns it.
+/// The caller writes the root list.
+fn list_test_held_origin(c: &mut Coalition, id: &str, spki_seed: u64) -> SigningKeyFile {
+    let key = SigningKeyFile::generate();
+    let mut m = cix::trust::edit::member(
+        id,
+        "Test-held origin",
+        proto::MemberKind::Liaison,
+        &format!("{spki_seed:064x}"),
+        "",
+    );
+    m.capabilities = vec![proto::PeerCapability::Contribute as i32];
+    m.signing_keys.push(proto::LogSigningKey {
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        retired: false,
+        last_seq: 0,
+    });
+    c.list.members.push(m);
+    key
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
     let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
@@ -651,21 +673,7 @@ async fn a_fork_is_recorded_propagated_and_freezes_the_origin_everywhere() {
     let fake_x = FakePeer::start(c.tmp.path(), "fake-x").await;
     let fake_y = FakePeer::start(c.tmp.path(), "fake-y").await;
     // liaison-x: an origin whose key the test holds; no node runs it.
-    let x_key = SigningKeyFile::generate();
-    let mut lx = cix::trust::edit::member(
-        "liaison-x",
-        "Test-held origin",
-        proto::MemberKind::Liaison,
-        &format!("{:064x}", 0x5eed_u64),
-        "",
-    );
-    lx.capabilities = vec![proto::PeerCapability::Contribute as i32];
-    lx.signing_keys.push(proto::LogSigningKey {
-        public_key: x_key.verifying_key().to_bytes().to_vec(),
-        retired: false,
-        last_seq: 0,
-    });
-    c.list.members.push(lx);
+    let x_key = list_test_held_origin(&mut c, "liaison-x", 0x5eed);
     c.list
         .members
         .push(fake_x.member(&[proto::PeerCapability::Replicate]));
@@ -1070,21 +1078,7 @@ async fn an_oversized_batch_is_refused_and_another_origin_in_the_same_pull_still
     let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
     let relay_key = list_contributing_member(&mut c, &relay);
     // liaison-z: another origin whose key the test holds; no node runs it.
-    let z_key = SigningKeyFile::generate();
-    let mut lz = cix::trust::edit::member(
-        "liaison-z",
-        "Test-held origin",
-        proto::MemberKind::Liaison,
-        &format!("{:064x}", 0x2a_u64),
-        "",
-    );
-    lz.capabilities = vec![proto::PeerCapability::Contribute as i32];
-    lz.signing_keys.push(proto::LogSigningKey {
-        public_key: z_key.verifying_key().to_bytes().to_vec(),
-        retired: false,
-        last_seq: 0,
-    });
-    c.list.members.push(lz);
+    let z_key = list_test_held_origin(&mut c, "liaison-z", 0x2a);
     write_root(&c);
     c.pull_only_from(1, &["relay-x"]);
 

@@ -216,7 +216,8 @@ mod tests {
         };
         let one = bucket(1).encoded_len() - bucket(0).encoded_len();
         assert!(one <= MAX_PREFIX_ENTRY_BYTES, "{one}");
-        assert!(bucket(0).encoded_len() + 1 <= PREFIX_BUCKET_BYTES);
+        // The prefix, the tag and a length of up to four bytes.
+        assert!(bucket(0).encoded_len() + 5 <= PREFIX_BUCKET_BYTES);
         for size in [1, 8, 64, 100, 1000, 4096] {
             let policy = QueryPolicy {
                 bucket_size: size,

@@ -82,7 +82,7 @@ pub(super) fn serve(
             FederationServer::new(FederationService::new(
                 trust.clone(),
                 state.counters.clone(),
-                BatchSender::new(state.logs.clone(), stop.clone()),
+                BatchSender::new(state.logs.clone(), state.counters.clone(), stop.clone()),
                 PrefixAnswers::new(
                     state.queries.clone(),
                     trust.clone(),
