@@ -266,8 +266,13 @@ pub(crate) struct RawEpoch {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Limits {
-    /// Most items in one request message (match, contribute, retract, extend). Default 10000.
+    /// Most items in one request message (match, contribute, retract, extend). Default 10000,
+    /// at most 100000.
     pub max_batch_items: usize,
+    /// Most bytes of one encoded batch this node writes to its origin log
+    /// (contributions, rekeys, retractions and extensions, split into as
+    /// many batches as it takes). Default 2097152 (2 MiB), 4096 to 4194304.
+    pub max_batch_bytes: usize,
     /// Largest request message the transport accepts, in bytes. Default 16777216 (16 MiB).
     pub max_message_bytes: usize,
     /// Match calls (Match, MatchStream, MatchTokens, MatchRemote) each client
@@ -283,6 +288,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_batch_items: 10_000,
+            max_batch_bytes: crate::batch::DEFAULT_WRITTEN_BYTES,
             max_message_bytes: 16 * 1024 * 1024,
             match_requests_per_second: 0,
             match_burst: 0,
@@ -564,8 +570,22 @@ impl Config {
         if purge_interval.is_zero() {
             return Err(invalid("store.purge_interval", "must be more than zero"));
         }
-        if raw.limits.max_batch_items == 0 {
-            return Err(invalid("limits.max_batch_items", "must be at least 1"));
+        if !(1..=MAX_BATCH_ITEMS).contains(&raw.limits.max_batch_items) {
+            return Err(invalid(
+                "limits.max_batch_items",
+                format!("must be 1 to {MAX_BATCH_ITEMS}"),
+            ));
+        }
+        let batch_bytes = crate::batch::MIN_WRITTEN_BYTES..=crate::batch::MAX_WRITTEN_BYTES;
+        if !batch_bytes.contains(&raw.limits.max_batch_bytes) {
+            return Err(invalid(
+                "limits.max_batch_bytes",
+                format!(
+                    "must be {} to {} (what every node decodes)",
+                    batch_bytes.start(),
+                    batch_bytes.end()
+                ),
+            ));
         }
         if raw.limits.max_message_bytes < 4096 {
             return Err(invalid("limits.max_message_bytes", "must be at least 4096"));
@@ -591,6 +611,10 @@ impl Config {
         })
     }
 }
+
+/// The most `limits.max_batch_items` may be: a request, and the answer to
+/// it, stay far under the transport's limits.
+const MAX_BATCH_ITEMS: usize = 100_000;
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len
@@ -741,6 +765,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bogus"), "{e}");
+
+        for (items, bytes, field) in [
+            (0, 4096, "limits.max_batch_items"),
+            (100_001, 4096, "limits.max_batch_items"),
+            (10, 4095, "limits.max_batch_bytes"),
+            (10, 4 * 1024 * 1024 + 1, "limits.max_batch_bytes"),
+        ] {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            raw.limits.max_batch_items = items;
+            raw.limits.max_batch_bytes = bytes;
+            let e = Config::from_raw(raw, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! changes become batches appended to the log, flushed to disk, and only
 //! then applied to the index and acknowledged.
 //!
+//! An operation whose entries do not fit in one batch of `max_batch_bytes`
+//! becomes several, chained as usual, each durable before the next, and is
+//! acknowledged once the last is. A retry after a crash between them
+//! completes it: what was written counts as already present (contribute,
+//! rekey) or is no longer found (retract or extend by case).
+//!
 //! One lock serializes every write to the own log, so that the decision
 //! ("already present", "not found") and the append see the same state and
 //! the log's numbering and hash chain stay contiguous. Invalid items are
@@ -152,6 +158,8 @@ pub(crate) struct Contributions {
     /// False until this node's own log head is confirmed (see
     /// [`crate::federation::receive_batches`]); contributions wait for it.
     ready: watch::Receiver<bool>,
+    /// Most bytes of one encoded batch this node writes.
+    max_batch_bytes: usize,
     write: tokio::sync::Mutex<()>,
 }
 
@@ -177,6 +185,7 @@ impl Contributions {
         keys: Keys,
         signer: Arc<SigningKeyFile>,
         ready: watch::Receiver<bool>,
+        max_batch_bytes: usize,
     ) -> Contributions {
         Contributions {
             origin,
@@ -184,6 +193,7 @@ impl Contributions {
             keys,
             signer,
             ready,
+            max_batch_bytes,
             write: tokio::sync::Mutex::new(()),
         }
     }
@@ -255,7 +265,7 @@ impl Contributions {
     /// Key rotation: for each raw identifier this node holds an active
     /// indicator for under another epoch, contributes it again under the
     /// newest valid epoch with the same kind, tier, case reference and
-    /// expiry (one batch per such group, each durable before the answer).
+    /// expiry (batches per such group, each durable before the answer).
     /// Idempotent: identifiers already held under the newest epoch count as
     /// current.
     pub(crate) async fn rekey(
@@ -379,7 +389,7 @@ impl Contributions {
     }
 
     /// Retract or extend: finds the own indicators the selector names
-    /// (present in the index, expired or not) and appends one batch.
+    /// (present in the index, expired or not) and appends them.
     async fn change(
         &self,
         selector: Selector<'_>,
@@ -447,8 +457,9 @@ impl Contributions {
         })
     }
 
-    /// Appends one batch to the own log and applies it. The caller holds the
-    /// write lock. Returns the entries' sequence numbers.
+    /// Appends the entries to the own log in batches of at most
+    /// `max_batch_bytes`, each durable and applied before the next. The
+    /// caller holds the write lock. Returns the entries' sequence numbers.
     async fn append_locked(
         &self,
         h: Header<'_>,
@@ -478,18 +489,21 @@ impl Contributions {
             .iter()
             .map(|r| batch::entry(&r.token, r.kind.code() as i32, r.epoch))
             .collect();
-        let batch = batch::sign(header, entries, &self.signer);
-        // Durable before anyone is told.
-        let new_head = self.logs.append(&batch, true).await?;
-        tracing::info!(
-            origin = %self.origin,
-            op = h.op.as_str_name(),
-            first_seq = batch.first_seq(),
-            last_seq = new_head.last_seq,
-            entries = batch.header.count,
-            "appended to origin log"
-        );
-        Ok((batch.first_seq(), new_head.last_seq))
+        let first_seq = header.first_seq;
+        let mut last_seq = head.last_seq;
+        for batch in batch::sign_bounded(header, entries, self.max_batch_bytes, &self.signer) {
+            // Durable before anyone is told.
+            last_seq = self.logs.append(&batch, true).await?.last_seq;
+            tracing::info!(
+                origin = %self.origin,
+                op = h.op.as_str_name(),
+                first_seq = batch.first_seq(),
+                last_seq,
+                entries = batch.header.count,
+                "appended to origin log"
+            );
+        }
+        Ok((first_seq, last_seq))
     }
 
     /// This node's own active indicators, in token order, after `after`.

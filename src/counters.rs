@@ -2,7 +2,8 @@
 //! started, as typed events. Batches received by outcome and, when refused,
 //! by reason; fork evidence received; pulls completed and replication
 //! sessions ended by failure; requests of a member this node refused, by
-//! reason; prefix queries answered.
+//! reason; what this node withheld from a peer's pull, by reason; prefix
+//! queries answered.
 //!
 //! One [`Counters`] is created per node (`crate::node::NodeState`) and
 //! handed to whoever counts; readers take a [`Counters::snapshot`] (the
@@ -115,6 +116,9 @@ reasons! {
         /// It differs from this node's batch at those sequence numbers, but
         /// the two are not fork evidence under the trust list in force.
         UnprovenFork => "unproven_fork",
+        /// It encodes in more than peers take (`batch::MAX_RECEIVED_BYTES`):
+        /// no honest node writes or sends such a batch.
+        Oversized => "oversized",
     }
 }
 
@@ -163,6 +167,17 @@ reasons! {
 }
 
 reasons! {
+    /// What this node left out of a peer's pull, and why.
+    pub enum Withheld {
+        /// A stored batch larger than peers take: it and the rest of its
+        /// origin were not sent in that pull.
+        OversizedBatch => "oversized_batch",
+        /// Fork evidence larger than a peer decodes.
+        OversizedEvidence => "oversized_evidence",
+    }
+}
+
+reasons! {
     /// Why this node refused a member's request on its peer listener.
     pub enum RequestRefusal {
         /// No client certificate on the connection.
@@ -179,6 +194,9 @@ reasons! {
         PrefixCount => "prefix_count",
         /// A prefix query with a prefix out of range.
         PrefixRange => "prefix_range",
+        /// A prefix query for a prefix holding more indicators than one
+        /// answer carries (the query policy needs more prefix bits).
+        PrefixFull => "prefix_full",
         /// A prefix query over the query policy's limits (rate or daily quota).
         PrefixLimit => "prefix_limit",
         /// A trust list the member offered, refused.
@@ -215,6 +233,7 @@ pub struct PeerCounts {
     evidence_rejected: [u64; EvidenceRejection::COUNT],
     sessions_failed: [u64; SessionFailure::COUNT],
     refused: [u64; RequestRefusal::COUNT],
+    withheld: [u64; Withheld::COUNT],
     /// Pulls from this peer that ran to the end of their stream.
     pub pulls: u64,
     /// Prefix queries of this member answered.
@@ -259,6 +278,11 @@ impl PeerCounts {
         self.refused[r.index()]
     }
 
+    /// What this node left out of the peer's pulls, for this reason.
+    pub fn withheld(&self, w: Withheld) -> u64 {
+        self.withheld[w.index()]
+    }
+
     /// The counts in `self` that were not yet in `earlier` (a copy of the
     /// same peer's counts taken before).
     pub fn since(&self, earlier: &PeerCounts) -> PeerCounts {
@@ -272,6 +296,7 @@ impl PeerCounts {
             evidence_rejected: sub(&self.evidence_rejected, &earlier.evidence_rejected),
             sessions_failed: sub(&self.sessions_failed, &earlier.sessions_failed),
             refused: sub(&self.refused, &earlier.refused),
+            withheld: sub(&self.withheld, &earlier.withheld),
             pulls: self.pulls.saturating_sub(earlier.pulls),
             queries_answered: self
                 .queries_answered
@@ -355,6 +380,11 @@ impl Counters {
     /// A request of `peer` refused for `r`.
     pub fn request_refused(&self, peer: &str, r: RequestRefusal) {
         self.count(peer, |c| c.refused[r.index()] += 1);
+    }
+
+    /// Something left out of a pull of `peer`, for `w`.
+    pub fn withheld(&self, peer: &str, w: Withheld) {
+        self.count(peer, |c| c.withheld[w.index()] += 1);
     }
 
     /// A prefix query of `peer` answered, with `prefixes` prefixes.
@@ -469,6 +499,7 @@ mod tests {
             RequestRefusal::name,
             RequestRefusal::from_name,
         );
+        check(Withheld::ALL, Withheld::name, Withheld::from_name);
         assert_eq!(BatchRejection::from_name("no such reason"), None);
         assert_eq!(BatchRejection::StrippedPurge.to_string(), "stripped_purge");
     }

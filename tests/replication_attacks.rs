@@ -2,8 +2,9 @@
 //! that tampers with the batches it passes on (refused; an honest path still
 //! delivers), an origin that signs two different histories (the fork is
 //! recorded, propagated and freezes the origin everywhere), a retired
-//! signing key or a suspension bounding what a lagging node accepts, and a
-//! relay that strips a live entry by "purging" it (refused).
+//! signing key or a suspension bounding what a lagging node accepts, a
+//! relay that strips a live entry by "purging" it (refused), and a batch
+//! larger than peers take (refused; the rest of the pull still arrives).
 //!
 //! Every refusal is asserted by its typed reason, as the receiving node
 //! counts it per peer in Status; "nothing more happened" is shown by pulls
@@ -490,6 +491,28 @@ fn list_contributing_member(c: &mut Coalition, relay: &FakePeer) -> SigningKeyFi
     key
 }
 
+/// Lists `id` as a contributing origin with no node and no endpoint (TLS key
+/// `spki_seed` as hex), whose log signing key the test holds; returns it.
+/// The caller writes the root list.
+fn list_test_held_origin(c: &mut Coalition, id: &str, spki_seed: u64) -> SigningKeyFile {
+    let key = SigningKeyFile::generate();
+    let mut m = cix::trust::edit::member(
+        id,
+        "Test-held origin",
+        proto::MemberKind::Liaison,
+        &format!("{spki_seed:064x}"),
+        "",
+    );
+    m.capabilities = vec![proto::PeerCapability::Contribute as i32];
+    m.signing_keys.push(proto::LogSigningKey {
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        retired: false,
+        last_seq: 0,
+    });
+    c.list.members.push(m);
+    key
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
     let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
@@ -652,21 +675,7 @@ async fn a_fork_is_recorded_propagated_and_freezes_the_origin_everywhere() {
     let fake_x = FakePeer::start(c.tmp.path(), "fake-x").await;
     let fake_y = FakePeer::start(c.tmp.path(), "fake-y").await;
     // liaison-x: an origin whose key the test holds; no node runs it.
-    let x_key = SigningKeyFile::generate();
-    let mut lx = cix::trust::edit::member(
-        "liaison-x",
-        "Test-held origin",
-        proto::MemberKind::Liaison,
-        &format!("{:064x}", 0x5eed_u64),
-        "",
-    );
-    lx.capabilities = vec![proto::PeerCapability::Contribute as i32];
-    lx.signing_keys.push(proto::LogSigningKey {
-        public_key: x_key.verifying_key().to_bytes().to_vec(),
-        retired: false,
-        last_seq: 0,
-    });
-    c.list.members.push(lx);
+    let x_key = list_test_held_origin(&mut c, "liaison-x", 0x5eed);
     c.list
         .members
         .push(fake_x.member(&[proto::PeerCapability::Replicate]));
@@ -1060,4 +1069,89 @@ async fn a_signed_batch_with_an_unknown_kind_or_a_short_token_is_refused_before_
         .await;
     assert_eq!(c.heads(1).await, vec![("relay-x".to_string(), 1)]);
     assert_matches(&c, 1, &["unknown-kind.example"], MatchStatus::NoMatch).await;
+}
+
+// ----- bounded batches: a batch larger than peers take is refused by its
+// reason, and what follows it in the same pull still arrives.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_batch_is_refused_and_another_origin_in_the_same_pull_still_arrives() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
+    let relay_key = list_contributing_member(&mut c, &relay);
+    // liaison-z: another origin whose key the test holds; no node runs it.
+    let z_key = list_test_held_origin(&mut c, "liaison-z", 0x2a);
+    write_root(&c);
+    c.pull_only_from(1, &["relay-x"]);
+
+    // Validly signed by the member, chained from nothing, but over what
+    // peers take (and over the 4 MiB a client decoded by default): 160,000
+    // entries, about 9 MiB.
+    let entries: Vec<proto::LogEntry> = (0..160_000u64)
+        .map(|i| {
+            let mut t = [0x5a; 32];
+            t[..8].copy_from_slice(&i.to_be_bytes());
+            batch::entry(&Token(t), i32::from(ident::Kind::Domain.code()), 1)
+        })
+        .collect();
+    let big = add_batch("relay-x", 1, vec![0; 32], entries, "CASE-BIG", &relay_key);
+    let bytes = big.raw.encoded_len();
+    assert!(bytes > batch::MAX_RECEIVED_BYTES && bytes < batch::PEER_MESSAGE_BYTES);
+    let t = tokenizer(&c);
+    let z1 = add_batch(
+        "liaison-z",
+        1,
+        vec![0; 32],
+        vec![domain_entry(&t, "after-the-big-one.example")],
+        "CASE-Z",
+        &z_key,
+    );
+    relay.announce(vec![
+        proto::OriginHead {
+            origin: "relay-x".into(),
+            last_seq: big.last_seq(),
+            hash: big.hash().to_vec(),
+        },
+        proto::OriginHead {
+            origin: "liaison-z".into(),
+            last_seq: 1,
+            hash: z1.hash().to_vec(),
+        },
+    ]);
+    relay.serve(&[big.raw, z1.raw]);
+    c.nodes[1].start();
+
+    let done = |k: &proto::PeerCounters| {
+        k.pulls >= 1
+            && rejected(k, BatchRejection::Oversized) >= 1
+            && received(k, BatchOutcome::Applied) >= 1
+    };
+    let k = c.nodes[1]
+        .wait_counters(
+            "relay-x",
+            "refused the oversized batch and took the next",
+            done,
+        )
+        .await;
+    assert_refused_only_for(&k, &[BatchRejection::Oversized]);
+    assert_eq!(received(&k, BatchOutcome::Applied), 1, "{k:?}");
+    c.wait_match(
+        1,
+        Kind::Domain,
+        "after-the-big-one.example",
+        MatchStatus::Match,
+    )
+    .await;
+    assert_eq!(c.heads(1).await, vec![("liaison-z".to_string(), 1)]);
+
+    // Nothing of the big batch was stored: the node restarts and serves.
+    c.nodes[1].restart();
+    c.wait_match(
+        1,
+        Kind::Domain,
+        "after-the-big-one.example",
+        MatchStatus::Match,
+    )
+    .await;
+    assert_eq!(c.heads(1).await, vec![("liaison-z".to_string(), 1)]);
 }

@@ -6,7 +6,7 @@ use crate::{
     contribution::{Item, ItemOutcome, ItemStatus},
     counters::{
         BatchOutcome, BatchRejection, EvidenceOutcome, EvidenceRejection, RequestRefusal,
-        SessionFailure, Snapshot,
+        SessionFailure, Snapshot, Withheld,
     },
     ident::{Kind, Reason},
     index::{Indicator, Tier},
@@ -266,6 +266,7 @@ pub(crate) fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
                 c.sessions_failed(f)
             }),
             requests_refused: reasons(RequestRefusal::ALL, RequestRefusal::name, |r| c.refused(r)),
+            withheld: reasons(Withheld::ALL, Withheld::name, |w| c.withheld(w)),
             queries_answered: c.queries_answered,
             prefixes_answered: c.prefixes_answered,
         })

@@ -100,9 +100,10 @@ impl federation_server::Federation for FederationService {
         &self,
         req: Request<proto::PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
+        let peer = member(&req).unwrap_or_default().to_string();
         let stream = self
             .batches
-            .pull(req.into_inner().have)
+            .pull(peer, req.into_inner().have)
             .map_err(Status::from)?;
         Ok(Response::new(Box::pin(
             stream.map(|r| r.map_err(Status::from)),

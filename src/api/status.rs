@@ -90,6 +90,7 @@ impl From<PrefixError> for Status {
     fn from(e: PrefixError) -> Status {
         match e {
             PrefixError::Limited(r) => exhausted(r),
+            PrefixError::Full { .. } => Status::failed_precondition(e.to_string()),
             e => Status::invalid_argument(e.to_string()),
         }
     }

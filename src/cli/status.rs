@@ -168,6 +168,7 @@ fn peer_counters_line(c: &proto::PeerCounters) -> String {
         ("fork evidence rejected", &c.fork_evidence_rejected),
         ("sessions ended", &c.sessions_failed),
         ("requests refused", &c.requests_refused),
+        ("withheld", &c.withheld),
     ] {
         if !r.is_empty() {
             parts.push(format!("{what} {}", reason_counts(r)));
@@ -197,6 +198,7 @@ fn peer_counters_json(c: &proto::PeerCounters) -> serde_json::Value {
         "fork_evidence_rejected": map(&c.fork_evidence_rejected),
         "sessions_failed": map(&c.sessions_failed),
         "requests_refused": map(&c.requests_refused),
+        "withheld": map(&c.withheld),
         "queries_answered": c.queries_answered,
         "prefixes_answered": c.prefixes_answered,
     })

@@ -86,6 +86,11 @@ pub(crate) enum BatchRefused {
     Index(LogsError),
     #[error("it differs from this node's batch there, but the two are not fork evidence under the trust list in force: {}", crate::telemetry::chain(.0))]
     UnprovenFork(EvidenceRefused),
+    #[error(
+        "batch of {bytes} bytes: must encode in at most {} bytes",
+        batch::MAX_RECEIVED_BYTES
+    )]
+    Oversized { bytes: usize },
 }
 
 impl BatchRefused {
@@ -112,6 +117,7 @@ impl BatchRefused {
             BatchRefused::Store(_) => BatchRejection::Store,
             BatchRefused::Index(_) => BatchRejection::Index,
             BatchRefused::UnprovenFork(_) => BatchRejection::UnprovenFork,
+            BatchRefused::Oversized { .. } => BatchRejection::Oversized,
         }
     }
 
@@ -339,10 +345,16 @@ impl Replication {
     /// Verifies and applies one batch received from `peer`, and counts the
     /// outcome.
     pub(crate) async fn ingest_batch(&self, raw: LogBatch, peer: &str) -> Ingest {
+        let bytes = prost::Message::encoded_len(&raw);
         let b = match Batch::decode(raw) {
             Ok(b) => b,
             Err(e) => return self.refused(peer, None, BatchRefused::Verify(e)),
         };
+        // Before verifying: the rest of its origin is a gap until a peer
+        // sends a batch that fits.
+        if bytes > batch::MAX_RECEIVED_BYTES {
+            return self.refused(peer, Some(&b), BatchRefused::Oversized { bytes });
+        }
         match self.admit(&b, peer).await {
             Ok(o) => {
                 self.counters.batch(peer, o);
@@ -528,7 +540,7 @@ async fn session(
         .channel(member)
         .await
         .map_err(SessionError::Connect)?;
-    let mut client = FederationClient::new(channel);
+    let mut client = super::client(channel);
     let mut watch = client
         .watch(WatchRequest {})
         .await
@@ -689,6 +701,10 @@ mod tests {
             (
                 BatchRefused::UnprovenFork(EvidenceRefused::NotAFork),
                 BatchRejection::UnprovenFork,
+            ),
+            (
+                BatchRefused::Oversized { bytes: 1 << 24 },
+                BatchRejection::Oversized,
             ),
         ];
         for (refused, reason) in cases {

@@ -125,6 +125,7 @@ pub(crate) async fn run(
         state.keys.clone(),
         state.signer.clone(),
         ready,
+        config.limits.max_batch_bytes,
     ));
     let remote = federated.as_ref().map(|(_, trust, dialer)| {
         Arc::new(Remote::new(

@@ -94,7 +94,7 @@ pub(super) fn serve(
             FederationServer::new(FederationService::new(
                 trust.clone(),
                 state.counters.clone(),
-                BatchSender::new(state.logs.clone(), stop.clone()),
+                BatchSender::new(state.logs.clone(), state.counters.clone(), stop.clone()),
                 PrefixAnswers::new(
                     state.queries.clone(),
                     trust.clone(),
@@ -108,7 +108,7 @@ pub(super) fn serve(
                 ),
             ))
             .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(64 * 1024 * 1024),
+            .max_encoding_message_size(crate::batch::PEER_MESSAGE_BYTES),
         )
         .add_service(health_service);
     Ok(tokio::spawn(router.serve_with_incoming_shutdown(
