@@ -115,6 +115,9 @@ reasons! {
         /// It differs from this node's batch at those sequence numbers, but
         /// the two are not fork evidence under the trust list in force.
         UnprovenFork => "unproven_fork",
+        /// Its origin's log is set aside on this node (a stored batch that
+        /// does not apply): it takes nothing until an operator acts.
+        OriginSetAside => "origin_set_aside",
     }
 }
 
@@ -139,6 +142,9 @@ reasons! {
         NotAFork => "not_a_fork",
         /// A batch does not verify under the trust list in force.
         Unverified => "unverified",
+        /// A field of a batch lies outside the bounds honest nodes write
+        /// ([`crate::batch::Batch::check_fields`]): never kept.
+        InvalidField => "invalid_field",
         /// Valid, and the origin frozen, but the store could not keep it.
         Store => "store",
     }
