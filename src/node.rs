@@ -87,8 +87,9 @@ pub(crate) struct NodeState {
 pub(crate) const MEMBER_ADDR_FILE: &str = "member.addr";
 pub(crate) const PEER_ADDR_FILE: &str = "peer.addr";
 
-/// Opens the store, replays every batch into a fresh index, loads the trust
-/// list and the keys (refusing a key that does not match its epoch).
+/// Opens the store, replays every batch into a fresh index (setting aside
+/// what does not apply, [`logs::open`]), loads the trust list and the keys
+/// (refusing a key that does not match its epoch).
 pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
     let started = Instant::now();
     let clock = Clock::from_env()?;
