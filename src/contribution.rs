@@ -1,6 +1,8 @@
 //! Contribution: this node's own origin log. Adds, retractions and expiry
-//! changes become batches appended to the log, flushed to disk, and only
-//! then applied to the index and acknowledged.
+//! changes become batches appended to the log and applied to the index (one
+//! outcome, [`crate::logs`]), flushed to disk, and only then acknowledged.
+//! While the own log is set aside at start, contributions are refused: a
+//! new batch would reuse the set-aside batch's sequence numbers.
 //!
 //! An operation whose entries do not fit in one batch of `max_batch_bytes`
 //! becomes several, chained as usual, each durable before the next, and is
@@ -46,6 +48,13 @@ pub enum ContributionError {
          sequence number must never be reused); retry shortly"
     )]
     NotReady,
+    /// A stored batch of the own log did not apply at start and is set
+    /// aside: a new batch would reuse its sequence numbers.
+    #[error(
+        "this node's own log is set aside from sequence {first_seq} ({rule}); contributions are \
+         refused until an operator acts (see the README)"
+    )]
+    OwnLogSetAside { first_seq: u64, rule: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -471,6 +480,12 @@ impl Contributions {
         }
         if !*self.ready.borrow() {
             return Err(ContributionError::NotReady);
+        }
+        if let Some(s) = self.logs.waiting(&self.origin) {
+            return Err(ContributionError::OwnLogSetAside {
+                first_seq: s.first_seq,
+                rule: s.rule.clone(),
+            });
         }
         let head = self.logs.store.head(&self.origin)?.unwrap_or_default();
         let header = BatchHeader {

@@ -119,6 +119,9 @@ reasons! {
         /// It encodes in more than peers take (`batch::MAX_RECEIVED_BYTES`):
         /// no honest node writes or sends such a batch.
         Oversized => "oversized",
+        /// Its origin's log is set aside on this node (a stored batch that
+        /// does not apply): it takes nothing until an operator acts.
+        OriginSetAside => "origin_set_aside",
     }
 }
 
@@ -143,6 +146,9 @@ reasons! {
         NotAFork => "not_a_fork",
         /// A batch does not verify under the trust list in force.
         Unverified => "unverified",
+        /// A field of a batch lies outside the bounds honest nodes write
+        /// ([`crate::batch::Batch::check_fields`]): never kept.
+        InvalidField => "invalid_field",
         /// Valid, and the origin frozen, but the store could not keep it.
         Store => "store",
     }

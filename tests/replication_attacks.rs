@@ -1155,3 +1155,260 @@ async fn an_oversized_batch_is_refused_and_another_origin_in_the_same_pull_still
     .await;
     assert_eq!(c.heads(1).await, vec![("liaison-z".to_string(), 1)]);
 }
+
+// ----- A bad stored batch never bricks a node
+
+/// The first sequence numbers of the batches of `origin` a member pulling
+/// from scratch gets from node `node`.
+async fn pulled_seqs(c: &Coalition, node: usize, as_node: usize, origin: &str) -> Vec<u64> {
+    let (cert, key) = c.nodes[as_node].peer_cert();
+    pull_all(c, node, &cert, &key, origin)
+        .await
+        .iter()
+        .map(|b| header_of(b).first_seq)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_batch_that_breaks_a_field_rule_is_set_aside_at_start_never_a_failed_start() {
+    let mut c = Coalition::new(&["bank-b", "bank-c"]);
+    let x_key = list_test_held_origin(&mut c, "liaison-x", 0x5eed);
+    write_root(&c);
+    c.pull_only_from(0, &["bank-c"]);
+    c.pull_only_from(1, &["bank-b"]);
+    c.start_all();
+    c.contribute(0, vec![rcv("own-b.example")], "CASE-B").await;
+    c.contribute(1, vec![rcv("own-c.example")], "CASE-C").await;
+    c.wait_match(0, Kind::Domain, "own-c.example", MatchStatus::Match)
+        .await;
+    c.nodes[0].stop();
+
+    // Written into bank-b's store as a build that checked no field took
+    // them, every one signed by its origin: liaison-x's first batch, then
+    // one with an unknown kind and a valid one after it; and, in bank-b's
+    // own log, a batch with a token of 31 bytes. Fork evidence of
+    // liaison-x whose second batch has the unknown kind, too.
+    let t = tokenizer(&c);
+    {
+        let store = cix::store::Store::open(&c.nodes[0].data_dir(), 8).unwrap();
+        let x1 = add_batch(
+            "liaison-x",
+            1,
+            vec![0; 32],
+            vec![domain_entry(&t, "x-good.example")],
+            "CASE-X",
+            &x_key,
+        );
+        let mut unknown_kind = domain_entry(&t, "x-bad.example");
+        unknown_kind.kind = 99;
+        let x2 = add_batch(
+            "liaison-x",
+            2,
+            x1.hash().to_vec(),
+            vec![unknown_kind.clone()],
+            "CASE-X",
+            &x_key,
+        );
+        let x3 = add_batch(
+            "liaison-x",
+            3,
+            x2.hash().to_vec(),
+            vec![domain_entry(&t, "x-after.example")],
+            "CASE-X",
+            &x_key,
+        );
+        for b in [&x1, &x2, &x3] {
+            store.append(b).unwrap();
+        }
+        let other_x1 = add_batch(
+            "liaison-x",
+            1,
+            vec![0; 32],
+            vec![unknown_kind],
+            "CASE-X",
+            &x_key,
+        );
+        let ev = proto::ForkEvidence {
+            first: Some(x1.raw.clone()),
+            second: Some(other_x1.raw),
+        };
+        assert!(store.put_fork("liaison-x", &ev).unwrap());
+        let own_key = SigningKeyFile::load(&c.nodes[0].dir.join("keys/log-signing.key")).unwrap();
+        let head = store.head("bank-b").unwrap().unwrap();
+        let mut short = domain_entry(&t, "own-short.example");
+        short.token = short.token.slice(..31);
+        let own2 = add_batch(
+            "bank-b",
+            head.last_seq + 1,
+            head.hash.to_vec(),
+            vec![short],
+            "CASE-B",
+            &own_key,
+        );
+        store.append(&own2).unwrap();
+        store.flush_blocking().unwrap();
+    }
+
+    // It starts, and again after a restart: each time the same is set
+    // aside, the rest serves.
+    for _ in 0..2 {
+        c.nodes[0].start();
+        assert_matches(
+            &c,
+            0,
+            &["own-b.example", "own-c.example", "x-good.example"],
+            MatchStatus::Match,
+        )
+        .await;
+        assert_matches(&c, 0, &["x-after.example"], MatchStatus::NoMatch).await;
+        let s = c.nodes[0].status().await;
+        let aside: Vec<_> = s
+            .set_aside
+            .iter()
+            .map(|a| {
+                (
+                    a.origin.as_str(),
+                    a.first_seq,
+                    a.rule.as_str(),
+                    a.fork_evidence,
+                )
+            })
+            .collect();
+        assert_eq!(
+            aside,
+            vec![
+                ("bank-b", 2, "entries[0].token: must be 32 bytes", false),
+                (
+                    "liaison-x",
+                    2,
+                    "entries[0].kind: must be a known kind",
+                    false
+                ),
+                (
+                    "liaison-x",
+                    1,
+                    "entries[0].kind: must be a known kind",
+                    true
+                ),
+            ]
+        );
+        assert!(s.forks.is_empty(), "bad evidence freezes nothing");
+        // The heads it announces stop before the set-aside batches, and a
+        // member pulling from scratch gets neither, nor what follows.
+        assert_eq!(
+            c.heads(0).await,
+            vec![
+                ("bank-b".to_string(), 1),
+                ("bank-c".to_string(), 1),
+                ("liaison-x".to_string(), 1)
+            ]
+        );
+        assert_eq!(pulled_seqs(&c, 0, 1, "liaison-x").await, vec![1]);
+        assert_eq!(pulled_seqs(&c, 0, 1, "bank-b").await, vec![1]);
+        // A contribution would reuse the set-aside batch's numbers.
+        let mut cl = c.nodes[0].clients().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let refused = loop {
+            let req = contribute_req(vec![rcv("new-b.example")], "CASE-B");
+            match cl.contribution.contribute(req).await {
+                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => break other.unwrap_err(),
+            }
+        };
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains("set aside from sequence 2"),
+            "{refused:?}"
+        );
+        c.nodes[0].stop();
+    }
+    // bank-c, pulling only from bank-b, took liaison-x's first batch, nothing after.
+    c.nodes[0].start();
+    c.wait_match(1, Kind::Domain, "x-good.example", MatchStatus::Match)
+        .await;
+    assert_eq!(
+        c.heads(1).await,
+        vec![
+            ("bank-b".to_string(), 1),
+            ("bank-c".to_string(), 1),
+            ("liaison-x".to_string(), 1)
+        ]
+    );
+    assert_matches(&c, 1, &["x-after.example"], MatchStatus::NoMatch).await;
+    assert!(c.nodes[1].status().await.set_aside.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_evidence_with_a_bad_field_is_refused_by_its_reason_and_freezes_nothing() {
+    let mut c = Coalition::new(&["bank-b"]);
+    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
+    let relay_key = list_contributing_member(&mut c, &relay);
+    c.pull_only_from(0, &["relay-x"]);
+    let t = tokenizer(&c);
+    let good = add_batch(
+        "relay-x",
+        1,
+        vec![0; 32],
+        vec![domain_entry(&t, "good.example")],
+        "CASE-1",
+        &relay_key,
+    );
+    // Signed by the member at the same sequence number: a fork, but with
+    // a kind no honest node writes.
+    let mut unknown_kind = domain_entry(&t, "bad.example");
+    unknown_kind.kind = 99;
+    let bad = add_batch(
+        "relay-x",
+        1,
+        vec![0; 32],
+        vec![unknown_kind],
+        "CASE-2",
+        &relay_key,
+    );
+    let ev = proto::ForkEvidence {
+        first: Some(good.raw.clone()),
+        second: Some(bad.raw),
+    };
+    *relay.state.responses.lock() = vec![
+        proto::PullResponse {
+            item: Some(pull_response::Item::Fork(ev)),
+        },
+        proto::PullResponse {
+            item: Some(pull_response::Item::Batch(good.raw.clone())),
+        },
+    ];
+    relay.announce(vec![proto::OriginHead {
+        origin: "relay-x".into(),
+        last_seq: 1,
+        hash: good.hash().to_vec(),
+    }]);
+    c.nodes[0].start();
+    let k = c.nodes[0]
+        .wait_counters("relay-x", "refused the evidence", |k| {
+            k.pulls >= 1 && reason_count(&k.fork_evidence_rejected, "invalid_field") >= 1
+        })
+        .await;
+    assert!(k.fork_evidence.is_empty(), "{k:?}");
+    assert_eq!(
+        k.fork_evidence_rejected
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect::<Vec<_>>(),
+        vec!["invalid_field"]
+    );
+    // Not kept, the origin not frozen: its valid batch applies and matches.
+    c.wait_match(0, Kind::Domain, "good.example", MatchStatus::Match)
+        .await;
+    assert!(c.nodes[0].status().await.forks.is_empty());
+    c.nodes[0].restart();
+    let s = c.nodes[0].status().await;
+    assert!(s.forks.is_empty() && s.set_aside.is_empty(), "{s:?}");
+    c.wait_match(0, Kind::Domain, "good.example", MatchStatus::Match)
+        .await;
+}

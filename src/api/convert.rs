@@ -187,6 +187,16 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
                 frozen_from_seq,
             })
             .collect(),
+        set_aside: s
+            .set_aside
+            .into_iter()
+            .map(|a| proto::SetAsideStatus {
+                origin: a.origin,
+                first_seq: a.first_seq,
+                rule: a.rule,
+                fork_evidence: a.evidence,
+            })
+            .collect(),
         own_log_ready: s.own_log_ready,
         trust_version: trust.map(|t| t.version).unwrap_or(0),
         trust_expires_at: trust.map(|t| timestamp(t.expires_at)),

@@ -45,7 +45,9 @@ impl From<ContributionError> for Status {
     fn from(e: ContributionError) -> Status {
         match e {
             ContributionError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-            ContributionError::NoValidEpoch => Status::failed_precondition(e.to_string()),
+            ContributionError::NoValidEpoch | ContributionError::OwnLogSetAside { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
             ContributionError::NotReady => Status::unavailable(e.to_string()),
             ContributionError::Store(_) | ContributionError::OriginLogs(_) => {
                 tracing::error!(error = %crate::telemetry::chain(&e), "contribution failed in the store");

@@ -45,6 +45,7 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
                 "origins": p.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "peer_last_seq": o.peer_last_seq, "lag": o.lag})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "forks": s.forks.iter().map(|f| serde_json::json!({"origin": f.origin, "frozen_from_seq": f.frozen_from_seq})).collect::<Vec<_>>(),
+            "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
         println!("{v}");
@@ -119,6 +120,19 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
             "FORK        origin {} signed two different batches; frozen from entry {}",
             f.origin, f.frozen_from_seq
         );
+    }
+    for a in &s.set_aside {
+        if a.fork_evidence {
+            println!(
+                "SET ASIDE   fork evidence of {}: {}; kept, not used",
+                a.origin, a.rule
+            );
+        } else {
+            println!(
+                "SET ASIDE   batch {} #{}: {}; the origin's log waits here for an operator (README)",
+                a.origin, a.first_seq, a.rule
+            );
+        }
     }
     for q in &s.queries_served {
         println!(

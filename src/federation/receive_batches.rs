@@ -91,6 +91,8 @@ pub(crate) enum BatchRefused {
         batch::MAX_RECEIVED_BYTES
     )]
     Oversized { bytes: usize },
+    #[error("{}", crate::telemetry::chain(.0))]
+    SetAside(LogsError),
 }
 
 impl BatchRefused {
@@ -118,6 +120,7 @@ impl BatchRefused {
             BatchRefused::Index(_) => BatchRejection::Index,
             BatchRefused::UnprovenFork(_) => BatchRejection::UnprovenFork,
             BatchRefused::Oversized { .. } => BatchRejection::Oversized,
+            BatchRefused::SetAside(_) => BatchRejection::OriginSetAside,
         }
     }
 
@@ -144,6 +147,9 @@ pub(crate) enum EvidenceRefused {
     NotAFork,
     #[error("a batch of the fork evidence does not verify: {}", crate::telemetry::chain(.0))]
     Unverified(BatchError),
+    /// Names the field and the rule, never a value.
+    #[error("a batch of the fork evidence has an invalid field: {}", crate::telemetry::chain(.0))]
+    InvalidField(BatchError),
     #[error("fork evidence valid, the origin frozen, but not kept: {}", crate::telemetry::chain(.0))]
     Store(StoreError),
 }
@@ -156,6 +162,7 @@ impl EvidenceRefused {
             EvidenceRefused::Decode(_) => EvidenceRejection::Decode,
             EvidenceRefused::NotAFork => EvidenceRejection::NotAFork,
             EvidenceRefused::Unverified(_) => EvidenceRejection::Unverified,
+            EvidenceRefused::InvalidField(_) => EvidenceRejection::InvalidField,
             EvidenceRefused::Store(_) => EvidenceRejection::Store,
         }
     }
@@ -431,12 +438,13 @@ impl Replication {
             )) => Err(BatchRefused::Chain),
             Err(LogsError::Store(e)) => Err(BatchRefused::Store(e)),
             Err(e @ LogsError::Index(_)) => Err(BatchRefused::Index(e)),
+            Err(e @ LogsError::SetAside { .. }) => Err(BatchRefused::SetAside(e)),
         }
     }
 
     /// Checks fork evidence received from `peer` (two different batches of
-    /// one origin, both validly signed, overlapping in sequence numbers),
-    /// keeps it, freezes the origin from the earlier first sequence number,
+    /// one origin, both validly signed and within every field rule,
+    /// overlapping in sequence numbers), keeps it, freezes the origin from the earlier first sequence number,
     /// and counts the outcome.
     pub(crate) async fn ingest_fork(
         &self,
@@ -476,6 +484,8 @@ impl Replication {
         }
         for x in [&a, &b] {
             crate::trust::batches::verify(x, &list).map_err(EvidenceRefused::Unverified)?;
+            // Bad bytes are never kept, by this path either.
+            x.check_fields().map_err(EvidenceRefused::InvalidField)?;
         }
         let from = batch::fork_point(&ev).unwrap_or(1);
         let kept = match self.logs.store.put_fork(a.origin(), &ev) {

@@ -247,6 +247,7 @@ mod tests {
         let logs = Arc::new(OriginLogs::new(
             store,
             Arc::new(parking_lot::RwLock::new(Index::new())),
+            Vec::new(),
         ));
         let sender = BatchSender::new(logs, counters.clone(), CancellationToken::new());
         let sent: Vec<PullResponse> = sender
