@@ -1,8 +1,8 @@
 //! The node's counters: what happened with each peer since the node
 //! started, as typed events. Batches received by outcome and, when refused,
 //! by reason; fork evidence received; pulls completed and replication
-//! sessions ended by failure; requests of a member this node refused, by
-//! reason; prefix queries answered.
+//! sessions ended by failure; requests of a member this node refused, and
+//! its streams cut, by reason; prefix queries answered.
 //!
 //! One [`Counters`] is created per node (`crate::node::NodeState`) and
 //! handed to whoever counts; readers take a [`Counters::snapshot`] (the
@@ -159,6 +159,19 @@ reasons! {
         PullStream => "pull_stream",
         /// This node could not read or flush its store.
         Store => "store",
+        /// The peer sent nothing within a deadline: a Pull stream silent
+        /// for the idle deadline, or no answer to opening a stream.
+        Stalled => "stalled",
+        /// A pull from the peer brought batches or fork evidence refused
+        /// for their own fault (not this node's store): the peer is cut off.
+        InvalidBatches => "invalid_batches",
+        /// Before contributions opened, the peer announced more of this
+        /// node's own log than its pull then brought.
+        Undelivered => "undelivered",
+        /// The trust list in force no longer lets this node replicate with
+        /// the peer (not an active member with `replicate`, its endpoint or
+        /// TLS key changed, or the list expired): ended at once.
+        Deauthorized => "deauthorized",
     }
 }
 
@@ -199,6 +212,7 @@ pub struct PeerCounts {
     evidence_rejected: [u64; EvidenceRejection::COUNT],
     sessions_failed: [u64; SessionFailure::COUNT],
     refused: [u64; RequestRefusal::COUNT],
+    cut: [u64; RequestRefusal::COUNT],
     /// Pulls from this peer that ran to the end of their stream.
     pub pulls: u64,
     /// Prefix queries of this member answered.
@@ -243,6 +257,12 @@ impl PeerCounts {
         self.refused[r.index()]
     }
 
+    /// Streams of the member (Pull, Watch) this node's peer listener ended
+    /// because the member lost the right to them, for this reason.
+    pub fn streams_cut(&self, r: RequestRefusal) -> u64 {
+        self.cut[r.index()]
+    }
+
     /// The counts in `self` that were not yet in `earlier` (a copy of the
     /// same peer's counts taken before).
     pub fn since(&self, earlier: &PeerCounts) -> PeerCounts {
@@ -256,6 +276,7 @@ impl PeerCounts {
             evidence_rejected: sub(&self.evidence_rejected, &earlier.evidence_rejected),
             sessions_failed: sub(&self.sessions_failed, &earlier.sessions_failed),
             refused: sub(&self.refused, &earlier.refused),
+            cut: sub(&self.cut, &earlier.cut),
             pulls: self.pulls.saturating_sub(earlier.pulls),
             queries_answered: self
                 .queries_answered
@@ -339,6 +360,11 @@ impl Counters {
     /// A request of `peer` refused for `r`.
     pub fn request_refused(&self, peer: &str, r: RequestRefusal) {
         self.count(peer, |c| c.refused[r.index()] += 1);
+    }
+
+    /// A stream of `peer` ended because it lost the right to it, for `r`.
+    pub fn stream_cut(&self, peer: &str, r: RequestRefusal) {
+        self.count(peer, |c| c.cut[r.index()] += 1);
     }
 
     /// A prefix query of `peer` answered, with `prefixes` prefixes.

@@ -4,7 +4,7 @@
 //! anew ([`crate::auth::peers`]); and this node pulls from, watches and
 //! syncs its trust list with its peers, through one [`PeerDialer`].
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,7 +21,7 @@ use crate::{
         answer_prefix::PrefixAnswers,
         receive_batches::{self, Replication},
         send_batches::BatchSender,
-        trust_sync, PeerDialer,
+        trust_sync, Keepalive, PeerDialer,
     },
     node::NodeState,
     proto::federation_server::FederationServer,
@@ -36,6 +36,10 @@ pub(super) fn dialer(fed: &Federation) -> PeerDialer {
     PeerDialer {
         cert: fed.peer.cert.clone(),
         key: fed.peer.key.clone(),
+        keepalive: Keepalive {
+            interval: fed.keepalive_interval,
+            timeout: fed.keepalive_timeout,
+        },
     }
 }
 
@@ -75,7 +79,8 @@ pub(super) fn serve(
         source,
     })?;
     let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(fed.keepalive_interval))
+        .http2_keepalive_timeout(Some(fed.keepalive_timeout))
         .layer(capture)
         .layer(PeerAuthLayer::new(trust.clone(), state.counters.clone()))
         .add_service(
