@@ -683,21 +683,22 @@ mod tests {
         .to_string();
         assert!(e.contains("bogus"), "{e}");
 
-        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
-        raw.replication.backoff_max = "500ms".into();
-        let e = Config::from_raw(raw, Path::new("/"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("replication.backoff_max"), "{e}");
-        let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
-        raw.replication.pull_idle_timeout = "0s".into();
-        let e = Config::from_raw(raw, Path::new("/"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("replication.pull_idle_timeout") && e.contains("more than zero"),
-            "{e}"
-        );
+        let replication: [(fn(&mut ReplicationSettings), &str); 3] = [
+            (
+                |r| r.backoff_max = "500ms".into(),
+                "replication.backoff_max",
+            ),
+            (|r| r.pull_idle_timeout = "0s".into(), "more than zero"),
+            (|r| r.keepalive_interval = "often".into(), "a duration"),
+        ];
+        for (edit, rule) in replication {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            edit(&mut raw.replication);
+            let e = Config::from_raw(raw, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`replication.") && e.contains(rule), "{e}");
+        }
     }
 
     #[test]
