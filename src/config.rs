@@ -683,7 +683,8 @@ mod tests {
         .to_string();
         assert!(e.contains("bogus"), "{e}");
 
-        let replication: [(fn(&mut ReplicationSettings), &str); 3] = [
+        type Edit = fn(&mut ReplicationSettings);
+        let replication: [(Edit, &str); 3] = [
             (
                 |r| r.backoff_max = "500ms".into(),
                 "replication.backoff_max",

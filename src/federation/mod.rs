@@ -13,7 +13,7 @@
 //!   published.
 //!
 //! This module holds what both directions share: reaching peers over pinned
-//! mutual TLS ([`PeerDialer`]), the heads a node announces ([`heads`]) and
+//! mutual TLS with keepalive and a call deadline ([`PeerDialer`]), the heads a node announces ([`heads`]) and
 //! the one rule for whether this node's history of an origin is the same as
 //! a peer's at the peer's head ([`history_at`]).
 

@@ -711,7 +711,8 @@ impl Replication {
         });
     }
 
-    /// This node's head of its own log (0 if unreadable: readiness waits).
+    /// This node's head of its own log (`None` if unreadable: readiness
+    /// then waits).
     fn own_head(&self) -> Option<u64> {
         match self.logs.store.head(self.trust.node_id()) {
             Ok(h) => Some(h.map_or(0, |h| h.last_seq)),
