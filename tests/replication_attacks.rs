@@ -1328,6 +1328,24 @@ async fn contributions_wait_for_the_peer_that_holds_more_of_the_own_log() {
     let r = c.contribute(0, vec![rcv("own-5.example")], "CASE-5").await;
     assert_eq!(r.first_seq, 5);
     assert!(c.nodes[0].status().await.forks.is_empty());
+
+    // A peer announcing more of the own log than its pull brings holds
+    // nothing back: it is cut off as undelivered.
+    knows.announce(vec![proto::OriginHead {
+        origin: "liaison-a".into(),
+        last_seq: 9,
+        hash: vec![0xab; 32],
+    }]);
+    *knows.state.watch_delay.lock() = Duration::ZERO;
+    c.nodes[0].restart();
+    let r = c.contribute(0, vec![rcv("own-6.example")], "CASE-6").await;
+    assert_eq!(r.first_seq, 6);
+    let k = c.nodes[0]
+        .wait_counters("knows-x", "cut off the peer that announced more", |k| {
+            ended(k, SessionFailure::Undelivered) >= 1
+        })
+        .await;
+    assert!(k.batches_rejected.is_empty(), "{k:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
