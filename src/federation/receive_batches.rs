@@ -869,12 +869,13 @@ async fn peer_loop(repl: Arc<Replication>, id: String, stop: CancellationToken) 
             return;
         };
         if repl.authorization(&member).is_err() {
-            // This node's list has expired: nothing to do until a newer one.
+            // This node's list has expired: nothing to do until a newer one
+            // (or one that no longer lists the peer).
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = repl.trust.until_refused(|_| match repl.authorization(&member) {
-                    Ok(()) => Err(()),
-                    Err(_) => Ok(()),
+                    Err(Deauthorized::ListExpired) => Ok(()),
+                    _ => Err(()),
                 }) => {}
             }
             continue;
