@@ -78,6 +78,21 @@ pub(crate) struct ReplicationSettings {
     /// Pull only from these members (e.g. a coalition hub); empty: from
     /// every active member with `replicate` and an endpoint. Default [].
     pub peers: Vec<String>,
+    /// HTTP/2 keepalive pings on every peer connection, both directions,
+    /// idle or not. Default "20s".
+    pub keepalive_interval: String,
+    /// A connection whose ping is not answered within this is closed.
+    /// Default "10s".
+    pub keepalive_timeout: String,
+    /// A Pull stream that sends nothing for this long ends the session with
+    /// the peer (failure `stalled`). Default "60s".
+    pub pull_idle_timeout: String,
+    /// The wait before reconnecting to a peer after a failed session:
+    /// doubles with each failure in a row, from `backoff_min` to
+    /// `backoff_max`, each wait up to a quarter shorter at random; back to
+    /// `backoff_min` after a healthy session. Defaults "1s" and "5m".
+    pub backoff_min: String,
+    pub backoff_max: String,
 }
 
 impl Default for ReplicationSettings {
@@ -85,6 +100,11 @@ impl Default for ReplicationSettings {
         ReplicationSettings {
             pull_seconds: 5,
             peers: Vec::new(),
+            keepalive_interval: "20s".into(),
+            keepalive_timeout: "10s".into(),
+            pull_idle_timeout: "60s".into(),
+            backoff_min: "1s".into(),
+            backoff_max: "5m".into(),
         }
     }
 }
@@ -361,6 +381,15 @@ pub(crate) struct Federation {
     pub pull_interval: Duration,
     /// Members to pull from; empty for all.
     pub pull_from: Vec<String>,
+    /// HTTP/2 keepalive on every peer connection: ping interval, and how
+    /// long an answer may take.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Longest silence of a Pull stream before the session ends.
+    pub pull_idle_timeout: Duration,
+    /// Reconnect backoff after failed sessions: first and longest wait.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
     pub peer: PeerListener,
 }
 
@@ -531,8 +560,34 @@ impl Config {
                 window,
             });
         }
+        let duration = |field: &str, v: &str| {
+            humantime::parse_duration(v)
+                .map_err(|_| invalid(field, "must be a duration such as 30d, 12h or 90s"))
+        };
         let federation = match (&raw.trust, &raw.peer_listener) {
             (Some(t), Some(p)) => {
+                let r = &raw.replication;
+                let positive = |field: &str, v: &str| {
+                    let d = duration(field, v)?;
+                    if d.is_zero() {
+                        return Err(invalid(field, "must be more than zero"));
+                    }
+                    Ok(d)
+                };
+                let keepalive_interval =
+                    positive("replication.keepalive_interval", &r.keepalive_interval)?;
+                let keepalive_timeout =
+                    positive("replication.keepalive_timeout", &r.keepalive_timeout)?;
+                let pull_idle_timeout =
+                    positive("replication.pull_idle_timeout", &r.pull_idle_timeout)?;
+                let backoff_min = positive("replication.backoff_min", &r.backoff_min)?;
+                let backoff_max = positive("replication.backoff_max", &r.backoff_max)?;
+                if backoff_max < backoff_min {
+                    return Err(invalid(
+                        "replication.backoff_max",
+                        "must not be shorter than replication.backoff_min",
+                    ));
+                }
                 let listen = p.listen.parse().map_err(|_| {
                     invalid("peer_listener.listen", "must be IP:PORT, e.g. 0.0.0.0:7444")
                 })?;
@@ -546,6 +601,11 @@ impl Config {
                     sync_interval: Duration::from_secs(t.sync_seconds),
                     pull_interval: Duration::from_secs(raw.replication.pull_seconds.max(1)),
                     pull_from: raw.replication.peers.clone(),
+                    keepalive_interval,
+                    keepalive_timeout,
+                    pull_idle_timeout,
+                    backoff_min,
+                    backoff_max,
                     peer: PeerListener {
                         listen,
                         cert: abs(&p.cert),
@@ -560,10 +620,6 @@ impl Config {
                 return Err(invalid("trust", "[peer_listener] needs a [trust] section"))
             }
             (None, None) => None,
-        };
-        let duration = |field: &str, v: &str| {
-            humantime::parse_duration(v)
-                .map_err(|_| invalid(field, "must be a duration such as 30d, 12h or 90s"))
         };
         let retention = duration("store.retention", &raw.store.retention)?;
         let purge_interval = duration("store.purge_interval", &raw.store.purge_interval)?;
@@ -779,6 +835,24 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(field), "{e}");
+        }
+
+        type ReplicationEdit = fn(&mut ReplicationSettings);
+        let replication: [(ReplicationEdit, &str); 3] = [
+            (
+                |r| r.backoff_max = "500ms".into(),
+                "replication.backoff_max",
+            ),
+            (|r| r.pull_idle_timeout = "0s".into(), "more than zero"),
+            (|r| r.keepalive_interval = "often".into(), "a duration"),
+        ];
+        for (edit, rule) in replication {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            edit(&mut raw.replication);
+            let e = Config::from_raw(raw, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`replication.") && e.contains(rule), "{e}");
         }
     }
 

@@ -1,9 +1,9 @@
 //! The node's counters: what happened with each peer since the node
 //! started, as typed events. Batches received by outcome and, when refused,
 //! by reason; fork evidence received; pulls completed and replication
-//! sessions ended by failure; requests of a member this node refused, by
-//! reason; what this node withheld from a peer's pull, by reason; prefix
-//! queries answered.
+//! sessions ended by failure; requests of a member this node refused, and
+//! its streams cut, by reason; what this node withheld from a peer's pull,
+//! by reason; prefix queries answered.
 //!
 //! One [`Counters`] is created per node (`crate::node::NodeState`) and
 //! handed to whoever counts; readers take a [`Counters::snapshot`] (the
@@ -169,6 +169,19 @@ reasons! {
         PullStream => "pull_stream",
         /// This node could not read or flush its store.
         Store => "store",
+        /// The peer sent nothing within a deadline: a Pull stream silent
+        /// for the idle deadline, or no answer to opening a stream.
+        Stalled => "stalled",
+        /// A pull from the peer brought batches or fork evidence refused
+        /// for their own fault (not this node's store): the peer is cut off.
+        InvalidBatches => "invalid_batches",
+        /// Before contributions opened, the peer announced more of this
+        /// node's own log than its pull then brought.
+        Undelivered => "undelivered",
+        /// The trust list in force no longer lets this node replicate with
+        /// the peer (not an active member with `replicate`, its endpoint or
+        /// TLS key changed, or the list expired): ended at once.
+        Deauthorized => "deauthorized",
     }
 }
 
@@ -240,6 +253,7 @@ pub struct PeerCounts {
     sessions_failed: [u64; SessionFailure::COUNT],
     refused: [u64; RequestRefusal::COUNT],
     withheld: [u64; Withheld::COUNT],
+    cut: [u64; RequestRefusal::COUNT],
     /// Pulls from this peer that ran to the end of their stream.
     pub pulls: u64,
     /// Prefix queries of this member answered.
@@ -289,6 +303,12 @@ impl PeerCounts {
         self.withheld[w.index()]
     }
 
+    /// Streams of the member (Pull, Watch) this node's peer listener ended
+    /// because the member lost the right to them, for this reason.
+    pub fn streams_cut(&self, r: RequestRefusal) -> u64 {
+        self.cut[r.index()]
+    }
+
     /// The counts in `self` that were not yet in `earlier` (a copy of the
     /// same peer's counts taken before).
     pub fn since(&self, earlier: &PeerCounts) -> PeerCounts {
@@ -303,6 +323,7 @@ impl PeerCounts {
             sessions_failed: sub(&self.sessions_failed, &earlier.sessions_failed),
             refused: sub(&self.refused, &earlier.refused),
             withheld: sub(&self.withheld, &earlier.withheld),
+            cut: sub(&self.cut, &earlier.cut),
             pulls: self.pulls.saturating_sub(earlier.pulls),
             queries_answered: self
                 .queries_answered
@@ -391,6 +412,11 @@ impl Counters {
     /// Something left out of a pull of `peer`, for `w`.
     pub fn withheld(&self, peer: &str, w: Withheld) {
         self.count(peer, |c| c.withheld[w.index()] += 1);
+    }
+
+    /// A stream of `peer` ended because it lost the right to it, for `r`.
+    pub fn stream_cut(&self, peer: &str, r: RequestRefusal) {
+        self.count(peer, |c| c.cut[r.index()] += 1);
     }
 
     /// A prefix query of `peer` answered, with `prefixes` prefixes.

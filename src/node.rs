@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use crate::{
     batch::fork_point,
     config::Config,
-    counters::{Counters, Snapshot},
+    counters::{Counters, SessionFailure, Snapshot},
     epochs::{load_keys, KeyRing, KeyRingError, Keys, LoadedKey},
     federation::{
         answer_prefix::{Gate, QueryCounts},
@@ -235,6 +235,13 @@ pub(crate) struct PeerStatus {
     pub connected: bool,
     pub last_pull_unix: i64,
     pub last_error: String,
+    /// Why the last session ended, if one has.
+    pub last_failure: Option<SessionFailure>,
+    /// Sessions failed in a row (0 after a healthy one).
+    pub failures_in_a_row: u32,
+    /// When the next attempt is due by the node's clock (0: a session is
+    /// open or under way).
+    pub next_attempt_unix: i64,
     /// Per origin: the peer's head and how far this node is behind it.
     pub origins: Vec<OriginLag>,
 }
@@ -294,6 +301,9 @@ impl NodeState {
                     connected: v.connected,
                     last_pull_unix: v.last_pull_unix,
                     last_error: v.last_error,
+                    last_failure: v.last_failure,
+                    failures_in_a_row: v.failures_in_a_row,
+                    next_attempt_unix: v.next_attempt_unix,
                     origins,
                 }
             })

@@ -484,6 +484,17 @@ pub async fn connect(
     server_name: Option<&str>,
     config: Arc<ClientConfig>,
 ) -> Result<Channel, TlsError> {
+    connect_tuned(addr, server_name, config, |e| e).await
+}
+
+/// [`connect`], with the channel's endpoint adjusted by `tune` first
+/// (keepalive, deadlines).
+pub async fn connect_tuned(
+    addr: &str,
+    server_name: Option<&str>,
+    config: Arc<ClientConfig>,
+    tune: impl FnOnce(Endpoint) -> Endpoint,
+) -> Result<Channel, TlsError> {
     let host = addr
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
@@ -497,7 +508,7 @@ pub async fn connect(
         .map_err(|_| TlsError::Address(addr.to_string()))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
-    endpoint
+    tune(endpoint)
         .connect_with_connector(tower::service_fn(move |_uri: http::Uri| {
             let connector = connector.clone();
             let name = name.clone();

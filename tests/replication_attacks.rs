@@ -20,7 +20,7 @@ use std::{
     path::{Path, PathBuf},
     pin::Pin,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -28,7 +28,7 @@ use std::{
 
 use cix::{
     batch,
-    counters::{BatchOutcome, BatchRejection},
+    counters::{BatchOutcome, BatchRejection, RequestRefusal, SessionFailure},
     ident,
     keys::signing::SigningKeyFile,
     keys::TokenKey,
@@ -59,6 +59,21 @@ struct FakeState {
     /// Sent once on every Watch (then the stream stays open).
     heads: Arc<Mutex<Vec<proto::OriginHead>>>,
     pulls: Arc<AtomicUsize>,
+    /// When set, every Pull stream sends nothing and never ends.
+    stall: Arc<AtomicBool>,
+    /// How long Watch takes to answer.
+    watch_delay: Arc<Mutex<Duration>>,
+    /// Watch streams open now.
+    watching: Arc<AtomicUsize>,
+}
+
+/// Counts a Watch stream as open until the stream is dropped.
+struct OpenWatch(Arc<AtomicUsize>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[tonic::async_trait]
@@ -99,6 +114,9 @@ impl Federation for FakeState {
         _req: Request<proto::PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
         self.pulls.fetch_add(1, Ordering::SeqCst);
+        if self.stall.load(Ordering::SeqCst) {
+            return Ok(Response::new(Box::pin(futures::stream::pending())));
+        }
         let items = self.responses.lock().clone();
         Ok(Response::new(Box::pin(futures::stream::iter(
             items.into_iter().map(Ok),
@@ -111,11 +129,17 @@ impl Federation for FakeState {
         &self,
         _req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let delay = *self.watch_delay.lock();
+        tokio::time::sleep(delay).await;
         let heads = self.heads.lock().clone();
         let first = futures::stream::once(async move { Ok(proto::WatchResponse { heads }) });
-        Ok(Response::new(Box::pin(
-            first.chain(futures::stream::pending()),
-        )))
+        self.watching.fetch_add(1, Ordering::SeqCst);
+        let open = OpenWatch(self.watching.clone());
+        let rest = futures::stream::pending().map(move |m| {
+            let _open = &open;
+            m
+        });
+        Ok(Response::new(Box::pin(first.chain(rest))))
     }
 }
 
@@ -1411,4 +1435,346 @@ async fn fork_evidence_with_a_bad_field_is_refused_by_its_reason_and_freezes_not
     assert!(s.forks.is_empty() && s.set_aside.is_empty(), "{s:?}");
     c.wait_match(0, Kind::Domain, "good.example", MatchStatus::Match)
         .await;
+}
+
+// ----- One stalled or hostile peer stops nothing; sessions re-authorized
+
+/// Sets `key = value` (TOML) in the node's `[replication]` section.
+fn set_replication(n: &TestNode, key: &str, value: &str) {
+    let text = std::fs::read_to_string(&n.config).unwrap();
+    assert!(
+        text.contains("pull_seconds = 1\n"),
+        "{}",
+        n.config.display()
+    );
+    let prefix = format!("{key} = ");
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with(&prefix)).collect();
+    std::fs::write(
+        &n.config,
+        (kept.join("\n") + "\n").replacen(
+            "pull_seconds = 1\n",
+            &format!("pull_seconds = 1\n{key} = {value}\n"),
+            1,
+        ),
+    )
+    .unwrap();
+}
+
+/// Replication sessions with a peer ended for `f`.
+fn ended(k: &proto::PeerCounters, f: SessionFailure) -> u64 {
+    reason_count(&k.sessions_failed, f.name())
+}
+
+/// Waits (bounded) until the fake peer has `n` Watch streams open.
+async fn wait_watching(p: &FakePeer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.state.watching.load(Ordering::SeqCst) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} watch streams open, never {n}",
+            p.id,
+            p.state.watching.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Publishes `v` at node `node`, as node 1, and checks it was applied.
+async fn publish_at(c: &Coalition, node: usize, v: proto::SignedTrustList) {
+    let r = c
+        .federation(node, 1)
+        .await
+        .unwrap()
+        .publish_trust_list(v)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.applied);
+}
+
+/// A Watch at node `node` as the member holding `cert`/`key`, its first
+/// message read.
+async fn open_watch(
+    c: &Coalition,
+    node: usize,
+    cert: &Path,
+    key: &Path,
+) -> tonic::Streaming<proto::WatchResponse> {
+    let mut f = c.federation_with(node, cert, key).await.unwrap();
+    let mut w = f.watch(proto::WatchRequest {}).await.unwrap().into_inner();
+    assert!(w.message().await.unwrap().is_some());
+    w
+}
+
+/// How a stream served to a test-held client ended, waited for (bounded).
+async fn stream_end(w: &mut tonic::Streaming<proto::WatchResponse>) -> Status {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match w.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Status::ok("ended"),
+                Err(s) => return s,
+            }
+        }
+    })
+    .await
+    .expect("the stream outlived the member's right to it")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_stops_neither_replication_nor_contributions() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let stalled = FakePeer::start(c.tmp.path(), "stall-x").await;
+    c.list
+        .members
+        .push(stalled.member(&[proto::PeerCapability::Replicate]));
+    write_root(&c);
+    // Its Watch answers; every Pull sends nothing and never ends. bank-b
+    // gives up on a silent pull after 2 s; liaison-a not within the test.
+    stalled.state.stall.store(true, Ordering::SeqCst);
+    set_replication(&c.nodes[0], "pull_idle_timeout", "\"120s\"");
+    set_replication(&c.nodes[1], "pull_idle_timeout", "\"2s\"");
+    c.start_all();
+
+    // bank-b opens contributions once stall-x is cut off as stalled.
+    let r = c
+        .contribute(1, vec![rcv("stalled-0.example")], "CASE-0")
+        .await;
+    assert_eq!((r.first_seq, r.last_seq), (1, 1));
+    c.nodes[1]
+        .wait_counters("stall-x", "cut off the stalled peer", |k| {
+            ended(k, SessionFailure::Stalled) >= 1
+        })
+        .await;
+    // liaison-a takes bank-b's batches while its own pull from stall-x is
+    // still open, sending nothing.
+    for i in 0..3 {
+        let v = format!("stalled-{i}.example");
+        if i > 0 {
+            c.contribute(1, vec![rcv(&v)], &format!("CASE-{i}")).await;
+        }
+        c.wait_match(0, Kind::Domain, &v, MatchStatus::Match).await;
+    }
+    let k = c.nodes[0].counters("stall-x").await;
+    assert_eq!(
+        (k.pulls, ended(&k, SessionFailure::Stalled)),
+        (0, 0),
+        "{k:?}"
+    );
+    let status = c.nodes[0].status().await;
+    let p = status.peers.iter().find(|p| p.member == "stall-x").unwrap();
+    assert!(p.connected, "{p:?}");
+    let b = c.nodes[0].counters("bank-b").await;
+    assert!(received(&b, BatchOutcome::Applied) >= 3, "{b:?}");
+    assert!(b.batches_rejected.is_empty(), "{b:?}");
+    // At bank-b, stall-x is retried after its backoff and stalls again;
+    // Status shows it backed off.
+    c.nodes[1]
+        .wait_counters("stall-x", "retried the stalled peer", |k| {
+            ended(k, SessionFailure::Stalled) >= 2 && k.pulls == 0
+        })
+        .await;
+    let status = c.nodes[1].status().await;
+    let p = status.peers.iter().find(|p| p.member == "stall-x").unwrap();
+    assert_eq!(p.last_failure, "stalled", "{p:?}");
+    assert!(p.failures_in_a_row >= 1, "{p:?}");
+
+    // Restarted with the 2 s deadline, liaison-a opens contributions with
+    // stall-x still stalling, and serves.
+    assert!(c.nodes[0].stop());
+    set_replication(&c.nodes[0], "pull_idle_timeout", "\"2s\"");
+    c.nodes[0].start();
+    let r = c
+        .contribute(0, vec![rcv("stalled-9.example")], "CASE-9")
+        .await;
+    assert_eq!((r.first_seq, r.last_seq), (1, 1));
+    c.wait_match(1, Kind::Domain, "stalled-9.example", MatchStatus::Match)
+        .await;
+    assert_matches(
+        &c,
+        0,
+        &["stalled-0.example", "stalled-2.example"],
+        MatchStatus::Match,
+    )
+    .await;
+    let k = c.nodes[0].counters("stall-x").await;
+    assert!(ended(&k, SessionFailure::Stalled) >= 1, "{k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contributions_wait_for_the_peer_that_holds_more_of_the_own_log() {
+    let mut c = Coalition::new(&["liaison-a"]);
+    let knows = FakePeer::start(c.tmp.path(), "knows-x").await;
+    let empty = FakePeer::start(c.tmp.path(), "empty-y").await;
+    for p in [&knows, &empty] {
+        c.list
+            .members
+            .push(p.member(&[proto::PeerCapability::Replicate]));
+    }
+    write_root(&c);
+    c.nodes[0].start();
+    let r = c.contribute(0, vec![rcv("own-1.example")], "CASE-1").await;
+    assert_eq!(r.first_seq, 1);
+    // A copy of the data directory holding batch 1 only.
+    assert!(c.nodes[0].stop());
+    let backup = c.tmp.path().join("backup");
+    copy_dir(&c.nodes[0].data_dir(), &backup);
+    c.nodes[0].start();
+    for i in 2..=3 {
+        let r = c
+            .contribute(0, vec![rcv(&format!("own-{i}.example"))], "CASE")
+            .await;
+        assert_eq!(r.first_seq, i);
+    }
+    let held = pull_all(&c, 0, &knows.cert, &knows.key, "liaison-a").await;
+    assert_eq!(held.len(), 3);
+    assert!(c.nodes[0].stop());
+
+    // liaison-a comes back from the old copy. knows-x holds its batches 1 to
+    // 3 and is slow to answer; empty-y answers at once, knowing nothing.
+    std::fs::remove_dir_all(c.nodes[0].data_dir()).unwrap();
+    copy_dir(&backup, &c.nodes[0].data_dir());
+    knows.serve(&held);
+    knows.announce(vec![proto::OriginHead {
+        origin: "liaison-a".into(),
+        last_seq: 3,
+        hash: batch::Batch::decode(held[2].clone())
+            .unwrap()
+            .hash()
+            .to_vec(),
+    }]);
+    *knows.state.watch_delay.lock() = Duration::from_secs(2);
+    c.nodes[0].start();
+    let r = c.contribute(0, vec![rcv("own-4.example")], "CASE-4").await;
+    assert_eq!(
+        (r.first_seq, r.last_seq),
+        (4, 4),
+        "contributions opened before the peer holding more of the own log answered"
+    );
+    let k = c.nodes[0].counters("knows-x").await;
+    assert_eq!(received(&k, BatchOutcome::Applied), 2, "{k:?}");
+    assert!(k.batches_rejected.is_empty(), "{k:?}");
+    assert!(c.nodes[0].status().await.forks.is_empty());
+    assert_eq!(c.heads(0).await, vec![("liaison-a".to_string(), 4)]);
+    assert_matches(
+        &c,
+        0,
+        &["own-1.example", "own-3.example", "own-4.example"],
+        MatchStatus::Match,
+    )
+    .await;
+
+    c.nodes[0].restart();
+    let r = c.contribute(0, vec![rcv("own-5.example")], "CASE-5").await;
+    assert_eq!(r.first_seq, 5);
+    assert!(c.nodes[0].status().await.forks.is_empty());
+
+    // A peer announcing more of the own log than its pull brings holds
+    // nothing back: it is cut off as undelivered.
+    knows.announce(vec![proto::OriginHead {
+        origin: "liaison-a".into(),
+        last_seq: 9,
+        hash: vec![0xab; 32],
+    }]);
+    *knows.state.watch_delay.lock() = Duration::ZERO;
+    c.nodes[0].restart();
+    let r = c.contribute(0, vec![rcv("own-6.example")], "CASE-6").await;
+    assert_eq!(r.first_seq, 6);
+    let k = c.nodes[0]
+        .wait_counters("knows-x", "cut off the peer that announced more", |k| {
+            ended(k, SessionFailure::Undelivered) >= 1
+        })
+        .await;
+    assert!(k.batches_rejected.is_empty(), "{k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_both_ways_when_a_member_loses_the_right_or_the_list_expires() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let x = FakePeer::start(c.tmp.path(), "member-x").await;
+    c.list.members.push(x.member(&[
+        proto::PeerCapability::Replicate,
+        proto::PeerCapability::Query,
+    ]));
+    write_root(&c);
+    c.pull_only_from(1, &["liaison-a"]);
+    let now = cix::time::Clock::system().now();
+    c.nodes[0].use_test_clock(now);
+    c.start_all();
+    // liaison-a watches member-x; member-x watches liaison-a.
+    wait_watching(&x, 1).await;
+    let mut inbound = open_watch(&c, 0, &x.cert, &x.key).await;
+    let replicate_only = |l: &mut proto::TrustList, caps: &[proto::PeerCapability]| {
+        member_mut(l, "member-x").capabilities = caps.iter().map(|c| *c as i32).collect();
+    };
+
+    // member-x loses `replicate` and stays active: both directions end at
+    // once, not at a reconnect.
+    let v2 = c.next(|l| replicate_only(l, &[proto::PeerCapability::Query]));
+    publish_at(&c, 0, v2).await;
+    let s = stream_end(&mut inbound).await;
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("`replicate`"), "{s:?}");
+    wait_watching(&x, 0).await;
+    let k = c.nodes[0]
+        .wait_counters("member-x", "ended the session with member-x", |k| {
+            ended(k, SessionFailure::Deauthorized) >= 1
+                && reason_count(&k.streams_cut, RequestRefusal::MissingCapability.name()) >= 1
+        })
+        .await;
+    assert_eq!(ended(&k, SessionFailure::Deauthorized), 1, "{k:?}");
+
+    // Given `replicate` back, it is dialled again; then suspended, both
+    // directions end again.
+    let v3 = c.next(|l| replicate_only(l, &[proto::PeerCapability::Replicate]));
+    publish_at(&c, 0, v3).await;
+    wait_watching(&x, 1).await;
+    let mut inbound = open_watch(&c, 0, &x.cert, &x.key).await;
+    let v4 = c.next(|l| member_mut(l, "member-x").status = proto::MemberStatus::Suspended as i32);
+    publish_at(&c, 0, v4).await;
+    let s = stream_end(&mut inbound).await;
+    assert_ne!(s.code(), tonic::Code::Ok, "{s:?}");
+    wait_watching(&x, 0).await;
+    c.nodes[0]
+        .wait_counters("member-x", "ended the session with member-x again", |k| {
+            ended(k, SessionFailure::Deauthorized) >= 2
+        })
+        .await;
+
+    // liaison-a's own list expires by its clock: bank-b's Watch on it is cut,
+    // and its session with bank-b ends.
+    c.nodes[1]
+        .wait_counters("liaison-a", "pulled from liaison-a", |k| k.pulls >= 1)
+        .await;
+    let expires = c.nodes[0].status().await.trust_expires_at.unwrap().seconds;
+    c.nodes[0].set_time(expires + 1);
+    let k = c.nodes[0]
+        .wait_counters("bank-b", "cut bank-b's watch as the list expired", |k| {
+            reason_count(&k.streams_cut, RequestRefusal::ListExpired.name()) >= 1
+                && ended(k, SessionFailure::Deauthorized) >= 1
+        })
+        .await;
+    assert!(k.batches_rejected.is_empty(), "{k:?}");
+
+    // Back at a time the list holds, after a restart liaison-a serves.
+    c.nodes[0].set_time(now + 60);
+    c.nodes[0].restart();
+    let r = c.contribute(0, vec![rcv("reauth.example")], "CASE-R").await;
+    assert_eq!(r.first_seq, 1);
+    c.wait_match(1, Kind::Domain, "reauth.example", MatchStatus::Match)
+        .await;
+    assert_eq!(x.state.watching.load(Ordering::SeqCst), 0);
 }

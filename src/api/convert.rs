@@ -177,6 +177,12 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
                     .collect(),
                 last_pull: (p.last_pull_unix > 0).then(|| timestamp(p.last_pull_unix)),
                 last_error: p.last_error,
+                last_failure: p
+                    .last_failure
+                    .map(|f| f.name().to_string())
+                    .unwrap_or_default(),
+                failures_in_a_row: p.failures_in_a_row,
+                next_attempt: (p.next_attempt_unix > 0).then(|| timestamp(p.next_attempt_unix)),
             })
             .collect(),
         forks: s
@@ -277,6 +283,9 @@ pub(crate) fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
             }),
             requests_refused: reasons(RequestRefusal::ALL, RequestRefusal::name, |r| c.refused(r)),
             withheld: reasons(Withheld::ALL, Withheld::name, |w| c.withheld(w)),
+            streams_cut: reasons(RequestRefusal::ALL, RequestRefusal::name, |r| {
+                c.streams_cut(r)
+            }),
             queries_answered: c.queries_answered,
             prefixes_answered: c.prefixes_answered,
         })

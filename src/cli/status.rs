@@ -41,6 +41,8 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
             "index_pending": s.index_pending,
             "peers": s.peers.iter().map(|p| serde_json::json!({
                 "member": p.member, "connected": p.connected, "last_error": p.last_error,
+                "last_failure": p.last_failure, "failures_in_a_row": p.failures_in_a_row,
+                "next_attempt": p.next_attempt.as_ref().map(|t| format_time(t.seconds)),
                 "last_pull": p.last_pull.as_ref().map(|t| format_time(t.seconds)),
                 "origins": p.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "peer_last_seq": o.peer_last_seq, "lag": o.lag})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
@@ -114,6 +116,14 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
                 format!(" ({})", p.last_error)
             }
         );
+        if let Some(t) = &p.next_attempt {
+            println!(
+                "            backed off: {} failures in a row, last {}; next attempt {}",
+                p.failures_in_a_row,
+                p.last_failure,
+                format_time(t.seconds)
+            );
+        }
     }
     for f in &s.forks {
         println!(
@@ -183,6 +193,7 @@ fn peer_counters_line(c: &proto::PeerCounters) -> String {
         ("sessions ended", &c.sessions_failed),
         ("requests refused", &c.requests_refused),
         ("withheld", &c.withheld),
+        ("streams cut", &c.streams_cut),
     ] {
         if !r.is_empty() {
             parts.push(format!("{what} {}", reason_counts(r)));
@@ -213,6 +224,7 @@ fn peer_counters_json(c: &proto::PeerCounters) -> serde_json::Value {
         "sessions_failed": map(&c.sessions_failed),
         "requests_refused": map(&c.requests_refused),
         "withheld": map(&c.withheld),
+        "streams_cut": map(&c.streams_cut),
         "queries_answered": c.queries_answered,
         "prefixes_answered": c.prefixes_answered,
     })

@@ -14,7 +14,7 @@ use std::{collections::HashMap, sync::Arc};
 use parking_lot::Mutex;
 use tonic::{transport::Channel, Status};
 
-use super::{prefixes_per_request, PeerDialer};
+use super::{prefixes_per_request, PeerDialer, PEER_CALL_TIMEOUT};
 use crate::{
     ident::{Kind, Reason},
     index::{token_prefix, Indicator, Tier},
@@ -129,7 +129,16 @@ impl Remote {
                     prefixes: chunk.to_vec(),
                     prefix_bits: bits,
                 };
-                match client.query_prefix(req).await {
+                // The channel bounds the wait for the answer's headers;
+                // this bounds the whole call.
+                let answer = tokio::time::timeout(PEER_CALL_TIMEOUT, client.query_prefix(req))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Status::deadline_exceeded(
+                            "QueryPrefix: no answer within the peer call deadline",
+                        ))
+                    });
+                match answer {
                     Ok(r) => buckets.extend(r.into_inner().buckets),
                     Err(status) => {
                         if status.code() == tonic::Code::Unavailable {

@@ -13,8 +13,9 @@
 //!   published.
 //!
 //! This module holds what both directions share: reaching peers over pinned
-//! mutual TLS ([`PeerDialer`]) with clients that decode what peers may send
-//! ([`client`], [`crate::batch::PEER_MESSAGE_BYTES`]), the heads a node announces ([`heads`]) and
+//! mutual TLS with keepalive and a call deadline ([`PeerDialer`]), with
+//! clients that decode what peers may send ([`client`],
+//! [`crate::batch::PEER_MESSAGE_BYTES`]), the heads a node announces ([`heads`]) and
 //! the one rule for whether this node's history of an origin is the same as
 //! a peer's at the peer's head ([`history_at`]).
 
@@ -40,10 +41,22 @@ use crate::{
 /// Opens connections to other members' peer listeners, presenting this
 /// node's peer certificate and accepting only the keys the trust list gives
 /// for the member dialled.
+/// Every channel keeps HTTP/2 keepalive pings going (idle or not), so that
+/// a peer that vanishes is noticed, and gives up waiting for the answer to
+/// any call after [`PEER_CALL_TIMEOUT`] (for a stream: its opening).
 #[derive(Clone, Debug)]
 pub(crate) struct PeerDialer {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub keepalive: Keepalive,
+}
+
+/// HTTP/2 keepalive on peer connections: a ping every `interval`; a ping
+/// unanswered within `timeout` closes the connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// How long one call to a peer may take before it is given up.
@@ -90,7 +103,14 @@ impl PeerDialer {
     pub(crate) async fn channel(&self, member: &Member) -> Result<Channel, TlsError> {
         let config =
             tls::peer_client_config(&self.cert, &self.key, member.tls_spki_sha256.clone())?;
-        tls::connect(&member.endpoint, None, config).await
+        let keepalive = self.keepalive;
+        tls::connect_tuned(&member.endpoint, None, config, |e| {
+            e.timeout(PEER_CALL_TIMEOUT)
+                .http2_keep_alive_interval(keepalive.interval)
+                .keep_alive_timeout(keepalive.timeout)
+                .keep_alive_while_idle(true)
+        })
+        .await
     }
 
     pub(crate) async fn federation(

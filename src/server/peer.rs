@@ -25,7 +25,7 @@ use crate::{
         receive_batches::{self, Replication},
         send_batches::BatchSender,
         trust_serve::PublishRate,
-        trust_sync, PeerDialer,
+        trust_sync, Keepalive, PeerDialer,
     },
     node::NodeState,
     proto::federation_server::FederationServer,
@@ -40,6 +40,10 @@ pub(super) fn dialer(fed: &Federation) -> PeerDialer {
     PeerDialer {
         cert: fed.peer.cert.clone(),
         key: fed.peer.key.clone(),
+        keepalive: Keepalive {
+            interval: fed.keepalive_interval,
+            timeout: fed.keepalive_timeout,
+        },
     }
 }
 
@@ -86,7 +90,8 @@ pub(super) fn serve(
         source,
     })?;
     let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(fed.keepalive_interval))
+        .http2_keepalive_timeout(Some(fed.keepalive_timeout))
         .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(capture)
         .layer(PeerAuthLayer::new(trust.clone(), state.counters.clone()))

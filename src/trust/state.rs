@@ -8,8 +8,11 @@
 //! [`crate::trust::list::verify_update`] on the blocking pool and outside
 //! any lock, then (under the apply lock, only for a list that verified)
 //! makes the list durable, swaps it in, and closes at once every open peer
-//! connection whose member is no longer active. Watchers ([`TrustState::subscribe`]) rebuild the key ring
-//! and pass the list on to peers. Membership, expiry and updates are judged
+//! connection whose member is no longer active. Watchers
+//! ([`TrustState::subscribe`]) rebuild the key ring and pass the list on to
+//! peers; long-lived sessions and streams re-check their right to run at
+//! every new list and as the node's clock moves
+//! ([`TrustState::until_refused`]). Membership, expiry and updates are judged
 //! at the node's [`Clock`], which the state carries for everyone who holds it.
 
 use std::{
@@ -27,6 +30,9 @@ use crate::{
     tls::Connections,
     trust::list::{decode_signed, verify_root, verify_update, TrustError, TrustList, Update},
 };
+
+/// How often [`TrustState::until_refused`] checks again with no new list.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why the trust list to start from could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +203,30 @@ impl TrustState {
     /// Notified with the new version whenever a list is applied.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Resolves with `check`'s refusal once it refuses: checked now, then
+    /// at every newly applied list and every [`RECHECK_EVERY`] (the list
+    /// expires, and sharing bases run out, by the node's clock, with no new
+    /// list). What ends long-lived peer sessions and streams whose member
+    /// lost the right to them.
+    pub async fn until_refused<E>(&self, mut check: impl FnMut(&TrustState) -> Result<(), E>) -> E {
+        let mut changed = self.subscribe();
+        let mut tick = tokio::time::interval(RECHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(e) = check(self) {
+                return e;
+            }
+            tokio::select! {
+                r = changed.changed() => {
+                    if r.is_err() {
+                        tick.tick().await;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+        }
     }
 
     /// Whether the certificate key `spki` belongs to an active member now.

@@ -305,7 +305,7 @@ impl TestNode {
     }
 
     /// A test node on a federated directory: trust-list checks and pulls
-    /// every second.
+    /// every second, reconnects after 0.2 to 2 seconds.
     fn federated(tmp: tempfile::TempDir, made: &MemberNode) -> TestNode {
         fs::create_dir_all(made.dir.join("logs")).unwrap();
         let text = fs::read_to_string(&made.config).unwrap();
@@ -314,7 +314,7 @@ impl TestNode {
             text.replace(
                 "root_file = \"trust/root.ctl\"",
                 "root_file = \"trust/root.ctl\"\nsync_seconds = 1",
-            ) + "\n[replication]\npull_seconds = 1\n",
+            ) + "\n[replication]\npull_seconds = 1\nbackoff_min = \"200ms\"\nbackoff_max = \"2s\"\n",
         )
         .unwrap();
         TestNode {
