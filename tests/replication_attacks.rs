@@ -1713,6 +1713,11 @@ async fn sessions_end_both_ways_when_a_member_loses_the_right_or_the_list_expire
     c.pull_only_from(1, &["liaison-a"]);
     let now = cix::time::Clock::system().now();
     c.nodes[0].use_test_clock(now);
+    // Two lists published within one second of its clock: more than a
+    // member's publish rate.
+    c.nodes[0].append_config(
+        "\n[peer_listener.limits]\ntrust_publish_per_second = 100\ntrust_publish_burst = 100\n",
+    );
     c.start_all();
     // liaison-a watches member-x; member-x watches liaison-a.
     wait_watching(&x, 1).await;
