@@ -482,7 +482,7 @@ impl Store {
         let fresh = open_trees(&self.path, self.cache_mb)?;
         *self.trees.write() = fresh;
         drop(gate);
-        tracing::debug!(
+        tracing::info!(
             batches_copied_again = rewritten,
             writes_held_ms = locked.elapsed().as_millis() as u64,
             "store compacted"
