@@ -119,6 +119,30 @@ pub enum BatchError {
     },
 }
 
+/// Most bytes one message between peers may have, in either direction
+/// (a `Pull` answer carries one batch or one fork evidence): what every peer
+/// client decodes and the peer listener encodes, 16 MiB.
+pub const PEER_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Most bytes of one encoded batch a node takes from a peer or sends in a
+/// pull: half a peer message, less room for the framing, so that fork
+/// evidence (two batches) always fits in one message. Larger than any batch
+/// a node writes ([`MAX_WRITTEN_BYTES`]), so that batches written before the
+/// write bound by older honest nodes (up to 4 MiB could replicate) still do.
+pub const MAX_RECEIVED_BYTES: usize = PEER_MESSAGE_BYTES / 2 - 4096;
+
+/// The default of `limits.max_batch_bytes`: most bytes of one encoded batch
+/// this node writes, 2 MiB (about 36,000 entries).
+pub const DEFAULT_WRITTEN_BYTES: usize = 2 << 20;
+
+/// The most `limits.max_batch_bytes` may be: 4 MiB, what nodes built before
+/// the bound decode, well under [`MAX_RECEIVED_BYTES`].
+pub const MAX_WRITTEN_BYTES: usize = 4 << 20;
+
+/// The least `limits.max_batch_bytes` may be: room for the largest header
+/// and one entry many times over.
+pub const MIN_WRITTEN_BYTES: usize = 4096;
+
 /// Length of the salt [`entry`] draws for each entry.
 pub const SALT_LEN: usize = 16;
 /// The rule case references and retraction reasons follow.
@@ -409,6 +433,49 @@ pub fn sign(mut header: BatchHeader, entries: Vec<LogEntry>, key: &SigningKeyFil
     }
 }
 
+/// Signs `entries` under copies of `header` in as many batches as it takes
+/// for each to encode in at most `max_bytes` (at least one entry each),
+/// chained from `header`'s `first_seq` and `prev_hash`, in order.
+pub fn sign_bounded(
+    header: BatchHeader,
+    entries: Vec<LogEntry>,
+    max_bytes: usize,
+    key: &SigningKeyFile,
+) -> Vec<Batch> {
+    // The header at its largest: any numbers, 32-byte hashes.
+    let mut widest = header.clone();
+    widest.first_seq = u64::MAX;
+    widest.prev_hash = vec![0; 32];
+    widest.count = u32::MAX;
+    widest.entries_root = vec![0; 32];
+    let framed = |n: usize| 1 + prost::length_delimiter_len(n) + n;
+    let fixed = framed(widest.encoded_len()) + framed(ed25519_dalek::SIGNATURE_LENGTH);
+    let mut out: Vec<Batch> = Vec::new();
+    let mut next = header;
+    let mut part: Vec<LogEntry> = Vec::new();
+    let mut size = fixed;
+    let seal = |part: Vec<LogEntry>, next: &mut BatchHeader, out: &mut Vec<Batch>| {
+        let b = sign(next.clone(), part, key);
+        debug_assert!(b.raw.encoded_len() <= max_bytes || b.raw.entries.len() == 1);
+        next.first_seq = b.last_seq().saturating_add(1);
+        next.prev_hash = b.hash().to_vec();
+        out.push(b);
+    };
+    for e in entries {
+        let n = framed(e.encoded_len());
+        if !part.is_empty() && size + n > max_bytes {
+            seal(std::mem::take(&mut part), &mut next, &mut out);
+            size = fixed;
+        }
+        size += n;
+        part.push(e);
+    }
+    if !part.is_empty() || out.is_empty() {
+        seal(part, &mut next, &mut out);
+    }
+    out
+}
+
 pub(crate) fn signature_valid(batch: &Batch, public_key: &[u8]) -> bool {
     let Ok(pk) = <[u8; 32]>::try_from(public_key) else {
         return false;
@@ -540,6 +607,60 @@ mod tests {
         let msg = add(vec![e]).check_fields().unwrap_err().to_string();
         assert!(msg.contains("entries[0].token: must be 32 bytes"), "{msg}");
         assert!(!msg.to_lowercase().contains("abab"), "{msg}");
+    }
+
+    #[test]
+    fn entries_over_the_byte_bound_are_signed_in_chained_batches_within_it() {
+        let key = SigningKeyFile::generate();
+        let header = BatchHeader {
+            origin: "liaison".into(),
+            first_seq: 7,
+            prev_hash: vec![9; 32],
+            created_unix: 1_767_225_600,
+            op: LogOp::Retract as i32,
+            reason: "r".repeat(128),
+            ..Default::default()
+        };
+        // A case of 80,000 indicators, at the default bound.
+        let entries: Vec<LogEntry> = (0..80_000u32)
+            .map(|i| {
+                let mut t = [0x11; 32];
+                t[..4].copy_from_slice(&i.to_be_bytes());
+                entry(&Token(t), 6, u32::MAX)
+            })
+            .collect();
+        let batches = sign_bounded(header.clone(), entries.clone(), DEFAULT_WRITTEN_BYTES, &key);
+        assert_eq!(batches.len(), 3);
+        let mut next = (7, vec![9; 32]);
+        let mut all = Vec::new();
+        for b in &batches {
+            assert!(b.raw.encoded_len() <= DEFAULT_WRITTEN_BYTES);
+            assert_eq!((b.first_seq(), b.header.prev_hash.clone()), next);
+            b.check_entries().unwrap();
+            b.check_fields().unwrap();
+            assert!(signature_valid(b, &key.verifying_key().to_bytes()));
+            assert_eq!(b.header.reason, header.reason);
+            next = (b.last_seq() + 1, b.hash().to_vec());
+            all.extend(b.raw.entries.iter().cloned());
+        }
+        assert_eq!(all, entries, "every entry, in order");
+        // A bound as small as allowed still makes progress; what fits is one batch.
+        let small = sign_bounded(
+            header.clone(),
+            entries[..200].to_vec(),
+            MIN_WRITTEN_BYTES,
+            &key,
+        );
+        assert!(
+            small.len() > 1
+                && small
+                    .iter()
+                    .all(|b| b.raw.encoded_len() <= MIN_WRITTEN_BYTES)
+        );
+        assert_eq!(
+            sign_bounded(header, entries[..2].to_vec(), MIN_WRITTEN_BYTES, &key).len(),
+            1
+        );
     }
 
     #[test]

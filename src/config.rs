@@ -19,7 +19,7 @@ use crate::{
     auth::clients::{ClientCapability, ClientGrant},
     epochs::EpochConfig,
     time::parse_time,
-    trust::list::check_member_id,
+    trust::list::{check_member_id, MAX_LIST_BYTES},
 };
 
 /// Errors found while reading or checking a config file.
@@ -78,6 +78,21 @@ pub(crate) struct ReplicationSettings {
     /// Pull only from these members (e.g. a coalition hub); empty: from
     /// every active member with `replicate` and an endpoint. Default [].
     pub peers: Vec<String>,
+    /// HTTP/2 keepalive pings on every peer connection, both directions,
+    /// idle or not. Default "20s".
+    pub keepalive_interval: String,
+    /// A connection whose ping is not answered within this is closed.
+    /// Default "10s".
+    pub keepalive_timeout: String,
+    /// A Pull stream that sends nothing for this long ends the session with
+    /// the peer (failure `stalled`). Default "60s".
+    pub pull_idle_timeout: String,
+    /// The wait before reconnecting to a peer after a failed session:
+    /// doubles with each failure in a row, from `backoff_min` to
+    /// `backoff_max`, each wait up to a quarter shorter at random; back to
+    /// `backoff_min` after a healthy session. Defaults "1s" and "5m".
+    pub backoff_min: String,
+    pub backoff_max: String,
 }
 
 impl Default for ReplicationSettings {
@@ -85,6 +100,11 @@ impl Default for ReplicationSettings {
         ReplicationSettings {
             pull_seconds: 5,
             peers: Vec::new(),
+            keepalive_interval: "20s".into(),
+            keepalive_timeout: "10s".into(),
+            pull_idle_timeout: "60s".into(),
+            backoff_min: "1s".into(),
+            backoff_max: "5m".into(),
         }
     }
 }
@@ -122,6 +142,89 @@ pub(crate) struct RawPeerListener {
     /// Optional: peer certificates must also chain to this coalition CA (PEM).
     #[serde(default)]
     pub coalition_ca: Option<PathBuf>,
+    /// What a peer may cost this node (`[peer_listener.limits]`).
+    #[serde(default)]
+    pub limits: PeerLimits,
+}
+
+/// Limits of the peer listener: connections, handshakes, streams, request
+/// size and trust-list publishes, so that no peer can stall or bloat the
+/// node (`[peer_listener.limits]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PeerLimits {
+    /// Connections open at once, handshakes included; more are closed at
+    /// accept. Default 256.
+    pub max_connections: usize,
+    /// TLS handshakes in flight (not yet authenticated); more connections
+    /// are closed at accept. Default 64.
+    pub max_handshakes: usize,
+    /// Seconds a connection gets to finish its TLS handshake. Default 10.
+    pub handshake_timeout_seconds: u64,
+    /// Concurrent HTTP/2 streams (calls) per connection. Default 32.
+    pub max_streams_per_connection: u32,
+    /// Largest request message a peer may send, in bytes; the largest
+    /// legitimate one is a trust list of at most 1 MiB. Default 2097152 (2 MiB).
+    pub max_message_bytes: usize,
+    /// Trust lists each member may publish per second (PublishTrustList with
+    /// a list other than the one in force). Default 1.
+    pub trust_publish_per_second: u32,
+    /// Trust lists a member may publish at once before the rate applies. Default 2.
+    pub trust_publish_burst: u32,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max_connections: 256,
+            max_handshakes: 64,
+            handshake_timeout_seconds: 10,
+            max_streams_per_connection: 32,
+            max_message_bytes: 2 * 1024 * 1024,
+            trust_publish_per_second: 1,
+            trust_publish_burst: 2,
+        }
+    }
+}
+
+impl PeerLimits {
+    /// Checks every key; the error names it.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let field = |k: &str| format!("peer_listener.limits.{k}");
+        let at_least_1 = [
+            ("max_connections", self.max_connections as u64),
+            ("max_handshakes", self.max_handshakes as u64),
+            ("handshake_timeout_seconds", self.handshake_timeout_seconds),
+            (
+                "max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            (
+                "trust_publish_per_second",
+                u64::from(self.trust_publish_per_second),
+            ),
+            ("trust_publish_burst", u64::from(self.trust_publish_burst)),
+        ];
+        for (k, v) in at_least_1 {
+            if v == 0 {
+                return Err(invalid(field(k), "must be at least 1"));
+            }
+        }
+        if self.max_handshakes > self.max_connections {
+            return Err(invalid(
+                field("max_handshakes"),
+                "must be at most max_connections",
+            ));
+        }
+        let min = MAX_LIST_BYTES + 64 * 1024;
+        if self.max_message_bytes < min {
+            return Err(invalid(
+                field("max_message_bytes"),
+                format!("must be at least {min}, so that a trust list of the largest size accepted fits"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -183,8 +286,13 @@ pub(crate) struct RawEpoch {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Limits {
-    /// Most items in one request message (match, contribute, retract, extend). Default 10000.
+    /// Most items in one request message (match, contribute, retract, extend). Default 10000,
+    /// at most 100000.
     pub max_batch_items: usize,
+    /// Most bytes of one encoded batch this node writes to its origin log
+    /// (contributions, rekeys, retractions and extensions, split into as
+    /// many batches as it takes). Default 2097152 (2 MiB), 4096 to 4194304.
+    pub max_batch_bytes: usize,
     /// Largest request message the transport accepts, in bytes. Default 16777216 (16 MiB).
     pub max_message_bytes: usize,
     /// Match calls (Match, MatchStream, MatchTokens, MatchRemote) each client
@@ -200,6 +308,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_batch_items: 10_000,
+            max_batch_bytes: crate::batch::DEFAULT_WRITTEN_BYTES,
             max_message_bytes: 16 * 1024 * 1024,
             match_requests_per_second: 0,
             match_burst: 0,
@@ -272,6 +381,15 @@ pub(crate) struct Federation {
     pub pull_interval: Duration,
     /// Members to pull from; empty for all.
     pub pull_from: Vec<String>,
+    /// HTTP/2 keepalive on every peer connection: ping interval, and how
+    /// long an answer may take.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Longest silence of a Pull stream before the session ends.
+    pub pull_idle_timeout: Duration,
+    /// Reconnect backoff after failed sessions: first and longest wait.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
     pub peer: PeerListener,
 }
 
@@ -281,6 +399,7 @@ pub(crate) struct PeerListener {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub coalition_ca: Option<PathBuf>,
+    pub limits: PeerLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -441,25 +560,58 @@ impl Config {
                 window,
             });
         }
+        let duration = |field: &str, v: &str| {
+            humantime::parse_duration(v)
+                .map_err(|_| invalid(field, "must be a duration such as 30d, 12h or 90s"))
+        };
         let federation = match (&raw.trust, &raw.peer_listener) {
             (Some(t), Some(p)) => {
+                let r = &raw.replication;
+                let positive = |field: &str, v: &str| {
+                    let d = duration(field, v)?;
+                    if d.is_zero() {
+                        return Err(invalid(field, "must be more than zero"));
+                    }
+                    Ok(d)
+                };
+                let keepalive_interval =
+                    positive("replication.keepalive_interval", &r.keepalive_interval)?;
+                let keepalive_timeout =
+                    positive("replication.keepalive_timeout", &r.keepalive_timeout)?;
+                let pull_idle_timeout =
+                    positive("replication.pull_idle_timeout", &r.pull_idle_timeout)?;
+                let backoff_min = positive("replication.backoff_min", &r.backoff_min)?;
+                let backoff_max = positive("replication.backoff_max", &r.backoff_max)?;
+                if backoff_max < backoff_min {
+                    return Err(invalid(
+                        "replication.backoff_max",
+                        "must not be shorter than replication.backoff_min",
+                    ));
+                }
                 let listen = p.listen.parse().map_err(|_| {
                     invalid("peer_listener.listen", "must be IP:PORT, e.g. 0.0.0.0:7444")
                 })?;
                 if t.sync_seconds == 0 {
                     return Err(invalid("trust.sync_seconds", "must be at least 1"));
                 }
+                p.limits.validate()?;
                 Some(Federation {
                     root_file: abs(&t.root_file),
                     expiry_warning_secs: (t.expiry_warning_days as i64).saturating_mul(86_400),
                     sync_interval: Duration::from_secs(t.sync_seconds),
                     pull_interval: Duration::from_secs(raw.replication.pull_seconds.max(1)),
                     pull_from: raw.replication.peers.clone(),
+                    keepalive_interval,
+                    keepalive_timeout,
+                    pull_idle_timeout,
+                    backoff_min,
+                    backoff_max,
                     peer: PeerListener {
                         listen,
                         cert: abs(&p.cert),
                         key: abs(&p.key),
                         coalition_ca: p.coalition_ca.as_deref().map(abs),
+                        limits: p.limits.clone(),
                     },
                 })
             }
@@ -469,17 +621,27 @@ impl Config {
             }
             (None, None) => None,
         };
-        let duration = |field: &str, v: &str| {
-            humantime::parse_duration(v)
-                .map_err(|_| invalid(field, "must be a duration such as 30d, 12h or 90s"))
-        };
         let retention = duration("store.retention", &raw.store.retention)?;
         let purge_interval = duration("store.purge_interval", &raw.store.purge_interval)?;
         if purge_interval.is_zero() {
             return Err(invalid("store.purge_interval", "must be more than zero"));
         }
-        if raw.limits.max_batch_items == 0 {
-            return Err(invalid("limits.max_batch_items", "must be at least 1"));
+        if !(1..=MAX_BATCH_ITEMS).contains(&raw.limits.max_batch_items) {
+            return Err(invalid(
+                "limits.max_batch_items",
+                format!("must be 1 to {MAX_BATCH_ITEMS}"),
+            ));
+        }
+        let batch_bytes = crate::batch::MIN_WRITTEN_BYTES..=crate::batch::MAX_WRITTEN_BYTES;
+        if !batch_bytes.contains(&raw.limits.max_batch_bytes) {
+            return Err(invalid(
+                "limits.max_batch_bytes",
+                format!(
+                    "must be {} to {} (what every node decodes)",
+                    batch_bytes.start(),
+                    batch_bytes.end()
+                ),
+            ));
         }
         if raw.limits.max_message_bytes < 4096 {
             return Err(invalid("limits.max_message_bytes", "must be at least 4096"));
@@ -506,6 +668,10 @@ impl Config {
     }
 }
 
+/// The most `limits.max_batch_items` may be: a request, and the answer to
+/// it, stay far under the transport's limits.
+const MAX_BATCH_ITEMS: usize = 100_000;
+
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len
         && s.bytes()
@@ -526,6 +692,10 @@ mod tests {
         assert_eq!(raw.store, StoreSettings::default());
         assert_eq!(raw.shutdown, ShutdownSettings::default());
         assert_eq!(raw.replication, ReplicationSettings::default());
+        assert_eq!(
+            raw.peer_listener.as_ref().unwrap().limits,
+            PeerLimits::default()
+        );
         let cfg = Config::from_raw(raw, Path::new("/etc/cix")).unwrap();
         assert_eq!(cfg.data_dir, Path::new("/etc/cix/data"));
         let fed = cfg.federation.expect("the example is a federated node");
@@ -548,6 +718,7 @@ mod tests {
             "[[member_listener.client]]",
             "[trust]",
             "[peer_listener]",
+            "[peer_listener.limits]",
             "[replication]",
         ] {
             assert!(EXAMPLE.contains(section), "example lacks {section}");
@@ -555,7 +726,8 @@ mod tests {
         let defaults = toml::to_string(&Limits::default()).unwrap()
             + &toml::to_string(&StoreSettings::default()).unwrap()
             + &toml::to_string(&ShutdownSettings::default()).unwrap()
-            + &toml::to_string(&ReplicationSettings::default()).unwrap();
+            + &toml::to_string(&ReplicationSettings::default()).unwrap()
+            + &toml::to_string(&PeerLimits::default()).unwrap();
         for line in defaults.lines() {
             assert!(
                 EXAMPLE.contains(line),
@@ -619,6 +791,29 @@ mod tests {
             "{e}"
         );
 
+        // The peer listener's limits, each named.
+        type Edit = fn(&mut PeerLimits);
+        let cases: [(&str, Edit); 4] = [
+            ("max_connections", |l| l.max_connections = 0),
+            ("max_handshakes", |l| {
+                l.max_handshakes = l.max_connections + 1
+            }),
+            ("trust_publish_per_second", |l| {
+                l.trust_publish_per_second = 0
+            }),
+            ("max_message_bytes", |l| {
+                l.max_message_bytes = MAX_LIST_BYTES
+            }),
+        ];
+        for (key, edit) in cases {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            edit(&mut raw.peer_listener.as_mut().unwrap().limits);
+            let e = Config::from_raw(raw, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("peer_listener.limits.{key}")), "{e}");
+        }
+
         let e = RawConfig::parse(
             "[node]\nid='a'\ndata_dir='d'\nbogus=1\n",
             Path::new("f.toml"),
@@ -626,6 +821,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bogus"), "{e}");
+
+        for (items, bytes, field) in [
+            (0, 4096, "limits.max_batch_items"),
+            (100_001, 4096, "limits.max_batch_items"),
+            (10, 4095, "limits.max_batch_bytes"),
+            (10, 4 * 1024 * 1024 + 1, "limits.max_batch_bytes"),
+        ] {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            raw.limits.max_batch_items = items;
+            raw.limits.max_batch_bytes = bytes;
+            let e = Config::from_raw(raw, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{e}");
+        }
+
+        type ReplicationEdit = fn(&mut ReplicationSettings);
+        let replication: [(ReplicationEdit, &str); 3] = [
+            (
+                |r| r.backoff_max = "500ms".into(),
+                "replication.backoff_max",
+            ),
+            (|r| r.pull_idle_timeout = "0s".into(), "more than zero"),
+            (|r| r.keepalive_interval = "often".into(), "a duration"),
+        ];
+        for (edit, rule) in replication {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            edit(&mut raw.replication);
+            let e = Config::from_raw(raw, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`replication.") && e.contains(rule), "{e}");
+        }
     }
 
     #[test]

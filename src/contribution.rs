@@ -1,6 +1,14 @@
 //! Contribution: this node's own origin log. Adds, retractions and expiry
-//! changes become batches appended to the log, flushed to disk, and only
-//! then applied to the index and acknowledged.
+//! changes become batches appended to the log and applied to the index (one
+//! outcome, [`crate::logs`]), flushed to disk, and only then acknowledged.
+//! While the own log is set aside at start, contributions are refused: a
+//! new batch would reuse the set-aside batch's sequence numbers.
+//!
+//! An operation whose entries do not fit in one batch of `max_batch_bytes`
+//! becomes several, chained as usual, each durable before the next, and is
+//! acknowledged once the last is. A retry after a crash between them
+//! completes it: what was written counts as already present (contribute,
+//! rekey) or is no longer found (retract or extend by case).
 //!
 //! One lock serializes every write to the own log, so that the decision
 //! ("already present", "not found") and the append see the same state and
@@ -40,6 +48,13 @@ pub enum ContributionError {
          sequence number must never be reused); retry shortly"
     )]
     NotReady,
+    /// A stored batch of the own log did not apply at start and is set
+    /// aside: a new batch would reuse its sequence numbers.
+    #[error(
+        "this node's own log is set aside from sequence {first_seq} ({rule}); contributions are \
+         refused until an operator acts (see the README)"
+    )]
+    OwnLogSetAside { first_seq: u64, rule: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -152,6 +167,8 @@ pub(crate) struct Contributions {
     /// False until this node's own log head is confirmed (see
     /// [`crate::federation::receive_batches`]); contributions wait for it.
     ready: watch::Receiver<bool>,
+    /// Most bytes of one encoded batch this node writes.
+    max_batch_bytes: usize,
     write: tokio::sync::Mutex<()>,
 }
 
@@ -177,6 +194,7 @@ impl Contributions {
         keys: Keys,
         signer: Arc<SigningKeyFile>,
         ready: watch::Receiver<bool>,
+        max_batch_bytes: usize,
     ) -> Contributions {
         Contributions {
             origin,
@@ -184,6 +202,7 @@ impl Contributions {
             keys,
             signer,
             ready,
+            max_batch_bytes,
             write: tokio::sync::Mutex::new(()),
         }
     }
@@ -255,7 +274,7 @@ impl Contributions {
     /// Key rotation: for each raw identifier this node holds an active
     /// indicator for under another epoch, contributes it again under the
     /// newest valid epoch with the same kind, tier, case reference and
-    /// expiry (one batch per such group, each durable before the answer).
+    /// expiry (batches per such group, each durable before the answer).
     /// Idempotent: identifiers already held under the newest epoch count as
     /// current.
     pub(crate) async fn rekey(
@@ -379,7 +398,7 @@ impl Contributions {
     }
 
     /// Retract or extend: finds the own indicators the selector names
-    /// (present in the index, expired or not) and appends one batch.
+    /// (present in the index, expired or not) and appends them.
     async fn change(
         &self,
         selector: Selector<'_>,
@@ -447,8 +466,9 @@ impl Contributions {
         })
     }
 
-    /// Appends one batch to the own log and applies it. The caller holds the
-    /// write lock. Returns the entries' sequence numbers.
+    /// Appends the entries to the own log in batches of at most
+    /// `max_batch_bytes`, each durable and applied before the next. The
+    /// caller holds the write lock. Returns the entries' sequence numbers.
     async fn append_locked(
         &self,
         h: Header<'_>,
@@ -460,6 +480,12 @@ impl Contributions {
         }
         if !*self.ready.borrow() {
             return Err(ContributionError::NotReady);
+        }
+        if let Some(s) = self.logs.waiting(&self.origin) {
+            return Err(ContributionError::OwnLogSetAside {
+                first_seq: s.first_seq,
+                rule: s.rule.clone(),
+            });
         }
         let head = self.logs.store.head(&self.origin)?.unwrap_or_default();
         let header = BatchHeader {
@@ -478,18 +504,21 @@ impl Contributions {
             .iter()
             .map(|r| batch::entry(&r.token, r.kind.code() as i32, r.epoch))
             .collect();
-        let batch = batch::sign(header, entries, &self.signer);
-        // Durable before anyone is told.
-        let new_head = self.logs.append(&batch, true).await?;
-        tracing::info!(
-            origin = %self.origin,
-            op = h.op.as_str_name(),
-            first_seq = batch.first_seq(),
-            last_seq = new_head.last_seq,
-            entries = batch.header.count,
-            "appended to origin log"
-        );
-        Ok((batch.first_seq(), new_head.last_seq))
+        let first_seq = header.first_seq;
+        let mut last_seq = head.last_seq;
+        for batch in batch::sign_bounded(header, entries, self.max_batch_bytes, &self.signer) {
+            // Durable before anyone is told.
+            last_seq = self.logs.append(&batch, true).await?.last_seq;
+            tracing::info!(
+                origin = %self.origin,
+                op = h.op.as_str_name(),
+                first_seq = batch.first_seq(),
+                last_seq,
+                entries = batch.header.count,
+                "appended to origin log"
+            );
+        }
+        Ok((first_seq, last_seq))
     }
 
     /// This node's own active indicators, in token order, after `after`.

@@ -1,8 +1,9 @@
 //! The node's counters: what happened with each peer since the node
 //! started, as typed events. Batches received by outcome and, when refused,
 //! by reason; fork evidence received; pulls completed and replication
-//! sessions ended by failure; requests of a member this node refused, by
-//! reason; prefix queries answered.
+//! sessions ended by failure; requests of a member this node refused, and
+//! its streams cut, by reason; what this node withheld from a peer's pull,
+//! by reason; prefix queries answered.
 //!
 //! One [`Counters`] is created per node (`crate::node::NodeState`) and
 //! handed to whoever counts; readers take a [`Counters::snapshot`] (the
@@ -115,6 +116,12 @@ reasons! {
         /// It differs from this node's batch at those sequence numbers, but
         /// the two are not fork evidence under the trust list in force.
         UnprovenFork => "unproven_fork",
+        /// It encodes in more than peers take (`batch::MAX_RECEIVED_BYTES`):
+        /// no honest node writes or sends such a batch.
+        Oversized => "oversized",
+        /// Its origin's log is set aside on this node (a stored batch that
+        /// does not apply): it takes nothing until an operator acts.
+        OriginSetAside => "origin_set_aside",
     }
 }
 
@@ -139,6 +146,9 @@ reasons! {
         NotAFork => "not_a_fork",
         /// A batch does not verify under the trust list in force.
         Unverified => "unverified",
+        /// A field of a batch lies outside the bounds honest nodes write
+        /// ([`crate::batch::Batch::check_fields`]): never kept.
+        InvalidField => "invalid_field",
         /// Valid, and the origin frozen, but the store could not keep it.
         Store => "store",
     }
@@ -159,6 +169,30 @@ reasons! {
         PullStream => "pull_stream",
         /// This node could not read or flush its store.
         Store => "store",
+        /// The peer sent nothing within a deadline: a Pull stream silent
+        /// for the idle deadline, or no answer to opening a stream.
+        Stalled => "stalled",
+        /// A pull from the peer brought batches or fork evidence refused
+        /// for their own fault (not this node's store): the peer is cut off.
+        InvalidBatches => "invalid_batches",
+        /// Before contributions opened, the peer announced more of this
+        /// node's own log than its pull then brought.
+        Undelivered => "undelivered",
+        /// The trust list in force no longer lets this node replicate with
+        /// the peer (not an active member with `replicate`, its endpoint or
+        /// TLS key changed, or the list expired): ended at once.
+        Deauthorized => "deauthorized",
+    }
+}
+
+reasons! {
+    /// What this node left out of a peer's pull, and why.
+    pub enum Withheld {
+        /// A stored batch larger than peers take: it and the rest of its
+        /// origin were not sent in that pull.
+        OversizedBatch => "oversized_batch",
+        /// Fork evidence larger than a peer decodes.
+        OversizedEvidence => "oversized_evidence",
     }
 }
 
@@ -179,15 +213,34 @@ reasons! {
         PrefixCount => "prefix_count",
         /// A prefix query with a prefix out of range.
         PrefixRange => "prefix_range",
+        /// A prefix query for a prefix holding more indicators than one
+        /// answer carries (the query policy needs more prefix bits).
+        PrefixFull => "prefix_full",
         /// A prefix query over the query policy's limits (rate or daily quota).
         PrefixLimit => "prefix_limit",
         /// A trust list the member offered, refused.
         TrustList => "trust_list",
+        /// A trust list the member offered over its bounds (size, operator
+        /// keys, signatures): refused before any signature was checked.
+        TrustListBounds => "trust_list_bounds",
+        /// A trust list offered over the per-member publish rate.
+        TrustListRate => "trust_list_rate",
+        /// A connection refused at accept: the peer listener holds as many
+        /// as it allows. Counted under [`UNLISTED`]: no member is known
+        /// before the handshake.
+        ConnectionLimit => "connection_limit",
+        /// A connection refused at accept: as many handshakes as the peer
+        /// listener allows are in flight. Counted under [`UNLISTED`].
+        HandshakeLimit => "handshake_limit",
+        /// A connection closed because its TLS handshake did not complete
+        /// in time. Counted under [`UNLISTED`].
+        HandshakeTimeout => "handshake_timeout",
     }
 }
 
 /// The key under which requests from a certificate that names no member of
-/// the trust list are counted (so that strangers cannot grow the map).
+/// the trust list are counted (so that strangers cannot grow the map), and
+/// connections refused before their handshake named anyone.
 pub const UNLISTED: &str = "(not on the list)";
 
 /// Everything counted for one peer. Plain numbers: a snapshot's copy.
@@ -199,6 +252,8 @@ pub struct PeerCounts {
     evidence_rejected: [u64; EvidenceRejection::COUNT],
     sessions_failed: [u64; SessionFailure::COUNT],
     refused: [u64; RequestRefusal::COUNT],
+    withheld: [u64; Withheld::COUNT],
+    cut: [u64; RequestRefusal::COUNT],
     /// Pulls from this peer that ran to the end of their stream.
     pub pulls: u64,
     /// Prefix queries of this member answered.
@@ -243,6 +298,17 @@ impl PeerCounts {
         self.refused[r.index()]
     }
 
+    /// What this node left out of the peer's pulls, for this reason.
+    pub fn withheld(&self, w: Withheld) -> u64 {
+        self.withheld[w.index()]
+    }
+
+    /// Streams of the member (Pull, Watch) this node's peer listener ended
+    /// because the member lost the right to them, for this reason.
+    pub fn streams_cut(&self, r: RequestRefusal) -> u64 {
+        self.cut[r.index()]
+    }
+
     /// The counts in `self` that were not yet in `earlier` (a copy of the
     /// same peer's counts taken before).
     pub fn since(&self, earlier: &PeerCounts) -> PeerCounts {
@@ -256,6 +322,8 @@ impl PeerCounts {
             evidence_rejected: sub(&self.evidence_rejected, &earlier.evidence_rejected),
             sessions_failed: sub(&self.sessions_failed, &earlier.sessions_failed),
             refused: sub(&self.refused, &earlier.refused),
+            withheld: sub(&self.withheld, &earlier.withheld),
+            cut: sub(&self.cut, &earlier.cut),
             pulls: self.pulls.saturating_sub(earlier.pulls),
             queries_answered: self
                 .queries_answered
@@ -339,6 +407,16 @@ impl Counters {
     /// A request of `peer` refused for `r`.
     pub fn request_refused(&self, peer: &str, r: RequestRefusal) {
         self.count(peer, |c| c.refused[r.index()] += 1);
+    }
+
+    /// Something left out of a pull of `peer`, for `w`.
+    pub fn withheld(&self, peer: &str, w: Withheld) {
+        self.count(peer, |c| c.withheld[w.index()] += 1);
+    }
+
+    /// A stream of `peer` ended because it lost the right to it, for `r`.
+    pub fn stream_cut(&self, peer: &str, r: RequestRefusal) {
+        self.count(peer, |c| c.cut[r.index()] += 1);
     }
 
     /// A prefix query of `peer` answered, with `prefixes` prefixes.
@@ -453,6 +531,7 @@ mod tests {
             RequestRefusal::name,
             RequestRefusal::from_name,
         );
+        check(Withheld::ALL, Withheld::name, Withheld::from_name);
         assert_eq!(BatchRejection::from_name("no such reason"), None);
         assert_eq!(BatchRejection::StrippedPurge.to_string(), "stripped_purge");
     }

@@ -1,8 +1,9 @@
 //! The in-memory token index: token → the indicators that carry it.
 //!
-//! Rebuilt from the store's batches at start and updated after every durable
-//! append, so it always equals the replay of the origin logs. Matching only
-//! reads it. Origins and case references are interned: a contribution of
+//! Rebuilt from the store's batches at start and updated with every append
+//! (checked before the store takes the batch, applied whole: the store and
+//! the index change together or not at all), so it always equals the replay
+//! of the origin logs. Matching only reads it. Origins and case references are interned: a contribution of
 //! 10,000 tokens under one case label stores the label once.
 //!
 //! Layout: a sorted array of 64-byte slots (token + packed entry), a
@@ -131,6 +132,11 @@ const DEAD: u16 = u16::MAX;
 
 fn secs32(t: i64) -> u32 {
     t.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// The kind of an entry's code; `None` for a code this build does not know.
+fn kind_of(code: i32) -> Option<Kind> {
+    u8::try_from(code).ok().and_then(Kind::from_code)
 }
 
 fn until32(t: i64) -> u32 {
@@ -301,8 +307,9 @@ impl Interner {
     }
 }
 
-/// Errors from applying a batch that the store accepted but the index
-/// cannot read: a bug or a corrupt store, never a user error.
+/// Why the index cannot take a batch ([`Index::check`]). Checked before a
+/// batch is stored; at start, a stored batch the index refuses is set aside
+/// (`logs`), never a failed start.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     /// The header has an unknown or unspecified operation or an unknown
@@ -507,81 +514,56 @@ impl Index {
     /// The index of a whole store, from its batches in log order (each
     /// origin's in sequence). Equal to applying them one by one, but every
     /// addition is collected into one array and sorted once (on two threads),
-    /// with no hash map on the way: what a cold start needs.
+    /// with no hash map on the way: what a cold start needs. The first
+    /// error ends it; [`Builder`] lets the caller decide batch by batch.
     pub fn build<E: From<IndexError>>(
         batches: impl IntoIterator<Item = Result<Batch, E>>,
     ) -> Result<Index, E> {
-        let mut ix = Index::new();
-        let mut adds: Vec<Slot> = Vec::new();
-        // Retractions and extensions, rare: (token, seq, change).
-        let mut others: Vec<(Token, u64, Change)> = Vec::new();
-        let started = std::time::Instant::now();
+        let mut b = Builder::new();
         for batch in batches {
-            ix.changes(&batch?, |_, token, change| match change {
-                Change::Add(entry) => adds.push(Slot { token, entry }),
-                Change::Retract { seq, .. } | Change::Extend { seq, .. } => {
-                    others.push((token, seq, change))
-                }
-            })?;
+            b.add(&batch?)?;
         }
-        let read = started.elapsed();
-        sort_slots(&mut adds);
-        let sorted = started.elapsed();
-        others.sort_unstable_by_key(|(t, seq, c)| (*t, c.origin(), *seq));
-        // Fold each (token, origin) group in sequence order, in place.
-        let mut out = 0usize;
-        let mut i = 0usize;
-        let mut o = others.iter().peekable();
-        while i < adds.len() {
-            let key = (adds[i].token, adds[i].entry.origin);
-            let mut j = i;
-            while j + 1 < adds.len() && (adds[j + 1].token, adds[j + 1].entry.origin) == key {
-                j += 1;
-            }
-            // Changes to groups with no addition say nothing.
-            while o.next_if(|(t, _, c)| (*t, c.origin()) < key).is_some() {}
-            let mut state: Option<Entry> = None;
-            let mut a = i;
-            loop {
-                let next_add = (a <= j).then(|| adds[a].entry.seq);
-                let next_other = o
-                    .peek()
-                    .filter(|(t, _, c)| (*t, c.origin()) == key)
-                    .map(|(_, seq, _)| *seq);
-                match (next_add, next_other) {
-                    (None, None) => break,
-                    (Some(sa), Some(so)) if so < sa => {
-                        fold(&mut state, &o.next().expect("peeked").2)
-                    }
-                    (None, Some(_)) => fold(&mut state, &o.next().expect("peeked").2),
-                    (Some(_), _) => {
-                        state = Some(adds[a].entry);
-                        a += 1;
-                    }
-                }
-            }
-            if let Some(entry) = state {
-                adds[out] = Slot {
-                    token: key.0,
-                    entry,
-                };
-                out += 1;
-            }
-            i = j + 1;
+        Ok(b.finish())
+    }
+
+    /// Whether [`Index::apply`] would take every entry of `batch`: a known
+    /// op (and, for an addition, a known tier), every entry purged or with
+    /// a 32-byte token (and, for an addition, a known kind), and room for
+    /// its origin. Changes nothing. [`Index::apply`] checks this before its
+    /// first change, so a batch is applied whole or not at all; a caller
+    /// that checks first, then stores the batch, then applies it with no
+    /// other writer in between, knows the apply cannot fail.
+    pub fn check(&self, batch: &Batch) -> Result<(), IndexError> {
+        let h = &batch.header;
+        if self.origins.get(&h.origin).is_none() && self.origins.names.len() >= usize::from(DEAD) {
+            return Err(IndexError::TooManyOrigins);
         }
-        adds.truncate(out);
-        adds.shrink_to_fit();
-        ix.main = adds;
-        (ix.heads, ix.dir, ix.dir_bits) = directory(&ix.main);
-        let ms = |d: std::time::Duration| d.as_millis() as u64;
-        tracing::debug!(
-            slots = ix.main.len(),
-            read_ms = ms(read),
-            sort_ms = ms(sorted - read),
-            fold_and_directory_ms = ms(started.elapsed() - sorted),
-            "index built"
-        );
-        Ok(ix)
+        let bad = |index, what| IndexError::BadEntry {
+            origin: h.origin.clone(),
+            first_seq: h.first_seq,
+            index,
+            what,
+        };
+        let op = match LogOp::try_from(h.op) {
+            Ok(LogOp::Unspecified) => return Err(bad(0, "unspecified op")),
+            Ok(op) => op,
+            Err(_) => return Err(bad(0, "unknown op")),
+        };
+        if op == LogOp::Add && Tier::from_code(h.tier).is_none() {
+            return Err(bad(0, "unknown tier"));
+        }
+        for (i, e) in batch.raw.entries.iter().enumerate() {
+            if !e.purged_hash.is_empty() {
+                continue;
+            }
+            if e.token.len() != crate::token::TOKEN_LEN {
+                return Err(bad(i, "token is not 32 bytes"));
+            }
+            if op == LogOp::Add && kind_of(e.kind).is_none() {
+                return Err(bad(i, "unknown kind"));
+            }
+        }
+        Ok(())
     }
 
     /// Reads the changes of a batch, in order, and hands each to `f`.
@@ -590,6 +572,8 @@ impl Index {
         batch: &Batch,
         mut f: impl FnMut(&mut Index, Token, Change),
     ) -> Result<(), IndexError> {
+        // All or nothing: nothing below fails once this passes.
+        self.check(batch)?;
         let h = &batch.header;
         let origin = self.origins.intern(&h.origin);
         let origin = u16::try_from(origin)
@@ -624,10 +608,7 @@ impl Index {
             let seq = h.first_seq.saturating_add(i as u64);
             let change = match op {
                 LogOp::Add => {
-                    let kind = u8::try_from(e.kind)
-                        .ok()
-                        .and_then(Kind::from_code)
-                        .ok_or_else(|| bad(i, "unknown kind"))?;
+                    let kind = kind_of(e.kind).ok_or_else(|| bad(i, "unknown kind"))?;
                     Change::Add(Entry {
                         origin,
                         kind,
@@ -963,6 +944,121 @@ impl Index {
     }
 }
 
+/// Builds an index from a store's batches in log order (each origin's in
+/// sequence), as [`Index::build`] does, with the caller deciding batch by
+/// batch: a batch [`Builder::add`] refuses changes nothing, and the caller
+/// may go on with other origins.
+pub struct Builder {
+    ix: Index,
+    adds: Vec<Slot>,
+    /// Retractions and extensions, rare: (token, seq, change).
+    others: Vec<(Token, u64, Change)>,
+    started: std::time::Instant,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// An empty build.
+    pub fn new() -> Builder {
+        Builder {
+            ix: Index::new(),
+            adds: Vec::new(),
+            others: Vec::new(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether the index would take `batch` now ([`Index::check`]).
+    pub fn check(&self, batch: &Batch) -> Result<(), IndexError> {
+        self.ix.check(batch)
+    }
+
+    /// Adds every change of `batch`, or, if the index cannot take one of
+    /// its entries, none.
+    pub fn add(&mut self, batch: &Batch) -> Result<(), IndexError> {
+        let (adds, others) = (&mut self.adds, &mut self.others);
+        self.ix.changes(batch, |_, token, change| match change {
+            Change::Add(entry) => adds.push(Slot { token, entry }),
+            Change::Retract { seq, .. } | Change::Extend { seq, .. } => {
+                others.push((token, seq, change))
+            }
+        })
+    }
+
+    /// The index of every batch added.
+    pub fn finish(self) -> Index {
+        let Builder {
+            mut ix,
+            mut adds,
+            mut others,
+            started,
+        } = self;
+        let read = started.elapsed();
+        sort_slots(&mut adds);
+        let sorted = started.elapsed();
+        others.sort_unstable_by_key(|(t, seq, c)| (*t, c.origin(), *seq));
+        // Fold each (token, origin) group in sequence order, in place.
+        let mut out = 0usize;
+        let mut i = 0usize;
+        let mut o = others.iter().peekable();
+        while i < adds.len() {
+            let key = (adds[i].token, adds[i].entry.origin);
+            let mut j = i;
+            while j + 1 < adds.len() && (adds[j + 1].token, adds[j + 1].entry.origin) == key {
+                j += 1;
+            }
+            // Changes to groups with no addition say nothing.
+            while o.next_if(|(t, _, c)| (*t, c.origin()) < key).is_some() {}
+            let mut state: Option<Entry> = None;
+            let mut a = i;
+            loop {
+                let next_add = (a <= j).then(|| adds[a].entry.seq);
+                let next_other = o
+                    .peek()
+                    .filter(|(t, _, c)| (*t, c.origin()) == key)
+                    .map(|(_, seq, _)| *seq);
+                match (next_add, next_other) {
+                    (None, None) => break,
+                    (Some(sa), Some(so)) if so < sa => {
+                        fold(&mut state, &o.next().expect("peeked").2)
+                    }
+                    (None, Some(_)) => fold(&mut state, &o.next().expect("peeked").2),
+                    (Some(_), _) => {
+                        state = Some(adds[a].entry);
+                        a += 1;
+                    }
+                }
+            }
+            if let Some(entry) = state {
+                adds[out] = Slot {
+                    token: key.0,
+                    entry,
+                };
+                out += 1;
+            }
+            i = j + 1;
+        }
+        adds.truncate(out);
+        adds.shrink_to_fit();
+        ix.main = adds;
+        (ix.heads, ix.dir, ix.dir_bits) = directory(&ix.main);
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        tracing::debug!(
+            slots = ix.main.len(),
+            read_ms = ms(read),
+            sort_ms = ms(sorted - read),
+            fold_and_directory_ms = ms(started.elapsed() - sorted),
+            "index built"
+        );
+        ix
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1198,6 +1294,31 @@ mod tests {
         let mut probe = [7u8; 32];
         probe[1..9].copy_from_slice(&599u64.to_be_bytes());
         assert_eq!(built.active(&Token(probe), 100).count(), 1);
+    }
+
+    /// A batch with a bad entry after good ones changes nothing, applied
+    /// or built: no half batch.
+    #[test]
+    fn a_batch_with_one_bad_entry_is_applied_whole_or_not_at_all() {
+        let good = batch("liaison", LogOp::Add, 1, &[1], 0);
+        let mut bad = batch("liaison", LogOp::Add, 2, &[2, 3, 4], 0);
+        bad.raw.entries[2].kind = 99;
+        let mut ix = Index::new();
+        ix.apply(&good).unwrap();
+        assert!(ix.check(&bad).is_err());
+        assert!(matches!(
+            ix.apply(&bad),
+            Err(IndexError::BadEntry { index: 2, .. })
+        ));
+        assert_eq!(ix.tokens(), 1);
+        assert_eq!(ix.pending().1, 1, "not counted as applied");
+        assert_eq!(ix.active(&Token([2; 32]), 0).count(), 0);
+        let mut b = Builder::new();
+        b.add(&good).unwrap();
+        assert!(b.add(&bad).is_err());
+        let built = b.finish();
+        assert_eq!(built.tokens(), 1);
+        assert_eq!(built.active(&Token([2; 32]), 0).count(), 0);
     }
 
     #[test]

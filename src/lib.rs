@@ -45,10 +45,12 @@
 //! 2. `epochs`: the key epochs valid now; [`batch`]: origin-log batches
 //!    (format, salted entry hashes, signatures).
 //! 3. [`store`]: batch bodies in segment files, sled for locations, heads,
-//!    trust list, forks; [`index`]: the in-memory token index.
+//!    trust list, forks, what a start set aside; [`index`]: the in-memory
+//!    token index.
 //! 4. [`trust`]: the trust list: acceptance rules, the list in force,
 //!    which batches it admits, operators' edits.
-//! 5. `logs`: where batches enter store and index; `screening`: the match
+//! 5. `logs`: where batches enter store and index (one outcome), and the
+//!    start's rebuild, which sets aside what does not apply; `screening`: the match
 //!    engine; `retention`: purging dead entries; `auth`: clients by the
 //!    config's grants, peers by the trust list.
 //! 6. `contribution`: this node's own origin log; `federation`: one file

@@ -10,19 +10,19 @@ use parking_lot::RwLock;
 use crate::{
     batch::fork_point,
     config::Config,
-    counters::{Counters, Snapshot},
+    counters::{Counters, SessionFailure, Snapshot},
     epochs::{load_keys, KeyRing, KeyRingError, Keys, LoadedKey},
     federation::{
         answer_prefix::{Gate, QueryCounts},
         receive_batches::Replication,
     },
     ident::Kind,
-    index::{Index, IndexError},
+    index::Index,
     keys::{
         signing::{KeyFileError, SigningKeyFile},
         KeyError,
     },
-    logs::OriginLogs,
+    logs::{self, LogsError, OriginLogs, SetAside},
     ratelimit::CallerLimits,
     store::{Store, StoreError},
     time::{Clock, ClockError},
@@ -35,7 +35,7 @@ pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("rebuilding the index")]
-    Index(#[from] IndexError),
+    Logs(#[from] LogsError),
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
@@ -87,8 +87,9 @@ pub(crate) struct NodeState {
 pub(crate) const MEMBER_ADDR_FILE: &str = "member.addr";
 pub(crate) const PEER_ADDR_FILE: &str = "peer.addr";
 
-/// Opens the store, replays every batch into a fresh index, loads the trust
-/// list and the keys (refusing a key that does not match its epoch).
+/// Opens the store, replays every batch into a fresh index (setting aside
+/// what does not apply, [`logs::open`]), loads the trust list and the keys
+/// (refusing a key that does not match its epoch).
 pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> {
     let started = Instant::now();
     let clock = Clock::from_env()?;
@@ -120,11 +121,12 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         )?
     };
     let signer = Arc::new(SigningKeyFile::load(&config.signing_key)?);
-    let mut batches = 0u64;
-    let mut index = Index::build(store.batches_read_ahead()?.map(|b| {
-        batches += 1;
-        b.map_err(NodeError::from)
-    }))?;
+    // What does not apply is set aside (logged, in Status), never a failed start.
+    let logs::Opened {
+        mut index,
+        batches,
+        set_aside,
+    } = logs::open(&store)?;
     for (origin, ev) in store.forks()? {
         let from = fork_point(&ev).unwrap_or(1);
         tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence");
@@ -140,7 +142,7 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
     );
     Ok(NodeState {
         node_id: config.node_id.clone(),
-        logs: Arc::new(OriginLogs::new(store.clone(), index.clone())),
+        logs: Arc::new(OriginLogs::new(store.clone(), index.clone(), set_aside)),
         store,
         index,
         signer,
@@ -188,6 +190,9 @@ pub(crate) struct NodeStatus {
     pub peers: Vec<PeerStatus>,
     /// Origins frozen by fork evidence, and from which sequence number.
     pub forks: Vec<(String, u64)>,
+    /// Stored batches (each with the rest of its origin's log) and fork
+    /// evidence the start set aside ([`crate::logs`]).
+    pub set_aside: Vec<SetAside>,
     /// Whether contributions are open (the own log's head is confirmed).
     pub own_log_ready: bool,
     /// The node's counters per peer ([`crate::counters`]).
@@ -230,6 +235,13 @@ pub(crate) struct PeerStatus {
     pub connected: bool,
     pub last_pull_unix: i64,
     pub last_error: String,
+    /// Why the last session ended, if one has.
+    pub last_failure: Option<SessionFailure>,
+    /// Sessions failed in a row (0 after a healthy one).
+    pub failures_in_a_row: u32,
+    /// When the next attempt is due by the node's clock (0: a session is
+    /// open or under way).
+    pub next_attempt_unix: i64,
     /// Per origin: the peer's head and how far this node is behind it.
     pub origins: Vec<OriginLag>,
 }
@@ -289,6 +301,9 @@ impl NodeState {
                     connected: v.connected,
                     last_pull_unix: v.last_pull_unix,
                     last_error: v.last_error,
+                    last_failure: v.last_failure,
+                    failures_in_a_row: v.failures_in_a_row,
+                    next_attempt_unix: v.next_attempt_unix,
                     origins,
                 }
             })
@@ -337,6 +352,7 @@ impl NodeState {
             trust,
             peers,
             forks,
+            set_aside: self.logs.set_aside().to_vec(),
             own_log_ready: replication.is_none_or(|r| r.is_ready()),
             counters: self.counters.snapshot(),
         })

@@ -108,6 +108,19 @@ impl Limiter {
         b.used_today += units;
         Ok(())
     }
+
+    /// Gives back `units` of `caller`'s daily quota that [`Limiter::check`]
+    /// took for a request then not answered, if the day has not turned since
+    /// (`now`, unix seconds). The request itself stays counted against the
+    /// rate.
+    pub(crate) fn refund(&self, caller: &str, units: u64, now: f64) {
+        let today = now.div_euclid(DAY as f64) as i64;
+        if let Some(b) = self.buckets.lock().get_mut(caller) {
+            if b.day == today {
+                b.used_today = b.used_today.saturating_sub(units);
+            }
+        }
+    }
 }
 
 /// An optional limit on calls per caller, with a count of refusals.
@@ -193,6 +206,12 @@ mod tests {
         l.check("a", 2, RULE, t + 2.0).unwrap();
         assert!(l.check("a", 1, RULE, t + 3.0).is_err());
         l.check("a", 10, RULE, day2 + 1.0).unwrap();
+        // A refund gives back today's units only.
+        l.refund("a", 4, day2 + 2.0);
+        l.check("a", 4, RULE, day2 + 3.0).unwrap();
+        assert!(l.check("a", 1, RULE, day2 + 4.0).is_err());
+        l.refund("a", 5, 3.0 * DAY as f64);
+        assert!(l.check("a", 1, RULE, day2 + 5.0).is_err());
     }
 
     #[test]

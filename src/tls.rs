@@ -15,6 +15,10 @@
 //! fingerprints the list gives for that member. Every accepted connection is
 //! registered in a [`Connections`] registry so that a member cut off by a
 //! new trust list loses its open connections and streams at once.
+//!
+//! Both listeners accept within [`AcceptLimits`]: connections open at once,
+//! handshakes in flight and the handshake timeout, so that connections that
+//! never authenticate cannot pile up.
 
 use std::{
     io,
@@ -48,11 +52,13 @@ use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::{server::Connected, Channel, Endpoint};
+
+use crate::counters::{Counters, RequestRefusal, UNLISTED};
 
 /// The identity of the peer at the other end of a TLS connection, attached
 /// to every request of that connection.
@@ -62,8 +68,30 @@ pub struct TlsIdentity {
     pub spki_sha256: Arc<str>,
 }
 
-/// How long a client gets to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a listener lets unauthenticated and authenticated connections
+/// hold: connections open at once (handshakes included), handshakes in
+/// flight, and how long a handshake may take. Connections over a limit are
+/// closed at accept; a handshake that does not finish in time is cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptLimits {
+    /// Connections open at once, handshakes included.
+    pub max_connections: usize,
+    /// TLS handshakes in flight.
+    pub max_handshakes: usize,
+    /// How long a client gets to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl AcceptLimits {
+    /// The member listener's (and a default for a listener whose callers
+    /// are known): no cap on connections (the callers are the member's own
+    /// systems), 64 handshakes in flight, 10 s each.
+    pub const MEMBER: AcceptLimits = AcceptLimits {
+        max_connections: Semaphore::MAX_PERMITS,
+        max_handshakes: 64,
+        handshake_timeout: Duration::from_secs(10),
+    };
+}
 
 /// Why a TLS configuration could not be built or a connection not opened.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +245,8 @@ pub struct PeerStream {
     peer: TlsIdentity,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     _registration: Registration,
+    /// The connection's place under [`AcceptLimits::max_connections`].
+    _slot: OwnedSemaphorePermit,
 }
 
 impl PeerStream {
@@ -341,14 +371,30 @@ impl AsyncWrite for PeerStream {
 
 /// Accepts TCP connections, runs each TLS handshake in its own task (a slow
 /// client never holds up the others) and yields the authenticated streams.
+/// Within `limits`: a connection over `max_connections` or
+/// `max_handshakes` is closed at once, a handshake over `handshake_timeout`
+/// is cut; each is counted in `counters` (when given) under [`UNLISTED`].
 /// Stops when the returned receiver is dropped.
 pub fn accept_loop(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     connections: Connections,
+    limits: AcceptLimits,
+    counters: Option<Arc<Counters>>,
 ) -> mpsc::Receiver<Result<PeerStream, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let handshakes = Arc::new(Semaphore::new(
+        limits.max_handshakes.min(Semaphore::MAX_PERMITS),
+    ));
+    let count = move |r: RequestRefusal| {
+        if let Some(c) = &counters {
+            c.request_refused(UNLISTED, r);
+        }
+    };
     tokio::spawn(async move {
         loop {
             let (tcp, addr) = tokio::select! {
@@ -362,12 +408,38 @@ pub fn accept_loop(
                 },
                 _ = tx.closed() => return,
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(peer = %addr, max = limits.max_connections, "connection refused: as many open as allowed");
+                count(RequestRefusal::ConnectionLimit);
+                continue;
+            };
+            let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
+                tracing::debug!(peer = %addr, max = limits.max_handshakes, "connection refused: as many handshakes in flight as allowed");
+                count(RequestRefusal::HandshakeLimit);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let connections = connections.clone();
+            let count = count.clone();
             tokio::spawn(async move {
-                match handshake(&acceptor, tcp, addr, &connections).await {
+                let tls =
+                    tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
+                drop(handshaking);
+                let tls = match tls {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr, error = %e, "tls handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "tls handshake timed out");
+                        count(RequestRefusal::HandshakeTimeout);
+                        return;
+                    }
+                };
+                match authenticated(tls, addr, &connections, slot) {
                     Ok(stream) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
@@ -379,15 +451,12 @@ pub fn accept_loop(
     rx
 }
 
-async fn handshake(
-    acceptor: &TlsAcceptor,
-    tcp: TcpStream,
+fn authenticated(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
     addr: SocketAddr,
     connections: &Connections,
+    slot: OwnedSemaphorePermit,
 ) -> io::Result<PeerStream> {
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
     let cert = tls
         .get_ref()
         .1
@@ -404,6 +473,7 @@ async fn handshake(
         peer: TlsIdentity { spki_sha256: spki },
         closed: Box::pin(token.cancelled_owned()),
         _registration: registration,
+        _slot: slot,
     })
 }
 
@@ -413,6 +483,17 @@ pub async fn connect(
     addr: &str,
     server_name: Option<&str>,
     config: Arc<ClientConfig>,
+) -> Result<Channel, TlsError> {
+    connect_tuned(addr, server_name, config, |e| e).await
+}
+
+/// [`connect`], with the channel's endpoint adjusted by `tune` first
+/// (keepalive, deadlines).
+pub async fn connect_tuned(
+    addr: &str,
+    server_name: Option<&str>,
+    config: Arc<ClientConfig>,
+    tune: impl FnOnce(Endpoint) -> Endpoint,
 ) -> Result<Channel, TlsError> {
     let host = addr
         .rsplit_once(':')
@@ -427,7 +508,7 @@ pub async fn connect(
         .map_err(|_| TlsError::Address(addr.to_string()))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
-    endpoint
+    tune(endpoint)
         .connect_with_connector(tower::service_fn(move |_uri: http::Uri| {
             let connector = connector.clone();
             let name = name.clone();

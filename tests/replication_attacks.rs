@@ -2,8 +2,9 @@
 //! that tampers with the batches it passes on (refused; an honest path still
 //! delivers), an origin that signs two different histories (the fork is
 //! recorded, propagated and freezes the origin everywhere), a retired
-//! signing key or a suspension bounding what a lagging node accepts, and a
-//! relay that strips a live entry by "purging" it (refused).
+//! signing key or a suspension bounding what a lagging node accepts, a
+//! relay that strips a live entry by "purging" it (refused), and a batch
+//! larger than peers take (refused; the rest of the pull still arrives).
 //!
 //! Every refusal is asserted by its typed reason, as the receiving node
 //! counts it per peer in Status; "nothing more happened" is shown by pulls
@@ -19,7 +20,7 @@ use std::{
     path::{Path, PathBuf},
     pin::Pin,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -27,7 +28,7 @@ use std::{
 
 use cix::{
     batch,
-    counters::{BatchOutcome, BatchRejection},
+    counters::{BatchOutcome, BatchRejection, RequestRefusal, SessionFailure},
     ident,
     keys::signing::SigningKeyFile,
     keys::TokenKey,
@@ -58,6 +59,21 @@ struct FakeState {
     /// Sent once on every Watch (then the stream stays open).
     heads: Arc<Mutex<Vec<proto::OriginHead>>>,
     pulls: Arc<AtomicUsize>,
+    /// When set, every Pull stream sends nothing and never ends.
+    stall: Arc<AtomicBool>,
+    /// How long Watch takes to answer.
+    watch_delay: Arc<Mutex<Duration>>,
+    /// Watch streams open now.
+    watching: Arc<AtomicUsize>,
+}
+
+/// Counts a Watch stream as open until the stream is dropped.
+struct OpenWatch(Arc<AtomicUsize>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[tonic::async_trait]
@@ -98,6 +114,9 @@ impl Federation for FakeState {
         _req: Request<proto::PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
         self.pulls.fetch_add(1, Ordering::SeqCst);
+        if self.stall.load(Ordering::SeqCst) {
+            return Ok(Response::new(Box::pin(futures::stream::pending())));
+        }
         let items = self.responses.lock().clone();
         Ok(Response::new(Box::pin(futures::stream::iter(
             items.into_iter().map(Ok),
@@ -110,11 +129,17 @@ impl Federation for FakeState {
         &self,
         _req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let delay = *self.watch_delay.lock();
+        tokio::time::sleep(delay).await;
         let heads = self.heads.lock().clone();
         let first = futures::stream::once(async move { Ok(proto::WatchResponse { heads }) });
-        Ok(Response::new(Box::pin(
-            first.chain(futures::stream::pending()),
-        )))
+        self.watching.fetch_add(1, Ordering::SeqCst);
+        let open = OpenWatch(self.watching.clone());
+        let rest = futures::stream::pending().map(move |m| {
+            let _open = &open;
+            m
+        });
+        Ok(Response::new(Box::pin(first.chain(rest))))
     }
 }
 
@@ -145,6 +170,8 @@ impl FakePeer {
             listener,
             config,
             cix::tls::Connections::default(),
+            cix::tls::AcceptLimits::MEMBER,
+            None,
         ));
         let state = FakeState::default();
         let service = FederationServer::new(state.clone());
@@ -488,6 +515,28 @@ fn list_contributing_member(c: &mut Coalition, relay: &FakePeer) -> SigningKeyFi
     key
 }
 
+/// Lists `id` as a contributing origin with no node and no endpoint (TLS key
+/// `spki_seed` as hex), whose log signing key the test holds; returns it.
+/// The caller writes the root list.
+fn list_test_held_origin(c: &mut Coalition, id: &str, spki_seed: u64) -> SigningKeyFile {
+    let key = SigningKeyFile::generate();
+    let mut m = cix::trust::edit::member(
+        id,
+        "Test-held origin",
+        proto::MemberKind::Liaison,
+        &format!("{spki_seed:064x}"),
+        "",
+    );
+    m.capabilities = vec![proto::PeerCapability::Contribute as i32];
+    m.signing_keys.push(proto::LogSigningKey {
+        public_key: key.verifying_key().to_bytes().to_vec(),
+        retired: false,
+        last_seq: 0,
+    });
+    c.list.members.push(m);
+    key
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_tampers_is_refused_and_an_honest_path_still_delivers() {
     let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
@@ -650,21 +699,7 @@ async fn a_fork_is_recorded_propagated_and_freezes_the_origin_everywhere() {
     let fake_x = FakePeer::start(c.tmp.path(), "fake-x").await;
     let fake_y = FakePeer::start(c.tmp.path(), "fake-y").await;
     // liaison-x: an origin whose key the test holds; no node runs it.
-    let x_key = SigningKeyFile::generate();
-    let mut lx = cix::trust::edit::member(
-        "liaison-x",
-        "Test-held origin",
-        proto::MemberKind::Liaison,
-        &format!("{:064x}", 0x5eed_u64),
-        "",
-    );
-    lx.capabilities = vec![proto::PeerCapability::Contribute as i32];
-    lx.signing_keys.push(proto::LogSigningKey {
-        public_key: x_key.verifying_key().to_bytes().to_vec(),
-        retired: false,
-        last_seq: 0,
-    });
-    c.list.members.push(lx);
+    let x_key = list_test_held_origin(&mut c, "liaison-x", 0x5eed);
     c.list
         .members
         .push(fake_x.member(&[proto::PeerCapability::Replicate]));
@@ -1058,4 +1093,688 @@ async fn a_signed_batch_with_an_unknown_kind_or_a_short_token_is_refused_before_
         .await;
     assert_eq!(c.heads(1).await, vec![("relay-x".to_string(), 1)]);
     assert_matches(&c, 1, &["unknown-kind.example"], MatchStatus::NoMatch).await;
+}
+
+// ----- bounded batches: a batch larger than peers take is refused by its
+// reason, and what follows it in the same pull still arrives.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_batch_is_refused_and_another_origin_in_the_same_pull_still_arrives() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
+    let relay_key = list_contributing_member(&mut c, &relay);
+    // liaison-z: another origin whose key the test holds; no node runs it.
+    let z_key = list_test_held_origin(&mut c, "liaison-z", 0x2a);
+    write_root(&c);
+    c.pull_only_from(1, &["relay-x"]);
+
+    // Validly signed by the member, chained from nothing, but over what
+    // peers take (and over the 4 MiB a client decoded by default): 160,000
+    // entries, about 9 MiB.
+    let entries: Vec<proto::LogEntry> = (0..160_000u64)
+        .map(|i| {
+            let mut t = [0x5a; 32];
+            t[..8].copy_from_slice(&i.to_be_bytes());
+            batch::entry(&Token(t), i32::from(ident::Kind::Domain.code()), 1)
+        })
+        .collect();
+    let big = add_batch("relay-x", 1, vec![0; 32], entries, "CASE-BIG", &relay_key);
+    let bytes = big.raw.encoded_len();
+    assert!(bytes > batch::MAX_RECEIVED_BYTES && bytes < batch::PEER_MESSAGE_BYTES);
+    let t = tokenizer(&c);
+    let z1 = add_batch(
+        "liaison-z",
+        1,
+        vec![0; 32],
+        vec![domain_entry(&t, "after-the-big-one.example")],
+        "CASE-Z",
+        &z_key,
+    );
+    relay.announce(vec![
+        proto::OriginHead {
+            origin: "relay-x".into(),
+            last_seq: big.last_seq(),
+            hash: big.hash().to_vec(),
+        },
+        proto::OriginHead {
+            origin: "liaison-z".into(),
+            last_seq: 1,
+            hash: z1.hash().to_vec(),
+        },
+    ]);
+    relay.serve(&[big.raw, z1.raw]);
+    c.nodes[1].start();
+
+    let done = |k: &proto::PeerCounters| {
+        k.pulls >= 1
+            && rejected(k, BatchRejection::Oversized) >= 1
+            && received(k, BatchOutcome::Applied) >= 1
+    };
+    let k = c.nodes[1]
+        .wait_counters(
+            "relay-x",
+            "refused the oversized batch and took the next",
+            done,
+        )
+        .await;
+    assert_refused_only_for(&k, &[BatchRejection::Oversized]);
+    assert_eq!(received(&k, BatchOutcome::Applied), 1, "{k:?}");
+    c.wait_match(
+        1,
+        Kind::Domain,
+        "after-the-big-one.example",
+        MatchStatus::Match,
+    )
+    .await;
+    assert_eq!(c.heads(1).await, vec![("liaison-z".to_string(), 1)]);
+
+    // Nothing of the big batch was stored: the node restarts and serves.
+    c.nodes[1].restart();
+    c.wait_match(
+        1,
+        Kind::Domain,
+        "after-the-big-one.example",
+        MatchStatus::Match,
+    )
+    .await;
+    assert_eq!(c.heads(1).await, vec![("liaison-z".to_string(), 1)]);
+}
+
+// ----- A bad stored batch never bricks a node
+
+/// The first sequence numbers of the batches of `origin` a member pulling
+/// from scratch gets from node `node`.
+async fn pulled_seqs(c: &Coalition, node: usize, as_node: usize, origin: &str) -> Vec<u64> {
+    let (cert, key) = c.nodes[as_node].peer_cert();
+    pull_all(c, node, &cert, &key, origin)
+        .await
+        .iter()
+        .map(|b| header_of(b).first_seq)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_batch_that_breaks_a_field_rule_is_set_aside_at_start_never_a_failed_start() {
+    let mut c = Coalition::new(&["bank-b", "bank-c"]);
+    let x_key = list_test_held_origin(&mut c, "liaison-x", 0x5eed);
+    write_root(&c);
+    c.pull_only_from(0, &["bank-c"]);
+    c.pull_only_from(1, &["bank-b"]);
+    c.start_all();
+    c.contribute(0, vec![rcv("own-b.example")], "CASE-B").await;
+    c.contribute(1, vec![rcv("own-c.example")], "CASE-C").await;
+    c.wait_match(0, Kind::Domain, "own-c.example", MatchStatus::Match)
+        .await;
+    c.nodes[0].stop();
+
+    // Written into bank-b's store as a build that checked no field took
+    // them, every one signed by its origin: liaison-x's first batch, then
+    // one with an unknown kind and a valid one after it; and, in bank-b's
+    // own log, a batch with a token of 31 bytes. Fork evidence of
+    // liaison-x whose second batch has the unknown kind, too.
+    let t = tokenizer(&c);
+    {
+        let store = cix::store::Store::open(&c.nodes[0].data_dir(), 8).unwrap();
+        let x1 = add_batch(
+            "liaison-x",
+            1,
+            vec![0; 32],
+            vec![domain_entry(&t, "x-good.example")],
+            "CASE-X",
+            &x_key,
+        );
+        let mut unknown_kind = domain_entry(&t, "x-bad.example");
+        unknown_kind.kind = 99;
+        let x2 = add_batch(
+            "liaison-x",
+            2,
+            x1.hash().to_vec(),
+            vec![unknown_kind.clone()],
+            "CASE-X",
+            &x_key,
+        );
+        let x3 = add_batch(
+            "liaison-x",
+            3,
+            x2.hash().to_vec(),
+            vec![domain_entry(&t, "x-after.example")],
+            "CASE-X",
+            &x_key,
+        );
+        for b in [&x1, &x2, &x3] {
+            store.append(b).unwrap();
+        }
+        let other_x1 = add_batch(
+            "liaison-x",
+            1,
+            vec![0; 32],
+            vec![unknown_kind],
+            "CASE-X",
+            &x_key,
+        );
+        let ev = proto::ForkEvidence {
+            first: Some(x1.raw.clone()),
+            second: Some(other_x1.raw),
+        };
+        assert!(store.put_fork("liaison-x", &ev).unwrap());
+        let own_key = SigningKeyFile::load(&c.nodes[0].dir.join("keys/log-signing.key")).unwrap();
+        let head = store.head("bank-b").unwrap().unwrap();
+        let mut short = domain_entry(&t, "own-short.example");
+        short.token = short.token.slice(..31);
+        let own2 = add_batch(
+            "bank-b",
+            head.last_seq + 1,
+            head.hash.to_vec(),
+            vec![short],
+            "CASE-B",
+            &own_key,
+        );
+        store.append(&own2).unwrap();
+        store.flush_blocking().unwrap();
+    }
+
+    // It starts, and again after a restart: each time the same is set
+    // aside, the rest serves.
+    for _ in 0..2 {
+        c.nodes[0].start();
+        assert_matches(
+            &c,
+            0,
+            &["own-b.example", "own-c.example", "x-good.example"],
+            MatchStatus::Match,
+        )
+        .await;
+        assert_matches(&c, 0, &["x-after.example"], MatchStatus::NoMatch).await;
+        let s = c.nodes[0].status().await;
+        let aside: Vec<_> = s
+            .set_aside
+            .iter()
+            .map(|a| {
+                (
+                    a.origin.as_str(),
+                    a.first_seq,
+                    a.rule.as_str(),
+                    a.fork_evidence,
+                )
+            })
+            .collect();
+        assert_eq!(
+            aside,
+            vec![
+                ("bank-b", 2, "entries[0].token: must be 32 bytes", false),
+                (
+                    "liaison-x",
+                    2,
+                    "entries[0].kind: must be a known kind",
+                    false
+                ),
+                (
+                    "liaison-x",
+                    1,
+                    "entries[0].kind: must be a known kind",
+                    true
+                ),
+            ]
+        );
+        assert!(s.forks.is_empty(), "bad evidence freezes nothing");
+        // The heads it announces stop before the set-aside batches, and a
+        // member pulling from scratch gets neither, nor what follows.
+        assert_eq!(
+            c.heads(0).await,
+            vec![
+                ("bank-b".to_string(), 1),
+                ("bank-c".to_string(), 1),
+                ("liaison-x".to_string(), 1)
+            ]
+        );
+        assert_eq!(pulled_seqs(&c, 0, 1, "liaison-x").await, vec![1]);
+        assert_eq!(pulled_seqs(&c, 0, 1, "bank-b").await, vec![1]);
+        // A contribution would reuse the set-aside batch's numbers.
+        let mut cl = c.nodes[0].clients().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let refused = loop {
+            let req = contribute_req(vec![rcv("new-b.example")], "CASE-B");
+            match cl.contribution.contribute(req).await {
+                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => break other.unwrap_err(),
+            }
+        };
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains("set aside from sequence 2"),
+            "{refused:?}"
+        );
+        c.nodes[0].stop();
+    }
+    // bank-c, pulling only from bank-b, took liaison-x's first batch, nothing after.
+    c.nodes[0].start();
+    c.wait_match(1, Kind::Domain, "x-good.example", MatchStatus::Match)
+        .await;
+    assert_eq!(
+        c.heads(1).await,
+        vec![
+            ("bank-b".to_string(), 1),
+            ("bank-c".to_string(), 1),
+            ("liaison-x".to_string(), 1)
+        ]
+    );
+    assert_matches(&c, 1, &["x-after.example"], MatchStatus::NoMatch).await;
+    assert!(c.nodes[1].status().await.set_aside.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_evidence_with_a_bad_field_is_refused_by_its_reason_and_freezes_nothing() {
+    let mut c = Coalition::new(&["bank-b"]);
+    let relay = FakePeer::start(c.tmp.path(), "relay-x").await;
+    let relay_key = list_contributing_member(&mut c, &relay);
+    c.pull_only_from(0, &["relay-x"]);
+    let t = tokenizer(&c);
+    let good = add_batch(
+        "relay-x",
+        1,
+        vec![0; 32],
+        vec![domain_entry(&t, "good.example")],
+        "CASE-1",
+        &relay_key,
+    );
+    // Signed by the member at the same sequence number: a fork, but with
+    // a kind no honest node writes.
+    let mut unknown_kind = domain_entry(&t, "bad.example");
+    unknown_kind.kind = 99;
+    let bad = add_batch(
+        "relay-x",
+        1,
+        vec![0; 32],
+        vec![unknown_kind],
+        "CASE-2",
+        &relay_key,
+    );
+    let ev = proto::ForkEvidence {
+        first: Some(good.raw.clone()),
+        second: Some(bad.raw),
+    };
+    *relay.state.responses.lock() = vec![
+        proto::PullResponse {
+            item: Some(pull_response::Item::Fork(ev)),
+        },
+        proto::PullResponse {
+            item: Some(pull_response::Item::Batch(good.raw.clone())),
+        },
+    ];
+    relay.announce(vec![proto::OriginHead {
+        origin: "relay-x".into(),
+        last_seq: 1,
+        hash: good.hash().to_vec(),
+    }]);
+    c.nodes[0].start();
+    let k = c.nodes[0]
+        .wait_counters("relay-x", "refused the evidence", |k| {
+            k.pulls >= 1 && reason_count(&k.fork_evidence_rejected, "invalid_field") >= 1
+        })
+        .await;
+    assert!(k.fork_evidence.is_empty(), "{k:?}");
+    assert_eq!(
+        k.fork_evidence_rejected
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect::<Vec<_>>(),
+        vec!["invalid_field"]
+    );
+    // Not kept, the origin not frozen: its valid batch applies and matches.
+    c.wait_match(0, Kind::Domain, "good.example", MatchStatus::Match)
+        .await;
+    assert!(c.nodes[0].status().await.forks.is_empty());
+    c.nodes[0].restart();
+    let s = c.nodes[0].status().await;
+    assert!(s.forks.is_empty() && s.set_aside.is_empty(), "{s:?}");
+    c.wait_match(0, Kind::Domain, "good.example", MatchStatus::Match)
+        .await;
+}
+
+// ----- One stalled or hostile peer stops nothing; sessions re-authorized
+
+/// Sets `key = value` (TOML) in the node's `[replication]` section.
+fn set_replication(n: &TestNode, key: &str, value: &str) {
+    let text = std::fs::read_to_string(&n.config).unwrap();
+    assert!(
+        text.contains("pull_seconds = 1\n"),
+        "{}",
+        n.config.display()
+    );
+    let prefix = format!("{key} = ");
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with(&prefix)).collect();
+    std::fs::write(
+        &n.config,
+        (kept.join("\n") + "\n").replacen(
+            "pull_seconds = 1\n",
+            &format!("pull_seconds = 1\n{key} = {value}\n"),
+            1,
+        ),
+    )
+    .unwrap();
+}
+
+/// Replication sessions with a peer ended for `f`.
+fn ended(k: &proto::PeerCounters, f: SessionFailure) -> u64 {
+    reason_count(&k.sessions_failed, f.name())
+}
+
+/// Waits (bounded) until the fake peer has `n` Watch streams open.
+async fn wait_watching(p: &FakePeer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.state.watching.load(Ordering::SeqCst) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} watch streams open, never {n}",
+            p.id,
+            p.state.watching.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Publishes `v` at node `node`, as node 1, and checks it was applied.
+async fn publish_at(c: &Coalition, node: usize, v: proto::SignedTrustList) {
+    let r = c
+        .federation(node, 1)
+        .await
+        .unwrap()
+        .publish_trust_list(v)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.applied);
+}
+
+/// A Watch at node `node` as the member holding `cert`/`key`, its first
+/// message read.
+async fn open_watch(
+    c: &Coalition,
+    node: usize,
+    cert: &Path,
+    key: &Path,
+) -> tonic::Streaming<proto::WatchResponse> {
+    let mut f = c.federation_with(node, cert, key).await.unwrap();
+    let mut w = f.watch(proto::WatchRequest {}).await.unwrap().into_inner();
+    assert!(w.message().await.unwrap().is_some());
+    w
+}
+
+/// How a stream served to a test-held client ended, waited for (bounded).
+async fn stream_end(w: &mut tonic::Streaming<proto::WatchResponse>) -> Status {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match w.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Status::ok("ended"),
+                Err(s) => return s,
+            }
+        }
+    })
+    .await
+    .expect("the stream outlived the member's right to it")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_stops_neither_replication_nor_contributions() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let stalled = FakePeer::start(c.tmp.path(), "stall-x").await;
+    c.list
+        .members
+        .push(stalled.member(&[proto::PeerCapability::Replicate]));
+    write_root(&c);
+    // Its Watch answers; every Pull sends nothing and never ends. bank-b
+    // gives up on a silent pull after 2 s; liaison-a not within the test.
+    stalled.state.stall.store(true, Ordering::SeqCst);
+    set_replication(&c.nodes[0], "pull_idle_timeout", "\"120s\"");
+    set_replication(&c.nodes[1], "pull_idle_timeout", "\"2s\"");
+    c.start_all();
+
+    // bank-b opens contributions once stall-x is cut off as stalled.
+    let r = c
+        .contribute(1, vec![rcv("stalled-0.example")], "CASE-0")
+        .await;
+    assert_eq!((r.first_seq, r.last_seq), (1, 1));
+    c.nodes[1]
+        .wait_counters("stall-x", "cut off the stalled peer", |k| {
+            ended(k, SessionFailure::Stalled) >= 1
+        })
+        .await;
+    // liaison-a takes bank-b's batches while its own pull from stall-x is
+    // still open, sending nothing.
+    for i in 0..3 {
+        let v = format!("stalled-{i}.example");
+        if i > 0 {
+            c.contribute(1, vec![rcv(&v)], &format!("CASE-{i}")).await;
+        }
+        c.wait_match(0, Kind::Domain, &v, MatchStatus::Match).await;
+    }
+    let k = c.nodes[0].counters("stall-x").await;
+    assert_eq!(
+        (k.pulls, ended(&k, SessionFailure::Stalled)),
+        (0, 0),
+        "{k:?}"
+    );
+    let status = c.nodes[0].status().await;
+    let p = status.peers.iter().find(|p| p.member == "stall-x").unwrap();
+    assert!(p.connected, "{p:?}");
+    let b = c.nodes[0].counters("bank-b").await;
+    assert!(received(&b, BatchOutcome::Applied) >= 3, "{b:?}");
+    assert!(b.batches_rejected.is_empty(), "{b:?}");
+    // At bank-b, stall-x is retried after its backoff and stalls again;
+    // Status shows it backed off.
+    c.nodes[1]
+        .wait_counters("stall-x", "retried the stalled peer", |k| {
+            ended(k, SessionFailure::Stalled) >= 2 && k.pulls == 0
+        })
+        .await;
+    let status = c.nodes[1].status().await;
+    let p = status.peers.iter().find(|p| p.member == "stall-x").unwrap();
+    assert_eq!(p.last_failure, "stalled", "{p:?}");
+    assert!(p.failures_in_a_row >= 1, "{p:?}");
+
+    // Restarted with the 2 s deadline, liaison-a opens contributions with
+    // stall-x still stalling, and serves.
+    assert!(c.nodes[0].stop());
+    set_replication(&c.nodes[0], "pull_idle_timeout", "\"2s\"");
+    c.nodes[0].start();
+    let r = c
+        .contribute(0, vec![rcv("stalled-9.example")], "CASE-9")
+        .await;
+    assert_eq!((r.first_seq, r.last_seq), (1, 1));
+    c.wait_match(1, Kind::Domain, "stalled-9.example", MatchStatus::Match)
+        .await;
+    assert_matches(
+        &c,
+        0,
+        &["stalled-0.example", "stalled-2.example"],
+        MatchStatus::Match,
+    )
+    .await;
+    let k = c.nodes[0].counters("stall-x").await;
+    assert!(ended(&k, SessionFailure::Stalled) >= 1, "{k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contributions_wait_for_the_peer_that_holds_more_of_the_own_log() {
+    let mut c = Coalition::new(&["liaison-a"]);
+    let knows = FakePeer::start(c.tmp.path(), "knows-x").await;
+    let empty = FakePeer::start(c.tmp.path(), "empty-y").await;
+    for p in [&knows, &empty] {
+        c.list
+            .members
+            .push(p.member(&[proto::PeerCapability::Replicate]));
+    }
+    write_root(&c);
+    c.nodes[0].start();
+    let r = c.contribute(0, vec![rcv("own-1.example")], "CASE-1").await;
+    assert_eq!(r.first_seq, 1);
+    // A copy of the data directory holding batch 1 only.
+    assert!(c.nodes[0].stop());
+    let backup = c.tmp.path().join("backup");
+    copy_dir(&c.nodes[0].data_dir(), &backup);
+    c.nodes[0].start();
+    for i in 2..=3 {
+        let r = c
+            .contribute(0, vec![rcv(&format!("own-{i}.example"))], "CASE")
+            .await;
+        assert_eq!(r.first_seq, i);
+    }
+    let held = pull_all(&c, 0, &knows.cert, &knows.key, "liaison-a").await;
+    assert_eq!(held.len(), 3);
+    assert!(c.nodes[0].stop());
+
+    // liaison-a comes back from the old copy. knows-x holds its batches 1 to
+    // 3 and is slow to answer; empty-y answers at once, knowing nothing.
+    std::fs::remove_dir_all(c.nodes[0].data_dir()).unwrap();
+    copy_dir(&backup, &c.nodes[0].data_dir());
+    knows.serve(&held);
+    knows.announce(vec![proto::OriginHead {
+        origin: "liaison-a".into(),
+        last_seq: 3,
+        hash: batch::Batch::decode(held[2].clone())
+            .unwrap()
+            .hash()
+            .to_vec(),
+    }]);
+    *knows.state.watch_delay.lock() = Duration::from_secs(2);
+    c.nodes[0].start();
+    let r = c.contribute(0, vec![rcv("own-4.example")], "CASE-4").await;
+    assert_eq!(
+        (r.first_seq, r.last_seq),
+        (4, 4),
+        "contributions opened before the peer holding more of the own log answered"
+    );
+    let k = c.nodes[0].counters("knows-x").await;
+    assert_eq!(received(&k, BatchOutcome::Applied), 2, "{k:?}");
+    assert!(k.batches_rejected.is_empty(), "{k:?}");
+    assert!(c.nodes[0].status().await.forks.is_empty());
+    assert_eq!(c.heads(0).await, vec![("liaison-a".to_string(), 4)]);
+    assert_matches(
+        &c,
+        0,
+        &["own-1.example", "own-3.example", "own-4.example"],
+        MatchStatus::Match,
+    )
+    .await;
+
+    c.nodes[0].restart();
+    let r = c.contribute(0, vec![rcv("own-5.example")], "CASE-5").await;
+    assert_eq!(r.first_seq, 5);
+    assert!(c.nodes[0].status().await.forks.is_empty());
+
+    // A peer announcing more of the own log than its pull brings holds
+    // nothing back: it is cut off as undelivered.
+    knows.announce(vec![proto::OriginHead {
+        origin: "liaison-a".into(),
+        last_seq: 9,
+        hash: vec![0xab; 32],
+    }]);
+    *knows.state.watch_delay.lock() = Duration::ZERO;
+    c.nodes[0].restart();
+    let r = c.contribute(0, vec![rcv("own-6.example")], "CASE-6").await;
+    assert_eq!(r.first_seq, 6);
+    let k = c.nodes[0]
+        .wait_counters("knows-x", "cut off the peer that announced more", |k| {
+            ended(k, SessionFailure::Undelivered) >= 1
+        })
+        .await;
+    assert!(k.batches_rejected.is_empty(), "{k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_both_ways_when_a_member_loses_the_right_or_the_list_expires() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let x = FakePeer::start(c.tmp.path(), "member-x").await;
+    c.list.members.push(x.member(&[
+        proto::PeerCapability::Replicate,
+        proto::PeerCapability::Query,
+    ]));
+    write_root(&c);
+    c.pull_only_from(1, &["liaison-a"]);
+    let now = cix::time::Clock::system().now();
+    c.nodes[0].use_test_clock(now);
+    c.start_all();
+    // liaison-a watches member-x; member-x watches liaison-a.
+    wait_watching(&x, 1).await;
+    let mut inbound = open_watch(&c, 0, &x.cert, &x.key).await;
+    let replicate_only = |l: &mut proto::TrustList, caps: &[proto::PeerCapability]| {
+        member_mut(l, "member-x").capabilities = caps.iter().map(|c| *c as i32).collect();
+    };
+
+    // member-x loses `replicate` and stays active: both directions end at
+    // once, not at a reconnect.
+    let v2 = c.next(|l| replicate_only(l, &[proto::PeerCapability::Query]));
+    publish_at(&c, 0, v2).await;
+    let s = stream_end(&mut inbound).await;
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("`replicate`"), "{s:?}");
+    wait_watching(&x, 0).await;
+    let k = c.nodes[0]
+        .wait_counters("member-x", "ended the session with member-x", |k| {
+            ended(k, SessionFailure::Deauthorized) >= 1
+                && reason_count(&k.streams_cut, RequestRefusal::MissingCapability.name()) >= 1
+        })
+        .await;
+    assert_eq!(ended(&k, SessionFailure::Deauthorized), 1, "{k:?}");
+
+    // Given `replicate` back, it is dialled again; then suspended, both
+    // directions end again.
+    let v3 = c.next(|l| replicate_only(l, &[proto::PeerCapability::Replicate]));
+    publish_at(&c, 0, v3).await;
+    wait_watching(&x, 1).await;
+    let mut inbound = open_watch(&c, 0, &x.cert, &x.key).await;
+    let v4 = c.next(|l| member_mut(l, "member-x").status = proto::MemberStatus::Suspended as i32);
+    publish_at(&c, 0, v4).await;
+    let s = stream_end(&mut inbound).await;
+    assert_ne!(s.code(), tonic::Code::Ok, "{s:?}");
+    wait_watching(&x, 0).await;
+    c.nodes[0]
+        .wait_counters("member-x", "ended the session with member-x again", |k| {
+            ended(k, SessionFailure::Deauthorized) >= 2
+        })
+        .await;
+
+    // liaison-a's own list expires by its clock: bank-b's Watch on it is cut,
+    // and its session with bank-b ends.
+    c.nodes[1]
+        .wait_counters("liaison-a", "pulled from liaison-a", |k| k.pulls >= 1)
+        .await;
+    let expires = c.nodes[0].status().await.trust_expires_at.unwrap().seconds;
+    c.nodes[0].set_time(expires + 1);
+    let k = c.nodes[0]
+        .wait_counters("bank-b", "cut bank-b's watch as the list expired", |k| {
+            reason_count(&k.streams_cut, RequestRefusal::ListExpired.name()) >= 1
+                && ended(k, SessionFailure::Deauthorized) >= 1
+        })
+        .await;
+    assert!(k.batches_rejected.is_empty(), "{k:?}");
+
+    // Back at a time the list holds, after a restart liaison-a serves.
+    c.nodes[0].set_time(now + 60);
+    c.nodes[0].restart();
+    let r = c.contribute(0, vec![rcv("reauth.example")], "CASE-R").await;
+    assert_eq!(r.first_seq, 1);
+    c.wait_match(1, Kind::Domain, "reauth.example", MatchStatus::Match)
+        .await;
+    assert_eq!(x.state.watching.load(Ordering::SeqCst), 0);
 }

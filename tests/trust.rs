@@ -14,15 +14,7 @@ use support::*;
 use tonic::Code;
 
 async fn held_list(c: &Coalition, node: usize) -> proto::SignedTrustList {
-    c.federation(node, node)
-        .await
-        .unwrap()
-        .get_trust_list(proto::GetTrustListRequest { have_version: 0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .list
-        .unwrap()
+    c.trust_list_held(node, node).await.list.unwrap()
 }
 
 /// Node `from` asks node `to`'s peer listener for its list on a new
@@ -89,6 +81,10 @@ async fn a_newer_list_published_to_one_node_reaches_the_other_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_lists_leave_the_stored_list_byte_identical() {
     let mut c = Coalition::new(&["bank-a", "bank-b"]);
+    // Every case from one member in a row: more than its publish rate.
+    c.nodes[0].append_config(
+        "\n[peer_listener.limits]\ntrust_publish_per_second = 100\ntrust_publish_burst = 100\n",
+    );
     c.start_all();
     let before = held_list(&c, 0).await;
     let now = cix::time::Clock::system().now();

@@ -6,7 +6,7 @@ use crate::{
     contribution::{Item, ItemOutcome, ItemStatus},
     counters::{
         BatchOutcome, BatchRejection, EvidenceOutcome, EvidenceRejection, RequestRefusal,
-        SessionFailure, Snapshot,
+        SessionFailure, Snapshot, Withheld,
     },
     ident::{Kind, Reason},
     index::{Indicator, Tier},
@@ -177,6 +177,12 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
                     .collect(),
                 last_pull: (p.last_pull_unix > 0).then(|| timestamp(p.last_pull_unix)),
                 last_error: p.last_error,
+                last_failure: p
+                    .last_failure
+                    .map(|f| f.name().to_string())
+                    .unwrap_or_default(),
+                failures_in_a_row: p.failures_in_a_row,
+                next_attempt: (p.next_attempt_unix > 0).then(|| timestamp(p.next_attempt_unix)),
             })
             .collect(),
         forks: s
@@ -185,6 +191,16 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
             .map(|(origin, frozen_from_seq)| proto::ForkStatus {
                 origin,
                 frozen_from_seq,
+            })
+            .collect(),
+        set_aside: s
+            .set_aside
+            .into_iter()
+            .map(|a| proto::SetAsideStatus {
+                origin: a.origin,
+                first_seq: a.first_seq,
+                rule: a.rule,
+                fork_evidence: a.evidence,
             })
             .collect(),
         own_log_ready: s.own_log_ready,
@@ -266,6 +282,10 @@ pub(crate) fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
                 c.sessions_failed(f)
             }),
             requests_refused: reasons(RequestRefusal::ALL, RequestRefusal::name, |r| c.refused(r)),
+            withheld: reasons(Withheld::ALL, Withheld::name, |w| c.withheld(w)),
+            streams_cut: reasons(RequestRefusal::ALL, RequestRefusal::name, |r| {
+                c.streams_cut(r)
+            }),
             queries_answered: c.queries_answered,
             prefixes_answered: c.prefixes_answered,
         })

@@ -5,18 +5,24 @@
 //! domain ([`crate::federation::trust_serve`],
 //! [`crate::federation::send_batches`],
 //! [`crate::federation::answer_prefix`]) and maps the outcome to a
-//! response or a [`tonic::Status`].
+//! response or a [`tonic::Status`]. Pull and Watch streams last only while
+//! the caller keeps the right to them ([`peers::while_authorized`]).
 
-use std::{pin::Pin, sync::Arc};
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::peers::PeerMember,
+    auth::peers::{self, PeerMember, PeerStream},
     counters::Counters,
-    federation::{answer_prefix::PrefixAnswers, send_batches::BatchSender, trust_serve},
+    federation::{
+        answer_prefix::PrefixAnswers,
+        send_batches::BatchSender,
+        trust_serve::{self, PublishRate},
+    },
     proto::{self, federation_server},
+    tls::TlsIdentity,
     trust::state::TrustState,
 };
 
@@ -25,6 +31,7 @@ pub(crate) struct FederationService {
     counters: Arc<Counters>,
     batches: BatchSender,
     prefixes: PrefixAnswers,
+    publish_rate: PublishRate,
 }
 
 impl FederationService {
@@ -33,17 +40,35 @@ impl FederationService {
         counters: Arc<Counters>,
         batches: BatchSender,
         prefixes: PrefixAnswers,
+        publish_rate: PublishRate,
     ) -> FederationService {
         FederationService {
             trust,
             counters,
             batches,
             prefixes,
+            publish_rate,
         }
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+impl FederationService {
+    /// `stream` for as long as the caller keeps the right to it.
+    fn while_authorized<T: Send + 'static>(
+        &self,
+        peer: Option<TlsIdentity>,
+        path: &'static str,
+        stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    ) -> PeerStream<T> {
+        peers::while_authorized(
+            self.trust.clone(),
+            self.counters.clone(),
+            peer,
+            path,
+            stream,
+        )
+    }
+}
 
 fn member<T>(req: &Request<T>) -> Option<&str> {
     req.extensions().get::<PeerMember>().map(|m| m.id.as_str())
@@ -65,8 +90,14 @@ impl federation_server::Federation for FederationService {
         &self,
         req: Request<proto::SignedTrustList>,
     ) -> Result<Response<proto::PublishTrustListResponse>, Status> {
-        let r =
-            trust_serve::publish(&self.trust, &self.counters, req.get_ref(), member(&req)).await?;
+        let r = trust_serve::publish(
+            &self.trust,
+            &self.counters,
+            &self.publish_rate,
+            req.get_ref(),
+            member(&req),
+        )
+        .await?;
         Ok(Response::new(r))
     }
 
@@ -81,29 +112,36 @@ impl federation_server::Federation for FederationService {
         Ok(Response::new(proto::QueryPrefixResponse { buckets }))
     }
 
-    type PullStream = BoxStream<proto::PullResponse>;
+    type PullStream = PeerStream<proto::PullResponse>;
 
     async fn pull(
         &self,
         req: Request<proto::PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
+        let member_id = member(&req).unwrap_or_default().to_string();
+        let peer = req.extensions().get::<TlsIdentity>().cloned();
         let stream = self
             .batches
-            .pull(req.into_inner().have)
+            .pull(member_id, req.into_inner().have)
             .map_err(Status::from)?;
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(self.while_authorized(
+            peer,
+            "/cix.v1.Federation/Pull",
             stream.map(|r| r.map_err(Status::from)),
         )))
     }
 
-    type WatchStream = BoxStream<proto::WatchResponse>;
+    type WatchStream = PeerStream<proto::WatchResponse>;
 
     async fn watch(
         &self,
-        _req: Request<proto::WatchRequest>,
+        req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let peer = req.extensions().get::<TlsIdentity>().cloned();
         let stream = self.batches.watch().map_err(Status::from)?;
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(self.while_authorized(
+            peer,
+            "/cix.v1.Federation/Watch",
             stream.map(|r| r.map_err(Status::from)),
         )))
     }

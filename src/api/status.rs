@@ -8,7 +8,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     contribution::ContributionError,
-    federation::{answer_prefix::PrefixError, ask_prefix::RemoteError, send_batches::SendError},
+    federation::{
+        answer_prefix::PrefixError, ask_prefix::RemoteError, send_batches::SendError,
+        trust_serve::PublishError,
+    },
     node::NodeError,
     ratelimit::Refused,
     store::StoreError,
@@ -18,18 +21,34 @@ use crate::{
 /// RESOURCE_EXHAUSTED for a rate limit, with the wait in the message and as
 /// a `google.rpc.RetryInfo` detail that clients can act on.
 pub(crate) fn exhausted(r: Refused) -> Status {
+    exhausted_saying(r.to_string(), r)
+}
+
+/// [`exhausted`] with a message naming the limit.
+fn exhausted_saying(message: String, r: Refused) -> Status {
     Status::with_error_details(
         tonic::Code::ResourceExhausted,
-        r.to_string(),
+        message,
         ErrorDetails::with_retry_info(Some(r.retry_after)),
     )
+}
+
+impl From<PublishError> for Status {
+    fn from(e: PublishError) -> Status {
+        match e {
+            PublishError::Limited(r) => exhausted_saying(e.to_string(), r),
+            PublishError::Offer(e) => e.into(),
+        }
+    }
 }
 
 impl From<ContributionError> for Status {
     fn from(e: ContributionError) -> Status {
         match e {
             ContributionError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-            ContributionError::NoValidEpoch => Status::failed_precondition(e.to_string()),
+            ContributionError::NoValidEpoch | ContributionError::OwnLogSetAside { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
             ContributionError::NotReady => Status::unavailable(e.to_string()),
             ContributionError::Store(_) | ContributionError::OriginLogs(_) => {
                 tracing::error!(error = %crate::telemetry::chain(&e), "contribution failed in the store");
@@ -80,6 +99,7 @@ impl From<PrefixError> for Status {
     fn from(e: PrefixError) -> Status {
         match e {
             PrefixError::Limited(r) => exhausted(r),
+            PrefixError::Full { .. } => Status::failed_precondition(e.to_string()),
             e => Status::invalid_argument(e.to_string()),
         }
     }
@@ -89,9 +109,9 @@ impl From<OfferError> for Status {
     fn from(e: OfferError) -> Status {
         match &e {
             OfferError::Rejected(t) => match t {
-                TrustError::Decode(_) | TrustError::Invalid { .. } => {
-                    Status::invalid_argument(e.to_string())
-                }
+                TrustError::Decode(_)
+                | TrustError::Invalid { .. }
+                | TrustError::OverBounds { .. } => Status::invalid_argument(e.to_string()),
                 TrustError::BelowThreshold { .. } => Status::permission_denied(e.to_string()),
                 _ => Status::failed_precondition(e.to_string()),
             },
@@ -99,6 +119,7 @@ impl From<OfferError> for Status {
                 tracing::error!(error = %crate::telemetry::chain(&e), "trust list could not be kept");
                 Status::internal("the node could not store the trust list; nothing changed")
             }
+            OfferError::Stopped => Status::unavailable(e.to_string()),
         }
     }
 }

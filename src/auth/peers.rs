@@ -3,8 +3,11 @@
 //! list in force, the member's status and the capability the method needs.
 //! So neither an open connection nor TLS session resumption lets a member
 //! in after a list suspends it. A tower layer, so that the rule table for
-//! every method lives in one place ([`requirement`]). Refusals are counted
-//! per member and reason in the node's [`Counters`].
+//! every method lives in one place ([`requirement`]). Streams that outlive
+//! their request (Pull, Watch) are checked again by the same rules at every
+//! new list and as the node's clock moves, and cut once refused
+//! ([`while_authorized`]). Refusals and cuts are counted per member and
+//! reason in the node's [`Counters`].
 
 use std::{
     pin::Pin,
@@ -124,6 +127,51 @@ pub(crate) fn authorize(
     Ok(PeerMember {
         id: member.id.clone(),
     })
+}
+
+/// A stream served to a peer.
+pub(crate) type PeerStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Serves `stream` (a Pull or Watch of method `path`) only while
+/// [`authorize`] would still let its request in: checked again at every new
+/// trust list and as the node's clock moves
+/// ([`TrustState::until_refused`]), so that a member suspended, removed or
+/// stripped of the capability, or this node's list expiring, ends the
+/// stream at once with PERMISSION_DENIED naming the reason. Each cut is
+/// counted per member and reason.
+pub(crate) fn while_authorized<T: Send + 'static>(
+    trust: Arc<TrustState>,
+    counters: Arc<Counters>,
+    peer: Option<TlsIdentity>,
+    path: &'static str,
+    stream: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
+) -> PeerStream<T> {
+    use futures::StreamExt;
+    let revoked = async move {
+        trust
+            .until_refused(|t| authorize(t, peer.as_ref(), path).map(|_| ()))
+            .await
+    };
+    let state = Some((Box::pin(stream), Box::pin(revoked)));
+    Box::pin(futures::stream::unfold(state, move |state| {
+        let counters = counters.clone();
+        async move {
+            let (mut stream, mut revoked) = state?;
+            tokio::select! {
+                biased;
+                r = &mut revoked => {
+                    counters.stream_cut(&r.member, r.reason);
+                    tracing::warn!(member = %r.member, reason = r.reason.name(), method = path, "peer stream cut: the member lost the right to it");
+                    let status = Status::permission_denied(format!(
+                        "{path} ended: {}",
+                        r.status.message()
+                    ));
+                    Some((Err(status), None))
+                }
+                item = stream.next() => item.map(|i| (i, Some((stream, revoked)))),
+            }
+        }
+    }))
 }
 
 /// The tower layer that runs [`authorize`] before any peer service and

@@ -39,7 +39,8 @@ pub struct MatchArgs {
     /// Result format (default: from --out's extension, else CSV).
     #[arg(long, value_enum)]
     pub format: Option<OutFormat>,
-    /// Identifiers per streamed message.
+    /// Identifiers per streamed message (with --remote, per call, at most
+    /// 170: what one prefix query carries under the default query policy).
     #[arg(long, default_value_t = 5_000)]
     pub batch: usize,
     /// Screen through this member's node (member id) by k-anonymous prefix
@@ -322,7 +323,12 @@ async fn remote_match(
         items: rows.len(),
         ..Default::default()
     };
-    for chunk in rows.chunks(batch.max(1)) {
+    // One peer request per call under the default query policy: a call
+    // refused by the peer's limits and sent again re-asks only its own
+    // prefixes, none already counted against the daily quota.
+    let per_call =
+        crate::federation::prefixes_per_request(&crate::trust::list::QueryPolicy::DEFAULT);
+    for chunk in rows.chunks(batch.clamp(1, per_call)) {
         let req = proto::MatchRemoteRequest {
             peer: peer.to_string(),
             identifiers: chunk.iter().map(bulk::Row::identifier).collect(),

@@ -42,10 +42,13 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
             "index_pending": s.index_pending,
             "peers": s.peers.iter().map(|p| serde_json::json!({
                 "member": p.member, "connected": p.connected, "last_error": p.last_error,
+                "last_failure": p.last_failure, "failures_in_a_row": p.failures_in_a_row,
+                "next_attempt": p.next_attempt.as_ref().map(|t| format_time(t.seconds)),
                 "last_pull": p.last_pull.as_ref().map(|t| format_time(t.seconds)),
                 "origins": p.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "peer_last_seq": o.peer_last_seq, "lag": o.lag})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "forks": s.forks.iter().map(|f| serde_json::json!({"origin": f.origin, "frozen_from_seq": f.frozen_from_seq})).collect::<Vec<_>>(),
+            "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
         println!("{v}");
@@ -114,12 +117,33 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
                 format!(" ({})", p.last_error)
             }
         );
+        if let Some(t) = &p.next_attempt {
+            println!(
+                "            backed off: {} failures in a row, last {}; next attempt {}",
+                p.failures_in_a_row,
+                p.last_failure,
+                format_time(t.seconds)
+            );
+        }
     }
     for f in &s.forks {
         println!(
             "FORK        origin {} signed two different batches; frozen from entry {}",
             f.origin, f.frozen_from_seq
         );
+    }
+    for a in &s.set_aside {
+        if a.fork_evidence {
+            println!(
+                "SET ASIDE   fork evidence of {}: {}; kept, not used",
+                a.origin, a.rule
+            );
+        } else {
+            println!(
+                "SET ASIDE   batch {} #{}: {}; the origin's log waits here for an operator (README)",
+                a.origin, a.first_seq, a.rule
+            );
+        }
     }
     for q in &s.queries_served {
         println!(
@@ -185,6 +209,8 @@ fn peer_counters_line(c: &proto::PeerCounters) -> String {
         ("fork evidence rejected", &c.fork_evidence_rejected),
         ("sessions ended", &c.sessions_failed),
         ("requests refused", &c.requests_refused),
+        ("withheld", &c.withheld),
+        ("streams cut", &c.streams_cut),
     ] {
         if !r.is_empty() {
             parts.push(format!("{what} {}", reason_counts(r)));
@@ -214,6 +240,8 @@ fn peer_counters_json(c: &proto::PeerCounters) -> serde_json::Value {
         "fork_evidence_rejected": map(&c.fork_evidence_rejected),
         "sessions_failed": map(&c.sessions_failed),
         "requests_refused": map(&c.requests_refused),
+        "withheld": map(&c.withheld),
+        "streams_cut": map(&c.streams_cut),
         "queries_answered": c.queries_answered,
         "prefixes_answered": c.prefixes_answered,
     })

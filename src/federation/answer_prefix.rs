@@ -15,6 +15,14 @@
 //! narrows the asker's identifier to about one in 2^prefix_bits of the
 //! identifier space, and no further (docs/THREAT_MODEL.md gives the figures).
 //!
+//! Answers are bounded: a request carries at most
+//! [`super::prefixes_per_request`] prefixes under the policy, and a prefix
+//! holding more real entries than one answer carries
+//! ([`super::entries_per_prefix`]) refuses the request rather than truncate
+//! it (a truncated answer would lose matches), so the largest answer fits in
+//! what the asker decodes. The daily quota counts the prefixes answered: a
+//! request refused after its quota was taken gives it back.
+//!
 //! [`Gate`] checks the request, applies the per-member limits and pads;
 //! [`PrefixAnswers`] gives it the trust list's policy, the index, the valid
 //! epochs and the node's clock. Answers and refusals (by reason) are counted
@@ -25,7 +33,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rand::{seq::SliceRandom, Rng};
 
-use super::MAX_PREFIXES_PER_REQUEST;
+use super::{entries_per_prefix, prefixes_per_request};
 use crate::{
     counters::{Counters, RequestRefusal},
     ident::Kind,
@@ -41,10 +49,12 @@ use crate::{
 pub enum PrefixError {
     #[error("prefix_bits: must be {expected} (the coalition's query policy), got {got}")]
     Bits { expected: u32, got: u32 },
-    #[error("prefixes: at least 1 and at most {max} per request, got {got}")]
+    #[error("prefixes: at least 1 and at most {max} per request (what one answer carries under the query policy), got {got}")]
     Count { max: usize, got: usize },
     #[error("prefixes[{index}]: must be below 2^prefix_bits")]
     Range { index: usize },
+    #[error("prefixes[{index}]: holds more than {max} indicators, more than one answer carries; the coalition's query policy needs more prefix_bits")]
+    Full { index: usize, max: usize },
     #[error("{0}")]
     Limited(Refused),
 }
@@ -56,6 +66,7 @@ impl PrefixError {
             PrefixError::Bits { .. } => RequestRefusal::PrefixBits,
             PrefixError::Count { .. } => RequestRefusal::PrefixCount,
             PrefixError::Range { .. } => RequestRefusal::PrefixRange,
+            PrefixError::Full { .. } => RequestRefusal::PrefixFull,
             PrefixError::Limited(_) => RequestRefusal::PrefixLimit,
         }
     }
@@ -146,11 +157,9 @@ impl Gate {
             });
         }
         let n = req.prefixes.len();
-        if n == 0 || n > MAX_PREFIXES_PER_REQUEST {
-            return Err(PrefixError::Count {
-                max: MAX_PREFIXES_PER_REQUEST,
-                got: n,
-            });
+        let max = prefixes_per_request(&policy);
+        if n == 0 || n > max {
+            return Err(PrefixError::Count { max, got: n });
         }
         if let Some(index) = req.prefixes.iter().position(|p| u64::from(*p) >> bits != 0) {
             return Err(PrefixError::Range { index });
@@ -170,6 +179,12 @@ impl Gate {
                 .map(|p| index.under_prefix(bits, *p, now, |e| valid_epochs.contains(&e)))
                 .collect()
         };
+        let cap = entries_per_prefix(&policy);
+        if let Some(index) = real.iter().position(|r| r.len() > cap) {
+            // Not answered: the quota taken above is given back.
+            self.limiter.refund(member, n as u64, now_secs);
+            return Err(PrefixError::Full { index, max: cap });
+        }
         let mut rng = rand::thread_rng();
         let bucket = policy.bucket_size.max(1) as usize;
         Ok(req
@@ -472,5 +487,60 @@ mod tests {
             ]
         );
         assert_eq!((m.queries_answered, m.prefixes_answered), (2, 3));
+    }
+
+    #[test]
+    fn a_prefix_holding_more_than_one_answer_carries_is_refused_and_takes_no_quota() {
+        // 257 indicators under one 20-bit prefix: one more than an answer
+        // carries at the default bucket size.
+        let full: Vec<Token> = (0..=256u16)
+            .map(|i| {
+                let mut t = [0x33; 32];
+                t[..3].copy_from_slice(&[1, 1, 0x10]);
+                t[3..5].copy_from_slice(&i.to_be_bytes());
+                Token(t)
+            })
+            .collect();
+        let ix = index_with(&full);
+        let crowded = token_prefix(&full[0], 20);
+        let counters = Arc::new(Counters::new());
+        let gate = Gate::new(counters.clone());
+        let p = QueryPolicy {
+            prefixes_per_day: 2,
+            ..QueryPolicy::DEFAULT
+        };
+        let ask = |prefixes: Vec<u32>, t: f64| {
+            let req = QueryPrefixRequest {
+                prefixes,
+                prefix_bits: 20,
+            };
+            gate.answer("m", &req, p, &ix, &[1], &[], 200, t)
+        };
+        assert!(matches!(
+            ask(vec![7, crowded], 10.0),
+            Err(PrefixError::Full { index: 1, max: 256 })
+        ));
+        // The refused request took none of the daily quota of two.
+        let answered = ask(vec![7, 8], 11.0).unwrap();
+        assert_eq!(answered.len(), 2);
+        assert!(matches!(
+            ask(vec![9], 12.0),
+            Err(PrefixError::Limited(r)) if r.limit == "per day"
+        ));
+        // More prefixes than an answer may carry: refused, naming the bound.
+        let most = prefixes_per_request(&p);
+        let too_many: Vec<u32> = (0..=most as u32).collect();
+        let e = ask(too_many, 13.0).unwrap_err();
+        assert!(matches!(e, PrefixError::Count { max, got } if max == most && got == most + 1));
+        assert!(
+            e.to_string()
+                .starts_with("prefixes: at least 1 and at most 170"),
+            "{e}"
+        );
+        let m = counters.peer("m");
+        assert_eq!(m.refused(RequestRefusal::PrefixFull), 1);
+        assert_eq!(m.refused(RequestRefusal::PrefixCount), 1);
+        assert_eq!(m.refused(RequestRefusal::PrefixLimit), 1);
+        assert_eq!((m.queries_answered, m.prefixes_answered), (1, 2));
     }
 }

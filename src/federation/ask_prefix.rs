@@ -4,14 +4,17 @@
 //! trust list's `prefix_bits`) to the peer over this node's own pinned mTLS
 //! connection, and compares the answers locally ([`compare`]). The member's
 //! own systems never hold peer credentials, and the peer never sees a token
-//! or an outcome. The answering side is [`super::answer_prefix`].
+//! or an outcome. Prefixes go in requests of at most
+//! [`super::prefixes_per_request`] under the query policy, so that every
+//! answer fits in what this node decodes. The answering side is
+//! [`super::answer_prefix`].
 
 use std::{collections::HashMap, sync::Arc};
 
 use parking_lot::Mutex;
 use tonic::{transport::Channel, Status};
 
-use super::{PeerDialer, MAX_PREFIXES_PER_REQUEST};
+use super::{prefixes_per_request, PeerDialer, PEER_CALL_TIMEOUT};
 use crate::{
     ident::{Kind, Reason},
     index::{token_prefix, Indicator, Tier},
@@ -86,7 +89,7 @@ impl Remote {
         // A channel is reused while the peer's pinned keys stay the same.
         if let Some((spki, ch)) = self.channels.lock().get(peer) {
             if *spki == m.tls_spki_sha256 {
-                return Ok(FederationClient::new(ch.clone()));
+                return Ok(super::client(ch.clone()));
             }
         }
         let ch = self
@@ -100,7 +103,7 @@ impl Remote {
         self.channels
             .lock()
             .insert(peer.to_string(), (m.tls_spki_sha256.clone(), ch.clone()));
-        Ok(FederationClient::new(ch))
+        Ok(super::client(ch))
     }
 
     /// Screens `items` (kind, raw value) through `peer`.
@@ -114,17 +117,28 @@ impl Remote {
         I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
     {
         let hashed = engine.hash_identifiers(items, self.clock.now());
-        let bits = QueryPolicy::of(self.trust.current().body()).prefix_bits;
+        let policy = QueryPolicy::of(self.trust.current().body());
+        let bits = policy.prefix_bits;
         let prefixes = prefixes_of(&hashed, bits);
         let mut buckets = Vec::with_capacity(prefixes.len());
         if !prefixes.is_empty() {
             let mut client = self.client(peer).await?;
-            for chunk in prefixes.chunks(MAX_PREFIXES_PER_REQUEST) {
+            // Requests the answerer takes, answers this node decodes.
+            for chunk in prefixes.chunks(prefixes_per_request(&policy)) {
                 let req = QueryPrefixRequest {
                     prefixes: chunk.to_vec(),
                     prefix_bits: bits,
                 };
-                match client.query_prefix(req).await {
+                // The channel bounds the wait for the answer's headers;
+                // this bounds the whole call.
+                let answer = tokio::time::timeout(PEER_CALL_TIMEOUT, client.query_prefix(req))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Status::deadline_exceeded(
+                            "QueryPrefix: no answer within the peer call deadline",
+                        ))
+                    });
+                match answer {
                     Ok(r) => buckets.extend(r.into_inner().buckets),
                     Err(status) => {
                         if status.code() == tonic::Code::Unavailable {

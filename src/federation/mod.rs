@@ -13,7 +13,9 @@
 //!   published.
 //!
 //! This module holds what both directions share: reaching peers over pinned
-//! mutual TLS ([`PeerDialer`]), the heads a node announces ([`heads`]) and
+//! mutual TLS with keepalive and a call deadline ([`PeerDialer`]), with
+//! clients that decode what peers may send ([`client`],
+//! [`crate::batch::PEER_MESSAGE_BYTES`]), the heads a node announces ([`heads`]) and
 //! the one rule for whether this node's history of an origin is the same as
 //! a peer's at the peer's head ([`history_at`]).
 
@@ -29,40 +31,103 @@ use std::{path::PathBuf, time::Duration};
 use tonic::transport::Channel;
 
 use crate::{
+    batch::PEER_MESSAGE_BYTES,
     proto::{federation_client::FederationClient, Member, OriginHead},
     store::{Store, StoreError},
     tls::{self, TlsError},
+    trust::list::QueryPolicy,
 };
 
 /// Opens connections to other members' peer listeners, presenting this
 /// node's peer certificate and accepting only the keys the trust list gives
 /// for the member dialled.
+/// Every channel keeps HTTP/2 keepalive pings going (idle or not), so that
+/// a peer that vanishes is noticed, and gives up waiting for the answer to
+/// any call after [`PEER_CALL_TIMEOUT`] (for a stream: its opening).
 #[derive(Clone, Debug)]
 pub(crate) struct PeerDialer {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub keepalive: Keepalive,
+}
+
+/// HTTP/2 keepalive on peer connections: a ping every `interval`; a ping
+/// unanswered within `timeout` closes the connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// How long one call to a peer may take before it is given up.
 pub(crate) const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most prefixes in one `QueryPrefix` request (the asker splits, the
-/// answerer refuses more).
+/// Most prefixes in one `QueryPrefix` request under any query policy; the
+/// policy's bucket size may allow fewer ([`prefixes_per_request`]).
 pub(crate) const MAX_PREFIXES_PER_REQUEST: usize = 1024;
+
+/// Most bytes a prefix answer may encode in: three quarters of what the
+/// asker decodes ([`PEER_MESSAGE_BYTES`]), the rest a margin.
+pub(crate) const PREFIX_ANSWER_BYTES: usize = PEER_MESSAGE_BYTES / 4 * 3;
+
+/// Most bytes one entry of a prefix answer encodes in, with its framing in
+/// the bucket: a 32-byte token, an origin of 64 characters, a case
+/// reference of 128, every number at its widest.
+pub(crate) const MAX_PREFIX_ENTRY_BYTES: usize = 288;
+
+/// Most bytes a bucket adds besides its entries (its framing and prefix).
+const PREFIX_BUCKET_BYTES: usize = 16;
+
+/// Real entries one prefix may hold at the least before a query for it is
+/// refused, whatever the bucket size: 256 indicators under one prefix means
+/// some 268 million in the coalition at 20 bits, 16 million at 16.
+const MIN_ENTRIES_PER_PREFIX: usize = 256;
+
+/// Most entries (real and decoys) the answer for one prefix may have under
+/// `policy`: 256 rounded up to whole buckets, at least one bucket.
+pub(crate) fn entries_per_prefix(policy: &QueryPolicy) -> usize {
+    let bucket = (policy.bucket_size.max(1)) as usize;
+    MIN_ENTRIES_PER_PREFIX.div_ceil(bucket) * bucket
+}
+
+/// Most prefixes in one request under `policy`: as many as keep the largest
+/// answer the answerer may build (each prefix at [`entries_per_prefix`],
+/// each entry at its widest) within [`PREFIX_ANSWER_BYTES`]; 170 at the
+/// default bucket size of 64, 10 at the largest, 4096.
+pub(crate) fn prefixes_per_request(policy: &QueryPolicy) -> usize {
+    let per_prefix = entries_per_prefix(policy) * MAX_PREFIX_ENTRY_BYTES + PREFIX_BUCKET_BYTES;
+    (PREFIX_ANSWER_BYTES / per_prefix).clamp(1, MAX_PREFIXES_PER_REQUEST)
+}
 
 impl PeerDialer {
     pub(crate) async fn channel(&self, member: &Member) -> Result<Channel, TlsError> {
         let config =
             tls::peer_client_config(&self.cert, &self.key, member.tls_spki_sha256.clone())?;
-        tls::connect(&member.endpoint, None, config).await
+        let keepalive = self.keepalive;
+        tls::connect_tuned(&member.endpoint, None, config, |e| {
+            e.timeout(PEER_CALL_TIMEOUT)
+                .http2_keep_alive_interval(keepalive.interval)
+                .keep_alive_timeout(keepalive.timeout)
+                .keep_alive_while_idle(true)
+        })
+        .await
     }
 
     pub(crate) async fn federation(
         &self,
         member: &Member,
     ) -> Result<FederationClient<Channel>, TlsError> {
-        Ok(FederationClient::new(self.channel(member).await?))
+        Ok(client(self.channel(member).await?))
     }
+}
+
+/// A Federation client on `channel` that decodes and encodes messages of up
+/// to [`PEER_MESSAGE_BYTES`], what the peer listener may send: every client
+/// of a peer is made here.
+pub(crate) fn client(channel: Channel) -> FederationClient<Channel> {
+    FederationClient::new(channel)
+        .max_decoding_message_size(PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES)
 }
 
 /// Every origin's head, with hashes, as a pull request or watch message.
@@ -150,6 +215,44 @@ pub(crate) fn history_at(store: &Store, head: &OriginHead) -> Result<AtHead, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_prefix_answer_fits_in_what_the_asker_decodes() {
+        use prost::Message;
+        let widest = crate::proto::PrefixEntry {
+            token: vec![0xff; 32],
+            kind: i32::MAX,
+            origin: "o".repeat(64),
+            tier: i32::MAX,
+            case_ref: "c".repeat(128),
+            created_unix: i64::MAX,
+            valid_until_unix: i64::MAX,
+            epoch: u32::MAX,
+            seq: u64::MAX,
+        };
+        let bucket = |n: usize| crate::proto::PrefixBucket {
+            prefix: u32::MAX,
+            entries: vec![widest.clone(); n],
+        };
+        let one = bucket(1).encoded_len() - bucket(0).encoded_len();
+        assert!(one <= MAX_PREFIX_ENTRY_BYTES, "{one}");
+        // The prefix, the tag and a length of up to four bytes.
+        assert!(bucket(0).encoded_len() + 5 <= PREFIX_BUCKET_BYTES);
+        for size in [1, 8, 64, 100, 1000, 4096] {
+            let policy = QueryPolicy {
+                bucket_size: size,
+                ..QueryPolicy::DEFAULT
+            };
+            let n = prefixes_per_request(&policy);
+            let per = entries_per_prefix(&policy);
+            assert!(per >= MIN_ENTRIES_PER_PREFIX && per % size as usize == 0);
+            let b = bucket(per);
+            let answer = n * (1 + prost::length_delimiter_len(b.encoded_len()) + b.encoded_len());
+            assert!(answer <= PREFIX_ANSWER_BYTES, "bucket {size}: {answer}");
+            assert!(answer < PEER_MESSAGE_BYTES);
+        }
+        assert_eq!(prefixes_per_request(&QueryPolicy::DEFAULT), 170);
+    }
     use crate::{
         batch::{self, Batch},
         keys::signing::SigningKeyFile,

@@ -13,12 +13,28 @@
 //! dropped, and the rest of the stream goes on. A batch already held is a
 //! no-op; a different, validly signed batch at a sequence number already
 //! held is fork evidence: kept, passed on, and the origin frozen from there.
-//! A node's contributions wait until its own log's head is confirmed with a
-//! peer, so that a node restarted after data loss never reuses a sequence
-//! number. A batch younger than the retention period that arrives with
+//! A node's contributions wait until its own log's head is confirmed with
+//! its peers, so that a node restarted after data loss never reuses a
+//! sequence number: they open once at least one peer has answered a pull,
+//! every other peer has answered or failed a session (unreachable, stalled,
+//! cut off), and this node holds at least as much of its own log as any
+//! answering peer announced ([`Replication::update_ready`]). A node with no
+//! peers is ready at once. A batch younger than the retention period that arrives with
 //! purged entries is refused: no honest node purges those, so a relay
 //! stripped them (an older batch's purged entries cannot be told apart
 //! from an honest purge with this format; see the README).
+//!
+//! Sessions are independent: the stream of one peer is read with no lock
+//! that another peer's session needs; applying a batch takes only its
+//! origin's lock, so two peers relaying one origin never race on its chain.
+//! A session ends, counted as a [`SessionFailure`], when the peer stalls (no
+//! answer to opening a stream within [`PEER_CALL_TIMEOUT`], or a Pull silent
+//! for the idle deadline), when a pull brings any batch or fork evidence
+//! refused for its own fault (the pull runs to its end first, so every
+//! refusal is counted), and at once when the trust list in force no longer
+//! lets this node replicate with the peer (re-checked at every new list and
+//! as the node's clock moves). The peer is then retried after an exponential
+//! backoff with jitter, reset by a healthy session; the other peers go on.
 //!
 //! Every outcome is counted in the node's [`Counters`], per peer.
 
@@ -29,7 +45,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::Channel, Status};
 
-use super::{compare_heads, heads, Heads, PeerDialer};
+use super::{compare_heads, heads, Heads, PeerDialer, PEER_CALL_TIMEOUT};
 use crate::{
     batch::{self, Batch, BatchError},
     counters::{
@@ -86,6 +102,13 @@ pub(crate) enum BatchRefused {
     Index(LogsError),
     #[error("it differs from this node's batch there, but the two are not fork evidence under the trust list in force: {}", crate::telemetry::chain(.0))]
     UnprovenFork(EvidenceRefused),
+    #[error(
+        "batch of {bytes} bytes: must encode in at most {} bytes",
+        batch::MAX_RECEIVED_BYTES
+    )]
+    Oversized { bytes: usize },
+    #[error("{}", crate::telemetry::chain(.0))]
+    SetAside(LogsError),
 }
 
 impl BatchRefused {
@@ -112,6 +135,8 @@ impl BatchRefused {
             BatchRefused::Store(_) => BatchRejection::Store,
             BatchRefused::Index(_) => BatchRejection::Index,
             BatchRefused::UnprovenFork(_) => BatchRejection::UnprovenFork,
+            BatchRefused::Oversized { .. } => BatchRejection::Oversized,
+            BatchRefused::SetAside(_) => BatchRejection::OriginSetAside,
         }
     }
 
@@ -138,6 +163,9 @@ pub(crate) enum EvidenceRefused {
     NotAFork,
     #[error("a batch of the fork evidence does not verify: {}", crate::telemetry::chain(.0))]
     Unverified(BatchError),
+    /// Names the field and the rule, never a value.
+    #[error("a batch of the fork evidence has an invalid field: {}", crate::telemetry::chain(.0))]
+    InvalidField(BatchError),
     #[error("fork evidence valid, the origin frozen, but not kept: {}", crate::telemetry::chain(.0))]
     Store(StoreError),
 }
@@ -150,6 +178,7 @@ impl EvidenceRefused {
             EvidenceRefused::Decode(_) => EvidenceRejection::Decode,
             EvidenceRefused::NotAFork => EvidenceRejection::NotAFork,
             EvidenceRefused::Unverified(_) => EvidenceRejection::Unverified,
+            EvidenceRefused::InvalidField(_) => EvidenceRejection::InvalidField,
             EvidenceRefused::Store(_) => EvidenceRejection::Store,
         }
     }
@@ -166,6 +195,10 @@ pub(crate) enum PullError {
     Stream(Status),
     #[error("flushing the store: {}", crate::telemetry::chain(.0))]
     Flush(StoreError),
+    #[error("pull stalled: no answer or message within the deadline")]
+    Stalled,
+    #[error("pull given up: the session was ended")]
+    Cut,
 }
 
 /// Why a replication session with a peer ended.
@@ -181,6 +214,26 @@ pub(crate) enum SessionError {
     WatchEnded,
     #[error(transparent)]
     Pull(#[from] PullError),
+    #[error("{step} stalled: no answer within the peer call deadline")]
+    Stalled { step: &'static str },
+    #[error("cut off: {refused} batches or fork evidence of the last pull refused")]
+    InvalidBatches { refused: u64 },
+    #[error("announced this node's own log at {announced}, but its pull left it at {held}")]
+    Undelivered { announced: u64, held: u64 },
+    #[error("ended: {0}")]
+    Deauthorized(Deauthorized),
+}
+
+/// Why the trust list in force no longer lets this node replicate with a
+/// peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Deauthorized {
+    #[error("this node's trust list has expired")]
+    ListExpired,
+    #[error("the peer is no longer an active member with `replicate` and an endpoint")]
+    NotAPeer,
+    #[error("the peer's endpoint or TLS key changed")]
+    Moved,
 }
 
 impl SessionError {
@@ -193,6 +246,14 @@ impl SessionError {
             SessionError::Pull(PullError::Refused(_)) => SessionFailure::PullRefused,
             SessionError::Pull(PullError::Stream(_)) => SessionFailure::PullStream,
             SessionError::Pull(PullError::Heads(_) | PullError::Flush(_)) => SessionFailure::Store,
+            SessionError::Pull(PullError::Stalled) | SessionError::Stalled { .. } => {
+                SessionFailure::Stalled
+            }
+            SessionError::InvalidBatches { .. } => SessionFailure::InvalidBatches,
+            SessionError::Undelivered { .. } => SessionFailure::Undelivered,
+            SessionError::Pull(PullError::Cut) | SessionError::Deauthorized(_) => {
+                SessionFailure::Deauthorized
+            }
         }
     }
 }
@@ -204,6 +265,20 @@ pub(crate) struct PeerView {
     pub heads: HashMap<String, u64>,
     pub last_pull_unix: i64,
     pub last_error: String,
+    /// Why the last session ended, if one has.
+    pub last_failure: Option<SessionFailure>,
+    /// Sessions failed in a row (0 after a healthy one).
+    pub failures_in_a_row: u32,
+    /// When the next attempt is due by the node's clock (0: none pending).
+    pub next_attempt_unix: i64,
+    /// A pull from the peer ran to its end since the node started.
+    answered: bool,
+    /// The peer answered, or a session with it failed, since the node
+    /// started: readiness no longer waits for it.
+    settled: bool,
+    /// The head of this node's own log that the peer's open session
+    /// announced (0 when none is open).
+    own_head: u64,
 }
 
 /// How replication runs (from the node's config).
@@ -215,6 +290,11 @@ pub(crate) struct Settings {
     pub retention: Duration,
     /// Members to pull from (empty: all).
     pub only: Vec<String>,
+    /// Longest silence of a Pull stream before the session ends.
+    pub pull_idle: Duration,
+    /// Reconnect backoff: the first wait, and the longest.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
 }
 
 pub(crate) struct Replication {
@@ -224,7 +304,9 @@ pub(crate) struct Replication {
     pub settings: Settings,
     counters: Arc<Counters>,
     clock: Clock,
-    apply: tokio::sync::Mutex<()>,
+    /// One lock per listed origin: held while a batch of it is checked
+    /// against the chain and applied, never across a network read.
+    origins: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ready: watch::Sender<bool>,
     views: Mutex<HashMap<String, PeerView>>,
 }
@@ -253,7 +335,7 @@ impl Replication {
             settings,
             counters,
             clock,
-            apply: tokio::sync::Mutex::new(()),
+            origins: Mutex::new(HashMap::new()),
             ready,
             views: Mutex::new(HashMap::new()),
         };
@@ -280,25 +362,30 @@ impl Replication {
         f(self.views.lock().entry(peer.to_string()).or_default());
     }
 
-    /// Pulls everything `peer` holds that this node lacks. Returns what this
-    /// pull counted (the peer's counters since it began).
+    /// Pulls everything `peer` holds that this node lacks, until the
+    /// stream ends, stays silent for the idle deadline, or `cut`. Returns
+    /// what this pull counted (the peer's counters since it began).
     pub(crate) async fn pull(
         &self,
         client: &mut FederationClient<Channel>,
         peer: &str,
+        cut: &CancellationToken,
     ) -> Result<PeerCounts, PullError> {
-        let _guard = self.apply.lock().await;
         // Pulls from one peer run one at a time: the counters' difference
         // is this pull's.
         let before = self.counters.peer(peer);
         let have = heads(&self.logs.store).map_err(PullError::Heads)?;
-        let mut stream = client
-            .pull(PullRequest { have })
+        let mut stream = within(cut, PEER_CALL_TIMEOUT, client.pull(PullRequest { have }))
             .await
+            .map_err(Waited::pull_error)?
             .map_err(PullError::Refused)?
             .into_inner();
         let result = loop {
-            match stream.message().await {
+            let m = match within(cut, self.settings.pull_idle, stream.message()).await {
+                Ok(m) => m,
+                Err(e) => break Err(e.pull_error()),
+            };
+            match m {
                 Ok(Some(m)) => match m.item {
                     Some(pull_response::Item::Batch(b)) => {
                         self.ingest_batch(b, peer).await;
@@ -339,9 +426,20 @@ impl Replication {
     /// Verifies and applies one batch received from `peer`, and counts the
     /// outcome.
     pub(crate) async fn ingest_batch(&self, raw: LogBatch, peer: &str) -> Ingest {
+        let bytes = prost::Message::encoded_len(&raw);
         let b = match Batch::decode(raw) {
             Ok(b) => b,
             Err(e) => return self.refused(peer, None, BatchRefused::Verify(e)),
+        };
+        // Before verifying: the rest of its origin is a gap until a peer
+        // sends a batch that fits.
+        if bytes > batch::MAX_RECEIVED_BYTES {
+            return self.refused(peer, Some(&b), BatchRefused::Oversized { bytes });
+        }
+        let lock = self.origin_lock(b.origin());
+        let _applying = match &lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
         };
         match self.admit(&b, peer).await {
             Ok(o) => {
@@ -355,6 +453,19 @@ impl Replication {
             }
             Err(r) => self.refused(peer, Some(&b), r),
         }
+    }
+
+    /// The lock of a listed origin (an unlisted one is refused unapplied:
+    /// it gets none, so that no peer can grow the map).
+    fn origin_lock(&self, origin: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.trust.current().member(origin)?;
+        Some(
+            self.origins
+                .lock()
+                .entry(origin.to_string())
+                .or_default()
+                .clone(),
+        )
     }
 
     fn refused(&self, peer: &str, b: Option<&Batch>, r: BatchRefused) -> Ingest {
@@ -419,12 +530,13 @@ impl Replication {
             )) => Err(BatchRefused::Chain),
             Err(LogsError::Store(e)) => Err(BatchRefused::Store(e)),
             Err(e @ LogsError::Index(_)) => Err(BatchRefused::Index(e)),
+            Err(e @ LogsError::SetAside { .. }) => Err(BatchRefused::SetAside(e)),
         }
     }
 
     /// Checks fork evidence received from `peer` (two different batches of
-    /// one origin, both validly signed, overlapping in sequence numbers),
-    /// keeps it, freezes the origin from the earlier first sequence number,
+    /// one origin, both validly signed and within every field rule,
+    /// overlapping in sequence numbers), keeps it, freezes the origin from the earlier first sequence number,
     /// and counts the outcome.
     pub(crate) async fn ingest_fork(
         &self,
@@ -464,6 +576,8 @@ impl Replication {
         }
         for x in [&a, &b] {
             crate::trust::batches::verify(x, &list).map_err(EvidenceRefused::Unverified)?;
+            // Bad bytes are never kept, by this path either.
+            x.check_fields().map_err(EvidenceRefused::InvalidField)?;
         }
         let from = batch::fork_point(&ev).unwrap_or(1);
         let kept = match self.logs.store.put_fork(a.origin(), &ev) {
@@ -518,73 +632,327 @@ fn wants_pull(repl: &Replication, h: &crate::proto::OriginHead) -> bool {
     }
 }
 
+/// Why a bounded wait for a peer ended without its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// The deadline passed.
+    TooLong,
+    /// The session was ended meanwhile.
+    Cut,
+}
+
+impl Waited {
+    fn pull_error(self) -> PullError {
+        match self {
+            Waited::TooLong => PullError::Stalled,
+            Waited::Cut => PullError::Cut,
+        }
+    }
+
+    fn session_error(self, step: &'static str) -> SessionError {
+        match self {
+            Waited::TooLong => SessionError::Stalled { step },
+            Waited::Cut => SessionError::Pull(PullError::Cut),
+        }
+    }
+}
+
+/// `fut`, unless `cut` comes first or it takes longer than `limit`.
+async fn within<T>(
+    cut: &CancellationToken,
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, Waited> {
+    tokio::select! {
+        _ = cut.cancelled() => Err(Waited::Cut),
+        r = tokio::time::timeout(limit, fut) => r.map_err(|_| Waited::TooLong),
+    }
+}
+
+/// Batches and fork evidence of a pull refused for their own fault, not
+/// this node's store.
+fn refused_for_their_fault(pulled: &PeerCounts) -> u64 {
+    let batches: u64 = BatchRejection::ALL
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r,
+                BatchRejection::HeadRead | BatchRejection::Store | BatchRejection::Index
+            )
+        })
+        .map(|r| pulled.rejected(*r))
+        .sum();
+    let evidence: u64 = EvidenceRejection::ALL
+        .iter()
+        .filter(|r| **r != EvidenceRejection::Store)
+        .map(|r| pulled.evidence_rejected(*r))
+        .sum();
+    batches + evidence
+}
+
+/// The wait before attempt `failures + 1` after `failures` failed sessions
+/// in a row: `min` doubled per earlier failure, at most `max`, then up to a
+/// quarter shorter at random (so that peers cut off together do not all
+/// come back together), never under `min`.
+fn backoff(min: Duration, max: Duration, failures: u32, jitter: f64) -> Duration {
+    let doubled = min.saturating_mul(1u32 << failures.saturating_sub(1).min(30));
+    let base = doubled.min(max);
+    base.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0)).max(min)
+}
+
+impl Replication {
+    /// Whether the list in force still lets this node replicate with `m` as
+    /// dialled: the list has not expired, and `m` is still a peer at the
+    /// same endpoint with the same TLS keys.
+    fn authorization(&self, m: &Member) -> Result<(), Deauthorized> {
+        if self.trust.current().is_expired(self.clock.now()) {
+            return Err(Deauthorized::ListExpired);
+        }
+        match peers(&self.trust, &self.settings.only)
+            .into_iter()
+            .find(|p| p.id == m.id)
+        {
+            None => Err(Deauthorized::NotAPeer),
+            Some(p) if p.endpoint != m.endpoint || p.tls_spki_sha256 != m.tls_spki_sha256 => {
+                Err(Deauthorized::Moved)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Records the heads a peer announced.
+    fn announced(&self, peer: &str, heads: &[crate::proto::OriginHead]) {
+        let own = self.trust.node_id();
+        self.view(peer, |v| {
+            for h in heads {
+                v.heads.insert(h.origin.clone(), h.last_seq);
+                if h.origin == own {
+                    v.own_head = h.last_seq;
+                }
+            }
+        });
+    }
+
+    /// This node's head of its own log (`None` if unreadable: readiness
+    /// then waits).
+    fn own_head(&self) -> Option<u64> {
+        match self.logs.store.head(self.trust.node_id()) {
+            Ok(h) => Some(h.map_or(0, |h| h.last_seq)),
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "reading this node's own head");
+                None
+            }
+        }
+    }
+
+    /// A pull within a session: afterwards the peer has answered, or is cut
+    /// off for refused batches, or (before contributions open) for having
+    /// announced more of this node's own log than it brought.
+    async fn pull_from(
+        &self,
+        client: &mut FederationClient<Channel>,
+        peer: &str,
+        cut: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let pulled = self.pull(client, peer, cut).await?;
+        let refused = refused_for_their_fault(&pulled);
+        if refused > 0 {
+            return Err(SessionError::InvalidBatches { refused });
+        }
+        if !self.is_ready() {
+            let announced = self.views.lock().get(peer).map_or(0, |v| v.own_head);
+            let held = self.own_head().unwrap_or(0);
+            if announced > held {
+                return Err(SessionError::Undelivered { announced, held });
+            }
+        }
+        self.view(peer, |v| {
+            v.answered = true;
+            v.settled = true;
+        });
+        self.update_ready();
+        Ok(())
+    }
+
+    /// Opens contributions once the own log's head is confirmed: some peer
+    /// answered a pull, every peer answered or failed a session, and no
+    /// peer with an open session announced more of the own log than this
+    /// node holds (it is pulled from first). With no peers, at once.
+    pub(crate) fn update_ready(&self) {
+        if self.is_ready() {
+            return;
+        }
+        let peers = peers(&self.trust, &self.settings.only);
+        let Some(mine) = self.own_head() else { return };
+        let mut answered = peers.is_empty();
+        {
+            let views = self.views.lock();
+            for p in &peers {
+                let Some(v) = views.get(&p.id) else { return };
+                if !v.settled || v.own_head > mine {
+                    return;
+                }
+                answered |= v.answered;
+            }
+        }
+        if answered && !self.ready.send_replace(true) {
+            tracing::info!(
+                own_head = mine,
+                "own log's head confirmed with the peers: contributions open"
+            );
+        }
+    }
+}
+
 async fn session(
     repl: &Replication,
     member: &Member,
-    stop: &CancellationToken,
+    cut: &CancellationToken,
 ) -> Result<(), SessionError> {
     let channel = repl
         .dialer
         .channel(member)
         .await
         .map_err(SessionError::Connect)?;
-    let mut client = FederationClient::new(channel);
-    let mut watch = client
-        .watch(WatchRequest {})
+    let mut client = super::client(channel);
+    let mut watch = within(cut, PEER_CALL_TIMEOUT, client.watch(WatchRequest {}))
         .await
+        .map_err(|w| w.session_error("watch"))?
         .map_err(SessionError::WatchRefused)?
         .into_inner();
+    // A Watch opens with every head the peer holds: what readiness needs
+    // to know before the first pull.
+    let first = within(cut, PEER_CALL_TIMEOUT, watch.message())
+        .await
+        .map_err(|w| w.session_error("watch"))?
+        .map_err(SessionError::Watch)?
+        .ok_or(SessionError::WatchEnded)?;
+    repl.announced(&member.id, &first.heads);
     repl.view(&member.id, |v| {
         v.connected = true;
         v.last_error.clear();
+        v.next_attempt_unix = 0;
     });
-    repl.pull(&mut client, &member.id).await?;
-    // The own log's head is confirmed once one peer's history is in.
-    repl.ready.send_if_modified(|r| !std::mem::replace(r, true));
+    repl.pull_from(&mut client, &member.id, cut).await?;
     let mut tick = tokio::time::interval(repl.settings.pull_interval);
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = cut.cancelled() => return Err(PullError::Cut.into()),
             m = watch.message() => {
                 let m = m.map_err(SessionError::Watch)?.ok_or(SessionError::WatchEnded)?;
                 let pull = m.heads.iter().any(|h| wants_pull(repl, h));
-                repl.view(&member.id, |v| {
-                    for h in &m.heads {
-                        v.heads.insert(h.origin.clone(), h.last_seq);
-                    }
-                });
+                repl.announced(&member.id, &m.heads);
                 if pull {
-                    repl.pull(&mut client, &member.id).await?;
+                    repl.pull_from(&mut client, &member.id, cut).await?;
                 }
             }
             _ = tick.tick() => {
-                repl.pull(&mut client, &member.id).await?;
+                repl.pull_from(&mut client, &member.id, cut).await?;
             }
         }
     }
 }
 
+/// One session with `member`, ended at once (between two batches, never
+/// inside one) when the list in force stops authorizing it or the node
+/// stops.
+async fn authorized_session(
+    repl: &Replication,
+    member: &Member,
+    stop: &CancellationToken,
+) -> Result<(), SessionError> {
+    let cut = stop.child_token();
+    let run = session(repl, member, &cut);
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r,
+        why = repl.trust.until_refused(|_| repl.authorization(member)) => {
+            cut.cancel();
+            let _ = run.await;
+            Err(SessionError::Deauthorized(why))
+        }
+    }
+}
+
 async fn peer_loop(repl: Arc<Replication>, id: String, stop: CancellationToken) {
+    let mut failures = 0u32;
     loop {
         let member = peers(&repl.trust, &repl.settings.only)
             .into_iter()
             .find(|m| m.id == id);
         let Some(member) = member else {
-            repl.view(&id, |v| v.connected = false);
-            return;
-        };
-        if let Err(e) = session(&repl, &member, &stop).await {
-            repl.counters.session_failed(&id, e.failure());
-            tracing::debug!(peer = %id, reason = e.failure().name(), error = %crate::telemetry::chain(&e), "replication session ended");
             repl.view(&id, |v| {
                 v.connected = false;
-                v.last_error = e.to_string();
+                v.own_head = 0;
+                v.next_attempt_unix = 0;
             });
+            repl.update_ready();
+            return;
+        };
+        if repl.authorization(&member).is_err() {
+            // This node's list has expired: nothing to do until a newer one
+            // (or one that no longer lists the peer).
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = repl.trust.until_refused(|_| match repl.authorization(&member) {
+                    Err(Deauthorized::ListExpired) => Ok(()),
+                    _ => Err(()),
+                }) => {}
+            }
+            continue;
         }
+        let pulls = repl.counters.peer(&id).pulls;
+        let Err(e) = authorized_session(&repl, &member, &stop).await else {
+            continue;
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        let failure = e.failure();
+        let healthy = repl.counters.peer(&id).pulls > pulls
+            && !matches!(
+                failure,
+                SessionFailure::InvalidBatches | SessionFailure::Undelivered
+            );
+        failures = if healthy {
+            1
+        } else {
+            failures.saturating_add(1)
+        };
+        let wait = match failure {
+            // Not the peer's doing: dial again as the list now says.
+            SessionFailure::Deauthorized => Duration::ZERO,
+            _ => backoff(
+                repl.settings.backoff_min,
+                repl.settings.backoff_max,
+                failures,
+                rand::random(),
+            ),
+        };
+        repl.counters.session_failed(&id, failure);
+        match failure {
+            SessionFailure::Connect | SessionFailure::WatchEnded => {
+                tracing::debug!(peer = %id, reason = failure.name(), error = %crate::telemetry::chain(&e), wait_ms = wait.as_millis() as u64, "replication session ended")
+            }
+            _ => {
+                tracing::warn!(peer = %id, reason = failure.name(), error = %crate::telemetry::chain(&e), wait_ms = wait.as_millis() as u64, "replication session ended")
+            }
+        }
+        let now = repl.clock.now();
+        repl.view(&id, |v| {
+            v.connected = false;
+            v.last_error = e.to_string();
+            v.last_failure = Some(failure);
+            v.failures_in_a_row = failures;
+            v.next_attempt_unix = now.saturating_add(wait.as_secs_f64().ceil() as i64);
+            v.settled = true;
+            v.own_head = 0;
+        });
+        repl.update_ready();
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -600,6 +968,8 @@ pub(crate) async fn run(repl: Arc<Replication>, stop: CancellationToken) {
                 tokio::spawn(peer_loop(repl.clone(), m.id.clone(), stop.clone()))
             });
         }
+        // Peers gone from the list no longer hold readiness back.
+        repl.update_ready();
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = changed.changed() => {}
@@ -690,6 +1060,10 @@ mod tests {
                 BatchRefused::UnprovenFork(EvidenceRefused::NotAFork),
                 BatchRejection::UnprovenFork,
             ),
+            (
+                BatchRefused::Oversized { bytes: 1 << 24 },
+                BatchRejection::Oversized,
+            ),
         ];
         for (refused, reason) in cases {
             assert_eq!(refused.reason(), reason, "{refused}");
@@ -721,6 +1095,35 @@ mod tests {
     }
 
     #[test]
+    fn backoff_doubles_from_the_minimum_to_the_maximum_with_up_to_a_quarter_off() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        let b = |n, j| backoff(min, max, n, j);
+        assert_eq!(b(1, 0.0), min);
+        assert_eq!(b(2, 0.0), Duration::from_secs(2));
+        assert_eq!(b(4, 0.0), Duration::from_secs(8));
+        assert_eq!(b(9, 0.0), Duration::from_secs(256));
+        assert_eq!(b(10, 0.0), max);
+        assert_eq!(b(u32::MAX, 0.0), max);
+        assert_eq!(b(10, 1.0), Duration::from_secs(225));
+        // Never under the minimum, whatever the jitter.
+        assert_eq!(b(1, 1.0), min);
+        assert_eq!(b(0, 0.5), min);
+    }
+
+    #[test]
+    fn only_refusals_for_the_batches_own_fault_cut_a_peer_off() {
+        let c = Counters::new();
+        c.batch_rejected("p", BatchRejection::Store);
+        c.batch_rejected("p", BatchRejection::Index);
+        c.evidence_rejected("p", EvidenceRejection::Store);
+        c.batch("p", BatchOutcome::Gap);
+        assert_eq!(refused_for_their_fault(&c.peer("p")), 0);
+        c.batch_rejected("p", BatchRejection::Signature);
+        c.evidence_rejected("p", EvidenceRejection::NotAFork);
+        assert_eq!(refused_for_their_fault(&c.peer("p")), 2);
+    }
+
+    #[test]
     fn session_errors_name_their_failure() {
         let s = || Status::unavailable("gone");
         assert_eq!(
@@ -746,6 +1149,30 @@ mod tests {
         assert_eq!(
             SessionError::from(PullError::Flush(StoreError::Corrupt("x".into()))).failure(),
             SessionFailure::Store
+        );
+        assert_eq!(
+            SessionError::from(PullError::Stalled).failure(),
+            SessionFailure::Stalled
+        );
+        assert_eq!(
+            SessionError::Stalled { step: "watch" }.failure(),
+            SessionFailure::Stalled
+        );
+        assert_eq!(
+            SessionError::InvalidBatches { refused: 3 }.failure(),
+            SessionFailure::InvalidBatches
+        );
+        assert_eq!(
+            SessionError::Undelivered {
+                announced: 3,
+                held: 1
+            }
+            .failure(),
+            SessionFailure::Undelivered
+        );
+        assert_eq!(
+            SessionError::Deauthorized(Deauthorized::ListExpired).failure(),
+            SessionFailure::Deauthorized
         );
         // What Status shows as the peer's last error names the step and the
         // peer's status code.

@@ -3,7 +3,11 @@
 //! node holds, then, per origin, the batches the caller lacks after the
 //! head it sent; a caller whose history differs at its head
 //! ([`super::history_at`]) gets this node's batches from where they differ,
-//! so that it sees the fork. A Watch gets every head at once, then each
+//! so that it sees the fork. Nothing larger than a peer decodes is sent: a
+//! batch over [`crate::batch::MAX_RECEIVED_BYTES`] (which every node would
+//! refuse) ends its origin's part of the pull, while the other origins go
+//! on; fork evidence over [`crate::batch::PEER_MESSAGE_BYTES`] is left out;
+//! either is logged and counted for the peer ([`Withheld`]). A Watch gets every head at once, then each
 //! origin's new head as this node takes batches in, until the node stops.
 //!
 //! A Pull's batches (sled and segment files) are read one at a time on a
@@ -19,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{heads, history_at, AtHead};
 use crate::{
+    counters::{Counters, Withheld},
     logs::OriginLogs,
     proto::{pull_response, LogBatch, OriginHead, PullResponse, WatchResponse},
     store::{Store, StoreError},
@@ -38,6 +43,7 @@ pub enum SendError {
 /// The serving side of replication.
 pub(crate) struct BatchSender {
     logs: Arc<OriginLogs>,
+    counters: Arc<Counters>,
     /// Cancelled when the node stops: ends the long-lived Watch streams so
     /// that shutdown need not wait for its drain deadline.
     stop: CancellationToken,
@@ -47,22 +53,40 @@ pub(crate) struct BatchSender {
 pub(crate) type Outgoing<T> = ReceiverStream<Result<T, SendError>>;
 
 impl BatchSender {
-    pub(crate) fn new(logs: Arc<OriginLogs>, stop: CancellationToken) -> BatchSender {
-        BatchSender { logs, stop }
+    pub(crate) fn new(
+        logs: Arc<OriginLogs>,
+        counters: Arc<Counters>,
+        stop: CancellationToken,
+    ) -> BatchSender {
+        BatchSender {
+            logs,
+            counters,
+            stop,
+        }
     }
 
     /// What a caller whose heads are `have` lacks: fork evidence first,
     /// then each origin's batches after where the caller's history agrees
-    /// with this node's.
-    pub(crate) fn pull(&self, have: Vec<OriginHead>) -> Result<Outgoing<PullResponse>, SendError> {
+    /// with this node's. `peer` is the caller, for the counters.
+    pub(crate) fn pull(
+        &self,
+        peer: String,
+        have: Vec<OriginHead>,
+    ) -> Result<Outgoing<PullResponse>, SendError> {
         let store = self.logs.store.clone();
+        let counters = self.counters.clone();
         let have: HashMap<String, OriginHead> =
             have.into_iter().map(|h| (h.origin.clone(), h)).collect();
         let forks = store.forks()?;
         let origins = store.heads()?;
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move {
-            for (_, ev) in forks {
+            for (origin, ev) in forks {
+                if ev.encoded_len() + 16 > crate::batch::PEER_MESSAGE_BYTES {
+                    tracing::warn!(%peer, origin = %origin, bytes = ev.encoded_len(), "fork evidence larger than a peer decodes: not sent");
+                    counters.withheld(&peer, Withheld::OversizedEvidence);
+                    continue;
+                }
                 let item = pull_response::Item::Fork(ev);
                 if tx
                     .send(Ok(PullResponse { item: Some(item) }))
@@ -106,6 +130,11 @@ impl BatchSender {
                             return;
                         }
                     };
+                    if batch.encoded_len() > crate::batch::MAX_RECEIVED_BYTES {
+                        tracing::warn!(%peer, origin = %origin, bytes = batch.encoded_len(), "stored batch larger than peers take: the rest of its origin is not sent");
+                        counters.withheld(&peer, Withheld::OversizedBatch);
+                        break;
+                    }
                     let item = pull_response::Item::Batch(batch);
                     if tx
                         .send(Ok(PullResponse { item: Some(item) }))
@@ -199,4 +228,84 @@ fn sent_after(store: &Store, h: &OriginHead) -> Result<u64, SendError> {
         AtHead::Same | AtHead::Lacking => h.last_seq,
         AtHead::Differs { from_seq } => from_seq.saturating_sub(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        batch::{self, Batch},
+        index::Index,
+        keys::signing::SigningKeyFile,
+        proto::{BatchHeader, ForkEvidence, LogOp},
+        token::Token,
+    };
+    use futures::StreamExt;
+
+    fn add(origin: &str, first_seq: u64, prev: Vec<u8>, n: u32, key: &SigningKeyFile) -> Batch {
+        let header = BatchHeader {
+            origin: origin.into(),
+            first_seq,
+            prev_hash: prev,
+            created_unix: 100,
+            op: LogOp::Add as i32,
+            case_ref: "case-1".into(),
+            tier: 1,
+            ..Default::default()
+        };
+        let entries = (0..n)
+            .map(|i| {
+                let mut t = [0x42; 32];
+                t[..4].copy_from_slice(&i.to_be_bytes());
+                batch::entry(&Token(t), 6, 1)
+            })
+            .collect();
+        batch::sign(header, entries, key)
+    }
+
+    #[tokio::test]
+    async fn a_batch_or_fork_evidence_larger_than_peers_take_is_withheld_and_other_origins_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 8).unwrap());
+        let key = SigningKeyFile::generate();
+        // As an older node may have stored it: about 9 MiB.
+        let big = add("big", 1, vec![0; 32], 160_000, &key);
+        assert!(big.raw.encoded_len() > batch::MAX_RECEIVED_BYTES);
+        let after = add("big", big.last_seq() + 1, big.hash().to_vec(), 1, &key);
+        let small = add("small", 1, vec![0; 32], 2, &key);
+        for b in [&big, &after, &small] {
+            store.append(b).unwrap();
+        }
+        let ev = ForkEvidence {
+            first: Some(big.raw.clone()),
+            second: Some(big.raw.clone()),
+        };
+        store.put_fork("big", &ev).unwrap();
+        let counters = Arc::new(Counters::new());
+        let logs = Arc::new(OriginLogs::new(
+            store,
+            Arc::new(parking_lot::RwLock::new(Index::new())),
+            Vec::new(),
+        ));
+        let sender = BatchSender::new(logs, counters.clone(), CancellationToken::new());
+        let sent: Vec<PullResponse> = sender
+            .pull("bank-b".into(), vec![])
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        let origins: Vec<String> = sent
+            .iter()
+            .map(|m| match &m.item {
+                Some(pull_response::Item::Batch(b)) => {
+                    Batch::decode(b.clone()).unwrap().origin().to_string()
+                }
+                _ => panic!("not a batch"),
+            })
+            .collect();
+        assert_eq!(origins, ["small"]);
+        let c = counters.peer("bank-b");
+        assert_eq!(c.withheld(Withheld::OversizedBatch), 1);
+        assert_eq!(c.withheld(Withheld::OversizedEvidence), 1);
+    }
 }

@@ -2,13 +2,22 @@
 //! `Federation.GetTrustList` and `PublishTrustList`): a peer asking with the
 //! version it holds gets the list in force when it is newer; a list a peer
 //! hands over is offered to [`TrustState::offer`], which applies it only if
-//! it passes every rule of an update. Refused lists are counted per member.
+//! it passes every rule of an update. A list over
+//! [`crate::trust::list::MAX_LIST_BYTES`] is refused first; any other list
+//! than the one in force takes one of the member's publishes ([`PublishRate`], by the node's
+//! clock) before anything is verified. Refused lists are counted per
+//! member, by reason (over the rate, over the list's bounds, any other rule).
 //! The pushing and polling side is [`super::trust_sync`].
 
 use crate::{
-    counters::{Counters, RequestRefusal},
+    counters::{Counters, RequestRefusal, UNLISTED},
     proto::{GetTrustListResponse, PublishTrustListResponse, SignedTrustList},
-    trust::state::{OfferError, Offered, TrustState},
+    ratelimit::{Limiter, Refused, Rule},
+    time::Clock,
+    trust::{
+        list::{check_encoded_size, TrustError},
+        state::{OfferError, Offered, TrustState},
+    },
 };
 
 /// The version in force, and the list itself when it is newer than
@@ -22,17 +31,86 @@ pub(crate) fn newer_than(trust: &TrustState, have_version: u64) -> GetTrustListR
     }
 }
 
-/// Offers the list `member` (when known) handed over; counts a refusal.
+/// How many lists each member may publish: a token bucket per member, by
+/// the node's clock.
+pub(crate) struct PublishRate {
+    limiter: Limiter,
+    rule: Rule,
+    clock: Clock,
+}
+
+impl PublishRate {
+    /// `per_second` publishes per member, `burst` at once.
+    pub(crate) fn new(per_second: u32, burst: u32, clock: Clock) -> PublishRate {
+        PublishRate {
+            limiter: Limiter::new(),
+            rule: Rule {
+                per_second: f64::from(per_second),
+                burst: f64::from(burst),
+                units_per_day: 0,
+            },
+            clock,
+        }
+    }
+
+    fn check(&self, member: &str) -> Result<(), Refused> {
+        self.limiter
+            .check(member, 0, self.rule, self.clock.now_f64())
+    }
+}
+
+/// Why a published list was not applied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    /// The member published more lists than its rate allows.
+    #[error("trust list publishes per member: {0}")]
+    Limited(Refused),
+    /// The list was offered and refused, or could not be kept.
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+}
+
+/// Offers the list `member` (when known) handed over, within the member's
+/// publish rate; counts a refusal.
 pub(crate) async fn publish(
     trust: &TrustState,
     counters: &Counters,
+    rate: &PublishRate,
     signed: &SignedTrustList,
     member: Option<&str>,
-) -> Result<PublishTrustListResponse, OfferError> {
+) -> Result<PublishTrustListResponse, PublishError> {
+    if trust.is_current(signed) {
+        let version = trust.current().version();
+        return Ok(PublishTrustListResponse {
+            version,
+            applied: false,
+        });
+    }
+    let refuse = |reason| {
+        if let Some(m) = member {
+            counters.request_refused(m, reason);
+        }
+    };
+    if let Err(e) = check_encoded_size(signed) {
+        refuse(RequestRefusal::TrustListBounds);
+        return Err(OfferError::Rejected(e).into());
+    }
+    if let Err(r) = rate.check(member.unwrap_or(UNLISTED)) {
+        refuse(RequestRefusal::TrustListRate);
+        tracing::warn!(
+            member = member.unwrap_or(UNLISTED),
+            retry_after_ms = r.retry_after.as_millis() as u64,
+            "trust list publish refused: over the member's publish rate"
+        );
+        return Err(PublishError::Limited(r));
+    }
     let from = member.map(|m| format!("peer {m}")).unwrap_or_default();
     let outcome = trust.offer(signed, &from).await;
-    if let (Err(OfferError::Rejected(_)), Some(m)) = (&outcome, member) {
-        counters.request_refused(m, RequestRefusal::TrustList);
+    if let Err(OfferError::Rejected(e)) = &outcome {
+        refuse(match e {
+            TrustError::OverBounds { .. } => RequestRefusal::TrustListBounds,
+            _ => RequestRefusal::TrustList,
+        });
     }
     let (version, applied) = match outcome? {
         Offered::Same { version } => (version, false),

@@ -1,8 +1,9 @@
 //! Keeps this node on the newest trust list (the asking side of
 //! `Federation.GetTrustList` and `PublishTrustList`): pushes a newly applied
 //! list to every active peer, polls peers for newer versions every
-//! `trust.sync_seconds`, cuts off members whose sharing basis ran out, and
-//! logs the list's expiry warnings by the node's clock. The answering side
+//! `trust.sync_seconds`, cuts off members whose sharing basis ran out
+//! (every second, in a task of its own), and logs the list's expiry
+//! warnings by the node's clock. The answering side
 //! is [`super::trust_serve`].
 
 use std::{sync::Arc, time::Duration};
@@ -74,6 +75,21 @@ pub(crate) async fn poll(trust: &TrustState, dialer: &PeerDialer) {
     }
 }
 
+/// Every second until `stop`, closes the connections of members whose
+/// sharing basis ran out between lists. A task of its own, so that no push,
+/// poll or offer can delay a cut-off.
+async fn sweep(trust: Arc<TrustState>, stop: CancellationToken) {
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = second.tick() => {
+                trust.cut_off();
+            }
+        }
+    }
+}
+
 /// Runs until `stop`.
 pub(crate) async fn run(
     trust: Arc<TrustState>,
@@ -82,9 +98,9 @@ pub(crate) async fn run(
     clock: Clock,
     stop: CancellationToken,
 ) {
+    tokio::spawn(sweep(trust.clone(), stop.clone()));
     let mut changed = trust.subscribe();
     let mut poll_timer = tokio::time::interval(interval);
-    let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut last_warning = None;
     loop {
         tokio::select! {
@@ -110,10 +126,6 @@ pub(crate) async fn run(
                     tracing::info!("trust list no longer near expiry");
                 }
                 last_warning = warning;
-            }
-            _ = second.tick() => {
-                // Sharing bases run out between lists.
-                trust.cut_off();
             }
         }
     }

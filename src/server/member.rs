@@ -82,6 +82,8 @@ pub(super) async fn serve(
         listener,
         member_tls,
         tls::Connections::default(),
+        tls::AcceptLimits::MEMBER,
+        None,
     ));
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -109,6 +109,9 @@ pub(crate) async fn run(
                 pull_interval: fed.pull_interval,
                 retention: config.retention,
                 only: fed.pull_from.clone(),
+                pull_idle: fed.pull_idle_timeout,
+                backoff_min: fed.backoff_min,
+                backoff_max: fed.backoff_max,
             },
             state.counters.clone(),
             state.clock.clone(),
@@ -125,6 +128,7 @@ pub(crate) async fn run(
         state.keys.clone(),
         state.signer.clone(),
         ready,
+        config.limits.max_batch_bytes,
     ));
     let remote = federated.as_ref().map(|(_, trust, dialer)| {
         Arc::new(Remote::new(

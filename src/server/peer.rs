@@ -1,8 +1,11 @@
 //! The peer listener and the federation tasks of a federated node: other
 //! members' nodes (peers) reach `cix.v1.Federation` over TLS 1.3 with
 //! certificates pinned by the trust list in force, every request authorized
-//! anew ([`crate::auth::peers`]); and this node pulls from, watches and
-//! syncs its trust list with its peers, through one [`PeerDialer`].
+//! anew ([`crate::auth::peers`]), within the listener's limits
+//! (`[peer_listener.limits]`: connections, handshakes, streams per
+//! connection, request size, trust-list publishes); and this node pulls
+//! from, watches and syncs its trust list with its peers, through one
+//! [`PeerDialer`].
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -21,7 +24,8 @@ use crate::{
         answer_prefix::PrefixAnswers,
         receive_batches::{self, Replication},
         send_batches::BatchSender,
-        trust_sync, PeerDialer,
+        trust_serve::PublishRate,
+        trust_sync, Keepalive, PeerDialer,
     },
     node::NodeState,
     proto::federation_server::FederationServer,
@@ -36,6 +40,10 @@ pub(super) fn dialer(fed: &Federation) -> PeerDialer {
     PeerDialer {
         cert: fed.peer.cert.clone(),
         key: fed.peer.key.clone(),
+        keepalive: Keepalive {
+            interval: fed.keepalive_interval,
+            timeout: fed.keepalive_timeout,
+        },
     }
 }
 
@@ -63,10 +71,17 @@ pub(super) fn serve(
         fed.peer.coalition_ca.as_deref(),
         policy,
     )?;
+    let limits = &fed.peer.limits;
     let incoming = ReceiverStream::new(tls::accept_loop(
         listener,
         peer_tls,
         trust.connections().clone(),
+        tls::AcceptLimits {
+            max_connections: limits.max_connections,
+            max_handshakes: limits.max_handshakes,
+            handshake_timeout: Duration::from_secs(limits.handshake_timeout_seconds),
+        },
+        Some(state.counters.clone()),
     ));
     let capture = CaptureLayer::from_env(&config.node_id).map_err(|source| ServerError::Write {
         path: std::env::var_os(crate::capture::ENV)
@@ -75,23 +90,30 @@ pub(super) fn serve(
         source,
     })?;
     let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(fed.keepalive_interval))
+        .http2_keepalive_timeout(Some(fed.keepalive_timeout))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .layer(capture)
         .layer(PeerAuthLayer::new(trust.clone(), state.counters.clone()))
         .add_service(
             FederationServer::new(FederationService::new(
                 trust.clone(),
                 state.counters.clone(),
-                BatchSender::new(state.logs.clone(), stop.clone()),
+                BatchSender::new(state.logs.clone(), state.counters.clone(), stop.clone()),
                 PrefixAnswers::new(
                     state.queries.clone(),
                     trust.clone(),
                     engine,
                     state.clock.clone(),
                 ),
+                PublishRate::new(
+                    limits.trust_publish_per_second,
+                    limits.trust_publish_burst,
+                    state.clock.clone(),
+                ),
             ))
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024),
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(crate::batch::PEER_MESSAGE_BYTES),
         )
         .add_service(health_service);
     Ok(tokio::spawn(router.serve_with_incoming_shutdown(

@@ -35,6 +35,14 @@
 //!   the last batch's header.
 //! - `forks`: origin id → `ForkEvidence` (two validly signed batches of the
 //!   origin at one sequence number).
+//! - `set_aside`: keyed as `batches`: the locations of batches a start found
+//!   it could not apply, and of every later batch of their origin
+//!   ([`Store::set_aside`]); their bodies stay in the segment files, so that
+//!   nothing acknowledged is lost, and the origin's head in `heads` stops
+//!   before them. `set_aside_heads`: origin id → the head the log had
+//!   before, for [`Store::restore`].
+//! - `forks_set_aside`: origin id → fork evidence a start found it could not
+//!   read, moved out of `forks` as it was stored.
 //! - `trust`: `current` → the newest accepted `SignedTrustList`, as received.
 
 pub mod segments;
@@ -205,6 +213,50 @@ fn batch_key(origin: &str, first_seq: u64) -> Vec<u8> {
     k
 }
 
+/// The origin and first sequence number a `batches` key names.
+fn key_parts(key: &[u8]) -> Result<(String, u64), StoreError> {
+    let corrupt = || StoreError::Corrupt("batch key".into());
+    let split = key.len().checked_sub(9).ok_or_else(corrupt)?;
+    if key[split] != 0 {
+        return Err(corrupt());
+    }
+    let origin = String::from_utf8(key[..split].to_vec()).map_err(|_| corrupt())?;
+    let seq = u64::from_be_bytes(key[split + 1..].try_into().map_err(|_| corrupt())?);
+    Ok((origin, seq))
+}
+
+/// Aborts a transaction with `e`, or passes on sled's error.
+fn transaction_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+/// Every record of a tree keyed by origin id, as stored.
+fn by_origin(tree: &sled::Tree) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    tree.iter()
+        .map(|r| {
+            let (k, v) = r?;
+            let origin = String::from_utf8(k.to_vec())
+                .map_err(|_| StoreError::Corrupt("origin id".into()))?;
+            Ok((origin, v.to_vec()))
+        })
+        .collect()
+}
+
+/// One batch as [`Store::batches_read_ahead`] reads it: where it sits in
+/// its origin's log, and its body decoded, or why it could not be.
+#[derive(Debug)]
+pub struct StoredBatch {
+    /// Member id of the origin, from the batch's key.
+    pub origin: String,
+    /// Sequence number of its first entry, from the batch's key.
+    pub first_seq: u64,
+    /// The batch, or why its body could not be read or decoded.
+    pub batch: Result<Batch, StoreError>,
+}
+
 /// The keys of `origin`'s batches that start after sequence number `after`.
 fn keys_after(origin: &str, after: u64) -> std::ops::RangeInclusive<Vec<u8>> {
     batch_key(origin, after.saturating_add(1))..=batch_key(origin, u64::MAX)
@@ -221,9 +273,10 @@ pub struct Store {
     /// holds it exclusively from its re-copy to its swap, so that it never
     /// loses a write.
     writes: RwLock<()>,
-    /// The `batches` keys written since the running compaction began its
-    /// copy (it copies them again); `None` while none runs.
-    written: Mutex<Option<BTreeSet<Vec<u8>>>>,
+    /// The keys of [`LOCATION_TREES`] written since the running compaction
+    /// began its copy (it copies them again), by tree; `None` while none
+    /// runs.
+    written: Mutex<Option<Written>>,
     /// Held by the one compaction running.
     compaction: Mutex<()>,
 }
@@ -236,8 +289,18 @@ struct Trees {
     heads: sled::Tree,
     trust: sled::Tree,
     forks: sled::Tree,
+    set_aside: sled::Tree,
+    set_aside_heads: sled::Tree,
+    forks_set_aside: sled::Tree,
     segments: Arc<Segments>,
 }
+
+/// Keys of location trees, by tree: what a compaction copies again.
+type Written = BTreeSet<(&'static str, Vec<u8>)>;
+
+/// The trees whose values are [`Location`]s of bodies in the segment
+/// files: a compaction copies the bodies they name.
+const LOCATION_TREES: [&str; 2] = ["batches", "set_aside"];
 
 /// Batches [`Store::batches_read_ahead`] decodes before they are asked for.
 pub const READ_AHEAD: usize = 4;
@@ -312,6 +375,9 @@ fn open_trees(path: &Path, cache_mb: u64) -> Result<Trees, StoreError> {
         heads: db.open_tree("heads")?,
         trust: db.open_tree("trust")?,
         forks: db.open_tree("forks")?,
+        set_aside: db.open_tree("set_aside")?,
+        set_aside_heads: db.open_tree("set_aside_heads")?,
+        forks_set_aside: db.open_tree("forks_set_aside")?,
         segments: Arc::new(Segments::open(&path.join(SEGMENTS_DIR))?),
         meta,
         db,
@@ -351,10 +417,7 @@ fn move_bodies_to_segments(t: &Trees) -> Result<(), StoreError> {
             meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
             Ok(())
         })
-        .map_err(|e: TransactionError<StoreError>| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => e.into(),
-        })?;
+        .map_err(transaction_error)?;
     t.db.flush()?;
     Ok(())
 }
@@ -387,11 +450,12 @@ impl Store {
         self.trees.read().clone()
     }
 
-    /// Notes that a write changed the `batches` entry `key`, for the
-    /// compaction running, if any. The caller holds [`Store::writes`].
-    fn note_written(&self, key: &[u8]) {
+    /// Notes that a write changed the entry `key` of the location tree
+    /// `tree`, for the compaction running, if any. The caller holds
+    /// [`Store::writes`].
+    fn note_written(&self, tree: &'static str, key: &[u8]) {
         if let Some(keys) = self.written.lock().as_mut() {
-            keys.insert(key.to_vec());
+            keys.insert((tree, key.to_vec()));
         }
     }
 
@@ -431,15 +495,17 @@ impl Store {
                 .use_compression(false)
                 .open()?;
             let segments = Segments::open(&fresh_path.join(SEGMENTS_DIR))?;
-            let batches = fresh.open_tree("batches")?;
             // The live bodies, copied in log order into fresh segments.
             let mut mid_copy = Some(mid_copy);
-            for r in old.batches.iter() {
-                let (key, location) = r?;
-                let at = segments.write(&old.body(&location)?)?;
-                batches.insert(key, at.encode().as_slice())?;
-                if let Some(pause) = mid_copy.take() {
-                    pause();
+            for name in LOCATION_TREES {
+                let (from, to) = (old.db.open_tree(name)?, fresh.open_tree(name)?);
+                for r in from.iter() {
+                    let (key, location) = r?;
+                    let at = segments.write(&old.body(&location)?)?;
+                    to.insert(key, at.encode().as_slice())?;
+                    if let Some(pause) = mid_copy.take() {
+                        pause();
+                    }
                 }
             }
             segments.sync()?;
@@ -448,14 +514,15 @@ impl Store {
             let locked = Instant::now();
             let written = self.written.lock().take().unwrap_or_default();
             let rewritten = written.len();
-            for key in written {
-                match old.batches.get(&key)? {
+            for (name, key) in written {
+                let (from, to) = (old.db.open_tree(name)?, fresh.open_tree(name)?);
+                match from.get(&key)? {
                     Some(location) => {
                         let at = segments.write(&old.body(&location)?)?;
-                        batches.insert(key, at.encode().as_slice())?;
+                        to.insert(key, at.encode().as_slice())?;
                     }
                     None => {
-                        batches.remove(key)?;
+                        to.remove(key)?;
                     }
                 }
             }
@@ -463,7 +530,7 @@ impl Store {
             // Every other tree is small (heads, trust list, forks, meta):
             // copied whole, now that nothing changes them.
             for name in old.db.tree_names() {
-                if name.as_ref() == b"batches" {
+                if LOCATION_TREES.iter().any(|t| name.as_ref() == t.as_bytes()) {
                     continue;
                 }
                 let (from, to) = (old.db.open_tree(&name)?, fresh.open_tree(&name)?);
@@ -546,7 +613,7 @@ impl Store {
         });
         match result {
             Ok(()) => {
-                self.note_written(&key);
+                self.note_written("batches", &key);
                 Ok(new_head)
             }
             Err(TransactionError::Abort(e)) => Err(e),
@@ -635,7 +702,7 @@ impl Store {
         let key = batch_key(batch.origin(), batch.first_seq());
         t.batches
             .insert(key.as_slice(), location.encode().as_slice())?;
-        self.note_written(&key);
+        self.note_written("batches", &key);
         Ok(())
     }
 
@@ -653,18 +720,164 @@ impl Store {
 
     /// Every fork evidence held, by origin.
     pub fn forks(&self) -> Result<Vec<(String, ForkEvidence)>, StoreError> {
-        self.t()
-            .forks
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                let origin = String::from_utf8(k.to_vec())
-                    .map_err(|_| StoreError::Corrupt("origin id".into()))?;
-                let ev = ForkEvidence::decode(v.as_ref())
+        by_origin(&self.t().forks)?
+            .into_iter()
+            .map(|(origin, v)| {
+                let ev = ForkEvidence::decode(v.as_slice())
                     .map_err(|e| StoreError::Corrupt(format!("fork evidence: {e}")))?;
                 Ok((origin, ev))
             })
             .collect()
+    }
+
+    /// Every fork evidence record, by origin, as stored: kept (`aside`
+    /// false) or set aside at a start (true).
+    pub fn fork_records(&self, aside: bool) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let t = self.t();
+        by_origin(if aside { &t.forks_set_aside } else { &t.forks })
+    }
+
+    /// Moves `origin`'s fork evidence record into the set-aside tree
+    /// (`aside`) or back; a record moved back never replaces evidence kept
+    /// since. Durable when this returns.
+    pub fn set_aside_fork(&self, origin: &str, aside: bool) -> Result<(), StoreError> {
+        let _writing = self.writes.read();
+        let t = self.t();
+        let (from, to) = if aside {
+            (&t.forks, &t.forks_set_aside)
+        } else {
+            (&t.forks_set_aside, &t.forks)
+        };
+        (from, to)
+            .transaction(|(from, to)| {
+                if let Some(v) = from.remove(origin.as_bytes())? {
+                    if to.get(origin.as_bytes())?.is_none() {
+                        to.insert(origin.as_bytes(), v)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(transaction_error)?;
+        t.db.flush()?;
+        Ok(())
+    }
+
+    /// Sets aside `origin`'s batches from `from_seq` on, in one durable
+    /// transaction: their records move from `batches` to `set_aside` (the
+    /// bodies stay where they are), the head goes back to `before` (the
+    /// last batch kept; `None`: nothing of the origin is kept), and the
+    /// head the log had is kept for [`Store::restore`]. Nothing reads them
+    /// from then on: not the heads, not a pull, not a start's index.
+    pub fn set_aside(
+        &self,
+        origin: &str,
+        from_seq: u64,
+        before: Option<Head>,
+    ) -> Result<(), StoreError> {
+        let _writing = self.writes.read();
+        let t = self.t();
+        let moved = t
+            .batches
+            .range(batch_key(origin, from_seq)..=batch_key(origin, u64::MAX))
+            .collect::<Result<Vec<_>, _>>()?;
+        if moved.is_empty() {
+            return Ok(());
+        }
+        (&t.batches, &t.heads, &t.set_aside, &t.set_aside_heads)
+            .transaction(|(batches, heads, aside, aside_heads)| {
+                if let Some(h) = heads.get(origin.as_bytes())? {
+                    if aside_heads.get(origin.as_bytes())?.is_none() {
+                        aside_heads.insert(origin.as_bytes(), h)?;
+                    }
+                }
+                for (k, v) in &moved {
+                    batches.remove(k)?;
+                    aside.insert(k, v)?;
+                }
+                match before {
+                    Some(b) => heads.insert(origin.as_bytes(), b.encode().as_slice())?,
+                    None => heads.remove(origin.as_bytes())?,
+                };
+                Ok(())
+            })
+            .map_err(transaction_error)?;
+        self.note_moved(&moved);
+        t.db.flush()?;
+        Ok(())
+    }
+
+    /// Notes, for the compaction running, that the location records
+    /// `moved` went from one location tree to the other.
+    fn note_moved(&self, moved: &[(sled::IVec, sled::IVec)]) {
+        for (k, _) in moved {
+            for tree in LOCATION_TREES {
+                self.note_written(tree, k);
+            }
+        }
+    }
+
+    /// Every origin with batches set aside, and the first sequence number
+    /// set aside, by origin.
+    pub fn set_aside_logs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let t = self.t();
+        let mut out = Vec::new();
+        for (origin, _) in by_origin(&t.set_aside_heads)? {
+            if let Some(r) = t.set_aside.scan_prefix(origin_prefix(&origin)).next() {
+                out.push(key_parts(&r?.0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The set-aside batch of `origin` that starts at `first_seq`, decoded.
+    pub fn set_aside_batch(&self, origin: &str, first_seq: u64) -> Result<Batch, StoreError> {
+        let t = self.t();
+        let location = t
+            .set_aside
+            .get(batch_key(origin, first_seq))?
+            .ok_or_else(|| StoreError::Corrupt("set-aside batch missing".into()))?;
+        decode(t.body(&location)?)
+    }
+
+    /// Puts `origin`'s set-aside batches back at the end of its log, with
+    /// the head they had, in one durable transaction, if the log still
+    /// ends just before them; returns whether it did.
+    pub fn restore(&self, origin: &str) -> Result<bool, StoreError> {
+        let _writing = self.writes.read();
+        let t = self.t();
+        let moved = t
+            .set_aside
+            .scan_prefix(origin_prefix(origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some((first, _)) = moved.first() else {
+            return Ok(false);
+        };
+        let (_, first_seq) = key_parts(first)?;
+        let restored = (&t.batches, &t.heads, &t.set_aside, &t.set_aside_heads)
+            .transaction(|(batches, heads, aside, aside_heads)| {
+                let now = heads
+                    .get(origin.as_bytes())?
+                    .map_or(Ok(Head::default()), |v| Head::decode(&v))
+                    .map_err(ConflictableTransactionError::Abort)?;
+                if now.last_seq.saturating_add(1) != first_seq {
+                    return Ok(false);
+                }
+                let head = aside_heads.remove(origin.as_bytes())?.ok_or_else(|| {
+                    ConflictableTransactionError::Abort(StoreError::Corrupt(
+                        "set-aside head missing".into(),
+                    ))
+                })?;
+                for (k, v) in &moved {
+                    aside.remove(k)?;
+                    batches.insert(k, v)?;
+                }
+                heads.insert(origin.as_bytes(), head)?;
+                Ok(true)
+            })
+            .map_err(transaction_error)?;
+        self.note_moved(&moved);
+        t.db.flush()?;
+        Ok(restored)
     }
 
     /// Makes everything appended so far durable (fsync).
@@ -688,17 +901,28 @@ impl Store {
     /// Every batch as [`Store::batches`] gives them, read and decoded on a
     /// thread of its own up to [`READ_AHEAD`] batches ahead of the consumer:
     /// a cold start decodes on one core while it indexes on the other.
-    /// Dropping the iterator stops the thread.
+    /// A body that cannot be read or decoded is named by its key
+    /// ([`StoredBatch`]); an error reading the keys themselves is the
+    /// item's. Dropping the iterator stops the thread.
     pub fn batches_read_ahead(
         &self,
-    ) -> Result<impl Iterator<Item = Result<Batch, StoreError>>, StoreError> {
+    ) -> Result<impl Iterator<Item = Result<StoredBatch, StoreError>>, StoreError> {
         let t = self.t();
         let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
         std::thread::Builder::new()
             .name("cix-store-read".into())
             .spawn(move || {
                 for r in t.batches.iter() {
-                    if tx.send(t.batch(r)).is_err() {
+                    let item = r.map_err(StoreError::from).and_then(|(k, v)| {
+                        let (origin, first_seq) = key_parts(&k)?;
+                        let batch = t.body(&v).and_then(decode);
+                        Ok(StoredBatch {
+                            origin,
+                            first_seq,
+                            batch,
+                        })
+                    });
+                    if tx.send(item).is_err() {
                         break;
                     }
                 }
@@ -855,7 +1079,15 @@ mod tests {
         let ahead: Vec<_> = store
             .batches_read_ahead()
             .unwrap()
-            .map(Result::unwrap)
+            .map(|r| {
+                let r = r.unwrap();
+                let b = r.batch.unwrap();
+                assert_eq!(
+                    (r.origin.as_str(), r.first_seq),
+                    (b.origin(), b.first_seq())
+                );
+                b
+            })
             .collect();
         let plain: Vec<_> = store.batches().map(Result::unwrap).collect();
         assert_eq!(ahead, plain);
@@ -907,7 +1139,8 @@ mod tests {
     /// Reads and writes made while a compaction copies (here on the
     /// compaction's own thread: any lock it held would deadlock them) go
     /// on, and the writes are in the compacted store: an append, a new
-    /// origin, a purge's rewrite and fork evidence.
+    /// origin, a purge's rewrite, fork evidence and a log set aside (its
+    /// body copied too).
     #[test]
     fn reads_and_writes_go_on_while_a_compaction_copies_and_none_is_lost() {
         let dir = tempfile::tempdir().unwrap();
@@ -916,7 +1149,8 @@ mod tests {
         store.append(&a1).unwrap();
         let a2 = batch("a", 4, a1.hash(), 2);
         store.append(&a2).unwrap();
-        store.append(&batch("b", 1, [0; 32], 1)).unwrap();
+        let b1 = batch("b", 1, [0; 32], 1);
+        store.append(&b1).unwrap();
         let a3 = batch("a", 6, a2.hash(), 1);
         let c1 = batch("c", 1, [0; 32], 2);
         let evidence = ForkEvidence::default();
@@ -929,11 +1163,13 @@ mod tests {
                 a1.raw.entries[1] = batch::purged(&a1.raw.entries[1]);
                 store.rewrite(&a1).unwrap();
                 assert!(store.put_fork("b", &evidence).unwrap());
+                store.set_aside("b", 1, None).unwrap();
             })
             .unwrap();
         let check = |store: &Store| {
             let all: Vec<_> = store.batches().map(Result::unwrap).collect();
-            assert_eq!(all.len(), 5);
+            assert_eq!(all.len(), 4);
+            assert_eq!(store.set_aside_batch("b", 1).unwrap(), b1.clone());
             assert_eq!(store.batch_holding("a", 2).unwrap(), Some(a1.clone()));
             assert_eq!(store.head("a").unwrap().unwrap().last_seq, 6);
             assert_eq!(store.head("c").unwrap().unwrap().hash, c1.hash());
@@ -943,6 +1179,44 @@ mod tests {
         store.flush_blocking().unwrap();
         drop(store);
         check(&Store::open(dir.path(), 8).unwrap());
+    }
+
+    #[test]
+    fn a_set_aside_tail_leaves_the_log_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let b1 = batch("a", 1, [0; 32], 2);
+        let b2 = batch("a", 3, b1.hash(), 1);
+        let b3 = batch("a", 4, b2.hash(), 1);
+        for b in [&b1, &b2, &b3] {
+            store.append(b).unwrap();
+        }
+        store.append(&batch("b", 1, [0; 32], 1)).unwrap();
+        let full = store.head("a").unwrap().unwrap();
+        let kept = Head {
+            last_seq: 2,
+            hash: b1.hash(),
+        };
+        store.set_aside("a", 3, Some(kept)).unwrap();
+        assert_eq!(store.head("a").unwrap(), Some(kept));
+        assert_eq!(store.batches_after("a", 0).count(), 1);
+        assert_eq!(store.set_aside_logs().unwrap(), vec![("a".to_string(), 3)]);
+        assert_eq!(store.set_aside_batch("a", 3).unwrap(), b2);
+        // Compaction keeps the set-aside bodies.
+        store.compact().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), 8).unwrap();
+        assert!(store.restore("a").unwrap());
+        assert_eq!(store.head("a").unwrap(), Some(full));
+        assert!(store.set_aside_logs().unwrap().is_empty());
+        let all: Vec<_> = store.decoded_after("a", 0).map(Result::unwrap).collect();
+        assert_eq!(all, vec![b1.clone(), b2, b3]);
+        // A whole log set aside leaves no head.
+        store.set_aside("a", 1, None).unwrap();
+        assert_eq!(store.head("a").unwrap(), None);
+        assert_eq!(store.heads().unwrap().len(), 1);
+        assert!(store.restore("a").unwrap());
+        assert_eq!(store.head("a").unwrap(), Some(full));
     }
 
     #[test]
@@ -1028,7 +1302,9 @@ mod tests {
         let e = store.batches().next().unwrap().unwrap_err().to_string();
         assert!(e.contains("checksum mismatch"), "{e}");
         let mut ahead = store.batches_read_ahead().unwrap();
-        let e = ahead.next().unwrap().unwrap_err().to_string();
+        let damaged = ahead.next().unwrap().unwrap();
+        assert_eq!((damaged.origin.as_str(), damaged.first_seq), ("a", 1));
+        let e = damaged.batch.unwrap_err().to_string();
         assert!(e.contains("checksum mismatch"), "{e}");
         assert!(ahead.next().is_none());
         assert!(store.batch_holding("a", 1).is_err());

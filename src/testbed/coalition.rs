@@ -299,7 +299,9 @@ impl LocalCoalition {
         to: usize,
         from: usize,
     ) -> Result<FederationClient<Channel>, TestbedError> {
-        Ok(FederationClient::new(self.peer_channel(to, from).await?))
+        Ok(crate::federation::client(
+            self.peer_channel(to, from).await?,
+        ))
     }
 }
 

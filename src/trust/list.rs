@@ -8,7 +8,11 @@
 //! [`verify_update`] against the list in force: never an older version,
 //! never a different list under the same version, never an expired one, and
 //! only with a threshold of the CURRENT operator keys (and, when the keys
-//! change, a threshold of the new ones too).
+//! change, a threshold of the new ones too). Before any signature is
+//! verified, a list must be within its bounds ([`MAX_LIST_BYTES`] encoded,
+//! at most [`MAX_OPERATOR_KEYS`] operator keys, at most one signature per
+//! operator key of the list in force and of its own), so that a list
+//! costs a bounded number of signature checks whoever sends it.
 //!
 //! Pure: no I/O, no clock (callers pass `now`). What operators' tools
 //! change in a body is in [`super::edit`].
@@ -46,6 +50,14 @@ pub fn check_member_id(id: &str) -> Result<(), &'static str> {
 
 /// Domain separation of trust-list signatures: `"cix-trust-list-v1" || 0x00`.
 pub const SIGNING_CONTEXT: &[u8] = b"cix-trust-list-v1\0";
+
+/// Largest encoded `SignedTrustList` accepted: 1 MiB. A bound of the
+/// coalition's format rather than a node setting, so that every node accepts
+/// the same lists; a thousand members take well under a tenth of it.
+pub const MAX_LIST_BYTES: usize = 1024 * 1024;
+
+/// Most operator keys a list may name.
+pub const MAX_OPERATOR_KEYS: usize = 32;
 
 /// Why a list was refused. Messages say what was wrong and what is needed.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +112,15 @@ pub enum TrustError {
         /// Whose keys: "current" (the list in force), "new" (the offered
         /// list's own, when it changes them) or "listed" (a root list's own).
         of: &'static str,
+    },
+    /// The signed list is over a bound checked before any signature is
+    /// verified: its encoded size, its operator keys or its signatures.
+    #[error("trust list over its bounds: {field}: {rule}")]
+    OverBounds {
+        /// What is over: `signed list`, `operator_keys` or `signatures`.
+        field: &'static str,
+        /// The bound, and the count found.
+        rule: String,
     },
     /// The body breaks a rule of [`check_body`].
     #[error("invalid trust list: {field}: {rule}")]
@@ -211,9 +232,60 @@ impl TrustList {
     }
 }
 
-/// Decodes a `cix.v1.SignedTrustList` (nothing checked yet).
+/// Decodes a `cix.v1.SignedTrustList` of at most [`MAX_LIST_BYTES`]
+/// (nothing else checked yet).
 pub fn decode_signed(bytes: &[u8]) -> Result<SignedTrustList, TrustError> {
+    check_size(bytes.len())?;
     SignedTrustList::decode(bytes).map_err(|e| TrustError::Decode(e.to_string()))
+}
+
+/// The first bound of a signed list, checked before it is even decoded
+/// further: at most [`MAX_LIST_BYTES`] encoded.
+pub fn check_encoded_size(signed: &SignedTrustList) -> Result<(), TrustError> {
+    check_size(signed.encoded_len())
+}
+
+fn check_size(bytes: usize) -> Result<(), TrustError> {
+    if bytes > MAX_LIST_BYTES {
+        return Err(TrustError::OverBounds {
+            field: "signed list",
+            rule: format!("must be at most {MAX_LIST_BYTES} bytes encoded, is {bytes}"),
+        });
+    }
+    Ok(())
+}
+
+/// The bounds of a signed list whose body is `body`, checked before any
+/// signature: at most [`MAX_LIST_BYTES`] encoded, [`MAX_OPERATOR_KEYS`]
+/// operator keys, and no more signatures than `current_keys` (the operator
+/// keys of the list in force, none for a root list) plus the body's own
+/// operator keys: one per key that may count. The body's own count matters
+/// for a rotation that adds keys, and is itself bounded, so a list costs at
+/// most `2 × MAX_OPERATOR_KEYS` signature checks whoever wrote it.
+pub fn check_bounds(
+    signed: &SignedTrustList,
+    body: &proto::TrustList,
+    current_keys: usize,
+) -> Result<(), TrustError> {
+    check_encoded_size(signed)?;
+    let own = body.operator_keys.len();
+    if own > MAX_OPERATOR_KEYS {
+        return Err(TrustError::OverBounds {
+            field: "operator_keys",
+            rule: format!("at most {MAX_OPERATOR_KEYS} are allowed, the list names {own}"),
+        });
+    }
+    let max = current_keys + own;
+    let got = signed.signatures.len();
+    if got > max {
+        return Err(TrustError::OverBounds {
+            field: "signatures",
+            rule: format!(
+                "at most {max} are allowed (one per operator key of the list in force and of the offered list), the list carries {got}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Decodes the body of a signed list (nothing checked yet).
@@ -240,6 +312,7 @@ pub fn verify_root(
             });
         }
     }
+    check_bounds(signed, &body, 0)?;
     check_body(&body)?;
     let needed = body.threshold as usize;
     let got = count_valid(signed, &body.operator_keys);
@@ -264,10 +337,12 @@ pub enum Update {
     Newer(TrustList),
 }
 
-/// Accepting a NEW list given the current one. In this order: the body
-/// decodes; same coalition; version: lower is [`TrustError::Rollback`],
-/// equal is [`Update::Same`] only if byte-identical to the current list,
-/// else [`TrustError::SameVersionDifferent`]; not expired at `now`; at least
+/// Accepting a NEW list given the current one. In this order: the signed
+/// list is at most [`MAX_LIST_BYTES`] encoded; the body decodes; same
+/// coalition; version: lower is [`TrustError::Rollback`], equal is
+/// [`Update::Same`] only if byte-identical to the current list, else
+/// [`TrustError::SameVersionDifferent`]; not expired at `now`; within
+/// [`check_bounds`] (before any signature is verified); at least
 /// `current.threshold` distinct CURRENT operator keys signed validly; if the
 /// operator key set or the threshold changes, also at least `new.threshold`
 /// distinct NEW keys; and [`check_body`].
@@ -276,6 +351,7 @@ pub fn verify_update(
     signed: &SignedTrustList,
     now: i64,
 ) -> Result<Update, TrustError> {
+    check_encoded_size(signed)?;
     let body = decode_body(signed)?;
     if body.coalition_id != current.coalition_id() {
         return Err(TrustError::CoalitionMismatch {
@@ -304,6 +380,7 @@ pub fn verify_update(
         });
     }
     let cur = current.body();
+    check_bounds(signed, &body, cur.operator_keys.len())?;
     let needed = cur.threshold as usize;
     let got = count_valid(signed, &cur.operator_keys);
     if got < needed {
@@ -561,13 +638,16 @@ pub fn sign(signed: &mut SignedTrustList, key: &SigningKeyFile) {
 }
 
 /// Count of distinct valid signatures by keys in `keys`. Signatures by other
-/// keys and invalid signatures are ignored; a key signing twice counts once.
+/// keys and invalid signatures are ignored; a key signing twice counts once,
+/// and only its first signature is checked (`sign` keeps one per key), so
+/// at most one signature check is spent per key in `keys`.
 pub fn count_valid(signed: &SignedTrustList, keys: &[OperatorKey]) -> usize {
     let allowed = key_set(keys);
     let msg = signed_message(&signed.body);
-    let mut good: BTreeSet<&[u8]> = BTreeSet::new();
+    let mut tried: BTreeSet<&[u8]> = BTreeSet::new();
+    let mut good = 0;
     for s in &signed.signatures {
-        if !allowed.contains(&s.public_key[..]) || good.contains(&s.public_key[..]) {
+        if !allowed.contains(&s.public_key[..]) || !tried.insert(&s.public_key[..]) {
             continue;
         }
         let Ok(pk) = <[u8; 32]>::try_from(&s.public_key[..]) else {
@@ -580,10 +660,10 @@ pub fn count_valid(signed: &SignedTrustList, keys: &[OperatorKey]) -> usize {
             continue;
         };
         if vk.verify_strict(&msg, &sig).is_ok() {
-            good.insert(&s.public_key[..]);
+            good += 1;
         }
     }
-    good.len()
+    good
 }
 
 #[cfg(test)]
@@ -794,6 +874,103 @@ mod tests {
         let mut s = signed_by(&b, &[1]);
         sign(&mut s, &key(1));
         assert_eq!(s.signatures.len(), 1);
+    }
+
+    fn over_bounds(r: Result<impl std::fmt::Debug, TrustError>) -> (&'static str, String) {
+        match r {
+            Err(e @ TrustError::OverBounds { field, .. }) => (field, e.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn signatures_bounded_by_the_operator_keys_of_both_lists() {
+        let r = root();
+        let b = body(2, &[1, 2, 3], 2);
+        // Three keys in force and in the list: six signatures, whoever's.
+        assert!(matches!(
+            verify_update(&r, &signed_by(&b, &[1, 2, 3, 4, 5, 6]), NOW),
+            Ok(Update::Newer(_))
+        ));
+        let (field, msg) = over_bounds(verify_update(
+            &r,
+            &signed_by(&b, &[1, 2, 3, 4, 5, 6, 7]),
+            NOW,
+        ));
+        assert_eq!(field, "signatures");
+        assert!(
+            msg.starts_with("trust list over its bounds: signatures: at most 6"),
+            "{msg}"
+        );
+        // Copies of one signature count once, and count against the bound.
+        let mut dup = signed_by(&b, &[1]);
+        for _ in 0..5 {
+            dup.signatures.push(dup.signatures[0].clone());
+        }
+        assert!(matches!(
+            verify_update(&r, &dup, NOW),
+            Err(TrustError::BelowThreshold { got: 1, .. })
+        ));
+        dup.signatures.push(dup.signatures[0].clone());
+        assert_eq!(over_bounds(verify_update(&r, &dup, NOW)).0, "signatures");
+        // A rotation that adds keys may carry one signature per key of each list.
+        let grown = body(2, &[4, 5, 6, 7, 8], 3);
+        assert!(matches!(
+            verify_update(&r, &signed_by(&grown, &[1, 2, 3, 4, 5, 6, 7, 8]), NOW),
+            Ok(Update::Newer(_))
+        ));
+        // A root list: one per key it names.
+        let root_body = body(1, &[1, 2, 3], 2);
+        assert!(verify_root(&signed_by(&root_body, &[1, 2, 3]), None).is_ok());
+        assert_eq!(
+            over_bounds(verify_root(&signed_by(&root_body, &[1, 2, 3, 4]), None)).0,
+            "signatures"
+        );
+    }
+
+    #[test]
+    fn a_keys_first_signature_is_the_only_one_checked() {
+        let mut s = signed_by(&body(2, &[1, 2, 3], 2), &[1, 2]);
+        let mut bad = s.signatures[0].clone();
+        bad.signature[0] ^= 1;
+        s.signatures.insert(0, bad);
+        assert!(matches!(
+            verify_update(&root(), &s, NOW),
+            Err(TrustError::BelowThreshold { got: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn operator_keys_and_size_bounded() {
+        let many: Vec<u8> = (1..=MAX_OPERATOR_KEYS as u8 + 1).collect();
+        let (field, msg) = over_bounds(verify_update(
+            &root(),
+            &signed_by(&body(2, &many, 2), &[1, 2]),
+            NOW,
+        ));
+        assert_eq!(field, "operator_keys");
+        assert!(msg.contains("at most 32"), "{msg}");
+        let mut b = body(2, &[1, 2, 3], 2);
+        b.members[0].name = "x".repeat(MAX_LIST_BYTES);
+        let big = signed_by(&b, &[1, 2]);
+        let (field, msg) = over_bounds(verify_update(&root(), &big, NOW));
+        assert_eq!(field, "signed list");
+        assert!(
+            msg.contains("must be at most 1048576 bytes encoded"),
+            "{msg}"
+        );
+        assert_eq!(over_bounds(verify_root(&big, None)).0, "signed list");
+        assert_eq!(over_bounds(check_encoded_size(&big)).0, "signed list");
+        assert_eq!(
+            over_bounds(decode_signed(&big.encode_to_vec())).0,
+            "signed list"
+        );
+        // Just within: the list is judged by its other rules.
+        b.members[0].name = "x".repeat(MAX_LIST_BYTES - 4096);
+        assert!(matches!(
+            verify_update(&root(), &signed_by(&b, &[1, 2]), NOW),
+            Ok(Update::Newer(_))
+        ));
     }
 
     #[test]

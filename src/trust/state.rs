@@ -5,10 +5,14 @@
 //! every start, so a list corrupted or edited on disk stops the node rather
 //! than being trusted). A new list is accepted only through
 //! [`TrustState::offer`], which applies every rule of
-//! [`crate::trust::list::verify_update`], makes the list durable, swaps it
-//! in, and closes at once every open peer connection whose member is no
-//! longer active. Watchers ([`TrustState::subscribe`]) rebuild the key ring
-//! and pass the list on to peers. Membership, expiry and updates are judged
+//! [`crate::trust::list::verify_update`] on the blocking pool and outside
+//! any lock, then (under the apply lock, only for a list that verified)
+//! makes the list durable, swaps it in, and closes at once every open peer
+//! connection whose member is no longer active. Watchers
+//! ([`TrustState::subscribe`]) rebuild the key ring and pass the list on to
+//! peers; long-lived sessions and streams re-check their right to run at
+//! every new list and as the node's clock moves
+//! ([`TrustState::until_refused`]). Membership, expiry and updates are judged
 //! at the node's [`Clock`], which the state carries for everyone who holds it.
 
 use std::{
@@ -26,6 +30,9 @@ use crate::{
     tls::Connections,
     trust::list::{decode_signed, verify_root, verify_update, TrustError, TrustList, Update},
 };
+
+/// How often [`TrustState::until_refused`] checks again with no new list.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why the trust list to start from could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +79,9 @@ pub enum OfferError {
     /// force is unchanged.
     #[error("keeping the new trust list")]
     Store(#[from] StoreError),
+    /// The node is stopping: the list was not verified.
+    #[error("the node is stopping; the trust list was not verified")]
+    Stopped,
 }
 
 /// What an accepted offer did.
@@ -195,6 +205,30 @@ impl TrustState {
         self.changed.subscribe()
     }
 
+    /// Resolves with `check`'s refusal once it refuses: checked now, then
+    /// at every newly applied list and every [`RECHECK_EVERY`] (the list
+    /// expires, and sharing bases run out, by the node's clock, with no new
+    /// list). What ends long-lived peer sessions and streams whose member
+    /// lost the right to them.
+    pub async fn until_refused<E>(&self, mut check: impl FnMut(&TrustState) -> Result<(), E>) -> E {
+        let mut changed = self.subscribe();
+        let mut tick = tokio::time::interval(RECHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(e) = check(self) {
+                return e;
+            }
+            tokio::select! {
+                r = changed.changed() => {
+                    if r.is_err() {
+                        tick.tick().await;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
     /// Whether the certificate key `spki` belongs to an active member now.
     pub fn admits(&self, spki: &str) -> bool {
         self.current()
@@ -202,39 +236,74 @@ impl TrustState {
             .is_some()
     }
 
+    /// Whether `signed` is the list in force, byte for byte (nothing to
+    /// verify).
+    pub fn is_current(&self, signed: &SignedTrustList) -> bool {
+        self.current().signed() == signed
+    }
+
     /// Verifies and applies a list handed over by `source` (for logs).
+    ///
+    /// The list is verified against the list in force on the blocking pool,
+    /// holding no lock, so a bogus list costs one bounded verification off
+    /// the async workers and never delays another offer. Only a list that
+    /// verified takes the apply lock, to install it if the list it was
+    /// verified against is still in force (else it is verified again
+    /// against the newer one).
     pub async fn offer(
         &self,
         signed: &SignedTrustList,
         source: &str,
     ) -> Result<Offered, OfferError> {
-        let _guard = self.apply.lock().await;
-        let current = self.current();
-        let list = match verify_update(&current, signed, self.clock.now()) {
-            Ok(Update::Same) => {
-                return Ok(Offered::Same {
-                    version: current.version(),
-                })
+        let signed = Arc::new(signed.clone());
+        loop {
+            let current = self.current();
+            let list = match self.verify(&current, &signed).await? {
+                Ok(Update::Same) => {
+                    return Ok(Offered::Same {
+                        version: current.version(),
+                    })
+                }
+                Ok(Update::Newer(list)) => list,
+                Err(e) => {
+                    tracing::warn!(source, version = current.version(), error = %crate::telemetry::chain(&e), "trust list refused");
+                    return Err(e.into());
+                }
+            };
+            let _guard = self.apply.lock().await;
+            if !Arc::ptr_eq(&current, &self.current()) {
+                // Another list came into force meanwhile: judge this one by it.
+                continue;
             }
-            Ok(Update::Newer(list)) => list,
-            Err(e) => {
-                tracing::warn!(source, version = current.version(), error = %crate::telemetry::chain(&e), "trust list refused");
-                return Err(e.into());
-            }
-        };
-        self.store.put_trust_list(list.encoded()).await?;
-        let (from, to) = (current.version(), list.version());
-        *self.current.write() = Arc::new(list);
-        let cut = self.cut_off();
-        tracing::info!(
-            source,
-            from,
-            to,
-            connections_closed = cut,
-            "trust list applied"
-        );
-        self.changed.send_replace(to);
-        Ok(Offered::Applied { from, to, cut })
+            self.store.put_trust_list(list.encoded()).await?;
+            let (from, to) = (current.version(), list.version());
+            *self.current.write() = Arc::new(list);
+            let cut = self.cut_off();
+            tracing::info!(
+                source,
+                from,
+                to,
+                connections_closed = cut,
+                "trust list applied"
+            );
+            self.changed.send_replace(to);
+            return Ok(Offered::Applied { from, to, cut });
+        }
+    }
+
+    /// [`verify_update`] of `signed` against `current` at the clock's time,
+    /// on the blocking pool.
+    async fn verify(
+        &self,
+        current: &Arc<TrustList>,
+        signed: &Arc<SignedTrustList>,
+    ) -> Result<Result<Update, TrustError>, OfferError> {
+        let (current, signed, now) = (current.clone(), signed.clone(), self.clock.now());
+        match tokio::task::spawn_blocking(move || verify_update(&current, &signed, now)).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(OfferError::Stopped),
+        }
     }
 
     /// Closes every peer connection whose member is no longer active (a new

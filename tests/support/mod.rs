@@ -323,7 +323,7 @@ impl TestNode {
     }
 
     /// A test node on a federated directory: trust-list checks and pulls
-    /// every second.
+    /// every second, reconnects after 0.2 to 2 seconds.
     fn federated(tmp: tempfile::TempDir, made: &MemberNode) -> TestNode {
         fs::create_dir_all(made.dir.join("logs")).unwrap();
         let text = fs::read_to_string(&made.config).unwrap();
@@ -332,7 +332,7 @@ impl TestNode {
             text.replace(
                 "root_file = \"trust/root.ctl\"",
                 "root_file = \"trust/root.ctl\"\nsync_seconds = 1",
-            ) + "\n[replication]\npull_seconds = 1\n",
+            ) + "\n[replication]\npull_seconds = 1\nbackoff_min = \"200ms\"\nbackoff_max = \"2s\"\n",
         )
         .unwrap();
         TestNode {
@@ -470,6 +470,34 @@ impl Coalition {
             .await
             .map_err(|e| e.to_string())?;
         Ok(proto::federation_client::FederationClient::new(channel))
+    }
+
+    /// Node `to`'s answer to GetTrustList from version 0 (its list in
+    /// force), asked as member `from`.
+    pub async fn trust_list_held(&self, to: usize, from: usize) -> proto::GetTrustListResponse {
+        self.federation(to, from)
+            .await
+            .unwrap()
+            .get_trust_list(proto::GetTrustListRequest { have_version: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Publishes `list` to node `to` as member `from`; panics if refused.
+    pub async fn publish(
+        &self,
+        to: usize,
+        from: usize,
+        list: proto::SignedTrustList,
+    ) -> proto::PublishTrustListResponse {
+        self.federation(to, from)
+            .await
+            .unwrap()
+            .publish_trust_list(list)
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     /// Waits (bounded) until node `i` holds trust-list `version`.

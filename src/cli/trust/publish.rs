@@ -45,7 +45,7 @@ pub(super) async fn publish(a: PublishArgs) -> Result<()> {
     let spkis = a.node_spki.iter().map(|s| spki_arg(s)).collect();
     let config = crate::tls::peer_client_config(&a.cert, &a.key, spkis)?;
     let channel = crate::tls::connect(&a.node, a.server_name.as_deref(), config).await?;
-    let resp = crate::proto::federation_client::FederationClient::new(channel)
+    let resp = crate::federation::client(channel)
         .publish_trust_list(signed)
         .await
         .map_err(|s| anyhow::anyhow!("node refused: {:?}: {}", s.code(), s.message()))?
