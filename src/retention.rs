@@ -25,6 +25,17 @@
 //! Batches are rewritten in log order, so a purge interrupted by a crash
 //! never leaves an ADD standing without its later RETRACT.
 //!
+//! Memory: a purge holds the state of at most [`MAX_TRACKED`] (2^20)
+//! (origin, token)s, about 60 to 120 MB, however many the store holds. It
+//! tracks only the candidates: the (origin, token)s named by a batch that
+//! can leave them dead by the cutoff (a RETRACT or EXTEND created by then,
+//! an ADD or EXTEND whose `valid_until` is by then), since the entry that
+//! decides a doomed token's final state is in such a batch; a pass over the
+//! store finds them, a second replays only them, a third rewrites. With
+//! more candidates than that, it works through the token space in parts
+//! (by the tokens' first 32 bits), splitting a part again while it holds
+//! more, three passes a part.
+//!
 //! A rewritten batch is a new record in the store's append-only segment
 //! files; the superseded one (with its tokens) stays there, so a purge that
 //! rewrote anything ends with [`Store::compact`], which copies the live data
@@ -76,13 +87,56 @@ impl State {
     }
 }
 
-/// Per (origin, token) state over the log, origins interned.
+/// Most (origin, token) states a purge holds at once.
+pub(crate) const MAX_TRACKED: usize = 1 << 20;
+
+/// Whether batch `b` can leave a token it names dead by `cutoff`: the entry
+/// that decides a doomed token's final state is in such a batch (a RETRACT
+/// or an orphan EXTEND created by then, an ADD or EXTEND setting a
+/// `valid_until` by then).
+fn may_doom(b: &Batch, cutoff: i64) -> bool {
+    let h = &b.header;
+    let expires = State::Live {
+        valid_until: h.valid_until_unix,
+    }
+    .dead_by(cutoff);
+    let ends = State::Dead {
+        since: h.created_unix,
+    }
+    .dead_by(cutoff);
+    match b.op() {
+        LogOp::Add => expires,
+        LogOp::Extend => expires || ends,
+        LogOp::Retract => ends,
+        LogOp::Unspecified => false,
+    }
+}
+
+/// Where `t` is in the token space, by its first 32 bits.
+fn place(t: &Token) -> u64 {
+    u64::from(u32::from_be_bytes([t.0[0], t.0[1], t.0[2], t.0[3]]))
+}
+
+/// The whole token space, as [`place`] numbers it: `0..1 << 32`.
+const ALL_TOKENS: (u64, u64) = (0, 1 << 32);
+
+/// The state over the log of the (origin, token)s tracked, origins interned.
 #[derive(Default)]
 struct Replay {
     origins: HashMap<String, u32>,
     /// Last sequence number seen per origin: batches past it are not judged.
     seen: HashMap<u32, u64>,
-    states: HashMap<(u32, Token), State>,
+    /// The tracked (origin, token)s; `None` until the replay names one.
+    states: HashMap<(u32, Token), Option<State>>,
+}
+
+/// The tokens of a batch's entries not purged yet.
+fn live_tokens(b: &Batch) -> impl Iterator<Item = Token> + '_ {
+    b.raw
+        .entries
+        .iter()
+        .filter(|e| e.purged_hash.is_empty())
+        .filter_map(|e| Token::from_slice(&e.token).ok())
 }
 
 impl Replay {
@@ -95,47 +149,63 @@ impl Replay {
         o
     }
 
+    /// Tracks, up to `max` of them, the (origin, token)s placed in
+    /// `lo..hi` that a batch of the store may leave dead by `cutoff`.
+    /// Returns how many entries name one, and whether some went untracked.
+    fn track_candidates(
+        &mut self,
+        store: &Store,
+        cutoff: i64,
+        (lo, hi): (u64, u64),
+        max: usize,
+    ) -> Result<(usize, bool), StoreError> {
+        let (mut named, mut full) = (0, false);
+        for b in store.batches() {
+            let b = b?;
+            if !may_doom(&b, cutoff) {
+                continue;
+            }
+            let o = self.origin(b.origin());
+            for t in live_tokens(&b).filter(|t| (lo..hi).contains(&place(t))) {
+                named += 1;
+                if self.states.len() < max || self.states.contains_key(&(o, t)) {
+                    self.states.insert((o, t), None);
+                } else {
+                    full = true;
+                }
+            }
+        }
+        Ok((named, full))
+    }
+
     fn apply(&mut self, b: &Batch) {
         let o = self.origin(b.origin());
         let seen = self.seen.entry(o).or_insert(0);
         *seen = (*seen).max(b.last_seq());
         let h = &b.header;
         let op = b.op();
-        for e in &b.raw.entries {
-            if !e.purged_hash.is_empty() {
-                continue;
-            }
-            let Ok(token) = Token::from_slice(&e.token) else {
+        for token in live_tokens(b) {
+            let Some(state) = self.states.get_mut(&(o, token)) else {
                 continue;
             };
-            let key = (o, token);
             match op {
                 LogOp::Add => {
-                    self.states.insert(
-                        key,
-                        State::Live {
-                            valid_until: h.valid_until_unix,
-                        },
-                    );
+                    *state = Some(State::Live {
+                        valid_until: h.valid_until_unix,
+                    });
                 }
                 LogOp::Retract => {
-                    self.states.insert(
-                        key,
-                        State::Dead {
-                            since: h.created_unix,
-                        },
-                    );
+                    *state = Some(State::Dead {
+                        since: h.created_unix,
+                    });
                 }
-                LogOp::Extend => match self.states.get_mut(&key) {
+                LogOp::Extend => match state {
                     Some(State::Live { valid_until }) => *valid_until = h.valid_until_unix,
                     Some(State::Dead { .. }) => {}
                     None => {
-                        self.states.insert(
-                            key,
-                            State::Dead {
-                                since: h.created_unix,
-                            },
-                        );
+                        *state = Some(State::Dead {
+                            since: h.created_unix,
+                        });
                     }
                 },
                 // The index refuses such a batch; leave it alone.
@@ -204,16 +274,70 @@ fn purge_blocking(
     stop: Option<&CancellationToken>,
 ) -> Result<PurgeStats, RetentionError> {
     let cutoff = now.saturating_sub(retention_secs.max(0));
-    let mut replay = Replay::default();
-    for b in store.batches() {
-        replay.apply(&b?);
+    let stats = purge_tracking(store, cutoff, stop, MAX_TRACKED)?;
+    if stats.batches_rewritten > 0 {
+        // The superseded batch records (the purged tokens) are still in the
+        // segment files: rewrite the store so that they leave the disk.
+        store.compact()?;
     }
-    replay.catch_up(store)?;
-    replay.states.retain(|_, s| s.dead_by(cutoff));
+    Ok(stats)
+}
+
+/// The purge's passes, holding at most `max_tracked` (origin, token)
+/// states: the candidates of the whole token space if they fit, else of
+/// one part of it at a time, a part split again while it holds more.
+fn purge_tracking(
+    store: &Store,
+    cutoff: i64,
+    stop: Option<&CancellationToken>,
+    max_tracked: usize,
+) -> Result<PurgeStats, RetentionError> {
     let mut stats = PurgeStats::default();
-    if replay.states.is_empty() {
-        return Ok(stats);
+    let mut parts = vec![ALL_TOKENS];
+    while let Some((lo, hi)) = parts.pop() {
+        if stop.is_some_and(|s| s.is_cancelled()) {
+            break;
+        }
+        let mut replay = Replay::default();
+        let (named, full) = replay.track_candidates(store, cutoff, (lo, hi), max_tracked)?;
+        if full && hi - lo > 1 {
+            // A quarter to spare: tokens do not fall evenly into parts.
+            let n = ((named + named / 4).div_ceil(max_tracked) as u64).clamp(2, hi - lo);
+            let step = (hi - lo).div_ceil(n);
+            parts.extend(
+                (lo..hi)
+                    .step_by(step as usize)
+                    .map(|at| (at, (at + step).min(hi))),
+            );
+            continue;
+        }
+        if replay.states.is_empty() {
+            continue;
+        }
+        for b in store.batches() {
+            replay.apply(&b?);
+        }
+        replay.catch_up(store)?;
+        replay
+            .states
+            .retain(|_, s| s.is_some_and(|s| s.dead_by(cutoff)));
+        if !replay.states.is_empty() {
+            let done = rewrite_doomed(store, &replay, stop)?;
+            stats.batches_rewritten += done.batches_rewritten;
+            stats.entries_purged += done.entries_purged;
+        }
     }
+    Ok(stats)
+}
+
+/// Rewrites, in log order, every batch naming an (origin, token) still
+/// tracked by `replay` (the doomed ones), with those entries purged.
+fn rewrite_doomed(
+    store: &Store,
+    replay: &Replay,
+    stop: Option<&CancellationToken>,
+) -> Result<PurgeStats, RetentionError> {
+    let mut stats = PurgeStats::default();
     let doomed = &replay.states;
     for b in store.batches() {
         if stop.is_some_and(|s| s.is_cancelled()) {
@@ -265,11 +389,6 @@ fn purge_blocking(
         store.rewrite(&purged)?;
         stats.batches_rewritten += 1;
         stats.entries_purged += n;
-    }
-    if stats.batches_rewritten > 0 {
-        // The superseded batch records (the purged tokens) are still in the
-        // segment files: rewrite the store so that they leave the disk.
-        store.compact()?;
     }
     Ok(stats)
 }
@@ -583,6 +702,42 @@ mod tests {
         let again = purge(&store, RETENTION, NOW).await.unwrap();
         assert_eq!(again, PurgeStats::default());
         assert_eq!(all_batches(&store), after);
+    }
+
+    /// Fills a store with 40 tokens of each fate: expired, retracted,
+    /// retracted and re-added, extended past retention, never expiring.
+    fn many_fates(store: &Store) {
+        let mut a = Log::new(store, "bank");
+        let fate = |f: u8| (0..40u8).map(|i| tok(f * 40 + i)).collect::<Vec<_>>();
+        let long_ago = NOW - 100 * DAY;
+        a.push(LogOp::Add, long_ago - DAY, long_ago, &fate(0));
+        a.push(LogOp::Add, long_ago - DAY, 0, &[fate(1), fate(2)].concat());
+        a.push(LogOp::Retract, long_ago, 0, &[fate(1), fate(2)].concat());
+        a.push(LogOp::Add, long_ago, 0, &fate(2));
+        a.push(LogOp::Add, long_ago - DAY, long_ago, &fate(3));
+        a.push(LogOp::Extend, long_ago, NOW + DAY, &fate(3));
+        a.push(LogOp::Add, long_ago - DAY, 0, &fate(4));
+    }
+
+    /// A purge with more candidates than it may track works through the
+    /// token space in parts and purges exactly what one pass would.
+    #[tokio::test]
+    async fn a_purge_over_its_memory_bound_works_in_parts_to_the_same_result() {
+        let (whole, parted) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (whole, parted) = (
+            Store::open(whole.path(), 8).unwrap(),
+            Store::open(parted.path(), 8).unwrap(),
+        );
+        many_fates(&whole);
+        many_fates(&parted);
+        let cutoff = NOW - RETENTION;
+        let one = purge_tracking(&whole, cutoff, None, MAX_TRACKED).unwrap();
+        let by_parts = purge_tracking(&parted, cutoff, None, 7).unwrap();
+        // 40 expired, 80 entries of 40 retracted.
+        assert_eq!(one.entries_purged, 120);
+        assert_eq!(by_parts.entries_purged, one.entries_purged);
+        assert_eq!(present(&parted), present(&whole));
+        assert_eq!(present(&whole).len(), 40 * 3 + 40 * 2 + 40);
     }
 
     /// Builds a store with an expired, a retracted and a kept token, and purges it.

@@ -109,6 +109,33 @@ fn all_runs_every_node_figure_on_real_nodes() {
     assert!(value(&a, "hits found") >= 60.0, "1% of 6,000 planted");
 }
 
+/// The compaction mode at a tiny size: a real node compacts its store
+/// (Admin.Compact) while a paced client times Match, and the figures of
+/// both sides and of the store are there.
+#[test]
+fn compaction_times_match_while_a_real_node_compacts_its_store() {
+    let c = bench(&[
+        "compaction",
+        "--indicators",
+        "3000",
+        "--batch",
+        "1000",
+        "--rate",
+        "200",
+        "--seconds",
+        "0.5",
+    ]);
+    check(&c);
+    for name in [
+        "p99 idle",
+        "p99 while the store compacts",
+        "compacting / idle",
+    ] {
+        assert!(value(&c, name) > 0.0, "{name}");
+    }
+    assert!(value(&c, "store on disk after") > 0.0);
+}
+
 /// The Redis comparison: both designs find the same hits (the bench fails
 /// otherwise) and the ratio is printed. A machine without redis-server gets
 /// it from the project's own script (Debian's package). Only in a build with

@@ -14,6 +14,7 @@ use crate::{
     },
     node::NodeError,
     ratelimit::Refused,
+    store::StoreError,
     trust::{list::TrustError, state::OfferError},
 };
 
@@ -79,6 +80,12 @@ impl From<NodeError> for Status {
         tracing::error!(error = %crate::telemetry::chain(&e), "reading the node's state");
         Status::internal("the node could not read its store")
     }
+}
+
+/// INTERNAL for a compaction that failed (logged here, with its cause).
+pub(crate) fn compaction_failed(e: StoreError) -> Status {
+    tracing::error!(error = %crate::telemetry::chain(&e), "compacting the store");
+    Status::internal("the node could not compact its store")
 }
 
 impl From<SendError> for Status {

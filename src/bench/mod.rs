@@ -9,10 +9,13 @@
 //! and then a real node process over mTLS (and, with `--vs-redis`, a Redis
 //! set); `ingest`, `memory` and `latency` measure a real node process from
 //! real mTLS clients; `replicate` measures real nodes replicating, and a new
-//! contribution reaching a bank under load; `all` runs every one with a
-//! target. The Redis client is compiled in only with the `redis-bench` cargo
+//! contribution reaching a bank under load; `compaction` measures a real
+//! node's Match latency while it compacts its store, against idle; `all`
+//! runs every one with a target but `compaction` (its store copy at 10M
+//! would make `all` much slower). The Redis client is compiled in only with the `redis-bench` cargo
 //! feature (a default one); without it `--vs-redis` is refused.
 
+pub(crate) mod compaction;
 pub(crate) mod enumerate;
 pub(crate) mod node;
 #[cfg(feature = "redis-bench")]

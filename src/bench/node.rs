@@ -9,6 +9,10 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -316,43 +320,14 @@ impl Loaded {
                 &queries[i % queries.len()].1,
             )],
         };
-        // The paced client runs alone on one thread (a current-thread
-        // runtime), as a latency-minded caller would: no hand-offs between
-        // the client's own threads in the measurement.
-        let dir = self.dir.clone();
-        let paced: Vec<proto::MatchRequest> = (0..1000).map(one).collect();
-        let mut latencies = tokio::task::spawn_blocking(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let mut c = connect(&dir).await?;
-                // Warm the connection up.
-                for r in paced.iter().take(100) {
-                    c.screening.r#match(r.clone()).await?;
-                }
-                let n = ((f64::from(rate) * seconds) as usize).max(1);
-                let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-                let mut latencies = Vec::with_capacity(n);
-                let start = tokio::time::Instant::now();
-                for i in 0..n {
-                    tokio::time::sleep_until(start + interval * i as u32).await;
-                    let r = paced[i % paced.len()].clone();
-                    let sent = Instant::now();
-                    c.screening.r#match(r).await?;
-                    latencies.push(sent.elapsed());
-                }
-                anyhow::Ok(latencies)
-            })
-        })
-        .await??;
-        latencies.sort();
-        let pct = |p: f64| {
-            latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]
-                .as_secs_f64()
-                * 1e6
-        };
-        let (p50, p99, max) = (pct(0.50), pct(0.99), pct(1.0));
+        let paced = unary_requests(queries, 1000);
+        let n = ((f64::from(rate) * seconds) as usize).max(1);
+        let latencies = self.paced(paced, rate, n, None).await?;
+        let (p50, p99, max) = (
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 1.0),
+        );
 
         let mut conns = Vec::with_capacity(clients);
         for _ in 0..clients {
@@ -410,6 +385,56 @@ impl Loaded {
                 Better::Higher,
             ),
         ])
+    }
+
+    /// Latencies of unary `Screening.Match` requests (`paced`, in turn)
+    /// sent at `rate` per second over one established connection, sorted:
+    /// `n` of them, or, given `until`, as many as are sent before it is set.
+    /// The paced client runs alone on one thread (a current-thread
+    /// runtime), as a latency-minded caller would: no hand-offs between the
+    /// client's own threads in the measurement.
+    pub(crate) async fn paced(
+        &self,
+        paced: Vec<proto::MatchRequest>,
+        rate: u32,
+        n: usize,
+        until: Option<Arc<AtomicBool>>,
+    ) -> Result<Vec<Duration>> {
+        let dir = self.dir.clone();
+        let mut latencies = tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let mut c = connect(&dir).await?;
+                // Warm the connection up.
+                for r in paced.iter().take(100) {
+                    c.screening.r#match(r.clone()).await?;
+                }
+                let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+                let mut latencies = Vec::with_capacity(n);
+                let start = tokio::time::Instant::now();
+                for i in 0.. {
+                    let done = match &until {
+                        Some(flag) => flag.load(Ordering::Acquire),
+                        None => i >= n,
+                    };
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep_until(start + interval * i as u32).await;
+                    let r = paced[i % paced.len()].clone();
+                    let sent = Instant::now();
+                    c.screening.r#match(r).await?;
+                    latencies.push(sent.elapsed());
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .await??;
+        anyhow::ensure!(!latencies.is_empty(), "no Match was timed");
+        latencies.sort();
+        Ok(latencies)
     }
 
     /// Resident memory and store bytes now, then cold start: the node is
@@ -488,6 +513,23 @@ impl Loaded {
         self.node.stop_async().await?.clean()?;
         Ok(())
     }
+}
+
+/// `n` unary Match requests of one identifier each, the queries in turn.
+pub(crate) fn unary_requests(queries: &[(Kind, String)], n: usize) -> Vec<proto::MatchRequest> {
+    (0..n)
+        .map(|i| {
+            let (k, v) = &queries[i % queries.len()];
+            proto::MatchRequest {
+                identifiers: vec![identifier(*k, v)],
+            }
+        })
+        .collect()
+}
+
+/// The `p` quantile of sorted `latencies`, in µs.
+pub(crate) fn percentile(latencies: &[Duration], p: f64) -> f64 {
+    latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e6
 }
 
 /// Figures of the node's bulk screening, with the in-process engine rate

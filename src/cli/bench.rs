@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use crate::bench::{
-    enumerate,
+    compaction, enumerate,
     node::{self, Loaded},
     replicate, report,
     screen::{self, ScreenRun},
@@ -146,8 +146,19 @@ pub enum BenchCommand {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Unary Screening.Match p99 (at `--rate`, one identifier each) of a
+    /// real node loaded with `--indicators` while it compacts its store
+    /// (Admin.Compact), against the same node idle for `--seconds` before.
+    Compaction {
+        /// Sizes and output.
+        #[command(flatten)]
+        sizes: BenchSizes,
+        /// The unary latency run (`--clients` is not used).
+        #[command(flatten)]
+        latency: LatencyArgs,
+    },
     /// Every figure with a target: screen, ingest, latency, memory and
-    /// replicate, one table.
+    /// replicate, one table (not compaction: see its mode).
     All {
         /// Sizes and output.
         #[command(flatten)]
@@ -212,6 +223,14 @@ pub(super) async fn bench(b: BenchCommand) -> Result<()> {
         BenchCommand::Latency { sizes, latency } => {
             let mut l = bench_load(&sizes, 1_000).await?;
             let figures = bench_latency(&mut l, &sizes, &latency).await?;
+            l.stop().await?;
+            report(&figures, sizes.json)
+        }
+        BenchCommand::Compaction { sizes, latency } => {
+            let mut l = bench_load(&sizes, 1_000).await?;
+            let mut figures = vec![l.ingest_figure()];
+            let queries = node::queries(&l.known, 100_000, sizes.seed);
+            figures.extend(compaction::run(&mut l, &queries, latency.rate, latency.seconds).await?);
             l.stop().await?;
             report(&figures, sizes.json)
         }

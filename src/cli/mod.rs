@@ -128,6 +128,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite the node's store with only its live data (as a retention
+    /// purge does), while the node goes on serving; prints the store's size
+    /// before and after.
+    Compact {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Make an Ed25519 key pair, or with --token a token key.
     #[command(long_about = keygen::KEYGEN_LONG_ABOUT)]
     Keygen(keygen::KeygenArgs),
@@ -171,6 +179,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rekey(a) => records::rekey(a).await,
         Command::Bench(b) => bench::bench(b).await,
         Command::Status { conn, json } => status::status(conn, json).await,
+        Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),
         Command::Trust(c) => trust::trust(c).await,
     }

@@ -1,4 +1,5 @@
-//! `cix status`: the node's Admin.Status, as text or one JSON object.
+//! `cix status`: the node's Admin.Status, as text or one JSON object;
+//! `cix compact`: Admin.Compact.
 
 use anyhow::Result;
 
@@ -168,6 +169,22 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
     for w in &s.warnings {
         println!("WARNING     {w}");
     }
+    Ok(())
+}
+
+/// `cix compact`.
+pub(super) async fn compact(conn: Conn) -> Result<()> {
+    let mut clients = conn.connect().await?;
+    let r = clients
+        .admin
+        .compact(proto::CompactRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "store compacted: {} bytes before, {} after",
+        r.store_bytes_before, r.store_bytes_after
+    );
     Ok(())
 }
 

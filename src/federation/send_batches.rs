@@ -10,8 +10,9 @@
 //! either is logged and counted for the peer ([`Withheld`]). A Watch gets every head at once, then each
 //! origin's new head as this node takes batches in, until the node stops.
 //!
-//! The store is read synchronously on the stream's task (sled and segment
-//! files): a later change moves these reads off the async workers.
+//! A Pull's batches (sled and segment files) are read one at a time on a
+//! blocking thread, never on a runtime worker, and no thread waits on a
+//! slow caller: the stream's task sends each before the next is read.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -35,6 +36,8 @@ pub enum SendError {
     Store(#[from] StoreError),
     #[error("a stored batch of {origin} does not decode")]
     Corrupt { origin: String },
+    #[error("the thread reading the store for a peer failed")]
+    Reader,
 }
 
 /// The serving side of replication.
@@ -98,7 +101,12 @@ impl BatchSender {
                     None => 0,
                     // Without its history here, serve from the caller's
                     // head: the fork check waits for the next pull.
-                    Some(h) => match sent_after(&store, h) {
+                    Some(h) => match off_runtime(&store, {
+                        let h = h.clone();
+                        move |store| sent_after(store, &h)
+                    })
+                    .await
+                    {
                         Ok(after) => after,
                         Err(e) => {
                             tracing::error!(origin = %origin, error = %crate::telemetry::chain(&e), "reading this node's history for a peer's pull");
@@ -109,8 +117,9 @@ impl BatchSender {
                 if head.last_seq <= after {
                     continue;
                 }
-                for raw in store.batches_after(&origin, after) {
-                    let batch = match raw.map_err(SendError::from).and_then(|r| {
+                let mut next = after;
+                while let Some(raw) = next_batch(&store, &origin, &mut next).await {
+                    let batch = match raw.and_then(|r| {
                         LogBatch::decode(r.as_slice()).map_err(|_| SendError::Corrupt {
                             origin: origin.clone(),
                         })
@@ -179,6 +188,35 @@ impl BatchSender {
             }
         });
         Ok(ReceiverStream::new(rx))
+    }
+}
+
+/// Runs `read` of the store on a blocking thread.
+async fn off_runtime<T: Send + 'static>(
+    store: &Arc<Store>,
+    read: impl FnOnce(&Store) -> Result<T, SendError> + Send + 'static,
+) -> Result<T, SendError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .unwrap_or_else(|_| Err(SendError::Reader))
+}
+
+/// The body of `origin`'s batch after `*after`, read on a blocking thread;
+/// moves `*after` past it. `None` after the last one.
+async fn next_batch(
+    store: &Arc<Store>,
+    origin: &str,
+    after: &mut u64,
+) -> Option<Result<Vec<u8>, SendError>> {
+    let (origin, from) = (origin.to_string(), *after);
+    match off_runtime(store, move |s| Ok(s.batch_after(&origin, from)?)).await {
+        Ok(Some((first_seq, body))) => {
+            *after = first_seq;
+            Some(Ok(body))
+        }
+        Ok(None) => None,
+        Err(e) => Some(Err(e)),
     }
 }
 

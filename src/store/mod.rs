@@ -16,6 +16,15 @@
 //! raw identifiers and prove that none is there. Batches hold tokens,
 //! kinds, epochs and case labels only, never a raw identifier.
 //!
+//! A compaction ([`Store::compact`]) copies the live data into a fresh
+//! directory while the store goes on: reads never wait for it, writes wait
+//! only while it re-copies what was written during its copy and swaps the
+//! fresh store in (a few records and the small trees, one fsync, one open).
+//! Every call here does file I/O; async code makes the long ones (a
+//! compaction, reading batch bodies for a peer) on a blocking thread. The
+//! lock on the handles ([`Store::t`]) is held only for the instant of a
+//! clone or a swap, so short reads may take it from a runtime worker.
+//!
 //! Layout: sled's files in `store/`, segment files in `store/segments/`, so
 //! that a compaction replaces both with one rename. Trees:
 //! - `meta`: `schema_version` → u32 big-endian.
@@ -39,11 +48,13 @@
 pub mod segments;
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Instant,
 };
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
@@ -58,6 +69,28 @@ const SCHEMA_BODIES_IN_SLED: u32 = 1;
 
 /// Directory of the segment files, inside sled's directory.
 const SEGMENTS_DIR: &str = "segments";
+
+/// The environment variable that pauses a test build's compactions: the
+/// path of a file that a compaction creates once it has copied its first
+/// batch body, then waits (at most five minutes) until the test
+/// removes it, so that a test can act while a compaction is under way.
+/// Honoured only by debug builds and builds with the `test-clock` feature,
+/// as [`crate::time::TEST_CLOCK_ENV`] is; a release build ignores it.
+pub const TEST_COMPACTION_PAUSE_ENV: &str = "CIX_TEST_COMPACTION_PAUSE_FILE";
+
+/// The pause of [`TEST_COMPACTION_PAUSE_ENV`], where this build honours it.
+fn test_pause_mid_copy() {
+    #[cfg(any(debug_assertions, feature = "test-clock"))]
+    if let Some(path) = std::env::var_os(TEST_COMPACTION_PAUSE_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if std::fs::write(&path, b"compaction paused mid-copy\n").is_ok() {
+            let deadline = Instant::now() + std::time::Duration::from_secs(300);
+            while path.exists() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
 
 /// Why a store operation failed, or a batch was not appended.
 #[derive(Debug, thiserror::Error)]
@@ -234,9 +267,18 @@ fn keys_after(origin: &str, after: u64) -> std::ops::RangeInclusive<Vec<u8>> {
 pub struct Store {
     path: PathBuf,
     cache_mb: u64,
-    /// Replaced whole by [`Store::compact`]; writers hold the read lock for
-    /// the length of their write so that compaction never loses one.
+    /// Replaced whole by [`Store::compact`]; held only to clone or swap.
     trees: RwLock<Trees>,
+    /// Writers hold it shared for the length of their write; a compaction
+    /// holds it exclusively from its re-copy to its swap, so that it never
+    /// loses a write.
+    writes: RwLock<()>,
+    /// The keys of [`LOCATION_TREES`] written since the running compaction
+    /// began its copy (it copies them again), by tree; `None` while none
+    /// runs.
+    written: Mutex<Option<Written>>,
+    /// Held by the one compaction running.
+    compaction: Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -252,6 +294,13 @@ struct Trees {
     forks_set_aside: sled::Tree,
     segments: Arc<Segments>,
 }
+
+/// Keys of location trees, by tree: what a compaction copies again.
+type Written = BTreeSet<(&'static str, Vec<u8>)>;
+
+/// The trees whose values are [`Location`]s of bodies in the segment
+/// files: a compaction copies the bodies they name.
+const LOCATION_TREES: [&str; 2] = ["batches", "set_aside"];
 
 /// Batches [`Store::batches_read_ahead`] decodes before they are asked for.
 pub const READ_AHEAD: usize = 4;
@@ -390,6 +439,9 @@ impl Store {
             path,
             cache_mb,
             trees: RwLock::new(trees),
+            writes: RwLock::new(()),
+            written: Mutex::new(None),
+            compaction: Mutex::new(()),
         })
     }
 
@@ -398,36 +450,111 @@ impl Store {
         self.trees.read().clone()
     }
 
+    /// Notes that a write changed the entry `key` of the location tree
+    /// `tree`, for the compaction running, if any. The caller holds
+    /// [`Store::writes`].
+    fn note_written(&self, tree: &'static str, key: &[u8]) {
+        if let Some(keys) = self.written.lock().as_mut() {
+            keys.insert((tree, key.to_vec()));
+        }
+    }
+
     /// Rewrites the store into a fresh directory holding only live data and
     /// deletes the old one, so that superseded bytes (batch bodies replaced
     /// by a purge, the versions sled kept of its own pages) leave the disk.
-    /// Writers wait meanwhile.
+    ///
+    /// The live bodies are copied without a lock while reads and writes go
+    /// on. Then, with writes held back, the batches written meanwhile are
+    /// copied again, the small trees whole, the copy is made durable and
+    /// swapped in; reads go on against the old handles until the swap. A
+    /// body rewritten after the copy passed it is copied again, and its
+    /// first copy stays as dead bytes until the next compaction (a purge
+    /// rewrites before it compacts). Long (it copies every live body):
+    /// call it on a blocking thread.
     pub fn compact(&self) -> Result<(), StoreError> {
-        let mut trees = self.trees.write();
-        trees.db.flush()?;
+        self.compact_pausing(test_pause_mid_copy)
+    }
+
+    /// [`Store::compact`], calling `mid_copy` once its first body is copied.
+    fn compact_pausing(&self, mid_copy: impl FnOnce()) -> Result<(), StoreError> {
+        let _one = self.compaction.lock();
+        *self.written.lock() = Some(BTreeSet::new());
+        let result = self.compact_tracked(mid_copy);
+        *self.written.lock() = None;
+        result
+    }
+
+    fn compact_tracked(&self, mid_copy: impl FnOnce()) -> Result<(), StoreError> {
+        let old = self.t();
         let fresh_path = self.path.with_extension("compact");
         let old_path = self.path.with_extension("old");
         let _ = std::fs::remove_dir_all(&fresh_path);
-        {
-            // A bare database: import refuses trees that already hold data.
+        let copied = {
             let fresh = sled::Config::new()
                 .path(&fresh_path)
                 .use_compression(false)
                 .open()?;
-            fresh.import(trees.db.export());
-            // The live bodies, copied in log order into fresh segments.
             let segments = Segments::open(&fresh_path.join(SEGMENTS_DIR))?;
-            for name in ["batches", "set_aside"] {
-                let tree = fresh.open_tree(name)?;
-                let moved = copy_bodies(&tree, &segments, |location| trees.body(location))?;
-                tree.apply_batch(moved)?;
+            // The live bodies, copied in log order into fresh segments.
+            let mut mid_copy = Some(mid_copy);
+            for name in LOCATION_TREES {
+                let (from, to) = (old.db.open_tree(name)?, fresh.open_tree(name)?);
+                for r in from.iter() {
+                    let (key, location) = r?;
+                    let at = segments.write(&old.body(&location)?)?;
+                    to.insert(key, at.encode().as_slice())?;
+                    if let Some(pause) = mid_copy.take() {
+                        pause();
+                    }
+                }
+            }
+            segments.sync()?;
+            // Writes wait from here to the swap; reads do not.
+            let gate = self.writes.write();
+            let locked = Instant::now();
+            let written = self.written.lock().take().unwrap_or_default();
+            let rewritten = written.len();
+            for (name, key) in written {
+                let (from, to) = (old.db.open_tree(name)?, fresh.open_tree(name)?);
+                match from.get(&key)? {
+                    Some(location) => {
+                        let at = segments.write(&old.body(&location)?)?;
+                        to.insert(key, at.encode().as_slice())?;
+                    }
+                    None => {
+                        to.remove(key)?;
+                    }
+                }
+            }
+            segments.sync()?;
+            // Every other tree is small (heads, trust list, forks, meta):
+            // copied whole, now that nothing changes them.
+            for name in old.db.tree_names() {
+                if LOCATION_TREES.iter().any(|t| name.as_ref() == t.as_bytes()) {
+                    continue;
+                }
+                let (from, to) = (old.db.open_tree(&name)?, fresh.open_tree(&name)?);
+                for r in from.iter() {
+                    let (k, v) = r?;
+                    to.insert(k, v)?;
+                }
             }
             fresh.flush()?;
-        }
+            (gate, locked, rewritten)
+        };
+        let (gate, locked, rewritten) = copied;
         let io = |e: std::io::Error| StoreError::Corrupt(format!("compacting the store: {e}"));
         std::fs::rename(&self.path, &old_path).map_err(io)?;
         std::fs::rename(&fresh_path, &self.path).map_err(io)?;
-        *trees = open_trees(&self.path, self.cache_mb)?;
+        let fresh = open_trees(&self.path, self.cache_mb)?;
+        *self.trees.write() = fresh;
+        drop(gate);
+        tracing::info!(
+            batches_copied_again = rewritten,
+            writes_held_ms = locked.elapsed().as_millis() as u64,
+            "store compacted"
+        );
+        drop(old);
         std::fs::remove_dir_all(&old_path).map_err(io)?;
         Ok(())
     }
@@ -469,7 +596,8 @@ impl Store {
             hash: batch.hash(),
         };
         let key = batch_key(origin, batch.first_seq());
-        let t = self.trees.read();
+        let _writing = self.writes.read();
+        let t = self.t();
         let head_of = |v: Option<sled::IVec>| v.map_or(Ok(Head::default()), |v| Head::decode(&v));
         // Checked before the body is written (so a refused batch leaves no
         // bytes behind) and again, atomically, when its location is.
@@ -484,7 +612,10 @@ impl Store {
             Ok(())
         });
         match result {
-            Ok(()) => Ok(new_head),
+            Ok(()) => {
+                self.note_written("batches", &key);
+                Ok(new_head)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
@@ -520,6 +651,36 @@ impl Store {
             .map(move |r| t.body(&r?.1))
     }
 
+    /// The first batch of `origin` that starts after sequence number
+    /// `after`, as stored, with that first sequence number (the `after` of
+    /// the next call): one seek and one read, for a caller that reads a log
+    /// a batch at a time on a blocking thread.
+    pub fn batch_after(
+        &self,
+        origin: &str,
+        after: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        if after == u64::MAX {
+            return Ok(None);
+        }
+        let t = self.t();
+        let Some((key, location)) = t
+            .batches
+            .range(keys_after(origin, after))
+            .next()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let first_seq = key
+            .len()
+            .checked_sub(8)
+            .and_then(|at| key[at..].try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt("batch key is shorter than 8 bytes".into()))?;
+        Ok(Some((first_seq, t.body(&location)?)))
+    }
+
     /// The batches of `origin` after sequence number `after`, in order, decoded.
     pub fn decoded_after(
         &self,
@@ -535,19 +696,21 @@ impl Store {
     /// Replaces a stored batch by the same batch with some entries purged.
     /// The caller checks that the header is unchanged.
     pub fn rewrite(&self, batch: &Batch) -> Result<(), StoreError> {
-        let t = self.trees.read();
+        let _writing = self.writes.read();
+        let t = self.t();
         let location = t.segments.append(&batch.raw.encode_to_vec())?;
-        t.batches.insert(
-            batch_key(batch.origin(), batch.first_seq()),
-            location.encode().as_slice(),
-        )?;
+        let key = batch_key(batch.origin(), batch.first_seq());
+        t.batches
+            .insert(key.as_slice(), location.encode().as_slice())?;
+        self.note_written("batches", &key);
         Ok(())
     }
 
     /// Records fork evidence for an origin (the first one found is kept).
     /// Returns whether it is new.
     pub fn put_fork(&self, origin: &str, evidence: &ForkEvidence) -> Result<bool, StoreError> {
-        let r = self.trees.read().forks.compare_and_swap(
+        let _writing = self.writes.read();
+        let r = self.t().forks.compare_and_swap(
             origin.as_bytes(),
             None as Option<&[u8]>,
             Some(evidence.encode_to_vec()),
@@ -578,6 +741,7 @@ impl Store {
     /// (`aside`) or back; a record moved back never replaces evidence kept
     /// since. Durable when this returns.
     pub fn set_aside_fork(&self, origin: &str, aside: bool) -> Result<(), StoreError> {
+        let _writing = self.writes.read();
         let t = self.t();
         let (from, to) = if aside {
             (&t.forks, &t.forks_set_aside)
@@ -610,6 +774,7 @@ impl Store {
         from_seq: u64,
         before: Option<Head>,
     ) -> Result<(), StoreError> {
+        let _writing = self.writes.read();
         let t = self.t();
         let moved = t
             .batches
@@ -636,8 +801,19 @@ impl Store {
                 Ok(())
             })
             .map_err(transaction_error)?;
+        self.note_moved(&moved);
         t.db.flush()?;
         Ok(())
+    }
+
+    /// Notes, for the compaction running, that the location records
+    /// `moved` went from one location tree to the other.
+    fn note_moved(&self, moved: &[(sled::IVec, sled::IVec)]) {
+        for (k, _) in moved {
+            for tree in LOCATION_TREES {
+                self.note_written(tree, k);
+            }
+        }
     }
 
     /// Every origin with batches set aside, and the first sequence number
@@ -667,6 +843,7 @@ impl Store {
     /// the head they had, in one durable transaction, if the log still
     /// ends just before them; returns whether it did.
     pub fn restore(&self, origin: &str) -> Result<bool, StoreError> {
+        let _writing = self.writes.read();
         let t = self.t();
         let moved = t
             .set_aside
@@ -698,6 +875,7 @@ impl Store {
                 Ok(true)
             })
             .map_err(transaction_error)?;
+        self.note_moved(&moved);
         t.db.flush()?;
         Ok(restored)
     }
@@ -760,7 +938,10 @@ impl Store {
 
     /// Replaces the stored trust list and makes it durable.
     pub async fn put_trust_list(&self, signed: &[u8]) -> Result<(), StoreError> {
-        self.trees.read().trust.insert("current", signed)?;
+        {
+            let _writing = self.writes.read();
+            self.t().trust.insert("current", signed)?;
+        }
         self.flush().await
     }
 
@@ -789,11 +970,10 @@ impl Store {
 
     /// Overwrites the schema version (for migrations and their tests).
     pub fn set_schema_version(&self, v: u32) -> Result<(), StoreError> {
-        self.trees
-            .read()
-            .meta
-            .insert("schema_version", &v.to_be_bytes())?;
-        self.t().db.flush()?;
+        let _writing = self.writes.read();
+        let t = self.t();
+        t.meta.insert("schema_version", &v.to_be_bytes())?;
+        t.db.flush()?;
         Ok(())
     }
 }
@@ -821,6 +1001,26 @@ mod tests {
             .map(|i| batch::entry(&Token([i as u8; 32]), 1, 1))
             .collect();
         batch::sign(header, entries, &SigningKeyFile::generate())
+    }
+
+    /// Whether any file under `dir` contains `needle`.
+    fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if std::fs::read(&p)
+                    .unwrap()
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+                {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     #[test]
@@ -899,6 +1099,15 @@ mod tests {
         let after: Vec<_> = store.decoded_after("a", 3).map(Result::unwrap).collect();
         assert_eq!(after, vec![b2]);
         assert_eq!(store.batches_after("b", 1).count(), 0);
+        let (first, body) = store.batch_after("a", 0).unwrap().unwrap();
+        assert_eq!(first, 1);
+        assert_eq!(
+            Some(body),
+            store.batches_after("a", 0).next().transpose().unwrap()
+        );
+        assert_eq!(store.batch_after("a", 1).unwrap().unwrap().0, 4);
+        assert_eq!(store.batch_after("a", 4).unwrap(), None);
+        assert_eq!(store.batch_after("a", u64::MAX).unwrap(), None);
     }
 
     #[test]
@@ -912,20 +1121,10 @@ mod tests {
         store.rewrite(&b).unwrap();
         store.flush_blocking().unwrap();
         store.compact().unwrap();
-        let mut found = false;
-        let mut stack = vec![dir.path().to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    let bytes = std::fs::read(&p).unwrap();
-                    found |= bytes.windows(32).any(|w| w == &secret[..]);
-                }
-            }
-        }
-        assert!(!found, "purged token bytes still on disk after compaction");
+        assert!(
+            !files_contain(dir.path(), &secret),
+            "purged token bytes still on disk after compaction"
+        );
         assert_eq!(store.batch_holding("a", 2).unwrap(), Some(b.clone()));
         let h = store.head("a").unwrap().unwrap();
         assert_eq!(h.last_seq, 3);
@@ -935,6 +1134,51 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path(), 8).unwrap();
         assert_eq!(store.head("a").unwrap().unwrap().last_seq, 4);
+    }
+
+    /// Reads and writes made while a compaction copies (here on the
+    /// compaction's own thread: any lock it held would deadlock them) go
+    /// on, and the writes are in the compacted store: an append, a new
+    /// origin, a purge's rewrite, fork evidence and a log set aside (its
+    /// body copied too).
+    #[test]
+    fn reads_and_writes_go_on_while_a_compaction_copies_and_none_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let mut a1 = batch("a", 1, [0; 32], 3);
+        store.append(&a1).unwrap();
+        let a2 = batch("a", 4, a1.hash(), 2);
+        store.append(&a2).unwrap();
+        let b1 = batch("b", 1, [0; 32], 1);
+        store.append(&b1).unwrap();
+        let a3 = batch("a", 6, a2.hash(), 1);
+        let c1 = batch("c", 1, [0; 32], 2);
+        let evidence = ForkEvidence::default();
+        store
+            .compact_pausing(|| {
+                assert_eq!(store.batch_holding("a", 4).unwrap(), Some(a2.clone()));
+                assert_eq!(store.heads().unwrap().len(), 2);
+                store.append(&a3).unwrap();
+                store.append(&c1).unwrap();
+                a1.raw.entries[1] = batch::purged(&a1.raw.entries[1]);
+                store.rewrite(&a1).unwrap();
+                assert!(store.put_fork("b", &evidence).unwrap());
+                store.set_aside("b", 1, None).unwrap();
+            })
+            .unwrap();
+        let check = |store: &Store| {
+            let all: Vec<_> = store.batches().map(Result::unwrap).collect();
+            assert_eq!(all.len(), 4);
+            assert_eq!(store.set_aside_batch("b", 1).unwrap(), b1.clone());
+            assert_eq!(store.batch_holding("a", 2).unwrap(), Some(a1.clone()));
+            assert_eq!(store.head("a").unwrap().unwrap().last_seq, 6);
+            assert_eq!(store.head("c").unwrap().unwrap().hash, c1.hash());
+            assert_eq!(store.forks().unwrap().len(), 1);
+        };
+        check(&store);
+        store.flush_blocking().unwrap();
+        drop(store);
+        check(&Store::open(dir.path(), 8).unwrap());
     }
 
     #[test]

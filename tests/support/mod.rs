@@ -50,6 +50,10 @@ pub struct TestNode {
     /// The node's settable clock (`CIX_TEST_CLOCK_FILE`), if it runs on one:
     /// see [`TestNode::use_test_clock`].
     pub clock: Option<PathBuf>,
+    /// Where the node's compactions pause mid-copy
+    /// (`CIX_TEST_COMPACTION_PAUSE_FILE`), if they do: see
+    /// [`TestNode::pause_compactions`].
+    pub compaction_pause: Option<PathBuf>,
 }
 
 impl TestNode {
@@ -76,6 +80,7 @@ impl TestNode {
             runs: 0,
             capture: None,
             clock: None,
+            compaction_pause: None,
             addr: String::new(),
         }
     }
@@ -127,6 +132,10 @@ impl TestNode {
         .env(
             cix::time::TEST_CLOCK_ENV,
             self.clock.as_deref().unwrap_or(Path::new("")),
+        )
+        .env(
+            cix::store::TEST_COMPACTION_PAUSE_ENV,
+            self.compaction_pause.as_deref().unwrap_or(Path::new("")),
         );
         launch.program = Some(BIN.into());
         launch.stderr = logs.join(format!("stderr-{}.log", self.runs));
@@ -164,6 +173,15 @@ impl TestNode {
         }
         self.clock = Some(self.tmp.path().join("clock"));
         self.set_time(unix);
+    }
+
+    /// From its next start on, each compaction of the node's store creates
+    /// the returned file once it has copied its first batch body and waits,
+    /// mid-copy, until the test removes it (a debug build's hook).
+    pub fn pause_compactions(&mut self) -> PathBuf {
+        let path = self.tmp.path().join("compaction-paused");
+        self.compaction_pause = Some(path.clone());
+        path
     }
 
     /// Moves the node's settable clock to `unix` seconds; a running node
@@ -325,6 +343,7 @@ impl TestNode {
             runs: 0,
             capture: None,
             clock: None,
+            compaction_pause: None,
             addr: String::new(),
         }
     }
