@@ -413,7 +413,7 @@ mod tests {
                 );
             }
         }
-        let out = compare(&hashed, &buckets);
+        let out = compare(&hashed, &buckets, &|_| true);
         assert!(
             matches!(&out[0], Outcome::Match(h) if h.len() == 1 && h[0].case_ref.as_ref() == "case-1")
         );

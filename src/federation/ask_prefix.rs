@@ -152,7 +152,10 @@ impl Remote {
                 }
             }
         }
-        Ok(compare(&hashed, &buckets))
+        let list = self.trust.current();
+        Ok(compare(&hashed, &buckets, &|origin| {
+            list.member(origin).is_some()
+        }))
     }
 }
 
@@ -173,8 +176,16 @@ pub(crate) fn prefixes_of(items: &[Hashed], bits: u32) -> Vec<u32> {
 
 /// Compares the asker's tokens with the answers: an item matches the entries
 /// carrying exactly one of its tokens under the epoch that token was made
-/// with. Decoys never match (random tokens).
-pub(crate) fn compare(items: &[Hashed], buckets: &[PrefixBucket]) -> Vec<Outcome> {
+/// with. Decoys never match (random tokens). An entry that carries one of
+/// the tokens but is not well formed (an origin `listed` does not name, a
+/// case reference outside the label rule, an unknown kind or tier) is
+/// ignored and logged: the answering member vouches for what it sends, but
+/// nothing malformed reaches the caller.
+pub(crate) fn compare(
+    items: &[Hashed],
+    buckets: &[PrefixBucket],
+    listed: &dyn Fn(&str) -> bool,
+) -> Vec<Outcome> {
     let mut by_token: HashMap<[u8; 32], Vec<&PrefixEntry>> = HashMap::new();
     for e in buckets.iter().flat_map(|b| &b.entries) {
         if let Ok(t) = <[u8; 32]>::try_from(e.token.as_slice()) {
@@ -194,7 +205,14 @@ pub(crate) fn compare(items: &[Hashed], buckets: &[PrefixBucket]) -> Vec<Outcome
                             .into_iter()
                             .flatten()
                             .filter(move |e| e.epoch == *epoch)
-                            .filter_map(move |e| indicator(*t, e))
+                            .map(move |e| (t, e))
+                    })
+                    .filter_map(|(t, e)| {
+                        let i = indicator(*t, e, listed);
+                        if i.is_none() {
+                            tracing::warn!(origin_listed = listed(&e.origin), "a prefix answer's entry carrying a screened token is malformed: ignored");
+                        }
+                        i
                     })
                     .collect();
                 if hits.is_empty() {
@@ -207,7 +225,10 @@ pub(crate) fn compare(items: &[Hashed], buckets: &[PrefixBucket]) -> Vec<Outcome
         .collect()
 }
 
-fn indicator(token: Token, e: &PrefixEntry) -> Option<Indicator> {
+fn indicator(token: Token, e: &PrefixEntry, listed: &dyn Fn(&str) -> bool) -> Option<Indicator> {
+    if !listed(&e.origin) || !crate::batch::is_label(&e.case_ref) {
+        return None;
+    }
     Some(Indicator {
         token,
         origin: e.origin.as_str().into(),
@@ -219,4 +240,50 @@ fn indicator(token: Token, e: &PrefixEntry) -> Option<Indicator> {
         valid_until: (e.valid_until_unix != 0).then_some(e.valid_until_unix),
         seq: e.seq,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(token: Token, origin: &str, case_ref: &str) -> PrefixEntry {
+        PrefixEntry {
+            token: token.0.to_vec(),
+            kind: i32::from(Kind::Domain.code()),
+            origin: origin.into(),
+            tier: crate::proto::Tier::Confirmed as i32,
+            case_ref: case_ref.into(),
+            created_unix: 100,
+            valid_until_unix: 0,
+            epoch: 1,
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn an_answered_entry_naming_an_unlisted_origin_or_a_bad_case_reference_is_no_match() {
+        let t = Token([0x42; 32]);
+        let hashed: Vec<Hashed> = vec![Ok(vec![(1, t)])];
+        let listed = |o: &str| o == "liaison";
+        let answer = |e: PrefixEntry| {
+            vec![PrefixBucket {
+                prefix: token_prefix(&t, 20),
+                entries: vec![e],
+            }]
+        };
+        let good = compare(&hashed, &answer(entry(t, "liaison", "CASE-1")), &listed);
+        assert!(
+            matches!(&good[0], Outcome::Match(h) if h.len() == 1),
+            "{good:?}"
+        );
+        for bad in [
+            entry(t, "made-up-origin", "CASE-1"),
+            entry(t, "liaison", ""),
+            entry(t, "liaison", "line\nbreak"),
+            entry(t, "liaison", &"x".repeat(129)),
+        ] {
+            let out = compare(&hashed, &answer(bad.clone()), &listed);
+            assert_eq!(out[0], Outcome::NoMatch, "{bad:?}");
+        }
+    }
 }

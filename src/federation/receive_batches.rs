@@ -60,7 +60,7 @@ use crate::{
     store::StoreError,
     time::Clock,
     tls::TlsError,
-    trust::state::TrustState,
+    trust::{list::TrustList, state::TrustState},
 };
 
 /// What became of one received batch.
@@ -426,16 +426,26 @@ impl Replication {
     /// Verifies and applies one batch received from `peer`, and counts the
     /// outcome.
     pub(crate) async fn ingest_batch(&self, raw: LogBatch, peer: &str) -> Ingest {
-        let bytes = prost::Message::encoded_len(&raw);
-        let b = match Batch::decode(raw) {
-            Ok(b) => b,
-            Err(e) => return self.refused(peer, None, BatchRefused::Verify(e)),
+        // Decoding, hashing every entry and the signature check cost CPU in
+        // proportion to what the peer sent: on the blocking pool, so that a
+        // peer sending large batches does not hold up the async workers.
+        let list = self.trust.current();
+        let checked = tokio::task::spawn_blocking(move || checked(raw, &list)).await;
+        let b = match checked {
+            Ok(Ok(b)) => b,
+            Ok(Err(refusal)) => {
+                let (b, r) = *refusal;
+                return self.refused(peer, b.as_ref(), r);
+            }
+            Err(e) => {
+                tracing::error!(peer, error = %e, "checking a received batch");
+                return self.refused(
+                    peer,
+                    None,
+                    BatchRefused::Verify(BatchError::Decode("the check did not finish".into())),
+                );
+            }
         };
-        // Before verifying: the rest of its origin is a gap until a peer
-        // sends a batch that fits.
-        if bytes > batch::MAX_RECEIVED_BYTES {
-            return self.refused(peer, Some(&b), BatchRefused::Oversized { bytes });
-        }
         let lock = self.origin_lock(b.origin());
         let _applying = match &lock {
             Some(l) => Some(l.lock().await),
@@ -480,11 +490,9 @@ impl Replication {
         Ingest::Rejected(reason)
     }
 
+    /// Takes a batch [`checked`] against the trust list: what it does to
+    /// this node's history of its origin.
     async fn admit(&self, b: &Batch, peer: &str) -> Result<BatchOutcome, BatchRefused> {
-        crate::trust::batches::verify(b, &self.trust.current())?;
-        // Every field within what honest nodes write, before anything is
-        // stored: a stored batch must apply to the index, at every start.
-        b.check_fields().map_err(BatchRefused::InvalidField)?;
         // A purge only touches entries dead for longer than the retention
         // period, so their batch is older than that: a purged entry in a
         // younger batch was stripped on the way.
@@ -597,6 +605,28 @@ impl Replication {
     }
 }
 
+/// Decodes a received batch and checks it by itself, before anything of
+/// this node's is read: its size, its signature and origin against the
+/// trust list in force (`list`), and every field within the bounds honest
+/// nodes write (a stored batch must apply to the index, at every start).
+/// CPU-bound; run on the blocking pool.
+fn checked(raw: LogBatch, list: &TrustList) -> Result<Batch, Box<(Option<Batch>, BatchRefused)>> {
+    let bytes = prost::Message::encoded_len(&raw);
+    let b = Batch::decode(raw).map_err(|e| Box::new((None, BatchRefused::Verify(e))))?;
+    // Before verifying: the rest of its origin is a gap until a peer
+    // sends a batch that fits.
+    if bytes > batch::MAX_RECEIVED_BYTES {
+        return Err(Box::new((Some(b), BatchRefused::Oversized { bytes })));
+    }
+    if let Err(e) = crate::trust::batches::verify(&b, list) {
+        return Err(Box::new((Some(b), BatchRefused::Verify(e))));
+    }
+    if let Err(e) = b.check_fields() {
+        return Err(Box::new((Some(b), BatchRefused::InvalidField(e))));
+    }
+    Ok(b)
+}
+
 /// Whether `b` was made less than `retention` before `now`. A creation
 /// time so far ahead that adding the retention period overflows is refused.
 fn younger_than(b: &Batch, retention: Duration, now: i64) -> Result<bool, BatchError> {
@@ -614,9 +644,14 @@ fn younger_than(b: &Batch, retention: Duration, now: i64) -> Result<bool, BatchE
 
 /// Whether a peer's announced head is worth a pull: it is ahead of this
 /// node's, or at the same sequence number with another hash (a pull then
-/// brings the peer's batch there, fork evidence). A peer behind has
-/// nothing to send. Reads only this node's head.
+/// brings the peer's batch there, fork evidence), of an origin the list in
+/// force names. A peer behind has nothing to send. Reads only this node's
+/// head.
 fn wants_pull(repl: &Replication, h: &crate::proto::OriginHead) -> bool {
+    // An origin the list does not name has nothing this node would take.
+    if repl.trust.current().member(&h.origin).is_none() {
+        return false;
+    }
     match repl.logs.store.head(&h.origin) {
         Ok(mine) => {
             let mine = mine.unwrap_or_default();
@@ -720,11 +755,13 @@ impl Replication {
         }
     }
 
-    /// Records the heads a peer announced.
+    /// Records the heads a peer announced. Only origins the list in force names are kept, so that no peer can
+    /// grow this node's memory with made-up origins.
     fn announced(&self, peer: &str, heads: &[crate::proto::OriginHead]) {
         let own = self.trust.node_id();
+        let list = self.trust.current();
         self.view(peer, |v| {
-            for h in heads {
+            for h in heads.iter().filter(|h| list.member(&h.origin).is_some()) {
                 v.heads.insert(h.origin.clone(), h.last_seq);
                 if h.origin == own {
                     v.own_head = h.last_seq;
