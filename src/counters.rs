@@ -235,6 +235,10 @@ reasons! {
         /// A connection closed because its TLS handshake did not complete
         /// in time. Counted under [`UNLISTED`].
         HandshakeTimeout => "handshake_timeout",
+        /// A Pull or Watch refused: the member already has as many of that
+        /// kind open as one member may
+        /// (`federation::send_batches::STREAMS_PER_MEMBER`).
+        StreamLimit => "stream_limit",
     }
 }
 

@@ -1513,10 +1513,20 @@ async fn open_watch(
     cert: &Path,
     key: &Path,
 ) -> tonic::Streaming<proto::WatchResponse> {
+    try_open_watch(c, node, cert, key).await.unwrap()
+}
+
+/// [`open_watch`], or the node's refusal.
+async fn try_open_watch(
+    c: &Coalition,
+    node: usize,
+    cert: &Path,
+    key: &Path,
+) -> Result<tonic::Streaming<proto::WatchResponse>, Status> {
     let mut f = c.federation_with(node, cert, key).await.unwrap();
-    let mut w = f.watch(proto::WatchRequest {}).await.unwrap().into_inner();
-    assert!(w.message().await.unwrap().is_some());
-    w
+    let mut w = f.watch(proto::WatchRequest {}).await?.into_inner();
+    assert!(w.message().await?.is_some());
+    Ok(w)
 }
 
 /// How a stream served to a test-held client ended, waited for (bounded).
@@ -1782,4 +1792,52 @@ async fn sessions_end_both_ways_when_a_member_loses_the_right_or_the_list_expire
     c.wait_match(1, Kind::Domain, "reauth.example", MatchStatus::Match)
         .await;
     assert_eq!(x.state.watching.load(Ordering::SeqCst), 0);
+}
+
+// ----- A member cannot make this node serve it stream after stream
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_opening_more_watch_streams_than_it_may_is_refused_and_counted() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    // Only liaison-a runs: the test opens bank-b's streams itself.
+    c.nodes[0].start();
+    let (cert, key) = c.nodes[1].peer_cert();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        open.push(
+            try_open_watch(&c, 0, &cert, &key)
+                .await
+                .expect("a member's first two watches"),
+        );
+    }
+    let e = try_open_watch(&c, 0, &cert, &key)
+        .await
+        .expect_err("a third watch at once");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("at most 2"), "{e:?}");
+    let k = c.nodes[0].counters("bank-b").await;
+    assert_eq!(
+        reason_count(&k.requests_refused, "stream_limit"),
+        1,
+        "{k:?}"
+    );
+
+    // One ends: its slot frees, and a watch is served again.
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_open_watch(&c, 0, &cert, &key).await {
+            Ok(w) => {
+                open.push(w);
+                break;
+            }
+            Err(e) if e.code() == tonic::Code::ResourceExhausted && Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("no watch after one ended: {e:?}"),
+        }
+    }
+    drop(open);
+    c.nodes[0].restart();
+    assert!(try_open_watch(&c, 0, &cert, &key).await.is_ok());
 }

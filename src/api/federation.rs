@@ -137,8 +137,9 @@ impl federation_server::Federation for FederationService {
         &self,
         req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let member_id = member(&req).unwrap_or_default().to_string();
         let peer = req.extensions().get::<TlsIdentity>().cloned();
-        let stream = self.batches.watch().map_err(Status::from)?;
+        let stream = self.batches.watch(&member_id).map_err(Status::from)?;
         Ok(Response::new(self.while_authorized(
             peer,
             "/cix.v1.Federation/Watch",

@@ -90,6 +90,9 @@ pub(crate) fn compaction_failed(e: StoreError) -> Status {
 
 impl From<SendError> for Status {
     fn from(e: SendError) -> Status {
+        if let SendError::Busy { .. } = e {
+            return Status::resource_exhausted(e.to_string());
+        }
         tracing::error!(error = %crate::telemetry::chain(&e), "reading the store for a peer");
         Status::internal("the node could not read its store")
     }

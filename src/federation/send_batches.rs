@@ -38,6 +38,57 @@ pub enum SendError {
     Corrupt { origin: String },
     #[error("the thread reading the store for a peer failed")]
     Reader,
+    /// The member has as many streams of this kind open as it may.
+    #[error("{stream}: at most {max} streams of this kind per member at once; one must end first")]
+    Busy { stream: &'static str, max: usize },
+}
+
+/// Most Pull streams, and most Watch streams, one member may have open on
+/// this node at once. An honest node keeps one of each per session; a Pull
+/// from scratch reads the whole store, so a member opening many would make
+/// this node read it many times over.
+pub(crate) const STREAMS_PER_MEMBER: usize = 2;
+
+/// The Pull and Watch streams open per member (members only: every caller
+/// is an authorized member, so the map is bounded by the trust list).
+#[derive(Default)]
+struct OpenStreams(parking_lot::Mutex<HashMap<(String, &'static str), usize>>);
+
+/// One open stream, counted until it is dropped with the stream's task.
+struct Slot {
+    open: Arc<OpenStreams>,
+    key: (String, &'static str),
+}
+
+impl OpenStreams {
+    fn take(self: &Arc<Self>, member: &str, stream: &'static str) -> Result<Slot, SendError> {
+        let key = (member.to_string(), stream);
+        let mut open = self.0.lock();
+        let n = open.entry(key.clone()).or_default();
+        if *n >= STREAMS_PER_MEMBER {
+            return Err(SendError::Busy {
+                stream,
+                max: STREAMS_PER_MEMBER,
+            });
+        }
+        *n += 1;
+        Ok(Slot {
+            open: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.0.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The serving side of replication.
@@ -47,6 +98,7 @@ pub(crate) struct BatchSender {
     /// Cancelled when the node stops: ends the long-lived Watch streams so
     /// that shutdown need not wait for its drain deadline.
     stop: CancellationToken,
+    open: Arc<OpenStreams>,
 }
 
 /// A stream of messages for a peer, each or an error that ends it.
@@ -62,7 +114,16 @@ impl BatchSender {
             logs,
             counters,
             stop,
+            open: Arc::default(),
         }
+    }
+
+    /// A slot for one more `stream` of `peer`, or the refusal (counted).
+    fn slot(&self, peer: &str, stream: &'static str) -> Result<Slot, SendError> {
+        self.open.take(peer, stream).inspect_err(|_| {
+            self.counters
+                .request_refused(peer, crate::counters::RequestRefusal::StreamLimit);
+        })
     }
 
     /// What a caller whose heads are `have` lacks: fork evidence first,
@@ -73,6 +134,7 @@ impl BatchSender {
         peer: String,
         have: Vec<OriginHead>,
     ) -> Result<Outgoing<PullResponse>, SendError> {
+        let slot = self.slot(&peer, "Pull")?;
         let store = self.logs.store.clone();
         let counters = self.counters.clone();
         let have: HashMap<String, OriginHead> =
@@ -81,6 +143,7 @@ impl BatchSender {
         let origins = store.heads()?;
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(async move {
+            let _slot = slot;
             for (origin, ev) in forks {
                 if ev.encoded_len() + 16 > crate::batch::PEER_MESSAGE_BYTES {
                     tracing::warn!(%peer, origin = %origin, bytes = ev.encoded_len(), "fork evidence larger than a peer decodes: not sent");
@@ -150,20 +213,25 @@ impl BatchSender {
     }
 
     /// Every head now, then each origin's new head as it moves, until the
-    /// node stops or the caller goes.
-    pub(crate) fn watch(&self) -> Result<Outgoing<WatchResponse>, SendError> {
+    /// node stops or the caller (`peer`) goes.
+    pub(crate) fn watch(&self, peer: &str) -> Result<Outgoing<WatchResponse>, SendError> {
+        let slot = self.slot(peer, "Watch")?;
         let store = self.logs.store.clone();
         let mut updates = self.logs.subscribe();
         let first = heads(&store)?;
         let (tx, rx) = mpsc::channel(64);
         let stop = self.stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if tx.send(Ok(WatchResponse { heads: first })).await.is_err() {
                 return;
             }
             loop {
                 let update = tokio::select! {
                     _ = stop.cancelled() => return,
+                    // The caller went: its slot frees at once, not at the
+                    // next head that moves.
+                    _ = tx.closed() => return,
                     u = updates.recv() => u,
                 };
                 let heads = match update {
