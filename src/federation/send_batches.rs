@@ -7,8 +7,11 @@
 //! batch over [`crate::batch::MAX_RECEIVED_BYTES`] (which every node would
 //! refuse) ends its origin's part of the pull, while the other origins go
 //! on; fork evidence over [`crate::batch::PEER_MESSAGE_BYTES`] is left out;
-//! either is logged and counted for the peer ([`Withheld`]). A Watch gets every head at once, then each
-//! origin's new head as this node takes batches in, until the node stops.
+//! either is logged and counted for the peer ([`Withheld`]). A Watch gets
+//! every head at once, then each origin's new head as this node takes
+//! batches in, until the node stops or the caller goes. One member may
+//! have at most [`STREAMS_PER_MEMBER`] Pull and as many Watch streams open
+//! at once.
 //!
 //! A Pull's batches (sled and segment files) are read one at a time on a
 //! blocking thread, never on a runtime worker, and no thread waits on a
