@@ -20,14 +20,22 @@ async fn held_list(c: &Coalition, node: usize) -> proto::SignedTrustList {
 /// Node `from` asks node `to`'s peer listener for its list on a new
 /// connection: `Err` if the connection or the call is refused.
 async fn get_list_on_a_new_connection(c: &Coalition, to: usize, from: usize) -> Result<(), String> {
-    match c.federation(to, from).await {
-        Ok(mut f) => f
-            .get_trust_list(proto::GetTrustListRequest::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    }
+    get_list_on(c.federation(to, from).await).await
+}
+
+/// Asks for the list on `connection` (as opened): `Err` if the connection
+/// or the call is refused.
+async fn get_list_on(
+    connection: Result<
+        proto::federation_client::FederationClient<tonic::transport::Channel>,
+        String,
+    >,
+) -> Result<(), String> {
+    connection?
+        .get_trust_list(proto::GetTrustListRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,14 +232,7 @@ async fn peers_are_pinned_by_the_trust_list() {
 
     // A certificate from the node's own CA but not on the list.
     let stranger = c.nodes[1].add_client("stranger", &[]);
-    let r = match c.federation_with(0, &stranger.cert, &stranger.key).await {
-        Ok(mut f) => f
-            .get_trust_list(proto::GetTrustListRequest::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
+    let r = get_list_on(c.federation_with(0, &stranger.cert, &stranger.key).await).await;
     assert!(r.is_err(), "certificate not on the list admitted");
     wait_for_log(&c.nodes[0], &stranger.spki).await;
     assert!(c.nodes[0]
