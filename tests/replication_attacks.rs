@@ -1774,6 +1774,11 @@ async fn sessions_end_both_ways_when_a_member_loses_the_right_or_the_list_expire
     c.nodes[1]
         .wait_counters("liaison-a", "pulled from liaison-a", |k| k.pulls >= 1)
         .await;
+    // And liaison-a's own session with bank-b is up (its first dial may
+    // have come before bank-b listened), so that the expiry is what ends it.
+    c.nodes[0]
+        .wait_counters("bank-b", "pulled from bank-b", |k| k.pulls >= 1)
+        .await;
     let expires = c.nodes[0].status().await.trust_expires_at.unwrap().seconds;
     c.nodes[0].set_time(expires + 1);
     let k = c.nodes[0]
