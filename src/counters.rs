@@ -239,6 +239,9 @@ reasons! {
         /// kind open as one member may
         /// (`federation::send_batches::STREAMS_PER_MEMBER`).
         StreamLimit => "stream_limit",
+        /// A per-epoch prefix query naming an epoch not valid now, or one
+        /// twice.
+        PrefixEpoch => "prefix_epoch",
     }
 }
 

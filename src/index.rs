@@ -864,25 +864,68 @@ impl Index {
         epoch_ok: impl Fn(u32) -> bool,
     ) -> Vec<Indicator> {
         debug_assert!((16..=24).contains(&bits));
+        self.under_prefix_at_most(bits, prefix, now, epoch_ok, usize::MAX)
+            .unwrap_or_default()
+    }
+
+    /// As [`Index::under_prefix`] for any prefix length from 0 to 24 bits,
+    /// giving up (`None`) as soon as more than `most` indicators are found,
+    /// so that a short prefix costs no more than `most` resolved entries.
+    pub fn under_prefix_at_most(
+        &self,
+        bits: u32,
+        prefix: u32,
+        now: i64,
+        epoch_ok: impl Fn(u32) -> bool,
+        most: usize,
+    ) -> Option<Vec<Indicator>> {
+        debug_assert!(bits <= 24);
         let keep = |t: &Token, e: &Entry| {
             token_prefix(t, bits) == prefix && self.live(e, now) && epoch_ok(e.epoch)
         };
-        let mut out: Vec<Indicator> = self.main[self.range(bits, prefix)]
-            .iter()
-            .filter(|s| keep(&s.token, &s.entry))
-            .map(|s| self.resolve(s.token, &s.entry))
-            .collect();
-        if let Some(tokens) = self.delta_by_prefix.get(&((prefix >> (bits - 16)) as u16)) {
-            for t in tokens {
+        let mut out: Vec<Indicator> = Vec::new();
+        for s in &self.main[self.range(bits, prefix)] {
+            if keep(&s.token, &s.entry) {
+                if out.len() == most {
+                    return None;
+                }
+                out.push(self.resolve(s.token, &s.entry));
+            }
+        }
+        // The delta is kept by 16-bit prefix: a shorter prefix spans many.
+        let (first, span) = if bits >= 16 {
+            (prefix >> (bits - 16), 1)
+        } else {
+            (prefix << (16 - bits), 1u32 << (16 - bits))
+        };
+        for p16 in first..first + span {
+            for t in self
+                .delta_by_prefix
+                .get(&(p16 as u16))
+                .into_iter()
+                .flatten()
+            {
                 for e in self.delta.get(t).into_iter().flatten() {
                     if keep(t, e) {
+                        if out.len() == most {
+                            return None;
+                        }
                         out.push(self.resolve(*t, e));
                     }
                 }
             }
         }
         out.sort_unstable_by(|a, b| a.token.cmp(&b.token).then(a.origin.cmp(&b.origin)));
-        out
+        Some(out)
+    }
+
+    /// Active indicators by key epoch, in epoch order.
+    pub fn active_by_epoch(&self, now: i64) -> Vec<(u32, u64)> {
+        let mut by: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        for (_, e) in self.all().filter(|(_, e)| self.live(e, now)) {
+            *by.entry(e.epoch).or_default() += 1;
+        }
+        by.into_iter().collect()
     }
 
     /// Active indicators of `origin`, in token order, after `after`, at most `limit`.
@@ -1135,6 +1178,27 @@ mod tests {
             "epoch filter"
         );
         assert_eq!(token_prefix(&Token([0xab; 32]), 20), 0x000a_baba);
+    }
+
+    #[test]
+    fn under_a_short_prefix_every_active_token_is_found_and_the_walk_stops_past_most() {
+        let mut ix = Index::new();
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[7, 8, 9, 0x17], 0))
+            .unwrap();
+        let all = |bits, p| ix.under_prefix_at_most(bits, p, 0, |_| true, 10).unwrap();
+        assert_eq!(all(0, 0).len(), 4);
+        // 4 bits: tokens 7, 8 and 9 begin with 0x0, 0x17.. with 0x1.
+        assert_eq!(all(4, 0).len(), 3);
+        assert_eq!(all(4, 1).len(), 1);
+        let t8 = Token([8; 32]);
+        let got = all(12, token_prefix(&t8, 12));
+        assert!(got.len() == 1 && got[0].token == t8);
+        assert!(ix.under_prefix_at_most(0, 0, 0, |_| true, 3).is_none());
+        assert!(ix
+            .under_prefix_at_most(0, 0, 0, |e| e != 1, 0)
+            .unwrap()
+            .is_empty());
+        assert_eq!(ix.active_by_epoch(0), [(1, 4)]);
     }
 
     /// A merge computed before another batch was applied would drop that

@@ -359,6 +359,7 @@ async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
         .query_prefix(proto::QueryPrefixRequest {
             prefixes: vec![1 << 20],
             prefix_bits: 20,
+            by_epoch: Vec::new(),
         })
         .await
         .unwrap_err();

@@ -105,6 +105,7 @@ async fn remote_matching_answers_like_a_local_match_and_limits_hold() {
         .query_prefix(proto::QueryPrefixRequest {
             prefixes: vec![prefix, prefix ^ 0x5a5a],
             prefix_bits: 20,
+            by_epoch: Vec::new(),
         })
         .await
         .unwrap()
@@ -131,6 +132,7 @@ async fn remote_matching_answers_like_a_local_match_and_limits_hold() {
         .query_prefix(proto::QueryPrefixRequest {
             prefixes: vec![1],
             prefix_bits: 24,
+            by_epoch: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -143,6 +145,7 @@ async fn remote_matching_answers_like_a_local_match_and_limits_hold() {
         .query_prefix(proto::QueryPrefixRequest {
             prefixes: vec![prefix],
             prefix_bits: 20,
+            by_epoch: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -155,6 +158,7 @@ async fn remote_matching_answers_like_a_local_match_and_limits_hold() {
             .query_prefix(proto::QueryPrefixRequest {
                 prefixes: vec![prefix],
                 prefix_bits: 20,
+                by_epoch: Vec::new(),
             })
             .await
         {

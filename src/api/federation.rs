@@ -30,7 +30,7 @@ pub(crate) struct FederationService {
     trust: Arc<TrustState>,
     counters: Arc<Counters>,
     batches: BatchSender,
-    prefixes: PrefixAnswers,
+    prefixes: Arc<PrefixAnswers>,
     publish_rate: PublishRate,
 }
 
@@ -46,7 +46,7 @@ impl FederationService {
             trust,
             counters,
             batches,
-            prefixes,
+            prefixes: Arc::new(prefixes),
             publish_rate,
         }
     }
@@ -105,11 +105,15 @@ impl federation_server::Federation for FederationService {
         &self,
         req: Request<proto::QueryPrefixRequest>,
     ) -> Result<Response<proto::QueryPrefixResponse>, Status> {
-        let buckets = self
-            .prefixes
-            .answer(member(&req).unwrap_or_default(), req.get_ref())
+        // Lookups under short prefixes walk much of the index: off the workers.
+        let member = member(&req).unwrap_or_default().to_string();
+        let prefixes = self.prefixes.clone();
+        let req = req.into_inner();
+        let answer = tokio::task::spawn_blocking(move || prefixes.answer(&member, &req))
+            .await
+            .map_err(|_| Status::internal("the node could not answer the prefix query"))?
             .map_err(Status::from)?;
-        Ok(Response::new(proto::QueryPrefixResponse { buckets }))
+        Ok(Response::new(answer))
     }
 
     type PullStream = PeerStream<proto::PullResponse>;

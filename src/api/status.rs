@@ -102,7 +102,9 @@ impl From<PrefixError> for Status {
     fn from(e: PrefixError) -> Status {
         match e {
             PrefixError::Limited(r) => exhausted(r),
-            PrefixError::Full { .. } => Status::failed_precondition(e.to_string()),
+            PrefixError::Full { .. } | PrefixError::TooLarge { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
             e => Status::invalid_argument(e.to_string()),
         }
     }

@@ -15,6 +15,18 @@
 //! narrows the asker's identifier to about one in 2^prefix_bits of the
 //! identifier space, and no further (docs/THREAT_MODEL.md gives the figures).
 //!
+//! During a key rotation the asker uses the per-epoch form (`by_epoch`,
+//! [`Gate::answer_by_epoch`]): for each valid epoch, prefixes of that
+//! epoch's tokens with lengths adding up to `prefix_bits` over the epochs,
+//! each answered with the indicators of that epoch only, so that the two
+//! independent tokens of one value still tell this node `prefix_bits` bits
+//! in all. Every answer carries this node's active indicators per valid
+//! epoch (counted at most once a minute), from which the asker chooses the
+//! lengths; the daily quota charges a prefix what it reveals
+//! ([`prefix_cost`]). Such an answer is bounded as a whole (its entries at
+//! their widest within [`super::PREFIX_ANSWER_BYTES`]), a prefix shorter
+//! than the policy's being allowed more entries.
+//!
 //! Answers are bounded: a request carries at most
 //! [`super::prefixes_per_request`] prefixes under the policy, and a prefix
 //! holding more real entries than one answer carries
@@ -33,12 +45,17 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rand::{seq::SliceRandom, Rng};
 
-use super::{entries_per_prefix, prefixes_per_request};
+use super::{
+    entries_per_prefix, prefixes_per_request, widest_answer_entries, MAX_PREFIXES_PER_REQUEST,
+};
 use crate::{
     counters::{Counters, RequestRefusal},
     ident::Kind,
     index::{Index, Indicator, Tier},
-    proto::{PeerCapability, PrefixBucket, PrefixEntry, QueryPrefixRequest},
+    proto::{
+        EpochCount, PeerCapability, PrefixBucket, PrefixEntry, QueryPrefixRequest,
+        QueryPrefixResponse,
+    },
     ratelimit::{Limiter, Refused, Rule},
     screening::Engine,
     time::Clock,
@@ -57,6 +74,18 @@ pub enum PrefixError {
     Full { index: usize, max: usize },
     #[error("{0}")]
     Limited(Refused),
+    #[error("prefixes, prefix_bits: must be empty and 0 when by_epoch is given")]
+    Mixed,
+    #[error("by_epoch[{index}].epoch: must be a key epoch valid now, listed once")]
+    Epoch { index: usize },
+    #[error("by_epoch[{index}].prefix_bits: must be at most {max} (the coalition's query policy), got {got}")]
+    EpochBits { index: usize, max: u32, got: u32 },
+    #[error("by_epoch[{index}].prefixes[{at}]: must be below 2^prefix_bits")]
+    EpochRange { index: usize, at: usize },
+    #[error("by_epoch: at most {max} prefixes in all per request, got {got}")]
+    EpochCount { max: usize, got: usize },
+    #[error("by_epoch[{index}].prefixes[{at}]: the answer would hold more than {max} entries, more than one answer carries; ask fewer or longer prefixes")]
+    TooLarge { index: usize, at: usize, max: usize },
 }
 
 impl PrefixError {
@@ -68,6 +97,11 @@ impl PrefixError {
             PrefixError::Range { .. } => RequestRefusal::PrefixRange,
             PrefixError::Full { .. } => RequestRefusal::PrefixFull,
             PrefixError::Limited(_) => RequestRefusal::PrefixLimit,
+            PrefixError::Mixed | PrefixError::EpochCount { .. } => RequestRefusal::PrefixCount,
+            PrefixError::Epoch { .. } => RequestRefusal::PrefixEpoch,
+            PrefixError::EpochBits { .. } => RequestRefusal::PrefixBits,
+            PrefixError::EpochRange { .. } => RequestRefusal::PrefixRange,
+            PrefixError::TooLarge { .. } => RequestRefusal::PrefixFull,
         }
     }
 }
@@ -224,6 +258,173 @@ impl Gate {
             .filter(|(_, q)| q.requests > 0 || q.refused > 0)
             .collect()
     }
+
+    /// Answers `member`'s request in the per-epoch form (`by_epoch`), or
+    /// refuses it (changing nothing but the refusal count). `counts` holds
+    /// every epoch valid now with this node's active indicators under it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn answer_by_epoch(
+        &self,
+        member: &str,
+        req: &QueryPrefixRequest,
+        policy: QueryPolicy,
+        index: &RwLock<Index>,
+        counts: &[(u32, u64)],
+        decoy_origins: &[Arc<str>],
+        now: i64,
+        now_secs: f64,
+    ) -> Result<Vec<PrefixBucket>, PrefixError> {
+        let n: usize = req.by_epoch.iter().map(|e| e.prefixes.len()).sum();
+        let r = self.checked_by_epoch(
+            member,
+            req,
+            policy,
+            index,
+            counts,
+            decoy_origins,
+            now,
+            now_secs,
+        );
+        match &r {
+            Ok(_) => {
+                self.counters.query_answered(member, n as u64);
+                tracing::info!(%member, prefixes = n, epochs = req.by_epoch.len(), "prefix query answered");
+            }
+            Err(e) => {
+                self.counters.request_refused(member, e.reason());
+                if let PrefixError::Limited(r) = e {
+                    tracing::warn!(%member, prefixes = n, retry_after_ms = r.retry_after.as_millis() as u64, "prefix query refused: {}", r.limit);
+                }
+            }
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn checked_by_epoch(
+        &self,
+        member: &str,
+        req: &QueryPrefixRequest,
+        policy: QueryPolicy,
+        index: &RwLock<Index>,
+        counts: &[(u32, u64)],
+        decoy_origins: &[Arc<str>],
+        now: i64,
+        now_secs: f64,
+    ) -> Result<Vec<PrefixBucket>, PrefixError> {
+        let most_bits = policy.prefix_bits;
+        if !req.prefixes.is_empty() || req.prefix_bits != 0 {
+            return Err(PrefixError::Mixed);
+        }
+        let mut seen: Vec<u32> = Vec::with_capacity(req.by_epoch.len());
+        for (i, e) in req.by_epoch.iter().enumerate() {
+            if seen.contains(&e.epoch) || !counts.iter().any(|(id, _)| *id == e.epoch) {
+                return Err(PrefixError::Epoch { index: i });
+            }
+            seen.push(e.epoch);
+            if e.prefix_bits > most_bits {
+                return Err(PrefixError::EpochBits {
+                    index: i,
+                    max: most_bits,
+                    got: e.prefix_bits,
+                });
+            }
+        }
+        let n: usize = req.by_epoch.iter().map(|e| e.prefixes.len()).sum();
+        if n > MAX_PREFIXES_PER_REQUEST {
+            return Err(PrefixError::EpochCount {
+                max: MAX_PREFIXES_PER_REQUEST,
+                got: n,
+            });
+        }
+        for (i, e) in req.by_epoch.iter().enumerate() {
+            if let Some(at) = e
+                .prefixes
+                .iter()
+                .position(|p| u64::from(*p) >> e.prefix_bits != 0)
+            {
+                return Err(PrefixError::EpochRange { index: i, at });
+            }
+        }
+        let all: u64 = counts.iter().map(|(_, c)| c).sum();
+        let of = |epoch: u32| {
+            counts
+                .iter()
+                .find(|(id, _)| *id == epoch)
+                .map_or(0, |c| c.1)
+        };
+        let cost: u64 = req
+            .by_epoch
+            .iter()
+            .map(|e| {
+                prefix_cost(most_bits, e.prefix_bits, of(e.epoch), all)
+                    .saturating_mul(e.prefixes.len() as u64)
+            })
+            .fold(0, u64::saturating_add);
+        let rule = Rule {
+            per_second: f64::from(policy.requests_per_second),
+            burst: f64::from(policy.burst.max(1)),
+            units_per_day: policy.prefixes_per_day,
+        };
+        self.limiter
+            .check(member, cost, rule, now_secs)
+            .map_err(PrefixError::Limited)?;
+        // Real entries, each prefix padded to whole buckets, all within what
+        // one answer carries; a lookup stops as soon as it would not fit.
+        let bucket = policy.bucket_size.max(1) as usize;
+        let most = widest_answer_entries(n);
+        let mut used = 0usize;
+        let mut real: Vec<(u32, u32, u32, Vec<Indicator>)> = Vec::with_capacity(n);
+        {
+            let index = index.read();
+            for (i, e) in req.by_epoch.iter().enumerate() {
+                for (at, p) in e.prefixes.iter().enumerate() {
+                    let room = most.saturating_sub(used);
+                    let found = index
+                        .under_prefix_at_most(e.prefix_bits, *p, now, |x| x == e.epoch, room)
+                        .filter(|r| used + r.len().div_ceil(bucket).max(1) * bucket <= most);
+                    let Some(found) = found else {
+                        // Not answered: the quota taken above is given back.
+                        self.limiter.refund(member, cost, now_secs);
+                        return Err(PrefixError::TooLarge {
+                            index: i,
+                            at,
+                            max: most,
+                        });
+                    };
+                    used += found.len().div_ceil(bucket).max(1) * bucket;
+                    real.push((e.epoch, e.prefix_bits, *p, found));
+                }
+            }
+        }
+        let mut rng = rand::thread_rng();
+        Ok(real
+            .into_iter()
+            .map(|(epoch, bits, p, real)| {
+                let padded = real.len().div_ceil(bucket).max(1) * bucket;
+                let mut entries: Vec<PrefixEntry> = real.iter().map(entry).collect();
+                while entries.len() < padded {
+                    entries.push(decoy_under(&mut rng, bits, p, epoch, decoy_origins, now));
+                }
+                entries.shuffle(&mut rng);
+                PrefixBucket { prefix: p, entries }
+            })
+            .collect())
+    }
+}
+
+/// What a `bits`-bit prefix under one epoch costs of the daily quota, in
+/// prefixes of the policy's length (`policy_bits`, B) over all valid epochs:
+/// it covers 2^(B - bits) of them, holding the epoch's share
+/// (`of_epoch` / `of_all`) of the indicators, so
+/// `max(1, ceil(2^(B - bits) * of_epoch / of_all))`; 1 when nothing is held.
+pub(crate) fn prefix_cost(policy_bits: u32, bits: u32, of_epoch: u64, of_all: u64) -> u64 {
+    if of_all == 0 {
+        return 1;
+    }
+    let scale = 1u128 << policy_bits.saturating_sub(bits).min(64);
+    let c = (scale * u128::from(of_epoch.min(of_all))).div_ceil(u128::from(of_all));
+    u64::try_from(c).unwrap_or(u64::MAX).max(1)
 }
 
 /// Serving `QueryPrefix` for the peer listener: the [`Gate`] with the
@@ -234,7 +435,13 @@ pub(crate) struct PrefixAnswers {
     trust: Arc<TrustState>,
     engine: Engine,
     clock: Clock,
+    /// Active indicators per valid epoch, and when they were counted.
+    counts: parking_lot::Mutex<Option<(i64, Vec<(u32, u64)>)>>,
 }
+
+/// How long (seconds of the node's clock) the per-epoch counts an answer
+/// carries and the quota cost uses are kept before they are counted again.
+const COUNTS_FOR: i64 = 60;
 
 impl PrefixAnswers {
     pub(crate) fn new(
@@ -248,15 +455,37 @@ impl PrefixAnswers {
             trust,
             engine,
             clock,
+            counts: parking_lot::Mutex::new(None),
         }
     }
 
-    /// Answers (or refuses) `member`'s request.
+    /// Active indicators of each epoch valid at `now`, counted at most once
+    /// every [`COUNTS_FOR`] seconds (a walk over the index).
+    fn epoch_counts(&self, now: i64) -> Vec<(u32, u64)> {
+        let valid = self.engine.valid_epochs(now);
+        let mut cached = self.counts.lock();
+        if let Some((at, c)) = cached.as_ref() {
+            let same = c.len() == valid.len() && c.iter().all(|(e, _)| valid.contains(e));
+            if same && (0..COUNTS_FOR).contains(&(now - at)) {
+                return c.clone();
+            }
+        }
+        let held = self.engine.index().read().active_by_epoch(now);
+        let c: Vec<(u32, u64)> = valid
+            .iter()
+            .map(|e| (*e, held.iter().find(|(id, _)| id == e).map_or(0, |h| h.1)))
+            .collect();
+        *cached = Some((now, c.clone()));
+        c
+    }
+
+    /// Answers (or refuses) `member`'s request, in either form; the answer
+    /// carries this node's active indicators per valid epoch.
     pub(crate) fn answer(
         &self,
         member: &str,
         req: &QueryPrefixRequest,
-    ) -> Result<Vec<PrefixBucket>, PrefixError> {
+    ) -> Result<QueryPrefixResponse, PrefixError> {
         let list = self.trust.current();
         let policy = QueryPolicy::of(list.body());
         // Decoys name origins that could really have contributed.
@@ -269,16 +498,37 @@ impl PrefixAnswers {
             .collect();
         let now_secs = self.clock.now_f64();
         let now = now_secs.floor() as i64;
-        self.gate.answer(
-            member,
-            req,
-            policy,
-            self.engine.index(),
-            &self.engine.valid_epochs(now),
-            &origins,
-            now,
-            now_secs,
-        )
+        let counts = self.epoch_counts(now);
+        let buckets = if req.by_epoch.is_empty() {
+            self.gate.answer(
+                member,
+                req,
+                policy,
+                self.engine.index(),
+                &self.engine.valid_epochs(now),
+                &origins,
+                now,
+                now_secs,
+            )?
+        } else {
+            self.gate.answer_by_epoch(
+                member,
+                req,
+                policy,
+                self.engine.index(),
+                &counts,
+                &origins,
+                now,
+                now_secs,
+            )?
+        };
+        Ok(QueryPrefixResponse {
+            buckets,
+            epochs: counts
+                .into_iter()
+                .map(|(epoch, active)| EpochCount { epoch, active })
+                .collect(),
+        })
     }
 }
 
@@ -294,6 +544,24 @@ fn entry(i: &Indicator) -> PrefixEntry {
         epoch: i.epoch,
         seq: i.seq,
     }
+}
+
+/// A decoy of `epoch` under a prefix of 0 to 24 bits: [`decoy`] takes at
+/// least one bit, and a 0-bit prefix is either 1-bit one.
+fn decoy_under(
+    rng: &mut impl Rng,
+    bits: u32,
+    prefix: u32,
+    epoch: u32,
+    origins: &[Arc<str>],
+    now: i64,
+) -> PrefixEntry {
+    let (bits, prefix) = if bits == 0 {
+        (1, rng.gen::<u32>() & 1)
+    } else {
+        (bits, prefix)
+    };
+    decoy(rng, bits, prefix, &[epoch], origins, now)
 }
 
 /// A random token under `prefix` with plausible metadata. It matches nothing
@@ -395,6 +663,7 @@ mod tests {
         let req = QueryPrefixRequest {
             prefixes: prefixes.clone(),
             prefix_bits: 20,
+            by_epoch: Vec::new(),
         };
         let buckets = gate
             .answer("asker", &req, policy(4), &ix, &[1, 2], &origins, 200, 1e9)
@@ -442,6 +711,7 @@ mod tests {
             let req = QueryPrefixRequest {
                 prefixes,
                 prefix_bits: bits,
+                by_epoch: Vec::new(),
             };
             gate.answer("m", &req, p, &ix, &[1], &[], 200, t)
         };
@@ -513,6 +783,7 @@ mod tests {
             let req = QueryPrefixRequest {
                 prefixes,
                 prefix_bits: 20,
+                by_epoch: Vec::new(),
             };
             gate.answer("m", &req, p, &ix, &[1], &[], 200, t)
         };
@@ -542,5 +813,216 @@ mod tests {
         assert_eq!(m.refused(RequestRefusal::PrefixCount), 1);
         assert_eq!(m.refused(RequestRefusal::PrefixLimit), 1);
         assert_eq!((m.queries_answered, m.prefixes_answered), (1, 2));
+    }
+
+    fn index_of_epochs(tokens: &[(Token, u32)]) -> RwLock<Index> {
+        let header = BatchHeader {
+            origin: "liaison".into(),
+            first_seq: 1,
+            created_unix: 100,
+            op: LogOp::Add as i32,
+            case_ref: "case-1".into(),
+            tier: 1,
+            ..Default::default()
+        };
+        let entries = tokens.iter().map(|(t, e)| batch::entry(t, 6, *e)).collect();
+        let mut ix = Index::new();
+        ix.apply(&batch::sign(header, entries, &SigningKeyFile::generate()))
+            .unwrap();
+        RwLock::new(ix)
+    }
+
+    fn by_epoch(groups: &[(u32, u32, Vec<u32>)]) -> QueryPrefixRequest {
+        QueryPrefixRequest {
+            by_epoch: groups
+                .iter()
+                .map(
+                    |(epoch, prefix_bits, prefixes)| crate::proto::EpochPrefixes {
+                        epoch: *epoch,
+                        prefix_bits: *prefix_bits,
+                        prefixes: prefixes.clone(),
+                    },
+                )
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_per_epoch_form_answers_each_prefix_with_its_epochs_indicators_only() {
+        // Epoch 1: three tokens; epoch 2: two, one of them under the same
+        // 12-bit prefix as an epoch-1 token.
+        let t = |b: u8, c: u8| {
+            let mut t = [9u8; 32];
+            t[..3].copy_from_slice(&[b, c, 0x42]);
+            t[31] = c;
+            Token(t)
+        };
+        let held = [
+            (t(0x10, 1), 1),
+            (t(0x20, 2), 1),
+            (t(0x30, 3), 1),
+            (t(0x10, 4), 2),
+            (t(0x90, 5), 2),
+        ];
+        let ix = index_of_epochs(&held);
+        let gate = Gate::new(Arc::new(Counters::new()));
+        let counts = [(1, 3), (2, 2)];
+        let origins: Vec<Arc<str>> = vec!["liaison".into()];
+        // No daily quota: a 0-bit prefix costs 2^20 * 2/5 prefixes.
+        let p = QueryPolicy {
+            prefixes_per_day: 0,
+            ..policy(4)
+        };
+        let p12 = token_prefix(&held[0].0, 12);
+        let req = by_epoch(&[(1, 12, vec![p12]), (2, 0, vec![0])]);
+        let buckets = gate
+            .answer_by_epoch("m", &req, p, &ix, &counts, &origins, 200, 1e9)
+            .unwrap();
+        assert_eq!(buckets.len(), 2);
+        assert!(buckets.iter().all(|b| b.entries.len() == 4));
+        let real = |b: &PrefixBucket| -> Vec<[u8; 32]> {
+            let mut r: Vec<[u8; 32]> = b
+                .entries
+                .iter()
+                .map(|e| <[u8; 32]>::try_from(e.token.as_slice()).unwrap())
+                .filter(|tk| held.iter().any(|(h, _)| h.0 == *tk))
+                .collect();
+            r.sort();
+            r
+        };
+        // Under epoch 1's 12-bit prefix: its own token, not epoch 2's.
+        assert_eq!(real(&buckets[0]), vec![held[0].0 .0]);
+        assert!(buckets[0].entries.iter().all(|e| e.epoch == 1
+            && token_prefix(&Token(e.token.clone().try_into().unwrap()), 12) == p12));
+        // Under epoch 2's 0-bit prefix: every epoch-2 indicator, decoys of epoch 2.
+        assert_eq!(real(&buckets[1]), vec![held[3].0 .0, held[4].0 .0]);
+        assert!(buckets[1].entries.iter().all(|e| e.epoch == 2));
+        // The asker finds both, each under the epoch it was made with.
+        let hashed: Vec<Hashed> = vec![
+            Ok(vec![(1, held[0].0), (2, Token([0x77; 32]))]),
+            Ok(vec![(1, Token([0x66; 32])), (2, held[4].0)]),
+            Ok(vec![(1, held[3].0), (2, Token([0x55; 32]))]),
+        ];
+        let out = compare(&hashed, &buckets, &|_| true);
+        assert!(matches!(&out[0], Outcome::Match(h) if h.len() == 1 && h[0].epoch == 1));
+        assert!(matches!(&out[1], Outcome::Match(h) if h.len() == 1 && h[0].epoch == 2));
+        assert_eq!(
+            out[2],
+            Outcome::NoMatch,
+            "an epoch-2 token asked as epoch 1"
+        );
+        // A request with no prefix: the counts only, no quota.
+        let probe = by_epoch(&[(1, 0, vec![]), (2, 0, vec![])]);
+        let none = gate
+            .answer_by_epoch("m", &probe, p, &ix, &counts, &origins, 200, 2e9)
+            .unwrap();
+        assert!(none.is_empty());
+        assert_eq!(gate.counts()[0].1.prefixes, 2);
+    }
+
+    #[test]
+    fn per_epoch_fields_out_of_rule_are_refused_naming_the_field_and_counted() {
+        let ix = index_of_epochs(&[(Token([1; 32]), 1), (Token([2; 32]), 2)]);
+        let counters = Arc::new(Counters::new());
+        let gate = Gate::new(counters.clone());
+        let counts = [(1, 1), (2, 1)];
+        let p = QueryPolicy {
+            prefixes_per_day: 20,
+            prefix_bits: 16,
+            ..QueryPolicy::DEFAULT
+        };
+        let mut t = 0.0;
+        let mut ask = |req: QueryPrefixRequest, p: QueryPolicy| {
+            t += 10.0;
+            gate.answer_by_epoch("m", &req, p, &ix, &counts, &[], 200, t)
+        };
+        let mut mixed = by_epoch(&[(1, 8, vec![1])]);
+        mixed.prefixes = vec![1];
+        let too_many = by_epoch(&[(1, 12, (0..=1024).collect())]);
+        let cases: Vec<(QueryPrefixRequest, &str)> = vec![
+            (mixed, "prefixes, prefix_bits: must be empty"),
+            (
+                by_epoch(&[(3, 8, vec![1])]),
+                "by_epoch[0].epoch: must be a key epoch valid now",
+            ),
+            (
+                by_epoch(&[(1, 8, vec![1]), (1, 8, vec![2])]),
+                "by_epoch[1].epoch: must be a key epoch valid now, listed once",
+            ),
+            (
+                by_epoch(&[(2, 8, vec![1]), (1, 17, vec![1])]),
+                "by_epoch[1].prefix_bits: must be at most 16",
+            ),
+            (
+                by_epoch(&[(1, 8, vec![1]), (2, 4, vec![15, 16])]),
+                "by_epoch[1].prefixes[1]: must be below 2^prefix_bits",
+            ),
+            (too_many, "by_epoch: at most 1024 prefixes in all"),
+        ];
+        for (req, msg) in cases {
+            let e = ask(req, p).unwrap_err();
+            assert!(e.to_string().starts_with(msg), "{e}");
+        }
+        // An answer that would not fit in one: refused whole, quota given back.
+        let big = QueryPolicy {
+            bucket_size: 4096,
+            prefixes_per_day: 0,
+            ..p
+        };
+        let e = ask(by_epoch(&[(1, 8, (0..11).collect())]), big).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PrefixError::TooLarge {
+                    index: 0,
+                    at: 10,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // 20 prefixes of quota left: a 12-bit prefix under epoch 1 costs
+        // 2^4 * 1/2 = 8.
+        ask(by_epoch(&[(1, 12, vec![1, 2])]), p).unwrap();
+        assert!(matches!(
+            ask(by_epoch(&[(1, 12, vec![3, 4])]), p),
+            Err(PrefixError::Limited(r)) if r.limit == "per day"
+        ));
+        ask(by_epoch(&[(1, 15, vec![3, 4])]), p).unwrap();
+        let m = counters.peer("m");
+        let refused: Vec<(RequestRefusal, u64)> = RequestRefusal::ALL
+            .iter()
+            .map(|r| (*r, m.refused(*r)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (RequestRefusal::PrefixBits, 1),
+                (RequestRefusal::PrefixCount, 2),
+                (RequestRefusal::PrefixRange, 1),
+                (RequestRefusal::PrefixFull, 1),
+                (RequestRefusal::PrefixLimit, 1),
+                (RequestRefusal::PrefixEpoch, 2),
+            ]
+        );
+        assert_eq!((m.queries_answered, m.prefixes_answered), (2, 4));
+    }
+
+    #[test]
+    fn a_prefix_costs_its_epochs_share_of_the_policy_length_prefixes_it_covers() {
+        // One epoch, the policy's length: 1, as in the older form.
+        assert_eq!(prefix_cost(20, 20, 1000, 1000), 1);
+        // Half the indicators, 10 bits short: 2^10 / 2.
+        assert_eq!(prefix_cost(20, 10, 500, 1000), 512);
+        assert_eq!(prefix_cost(20, 10, 501, 1000), 514);
+        // Few indicators under a short prefix: at least 1.
+        assert_eq!(prefix_cost(20, 17, 1, 1000), 1);
+        assert_eq!(prefix_cost(20, 3, 0, 1000), 1);
+        // The whole set under a 0-bit prefix: every prefix of the policy.
+        assert_eq!(prefix_cost(20, 0, 1000, 1000), 1 << 20);
+        // Nothing held: 1.
+        assert_eq!(prefix_cost(20, 0, 0, 0), 1);
     }
 }

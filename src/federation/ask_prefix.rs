@@ -1,26 +1,44 @@
 //! Asking another member's node by prefix queries (the asking side of
 //! `Federation.QueryPrefix`), for `Screening.MatchRemote`: this node hashes
-//! the identifiers under every valid epoch, sends only the prefixes (the
-//! trust list's `prefix_bits`) to the peer over this node's own pinned mTLS
-//! connection, and compares the answers locally ([`compare`]). The member's
-//! own systems never hold peer credentials, and the peer never sees a token
-//! or an outcome. Prefixes go in requests of at most
-//! [`super::prefixes_per_request`] under the query policy, so that every
-//! answer fits in what this node decodes. The answering side is
+//! the identifiers under every valid epoch, sends only prefixes of the
+//! tokens to the peer over this node's own pinned mTLS connection, and
+//! compares the answers locally ([`compare`]). The member's own systems
+//! never hold peer credentials, and the peer never sees a token or an
+//! outcome.
+//!
+//! With one valid epoch every prefix has the trust list's `prefix_bits`
+//! (B), in requests of at most [`super::prefixes_per_request`] under the
+//! query policy, so that every answer fits in what this node decodes.
+//! During a key rotation (two or more valid epochs) a value's tokens under
+//! the epochs are independent, so B bits of each would tell the answerer
+//! B bits per epoch: the bits are split instead ([`split_bits`]), b_e bits
+//! of the epoch-e token with the sum of b_e equal to B, chosen from the
+//! peer's count of indicators per epoch so that the answers stay small, and
+//! sent in the per-epoch form (`by_epoch`). The split is held for the UTC
+//! day across peers, so that screening a value again that day, through any
+//! peer, sends the same prefixes. Such requests are packed by the answer
+//! size the counts lead to expect ([`pack`]); one the answerer refuses as
+//! too large is halved and sent again. The answering side is
 //! [`super::answer_prefix`].
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use parking_lot::Mutex;
 use tonic::{transport::Channel, Status};
 
-use super::{prefixes_per_request, PeerDialer, PEER_CALL_TIMEOUT};
+use super::{
+    prefixes_per_request, widest_answer_entries, PeerDialer, MAX_PREFIXES_PER_REQUEST,
+    PEER_CALL_TIMEOUT,
+};
 use crate::{
     ident::{Kind, Reason},
     index::{token_prefix, Indicator, Tier},
     proto::{
-        federation_client::FederationClient, PeerCapability, PrefixBucket, PrefixEntry,
-        QueryPrefixRequest,
+        federation_client::FederationClient, EpochPrefixes, PeerCapability, PrefixBucket,
+        PrefixEntry, QueryPrefixRequest, QueryPrefixResponse,
     },
     screening::{Engine, Hashed, Outcome},
     time::Clock,
@@ -59,6 +77,11 @@ pub(crate) struct Remote {
     dialer: PeerDialer,
     clock: Clock,
     channels: Mutex<HashMap<String, (Vec<String>, Channel)>>,
+    /// Active indicators per epoch, as each peer last said.
+    counts: Mutex<HashMap<String, Vec<(u32, u64)>>>,
+    /// The prefix length per epoch (epoch, bits) in use during a rotation:
+    /// for the valid epochs and the UTC day it was chosen on.
+    split: Mutex<Option<(Vec<u32>, i64, Vec<(u32, u32)>)>>,
 }
 
 impl Remote {
@@ -68,6 +91,8 @@ impl Remote {
             dialer,
             clock,
             channels: Mutex::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
+            split: Mutex::new(None),
         }
     }
 
@@ -116,38 +141,60 @@ impl Remote {
     where
         I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
     {
-        let hashed = engine.hash_identifiers(items, self.clock.now());
+        let now = self.clock.now();
+        let hashed = engine.hash_identifiers(items, now);
         let policy = QueryPolicy::of(self.trust.current().body());
         let bits = policy.prefix_bits;
-        let prefixes = prefixes_of(&hashed, bits);
-        let mut buckets = Vec::with_capacity(prefixes.len());
-        if !prefixes.is_empty() {
+        let epochs = engine.valid_epochs(now);
+        let mut buckets = Vec::new();
+        if hashed.iter().any(|h| h.is_ok()) {
             let mut client = self.client(peer).await?;
-            // Requests the answerer takes, answers this node decodes.
-            for chunk in prefixes.chunks(prefixes_per_request(&policy)) {
-                let req = QueryPrefixRequest {
-                    prefixes: chunk.to_vec(),
-                    prefix_bits: bits,
+            if epochs.len() <= 1 {
+                let prefixes = prefixes_of(&hashed, bits);
+                // Requests the answerer takes, answers this node decodes.
+                for chunk in prefixes.chunks(prefixes_per_request(&policy)) {
+                    let req = QueryPrefixRequest {
+                        prefixes: chunk.to_vec(),
+                        prefix_bits: bits,
+                        by_epoch: Vec::new(),
+                    };
+                    buckets.extend(self.call(&mut client, peer, req).await?.buckets);
+                }
+            } else {
+                let known = self.counts.lock().get(peer).cloned();
+                let counts = match known {
+                    Some(c) if epochs.iter().all(|e| c.iter().any(|(id, _)| id == e)) => c,
+                    _ => {
+                        // Only the counts: no prefix, no quota.
+                        let probe = QueryPrefixRequest {
+                            by_epoch: epochs
+                                .iter()
+                                .map(|e| EpochPrefixes {
+                                    epoch: *e,
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        };
+                        self.call(&mut client, peer, probe).await?;
+                        self.counts.lock().get(peer).cloned().unwrap_or_default()
+                    }
                 };
-                // The channel bounds the wait for the answer's headers;
-                // this bounds the whole call.
-                let answer = tokio::time::timeout(PEER_CALL_TIMEOUT, client.query_prefix(req))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Status::deadline_exceeded(
-                            "QueryPrefix: no answer within the peer call deadline",
-                        ))
-                    });
-                match answer {
-                    Ok(r) => buckets.extend(r.into_inner().buckets),
-                    Err(status) => {
-                        if status.code() == tonic::Code::Unavailable {
-                            self.channels.lock().remove(peer);
+                let split = self.split(&epochs, now, bits, &counts);
+                let mut queue: VecDeque<QueryPrefixRequest> =
+                    pack(&hashed, &split, &counts, &policy).into();
+                while let Some(req) = queue.pop_front() {
+                    match self.call(&mut client, peer, req.clone()).await {
+                        Ok(r) => buckets.extend(r.buckets),
+                        Err(RemoteError::Peer { status, .. })
+                            if status.code() == tonic::Code::FailedPrecondition
+                                && count_of(&req) > 1 =>
+                        {
+                            let (a, b) = halve(&req);
+                            queue.push_front(b);
+                            queue.push_front(a);
                         }
-                        return Err(RemoteError::Peer {
-                            peer: peer.to_string(),
-                            status,
-                        });
+                        Err(e) => return Err(e),
                     }
                 }
             }
@@ -157,6 +204,166 @@ impl Remote {
             list.member(origin).is_some()
         }))
     }
+
+    /// One QueryPrefix call to `peer`, keeping the per-epoch counts it
+    /// answers with.
+    async fn call(
+        &self,
+        client: &mut FederationClient<Channel>,
+        peer: &str,
+        req: QueryPrefixRequest,
+    ) -> Result<QueryPrefixResponse, RemoteError> {
+        // The channel bounds the wait for the answer's headers; this bounds
+        // the whole call.
+        let answer = tokio::time::timeout(PEER_CALL_TIMEOUT, client.query_prefix(req))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(
+                    "QueryPrefix: no answer within the peer call deadline",
+                ))
+            });
+        match answer {
+            Ok(r) => {
+                let r = r.into_inner();
+                if !r.epochs.is_empty() {
+                    let c = r.epochs.iter().map(|e| (e.epoch, e.active)).collect();
+                    self.counts.lock().insert(peer.to_string(), c);
+                }
+                Ok(r)
+            }
+            Err(status) => {
+                if status.code() == tonic::Code::Unavailable {
+                    self.channels.lock().remove(peer);
+                }
+                Err(RemoteError::Peer {
+                    peer: peer.to_string(),
+                    status,
+                })
+            }
+        }
+    }
+
+    /// The split in use for `epochs` today, or a new one from `counts`.
+    fn split(&self, epochs: &[u32], now: i64, bits: u32, counts: &[(u32, u64)]) -> Vec<(u32, u32)> {
+        let day = now.div_euclid(86_400);
+        let mut held = self.split.lock();
+        if let Some((e, d, split)) = held.as_ref() {
+            if e.as_slice() == epochs && *d == day && split.iter().map(|s| s.1).sum::<u32>() == bits
+            {
+                return split.clone();
+            }
+        }
+        let of: Vec<(u32, u64)> = epochs
+            .iter()
+            .map(|e| (*e, counts.iter().find(|(id, _)| id == e).map_or(0, |c| c.1)))
+            .collect();
+        let split = split_bits(bits, &of);
+        *held = Some((epochs.to_vec(), day, split.clone()));
+        split
+    }
+}
+
+/// Splits `bits` (the policy's B) over the epochs of `counts` (epoch,
+/// active indicators the answerer holds under it): bit by bit to the epoch
+/// whose prefixes would hold the most indicators, so that the expected
+/// answer (the sum of N_e / 2^b_e) is as small as it gets with the sum of
+/// b_e equal to B. Whatever the counts say, the bits sent add up to B: a
+/// lying answerer can make answers larger, never learn more.
+pub(crate) fn split_bits(bits: u32, counts: &[(u32, u64)]) -> Vec<(u32, u32)> {
+    let mut split: Vec<(u32, u32)> = counts.iter().map(|(e, _)| (*e, 0)).collect();
+    if split.is_empty() {
+        return split;
+    }
+    for _ in 0..bits {
+        // N_i / 2^b_i > N_j / 2^b_j  <=>  N_i * 2^b_j > N_j * 2^b_i.
+        let held = |i: usize| u128::from(counts[i].1);
+        let best = (0..split.len())
+            .reduce(|best, i| {
+                if held(i) << split[best].1 > held(best) << split[i].1 {
+                    i
+                } else {
+                    best
+                }
+            })
+            .unwrap_or(0);
+        split[best].1 += 1;
+    }
+    split
+}
+
+/// The per-epoch requests for `items` under `split`: for each epoch its
+/// tokens' distinct prefixes of that epoch's length, packed into requests
+/// whose answers, at the size `counts` leads to expect with a margin, take
+/// at most three quarters of what one answer carries.
+pub(crate) fn pack(
+    items: &[Hashed],
+    split: &[(u32, u32)],
+    counts: &[(u32, u64)],
+    policy: &QueryPolicy,
+) -> Vec<QueryPrefixRequest> {
+    let bucket = policy.bucket_size.max(1) as usize;
+    let mut out: Vec<QueryPrefixRequest> = Vec::new();
+    let mut cur = QueryPrefixRequest::default();
+    let (mut n, mut expected) = (0usize, 0usize);
+    for (epoch, bits) in split {
+        let held = counts.iter().find(|(id, _)| id == epoch).map_or(0, |c| c.1);
+        let mean = held as f64 / 2f64.powi(*bits as i32);
+        let est = ((mean + 4.0 * mean.sqrt() + 4.0).ceil() as usize).div_ceil(bucket) * bucket;
+        let mut seen = HashMap::new();
+        for h in items.iter().filter_map(|h| h.as_ref().ok()) {
+            for (_, t) in h.iter().filter(|(e, _)| e == epoch) {
+                let p = token_prefix(t, *bits);
+                if seen.insert(p, ()).is_some() {
+                    continue;
+                }
+                let fits = n < MAX_PREFIXES_PER_REQUEST
+                    && (expected + est) * 4 <= widest_answer_entries(n + 1) * 3;
+                if n > 0 && !fits {
+                    out.push(std::mem::take(&mut cur));
+                    (n, expected) = (0, 0);
+                }
+                match cur.by_epoch.last_mut() {
+                    Some(e) if e.epoch == *epoch => e.prefixes.push(p),
+                    _ => cur.by_epoch.push(EpochPrefixes {
+                        epoch: *epoch,
+                        prefix_bits: *bits,
+                        prefixes: vec![p],
+                    }),
+                }
+                n += 1;
+                expected += est;
+            }
+        }
+    }
+    if n > 0 {
+        out.push(cur);
+    }
+    out
+}
+
+/// How many prefixes a per-epoch request carries.
+fn count_of(req: &QueryPrefixRequest) -> usize {
+    req.by_epoch.iter().map(|e| e.prefixes.len()).sum()
+}
+
+/// A per-epoch request cut into two with half its prefixes each.
+fn halve(req: &QueryPrefixRequest) -> (QueryPrefixRequest, QueryPrefixRequest) {
+    let mut left = count_of(req) / 2;
+    let (mut a, mut b) = (QueryPrefixRequest::default(), QueryPrefixRequest::default());
+    for e in &req.by_epoch {
+        let k = left.min(e.prefixes.len());
+        left -= k;
+        for (to, ps) in [(&mut a, &e.prefixes[..k]), (&mut b, &e.prefixes[k..])] {
+            if !ps.is_empty() {
+                to.by_epoch.push(EpochPrefixes {
+                    epoch: e.epoch,
+                    prefix_bits: e.prefix_bits,
+                    prefixes: ps.to_vec(),
+                });
+            }
+        }
+    }
+    (a, b)
 }
 
 /// The distinct prefixes of the hashed items, in first-seen order.
@@ -285,5 +492,89 @@ mod tests {
             let out = compare(&hashed, &answer(bad.clone()), &listed);
             assert_eq!(out[0], Outcome::NoMatch, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_bits_split_over_the_epochs_add_up_to_the_policy_and_balance_the_answers() {
+        assert_eq!(split_bits(20, &[(1, 1000), (2, 1000)]), [(1, 10), (2, 10)]);
+        // Early in a rotation: nearly all bits to the old epoch.
+        let early = split_bits(20, &[(1, 1_000_000), (2, 100)]);
+        assert_eq!(early.iter().map(|s| s.1).sum::<u32>(), 20);
+        assert!(early[0].1 >= 16 && early[1].1 <= 4, "{early:?}");
+        let (n1, n2) = (
+            1e6 / 2f64.powi(early[0].1 as i32),
+            100.0 / 2f64.powi(early[1].1 as i32),
+        );
+        assert!(n1 / n2 <= 2.0 && n2 / n1 <= 2.0, "{n1} {n2}");
+        // Whatever the counts say (none, absurd), the sum is the policy's.
+        for counts in [
+            vec![(1, 0), (2, 0)],
+            vec![(1, u64::MAX), (2, 0)],
+            vec![(1, u64::MAX), (2, u64::MAX), (3, 7)],
+        ] {
+            let s = split_bits(16, &counts);
+            assert_eq!(s.iter().map(|s| s.1).sum::<u32>(), 16, "{s:?}");
+        }
+        assert_eq!(split_bits(20, &[(4, 9)]), [(4, 20)]);
+    }
+
+    #[test]
+    fn per_epoch_requests_carry_each_prefix_once_and_halving_keeps_them_all() {
+        let items: Vec<Hashed> = (0..3000u32)
+            .map(|i| {
+                let mut a = [0u8; 32];
+                a[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+                let mut b = a;
+                b[0] ^= 0xff;
+                Ok(vec![(1, Token(a)), (2, Token(b))])
+            })
+            .collect();
+        let split = [(1, 14), (2, 6)];
+        let counts = [(1, 1 << 20), (2, 1 << 12)];
+        let policy = QueryPolicy::DEFAULT;
+        let reqs = pack(&items, &split, &counts, &policy);
+        assert!(reqs.len() > 1);
+        let mut sent: Vec<(u32, u32)> = Vec::new();
+        for r in &reqs {
+            assert!(r.prefixes.is_empty() && r.prefix_bits == 0);
+            assert!(count_of(r) <= MAX_PREFIXES_PER_REQUEST);
+            for e in &r.by_epoch {
+                let bits = split.iter().find(|s| s.0 == e.epoch).unwrap().1;
+                assert_eq!(e.prefix_bits, bits);
+                sent.extend(e.prefixes.iter().map(|p| (e.epoch, *p)));
+            }
+        }
+        let mut want: Vec<(u32, u32)> = Vec::new();
+        for (epoch, bits) in split {
+            let mut ps: Vec<u32> = items
+                .iter()
+                .flat_map(|h| h.as_ref().unwrap())
+                .filter(|(e, _)| *e == epoch)
+                .map(|(_, t)| token_prefix(t, bits))
+                .collect();
+            ps.sort();
+            ps.dedup();
+            want.extend(ps.into_iter().map(|p| (epoch, p)));
+        }
+        let mut got = sent.clone();
+        got.sort();
+        assert_eq!(got, want, "each distinct prefix once");
+        let (a, b) = halve(&reqs[0]);
+        assert_eq!(count_of(&a) + count_of(&b), count_of(&reqs[0]));
+        assert_eq!(count_of(&a), count_of(&reqs[0]) / 2);
+        let rejoined: Vec<(u32, u32)> = [a, b]
+            .iter()
+            .flat_map(|r| {
+                r.by_epoch
+                    .iter()
+                    .flat_map(|e| e.prefixes.iter().map(|p| (e.epoch, *p)))
+            })
+            .collect();
+        let first: Vec<(u32, u32)> = reqs[0]
+            .by_epoch
+            .iter()
+            .flat_map(|e| e.prefixes.iter().map(|p| (e.epoch, *p)))
+            .collect();
+        assert_eq!(rejoined, first);
     }
 }

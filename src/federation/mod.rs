@@ -99,6 +99,14 @@ pub(crate) fn prefixes_per_request(policy: &QueryPolicy) -> usize {
     (PREFIX_ANSWER_BYTES / per_prefix).clamp(1, MAX_PREFIXES_PER_REQUEST)
 }
 
+/// Most entries an answer with `buckets` buckets may hold in all, each at
+/// its widest, within [`PREFIX_ANSWER_BYTES`]: the bound on answers to the
+/// per-epoch form of `QueryPrefix`, whose prefixes may be shorter than the
+/// policy's and hold more than [`entries_per_prefix`].
+pub(crate) fn widest_answer_entries(buckets: usize) -> usize {
+    PREFIX_ANSWER_BYTES.saturating_sub(buckets * PREFIX_BUCKET_BYTES) / MAX_PREFIX_ENTRY_BYTES
+}
+
 impl PeerDialer {
     pub(crate) async fn channel(&self, member: &Member) -> Result<Channel, TlsError> {
         let config =
