@@ -239,6 +239,9 @@ reasons! {
         /// kind open as one member may
         /// (`federation::send_batches::STREAMS_PER_MEMBER`).
         StreamLimit => "stream_limit",
+        /// A prefix query not answered because this node could not record
+        /// the daily quota it would take.
+        QuotaUnrecorded => "quota_unrecorded",
     }
 }
 

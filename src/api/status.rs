@@ -103,6 +103,7 @@ impl From<PrefixError> for Status {
         match e {
             PrefixError::Limited(r) => exhausted(r),
             PrefixError::Full { .. } => Status::failed_precondition(e.to_string()),
+            PrefixError::Unrecorded(_) => Status::unavailable(e.to_string()),
             e => Status::invalid_argument(e.to_string()),
         }
     }
