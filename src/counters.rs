@@ -242,6 +242,9 @@ reasons! {
         /// A per-epoch prefix query naming an epoch not valid now, or one
         /// twice.
         PrefixEpoch => "prefix_epoch",
+        /// A prefix query not answered because this node could not record
+        /// the daily quota it would take.
+        QuotaUnrecorded => "quota_unrecorded",
     }
 }
 

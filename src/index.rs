@@ -928,6 +928,27 @@ impl Index {
         by.into_iter().collect()
     }
 
+    /// The first active indicator (of an epoch for which `epoch_ok` holds)
+    /// at or after `from` in token order among the merged entries, wrapping
+    /// around, looking at most `scan` entries. Prefix-query decoys copy the
+    /// metadata of the indicator found from a secret point, so that theirs
+    /// follows the real indicators' own distribution and stays put while the
+    /// index changes elsewhere. Entries not yet merged are not drawn.
+    pub fn live_from(
+        &self,
+        from: &Token,
+        now: i64,
+        epoch_ok: impl Fn(u32) -> bool,
+        scan: usize,
+    ) -> Option<Indicator> {
+        let n = self.main.len();
+        let start = self.main.partition_point(|s| s.token < *from);
+        (0..scan.min(n))
+            .map(|i| &self.main[(start + i) % n])
+            .find(|s| self.live(&s.entry, now) && epoch_ok(s.entry.epoch))
+            .map(|s| self.resolve(s.token, &s.entry))
+    }
+
     /// Active indicators of `origin`, in token order, after `after`, at most `limit`.
     pub fn page_of_origin(
         &self,

@@ -140,6 +140,12 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index rebuilt from the store"
     );
+    // Today's prefix-query usage per member, as recorded before a restart.
+    let queries = Arc::new(Gate::persistent(
+        counters.clone(),
+        store.clone(),
+        clock.now(),
+    )?);
     Ok(NodeState {
         node_id: config.node_id.clone(),
         logs: Arc::new(OriginLogs::new(store.clone(), index.clone(), set_aside)),
@@ -152,7 +158,7 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         started,
         started_unix: clock.now(),
         clock,
-        queries: Arc::new(Gate::new(counters.clone())),
+        queries,
         match_limits: Arc::new(CallerLimits::new(
             config.limits.match_requests_per_second,
             config.limits.match_burst,

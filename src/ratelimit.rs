@@ -2,7 +2,10 @@
 //! burst) and an optional daily quota of units (e.g. prefixes), reset at
 //! midnight UTC. Used for other members' prefix queries (limits from the
 //! trust list's query policy) and, optionally, for the member listener's
-//! match calls (limits from the node's configuration).
+//! match calls (limits from the node's configuration). The limiter keeps
+//! its counts in memory; a user that must keep the daily quota across
+//! restarts records [`Limiter::used`] and hands it back at start
+//! ([`Limiter::restore`]), as the prefix-query side does with the store.
 //!
 //! Callers are keys chosen by the user of the limiter (a member id, a client
 //! certificate's SPKI hash); nothing else is kept. A refusal says how long
@@ -57,6 +60,9 @@ struct Bucket {
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Daily usage read back at start ([`Limiter::restore`]): caller →
+    /// (UTC day, units used), taken into a caller's bucket when it is made.
+    restored: Mutex<HashMap<String, (i64, u64)>>,
 }
 
 const DAY: i64 = 86_400;
@@ -78,11 +84,14 @@ impl Limiter {
     ) -> Result<(), Refused> {
         let mut buckets = self.buckets.lock();
         let today = now.div_euclid(DAY as f64) as i64;
-        let b = buckets.entry(caller.to_string()).or_insert(Bucket {
-            tokens: rule.burst,
-            at: now,
-            day: today,
-            used_today: 0,
+        let b = buckets.entry(caller.to_string()).or_insert_with(|| {
+            let (day, used_today) = self.restored.lock().remove(caller).unwrap_or((today, 0));
+            Bucket {
+                tokens: rule.burst,
+                at: now,
+                day,
+                used_today,
+            }
         });
         b.tokens = (b.tokens + (now - b.at).max(0.0) * rule.per_second).min(rule.burst);
         b.at = now;
@@ -107,6 +116,22 @@ impl Limiter {
         b.tokens -= 1.0;
         b.used_today += units;
         Ok(())
+    }
+
+    /// Starts `caller` at `used` units of its quota for UTC day `day` (days
+    /// since the epoch), as recorded before a restart. A later day starts
+    /// from nothing, as always.
+    pub(crate) fn restore(&self, caller: &str, day: i64, used: u64) {
+        self.restored.lock().insert(caller.to_string(), (day, used));
+    }
+
+    /// The UTC day of `caller`'s quota and the units it has used that day,
+    /// if it has asked since the start (or was restored).
+    pub(crate) fn used(&self, caller: &str) -> Option<(i64, u64)> {
+        match self.buckets.lock().get(caller) {
+            Some(b) => Some((b.day, b.used_today)),
+            None => self.restored.lock().get(caller).copied(),
+        }
     }
 
     /// Gives back `units` of `caller`'s daily quota that [`Limiter::check`]
@@ -212,6 +237,22 @@ mod tests {
         assert!(l.check("a", 1, RULE, day2 + 4.0).is_err());
         l.refund("a", 5, 3.0 * DAY as f64);
         assert!(l.check("a", 1, RULE, day2 + 5.0).is_err());
+    }
+
+    #[test]
+    fn a_restored_daily_usage_counts_on_its_day_only() {
+        let l = Limiter::new();
+        let day2 = 2.0 * DAY as f64;
+        l.restore("a", 2, 9);
+        l.restore("b", 1, 9);
+        assert_eq!(l.used("a"), Some((2, 9)));
+        l.check("a", 1, RULE, day2 + 1.0).unwrap();
+        assert!(l.check("a", 1, RULE, day2 + 2.0).is_err());
+        assert_eq!(l.used("a"), Some((2, 10)));
+        // Yesterday's usage does not count today.
+        l.check("b", 10, RULE, day2 + 1.0).unwrap();
+        assert_eq!(l.used("b"), Some((2, 10)));
+        assert_eq!(l.used("c"), None);
     }
 
     #[test]

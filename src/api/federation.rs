@@ -105,7 +105,8 @@ impl federation_server::Federation for FederationService {
         &self,
         req: Request<proto::QueryPrefixRequest>,
     ) -> Result<Response<proto::QueryPrefixResponse>, Status> {
-        // Lookups under short prefixes walk much of the index: off the workers.
+        // Off the workers: lookups under short prefixes walk much of the
+        // index, and the answer records the quota it takes (an fsync).
         let member = member(&req).unwrap_or_default().to_string();
         let prefixes = self.prefixes.clone();
         let req = req.into_inner();

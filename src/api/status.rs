@@ -105,6 +105,7 @@ impl From<PrefixError> for Status {
             PrefixError::Full { .. } | PrefixError::TooLarge { .. } => {
                 Status::failed_precondition(e.to_string())
             }
+            PrefixError::Unrecorded(_) => Status::unavailable(e.to_string()),
             e => Status::invalid_argument(e.to_string()),
         }
     }

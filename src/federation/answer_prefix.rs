@@ -4,9 +4,15 @@
 //! The asking node sends only the first `prefix_bits` bits (16 to 24, the
 //! trust list's query policy) of its tokens. This node returns every active
 //! indicator under each prefix, of every origin it holds and every epoch
-//! valid now, padded with decoys (random tokens under the same prefix with
-//! plausible metadata) to a multiple of the policy's bucket size and
-//! shuffled, so the answer's size does not tell how many indicators are real.
+//! valid now, padded with decoys to a multiple of the policy's bucket size,
+//! in token order, so the answer's size does not tell how many indicators
+//! are real. A decoy is a token under the same prefix that matches nothing,
+//! carrying the metadata of a real indicator found from a secret point of
+//! the token space, so that decoys' metadata follows the real indicators'
+//! own distribution. Decoys derive from a secret of this node (kept in the
+//! store), the prefix, the valid epochs and the UTC day: the same question
+//! asked the same day gets the same answer, so that comparing two answers
+//! shows only real changes, not which entries are decoys.
 //! The asker compares full tokens locally ([`super::ask_prefix`]): this node
 //! never sees a token or learns whether it matched.
 //!
@@ -33,7 +39,14 @@
 //! ([`super::entries_per_prefix`]) refuses the request rather than truncate
 //! it (a truncated answer would lose matches), so the largest answer fits in
 //! what the asker decodes. The daily quota counts the prefixes answered: a
-//! request refused after its quota was taken gives it back.
+//! request refused after its quota was taken gives it back. The policy's
+//! `prefixes_per_day` is the coalition's figure for one asking member; this
+//! node grants its share, the figure divided (rounded up) among the active
+//! members with an endpoint that hold indicators (replicate or contribute)
+//! other than the asker ([`daily_share`]), recomputed from the list in
+//! force at each request. Each member's usage of the day is recorded in the
+//! store (durably, before the answer goes out, so that a crash can only
+//! over-count; a refund is recorded too) and read back at start.
 //!
 //! [`Gate`] checks the request, applies the per-member limits and pads;
 //! [`PrefixAnswers`] gives it the trust list's policy, the index, the valid
@@ -42,8 +55,10 @@
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-use rand::{seq::SliceRandom, Rng};
+use hmac::{Hmac, Mac};
+use parking_lot::{Mutex, RwLock};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use sha2::{Digest, Sha256};
 
 use super::{
     entries_per_prefix, prefixes_per_request, widest_answer_entries, MAX_PREFIXES_PER_REQUEST,
@@ -58,8 +73,13 @@ use crate::{
     },
     ratelimit::{Limiter, Refused, Rule},
     screening::Engine,
+    store::{Store, StoreError},
     time::Clock,
-    trust::{list::QueryPolicy, state::TrustState},
+    token::Token,
+    trust::{
+        list::{QueryPolicy, TrustList},
+        state::TrustState,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +106,9 @@ pub enum PrefixError {
     EpochCount { max: usize, got: usize },
     #[error("by_epoch[{index}].prefixes[{at}]: the answer would hold more than {max} entries, more than one answer carries; ask fewer or longer prefixes")]
     TooLarge { index: usize, at: usize, max: usize },
+    /// The usage could not be recorded, so the request is not answered.
+    #[error("this node could not record the daily query quota: {}", crate::telemetry::chain(.0))]
+    Unrecorded(StoreError),
 }
 
 impl PrefixError {
@@ -102,6 +125,7 @@ impl PrefixError {
             PrefixError::EpochBits { .. } => RequestRefusal::PrefixBits,
             PrefixError::EpochRange { .. } => RequestRefusal::PrefixRange,
             PrefixError::TooLarge { .. } => RequestRefusal::PrefixFull,
+            PrefixError::Unrecorded(_) => RequestRefusal::QuotaUnrecorded,
         }
     }
 }
@@ -121,13 +145,62 @@ pub(crate) struct QueryCounts {
 pub(crate) struct Gate {
     limiter: Limiter,
     counters: Arc<Counters>,
+    /// Where each member's daily usage is recorded (none: memory only).
+    store: Option<Arc<Store>>,
+    /// Held while a usage is recorded, so that the last record written is
+    /// the last usage taken.
+    recording: Mutex<()>,
+    /// What decoys derive from.
+    secret: [u8; 32],
 }
 
 impl Gate {
+    /// A gate that keeps its counts in memory only, with a fresh secret.
+    #[cfg(test)]
     pub(crate) fn new(counters: Arc<Counters>) -> Gate {
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill(&mut secret);
         Gate {
             limiter: Limiter::new(),
             counters,
+            store: None,
+            recording: Mutex::new(()),
+            secret,
+        }
+    }
+
+    /// A gate that records each member's daily usage in `store` and starts
+    /// from the usage recorded there for today (`now`, unix seconds; older
+    /// days are pruned), with the node's decoy secret.
+    pub(crate) fn persistent(
+        counters: Arc<Counters>,
+        store: Arc<Store>,
+        now: i64,
+    ) -> Result<Gate, StoreError> {
+        let limiter = Limiter::new();
+        for (member, day, used) in store.query_usage(now.div_euclid(DAY))? {
+            limiter.restore(&member, day, used);
+        }
+        Ok(Gate {
+            limiter,
+            counters,
+            secret: store.decoy_secret()?,
+            store: Some(store),
+            recording: Mutex::new(()),
+        })
+    }
+
+    /// Writes `member`'s usage of the day as the limiter holds it now.
+    fn record(&self, member: &str) -> Result<(), PrefixError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let _in_order = self.recording.lock();
+        match self.limiter.used(member) {
+            Some((day, used)) => store
+                .put_query_usage(member, day, used)
+                .map_err(PrefixError::Unrecorded),
+            None => Ok(()),
         }
     }
 
@@ -206,6 +279,10 @@ impl Gate {
         self.limiter
             .check(member, n as u64, rule, now_secs)
             .map_err(PrefixError::Limited)?;
+        if rule.units_per_day > 0 {
+            // Taken for good before anything is answered.
+            self.record(member)?;
+        }
         let real: Vec<Vec<Indicator>> = {
             let index = index.read();
             req.prefixes
@@ -217,10 +294,18 @@ impl Gate {
         if let Some(index) = real.iter().position(|r| r.len() > cap) {
             // Not answered: the quota taken above is given back.
             self.limiter.refund(member, n as u64, now_secs);
+            if rule.units_per_day > 0 {
+                if let Err(e) = self.record(member) {
+                    // The record over-counts: the safe side.
+                    tracing::warn!(%member, "{e}");
+                }
+            }
             return Err(PrefixError::Full { index, max: cap });
         }
-        let mut rng = rand::thread_rng();
         let bucket = policy.bucket_size.max(1) as usize;
+        let mut epochs = valid_epochs.to_vec();
+        epochs.sort_unstable();
+        let index = index.read();
         Ok(req
             .prefixes
             .iter()
@@ -228,10 +313,20 @@ impl Gate {
             .map(|(p, real)| {
                 let padded = real.len().div_ceil(bucket).max(1) * bucket;
                 let mut entries: Vec<PrefixEntry> = real.iter().map(entry).collect();
+                let mut rng = decoy_rng(&self.secret, bits, *p, now.div_euclid(DAY), &epochs);
                 while entries.len() < padded {
-                    entries.push(decoy(&mut rng, bits, *p, valid_epochs, decoy_origins, now));
+                    entries.push(decoy(
+                        &mut rng,
+                        bits,
+                        *p,
+                        &index,
+                        &epochs,
+                        decoy_origins,
+                        now,
+                    ));
                 }
-                entries.shuffle(&mut rng);
+                // Token order: the same for the same entries, whichever are real.
+                entries.sort_unstable_by(|a, b| a.token.cmp(&b.token));
                 PrefixBucket {
                     prefix: *p,
                     entries,
@@ -369,6 +464,10 @@ impl Gate {
         self.limiter
             .check(member, cost, rule, now_secs)
             .map_err(PrefixError::Limited)?;
+        if rule.units_per_day > 0 {
+            // Taken for good before anything is answered.
+            self.record(member)?;
+        }
         // Real entries, each prefix padded to whole buckets, all within what
         // one answer carries; a lookup stops as soon as it would not fit.
         let bucket = policy.bucket_size.max(1) as usize;
@@ -386,6 +485,12 @@ impl Gate {
                     let Some(found) = found else {
                         // Not answered: the quota taken above is given back.
                         self.limiter.refund(member, cost, now_secs);
+                        if rule.units_per_day > 0 {
+                            if let Err(e) = self.record(member) {
+                                // The record over-counts: the safe side.
+                                tracing::warn!(%member, "{e}");
+                            }
+                        }
                         return Err(PrefixError::TooLarge {
                             index: i,
                             at,
@@ -397,16 +502,26 @@ impl Gate {
                 }
             }
         }
-        let mut rng = rand::thread_rng();
+        let index = index.read();
         Ok(real
             .into_iter()
             .map(|(epoch, bits, p, real)| {
                 let padded = real.len().div_ceil(bucket).max(1) * bucket;
                 let mut entries: Vec<PrefixEntry> = real.iter().map(entry).collect();
+                let mut rng = decoy_rng(&self.secret, bits, p, now.div_euclid(DAY), &[epoch]);
                 while entries.len() < padded {
-                    entries.push(decoy_under(&mut rng, bits, p, epoch, decoy_origins, now));
+                    entries.push(decoy_under(
+                        &mut rng,
+                        bits,
+                        p,
+                        &index,
+                        epoch,
+                        decoy_origins,
+                        now,
+                    ));
                 }
-                entries.shuffle(&mut rng);
+                // Token order: the same for the same entries, whichever are real.
+                entries.sort_unstable_by(|a, b| a.token.cmp(&b.token));
                 PrefixBucket { prefix: p, entries }
             })
             .collect())
@@ -487,7 +602,13 @@ impl PrefixAnswers {
         req: &QueryPrefixRequest,
     ) -> Result<QueryPrefixResponse, PrefixError> {
         let list = self.trust.current();
-        let policy = QueryPolicy::of(list.body());
+        let mut policy = QueryPolicy::of(list.body());
+        let now_secs = self.clock.now_f64();
+        let now = now_secs.floor() as i64;
+        policy.prefixes_per_day = daily_share(
+            policy.prefixes_per_day,
+            answering_nodes(&list.body().members, member, now),
+        );
         // Decoys name origins that could really have contributed.
         let origins: Vec<Arc<str>> = self
             .trust
@@ -532,6 +653,46 @@ impl PrefixAnswers {
     }
 }
 
+const DAY: i64 = 86_400;
+
+/// The members that can answer `asker`'s prefix queries: active, with an
+/// endpoint, holding indicators (the replicate or contribute capability),
+/// other than the asker. At least one: this node answers.
+pub(crate) fn answering_nodes(members: &[crate::proto::Member], asker: &str, now: i64) -> u64 {
+    let n = members
+        .iter()
+        .filter(|m| {
+            m.id != asker
+                && !m.endpoint.is_empty()
+                && TrustList::is_active(m, now)
+                && (TrustList::has_capability(m, PeerCapability::Replicate)
+                    || TrustList::has_capability(m, PeerCapability::Contribute))
+        })
+        .count() as u64;
+    n.max(1)
+}
+
+/// This node's share of the coalition's daily prefix quota `per_day` (0: no
+/// quota) among `nodes` answering nodes, rounded up: asking every one of
+/// them, a member reads at most `per_day + nodes - 1` prefixes a day.
+pub(crate) fn daily_share(per_day: u64, nodes: u64) -> u64 {
+    per_day.div_ceil(nodes.max(1))
+}
+
+/// The generator of the decoys under `prefix` for UTC day `day` and the
+/// valid `epochs` (sorted): HMAC-SHA256 of them under the node's secret.
+fn decoy_rng(secret: &[u8; 32], bits: u32, prefix: u32, day: i64, epochs: &[u32]) -> StdRng {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"cix prefix-query decoys v1");
+    mac.update(&bits.to_be_bytes());
+    mac.update(&prefix.to_be_bytes());
+    mac.update(&day.to_be_bytes());
+    for e in epochs {
+        mac.update(&e.to_be_bytes());
+    }
+    StdRng::from_seed(mac.finalize().into_bytes().into())
+}
+
 fn entry(i: &Indicator) -> PrefixEntry {
     PrefixEntry {
         token: i.token.0.to_vec(),
@@ -546,12 +707,18 @@ fn entry(i: &Indicator) -> PrefixEntry {
     }
 }
 
+/// How many indicators a decoy looks through, from its secret point, for
+/// one of a valid epoch to copy.
+const TEMPLATE_SCAN: usize = 64;
+
 /// A decoy of `epoch` under a prefix of 0 to 24 bits: [`decoy`] takes at
 /// least one bit, and a 0-bit prefix is either 1-bit one.
+#[allow(clippy::too_many_arguments)]
 fn decoy_under(
-    rng: &mut impl Rng,
+    rng: &mut StdRng,
     bits: u32,
     prefix: u32,
+    index: &Index,
     epoch: u32,
     origins: &[Arc<str>],
     now: i64,
@@ -561,25 +728,50 @@ fn decoy_under(
     } else {
         (bits, prefix)
     };
-    decoy(rng, bits, prefix, &[epoch], origins, now)
+    decoy(rng, bits, prefix, index, &[epoch], origins, now)
 }
 
-/// A random token under `prefix` with plausible metadata. It matches nothing
-/// (a random 256-bit value) and cannot be told from a real entry without
-/// knowing the values behind the real ones.
+/// A decoy under `prefix`: the metadata of the first active indicator of a
+/// valid epoch at or after a point `rng` draws (not one under `prefix`
+/// itself, which the answer may carry), or, in an index holding none,
+/// made-up metadata fixed for the UTC day. Its token, under `prefix`,
+/// derives from `rng` and the indicator copied, so that a decoy whose
+/// indicator goes is replaced whole (one entry gone, one new), as a real
+/// entry that goes is, and never shows the same token with other metadata.
+/// It matches nothing (a pseudo-random 256-bit value) and cannot be told
+/// from a real entry without knowing the values behind the real ones.
 fn decoy(
     rng: &mut impl Rng,
     bits: u32,
     prefix: u32,
+    index: &Index,
     epochs: &[u32],
     origins: &[Arc<str>],
     now: i64,
 ) -> PrefixEntry {
-    let mut token = [0u8; 32];
-    rng.fill_bytes(&mut token);
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    let mut from = [0u8; 32];
+    rng.fill_bytes(&mut from);
+    let copied = index
+        .live_from(&Token(from), now, |e| epochs.contains(&e), TEMPLATE_SCAN)
+        .filter(|i| crate::index::token_prefix(&i.token, bits) != prefix);
+    let mut d = Sha256::new();
+    d.update(seed);
+    if let Some(real) = &copied {
+        d.update(real.origin.as_bytes());
+        d.update(real.seq.to_be_bytes());
+    }
+    let mut token: [u8; 32] = d.finalize().into();
     let low = u32::from_be_bytes([token[0], token[1], token[2], token[3]]) & (u32::MAX >> bits);
     token[..4].copy_from_slice(&((prefix << (32 - bits)) | low).to_be_bytes());
-    let created = now - rng.gen_range(0..180 * 86_400);
+    if let Some(real) = copied {
+        return PrefixEntry {
+            token: token.to_vec(),
+            ..entry(&real)
+        };
+    }
+    let created = now - now.rem_euclid(DAY) - rng.gen_range(0..180 * 86_400);
     PrefixEntry {
         token: token.to_vec(),
         kind: i32::from(Kind::ALL[rng.gen_range(0..Kind::ALL.len())].code()),
@@ -1024,5 +1216,310 @@ mod tests {
         assert_eq!(prefix_cost(20, 0, 1000, 1000), 1 << 20);
         // Nothing held: 1.
         assert_eq!(prefix_cost(20, 0, 0, 0), 1);
+    }
+
+    /// A node-sized index of realistic indicators, merged: five origins,
+    /// each with its own form of case reference, batches of 1 to 30
+    /// entries, mostly recent, tiers, kinds, expiries and two epochs mixed
+    /// as contributions mix them. Seeded: the same index every run.
+    fn realistic_index(indicators: usize, now: i64) -> RwLock<Index> {
+        let mut rng = StdRng::seed_from_u64(0xc1c5);
+        let key = SigningKeyFile::generate();
+        let origins = [
+            "liaison-uk",
+            "bank-alpha",
+            "bank-beta",
+            "le-fr",
+            "bank-gamma",
+        ];
+        let mut next_seq = [1u64; 5];
+        let mut ix = Index::new();
+        let mut made = 0;
+        while made < indicators {
+            let o = [0, 1, 1, 2, 3, 4, 4, 4][rng.gen_range(0..8)];
+            let n = rng.gen_range(1..=30u64).min(rng.gen_range(1..=30));
+            let age = (rng.gen::<f64>().powi(2) * 400.0 * 86_400.0) as i64;
+            let created = now - age;
+            let case_ref = match o {
+                0 => format!("UK-CEOP-2026-{:05}", rng.gen_range(0..100_000)),
+                1 => format!("BA{:08}", rng.gen_range(0..100_000_000)),
+                2 => format!("fraud/2026/{}", rng.gen_range(1..5_000)),
+                3 => format!("PN-{:06}-X", rng.gen_range(0..1_000_000)),
+                _ => format!("ref-{:08x}", rng.gen::<u32>()),
+            };
+            let valid_until = if rng.gen_bool(0.4) {
+                0
+            } else {
+                now + rng.gen_range(1..700 * 86_400)
+            };
+            let header = BatchHeader {
+                origin: origins[o].into(),
+                first_seq: next_seq[o],
+                created_unix: created,
+                op: LogOp::Add as i32,
+                case_ref,
+                tier: [1, 1, 1, 2, 2, 3][rng.gen_range(0..6)],
+                valid_until_unix: valid_until,
+                ..Default::default()
+            };
+            next_seq[o] += n;
+            let epoch = if age < 60 * 86_400 { 2 } else { 1 };
+            let entries = (0..n)
+                .map(|_| {
+                    let kind = [1, 1, 2, 3, 3, 3, 6, 7][rng.gen_range(0..8)];
+                    batch::entry(&Token(rng.gen()), kind, epoch)
+                })
+                .collect();
+            ix.apply(&batch::sign(header, entries, &key)).unwrap();
+            made += n as usize;
+        }
+        ix.merge();
+        RwLock::new(ix)
+    }
+
+    const OPEN: QueryPolicy = QueryPolicy {
+        prefix_bits: 16,
+        bucket_size: 4,
+        requests_per_second: 1_000_000,
+        burst: 1_000_000,
+        prefixes_per_day: 0,
+    };
+
+    fn ask_all(
+        gate: &Gate,
+        ix: &RwLock<Index>,
+        prefixes: std::ops::Range<u32>,
+        now: i64,
+    ) -> Vec<PrefixBucket> {
+        let origins: Vec<Arc<str>> = vec!["liaison-uk".into(), "bank-alpha".into()];
+        let prefixes: Vec<u32> = prefixes.collect();
+        prefixes
+            .chunks(100)
+            .flat_map(|c| {
+                let req = QueryPrefixRequest {
+                    prefixes: c.to_vec(),
+                    prefix_bits: 16,
+                    ..Default::default()
+                };
+                gate.answer("asker", &req, OPEN, ix, &[1, 2], &origins, now, now as f64)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_same_prefix_asked_twice_the_same_day_gets_the_same_answer_so_intersecting_answers_tells_nothing(
+    ) {
+        let now = 1_800_000_000;
+        let ix = realistic_index(20_000, now);
+        let gate = Gate::new(Arc::new(Counters::new()));
+        let first = ask_all(&gate, &ix, 0..300, now);
+        let again = ask_all(&gate, &ix, 0..300, now + 3_600);
+        assert_eq!(first, again, "two answers to one question on one day");
+        // The answers differ from another node's (another secret) and from
+        // the next day's: the decoys are not a function of the prefix alone.
+        let other = ask_all(&Gate::new(Arc::new(Counters::new())), &ix, 0..300, now);
+        assert_ne!(first, other);
+        let tomorrow = ask_all(&gate, &ix, 0..300, now + 86_400);
+        assert_ne!(first, tomorrow);
+    }
+
+    /// What an asker sees of an entry besides its token, coarsened into
+    /// categories: kind, origin, tier, the case reference's form and
+    /// length, age, time left, epoch, and the sequence number against the
+    /// highest the asker has seen of that origin.
+    fn features(
+        e: &PrefixEntry,
+        now: i64,
+        heads: &std::collections::HashMap<String, u64>,
+    ) -> Vec<String> {
+        let log2 = |x: i64| 64 - (x.max(0) as u64).leading_zeros();
+        let shape: String = e
+            .case_ref
+            .chars()
+            .map(|c| match c {
+                '0'..='9' => '9',
+                'a'..='z' => 'a',
+                'A'..='Z' => 'A',
+                c => c,
+            })
+            .collect();
+        let head = heads.get(&e.origin).copied().unwrap_or(1).max(1);
+        vec![
+            format!("kind {}", e.kind),
+            format!("origin {}", e.origin),
+            format!("tier {}", e.tier),
+            format!("shape {shape}"),
+            format!("length {}", e.case_ref.len()),
+            format!("age {}", log2((now - e.created_unix) / 3_600)),
+            format!(
+                "left {}",
+                if e.valid_until_unix == 0 {
+                    99
+                } else {
+                    log2((e.valid_until_unix - now) / 86_400)
+                }
+            ),
+            format!("epoch {}", e.epoch),
+            format!("seq {}", e.seq * 10 / head),
+            format!("seq bits {}", log2(e.seq as i64)),
+        ]
+    }
+
+    /// The area under the ROC curve of a naive Bayes classifier trained on
+    /// `train` and scored on `test` (entries labelled real or decoy): 0.5
+    /// is chance, 1.0 tells every decoy apart.
+    fn classifier_auc(train: &[(Vec<String>, bool)], test: &[(Vec<String>, bool)]) -> f64 {
+        let mut counts: std::collections::HashMap<(usize, &str), [f64; 2]> = Default::default();
+        let mut class = [0f64; 2];
+        for (f, real) in train {
+            class[*real as usize] += 1.0;
+            for (i, v) in f.iter().enumerate() {
+                counts.entry((i, v.as_str())).or_default()[*real as usize] += 1.0;
+            }
+        }
+        let mut scored: Vec<(f64, bool)> = test
+            .iter()
+            .map(|(f, real)| {
+                let score = f
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let c = counts.get(&(i, v.as_str())).copied().unwrap_or_default();
+                        ((c[1] + 1.0) / (class[1] + 2.0)).ln()
+                            - ((c[0] + 1.0) / (class[0] + 2.0)).ln()
+                    })
+                    .sum::<f64>();
+                (score, *real)
+            })
+            .collect();
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Mann-Whitney: the chance that a real entry outscores a decoy, ties halved.
+        let (mut below, mut wins) = (0f64, 0f64);
+        let mut i = 0;
+        while i < scored.len() {
+            let j = (i..scored.len())
+                .find(|&j| scored[j].0 != scored[i].0)
+                .unwrap_or(scored.len());
+            let reals = scored[i..j].iter().filter(|s| s.1).count() as f64;
+            let decoys = (j - i) as f64 - reals;
+            wins += reals * (below + decoys / 2.0);
+            below += decoys;
+            i = j;
+        }
+        let reals = scored.iter().filter(|s| s.1).count() as f64;
+        wins / (reals * below)
+    }
+
+    fn labelled(
+        buckets: &[PrefixBucket],
+        ix: &RwLock<Index>,
+        now: i64,
+        heads: &std::collections::HashMap<String, u64>,
+    ) -> Vec<(Vec<String>, bool)> {
+        let ix = ix.read();
+        buckets
+            .iter()
+            .flat_map(|b| &b.entries)
+            .map(|e| {
+                let t = Token(e.token.clone().try_into().unwrap());
+                (features(e, now, heads), ix.active(&t, now).len() > 0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_classifier_over_many_answers_tells_decoys_from_real_entries_no_better_than_chance() {
+        let now = 1_800_000_000;
+        let ix = realistic_index(60_000, now);
+        let gate = Gate::new(Arc::new(Counters::new()));
+        // The asker knows every origin's head (the highest seq it has seen).
+        let answers = ask_all(&gate, &ix, 0..6_000, now);
+        let mut heads = std::collections::HashMap::new();
+        for e in answers.iter().flat_map(|b| &b.entries) {
+            let h = heads.entry(e.origin.clone()).or_insert(0);
+            *h = (*h).max(e.seq);
+        }
+        let (train, test) = answers.split_at(3_000);
+        let (train, test) = (
+            labelled(train, &ix, now, &heads),
+            labelled(test, &ix, now, &heads),
+        );
+        let real = test.iter().filter(|t| t.1).count();
+        assert!(
+            real > 2_000 && test.len() - real > 2_000,
+            "{real} real of {}",
+            test.len()
+        );
+        let auc = classifier_auc(&train, &test);
+        assert!((auc - 0.5).abs() < 0.03, "decoys told apart: AUC {auc:.3}");
+
+        // The same classifier against made-up metadata (an index whose
+        // indicators are not merged yet, so decoys have none to copy) tells
+        // nearly every decoy apart: the test has the power to fail.
+        let unmerged = {
+            let mut rng = StdRng::seed_from_u64(7);
+            let key = SigningKeyFile::generate();
+            let mut ix = Index::new();
+            for b in 0..2_000u64 {
+                let header = BatchHeader {
+                    origin: "bank-alpha".into(),
+                    first_seq: 1 + b * 10,
+                    created_unix: now - rng.gen_range(0..300 * 86_400),
+                    op: LogOp::Add as i32,
+                    case_ref: format!("BA{:08}", rng.gen_range(0..100_000_000)),
+                    tier: [1, 2, 3][rng.gen_range(0..3)],
+                    ..Default::default()
+                };
+                let entries = (0..10)
+                    .map(|_| batch::entry(&Token(rng.gen()), 3, 1))
+                    .collect();
+                ix.apply(&batch::sign(header, entries, &key)).unwrap();
+            }
+            RwLock::new(ix)
+        };
+        let answers = ask_all(&gate, &unmerged, 0..2_000, now);
+        let (train, test) = answers.split_at(1_000);
+        let (train, test) = (
+            labelled(train, &unmerged, now, &heads),
+            labelled(test, &unmerged, now, &heads),
+        );
+        let auc = classifier_auc(&train, &test);
+        assert!(auc > 0.95, "made-up metadata not told apart: AUC {auc:.3}");
+    }
+
+    #[test]
+    fn the_daily_quota_is_the_coalitions_divided_among_the_members_that_can_answer() {
+        use crate::proto::Member;
+        let member = |id: &str, caps: &[PeerCapability], endpoint: &str| Member {
+            id: id.into(),
+            endpoint: endpoint.into(),
+            capabilities: caps.iter().map(|c| *c as i32).collect(),
+            status: crate::proto::MemberStatus::Active as i32,
+            ..Default::default()
+        };
+        use PeerCapability::*;
+        let members = [
+            member("a", &[Replicate, Query], "a:1"),
+            member("b", &[Contribute], "b:1"),
+            member("c", &[Replicate, Contribute], "c:1"),
+            member("d", &[Query], "d:1"),
+            member("e", &[Replicate], ""),
+            member("f", &[Replicate, Query], "f:1"),
+            Member {
+                status: crate::proto::MemberStatus::Suspended as i32,
+                ..member("g", &[Replicate], "g:1")
+            },
+        ];
+        // a, b, c, f hold indicators and answer; d only asks; e has no
+        // endpoint; g is suspended.
+        assert_eq!(answering_nodes(&members, "d", 0), 4);
+        // An asker that answers too is not one of its own answerers.
+        assert_eq!(answering_nodes(&members, "a", 0), 3);
+        assert_eq!(daily_share(100_000, 4), 25_000);
+        assert_eq!(daily_share(10, 4), 3);
+        assert_eq!(daily_share(10, 3), 4);
+        assert_eq!(daily_share(0, 4), 0, "no quota stays no quota");
+        assert_eq!(answering_nodes(&members[3..4], "d", 0), 1);
     }
 }

@@ -44,6 +44,12 @@
 //! - `forks_set_aside`: origin id → fork evidence a start found it could not
 //!   read, moved out of `forks` as it was stored.
 //! - `trust`: `current` → the newest accepted `SignedTrustList`, as received.
+//! - `query_usage`: member id → UTC day (i64 big-endian, days since the
+//!   epoch) ‖ prefixes of that day's query quota taken (u64 big-endian):
+//!   the only record of other members' prefix queries, counts and never a
+//!   prefix; one day per member, earlier days pruned at start.
+//! - `meta` also holds `decoy_secret` → 32 random bytes, made once, from
+//!   which prefix-query answers derive their decoys.
 
 pub mod segments;
 
@@ -292,6 +298,7 @@ struct Trees {
     set_aside: sled::Tree,
     set_aside_heads: sled::Tree,
     forks_set_aside: sled::Tree,
+    query_usage: sled::Tree,
     segments: Arc<Segments>,
 }
 
@@ -378,6 +385,7 @@ fn open_trees(path: &Path, cache_mb: u64) -> Result<Trees, StoreError> {
         set_aside: db.open_tree("set_aside")?,
         set_aside_heads: db.open_tree("set_aside_heads")?,
         forks_set_aside: db.open_tree("forks_set_aside")?,
+        query_usage: db.open_tree("query_usage")?,
         segments: Arc::new(Segments::open(&path.join(SEGMENTS_DIR))?),
         meta,
         db,
@@ -943,6 +951,66 @@ impl Store {
             self.t().trust.insert("current", signed)?;
         }
         self.flush().await
+    }
+
+    /// Each member's recorded prefix-query usage: (member id, UTC day,
+    /// prefixes taken that day). Records of days before `today` are removed
+    /// (durably) as they are read.
+    pub fn query_usage(&self, today: i64) -> Result<Vec<(String, i64, u64)>, StoreError> {
+        let _writing = self.writes.read();
+        let t = self.t();
+        let mut out = Vec::new();
+        let mut pruned = false;
+        for r in t.query_usage.iter() {
+            let (k, v) = r?;
+            let bad = || StoreError::Corrupt("query_usage record".into());
+            let member = String::from_utf8(k.to_vec()).map_err(|_| bad())?;
+            let v: [u8; 16] = v.as_ref().try_into().map_err(|_| bad())?;
+            let day = i64::from_be_bytes(v[..8].try_into().map_err(|_| bad())?);
+            let used = u64::from_be_bytes(v[8..].try_into().map_err(|_| bad())?);
+            if day < today {
+                t.query_usage.remove(k)?;
+                pruned = true;
+            } else {
+                out.push((member, day, used));
+            }
+        }
+        if pruned {
+            t.db.flush()?;
+        }
+        Ok(out)
+    }
+
+    /// Records that `member` has taken `used` prefixes of its quota on UTC
+    /// day `day`, replacing its earlier record, durably (fsync) before it
+    /// returns: file I/O, for a blocking thread.
+    pub fn put_query_usage(&self, member: &str, day: i64, used: u64) -> Result<(), StoreError> {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&day.to_be_bytes());
+        v[8..].copy_from_slice(&used.to_be_bytes());
+        let _writing = self.writes.read();
+        let t = self.t();
+        t.query_usage.insert(member.as_bytes(), &v)?;
+        t.db.flush()?;
+        Ok(())
+    }
+
+    /// The node's secret for prefix-query decoys, made (32 random bytes,
+    /// durably) the first time it is asked for.
+    pub fn decoy_secret(&self) -> Result<[u8; 32], StoreError> {
+        let _writing = self.writes.read();
+        let t = self.t();
+        if let Some(v) = t.meta.get("decoy_secret")? {
+            return v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("decoy_secret is not 32 bytes".into()));
+        }
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        t.meta.insert("decoy_secret", &secret)?;
+        t.db.flush()?;
+        Ok(secret)
     }
 
     /// Number of batches held.

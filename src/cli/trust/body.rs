@@ -134,7 +134,10 @@ pub struct QueryPolicyArgs {
     /// Requests an asking member may send at once.
     #[arg(long)]
     pub burst: Option<u32>,
-    /// Prefixes per asking member per UTC day.
+    /// Prefixes per asking member per UTC day across the coalition: each
+    /// answering node grants its share, this divided (rounded up) among the
+    /// active members with an endpoint that hold indicators (replicate or
+    /// contribute), other than the asker.
     #[arg(long)]
     pub prefixes_per_day: Option<u64>,
 }
