@@ -1,6 +1,10 @@
 //! Serving the trust list to peers (the answering side of
 //! `Federation.GetTrustList` and `PublishTrustList`): a peer asking with the
-//! version it holds gets the list in force when it is newer; a list a peer
+//! version it holds gets the list in force when it is newer, after the
+//! key-changing lists it needs to walk to it (within [`ANSWER_BYTES`]); a
+//! list that is not signed by the keys in force, newer by more than one
+//! version, is refused as a gap and has the node ask its peers for the
+//! chain at once; a list a peer
 //! hands over is offered to [`TrustState::offer`], which applies it only if
 //! it passes every rule of an update. A list over
 //! [`crate::trust::list::MAX_LIST_BYTES`] is refused first; any other list
@@ -8,6 +12,8 @@
 //! clock) before anything is verified. Refused lists are counted per
 //! member, by reason (over the rate, over the list's bounds, any other rule).
 //! The pushing and polling side is [`super::trust_sync`].
+
+use prost::Message;
 
 use crate::{
     counters::{Counters, RequestRefusal, UNLISTED},
@@ -20,15 +26,41 @@ use crate::{
     },
 };
 
-/// The version in force, and the list itself when it is newer than
-/// `have_version`.
+/// Most bytes of the lists in one GetTrustList answer: 15 MiB, a margin
+/// under what peers decode ([`crate::batch::PEER_MESSAGE_BYTES`]).
+pub(crate) const ANSWER_BYTES: usize = 15 << 20;
+
+/// The version in force and, when it is newer than `have_version`, the
+/// key-changing lists kept that are newer than `have_version` (oldest first)
+/// and the list itself: all of them when they fit in [`ANSWER_BYTES`], else
+/// the oldest lists that fit, marked partial, without the list in force.
 pub(crate) fn newer_than(trust: &TrustState, have_version: u64) -> GetTrustListResponse {
     let list = trust.current();
-    let newer = list.version() > have_version;
-    GetTrustListResponse {
+    let mut answer = GetTrustListResponse {
         version: list.version(),
-        list: newer.then(|| list.signed().clone()),
+        ..Default::default()
+    };
+    if list.version() <= have_version {
+        return answer;
     }
+    let kept = trust.chain();
+    let mut room = ANSWER_BYTES.saturating_sub(list.encoded().len() + 16);
+    for (_, signed) in kept
+        .iter()
+        .filter(|(v, _)| *v > have_version && *v < list.version())
+    {
+        let bytes = signed.encoded_len() + 16;
+        if bytes > room {
+            answer.chain_partial = true;
+            break;
+        }
+        room -= bytes;
+        answer.chain.push(signed.clone());
+    }
+    if !answer.chain_partial {
+        answer.list = Some(list.signed().clone());
+    }
+    answer
 }
 
 /// How many lists each member may publish: a token bucket per member, by
@@ -106,11 +138,17 @@ pub(crate) async fn publish(
     }
     let from = member.map(|m| format!("peer {m}")).unwrap_or_default();
     let outcome = trust.offer(signed, &from).await;
-    if let Err(OfferError::Rejected(e)) = &outcome {
-        refuse(match e {
+    match &outcome {
+        Err(OfferError::Rejected(e)) => refuse(match e {
             TrustError::OverBounds { .. } => RequestRefusal::TrustListBounds,
             _ => RequestRefusal::TrustList,
-        });
+        }),
+        Err(OfferError::Gap { .. }) => {
+            // The lists between may be with the peers: ask them now.
+            refuse(RequestRefusal::TrustList);
+            trust.request_catch_up();
+        }
+        _ => {}
     }
     let (version, applied) = match outcome? {
         Offered::Same { version } => (version, false),
