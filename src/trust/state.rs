@@ -11,8 +11,8 @@
 //! [`crate::trust::list::verify_update`] to each step on the blocking pool
 //! and outside any lock, then (under the apply lock, only for a chain that
 //! verified) make the list durable with every key-changing step (the newest
-//! [`KEPT_CHAIN_LISTS`], served to peers behind), swap it in, and closes at once every open peer
-//! connection whose member is no longer active. Watchers
+//! [`KEPT_CHAIN_LISTS`], served to peers behind), swap it in, and close at
+//! once every open peer connection whose member is no longer active. Watchers
 //! ([`TrustState::subscribe`]) rebuild the key ring and pass the list on to
 //! peers; long-lived sessions and streams re-check their right to run at
 //! every new list and as the node's clock moves
@@ -191,8 +191,11 @@ pub struct TrustState {
 
 impl TrustState {
     /// Loads the list to start from: the stored one, or the root file when
-    /// the store has none or the root file is a valid newer version. The
-    /// state judges activity, expiry and updates at `clock`'s time.
+    /// the store has none or the root file is a newer version reached by a
+    /// walk from the stored list through the lists of `chain_file` (a
+    /// [`TrustListChain`], at most [`MAX_CHAIN_LISTS`] lists) that lie
+    /// between them. The state judges activity, expiry and updates at
+    /// `clock`'s time.
     pub async fn open(
         store: Arc<Store>,
         root_file: &Path,
