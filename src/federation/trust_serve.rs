@@ -156,3 +156,93 @@ pub(crate) async fn publish(
     };
     Ok(PublishTrustListResponse { version, applied })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        keys::signing::SigningKeyFile,
+        store::Store,
+        trust::{
+            edit,
+            list::{sign, verify_chain, verify_root, MAX_LIST_BYTES},
+        },
+    };
+
+    const NOW: i64 = 1_700_000_000;
+
+    /// Version `v` of a list padded to about 900 KiB, operator keys 1..=3,
+    /// threshold 2 or 3 by the version's parity (so every version changes
+    /// the threshold and is kept), signed by all three.
+    fn padded(v: u64) -> SignedTrustList {
+        let keys: Vec<_> = (1..=3u8)
+            .map(|n| SigningKeyFile::from_seed(&[n; 32]).verifying_key())
+            .collect();
+        let mut m = edit::member(
+            "bank-a",
+            "",
+            crate::proto::MemberKind::Bank,
+            &"a".repeat(64),
+            "",
+        );
+        m.name = "x".repeat(MAX_LIST_BYTES / 10 * 9);
+        let t = 2 + (v % 2) as u32;
+        let mut b = edit::new_list("c1", &keys, t, vec![], vec![m], NOW - 10, NOW + 86_400);
+        b.version = v;
+        let mut s = edit::unsigned(&b);
+        for n in 1..=3u8 {
+            sign(&mut s, &SigningKeyFile::from_seed(&[n; 32]));
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn an_answer_holds_the_oldest_kept_lists_that_fit_and_the_rest_come_when_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_file = dir.path().join("root.ctl");
+        let v1 = padded(1);
+        std::fs::write(&root_file, v1.encode_to_vec()).unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("data"), 8).unwrap());
+        let trust = TrustState::open(
+            store,
+            &root_file,
+            None,
+            "bank-a",
+            0,
+            Clock::fixed(NOW as f64),
+        )
+        .await
+        .unwrap();
+        for v in 2..=20 {
+            trust.offer(&padded(v), "test").await.unwrap();
+        }
+        let first = newer_than(&trust, 1);
+        assert_eq!(first.version, 20);
+        assert!(first.chain_partial);
+        assert!(first.list.is_none());
+        let bytes: usize = first.chain.iter().map(|l| l.encoded_len()).sum();
+        assert!(bytes <= ANSWER_BYTES, "{bytes}");
+        let got = first.chain.len();
+        assert!((10..19).contains(&got), "{got} lists");
+        // Asked again from the last list it brought: the rest and the list.
+        let last = crate::trust::list::decode_body(&first.chain[got - 1])
+            .unwrap()
+            .version;
+        assert_eq!(last, 1 + got as u64);
+        let second = newer_than(&trust, last);
+        assert!(!second.chain_partial);
+        assert_eq!(second.list, Some(padded(20)));
+        // Together they walk from version 1 to version 20.
+        let mut steps = first.chain;
+        steps.extend(second.chain);
+        steps.extend(second.list);
+        assert_eq!(steps.len(), 19);
+        let walked = verify_chain(&verify_root(&v1, None).unwrap(), &steps, NOW).unwrap();
+        assert_eq!(walked.last().unwrap().version(), 20);
+        // A caller at the version in force gets no list.
+        let none = newer_than(&trust, 20);
+        assert!(none.list.is_none() && none.chain.is_empty());
+    }
+}
