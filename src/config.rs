@@ -120,6 +120,10 @@ pub(crate) struct RawTrust {
     /// Seconds between trust-list version checks with peers. Default 30.
     #[serde(default = "default_sync_seconds")]
     pub sync_seconds: u64,
+    /// A chain file (`cix trust chain`): the key-changing lists between the
+    /// list kept in the store and a newer root file, walked at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_file: Option<PathBuf>,
 }
 
 fn default_warning_days() -> u64 {
@@ -375,6 +379,9 @@ pub(crate) struct Config {
 #[derive(Debug, Clone)]
 pub(crate) struct Federation {
     pub root_file: PathBuf,
+    /// The key-changing lists to walk at start from the stored list to a
+    /// newer root file, if any.
+    pub chain_file: Option<PathBuf>,
     /// Seconds before expiry from which the node warns.
     pub expiry_warning_secs: i64,
     pub sync_interval: Duration,
@@ -597,6 +604,7 @@ impl Config {
                 p.limits.validate()?;
                 Some(Federation {
                     root_file: abs(&t.root_file),
+                    chain_file: t.chain_file.as_deref().map(abs),
                     expiry_warning_secs: (t.expiry_warning_days as i64).saturating_mul(86_400),
                     sync_interval: Duration::from_secs(t.sync_seconds),
                     pull_interval: Duration::from_secs(raw.replication.pull_seconds.max(1)),

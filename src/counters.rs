@@ -3,7 +3,8 @@
 //! by reason; fork evidence received; pulls completed and replication
 //! sessions ended by failure; requests of a member this node refused, and
 //! its streams cut, by reason; what this node withheld from a peer's pull,
-//! by reason; prefix queries answered.
+//! by reason; a peer's trust-list answers refused, by reason; prefix
+//! queries answered.
 //!
 //! One [`Counters`] is created per node (`crate::node::NodeState`) and
 //! handed to whoever counts; readers take a [`Counters::snapshot`] (the
@@ -248,6 +249,22 @@ reasons! {
     }
 }
 
+reasons! {
+    /// Why this node refused a peer's answer to its GetTrustList (the
+    /// chain of lists and the list it sent): nothing of it was applied.
+    pub enum TrustAnswerRefusal {
+        /// More lists than a chain may hold, or a list over its size.
+        Bounds => "bounds",
+        /// Lists out of version order, repeating one, or older than this
+        /// node's list.
+        Order => "order",
+        /// A step of the chain breaks a rule of an update (signatures of
+        /// the keys before it or of its own new keys, coalition, expiry of
+        /// the final list, a body field).
+        Step => "step",
+    }
+}
+
 /// The key under which requests from a certificate that names no member of
 /// the trust list are counted (so that strangers cannot grow the map), and
 /// connections refused before their handshake named anyone.
@@ -264,6 +281,7 @@ pub struct PeerCounts {
     refused: [u64; RequestRefusal::COUNT],
     withheld: [u64; Withheld::COUNT],
     cut: [u64; RequestRefusal::COUNT],
+    trust_answers: [u64; TrustAnswerRefusal::COUNT],
     /// Pulls from this peer that ran to the end of their stream.
     pub pulls: u64,
     /// Prefix queries of this member answered.
@@ -319,6 +337,12 @@ impl PeerCounts {
         self.cut[r.index()]
     }
 
+    /// Answers of the peer to this node's GetTrustList refused, for this
+    /// reason.
+    pub fn trust_answers_refused(&self, r: TrustAnswerRefusal) -> u64 {
+        self.trust_answers[r.index()]
+    }
+
     /// The counts in `self` that were not yet in `earlier` (a copy of the
     /// same peer's counts taken before).
     pub fn since(&self, earlier: &PeerCounts) -> PeerCounts {
@@ -334,6 +358,7 @@ impl PeerCounts {
             refused: sub(&self.refused, &earlier.refused),
             withheld: sub(&self.withheld, &earlier.withheld),
             cut: sub(&self.cut, &earlier.cut),
+            trust_answers: sub(&self.trust_answers, &earlier.trust_answers),
             pulls: self.pulls.saturating_sub(earlier.pulls),
             queries_answered: self
                 .queries_answered
@@ -427,6 +452,11 @@ impl Counters {
     /// A stream of `peer` ended because it lost the right to it, for `r`.
     pub fn stream_cut(&self, peer: &str, r: RequestRefusal) {
         self.count(peer, |c| c.cut[r.index()] += 1);
+    }
+
+    /// An answer of `peer` to this node's GetTrustList refused, for `r`.
+    pub fn trust_answer_refused(&self, peer: &str, r: TrustAnswerRefusal) {
+        self.count(peer, |c| c.trust_answers[r.index()] += 1);
     }
 
     /// A prefix query of `peer` answered, with `prefixes` prefixes.
@@ -542,6 +572,11 @@ mod tests {
             RequestRefusal::from_name,
         );
         check(Withheld::ALL, Withheld::name, Withheld::from_name);
+        check(
+            TrustAnswerRefusal::ALL,
+            TrustAnswerRefusal::name,
+            TrustAnswerRefusal::from_name,
+        );
         assert_eq!(BatchRejection::from_name("no such reason"), None);
         assert_eq!(BatchRejection::StrippedPurge.to_string(), "stripped_purge");
     }

@@ -104,6 +104,7 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
             TrustState::open(
                 store.clone(),
                 &f.root_file,
+                f.chain_file.as_deref(),
                 &config.node_id,
                 f.expiry_warning_secs,
                 clock.clone(),

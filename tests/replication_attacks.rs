@@ -3,8 +3,11 @@
 //! delivers), an origin that signs two different histories (the fork is
 //! recorded, propagated and freezes the origin everywhere), a retired
 //! signing key or a suspension bounding what a lagging node accepts, a
-//! relay that strips a live entry by "purging" it (refused), and a batch
-//! larger than peers take (refused; the rest of the pull still arrives).
+//! relay that strips a live entry by "purging" it (refused), a batch
+//! larger than peers take (refused; the rest of the pull still arrives), and
+//! a peer answering GetTrustList with a bad chain of lists (too many, one
+//! oversized, out of order, a step below the old threshold, the newest list
+//! without the key change before it: nothing applied, counted by reason).
 //!
 //! Every refusal is asserted by its typed reason, as the receiving node
 //! counts it per peer in Status; "nothing more happened" is shown by pulls
@@ -59,6 +62,8 @@ struct FakeState {
     /// Sent once on every Watch (then the stream stays open).
     heads: Arc<Mutex<Vec<proto::OriginHead>>>,
     pulls: Arc<AtomicUsize>,
+    /// What GetTrustList answers (by default: version 0, no list).
+    trust_answer: Arc<Mutex<Option<proto::GetTrustListResponse>>>,
     /// When set, every Pull stream sends nothing and never ends.
     stall: Arc<AtomicBool>,
     /// How long Watch takes to answer.
@@ -91,10 +96,8 @@ impl Federation for FakeState {
         &self,
         _req: Request<proto::GetTrustListRequest>,
     ) -> Result<Response<proto::GetTrustListResponse>, Status> {
-        Ok(Response::new(proto::GetTrustListResponse {
-            version: 0,
-            list: None,
-        }))
+        let answer = self.trust_answer.lock().clone();
+        Ok(Response::new(answer.unwrap_or_default()))
     }
 
     async fn publish_trust_list(
@@ -1845,4 +1848,85 @@ async fn a_member_opening_more_watch_streams_than_it_may_is_refused_and_counted(
     drop(open);
     c.nodes[0].restart();
     assert!(try_open_watch(&c, 0, &cert, &key).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_trust_list_answer_with_a_bad_chain_applies_nothing_and_is_counted() {
+    let mut c = Coalition::new(&["bank-a"]);
+    let fake = FakePeer::start(c.tmp.path(), "fake-x").await;
+    // Listed with an endpoint and no capability: bank-a asks it for newer
+    // lists every second, and for nothing else.
+    c.list.members.push(fake.member(&[]));
+    write_root(&c);
+    c.nodes[0].start();
+    let before = c.trust_list_held(0, 0).await.list.unwrap();
+    // Version 2 replaces the operator keys (threshold 3); version 3 is
+    // signed by the new keys only.
+    let v2 = c.rotate_operators(3);
+    let v3 = c.next_by_all(|l| l.members[0].name = "Bank A, after the rotation".into());
+    let answer = |chain: Vec<proto::SignedTrustList>, list: Option<proto::SignedTrustList>| {
+        proto::GetTrustListResponse {
+            version: 3,
+            list,
+            chain,
+            chain_partial: false,
+        }
+    };
+    // One old key's signature of the rotation broken: below the old threshold.
+    let mut broken = v2.clone();
+    broken.signatures[0].signature[0] ^= 0x01;
+    let oversized = proto::SignedTrustList {
+        body: vec![0x0a; cix::trust::list::MAX_LIST_BYTES + 1],
+        signatures: vec![],
+    };
+    let cases = [
+        (
+            "more lists than a chain holds",
+            answer(vec![v2.clone(); 65], Some(v3.clone())),
+            "bounds",
+        ),
+        (
+            "a list over its size",
+            answer(vec![oversized], Some(v3.clone())),
+            "bounds",
+        ),
+        (
+            "the chain out of order",
+            answer(vec![v2.clone(), v3.clone()], Some(v2.clone())),
+            "order",
+        ),
+        (
+            "one step signed below the old threshold",
+            answer(vec![broken], Some(v3.clone())),
+            "step",
+        ),
+        (
+            "the newest list without the rotation before it",
+            answer(vec![], Some(v3.clone())),
+            "step",
+        ),
+    ];
+    for (what, a, reason) in cases {
+        let had = reason_count(
+            &c.nodes[0].counters("fake-x").await.trust_answers_refused,
+            reason,
+        );
+        *fake.state.trust_answer.lock() = Some(a);
+        c.nodes[0]
+            .wait_counters("fake-x", &format!("refused {what} as {reason}"), |k| {
+                reason_count(&k.trust_answers_refused, reason) > had
+            })
+            .await;
+        assert_eq!(c.nodes[0].status().await.trust_version, 1, "{what}");
+        assert_eq!(
+            c.trust_list_held(0, 0).await.list.unwrap(),
+            before,
+            "{what} changed the list in force"
+        );
+    }
+    // The same peer with the whole chain in order: applied.
+    *fake.state.trust_answer.lock() = Some(answer(vec![v2.clone()], Some(v3.clone())));
+    c.wait_for_version(0, 3).await;
+    assert_eq!(c.trust_list_held(0, 0).await.list.unwrap(), v3);
+    assert_eq!(c.trust_list_held(0, 0).await.chain, [v2]);
 }

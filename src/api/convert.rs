@@ -6,7 +6,7 @@ use crate::{
     contribution::{Item, ItemOutcome, ItemStatus},
     counters::{
         BatchOutcome, BatchRejection, EvidenceOutcome, EvidenceRejection, RequestRefusal,
-        SessionFailure, Snapshot, Withheld,
+        SessionFailure, Snapshot, TrustAnswerRefusal, Withheld,
     },
     ident::{Kind, Reason},
     index::{Indicator, Tier},
@@ -288,6 +288,11 @@ pub(crate) fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
             }),
             queries_answered: c.queries_answered,
             prefixes_answered: c.prefixes_answered,
+            trust_answers_refused: reasons(
+                TrustAnswerRefusal::ALL,
+                TrustAnswerRefusal::name,
+                |r| c.trust_answers_refused(r),
+            ),
         })
         .collect()
 }

@@ -121,6 +121,11 @@ impl From<OfferError> for Status {
                 TrustError::BelowThreshold { .. } => Status::permission_denied(e.to_string()),
                 _ => Status::failed_precondition(e.to_string()),
             },
+            OfferError::Gap { .. } => Status::failed_precondition(format!(
+                "{}; this node is asking its peers for them now",
+                crate::telemetry::chain(&e)
+            )),
+            OfferError::Chain(_) => Status::failed_precondition(crate::telemetry::chain(&e)),
             OfferError::Store(_) => {
                 tracing::error!(error = %crate::telemetry::chain(&e), "trust list could not be kept");
                 Status::internal("the node could not store the trust list; nothing changed")

@@ -211,6 +211,7 @@ fn peer_counters_line(c: &proto::PeerCounters) -> String {
         ("requests refused", &c.requests_refused),
         ("withheld", &c.withheld),
         ("streams cut", &c.streams_cut),
+        ("trust answers refused", &c.trust_answers_refused),
     ] {
         if !r.is_empty() {
             parts.push(format!("{what} {}", reason_counts(r)));
@@ -242,6 +243,7 @@ fn peer_counters_json(c: &proto::PeerCounters) -> serde_json::Value {
         "requests_refused": map(&c.requests_refused),
         "withheld": map(&c.withheld),
         "streams_cut": map(&c.streams_cut),
+        "trust_answers_refused": map(&c.trust_answers_refused),
         "queries_answered": c.queries_answered,
         "prefixes_answered": c.prefixes_answered,
     })

@@ -177,6 +177,7 @@ pub(crate) async fn run(
             dialer,
             fed,
             replication.as_ref(),
+            state.counters.clone(),
             state.clock.clone(),
             &stop,
         );

@@ -20,6 +20,7 @@ use crate::{
     auth::peers::PeerAuthLayer,
     capture::CaptureLayer,
     config::{Config, Federation},
+    counters::Counters,
     federation::{
         answer_prefix::PrefixAnswers,
         receive_batches::{self, Replication},
@@ -128,12 +129,14 @@ pub(super) fn spawn_tasks(
     dialer: PeerDialer,
     fed: &Federation,
     replication: Option<&Arc<Replication>>,
+    counters: Arc<Counters>,
     clock: Clock,
     stop: &CancellationToken,
 ) {
     tokio::spawn(trust_sync::run(
         trust.clone(),
         dialer,
+        counters,
         fed.sync_interval,
         clock,
         stop.clone(),

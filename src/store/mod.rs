@@ -43,7 +43,11 @@
 //!   before, for [`Store::restore`].
 //! - `forks_set_aside`: origin id → fork evidence a start found it could not
 //!   read, moved out of `forks` as it was stored.
-//! - `trust`: `current` → the newest accepted `SignedTrustList`, as received.
+//! - `trust`: `current` → the newest accepted `SignedTrustList`, as received;
+//!   `chain/` ‖ version (u64 big-endian) → each accepted list that changed
+//!   the operator keys or the threshold, the newest of them only (the bound
+//!   is the caller's), so that a node behind can walk from its list to the
+//!   newest one.
 //! - `query_usage`: member id → UTC day (i64 big-endian, days since the
 //!   epoch) ‖ prefixes of that day's query quota taken (u64 big-endian):
 //!   the only record of other members' prefix queries, counts and never a
@@ -52,6 +56,15 @@
 //!   which prefix-query answers derive their decoys.
 
 pub mod segments;
+
+/// Keys of the key-changing trust lists in the `trust` tree.
+const CHAIN_PREFIX: &[u8] = b"chain/";
+
+fn chain_key(version: u64) -> Vec<u8> {
+    let mut k = CHAIN_PREFIX.to_vec();
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
 
 use std::{
     collections::BTreeSet,
@@ -1011,6 +1024,49 @@ impl Store {
         t.meta.insert("decoy_secret", &secret)?;
         t.db.flush()?;
         Ok(secret)
+    }
+
+    /// The key-changing trust lists kept (see [`Store::put_trust_lists`]),
+    /// oldest first, as received.
+    pub fn trust_chain(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.t()
+            .trust
+            .scan_prefix(CHAIN_PREFIX)
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
+    }
+
+    /// Keeps, in one atomic write made durable, `current` as the list in
+    /// force and each of `chain` (version, list) as a key-changing list, then
+    /// drops the oldest key-changing lists beyond the newest `keep`.
+    pub async fn put_trust_lists(
+        &self,
+        chain: &[(u64, &[u8])],
+        current: &[u8],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        {
+            let _writing = self.writes.read();
+            let trust = self.t().trust;
+            let mut batch = sled::Batch::default();
+            batch.insert("current", current);
+            let mut versions: BTreeSet<Vec<u8>> = trust
+                .scan_prefix(CHAIN_PREFIX)
+                .keys()
+                .map(|k| k.map(|k| k.to_vec()))
+                .collect::<Result<_, sled::Error>>()?;
+            for (version, list) in chain {
+                let key = chain_key(*version);
+                batch.insert(key.clone(), *list);
+                versions.insert(key);
+            }
+            for old in versions.iter().take(versions.len().saturating_sub(keep)) {
+                batch.remove(old.clone());
+            }
+            trust.apply_batch(batch)?;
+        }
+        self.flush().await
     }
 
     /// Number of batches held.

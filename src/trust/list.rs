@@ -14,6 +14,10 @@
 //! operator key of the list in force and of its own), so that a list
 //! costs a bounded number of signature checks whoever sends it.
 //!
+//! A node that missed lists walks a chain ([`verify_chain`]): the lists
+//! that changed the operator keys or the threshold ([`changes_keys`]) since
+//! its own, then the newest, each step verified against the one before it.
+//!
 //! Pure: no I/O, no clock (callers pass `now`). What operators' tools
 //! change in a body is in [`super::edit`].
 
@@ -121,6 +125,13 @@ pub enum TrustError {
         field: &'static str,
         /// The bound, and the count found.
         rule: String,
+    },
+    /// A step of a chain repeats the list before it: each step must be
+    /// strictly newer.
+    #[error("the list repeats version {version} before it; each step of a chain must be newer")]
+    NotNewer {
+        /// The version repeated.
+        version: u64,
     },
     /// The body breaks a rule of [`check_body`].
     #[error("invalid trust list: {field}: {rule}")]
@@ -351,6 +362,16 @@ pub fn verify_update(
     signed: &SignedTrustList,
     now: i64,
 ) -> Result<Update, TrustError> {
+    update(current, signed, Some(now))
+}
+
+/// [`verify_update`], with the expiry checked only when `now` is given (a
+/// step of a chain that is history may have expired since).
+fn update(
+    current: &TrustList,
+    signed: &SignedTrustList,
+    now: Option<i64>,
+) -> Result<Update, TrustError> {
     check_encoded_size(signed)?;
     let body = decode_body(signed)?;
     if body.coalition_id != current.coalition_id() {
@@ -374,7 +395,7 @@ pub fn verify_update(
             })
         };
     }
-    if now >= body.expires_at {
+    if now.is_some_and(|now| now >= body.expires_at) {
         return Err(TrustError::Expired {
             expires_at: format_time(body.expires_at),
         });
@@ -390,9 +411,7 @@ pub fn verify_update(
             of: "current",
         });
     }
-    if key_set(&body.operator_keys) != key_set(&cur.operator_keys)
-        || body.threshold != cur.threshold
-    {
+    if changes_keys(cur, &body) {
         let needed = body.threshold as usize;
         let got = count_valid(signed, &body.operator_keys);
         if got < needed {
@@ -405,6 +424,131 @@ pub fn verify_update(
     }
     check_body(&body)?;
     Ok(Update::Newer(TrustList::new(signed.clone(), body)))
+}
+
+/// Whether `next` changes the operator key set or the threshold of `prev`:
+/// the lists a node keeps in its chain, since a node behind cannot verify
+/// what follows them without them.
+pub fn changes_keys(prev: &proto::TrustList, next: &proto::TrustList) -> bool {
+    key_set(&next.operator_keys) != key_set(&prev.operator_keys) || next.threshold != prev.threshold
+}
+
+/// Most lists one chain may hold, the final list included: as many as a
+/// node keeps of its key-changing lists ([`MAX_CHAIN_LISTS`] − 1) and the
+/// list in force. At [`MAX_LIST_BYTES`] each, a walk costs at most
+/// `MAX_CHAIN_LISTS × 2 × MAX_OPERATOR_KEYS` signature checks.
+pub const MAX_CHAIN_LISTS: usize = 65;
+
+/// Why a chain of lists (a walk from the list in force, step by step, to a
+/// newer one) was refused. Nothing of a refused chain is applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// No list at all.
+    #[error("trust list chain is empty: at least the final list is needed")]
+    Empty,
+    /// More lists than [`MAX_CHAIN_LISTS`]: refused before any is decoded.
+    #[error("trust list chain over its bounds: at most {max} lists, got {got}")]
+    TooLong {
+        /// [`MAX_CHAIN_LISTS`].
+        max: usize,
+        /// Lists in the chain.
+        got: usize,
+    },
+    /// One step is not a valid update of the step before it (the list in
+    /// force for the first).
+    #[error(
+        "trust list chain step {index} (version {}) as an update of version {after}{}",
+        .version.map_or("?".to_string(), |v| v.to_string()),
+        missing_hint(*.after, *.version, .source)
+    )]
+    Step {
+        /// The step's place in the chain, from 0.
+        index: usize,
+        /// The step's version, if its body decodes.
+        version: Option<u64>,
+        /// The version it was judged against.
+        after: u64,
+        /// The rule it breaks.
+        #[source]
+        source: TrustError,
+    },
+}
+
+impl ChainError {
+    /// The rule a step broke, if a step broke one.
+    pub fn step_error(&self) -> Option<&TrustError> {
+        match self {
+            ChainError::Step { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// For a step signed too little by the keys before it, past a version gap:
+/// the versions that may hold the missing key change.
+fn missing_hint(after: u64, version: Option<u64>, source: &TrustError) -> String {
+    match (version, source) {
+        (Some(v), TrustError::BelowThreshold { of: "current", .. }) if v > after + 1 => {
+            missing_versions(after, v)
+        }
+        _ => String::new(),
+    }
+}
+
+/// `"; if versions A to B changed ..."`: the lists a node needs between
+/// version `have` and version `got` when `got` does not verify by `have`'s
+/// keys.
+pub fn missing_versions(have: u64, got: u64) -> String {
+    let range = if got == have + 2 {
+        format!("version {}", have + 1)
+    } else {
+        format!("versions {} to {}", have + 1, got - 1)
+    };
+    format!(
+        "; if {range} changed the operator keys or the threshold, those key-changing lists are missing and are needed first"
+    )
+}
+
+/// Walks from `current` through `steps`, in order, to the last of them:
+/// each step must be a valid update ([`verify_update`]) of the step before
+/// it (of `current` for the first) and strictly newer, under the rules in
+/// force at that step (the threshold of the keys before it; for a step that
+/// changes the keys or threshold, also its own). Only the last step must be
+/// unexpired at `now`: the others are history. Returns every step, verified;
+/// the first step that fails refuses the whole chain, naming its place,
+/// its version and the rule.
+pub fn verify_chain(
+    current: &TrustList,
+    steps: &[SignedTrustList],
+    now: i64,
+) -> Result<Vec<TrustList>, ChainError> {
+    if steps.is_empty() {
+        return Err(ChainError::Empty);
+    }
+    if steps.len() > MAX_CHAIN_LISTS {
+        return Err(ChainError::TooLong {
+            max: MAX_CHAIN_LISTS,
+            got: steps.len(),
+        });
+    }
+    let mut walked: Vec<TrustList> = Vec::with_capacity(steps.len());
+    for (index, signed) in steps.iter().enumerate() {
+        let prev = walked.last().unwrap_or(current);
+        let after = prev.version();
+        let last = index + 1 == steps.len();
+        let step_err = |source| ChainError::Step {
+            index,
+            version: decode_body(signed).ok().map(|b| b.version),
+            after,
+            source,
+        };
+        match update(prev, signed, last.then_some(now)) {
+            Ok(Update::Newer(list)) => walked.push(list),
+            Ok(Update::Same) => return Err(step_err(TrustError::NotNewer { version: after })),
+            Err(e) => return Err(step_err(e)),
+        }
+    }
+    Ok(walked)
 }
 
 fn key_set(keys: &[OperatorKey]) -> BTreeSet<&[u8]> {
@@ -1286,5 +1430,199 @@ mod tests {
         let mut m = l.member("bank-b").unwrap().clone();
         reinstate(&mut m);
         assert!(TrustList::is_active(&m, NOW));
+    }
+
+    /// Version `v` of the chain tests, keys `ops`, threshold `t`, signed by `by`.
+    fn step(v: u64, ops: &[u8], t: u32, by: &[u8]) -> SignedTrustList {
+        signed_by(&body(v, ops, t), by)
+    }
+
+    #[test]
+    fn a_chain_walks_through_a_rotation_and_a_threshold_change_to_the_newest_list() {
+        // 1 (keys 1,2,3; 2 of them) → 2 (same keys) → 3 (keys 4,5,6) → 4 (3 of 4,5,6) → 6.
+        let chain = vec![
+            step(3, &[4, 5, 6], 2, &[1, 2, 4, 5]),
+            step(4, &[4, 5, 6], 3, &[4, 5, 6]),
+            step(6, &[4, 5, 6], 3, &[4, 5, 6]),
+        ];
+        let walked = verify_chain(&root(), &chain, NOW).unwrap();
+        assert_eq!(
+            walked.iter().map(|l| l.version()).collect::<Vec<_>>(),
+            [3, 4, 6]
+        );
+        assert!(changes_keys(root().body(), walked[0].body()));
+        assert!(changes_keys(walked[0].body(), walked[1].body()));
+        assert!(!changes_keys(walked[1].body(), walked[2].body()));
+        // Without the rotation the newest list does not verify: the walk
+        // names the step, its version and the versions that may be missing.
+        let e = verify_chain(&root(), &chain[2..], NOW).unwrap_err();
+        assert!(matches!(
+            e,
+            ChainError::Step {
+                index: 0,
+                version: Some(6),
+                after: 1,
+                source: TrustError::BelowThreshold { of: "current", .. }
+            }
+        ));
+        assert!(
+            crate::telemetry::chain(&e).contains("versions 2 to 5 changed the operator keys"),
+            "{}",
+            crate::telemetry::chain(&e)
+        );
+    }
+
+    #[test]
+    fn a_chain_step_signed_below_the_old_threshold_refuses_the_whole_chain() {
+        let chain = vec![
+            // Only one old key signed the rotation.
+            step(2, &[4, 5, 6], 2, &[1, 4, 5]),
+            step(3, &[4, 5, 6], 2, &[4, 5]),
+        ];
+        assert!(matches!(
+            verify_chain(&root(), &chain, NOW),
+            Err(ChainError::Step {
+                index: 0,
+                version: Some(2),
+                source: TrustError::BelowThreshold {
+                    needed: 2,
+                    got: 1,
+                    of: "current"
+                },
+                ..
+            })
+        ));
+        // A rotation not signed by its own new threshold.
+        let chain = vec![
+            step(2, &[4, 5, 6], 2, &[1, 2, 4]),
+            step(3, &[4, 5, 6], 2, &[4, 5]),
+        ];
+        assert!(matches!(
+            verify_chain(&root(), &chain, NOW),
+            Err(ChainError::Step {
+                index: 0,
+                source: TrustError::BelowThreshold { of: "new", .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_forged_intermediate_list_refuses_the_chain_at_its_step() {
+        // Step 2 signed by keys that are on no list in force: the forger's.
+        let chain = vec![
+            step(2, &[1, 2, 3], 2, &[1, 2]),
+            step(3, &[7, 8, 9], 2, &[7, 8, 9]),
+            step(4, &[7, 8, 9], 2, &[7, 8]),
+        ];
+        let e = verify_chain(&root(), &chain, NOW).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ChainError::Step {
+                    index: 1,
+                    version: Some(3),
+                    after: 2,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("trust list chain step 1 (version 3) as an update of version 2"));
+        // One flipped byte of an intermediate's body.
+        let mut chain = vec![
+            step(2, &[4, 5, 6], 2, &[1, 2, 4, 5]),
+            step(3, &[4, 5, 6], 2, &[4, 5]),
+        ];
+        let last = chain[0].body.len() - 1;
+        chain[0].body[last] ^= 1;
+        assert!(matches!(
+            verify_chain(&root(), &chain, NOW),
+            Err(ChainError::Step { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn a_chain_out_of_order_or_repeating_a_version_is_refused() {
+        let chain = vec![
+            step(3, &[4, 5, 6], 2, &[1, 2, 4, 5]),
+            step(2, &[1, 2, 3], 2, &[1, 2]),
+        ];
+        assert!(matches!(
+            verify_chain(&root(), &chain, NOW),
+            Err(ChainError::Step {
+                index: 1,
+                source: TrustError::Rollback { have: 3, got: 2 },
+                ..
+            })
+        ));
+        let two = step(2, &[1, 2, 3], 2, &[1, 2]);
+        assert!(matches!(
+            verify_chain(&root(), &[two.clone(), two], NOW),
+            Err(ChainError::Step {
+                index: 1,
+                source: TrustError::NotNewer { version: 2 },
+                ..
+            })
+        ));
+        // The list in force as the first step is no step either.
+        assert!(matches!(
+            verify_chain(&root(), &[root().signed().clone()], NOW),
+            Err(ChainError::Step {
+                index: 0,
+                source: TrustError::NotNewer { version: 1 },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn only_the_final_list_of_a_chain_must_be_unexpired() {
+        let mut old = body(2, &[4, 5, 6], 2);
+        old.issued_at = NOW - 20 * DAY;
+        old.expires_at = NOW - 10 * DAY;
+        let chain = vec![
+            signed_by(&old, &[1, 2, 4, 5]),
+            step(3, &[4, 5, 6], 2, &[4, 5]),
+        ];
+        assert_eq!(verify_chain(&root(), &chain, NOW).unwrap().len(), 2);
+        // The same expired list as the final step is refused.
+        assert!(matches!(
+            verify_chain(&root(), &chain[..1], NOW),
+            Err(ChainError::Step {
+                index: 0,
+                source: TrustError::Expired { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_chain_longer_than_its_bound_or_empty_is_refused_before_any_check() {
+        let one = step(2, &[1, 2, 3], 2, &[1, 2]);
+        let long = vec![one; MAX_CHAIN_LISTS + 1];
+        assert!(matches!(
+            verify_chain(&root(), &long, NOW),
+            Err(ChainError::TooLong { max: 65, got: 66 })
+        ));
+        assert!(matches!(
+            verify_chain(&root(), &[], NOW),
+            Err(ChainError::Empty)
+        ));
+        // An oversized step is refused at its step, before its signatures.
+        let mut b = body(2, &[1, 2, 3], 2);
+        b.members[0].name = "x".repeat(MAX_LIST_BYTES);
+        assert!(matches!(
+            verify_chain(&root(), &[signed_by(&b, &[1, 2])], NOW),
+            Err(ChainError::Step {
+                source: TrustError::OverBounds {
+                    field: "signed list",
+                    ..
+                },
+                ..
+            })
+        ));
     }
 }

@@ -676,3 +676,43 @@ impl TestNode {
         }
     }
 }
+
+impl Coalition {
+    /// The next version of the list with every operator key replaced by a
+    /// fresh one and the threshold set to `threshold`, signed as a rotation
+    /// must be (by [`SIGNERS`] of the keys before it and by every new key);
+    /// the new keys become `operators`, so later versions are theirs to sign.
+    pub fn rotate_operators(&mut self, threshold: u32) -> proto::SignedTrustList {
+        let fresh: Vec<_> = (0..3)
+            .map(|_| cix::keys::signing::SigningKeyFile::generate())
+            .collect();
+        self.list.version += 1;
+        self.list.threshold = threshold;
+        self.list.operator_keys = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, k)| proto::OperatorKey {
+                id: format!("op-v{}-{i}", self.list.version),
+                public_key: k.verifying_key().to_bytes().to_vec(),
+            })
+            .collect();
+        let mut signed = self.sign(&self.list, &[0, 1]);
+        for k in &fresh {
+            cix::trust::list::sign(&mut signed, k);
+        }
+        self.local.operators = fresh;
+        signed
+    }
+
+    /// The next version of the list after `edit`, signed by every operator
+    /// key in force.
+    pub fn next_by_all(
+        &mut self,
+        edit: impl FnOnce(&mut proto::TrustList),
+    ) -> proto::SignedTrustList {
+        self.list.version += 1;
+        edit(&mut self.list);
+        let all: Vec<usize> = (0..self.operators.len()).collect();
+        self.sign(&self.list, &all)
+    }
+}

@@ -1,5 +1,5 @@
 //! `cix trust`: the coalition trust list from the operators' side (create,
-//! edit, sign, verify, show, publish), one file per step.
+//! edit, sign, verify, show, publish, chain), one file per step.
 //!
 //! Editing and signing are offline and file-based, so that operators can
 //! sign in turn on separate machines: every edit writes a new version with
@@ -55,12 +55,14 @@ macro_rules! edit_note {
 pub(crate) use formats;
 
 mod body;
+mod chain;
 mod members;
 mod publish;
 mod show;
 mod signatures;
 
 pub(super) use body::{EpochCommand, NewArgs, OperatorsArgs, QueryPolicyArgs};
+pub(super) use chain::ChainArgs;
 pub(super) use members::MemberCommand;
 pub(super) use publish::PublishArgs;
 pub(super) use show::ShowArgs;
@@ -148,6 +150,16 @@ pub enum TrustCommand {
         formats!()
     ))]
     Publish(PublishArgs),
+    /// Write a chain file: the lists a node needs to walk to a newer root file.
+    #[command(long_about = concat!(
+        "Write a chain file (binary protobuf cix.v1.TrustListChain) of trust-list files, oldest \
+         first: the list the nodes hold, then every list after it that changed the operator keys \
+         or the threshold. Each must verify as an update of the one before it (expiry aside). A \
+         node whose root file is newer than its stored list by a key change walks these lists at \
+         start when `[trust] chain_file` names the file.\n\n",
+        formats!()
+    ))]
+    Chain(ChainArgs),
 }
 
 /// Options of every edit.
@@ -173,6 +185,7 @@ pub(super) async fn trust(c: TrustCommand) -> Result<()> {
         TrustCommand::Verify(a) => signatures::verify(a),
         TrustCommand::Show(a) => show::show(a),
         TrustCommand::Publish(a) => publish::publish(a).await,
+        TrustCommand::Chain(a) => chain::chain(a),
     }
 }
 

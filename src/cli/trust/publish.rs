@@ -1,5 +1,8 @@
 //! `cix trust publish`: hands the list to a node's peer listener over
-//! mutual TLS (Federation.PublishTrustList); the node passes it on.
+//! mutual TLS (Federation.PublishTrustList); the node passes it on. A node
+//! that lacks a key-changing list between its version and this one refuses
+//! it and asks its peers for the chain: the command then waits (bounded)
+//! until the node holds the version, or says why not.
 
 use std::path::PathBuf;
 
@@ -45,11 +48,17 @@ pub(super) async fn publish(a: PublishArgs) -> Result<()> {
     let spkis = a.node_spki.iter().map(|s| spki_arg(s)).collect();
     let config = crate::tls::peer_client_config(&a.cert, &a.key, spkis)?;
     let channel = crate::tls::connect(&a.node, a.server_name.as_deref(), config).await?;
-    let resp = crate::federation::client(channel)
-        .publish_trust_list(signed)
-        .await
-        .map_err(|s| anyhow::anyhow!("node refused: {:?}: {}", s.code(), s.message()))?
-        .into_inner();
+    let mut client = crate::federation::client(channel);
+    let resp = match client.publish_trust_list(signed).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().contains(GAP) => {
+            // The node lacks a key-changing list between its version and
+            // this one, and asks its peers for the chain: wait for it.
+            eprintln!("node refused the list as it stands: {}", s.message());
+            return wait_for(&mut client, &a.node, l.version(), s.message()).await;
+        }
+        Err(s) => bail!("node refused: {:?}: {}", s.code(), s.message()),
+    };
     println!(
         "node {} holds version {} ({})",
         a.node,
@@ -61,4 +70,47 @@ pub(super) async fn publish(a: PublishArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// What a node's refusal says when lists between are missing
+/// ([`crate::trust::list::missing_versions`]).
+const GAP: &str = "lists are missing and are needed first";
+
+/// How long `publish` waits for a node to walk the chain through its peers.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Asks the node for its version until it holds `version` (through its
+/// peers), for at most [`CATCH_UP_WAIT`].
+async fn wait_for(
+    client: &mut crate::proto::federation_client::FederationClient<tonic::transport::Channel>,
+    node: &str,
+    version: u64,
+    refusal: &str,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    let mut held = 0;
+    loop {
+        if let Ok(r) = client
+            .get_trust_list(crate::proto::GetTrustListRequest {
+                have_version: u64::MAX,
+            })
+            .await
+        {
+            held = r.into_inner().version;
+            if held >= version {
+                println!(
+                    "node {node} holds version {held} (applied: it walked the key-changing lists from its peers)"
+                );
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "node {node} still holds version {held} after {}s: none of its peers sent the key-changing lists it needs ({refusal}); \
+                 publish those lists to it first, oldest first, or write them with `cix trust chain` and name the file in its [trust] chain_file",
+                CATCH_UP_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
