@@ -299,12 +299,14 @@ pub(crate) struct Limits {
     pub max_batch_bytes: usize,
     /// Largest request message the transport accepts, in bytes. Default 16777216 (16 MiB).
     pub max_message_bytes: usize,
-    /// Match calls (Match, MatchStream, MatchTokens, MatchRemote) each client
-    /// certificate may start per second; 0 (the default) for no limit: the
-    /// callers are the bank's own systems.
+    /// Match requests each client certificate may make per second: a unary
+    /// call (Match, MatchRemote) is one, and so is every message of a
+    /// stream (MatchStream, MatchTokens), which is refused mid-stream once
+    /// the limit is passed; 0 (the default) for no limit: the callers are
+    /// the bank's own systems.
     pub match_requests_per_second: u32,
-    /// Calls a client may start at once before the per-second rate applies
-    /// (0: the per-second rate). Default 0.
+    /// Requests a client may make at once before the per-second rate
+    /// applies (0: the per-second rate). Default 0.
     pub match_burst: u32,
 }
 

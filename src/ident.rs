@@ -9,11 +9,15 @@
 //!
 //! It does no I/O. It must never log, store or echo a raw identifier value:
 //! errors carry only a [`Reason`], and [`Canonical`]'s `Debug` is redacted.
+//! A [`Canonical`] is zeroized when dropped, and [`normalize_into`] zeroizes
+//! its buffer when a value is refused.
 //! Every rule here is normative: accepting more or less than the spec does
 //! breaks matching between coalition members.
 
 use std::fmt;
 use std::str::FromStr;
+
+use zeroize::Zeroize;
 
 /// Identifier kind. The order is normative for [`Kind::code`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -161,9 +165,15 @@ impl Canonical {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
-    /// The canonical form, owned.
-    pub fn into_string(self) -> String {
-        self.0
+    /// The canonical form, owned (the caller's to zeroize).
+    pub fn into_string(mut self) -> String {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Canonical {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -178,9 +188,10 @@ pub fn normalize(kind: Kind, raw: &str) -> Result<Canonical, Reason> {
     let mut out = Vec::with_capacity(raw.len());
     normalize_into(kind, raw, &mut out)?;
     // Every successful path writes ASCII only; the error arm is unreachable.
-    String::from_utf8(out)
-        .map(Canonical)
-        .map_err(|_| Reason::Format)
+    String::from_utf8(out).map(Canonical).map_err(|e| {
+        e.into_bytes().zeroize();
+        Reason::Format
+    })
 }
 
 /// Hot-path variant of [`normalize`]: writes the canonical form into `out`
@@ -206,7 +217,8 @@ pub fn normalize_into<R: AsRef<[u8]> + ?Sized>(
         Kind::Domain => domain(raw, out),
     };
     if r.is_err() {
-        out.clear();
+        // What was written before the rule failed is part of a raw value.
+        out.zeroize();
     }
     r
 }

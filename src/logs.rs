@@ -5,7 +5,9 @@
 //! and announces the origin's new head to watchers (push hints for peers);
 //! store and index change as one outcome (the index checks the batch before
 //! the store takes it), so a batch is stored and fully indexed, or nothing
-//! changed.
+//! changed. A batch appended durably (this node's own) is served to peers
+//! only once a flush made it durable: a failed flush is the caller's error
+//! and leaves it stored and indexed but not yet served.
 //!
 //! At start ([`open`]) the index is rebuilt from the store. A stored batch
 //! that does not decode, breaks a field rule ([`Batch::check_fields`]) or
@@ -124,7 +126,15 @@ impl OriginLogs {
             // writers, not look-ups), so the apply cannot fail.
             let index = self.index.upgradable_read();
             index.check(batch)?;
-            let head = self.store.append(batch)?;
+            // A batch acknowledged only once durable is served to peers
+            // only then too: if the flush fails, the caller is told, the
+            // batch stays stored and indexed (a later flush makes it
+            // durable) and no peer has it until one does.
+            let head = if durable {
+                self.store.append_unserved(batch)?
+            } else {
+                self.store.append(batch)?
+            };
             RwLockUpgradableReadGuard::upgrade(index).apply(batch)?;
             head
         };
@@ -334,6 +344,36 @@ mod tests {
         assert_eq!(logs.store.batch_count(), 1);
         assert_eq!(logs.index.read().tokens(), 1);
         assert_eq!(logs.index.read().active(&Token([2; 32]), 0).count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_flush_fails_is_an_error_and_not_served_to_peers_until_a_flush_succeeds()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = logs(dir.path());
+        let b1 = add("liaison", 1, [0; 32], &[6]);
+        logs.append(&b1, true).await.unwrap();
+        let b2 = add("liaison", 2, b1.hash(), &[6]);
+        logs.store.fail_flushes(true);
+        let mut heads = logs.subscribe();
+        assert!(matches!(
+            logs.append(&b2, true).await,
+            Err(LogsError::Store(StoreError::Sled(_)))
+        ));
+        // Stored and indexed as one outcome, announced to no one, and not
+        // what a peer pulling after b1 is served.
+        assert_eq!(logs.store.head("liaison").unwrap().unwrap().last_seq, 2);
+        assert_eq!(logs.index.read().tokens(), 2);
+        assert!(heads.try_recv().is_err());
+        assert_eq!(logs.store.batch_after("liaison", 1).unwrap(), None);
+        assert!(!logs.store.all_served());
+        // The next flush that succeeds makes it durable, and served.
+        logs.store.fail_flushes(false);
+        let b3 = add("liaison", 3, b2.hash(), &[6]);
+        logs.append(&b3, true).await.unwrap();
+        assert!(logs.store.all_served());
+        let (first, body) = logs.store.batch_after("liaison", 1).unwrap().unwrap();
+        assert_eq!((first, body), (2, b2.raw.encode_to_vec()));
     }
 
     #[tokio::test]

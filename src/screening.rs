@@ -3,11 +3,14 @@
 //! Each identifier is normalized and hashed under every key epoch valid now
 //! (outside any lock), then the whole batch is looked up under one read lock
 //! of the index. Raw values are borrowed from the request and never copied
-//! anywhere that outlives it; outcomes carry tokens and reasons only.
+//! anywhere that outlives it; the one buffer their canonical forms are
+//! written to is zeroized (`zeroize`, which the compiler may not elide)
+//! before the lookup. Outcomes carry tokens and reasons only.
 
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use zeroize::Zeroize;
 
 use crate::{
     epochs::Keys,
@@ -64,7 +67,7 @@ impl Engine {
                 at
             }));
         }
-        buf.fill(0);
+        buf.zeroize();
         let index = self.index.read();
         let maybe = index.may_hold(&tokens);
         plan.into_iter()
@@ -120,7 +123,7 @@ impl Engine {
                     .collect())
             })
             .collect();
-        buf.fill(0);
+        buf.zeroize();
         out
     }
 

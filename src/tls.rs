@@ -16,6 +16,12 @@
 //! registered in a [`Connections`] registry so that a member cut off by a
 //! new trust list loses its open connections and streams at once.
 //!
+//! Neither listener resumes TLS sessions (no session cache, no TLS 1.3
+//! tickets) and no client config offers to: every connection presents its
+//! certificate and is checked afresh. A private key file is read only when
+//! group and others have no access to it (mode 0600 or stricter), and its
+//! bytes are zeroized once the key is loaded.
+//!
 //! Both listeners accept within [`AcceptLimits`]: connections open at once,
 //! handshakes in flight and the handshake timeout, so that connections that
 //! never authenticate cannot pile up.
@@ -38,13 +44,17 @@ use std::{
 use futures::FutureExt;
 use parking_lot::Mutex;
 use rustls::{
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    client::{
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        Resumption,
+    },
     crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
     server::{
         danger::{ClientCertVerified, ClientCertVerifier},
         NoServerSessionStorage, WebPkiClientVerifier,
     },
+    sign::{CertifiedKey, SingleCertAndKey},
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
     ServerConfig, SignatureScheme,
 };
@@ -58,7 +68,12 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::{server::Connected, Channel, Endpoint};
 
-use crate::counters::{Counters, RequestRefusal, UNLISTED};
+use zeroize::Zeroizing;
+
+use crate::{
+    counters::{Counters, RequestRefusal, UNLISTED},
+    keys::file::{open_private, PrivateFileError},
+};
 
 /// The identity of the peer at the other end of a TLS connection, attached
 /// to every request of that connection.
@@ -104,6 +119,18 @@ pub enum TlsError {
         /// The I/O error.
         #[source]
         source: io::Error,
+    },
+    /// A private key file grants group or others some access.
+    #[error(
+        "key file {} is accessible by group or others (mode {mode:o}); run: chmod 600 {}",
+        .path.display(),
+        .path.display()
+    )]
+    Permissions {
+        /// The private key file.
+        path: PathBuf,
+        /// The file's permission bits.
+        mode: u32,
     },
     /// A PEM file holds no item of the kind needed.
     #[error("{path}: no PEM {what} found")]
@@ -176,19 +203,55 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Reads the private key of a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let data = read(path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoPem {
+/// Reads the private key of a PEM file, refusing a file that group or
+/// others may access (as for every secret file, [`crate::keys::file`]).
+/// The file's bytes and the key are zeroized when dropped.
+pub fn load_key(path: &Path) -> Result<Zeroizing<PrivateKeyDer<'static>>, TlsError> {
+    let read_error = |source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = open_private(path).map_err(|e| match e {
+        PrivateFileError::Io(source) => read_error(source),
+        PrivateFileError::Permissions { mode } => TlsError::Permissions {
             path: path.to_path_buf(),
-            what: "private key",
+            mode,
         },
-        e => TlsError::Pem {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        },
-    })
+    })?;
+    // Sized up front, so that no copy is left behind by a reallocation.
+    let len = file.metadata().map_err(read_error)?.len();
+    let mut data = Zeroizing::new(Vec::with_capacity(
+        usize::try_from(len).unwrap_or(0).saturating_add(1),
+    ));
+    io::Read::read_to_end(&mut file, &mut data).map_err(read_error)?;
+    PrivateKeyDer::from_pem_slice(&data)
+        .map(Zeroizing::new)
+        .map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoPem {
+                path: path.to_path_buf(),
+                what: "private key",
+            },
+            e => TlsError::Pem {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+        })
+}
+
+/// The certificate chain of `cert` with the private key of `key`, checked
+/// to belong together, for a listener or a client to present. The key's
+/// bytes are handed to the provider by reference and zeroized here.
+fn certified_key(cert: &Path, key: &Path) -> Result<Arc<SingleCertAndKey>, TlsError> {
+    let certs = load_certs(cert)?;
+    let der = load_key(key)?;
+    let certified = CertifiedKey::new(certs, rustls::crypto::ring::sign::any_supported_type(&der)?);
+    match certified.keys_match() {
+        // As rustls's own loading: a key whose public half it cannot
+        // derive is not an inconsistency.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Arc::new(SingleCertAndKey::from(certified)))
 }
 
 fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
@@ -208,7 +271,9 @@ pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<String, TlsError> {
     )))
 }
 
-/// The member listener's TLS: 1.3 only, client certificate from `client_ca` required.
+/// The member listener's TLS: 1.3 only, client certificate from `client_ca`
+/// required. Session resumption is off, as on the peer listener: every
+/// connection shows its certificate afresh.
 pub fn member_server_config(
     cert: &Path,
     key: &Path,
@@ -222,18 +287,28 @@ pub fn member_server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
+        .with_cert_resolver(certified_key(cert, key)?);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    no_server_resumption(&mut config);
     Ok(Arc::new(config))
 }
 
-/// A client's TLS: trusts `ca` for the server, presents `cert`/`key`.
+/// Turns session resumption off on a listener: no session kept, no TLS 1.3
+/// ticket sent.
+fn no_server_resumption(config: &mut ServerConfig) {
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+}
+
+/// A client's TLS: trusts `ca` for the server, presents `cert`/`key`; never
+/// resumes a session.
 pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, TlsError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca)?)
-        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+        .with_client_cert_resolver(certified_key(cert, key)?);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }
 
@@ -637,10 +712,9 @@ pub fn peer_server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
+        .with_cert_resolver(certified_key(cert, key)?);
     config.alpn_protocols = vec![b"h2".to_vec()];
-    config.session_storage = Arc::new(NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
+    no_server_resumption(&mut config);
     Ok(Arc::new(config))
 }
 
@@ -709,7 +783,8 @@ impl ServerCertVerifier for SpkiServerVerifier {
 }
 
 /// TLS for an outgoing peer connection: presents `cert`/`key`, accepts only
-/// a server whose SPKI fingerprint is in `expected_server_spki`.
+/// a server whose SPKI fingerprint is in `expected_server_spki`; never
+/// resumes a session.
 pub fn peer_client_config(
     cert: &Path,
     key: &Path,
@@ -724,7 +799,8 @@ pub fn peer_client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+        .with_client_cert_resolver(certified_key(cert, key)?);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }

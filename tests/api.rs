@@ -255,6 +255,56 @@ async fn match_limits_refill_by_the_nodes_clock() {
     assert!(node.logs().contains("member listener call refused"));
 }
 
+/// The match limit counts each message of a stream as one request, as a
+/// unary call is: a stream is refused mid-way once the caller's burst is
+/// spent, and its later messages are neither answered nor counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_limits_count_every_message_of_a_stream_and_refuse_it_mid_stream() {
+    let mut node = TestNode::new("bank-limit-stream");
+    node.append_config("\n[limits]\nmatch_requests_per_second = 1\nmatch_burst = 3\n");
+    let t0 = cix::time::Clock::system().now();
+    node.use_test_clock(t0);
+    node.start();
+    let mut c = node.clients().await;
+    let request = || proto::MatchRequest {
+        identifiers: vec![id(Kind::Domain, "streamed.example")],
+    };
+    let mut s = c
+        .screening
+        .match_stream(futures::stream::iter((0..6).map(move |_| request())))
+        .await
+        .unwrap()
+        .into_inner();
+    for n in 0..3 {
+        let r = s
+            .message()
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("message {n}"));
+        assert_eq!(r.results.len(), 1);
+    }
+    let e = s.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("requests per second"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(cix::client::retry_hint(&e), Some(Duration::from_secs(1)));
+    assert!(
+        matches!(s.message().await, Ok(None) | Err(_)),
+        "the stream ended"
+    );
+    // The stream took the whole burst: a unary call is refused too.
+    let e = c.screening.r#match(request()).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    let st = node.status().await;
+    assert_eq!(
+        st.member_requests_limited, 2,
+        "one refusal per stream, one per call"
+    );
+}
+
 /// One invalid identifier of each kind, with the reason the spec gives.
 const INVALID: &[(Kind, &str, &str)] = &[
     (Kind::Iban, "GB82 WEST 1234 5698 7654 33", "checksum"),

@@ -98,7 +98,7 @@ async fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
         .with_root_certificates(roots(&node))
         .with_client_auth_cert(
             tls::load_certs(&cert).unwrap(),
-            tls::load_key(&key).unwrap(),
+            tls::load_key(&key).unwrap().clone_key(),
         )
         .unwrap();
     let e = status_call(&node, config)
@@ -122,7 +122,9 @@ async fn a_tls12_only_client_is_refused() {
         .with_root_certificates(roots(&node))
         .with_client_auth_cert(
             tls::load_certs(&node.dir.join("tls/client.crt")).unwrap(),
-            tls::load_key(&node.dir.join("tls/client.key")).unwrap(),
+            tls::load_key(&node.dir.join("tls/client.key"))
+                .unwrap()
+                .clone_key(),
         )
         .unwrap();
     // At the TLS layer itself: the handshake fails.
@@ -193,4 +195,94 @@ async fn capabilities_are_checked_per_request() {
         .unwrap()
         .into_inner();
     assert_eq!(st.batches, 0);
+}
+
+/// A client session store that keeps what rustls's own does and counts
+/// the TLS 1.3 tickets a server sent.
+#[derive(Debug)]
+struct CountingSessions {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingSessions {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_listener_sends_no_session_ticket_and_a_second_connection_is_a_full_handshake() {
+    let mut node = TestNode::new("bank-auth-resume");
+    node.start();
+    let sessions = Arc::new(CountingSessions {
+        inner: rustls::client::ClientSessionMemoryCache::new(16),
+        tickets: Default::default(),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots(&node))
+        .with_client_auth_cert(
+            tls::load_certs(&node.dir.join("tls/client.crt")).unwrap(),
+            tls::load_key(&node.dir.join("tls/client.key"))
+                .unwrap()
+                .clone_key(),
+        )
+        .unwrap();
+    // A client that would resume if the listener let it.
+    config.resumption = rustls::client::Resumption::store(sessions.clone());
+    // Whole calls: the client reads everything the listener sent after
+    // the handshake, tickets included.
+    for _ in 0..2 {
+        status_call(&node, config.clone()).await.unwrap();
+    }
+    assert_eq!(
+        sessions.tickets.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the member listener sent TLS 1.3 session tickets"
+    );
+    let tcp = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
 }

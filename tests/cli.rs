@@ -853,3 +853,33 @@ fn serve_with_an_unreadable_config_exits_naming_the_file() {
     assert!(!status.success(), "{status}: {err}");
     assert!(err.contains("nope.toml"), "{err}");
 }
+
+#[test]
+fn serve_with_a_tls_key_readable_by_others_exits_saying_chmod_600() {
+    let node = TestNode::new("open-tls-key");
+    let key = node.dir.join("tls/node.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let (status, err) = serve_expecting_exit(&node.config);
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(err.contains("node.key"), "{err}");
+    assert!(err.contains("group or others"), "{err}");
+}
+
+#[test]
+fn client_commands_with_a_client_key_readable_by_others_exit_saying_chmod_600() {
+    let node = TestNode::new("open-client-key");
+    let key = node.dir.join("tls/client.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    // The key is refused before any connection is tried: no node runs.
+    for (sub, args) in [
+        (&["status"][..], &[][..]),
+        (&["match"][..], &["--kind", "email", "--", EMAIL][..]),
+    ] {
+        let o = at_node(&node, sub, args);
+        assert!(!o.status.success(), "{sub:?} succeeded");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("chmod 600"), "{sub:?}: {err}");
+        assert!(err.contains("client.key"), "{sub:?}: {err}");
+    }
+}

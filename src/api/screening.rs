@@ -1,7 +1,9 @@
 //! `cix.v1.Screening`: Match, MatchStream, MatchTokens, and MatchRemote
 //! (screening through a peer's node by prefix queries,
-//! [`crate::federation::ask_prefix`]). Every call first passes the member
-//! listener's optional per-client limits. `Match` and `MatchStream` read
+//! [`crate::federation::ask_prefix`]). Every request passes the member
+//! listener's optional per-client limits: a unary call once, a stream
+//! (`MatchStream`, `MatchTokens`) once per message, so that one stream
+//! takes no more than as many calls would. `Match` and `MatchStream` read
 //! their requests as [`MatchRequestView`]s ([`super::wire`]).
 
 use std::{pin::Pin, sync::Arc};
@@ -50,16 +52,29 @@ impl ScreeningService {
         }
     }
 
-    /// The member listener's optional per-client limit on match calls.
+    /// The member listener's optional per-client limit on match requests,
+    /// taken for one unary call.
     fn admit<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.admit_each(req)()
+    }
+
+    /// The same limit for the messages of a stream: the returned closure
+    /// takes one request of the caller of `req` each time it is called.
+    fn admit_each<T>(
+        &self,
+        req: &Request<T>,
+    ) -> impl FnMut() -> Result<(), Status> + Send + 'static {
         let who = req
             .extensions()
             .get::<Caller>()
-            .map(|c| c.spki_sha256.clone())
+            .map(|c| c.spki_sha256.to_string())
             .unwrap_or_default();
-        self.limits
-            .check(&who, self.clock.now_f64())
-            .map_err(super::exhausted)
+        let (limits, clock) = (self.limits.clone(), self.clock.clone());
+        move || {
+            limits
+                .check(&who, clock.now_f64())
+                .map_err(super::exhausted)
+        }
     }
 }
 
@@ -102,21 +117,34 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::MatchResponse, Sta
 const IN_FLIGHT: usize = 4;
 
 /// Answers each message of an inbound stream in order; the first refused
-/// message ends the stream with its status. Up to [`IN_FLIGHT`] messages
+/// message ends the stream with its status. Each message first passes
+/// `admit` (the caller's limit), in arrival order; after a refusal no
+/// further message is admitted or counted. Up to [`IN_FLIGHT`] messages
 /// are screened at the same time on the blocking pool (screening is
 /// read-only, so a message screened after a refused one changes nothing).
-fn answer_each<T, F>(inbound: Streaming<T>, f: F) -> ResponseStream
+fn answer_each<T, A, F>(inbound: Streaming<T>, mut admit: A, f: F) -> ResponseStream
 where
     T: Send + 'static,
+    A: FnMut() -> Result<(), Status> + Send + 'static,
     F: Fn(&T) -> Result<proto::MatchResponse, Status> + Send + Sync + 'static,
 {
     let f = Arc::new(f);
     let mut failed = false;
+    let mut refused = false;
     Box::pin(
         inbound
             .map(move |m| {
                 let f = f.clone();
+                let admitted = match &m {
+                    Ok(_) if refused => {
+                        Err(Status::resource_exhausted("an earlier message was refused"))
+                    }
+                    Ok(_) => admit().inspect_err(|_| refused = true),
+                    // Refused for itself below, taking nothing.
+                    Err(_) => Ok(()),
+                };
                 async move {
+                    admitted?;
                     let m = m?;
                     tokio::task::spawn_blocking(move || f(&m))
                         .await
@@ -154,11 +182,13 @@ impl screening_server::Screening for ScreeningService {
         &self,
         req: Request<Streaming<MatchRequestView>>,
     ) -> Result<Response<Self::MatchStreamStream>, Status> {
-        self.admit(&req)?;
+        let admit = self.admit_each(&req);
         let (engine, max, clock) = (self.engine.clone(), self.max_items, self.clock.clone());
-        Ok(Response::new(answer_each(req.into_inner(), move |m| {
-            match_identifiers(&engine, max, m, clock.now())
-        })))
+        Ok(Response::new(answer_each(
+            req.into_inner(),
+            admit,
+            move |m| match_identifiers(&engine, max, m, clock.now()),
+        )))
     }
 
     type MatchTokensStream = ResponseStream;
@@ -167,11 +197,13 @@ impl screening_server::Screening for ScreeningService {
         &self,
         req: Request<Streaming<proto::MatchTokensRequest>>,
     ) -> Result<Response<Self::MatchTokensStream>, Status> {
-        self.admit(&req)?;
+        let admit = self.admit_each(&req);
         let (engine, max, clock) = (self.engine.clone(), self.max_items, self.clock.clone());
-        Ok(Response::new(answer_each(req.into_inner(), move |m| {
-            match_tokens(&engine, max, m, clock.now())
-        })))
+        Ok(Response::new(answer_each(
+            req.into_inner(),
+            admit,
+            move |m| match_tokens(&engine, max, m, clock.now()),
+        )))
     }
 
     async fn match_remote(

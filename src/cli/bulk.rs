@@ -1,6 +1,8 @@
 //! Bulk input and output for `cix match` and `cix contribute`: values from
 //! one argument, stdin (one per line) or a file (one per line, or CSV with a
 //! named column), results to CSV or JSON lines, a progress bar and a summary.
+//! A [`Row`]'s raw value is zeroized when the row is dropped, and the line
+//! buffer values are read through is zeroized once read.
 
 use std::{
     io::{BufRead, Write},
@@ -10,6 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use zeroize::Zeroize;
 
 use crate::{
     api::convert,
@@ -26,6 +29,12 @@ pub struct Row {
     pub kind: Result<Kind, Reason>,
     /// The value as read; the node normalizes it.
     pub value: String,
+}
+
+impl Drop for Row {
+    fn drop(&mut self) {
+        self.value.zeroize();
+    }
 }
 
 impl Row {
@@ -109,16 +118,22 @@ impl Input {
     }
 }
 
-fn read_lines(r: impl BufRead, kind: Result<Kind, Reason>) -> Result<Vec<Row>> {
+fn read_lines(mut r: impl BufRead, kind: Result<Kind, Reason>) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (i, line) in r.lines().enumerate() {
-        let line = line.context("reading input")?;
-        let line = line.strip_suffix('\r').unwrap_or(&line);
+    // One buffer for every line, zeroized when done (or on an error).
+    let mut buf = zeroize::Zeroizing::new(String::with_capacity(256));
+    for i in 1.. {
+        buf.clear();
+        if r.read_line(&mut buf).context("reading input")? == 0 {
+            break;
+        }
+        let line = buf.strip_suffix('\n').unwrap_or(&buf);
+        let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
             continue;
         }
         rows.push(Row {
-            row: i + 1,
+            row: i,
             kind,
             value: line.to_string(),
         });

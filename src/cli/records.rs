@@ -243,9 +243,9 @@ pub(super) async fn retract(a: RetractArgs) -> Result<()> {
             .input
             .read()?
             .into_iter()
-            .map(|r| proto::Identifier {
+            .map(|mut r| proto::Identifier {
                 kind: r.kind.map(convert::kind_to_proto).unwrap_or(0),
-                value: r.value,
+                value: std::mem::take(&mut r.value),
             })
             .collect();
     }

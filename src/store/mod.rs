@@ -298,6 +298,16 @@ pub struct Store {
     written: Mutex<Option<Written>>,
     /// Held by the one compaction running.
     compaction: Mutex<()>,
+    /// Set when a compaction failed after its first rename and could not
+    /// roll back: writes are refused until a restart repairs the store.
+    broken: std::sync::atomic::AtomicBool,
+    /// Keys of batches appended by [`Store::append_unserved`] that no flush
+    /// has made durable yet: [`Store::batch_after`] (what peers are served)
+    /// stops before them.
+    unserved: Mutex<BTreeSet<Vec<u8>>>,
+    /// Test builds: the next flushes fail (a full or failing disk).
+    #[cfg(test)]
+    fail_flushes: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -443,18 +453,48 @@ fn move_bodies_to_segments(t: &Trees) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The steps of a compaction's swap, in order, as its test hook names them.
+#[cfg(test)]
+const SWAP_STEPS: [&str; 5] = [
+    "sync_fresh",
+    "rename_old",
+    "rename_fresh",
+    "open_fresh",
+    "remove_old",
+];
+
+/// Makes the entries of directory `dir` (files created, renamed or removed
+/// in it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes the directory `path` and what it holds, if it is there.
+fn remove_dir_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, checking its schema version.
-    /// `cache_mb` sizes sled's page cache.
+    /// `cache_mb` sizes sled's page cache. Finishes what a compaction cut
+    /// short left (see [`Store::compact`]): every state it can leave holds
+    /// a complete store, `store/` or else `store.old/`.
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let path = dir.join("store");
-        // A compaction cut short: the old store is complete, the new one may not be.
-        let _ = std::fs::remove_dir_all(path.with_extension("compact"));
+        let repair = |e: std::io::Error| {
+            StoreError::Corrupt(format!("finishing a compaction cut short: {e}"))
+        };
+        // A compaction cut short: the old store is complete, the new one
+        // may not be, and no write ever went to it before it was `store/`.
+        remove_dir_if_there(&path.with_extension("compact")).map_err(repair)?;
         if !path.exists() && path.with_extension("old").exists() {
-            std::fs::rename(path.with_extension("old"), &path)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            std::fs::rename(path.with_extension("old"), &path).map_err(repair)?;
         }
-        let _ = std::fs::remove_dir_all(path.with_extension("old"));
+        sync_dir(dir).map_err(repair)?;
+        remove_dir_if_there(&path.with_extension("old")).map_err(repair)?;
         let trees = open_trees(&path, cache_mb)?;
         Ok(Store {
             path,
@@ -463,7 +503,24 @@ impl Store {
             writes: RwLock::new(()),
             written: Mutex::new(None),
             compaction: Mutex::new(()),
+            broken: std::sync::atomic::AtomicBool::new(false),
+            unserved: Mutex::new(BTreeSet::new()),
+            #[cfg(test)]
+            fail_flushes: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Shared hold on [`Store::writes`] for one write; refused once a
+    /// compaction left the handles pointing at files that are no longer
+    /// the store's (its roll-back failed), so that nothing is acknowledged
+    /// that the next open would not find.
+    fn writing(&self) -> Result<parking_lot::RwLockReadGuard<'_, ()>, StoreError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Corrupt(
+                "a compaction failed and could not put the store back; restart the node, which repairs it".into(),
+            ));
+        }
+        Ok(self.writes.read())
     }
 
     /// A snapshot of the handles, for reads.
@@ -492,20 +549,39 @@ impl Store {
     /// first copy stays as dead bytes until the next compaction (a purge
     /// rewrites before it compacts). Long (it copies every live body):
     /// call it on a blocking thread.
+    ///
+    /// The swap is two renames, `store/` to `store.old/` and the fresh
+    /// copy to `store/`, each made durable (the data directory fsynced)
+    /// before the next step; the fresh copy is fsynced whole before them.
+    /// A crash at any point leaves `store/` complete, or no `store/` and a
+    /// complete `store.old/` (the old store, which every write before the
+    /// swap went to), which [`Store::open`] puts back. A failure after the
+    /// first rename puts the old store back before writes go on; if even
+    /// that fails, writes are refused until a restart repairs the store.
     pub fn compact(&self) -> Result<(), StoreError> {
-        self.compact_pausing(test_pause_mid_copy)
+        self.compact_pausing(test_pause_mid_copy, |_| Ok(()))
     }
 
-    /// [`Store::compact`], calling `mid_copy` once its first body is copied.
-    fn compact_pausing(&self, mid_copy: impl FnOnce()) -> Result<(), StoreError> {
+    /// [`Store::compact`], calling `mid_copy` once its first body is copied
+    /// and `step` before each step of the swap ([`SWAP_STEPS`]), whose
+    /// error is that step's.
+    fn compact_pausing(
+        &self,
+        mid_copy: impl FnOnce(),
+        step: impl Fn(&'static str) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
         let _one = self.compaction.lock();
         *self.written.lock() = Some(BTreeSet::new());
-        let result = self.compact_tracked(mid_copy);
+        let result = self.compact_tracked(mid_copy, step);
         *self.written.lock() = None;
         result
     }
 
-    fn compact_tracked(&self, mid_copy: impl FnOnce()) -> Result<(), StoreError> {
+    fn compact_tracked(
+        &self,
+        mid_copy: impl FnOnce(),
+        step: impl Fn(&'static str) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
         let old = self.t();
         let fresh_path = self.path.with_extension("compact");
         let old_path = self.path.with_extension("old");
@@ -565,9 +641,43 @@ impl Store {
         };
         let (gate, locked, rewritten) = copied;
         let io = |e: std::io::Error| StoreError::Corrupt(format!("compacting the store: {e}"));
-        std::fs::rename(&self.path, &old_path).map_err(io)?;
-        std::fs::rename(&fresh_path, &self.path).map_err(io)?;
-        let fresh = open_trees(&self.path, self.cache_mb)?;
+        let data_dir = self.path.parent().unwrap_or(Path::new("."));
+        // The fresh copy's own entries (sled's files, the segments
+        // directory) are durable before it is named.
+        step("sync_fresh")
+            .and_then(|()| sync_dir(&fresh_path))
+            .map_err(io)?;
+        step("rename_old")
+            .and_then(|()| std::fs::rename(&self.path, &old_path))
+            .and_then(|()| sync_dir(data_dir))
+            .map_err(io)?;
+        // From here a failure puts the old store back before writes go on.
+        let swapped = step("rename_fresh")
+            .and_then(|()| std::fs::rename(&fresh_path, &self.path))
+            .and_then(|()| sync_dir(data_dir))
+            .map_err(io)
+            .and_then(|()| {
+                step("open_fresh").map_err(io)?;
+                open_trees(&self.path, self.cache_mb)
+            });
+        let fresh = match swapped {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                let back = (|| {
+                    if self.path.exists() {
+                        std::fs::rename(&self.path, &fresh_path)?;
+                    }
+                    std::fs::rename(&old_path, &self.path)?;
+                    sync_dir(data_dir)
+                })();
+                if let Err(back) = back {
+                    self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::error!(error = %back, "a failed compaction could not put the old store back; writes are refused until a restart repairs the store");
+                }
+                drop(gate);
+                return Err(e);
+            }
+        };
         *self.trees.write() = fresh;
         drop(gate);
         tracing::info!(
@@ -576,7 +686,14 @@ impl Store {
             "store compacted"
         );
         drop(old);
-        std::fs::remove_dir_all(&old_path).map_err(io)?;
+        // The compaction is done: an old store left behind is removed by
+        // the next open.
+        if let Err(e) = step("remove_old")
+            .and_then(|()| std::fs::remove_dir_all(&old_path))
+            .and_then(|()| sync_dir(data_dir))
+        {
+            tracing::warn!(error = %e, "compacted; the old store stays on disk until the next start");
+        }
         Ok(())
     }
 
@@ -617,7 +734,7 @@ impl Store {
             hash: batch.hash(),
         };
         let key = batch_key(origin, batch.first_seq());
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         let head_of = |v: Option<sled::IVec>| v.map_or(Ok(Head::default()), |v| Head::decode(&v));
         // Checked before the body is written (so a refused batch leaves no
@@ -640,6 +757,24 @@ impl Store {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+
+    /// [`Store::append`], keeping the batch from peers ([`Store::batch_after`])
+    /// until a flush has made it durable: a batch this node writes and
+    /// might lose in a crash must never have left it, or the node would
+    /// sign another batch at its sequence numbers.
+    pub fn append_unserved(&self, batch: &Batch) -> Result<Head, StoreError> {
+        let key = batch_key(batch.origin(), batch.first_seq());
+        let mut unserved = self.unserved.lock();
+        let head = self.append(batch)?;
+        unserved.insert(key);
+        Ok(head)
+    }
+
+    /// Whether a flush has made every batch of [`Store::append_unserved`]
+    /// durable (peers are served all of them).
+    pub fn all_served(&self) -> bool {
+        self.unserved.lock().is_empty()
     }
 
     /// The stored batch of `origin` that holds sequence number `seq`.
@@ -675,7 +810,8 @@ impl Store {
     /// The first batch of `origin` that starts after sequence number
     /// `after`, as stored, with that first sequence number (the `after` of
     /// the next call): one seek and one read, for a caller that reads a log
-    /// a batch at a time on a blocking thread.
+    /// a batch at a time on a blocking thread. What peers are served: none
+    /// from a batch of [`Store::append_unserved`] that is not durable yet.
     pub fn batch_after(
         &self,
         origin: &str,
@@ -693,6 +829,9 @@ impl Store {
         else {
             return Ok(None);
         };
+        if self.unserved.lock().contains(key.as_ref()) {
+            return Ok(None);
+        }
         let first_seq = key
             .len()
             .checked_sub(8)
@@ -717,7 +856,7 @@ impl Store {
     /// Replaces a stored batch by the same batch with some entries purged.
     /// The caller checks that the header is unchanged.
     pub fn rewrite(&self, batch: &Batch) -> Result<(), StoreError> {
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         let location = t.segments.append(&batch.raw.encode_to_vec())?;
         let key = batch_key(batch.origin(), batch.first_seq());
@@ -730,7 +869,7 @@ impl Store {
     /// Records fork evidence for an origin (the first one found is kept).
     /// Returns whether it is new.
     pub fn put_fork(&self, origin: &str, evidence: &ForkEvidence) -> Result<bool, StoreError> {
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let r = self.t().forks.compare_and_swap(
             origin.as_bytes(),
             None as Option<&[u8]>,
@@ -762,7 +901,7 @@ impl Store {
     /// (`aside`) or back; a record moved back never replaces evidence kept
     /// since. Durable when this returns.
     pub fn set_aside_fork(&self, origin: &str, aside: bool) -> Result<(), StoreError> {
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         let (from, to) = if aside {
             (&t.forks, &t.forks_set_aside)
@@ -795,7 +934,7 @@ impl Store {
         from_seq: u64,
         before: Option<Head>,
     ) -> Result<(), StoreError> {
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         let moved = t
             .batches
@@ -864,7 +1003,7 @@ impl Store {
     /// the head they had, in one durable transaction, if the log still
     /// ends just before them; returns whether it did.
     pub fn restore(&self, origin: &str) -> Result<bool, StoreError> {
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         let moved = t
             .set_aside
@@ -901,15 +1040,46 @@ impl Store {
         Ok(restored)
     }
 
-    /// Makes everything appended so far durable (fsync).
+    /// Makes everything appended so far durable (fsync); then peers are
+    /// served what [`Store::append_unserved`] held back until now.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let pending = self.unserved.lock().clone();
+        self.injected_flush_failure()?;
         self.t().db.flush_async().await?;
+        self.served(&pending);
         Ok(())
     }
 
     /// Synchronous flush, for shutdown paths outside the runtime.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let pending = self.unserved.lock().clone();
+        self.injected_flush_failure()?;
         self.t().db.flush()?;
+        self.served(&pending);
+        Ok(())
+    }
+
+    /// Batches held back that a flush made durable.
+    fn served(&self, durable: &BTreeSet<Vec<u8>>) {
+        if !durable.is_empty() {
+            self.unserved.lock().retain(|k| !durable.contains(k));
+        }
+    }
+
+    /// Test builds: fail the flushes from now on, or no longer.
+    #[cfg(test)]
+    pub(crate) fn fail_flushes(&self, fail: bool) {
+        self.fail_flushes
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn injected_flush_failure(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fail_flushes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(
+                "injected flush failure",
+            ))));
+        }
         Ok(())
     }
 
@@ -960,7 +1130,7 @@ impl Store {
     /// Replaces the stored trust list and makes it durable.
     pub async fn put_trust_list(&self, signed: &[u8]) -> Result<(), StoreError> {
         {
-            let _writing = self.writes.read();
+            let _writing = self.writing()?;
             self.t().trust.insert("current", signed)?;
         }
         self.flush().await
@@ -1094,7 +1264,7 @@ impl Store {
 
     /// Overwrites the schema version (for migrations and their tests).
     pub fn set_schema_version(&self, v: u32) -> Result<(), StoreError> {
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         t.meta.insert("schema_version", &v.to_be_bytes())?;
         t.db.flush()?;
@@ -1279,16 +1449,19 @@ mod tests {
         let c1 = batch("c", 1, [0; 32], 2);
         let evidence = ForkEvidence::default();
         store
-            .compact_pausing(|| {
-                assert_eq!(store.batch_holding("a", 4).unwrap(), Some(a2.clone()));
-                assert_eq!(store.heads().unwrap().len(), 2);
-                store.append(&a3).unwrap();
-                store.append(&c1).unwrap();
-                a1.raw.entries[1] = batch::purged(&a1.raw.entries[1]);
-                store.rewrite(&a1).unwrap();
-                assert!(store.put_fork("b", &evidence).unwrap());
-                store.set_aside("b", 1, None).unwrap();
-            })
+            .compact_pausing(
+                || {
+                    assert_eq!(store.batch_holding("a", 4).unwrap(), Some(a2.clone()));
+                    assert_eq!(store.heads().unwrap().len(), 2);
+                    store.append(&a3).unwrap();
+                    store.append(&c1).unwrap();
+                    a1.raw.entries[1] = batch::purged(&a1.raw.entries[1]);
+                    store.rewrite(&a1).unwrap();
+                    assert!(store.put_fork("b", &evidence).unwrap());
+                    store.set_aside("b", 1, None).unwrap();
+                },
+                |_| Ok(()),
+            )
             .unwrap();
         let check = |store: &Store| {
             let all: Vec<_> = store.batches().map(Result::unwrap).collect();
@@ -1303,6 +1476,65 @@ mod tests {
         store.flush_blocking().unwrap();
         drop(store);
         check(&Store::open(dir.path(), 8).unwrap());
+    }
+
+    /// A compaction that fails at each step of its swap, or whose process
+    /// dies there (a panic drops every handle unflushed, as a crash would),
+    /// leaves a store that goes on taking writes and reopens with every
+    /// batch appended and flushed, before and after.
+    #[test]
+    fn a_compaction_failing_or_cut_short_at_any_step_of_its_swap_loses_no_batch() {
+        for at in SWAP_STEPS {
+            for crash in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(dir.path(), 8).unwrap();
+                let b1 = batch("a", 1, [0; 32], 2);
+                let b2 = batch("a", 3, b1.hash(), 1);
+                store.append(&b1).unwrap();
+                store.append(&b2).unwrap();
+                store.flush_blocking().unwrap();
+                let fail = |step: &'static str| {
+                    if step != at {
+                        return Ok(());
+                    }
+                    if crash {
+                        panic!("the process dies before {step}");
+                    }
+                    Err(std::io::Error::other(format!("injected before {step}")))
+                };
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    store.compact_pausing(|| {}, fail)
+                }));
+                let mut expect = vec![b1.clone(), b2.clone()];
+                let what = format!("failing at {at}, crash {crash}");
+                if !crash {
+                    // An error before the swap took effect is the caller's.
+                    assert_eq!(r.unwrap().is_err(), at != "remove_old", "{what}");
+                    let b3 = batch("a", 4, b2.hash(), 1);
+                    store.append(&b3).unwrap();
+                    store.flush_blocking().unwrap();
+                    assert_eq!(store.batches().count(), 3, "{what}");
+                    expect.push(b3);
+                } else {
+                    assert!(r.is_err(), "{what}");
+                }
+                drop(store);
+                let store = Store::open(dir.path(), 8).unwrap();
+                let all: Vec<_> = store.batches().map(Result::unwrap).collect();
+                assert_eq!(all, expect, "{what}");
+                assert_eq!(
+                    store.head("a").unwrap().unwrap().hash,
+                    expect.last().unwrap().hash(),
+                    "{what}"
+                );
+                for leftover in ["store.old", "store.compact"] {
+                    assert!(!dir.path().join(leftover).exists(), "{what}: {leftover}");
+                }
+                // And it compacts, whole, afterwards.
+                store.compact().unwrap();
+                assert_eq!(store.batches().count(), expect.len(), "{what}");
+            }
+        }
     }
 
     #[test]
