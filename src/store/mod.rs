@@ -492,8 +492,8 @@ impl Store {
         remove_dir_if_there(&path.with_extension("compact")).map_err(repair)?;
         if !path.exists() && path.with_extension("old").exists() {
             std::fs::rename(path.with_extension("old"), &path).map_err(repair)?;
+            sync_dir(dir).map_err(repair)?;
         }
-        sync_dir(dir).map_err(repair)?;
         remove_dir_if_there(&path.with_extension("old")).map_err(repair)?;
         let trees = open_trees(&path, cache_mb)?;
         Ok(Store {
