@@ -433,6 +433,19 @@ pub fn sign(mut header: BatchHeader, entries: Vec<LogEntry>, key: &SigningKeyFil
     }
 }
 
+/// The same batch signed again by `key`: the header bytes, and so the
+/// batch's hash and its place in the chain, are unchanged; only the
+/// signature (which lies outside the header) is new. For an origin's own
+/// node after a key rotation with a continuation point.
+pub fn resign(batch: &Batch, key: &SigningKeyFile) -> Batch {
+    let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + batch.raw.header.len());
+    msg.extend_from_slice(SIGNING_CONTEXT);
+    msg.extend_from_slice(&batch.raw.header);
+    let mut b = batch.clone();
+    b.raw.signature = key.sign(&msg).to_bytes().to_vec();
+    b
+}
+
 /// Signs `entries` under copies of `header` in as many batches as it takes
 /// for each to encode in at most `max_bytes` (at least one entry each),
 /// chained from `header`'s `first_seq` and `prev_hash`, in order.

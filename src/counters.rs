@@ -4,7 +4,8 @@
 //! sessions ended by failure; requests of a member this node refused, and
 //! its streams cut, by reason; what this node withheld from a peer's pull,
 //! by reason; a peer's trust-list answers refused, by reason; prefix
-//! queries answered.
+//! queries answered; and, node-wide, what re-checking stored fork evidence
+//! and batches against a new trust list did ([`Rechecks`]).
 //!
 //! One [`Counters`] is created per node (`crate::node::NodeState`) and
 //! handed to whoever counts; readers take a [`Counters::snapshot`] (the
@@ -370,10 +371,27 @@ impl PeerCounts {
     }
 }
 
-/// The counters of one node, per peer (member id, or [`UNLISTED`]).
+/// The counters of one node, per peer (member id, or [`UNLISTED`]), and
+/// the node's re-checks.
 #[derive(Debug, Default)]
 pub struct Counters {
     peers: Mutex<BTreeMap<String, PeerCounts>>,
+    /// Outcomes of re-checking stored fork evidence and batches against a
+    /// new trust list, node-wide (no peer sent them just now).
+    rechecks: Mutex<Rechecks>,
+}
+
+/// What re-checking stored fork evidence and batches against the trust
+/// list in force did, since the node started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rechecks {
+    /// Fork evidence lifted: it no longer verifies.
+    pub forks_lifted: u64,
+    /// Stored batches of other origins dropped after a key rotation: their
+    /// signatures no longer verify (pulled again, signed anew).
+    pub batches_dropped: u64,
+    /// Batches of the node's own log signed again with its key.
+    pub batches_resigned: u64,
 }
 
 /// A copy of every peer's counts at one moment, sorted by peer.
@@ -399,6 +417,24 @@ impl Counters {
     /// No peer counted yet.
     pub fn new() -> Counters {
         Counters::default()
+    }
+
+    /// Counts fork evidence lifted.
+    pub fn fork_lifted(&self) {
+        self.rechecks.lock().forks_lifted += 1;
+    }
+
+    /// Counts stored batches dropped (`dropped`) and signed again
+    /// (`resigned`) after a key rotation.
+    pub fn batches_rechecked(&self, dropped: u64, resigned: u64) {
+        let mut r = self.rechecks.lock();
+        r.batches_dropped += dropped;
+        r.batches_resigned += resigned;
+    }
+
+    /// What re-checks did since the node started.
+    pub fn rechecks(&self) -> Rechecks {
+        *self.rechecks.lock()
     }
 
     fn count(&self, peer: &str, f: impl FnOnce(&mut PeerCounts)) {

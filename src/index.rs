@@ -752,11 +752,62 @@ impl Index {
         self.delta_entries = 0;
     }
 
-    /// Freezes `origin` from sequence number `seq` on (fork evidence).
-    pub fn freeze(&mut self, origin: &str, seq: u64) {
-        let o = self.origins.intern(origin) as u16;
-        let at = self.frozen.entry(o).or_insert(seq);
-        *at = (*at).min(seq);
+    /// Sets where `origin`'s entries stop matching: from sequence number
+    /// `seq` on (the fork point of the evidence in force, or past what a
+    /// suspension accepts), or nowhere (`None`). Raises and lifts a freeze
+    /// as well as lowers it: the caller computes it from the evidence and
+    /// the trust list in force.
+    pub fn set_frozen(&mut self, origin: &str, seq: Option<u64>) {
+        match seq {
+            Some(seq) => {
+                let o = self.origins.intern(origin) as u16;
+                self.frozen.insert(o, seq);
+            }
+            None => {
+                if let Some(o) = self.origins.get(origin) {
+                    self.frozen.remove(&(o as u16));
+                }
+            }
+        }
+    }
+
+    /// Origins frozen now, and from which sequence number.
+    pub fn frozen(&self) -> Vec<(String, u64)> {
+        self.frozen
+            .iter()
+            .map(|(o, s)| (self.origins.names[*o as usize].to_string(), *s))
+            .collect()
+    }
+
+    /// Removes every entry of `origin` (its log is then applied again from
+    /// the store, up to where it is kept: after a key rotation drops the
+    /// batches that no longer verify).
+    pub fn drop_origin(&mut self, origin: &str) {
+        let Some(o) = self.origins.get(origin) else {
+            return;
+        };
+        let o = o as u16;
+        for slot in &mut self.main {
+            if slot.entry.origin == o {
+                slot.entry.origin = DEAD;
+                self.dead += 1;
+            }
+        }
+        let mut emptied = Vec::new();
+        for (token, list) in self.delta.iter_mut() {
+            let before = list.len();
+            list.retain(|x| x.origin != o);
+            self.delta_entries -= before - list.len();
+            if list.is_empty() {
+                emptied.push(*token);
+            }
+        }
+        for token in emptied {
+            self.delta.remove(&token);
+            if let Some(b) = self.delta_by_prefix.get_mut(&prefix16(&token)) {
+                b.retain(|t| *t != token);
+            }
+        }
     }
 
     /// Whether an entry counts now: not retracted, not expired, not past a fork.
@@ -1411,9 +1462,45 @@ mod tests {
         let mut ix = Index::new();
         ix.apply(&batch("liaison", LogOp::Add, 1, &[1, 2, 3], 0))
             .unwrap();
-        ix.freeze("liaison", 2);
+        ix.set_frozen("liaison", Some(2));
         assert_eq!(ix.active(&Token([1; 32]), 0).count(), 1);
         assert_eq!(ix.active(&Token([2; 32]), 0).count(), 0);
         assert_eq!(ix.active(&Token([3; 32]), 0).count(), 0);
+    }
+
+    #[test]
+    fn a_freeze_can_be_raised_and_lifted_not_only_lowered() {
+        let mut ix = Index::new();
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[1, 2, 3], 0))
+            .unwrap();
+        ix.set_frozen("liaison", Some(1));
+        assert_eq!(ix.active(&Token([1; 32]), 0).count(), 0);
+        ix.set_frozen("liaison", Some(3));
+        assert_eq!(ix.active(&Token([2; 32]), 0).count(), 1);
+        assert_eq!(ix.active(&Token([3; 32]), 0).count(), 0);
+        assert_eq!(ix.frozen(), vec![("liaison".to_string(), 3)]);
+        ix.set_frozen("liaison", None);
+        assert_eq!(ix.active(&Token([3; 32]), 0).count(), 1);
+        assert!(ix.frozen().is_empty());
+    }
+
+    #[test]
+    fn dropping_an_origin_removes_its_entries_merged_or_not_and_no_other() {
+        let mut ix = Index::new();
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[1, 2], 0))
+            .unwrap();
+        ix.apply(&batch("bank", LogOp::Add, 1, &[2, 3], 0)).unwrap();
+        ix.merge();
+        ix.apply(&batch("liaison", LogOp::Add, 3, &[4], 0)).unwrap();
+        ix.drop_origin("liaison");
+        assert_eq!(ix.tokens(), 2);
+        for t in [1, 4] {
+            assert_eq!(ix.active(&Token([t; 32]), 0).count(), 0);
+        }
+        assert_eq!(ix.active(&Token([2; 32]), 0).count(), 1);
+        ix.apply(&batch("liaison", LogOp::Add, 1, &[1], 0)).unwrap();
+        ix.merge();
+        assert_eq!(ix.active(&Token([1; 32]), 0).count(), 1);
+        assert_eq!(ix.tokens(), 3);
     }
 }

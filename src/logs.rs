@@ -17,6 +17,16 @@
 //! is set aside likewise. Each is logged at every start and reported in
 //! Status; a start checks them again, so a build that accepts them applies
 //! them. A node never refuses to start because of what a peer sent.
+//!
+//! After a key rotation with a continuation point C (the list retires an
+//! origin's keys at C - 1 and adds a key valid from C), the origin's stored
+//! batches from C on no longer verify ([`recheck_signatures`], at start
+//! before the index is rebuilt and at every new list): this node's own
+//! log is signed again with the node's signing key if that key is the new
+//! one (same headers, same hashes: nothing acknowledged changes); any
+//! other origin's log is dropped from the first batch that no longer
+//! verifies (its index entries with it), so that peers bring the re-signed
+//! batches again and a branch signed by the old keys verifies nowhere.
 
 use std::sync::Arc;
 
@@ -27,9 +37,11 @@ use tokio::sync::broadcast;
 use crate::{
     batch::{fork_point, Batch, BatchError},
     index::{Builder, Index, IndexError},
+    keys::signing::SigningKeyFile,
     proto::ForkEvidence,
     store::{Head, Store, StoreError},
     telemetry::chain,
+    trust::{batches::verify, list::TrustList},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +163,121 @@ impl OriginLogs {
     /// Head changes from now on.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<HeadUpdate> {
         self.heads.subscribe()
+    }
+}
+
+/// What a signature re-check did ([`recheck_signatures`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rechecked {
+    /// Batches of other origins dropped: they no longer verify.
+    pub dropped: u64,
+    /// Batches of this node's own log signed again with its key.
+    pub resigned: u64,
+}
+
+/// The latest continuation point of `origin`'s keys in `list`: the
+/// highest `first_seq` of its signing keys, if above 1.
+fn continuation(list: &TrustList, origin: &str) -> Option<u64> {
+    list.member(origin)?
+        .signing_keys
+        .iter()
+        .map(|k| k.first_seq)
+        .max()
+        .filter(|c| *c > 1)
+}
+
+/// Whether the list in force refuses `b` for its signature (not for a
+/// suspension or anything else).
+fn unsigned_under(b: &Batch, list: &TrustList) -> bool {
+    matches!(verify(b, list), Err(BatchError::Signature { .. }))
+}
+
+/// Re-checks, for every origin whose keys in `list` have a continuation
+/// point C, its stored batches from the one holding C on. If the first of
+/// them verifies, the origin was re-checked under this rotation before
+/// (each pass leaves every batch from there on verifying). Otherwise the
+/// node's own log (`own`) is signed again with `signer`, last batch first
+/// (so that a pass cut short is done again at the next start), if the
+/// re-signed batches verify; and another origin's log is dropped from
+/// there, its head going back to the batch before. `origins`: the origins
+/// to re-check (`None`: all); `dropped` is called, with the origin, after
+/// its batches were dropped (the index then takes the rest of its log
+/// again). Store errors end it.
+pub(crate) fn recheck_signatures(
+    store: &Store,
+    list: &TrustList,
+    own: &str,
+    signer: &SigningKeyFile,
+    mut dropped: impl FnMut(&str),
+) -> Result<Rechecked, StoreError> {
+    let mut done = Rechecked::default();
+    for m in &list.body().members {
+        let Some(from) = continuation(list, &m.id) else {
+            continue;
+        };
+        let Some(first) = store.batch_holding(&m.id, from)? else {
+            continue;
+        };
+        if !unsigned_under(&first, list) {
+            continue;
+        }
+        if m.id == own {
+            let mut all = Vec::new();
+            for b in store.decoded_after(&m.id, first.first_seq() - 1) {
+                all.push(crate::batch::resign(&b?, signer));
+            }
+            if all.iter().any(|b| verify(b, list).is_err()) {
+                tracing::error!(origin = %m.id, from_seq = first.first_seq(), "this node's own log from here on does not verify under the trust list in force after a key rotation, nor signed again with the node's signing key: restart the node with the new key as node.signing_key");
+                continue;
+            }
+            for b in all.iter().rev() {
+                store.rewrite(b)?;
+            }
+            store.flush_blocking()?;
+            done.resigned += all.len() as u64;
+            tracing::warn!(origin = %m.id, from_seq = first.first_seq(), batches = all.len(), "key rotation: this node's own log signed again with its new key from the continuation point on");
+        } else {
+            let before = (first.first_seq() > 1).then(|| Head {
+                last_seq: first.first_seq() - 1,
+                hash: first
+                    .header
+                    .prev_hash
+                    .as_slice()
+                    .try_into()
+                    .unwrap_or([0; 32]),
+            });
+            let n = store.truncate(&m.id, first.first_seq(), before)?;
+            done.dropped += n as u64;
+            tracing::warn!(origin = %m.id, from_seq = first.first_seq(), batches = n, "key rotation: stored batches of the origin no longer verify under the trust list in force; dropped, to be pulled again as signed anew");
+            dropped(&m.id);
+        }
+    }
+    Ok(done)
+}
+
+impl OriginLogs {
+    /// [`recheck_signatures`] on a running node: the index is held (no
+    /// append in between) while an origin's batches are dropped, and takes
+    /// the rest of that origin's log again. CPU and disk bound: on the
+    /// blocking pool.
+    pub(crate) fn recheck_signatures(
+        &self,
+        list: &TrustList,
+        own: &str,
+        signer: &SigningKeyFile,
+    ) -> Result<Rechecked, StoreError> {
+        let mut index = self.index.write();
+        recheck_signatures(&self.store, list, own, signer, |origin| {
+            index.drop_origin(origin);
+            for b in self.store.decoded_after(origin, 0) {
+                let applied = b
+                    .map_err(|e| chain(&e))
+                    .and_then(|b| index.apply(&b).map_err(|e| e.to_string()));
+                if let Err(e) = applied {
+                    tracing::error!(origin, error = %e, "indexing a kept batch again");
+                }
+            }
+        })
     }
 }
 

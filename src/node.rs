@@ -10,10 +10,11 @@ use parking_lot::RwLock;
 use crate::{
     batch::fork_point,
     config::Config,
-    counters::{Counters, SessionFailure, Snapshot},
+    counters::{Counters, Rechecks, SessionFailure, Snapshot},
     epochs::{load_keys, KeyRing, KeyRingError, Keys, LoadedKey},
     federation::{
         answer_prefix::{Gate, QueryCounts},
+        forks::{self, ForkState},
         receive_batches::Replication,
     },
     ident::Kind,
@@ -122,19 +123,36 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         )?
     };
     let signer = Arc::new(SigningKeyFile::load(&config.signing_key)?);
+    let counters = Arc::new(Counters::new());
+    // After a key rotation, what no longer verifies is signed again (the
+    // own log) or dropped, before the index is rebuilt from the store.
+    if let Some(t) = &trust {
+        let r = logs::recheck_signatures(&store, &t.current(), &config.node_id, &signer, |_| {})?;
+        counters.batches_rechecked(r.dropped, r.resigned);
+    }
     // What does not apply is set aside (logged, in Status), never a failed start.
     let logs::Opened {
-        mut index,
+        index,
         batches,
         set_aside,
     } = logs::open(&store)?;
-    for (origin, ev) in store.forks()? {
-        let from = fork_point(&ev).unwrap_or(1);
-        tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence");
-        index.freeze(&origin, from);
-    }
     let index = Arc::new(RwLock::new(index));
-    let counters = Arc::new(Counters::new());
+    let logs = Arc::new(OriginLogs::new(store.clone(), index.clone(), set_aside));
+    // Fork evidence is checked again against the list in force: what no
+    // longer verifies no longer freezes.
+    match &trust {
+        Some(t) => {
+            forks::recheck(&logs, &t.current(), &counters)?;
+        }
+        None => {
+            for (origin, ev) in store.forks()? {
+                index.write().set_frozen(&origin, fork_point(&ev));
+            }
+        }
+    }
+    for (origin, from) in index.read().frozen() {
+        tracing::error!(origin = %origin, frozen_from_seq = from, "origin frozen by fork evidence or a suspension");
+    }
     tracing::info!(
         batches,
         tokens = index.read().tokens(),
@@ -149,7 +167,7 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
     )?);
     Ok(NodeState {
         node_id: config.node_id.clone(),
-        logs: Arc::new(OriginLogs::new(store.clone(), index.clone(), set_aside)),
+        logs,
         store,
         index,
         signer,
@@ -195,8 +213,11 @@ pub(crate) struct NodeStatus {
     pub trust: Option<TrustStatus>,
     /// What this node last saw of each peer it replicates with.
     pub peers: Vec<PeerStatus>,
-    /// Origins frozen by fork evidence, and from which sequence number.
-    pub forks: Vec<(String, u64)>,
+    /// Fork evidence, in force (the origin frozen from its fork point)
+    /// and lifted ([`crate::federation::forks`]).
+    pub forks: Vec<ForkState>,
+    /// What re-checking stored evidence and batches against a new list did.
+    pub rechecks: Rechecks,
     /// Stored batches (each with the rest of its origin's log) and fork
     /// evidence the start set aside ([`crate::logs`]).
     pub set_aside: Vec<SetAside>,
@@ -315,12 +336,8 @@ impl NodeState {
                 }
             })
             .collect();
-        let forks = self
-            .store
-            .forks()?
-            .into_iter()
-            .map(|(origin, ev)| (origin, fork_point(&ev).unwrap_or(1)))
-            .collect();
+        let list = self.trust.as_ref().map(|t| t.current());
+        let forks = forks::states(&self.store, list.as_deref())?;
         let trust = self.trust.as_ref().map(|t| {
             let list = t.current();
             TrustStatus {
@@ -359,6 +376,7 @@ impl NodeState {
             trust,
             peers,
             forks,
+            rechecks: self.counters.rechecks(),
             set_aside: self.logs.set_aside().to_vec(),
             own_log_ready: replication.is_none_or(|r| r.is_ready()),
             counters: self.counters.snapshot(),

@@ -120,6 +120,7 @@ proptest! {
             public_key: key.verifying_key().to_bytes().to_vec(),
             retired: false,
             last_seq: 0,
+            first_seq: 0,
         });
         let op = SigningKeyFile::from_seed(&[7; 32]);
         let now = cix::time::Clock::system().now();

@@ -512,6 +512,7 @@ fn list_contributing_member(c: &mut Coalition, relay: &FakePeer) -> SigningKeyFi
         public_key: key.verifying_key().to_bytes().to_vec(),
         retired: false,
         last_seq: 0,
+        first_seq: 0,
     });
     c.list.members.push(m);
     write_root(c);
@@ -535,6 +536,7 @@ fn list_test_held_origin(c: &mut Coalition, id: &str, spki_seed: u64) -> Signing
         public_key: key.verifying_key().to_bytes().to_vec(),
         retired: false,
         last_seq: 0,
+        first_seq: 0,
     });
     c.list.members.push(m);
     key
@@ -1929,4 +1931,322 @@ async fn a_peers_trust_list_answer_with_a_bad_chain_applies_nothing_and_is_count
     c.wait_for_version(0, 3).await;
     assert_eq!(c.trust_list_held(0, 0).await.list.unwrap(), v3);
     assert_eq!(c.trust_list_held(0, 0).await.chain, [v2]);
+}
+
+// ---------------------------------------------------------------------------
+// Fork evidence: one freeze point, lifted by the operators' actions.
+
+impl FakePeer {
+    /// What every Pull streams from now on: these fork evidence.
+    fn serve_evidence(&self, evidence: &[proto::ForkEvidence]) {
+        *self.state.responses.lock() = evidence
+            .iter()
+            .map(|ev| proto::PullResponse {
+                item: Some(pull_response::Item::Fork(ev.clone())),
+            })
+            .collect();
+    }
+}
+
+fn evidence(a: &batch::Batch, b: &batch::Batch) -> proto::ForkEvidence {
+    proto::ForkEvidence {
+        first: Some(a.raw.clone()),
+        second: Some(b.raw.clone()),
+    }
+}
+
+/// The fork points of node `n`'s evidence in force and lifted, by origin.
+async fn fork_points(n: &TestNode) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+    let s = n.status().await;
+    let pts = |f: &[proto::ForkStatus]| -> Vec<(String, u64)> {
+        f.iter()
+            .map(|f| (f.origin.clone(), f.frozen_from_seq))
+            .collect()
+    };
+    (pts(&s.forks), pts(&s.forks_lifted))
+}
+
+/// Waits (bounded) until node `n` holds this evidence in force and lifted.
+async fn wait_forks(n: &TestNode, in_force: &[(&str, u64)], lifted: &[(&str, u64)]) {
+    let own = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+        v.iter().map(|(o, s)| (o.to_string(), *s)).collect()
+    };
+    let want = (own(in_force), own(lifted));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let have = fork_points(n).await;
+        if have == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forks (in force, lifted) {have:?}, never {want:?}\n{}",
+            log_lines(&n.logs(), &["fork"]).join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether node `node` sends any fork evidence to a Pull from scratch by
+/// the member holding `cert`/`key`.
+async fn serves_evidence(c: &Coalition, node: usize, cert: &Path, key: &Path) -> bool {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut f = c.federation_with(node, cert, key).await.unwrap();
+        let mut s = f
+            .pull(proto::PullRequest { have: vec![] })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut any = false;
+        while let Some(m) = s.message().await.unwrap() {
+            any |= matches!(m.item, Some(pull_response::Item::Fork(_)));
+        }
+        any
+    })
+    .await
+    .expect("pull did not finish")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_at_two_fork_points_freezes_from_the_lower_in_either_order_and_after_a_restart() {
+    let mut c = Coalition::new(&["bank-a", "bank-b"]);
+    let fake_x = FakePeer::start(c.tmp.path(), "fake-x").await;
+    let fake_y = FakePeer::start(c.tmp.path(), "fake-y").await;
+    let x_key = list_test_held_origin(&mut c, "liaison-x", 0x5eed);
+    for f in [&fake_x, &fake_y] {
+        c.list
+            .members
+            .push(f.member(&[proto::PeerCapability::Replicate]));
+    }
+    write_root(&c);
+    c.pull_only_from(0, &["fake-x"]);
+    c.pull_only_from(1, &["fake-y"]);
+    let t = tokenizer(&c);
+    let b = |seq: u64, prev: Vec<u8>, v: &str| {
+        add_batch(
+            "liaison-x",
+            seq,
+            prev,
+            vec![domain_entry(&t, v)],
+            "CASE-X",
+            &x_key,
+        )
+    };
+    // Two forks of liaison-x: at its first batch, and at its second.
+    let (x1, y1) = (
+        b(1, vec![0; 32], "x1.example"),
+        b(1, vec![0; 32], "y1.example"),
+    );
+    let (x2, y2) = (
+        b(2, x1.hash().to_vec(), "x2.example"),
+        b(2, x1.hash().to_vec(), "y2.example"),
+    );
+    let (low, high) = (evidence(&x1, &y1), evidence(&x2, &y2));
+    // bank-a gets the higher first, bank-b the lower first.
+    fake_x.serve_evidence(&[high.clone(), low.clone()]);
+    fake_y.serve_evidence(&[low, high]);
+    c.start_all();
+    for (i, fake) in [(0, "fake-x"), (1, "fake-y")] {
+        c.nodes[i]
+            .wait_counters(fake, "took both evidence", |k| {
+                k.pulls >= 1
+                    && reason_count(&k.fork_evidence, "new")
+                        + reason_count(&k.fork_evidence, "known")
+                        >= 2
+            })
+            .await;
+        wait_forks(&c.nodes[i], &[("liaison-x", 1)], &[]).await;
+    }
+    // Kept: the lower, whatever came first; bank-b kept its first.
+    let k = c.nodes[0].counters("fake-x").await;
+    assert_eq!(reason_count(&k.fork_evidence, "new"), 2, "{k:?}");
+    let k = c.nodes[1].counters("fake-y").await;
+    assert_eq!(reason_count(&k.fork_evidence, "new"), 1, "{k:?}");
+    // The same after a restart, before and after a pull brings both again.
+    for i in 0..2 {
+        fake_x.serve_evidence(&[]);
+        fake_y.serve_evidence(&[]);
+        c.nodes[i].restart();
+        assert_eq!(
+            fork_points(&c.nodes[i]).await,
+            (vec![("liaison-x".to_string(), 1)], vec![]),
+            "{}",
+            c.ids[i]
+        );
+    }
+}
+
+/// liaison-a, its log at 4, lists a retired key (it leaked) that may sign
+/// up to 3; a relay, fake-x, hands on a batch at 3 forged with it. Returns
+/// the relay, the values of liaison-a's four batches, the forged value and
+/// batch, once every node holds the fork from 3.
+async fn forged_with_a_retired_key(
+    c: &mut Coalition,
+) -> (FakePeer, Vec<String>, String, batch::Batch) {
+    let fake = FakePeer::start(c.tmp.path(), "fake-x").await;
+    let leaked = SigningKeyFile::generate();
+    member_mut(&mut c.list, "liaison-a")
+        .signing_keys
+        .push(proto::LogSigningKey {
+            public_key: leaked.verifying_key().to_bytes().to_vec(),
+            retired: true,
+            last_seq: 3,
+            first_seq: 0,
+        });
+    c.list
+        .members
+        .push(fake.member(&[proto::PeerCapability::Replicate]));
+    write_root(c);
+    c.start_all();
+    let values: Vec<String> = (1..=4).map(|i| format!("genuine-{i}.example")).collect();
+    for (i, v) in values.iter().enumerate() {
+        c.contribute(0, vec![rcv(v)], &format!("CASE-{i}")).await;
+    }
+    for i in 1..c.nodes.len() {
+        wait_heads(c, i, &[("liaison-a", 4)]).await;
+    }
+    let held = pull_all(c, 1, &fake.cert, &fake.key, "liaison-a").await;
+    let second = batch::Batch::decode(held[1].clone()).unwrap();
+    let t = tokenizer(c);
+    let forged_value = "forged.example".to_string();
+    let forged = add_batch(
+        "liaison-a",
+        3,
+        second.hash().to_vec(),
+        vec![domain_entry(&t, &forged_value)],
+        "CASE-F",
+        &leaked,
+    );
+    fake.serve(std::slice::from_ref(&forged.raw));
+    for i in 0..c.nodes.len() {
+        wait_forks(&c.nodes[i], &[("liaison-a", 3)], &[]).await;
+    }
+    let v: Vec<&str> = values.iter().map(String::as_str).collect();
+    for i in 0..c.nodes.len() {
+        assert_matches(c, i, &v[..2], MatchStatus::Match).await;
+        assert_matches(c, i, &v[2..], MatchStatus::NoMatch).await;
+        assert_matches(c, i, &[&forged_value], MatchStatus::NoMatch).await;
+    }
+    (fake, values, forged_value, forged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_before_the_fork_point_lifts_evidence_forged_with_a_retired_key_also_at_a_node_down_meanwhile(
+) {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
+    let (fake, values, forged_value, _) = forged_with_a_retired_key(&mut c).await;
+    // bank-c is down when the operators act.
+    assert!(c.nodes[2].stop());
+    let v2 = c.next(|l| {
+        let a = member_mut(l, "liaison-a");
+        a.status = proto::MemberStatus::Suspended as i32;
+        a.suspended_after_seq = 2;
+    });
+    // Published to liaison-a too: suspended, it is no peer of the others.
+    assert!(c.publish(0, 1, v2.clone()).await.applied);
+    c.publish(1, 2, v2.clone()).await;
+    c.wait_for_version(1, 2).await;
+    c.wait_for_version(0, 2).await;
+    assert_lifted_by_suspension(&c, 0, &values, &forged_value, &fake).await;
+    assert_lifted_by_suspension(&c, 1, &values, &forged_value, &fake).await;
+    assert_eq!(c.nodes[1].status().await.fork_evidence_lifted, 1);
+    // bank-c starts with the new list: its stored evidence no longer
+    // verifies, so it freezes nothing.
+    write_root_of(&c.nodes[2], &v2);
+    c.nodes[2].start();
+    assert_eq!(c.nodes[2].status().await.trust_version, 2);
+    assert_lifted_by_suspension(&c, 2, &values, &forged_value, &fake).await;
+    // Still so after a restart.
+    c.nodes[1].restart();
+    assert_lifted_by_suspension(&c, 1, &values, &forged_value, &fake).await;
+}
+
+/// At node `i`, liaison-a's fork at 3 is lifted (the list suspends it after
+/// 2): its first two values match again, nothing past the bound does, and
+/// the evidence is not served.
+async fn assert_lifted_by_suspension(
+    c: &Coalition,
+    i: usize,
+    values: &[String],
+    forged: &str,
+    fake: &FakePeer,
+) {
+    let n = &c.nodes[i];
+    wait_forks(n, &[], &[("liaison-a", 3)]).await;
+    let s = n.status().await;
+    assert!(!s.forks_lifted[0].lifted_because.is_empty(), "{s:?}");
+    let v: Vec<&str> = values.iter().map(String::as_str).collect();
+    assert_matches(c, i, &v[..2], MatchStatus::Match).await;
+    assert_matches(c, i, &v[2..], MatchStatus::NoMatch).await;
+    assert_matches(c, i, &[forged], MatchStatus::NoMatch).await;
+    assert!(!serves_evidence(c, i, &fake.cert, &fake.key).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_at_the_fork_point_lifts_it_and_the_origin_signs_its_log_again_under_the_new_key(
+) {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c"]);
+    let (fake, values, forged_value, forged) = forged_with_a_retired_key(&mut c).await;
+    let new_key = SigningKeyFile::generate();
+    let v2 = c.next(|l| {
+        cix::trust::edit::rotate_signing_key(
+            member_mut(l, "liaison-a"),
+            &new_key.verifying_key(),
+            3,
+        )
+        .unwrap()
+    });
+    assert!(c.publish(1, 2, v2.clone()).await.applied);
+    for i in 0..3 {
+        c.wait_for_version(i, 2).await;
+    }
+    // Neither forked batch verifies any more: the evidence is lifted; the
+    // other nodes drop their copy of liaison-a from 3 (signed by the old
+    // key), which liaison-a, still on its old key, cannot sign anew.
+    for i in 0..3 {
+        wait_forks(&c.nodes[i], &[], &[("liaison-a", 3)]).await;
+    }
+    for i in 1..3 {
+        wait_heads(&c, i, &[("liaison-a", 2)]).await;
+        assert_eq!(c.nodes[i].status().await.batches_dropped_unverified, 2);
+    }
+    // liaison-a restarts with its new key: it signs 3 and 4 again (same
+    // headers, same hashes), and every node takes them.
+    assert!(c.nodes[0].stop());
+    let key_file = c.nodes[0].dir.join("keys/log-signing.key");
+    std::fs::remove_file(&key_file).unwrap();
+    new_key.write_new(&key_file).unwrap();
+    c.nodes[0].start();
+    assert_eq!(c.nodes[0].status().await.batches_resigned, 2);
+    for i in 1..3 {
+        wait_heads(&c, i, &[("liaison-a", 4)]).await;
+    }
+    let v: Vec<&str> = values.iter().map(String::as_str).collect();
+    for i in 0..3 {
+        assert_matches(&c, i, &v, MatchStatus::Match).await;
+        assert_matches(&c, i, &[&forged_value], MatchStatus::NoMatch).await;
+        assert!(!serves_evidence(&c, i, &fake.cert, &fake.key).await);
+    }
+    // The forged batch verifies nowhere: the relay still hands it on, and
+    // every node refuses it for its signature.
+    for i in 1..3 {
+        let k = c.nodes[i].counters("fake-x").await;
+        wait_more_pulls(&c.nodes[i], "fake-x", &k, 1).await;
+        let k = c.nodes[i]
+            .wait_counters("fake-x", "refused the forged batch", |k| {
+                rejected(k, BatchRejection::Signature) >= 1
+            })
+            .await;
+        assert_refused_only_for(
+            &k,
+            &[BatchRejection::Signature, BatchRejection::UnprovenFork],
+        );
+    }
+    let list = cix::trust::list::verify_root(&v2, None).unwrap();
+    assert!(cix::trust::batches::verify(&forged, &list).is_err());
+    // A restart leaves it so.
+    c.nodes[1].restart();
+    wait_forks(&c.nodes[1], &[], &[("liaison-a", 3)]).await;
+    assert_eq!(c.heads(1).await, vec![("liaison-a".to_string(), 4)]);
+    assert_matches(&c, 1, &v, MatchStatus::Match).await;
 }

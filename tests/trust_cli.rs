@@ -452,6 +452,97 @@ fn operator_rotation_needs_old_and_new_signatures() {
 }
 
 #[test]
+fn rotate_key_retires_every_key_before_the_continuation_point_and_adds_the_new_one_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_k1, p1) = keygen(dir, "alice");
+    let (_old, old_pub) = keygen(dir, "log-old");
+    let (_new, new_pub) = keygen(dir, "log-new");
+    let list = dir.join("trust.ctl");
+    let f = s(&list).to_string();
+    ok([
+        "trust",
+        "new",
+        "--file",
+        &f,
+        "--coalition",
+        "x",
+        "--operator-key",
+        s(&p1),
+        "--threshold",
+        "1",
+    ]);
+    let spki = "c".repeat(64);
+    ok([
+        "trust",
+        "member",
+        "add",
+        "--file",
+        &f,
+        "--id",
+        "bank-c",
+        "--name",
+        "Bank C",
+        "--kind",
+        "bank",
+        "--capability",
+        "contribute",
+        "--tls-spki",
+        &spki,
+        "--signing-key",
+        s(&old_pub),
+    ]);
+    let out = ok([
+        "trust",
+        "member",
+        "rotate-key",
+        "--file",
+        &f,
+        "--id",
+        "bank-c",
+        "--signing-key",
+        s(&new_pub),
+        "--from-seq",
+        "42",
+    ]);
+    assert!(out.contains("from seq 42"), "{out}");
+    let keys = show_json(&list)["members"][0]["signing_keys"].clone();
+    assert_eq!(keys[0]["retired"], true);
+    assert_eq!(keys[0]["last_seq"], 41);
+    assert_eq!(keys[1]["retired"], false);
+    assert_eq!(keys[1]["first_seq"], 42);
+    // The same key again, or a continuation point of 0, is refused.
+    let err = fails([
+        "trust",
+        "member",
+        "rotate-key",
+        "--file",
+        &f,
+        "--id",
+        "bank-c",
+        "--signing-key",
+        s(&new_pub),
+        "--from-seq",
+        "50",
+    ]);
+    assert!(err.contains("already has signing key"), "{err}");
+    let err = fails([
+        "trust",
+        "member",
+        "rotate-key",
+        "--file",
+        &f,
+        "--id",
+        "bank-c",
+        "--signing-key",
+        s(&old_pub),
+        "--from-seq",
+        "0",
+    ]);
+    assert!(err.contains("continuation point"), "{err}");
+}
+
+#[test]
 fn help_states_file_formats() {
     let mut commands: Vec<Vec<&str>> = vec![
         vec!["keygen"],
@@ -462,6 +553,7 @@ fn help_states_file_formats() {
         vec!["trust", "member", "update"],
         vec!["trust", "member", "suspend"],
         vec!["trust", "member", "reinstate"],
+        vec!["trust", "member", "rotate-key"],
         vec!["trust", "member", "remove"],
         vec!["trust", "epoch"],
         vec!["trust", "epoch", "add"],

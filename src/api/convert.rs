@@ -187,12 +187,19 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
             .collect(),
         forks: s
             .forks
-            .into_iter()
-            .map(|(origin, frozen_from_seq)| proto::ForkStatus {
-                origin,
-                frozen_from_seq,
-            })
+            .iter()
+            .filter(|f| f.lifted_because.is_none())
+            .map(fork_status)
             .collect(),
+        forks_lifted: s
+            .forks
+            .iter()
+            .filter(|f| f.lifted_because.is_some())
+            .map(fork_status)
+            .collect(),
+        fork_evidence_lifted: s.rechecks.forks_lifted,
+        batches_dropped_unverified: s.rechecks.batches_dropped,
+        batches_resigned: s.rechecks.batches_resigned,
         set_aside: s
             .set_aside
             .into_iter()
@@ -295,6 +302,14 @@ pub(crate) fn peer_counters(snapshot: &Snapshot) -> Vec<proto::PeerCounters> {
             ),
         })
         .collect()
+}
+
+fn fork_status(f: &crate::federation::forks::ForkState) -> proto::ForkStatus {
+    proto::ForkStatus {
+        origin: f.origin.clone(),
+        frozen_from_seq: f.fork_point,
+        lifted_because: f.lifted_because.clone().unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,10 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
                 "origins": p.origins.iter().map(|o| serde_json::json!({"origin": o.origin, "peer_last_seq": o.peer_last_seq, "lag": o.lag})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "forks": s.forks.iter().map(|f| serde_json::json!({"origin": f.origin, "frozen_from_seq": f.frozen_from_seq})).collect::<Vec<_>>(),
+            "forks_lifted": s.forks_lifted.iter().map(|f| serde_json::json!({"origin": f.origin, "fork_point": f.frozen_from_seq, "lifted_because": f.lifted_because})).collect::<Vec<_>>(),
+            "fork_evidence_lifted": s.fork_evidence_lifted,
+            "batches_dropped_unverified": s.batches_dropped_unverified,
+            "batches_resigned": s.batches_resigned,
             "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
@@ -128,8 +132,20 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
     }
     for f in &s.forks {
         println!(
-            "FORK        origin {} signed two different batches; frozen from entry {}",
+            "FORK        origin {} signed two different batches; frozen from entry {} (in force: lifted once the operators suspend it before that entry or rotate its key at or before it)",
             f.origin, f.frozen_from_seq
+        );
+    }
+    for f in &s.forks_lifted {
+        println!(
+            "FORK LIFTED origin {} from entry {}: {}; kept as a record, not used",
+            f.origin, f.frozen_from_seq, f.lifted_because
+        );
+    }
+    if s.batches_dropped_unverified + s.batches_resigned > 0 {
+        println!(
+            "KEY ROTATION {} stored batches dropped (no longer verifying; pulled again), {} of the own log signed again",
+            s.batches_dropped_unverified, s.batches_resigned
         );
     }
     for a in &s.set_aside {

@@ -551,8 +551,12 @@ pub(crate) struct PrefixAnswers {
     engine: Engine,
     clock: Clock,
     /// Active indicators per valid epoch, and when they were counted.
-    counts: parking_lot::Mutex<Option<(i64, Vec<(u32, u64)>)>>,
+    counts: parking_lot::Mutex<Option<CountedAt>>,
 }
+
+/// Active indicators per valid epoch (epoch id, count), and when (unix
+/// seconds) they were counted.
+type CountedAt = (i64, Vec<(u32, u64)>);
 
 /// How long (seconds of the node's clock) the per-epoch counts an answer
 /// carries and the quota cost uses are kept before they are counted again.

@@ -81,8 +81,12 @@ pub(crate) struct Remote {
     counts: Mutex<HashMap<String, Vec<(u32, u64)>>>,
     /// The prefix length per epoch (epoch, bits) in use during a rotation:
     /// for the valid epochs and the UTC day it was chosen on.
-    split: Mutex<Option<(Vec<u32>, i64, Vec<(u32, u32)>)>>,
+    split: Mutex<Option<SplitFor>>,
 }
+
+/// A split in use: the valid epochs and the UTC day it was chosen for, and
+/// the prefix length per epoch (epoch, bits).
+type SplitFor = (Vec<u32>, i64, Vec<(u32, u32)>);
 
 impl Remote {
     pub(crate) fn new(trust: Arc<TrustState>, dialer: PeerDialer, clock: Clock) -> Remote {

@@ -3,7 +3,9 @@
 //!
 //! - origin-log replication: [`send_batches`] serves `Pull` and `Watch`
 //!   (what the caller lacks, fork evidence, heads); [`receive_batches`]
-//!   pulls from and watches peers, verifying every batch;
+//!   pulls from and watches peers, verifying every batch; [`forks`] says
+//!   which fork evidence is in force under the trust list and where each
+//!   origin is frozen;
 //! - prefix queries: [`answer_prefix`] serves `QueryPrefix` (limits,
 //!   padding); [`ask_prefix`] screens through a peer and compares locally;
 //! - the trust list: [`trust_serve`] serves `GetTrustList` and
@@ -21,6 +23,7 @@
 
 pub(crate) mod answer_prefix;
 pub(crate) mod ask_prefix;
+pub(crate) mod forks;
 pub(crate) mod receive_batches;
 pub(crate) mod send_batches;
 pub(crate) mod trust_serve;

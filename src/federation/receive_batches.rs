@@ -12,7 +12,8 @@
 //! ([`BatchRejection`]), logged with the peer and origin, counted, and
 //! dropped, and the rest of the stream goes on. A batch already held is a
 //! no-op; a different, validly signed batch at a sequence number already
-//! held is fork evidence: kept, passed on, and the origin frozen from there.
+//! held is fork evidence: kept (the lowest fork point of all evidence found,
+//! [`super::forks`]), passed on, and the origin frozen from there.
 //! A node's contributions wait until its own log's head is confirmed with
 //! its peers, so that a node restarted after data loss never reuses a
 //! sequence number: they open once at least one peer has answered a pull,
@@ -542,10 +543,10 @@ impl Replication {
         }
     }
 
-    /// Checks fork evidence received from `peer` (two different batches of
-    /// one origin, both validly signed and within every field rule,
-    /// overlapping in sequence numbers), keeps it, freezes the origin from the earlier first sequence number,
-    /// and counts the outcome.
+    /// Checks fork evidence received from `peer` ([`super::forks::check`]),
+    /// keeps it if its fork point is lower than that of the evidence kept
+    /// for the origin, freezes the origin from the kept evidence's fork
+    /// point, and counts the outcome.
     pub(crate) async fn ingest_fork(
         &self,
         ev: ForkEvidence,
@@ -570,38 +571,36 @@ impl Replication {
         peer: &str,
     ) -> Result<EvidenceOutcome, EvidenceRefused> {
         let list = self.trust.current();
-        let (Some(a), Some(b)) = (ev.first.clone(), ev.second.clone()) else {
-            return Err(EvidenceRefused::Incomplete);
-        };
-        let a = Batch::decode(a).map_err(EvidenceRefused::Decode)?;
-        let b = Batch::decode(b).map_err(EvidenceRefused::Decode)?;
-        let fork = a.origin() == b.origin()
-            && a.hash() != b.hash()
-            && a.first_seq() <= b.last_seq()
-            && b.first_seq() <= a.last_seq();
-        if !fork {
-            return Err(EvidenceRefused::NotAFork);
-        }
-        for x in [&a, &b] {
-            crate::trust::batches::verify(x, &list).map_err(EvidenceRefused::Unverified)?;
-            // Bad bytes are never kept, by this path either.
-            x.check_fields().map_err(EvidenceRefused::InvalidField)?;
-        }
-        let from = batch::fork_point(&ev).unwrap_or(1);
-        let kept = match self.logs.store.put_fork(a.origin(), &ev) {
+        let (origin, from) = super::forks::check(&ev, &list)?;
+        // Of all the evidence found, the one with the lowest fork point is
+        // kept, whatever the order it came in.
+        let kept = match self.logs.store.put_fork(&origin, &ev) {
             Ok(true) => {
                 let _ = self.logs.store.flush().await;
-                tracing::error!(origin = a.origin(), frozen_from_seq = from, peer, "fork: the origin signed two different batches; frozen until the operators act (suspend it, rotate its key)");
+                tracing::error!(origin = origin.as_str(), frozen_from_seq = from, peer, "fork: the origin signed two different batches; frozen until the operators act (suspend it, rotate its key)");
                 Ok(EvidenceOutcome::New)
             }
             Ok(false) => Ok(EvidenceOutcome::Known),
             Err(e) => {
-                tracing::error!(origin = a.origin(), error = %crate::telemetry::chain(&e), "keeping fork evidence");
+                tracing::error!(origin = %origin, error = %crate::telemetry::chain(&e), "keeping fork evidence");
                 Err(EvidenceRefused::Store(e))
             }
         };
-        self.logs.index.write().freeze(a.origin(), from);
-        kept
+        match super::forks::refreeze(&self.logs, &list, &origin) {
+            Ok(()) => kept,
+            Err(e) => {
+                // Valid evidence freezes the origin even if the store fails.
+                tracing::error!(origin = %origin, error = %crate::telemetry::chain(&e), "reading fork evidence");
+                let mut index = self.logs.index.write();
+                let at = index
+                    .frozen()
+                    .into_iter()
+                    .find(|(o, _)| *o == origin)
+                    .map_or(from, |(_, s)| s.min(from));
+                index.set_frozen(&origin, Some(at));
+                kept
+            }
+        }
     }
 }
 

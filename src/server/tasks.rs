@@ -1,6 +1,9 @@
 //! The node's background tasks that are not a protocol: merging the
 //! index's pending changes once writes pause, rebuilding the key ring when
-//! a new trust list changes the epochs, and the retention purge (its
+//! a new trust list changes the epochs, checking stored batches and fork
+//! evidence again against every new trust list (signatures after a key
+//! rotation, [`crate::logs::recheck_signatures`]; evidence in force and
+//! freezes, [`crate::federation::forks::recheck`]), and the retention purge (its
 //! schedule; the purge itself is [`crate::retention`]). Each stops when the
 //! node's stop token is cancelled.
 
@@ -19,6 +22,7 @@ pub(super) fn spawn(state: &Arc<NodeState>, config: &Config, stop: &Cancellation
     tokio::spawn(merge_when_idle(state.index.clone(), stop.clone()));
     if state.trust.is_some() {
         tokio::spawn(rebuild_keys_on_change(state.clone(), stop.clone()));
+        tokio::spawn(recheck_on_change(state.clone(), stop.clone()));
     }
     tokio::spawn(crate::retention::run(
         state.store.clone(),
@@ -89,6 +93,39 @@ async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) 
                         tracing::info!(version = list.version(), "key epochs updated from the trust list");
                     }
                     Err(e) => tracing::error!(error = %crate::telemetry::chain(&e), "key epochs not updated"),
+                }
+            }
+        }
+    }
+}
+
+/// A new trust list may rotate an origin's key (stored batches signed again
+/// or dropped), suspend an origin or make fork evidence no longer verify:
+/// check the store again, on the blocking pool.
+async fn recheck_on_change(state: Arc<NodeState>, stop: CancellationToken) {
+    let Some(trust) = state.trust.clone() else {
+        return;
+    };
+    let mut changed = trust.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = changed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let list = trust.current();
+                let state = state.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    let r = state.logs.recheck_signatures(&list, &state.node_id, &state.signer)?;
+                    state.counters.batches_rechecked(r.dropped, r.resigned);
+                    crate::federation::forks::recheck(&state.logs, &list, &state.counters)
+                })
+                .await;
+                match done {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %crate::telemetry::chain(&e), "checking the store against the new trust list"),
+                    Err(e) => tracing::error!(error = %e, "checking the store against the new trust list"),
                 }
             }
         }

@@ -34,7 +34,12 @@
 //! - `heads`: origin id → last sequence number (u64 big-endian) ‖ SHA-256 of
 //!   the last batch's header.
 //! - `forks`: origin id → `ForkEvidence` (two validly signed batches of the
-//!   origin at one sequence number).
+//!   origin at one sequence number): of all the evidence found, the one
+//!   with the lowest fork point ([`Store::put_fork`]).
+//! - `forks_lifted`: origin id → fork evidence that no longer verifies
+//!   under the trust list in force (a suspension before its fork point, a
+//!   key rotation at or before it), moved out of `forks`: an audit record,
+//!   not used, not relayed; it goes back if a later list lets it verify.
 //! - `set_aside`: keyed as `batches`: the locations of batches a start found
 //!   it could not apply, and of every later batch of their origin
 //!   ([`Store::set_aside`]); their bodies stay in the segment files, so that
@@ -322,6 +327,7 @@ struct Trees {
     set_aside_heads: sled::Tree,
     forks_set_aside: sled::Tree,
     query_usage: sled::Tree,
+    forks_lifted: sled::Tree,
     segments: Arc<Segments>,
 }
 
@@ -409,6 +415,7 @@ fn open_trees(path: &Path, cache_mb: u64) -> Result<Trees, StoreError> {
         set_aside_heads: db.open_tree("set_aside_heads")?,
         forks_set_aside: db.open_tree("forks_set_aside")?,
         query_usage: db.open_tree("query_usage")?,
+        forks_lifted: db.open_tree("forks_lifted")?,
         segments: Arc::new(Segments::open(&path.join(SEGMENTS_DIR))?),
         meta,
         db,
@@ -866,16 +873,145 @@ impl Store {
         Ok(())
     }
 
-    /// Records fork evidence for an origin (the first one found is kept).
-    /// Returns whether it is new.
+    /// Records fork evidence for an origin. Of all the evidence found, the
+    /// one with the lowest fork point ([`crate::batch::fork_point`]) is
+    /// kept, whatever the order it arrived in: new evidence replaces the
+    /// kept one only if its fork point is lower. Returns whether it was
+    /// kept (new, or lower than the evidence it replaced).
     pub fn put_fork(&self, origin: &str, evidence: &ForkEvidence) -> Result<bool, StoreError> {
         let _writing = self.writing()?;
-        let r = self.t().forks.compare_and_swap(
-            origin.as_bytes(),
-            None as Option<&[u8]>,
-            Some(evidence.encode_to_vec()),
-        )?;
-        Ok(r.is_ok())
+        let forks = &self.t().forks;
+        let point = crate::batch::fork_point(evidence).unwrap_or(1);
+        let new = evidence.encode_to_vec();
+        loop {
+            let current = forks.get(origin.as_bytes())?;
+            if let Some(c) = &current {
+                let kept = ForkEvidence::decode(c.as_ref())
+                    .ok()
+                    .and_then(|ev| crate::batch::fork_point(&ev));
+                // Evidence that does not read is replaced by evidence that does.
+                if kept.is_some_and(|k| k <= point) {
+                    return Ok(false);
+                }
+            }
+            if forks
+                .compare_and_swap(origin.as_bytes(), current, Some(new.as_slice()))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The fork point of the evidence kept for `origin`, if any reads.
+    pub fn fork_point(&self, origin: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .t()
+            .forks
+            .get(origin.as_bytes())?
+            .and_then(|v| ForkEvidence::decode(v.as_ref()).ok())
+            .and_then(|ev| crate::batch::fork_point(&ev)))
+    }
+
+    /// Lifts `origin`'s kept fork evidence if it is still `expected` (as
+    /// read): it moves to `forks_lifted`, replacing what was lifted
+    /// before. Returns whether it moved. Durable when this returns.
+    pub fn lift_fork(&self, origin: &str, expected: &ForkEvidence) -> Result<bool, StoreError> {
+        self.move_fork(origin, expected, true)
+    }
+
+    /// Puts `origin`'s lifted fork evidence back in force if it is still
+    /// `expected` and no evidence with a fork point as low is kept.
+    /// Returns whether it moved. Durable when this returns.
+    pub fn unlift_fork(&self, origin: &str, expected: &ForkEvidence) -> Result<bool, StoreError> {
+        self.move_fork(origin, expected, false)
+    }
+
+    fn move_fork(&self, origin: &str, ev: &ForkEvidence, lift: bool) -> Result<bool, StoreError> {
+        let _writing = self.writing()?;
+        let t = self.t();
+        let (from, to) = if lift {
+            (&t.forks, &t.forks_lifted)
+        } else {
+            (&t.forks_lifted, &t.forks)
+        };
+        let expected = ev.encode_to_vec();
+        let point = crate::batch::fork_point(ev).unwrap_or(1);
+        let moved = (from, to)
+            .transaction(|(from, to)| {
+                if from.get(origin.as_bytes())?.as_deref() != Some(expected.as_slice()) {
+                    return Ok(false);
+                }
+                if !lift {
+                    let lower = to
+                        .get(origin.as_bytes())?
+                        .and_then(|v| ForkEvidence::decode(v.as_ref()).ok())
+                        .and_then(|k| crate::batch::fork_point(&k))
+                        .is_some_and(|k| k <= point);
+                    if lower {
+                        return Ok(false);
+                    }
+                }
+                from.remove(origin.as_bytes())?;
+                to.insert(origin.as_bytes(), expected.as_slice())?;
+                Ok(true)
+            })
+            .map_err(transaction_error)?;
+        t.db.flush()?;
+        Ok(moved)
+    }
+
+    /// Every lifted fork evidence, by origin.
+    pub fn lifted_forks(&self) -> Result<Vec<(String, ForkEvidence)>, StoreError> {
+        by_origin(&self.t().forks_lifted)?
+            .into_iter()
+            .map(|(origin, v)| {
+                let ev = ForkEvidence::decode(v.as_slice())
+                    .map_err(|e| StoreError::Corrupt(format!("lifted fork evidence: {e}")))?;
+                Ok((origin, ev))
+            })
+            .collect()
+    }
+
+    /// Drops `origin`'s batches from `from_seq` on, in one durable
+    /// transaction, the head going back to `before` (the last batch kept;
+    /// `None`: nothing of the origin is kept). For batches that no longer
+    /// verify under the trust list in force after a key rotation: the
+    /// origin's node signs them again and peers pull them anew. Returns how
+    /// many batches were dropped.
+    pub fn truncate(
+        &self,
+        origin: &str,
+        from_seq: u64,
+        before: Option<Head>,
+    ) -> Result<usize, StoreError> {
+        let _writing = self.writing()?;
+        let t = self.t();
+        let dropped = t
+            .batches
+            .range(batch_key(origin, from_seq)..=batch_key(origin, u64::MAX))
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?;
+        if dropped.is_empty() {
+            return Ok(0);
+        }
+        (&t.batches, &t.heads)
+            .transaction(|(batches, heads)| {
+                for k in &dropped {
+                    batches.remove(k)?;
+                }
+                match before {
+                    Some(b) => heads.insert(origin.as_bytes(), b.encode().as_slice())?,
+                    None => heads.remove(origin.as_bytes())?,
+                };
+                Ok(())
+            })
+            .map_err(transaction_error)?;
+        for k in &dropped {
+            self.note_written("batches", k);
+        }
+        t.db.flush()?;
+        Ok(dropped.len())
     }
 
     /// Every fork evidence held, by origin.
@@ -1140,7 +1276,7 @@ impl Store {
     /// prefixes taken that day). Records of days before `today` are removed
     /// (durably) as they are read.
     pub fn query_usage(&self, today: i64) -> Result<Vec<(String, i64, u64)>, StoreError> {
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         let mut out = Vec::new();
         let mut pruned = false;
@@ -1171,7 +1307,7 @@ impl Store {
         let mut v = [0u8; 16];
         v[..8].copy_from_slice(&day.to_be_bytes());
         v[8..].copy_from_slice(&used.to_be_bytes());
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         t.query_usage.insert(member.as_bytes(), &v)?;
         t.db.flush()?;
@@ -1181,7 +1317,7 @@ impl Store {
     /// The node's secret for prefix-query decoys, made (32 random bytes,
     /// durably) the first time it is asked for.
     pub fn decoy_secret(&self) -> Result<[u8; 32], StoreError> {
-        let _writing = self.writes.read();
+        let _writing = self.writing()?;
         let t = self.t();
         if let Some(v) = t.meta.get("decoy_secret")? {
             return v
@@ -1217,7 +1353,7 @@ impl Store {
         keep: usize,
     ) -> Result<(), StoreError> {
         {
-            let _writing = self.writes.read();
+            let _writing = self.writing()?;
             let trust = self.t().trust;
             let mut batch = sled::Batch::default();
             batch.insert("current", current);
@@ -1295,6 +1431,46 @@ mod tests {
             .map(|i| batch::entry(&Token([i as u8; 32]), 1, 1))
             .collect();
         batch::sign(header, entries, &SigningKeyFile::generate())
+    }
+
+    fn fork_at(seq: u64) -> ForkEvidence {
+        ForkEvidence {
+            first: Some(batch("liaison", seq, [0; 32], 1).raw),
+            second: Some(batch("liaison", seq, [1; 32], 1).raw),
+        }
+    }
+
+    #[test]
+    fn the_fork_evidence_kept_is_the_lowest_whatever_the_order_and_lifting_moves_it_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (low, high) = (fork_at(2), fork_at(5));
+        {
+            let a = Store::open(&dir.path().join("a"), 8).unwrap();
+            assert!(a.put_fork("liaison", &high).unwrap());
+            assert!(a.put_fork("liaison", &low).unwrap());
+            assert!(!a.put_fork("liaison", &high).unwrap());
+            let b = Store::open(&dir.path().join("b"), 8).unwrap();
+            assert!(b.put_fork("liaison", &low).unwrap());
+            assert!(!b.put_fork("liaison", &high).unwrap());
+            for s in [&a, &b] {
+                assert_eq!(s.fork_point("liaison").unwrap(), Some(2));
+                s.flush_blocking().unwrap();
+            }
+        }
+        let a = Store::open(&dir.path().join("a"), 8).unwrap();
+        assert_eq!(a.fork_point("liaison").unwrap(), Some(2));
+        // Lifted only if it is still what was read.
+        assert!(!a.lift_fork("liaison", &high).unwrap());
+        assert!(a.lift_fork("liaison", &low).unwrap());
+        assert_eq!(a.fork_point("liaison").unwrap(), None);
+        assert!(a.forks().unwrap().is_empty());
+        assert_eq!(
+            a.lifted_forks().unwrap(),
+            vec![("liaison".into(), low.clone())]
+        );
+        // Back in force only while no evidence as low is kept.
+        assert!(a.put_fork("liaison", &fork_at(1)).unwrap());
+        assert!(!a.unlift_fork("liaison", &low).unwrap());
     }
 
     /// Whether any file under `dir` contains `needle`.

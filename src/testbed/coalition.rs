@@ -204,6 +204,7 @@ impl LocalCoalition {
                 public_key: node.signing_public.to_bytes().to_vec(),
                 retired: false,
                 last_seq: 0,
+                first_seq: 0,
             });
             listed.push(m);
             members.push(node);

@@ -1,6 +1,7 @@
 //! Which batches the trust list in force admits: the origin is a listed
 //! member that may contribute, one of its log keys allowed at those
-//! sequence numbers signed the batch, and it ends no later than a
+//! sequence numbers signed the batch (a key signs from its `first_seq` on
+//! and, once retired, up to its `last_seq`), and it ends no later than a
 //! suspension allows and was made before the origin's sharing basis
 //! expired. The batch format and its signatures are [`crate::batch`]; the
 //! chain and numbering are checked against the store on append.
@@ -43,7 +44,7 @@ pub fn verify(batch: &Batch, list: &TrustList) -> Result<(), BatchError> {
     let signed = member
         .signing_keys
         .iter()
-        .filter(|k| !k.retired || last <= k.last_seq)
+        .filter(|k| batch.first_seq() >= k.first_seq && (!k.retired || last <= k.last_seq))
         .any(|k| signature_valid(batch, &k.public_key));
     if !signed {
         return Err(BatchError::Signature {
@@ -90,6 +91,7 @@ mod tests {
             public_key: key.verifying_key().to_bytes().to_vec(),
             retired: false,
             last_seq: 0,
+            first_seq: 0,
         });
         m
     }
@@ -214,6 +216,26 @@ mod tests {
         assert!(matches!(
             verify(&batch(&key, 1, 1), &list),
             Err(BatchError::NotContributor { .. })
+        ));
+    }
+
+    #[test]
+    fn a_rotation_with_a_continuation_point_splits_the_log_between_old_and_new_keys() {
+        let old = SigningKeyFile::generate();
+        let new = SigningKeyFile::generate();
+        let mut m = origin(&old);
+        crate::trust::edit::rotate_signing_key(&mut m, &new.verifying_key(), 6).unwrap();
+        let list = list_with(m);
+        verify(&batch(&old, 1, 5), &list).unwrap();
+        verify(&batch(&new, 6, 5), &list).unwrap();
+        // The old key no longer signs from 6 on, nor the new one before it.
+        assert!(matches!(
+            verify(&batch(&old, 6, 1), &list),
+            Err(BatchError::Signature { .. })
+        ));
+        assert!(matches!(
+            verify(&batch(&new, 5, 1), &list),
+            Err(BatchError::Signature { .. })
         ));
     }
 }

@@ -48,6 +48,9 @@ pub enum EditError {
         /// The public key, hex.
         key: String,
     },
+    /// A key rotation's continuation point must be a sequence number (1 or more).
+    #[error("the continuation point must be 1 or more")]
+    ContinuationPoint,
 }
 
 /// A version-1 body. Operator keys are labelled `op-1`, `op-2`, ... in order.
@@ -180,6 +183,7 @@ pub fn add_signing_key(m: &mut Member, key: &VerifyingKey) -> Result<(), EditErr
         public_key: key.as_bytes().to_vec(),
         retired: false,
         last_seq: 0,
+        first_seq: 0,
     });
     Ok(())
 }
@@ -202,6 +206,48 @@ pub fn retire_signing_key(
         })?;
     k.retired = true;
     k.last_seq = last_seq;
+    Ok(())
+}
+
+/// Rotates a member's log signing key with a continuation point: every
+/// key it has is retired at `from_seq - 1` at the latest (a key already
+/// retired keeps a lower bound), and `key` is added, valid for batches
+/// from `from_seq` on. What the old keys signed from `from_seq` on no
+/// longer verifies anywhere; the member's node, run with `key`, signs its
+/// own stored batches from there on again (see the README, "Forks").
+pub fn rotate_signing_key(
+    m: &mut Member,
+    key: &VerifyingKey,
+    from_seq: u64,
+) -> Result<(), EditError> {
+    if from_seq == 0 {
+        return Err(EditError::ContinuationPoint);
+    }
+    if m.signing_keys
+        .iter()
+        .any(|k| k.public_key[..] == key.as_bytes()[..])
+    {
+        return Err(EditError::DuplicateSigningKey {
+            member: m.id.clone(),
+            key: hex::encode(key.as_bytes()),
+        });
+    }
+    for k in &mut m.signing_keys {
+        let last = from_seq - 1;
+        k.last_seq = if k.retired {
+            k.last_seq.min(last)
+        } else {
+            last
+        };
+        k.retired = true;
+        k.first_seq = k.first_seq.min(last.saturating_add(1));
+    }
+    m.signing_keys.push(proto::LogSigningKey {
+        public_key: key.as_bytes().to_vec(),
+        retired: false,
+        last_seq: 0,
+        first_seq: from_seq,
+    });
     Ok(())
 }
 

@@ -674,6 +674,12 @@ pub fn check_body(b: &proto::TrustList) -> Result<(), TrustError> {
                     "listed twice",
                 ));
             }
+            if k.retired && k.first_seq > k.last_seq.saturating_add(1) {
+                return Err(invalid(
+                    f(&format!("signing_keys[{j}].first_seq")),
+                    "must be at most last_seq + 1 for a retired key",
+                ));
+            }
         }
         if !m.endpoint.is_empty() && !is_host_port(&m.endpoint) {
             return Err(invalid(f("endpoint"), "must be HOST:PORT"));
@@ -1333,6 +1339,18 @@ mod tests {
                         public_key: vec![1; 31],
                         retired: false,
                         last_seq: 0,
+                        first_seq: 0,
+                    })
+                }),
+            ),
+            (
+                "members[0].signing_keys[0].first_seq",
+                Box::new(|b| {
+                    b.members[0].signing_keys.push(proto::LogSigningKey {
+                        public_key: vec![1; 32],
+                        retired: true,
+                        last_seq: 4,
+                        first_seq: 6,
                     })
                 }),
             ),

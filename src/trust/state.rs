@@ -401,13 +401,15 @@ impl TrustState {
         steps: &[SignedTrustList],
         source: &str,
     ) -> Result<Offered, OfferError> {
-        if steps.last().is_some_and(|last| self.is_current(last)) {
-            return Ok(Offered::Same {
-                version: self.current().version(),
-            });
-        }
         let steps = Arc::new(steps.to_vec());
         loop {
+            // Checked again after a list came into force meanwhile: it may
+            // be this one (a peer pushed it during the walk).
+            if steps.last().is_some_and(|last| self.is_current(last)) {
+                return Ok(Offered::Same {
+                    version: self.current().version(),
+                });
+            }
             let current = self.current();
             let walked = match self.verify(&current, &steps).await? {
                 Ok(walked) => walked,

@@ -1,6 +1,7 @@
-//! `cix trust member add|update|suspend|reinstate|remove`: who is on the
-//! list, with which capabilities, certificate fingerprints, log signing
-//! keys, endpoint and status.
+//! `cix trust member add|update|suspend|reinstate|rotate-key|remove`: who
+//! is on the list, with which capabilities, certificate fingerprints, log
+//! signing keys (and their rotation with a continuation point), endpoint
+//! and status.
 
 use std::path::PathBuf;
 
@@ -94,6 +95,30 @@ pub enum MemberCommand {
         /// Member id.
         #[arg(long)]
         id: String,
+    },
+    /// Rotate a member's log signing key from sequence number --from-seq on.
+    #[command(long_about = concat!(
+        "Rotate a member's log signing key with a continuation point: every key it has is \
+         retired at --from-seq - 1 (a key already retired earlier keeps its bound) and the new \
+         key signs from --from-seq on. What the old keys signed from there on verifies nowhere \
+         any more (a forged branch, say, from a leaked key); the member's node, restarted with \
+         the new key as node.signing_key, signs its stored batches from there on again and the \
+         other nodes pull them. --from-seq must be where a batch of the member's log begins: \
+         the fork point `cix status` shows is one.\n\n", edit_note!(), "\n\n", formats!()
+    ))]
+    RotateKey {
+        /// The file to edit and `--expires-in`.
+        #[command(flatten)]
+        edit: EditFile,
+        /// Member id.
+        #[arg(long)]
+        id: String,
+        /// The new log signing public key file.
+        #[arg(long, value_name = "PUBFILE")]
+        signing_key: PathBuf,
+        /// First sequence number the new key signs (the continuation point).
+        #[arg(long)]
+        from_seq: u64,
     },
     /// Remove a member.
     #[command(long_about = concat!("Remove a member.\n\n", edit_note!(), "\n\n", formats!()))]
@@ -301,6 +326,21 @@ pub(super) fn member(c: MemberCommand) -> Result<()> {
             edits::reinstate(edits::member_mut(b, &id)?);
             Ok(format!("member {id} reinstated"))
         }),
+        MemberCommand::RotateKey {
+            edit: e,
+            id,
+            signing_key,
+            from_seq,
+        } => {
+            let key = load_pub(&signing_key)?;
+            edit(&e, |b| {
+                edits::rotate_signing_key(edits::member_mut(b, &id)?, &key, from_seq)?;
+                Ok(format!(
+                    "member {id}: signing keys retired at seq {}, new key signs from seq {from_seq}",
+                    from_seq - 1
+                ))
+            })
+        }
         MemberCommand::Remove { edit: e, id } => edit(&e, |b| {
             edits::remove_member(b, &id)?;
             Ok(format!("member {id} removed"))

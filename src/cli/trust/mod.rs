@@ -87,9 +87,9 @@ pub enum TrustCommand {
         formats!()
     ))]
     New(NewArgs),
-    /// Add, change, suspend, reinstate or remove members.
+    /// Add, change, suspend, reinstate, rotate the key of, or remove members.
     #[command(subcommand, long_about = concat!(
-        "Add, change, suspend, reinstate or remove members.\n\n", edit_note!(), "\n\n", formats!()
+        "Add, change, suspend, reinstate, rotate the key of, or remove members.\n\n", edit_note!(), "\n\n", formats!()
     ))]
     Member(MemberCommand),
     /// Add or retire token key epochs.

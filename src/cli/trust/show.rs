@@ -88,6 +88,7 @@ pub(super) fn show(a: ShowArgs) -> Result<()> {
                 "endpoint": m.endpoint, "tls_spki_sha256": m.tls_spki_sha256,
                 "signing_keys": m.signing_keys.iter().map(|k| serde_json::json!({
                     "public_key": hex::encode(&k.public_key), "retired": k.retired, "last_seq": k.last_seq,
+                    "first_seq": k.first_seq,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "signatures": signed.signatures.len(),
@@ -156,11 +157,14 @@ pub(super) fn show(a: ShowArgs) -> Result<()> {
             println!("  tls spki    {s}");
         }
         for k in &m.signing_keys {
-            let state = if k.retired {
+            let mut state = if k.retired {
                 format!("retired after seq {}", k.last_seq)
             } else {
                 "current".to_string()
             };
+            if k.first_seq > 1 {
+                state.push_str(&format!(", signs from seq {}", k.first_seq));
+            }
             println!("  log key     {} {state}", hex::encode(&k.public_key));
         }
     }
