@@ -15,7 +15,9 @@ use std::{
 use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, epochs::KeyRing, index::Index, node::NodeState};
+use crate::{
+    config::Config, epochs::KeyRing, index::Index, node::NodeState, trust::list::TrustList,
+};
 
 /// Starts every background task of this module.
 pub(super) fn spawn(state: &Arc<NodeState>, config: &Config, stop: &CancellationToken) {
@@ -73,8 +75,13 @@ async fn merge_when_idle(index: Arc<RwLock<Index>>, stop: CancellationToken) {
     }
 }
 
-/// A new trust list may change epoch windows: rebuild the key ring.
-async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) {
+/// Runs `f` with the list in force each time a new trust list is applied,
+/// until `stop`.
+async fn on_each_new_list<F, Fut>(state: &NodeState, stop: CancellationToken, mut f: F)
+where
+    F: FnMut(Arc<TrustList>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let Some(trust) = state.trust.clone() else {
         return;
     };
@@ -86,48 +93,51 @@ async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) 
                 if r.is_err() {
                     return;
                 }
-                let list = trust.current();
-                match KeyRing::build(&state.loaded_keys, Some(&list.body().epochs), false) {
-                    Ok(ring) => {
-                        state.keys.set(ring);
-                        tracing::info!(version = list.version(), "key epochs updated from the trust list");
-                    }
-                    Err(e) => tracing::error!(error = %crate::telemetry::chain(&e), "key epochs not updated"),
-                }
+                f(trust.current()).await;
             }
         }
     }
+}
+
+/// A new trust list may change epoch windows: rebuild the key ring.
+async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) {
+    on_each_new_list(&state, stop, |list| {
+        match KeyRing::build(&state.loaded_keys, Some(&list.body().epochs), false) {
+            Ok(ring) => {
+                state.keys.set(ring);
+                tracing::info!(
+                    version = list.version(),
+                    "key epochs updated from the trust list"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "key epochs not updated")
+            }
+        }
+        std::future::ready(())
+    })
+    .await
 }
 
 /// A new trust list may rotate an origin's key (stored batches signed again
 /// or dropped), suspend an origin or make fork evidence no longer verify:
 /// check the store again, on the blocking pool.
 async fn recheck_on_change(state: Arc<NodeState>, stop: CancellationToken) {
-    let Some(trust) = state.trust.clone() else {
-        return;
-    };
-    let mut changed = trust.subscribe();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            r = changed.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                let list = trust.current();
-                let state = state.clone();
-                let done = tokio::task::spawn_blocking(move || {
-                    let r = state.logs.recheck_signatures(&list, &state.node_id, &state.signer)?;
-                    state.counters.batches_rechecked(r.dropped, r.resigned);
-                    crate::federation::forks::recheck(&state.logs, &list, &state.counters)
-                })
-                .await;
-                match done {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::error!(error = %crate::telemetry::chain(&e), "checking the store against the new trust list"),
-                    Err(e) => tracing::error!(error = %e, "checking the store against the new trust list"),
-                }
+    on_each_new_list(&state, stop, |list| {
+        let state = state.clone();
+        async move {
+            let done = tokio::task::spawn_blocking(move || {
+                let r = state.logs.recheck_signatures(&list, &state.node_id, &state.signer)?;
+                state.counters.batches_rechecked(r.dropped, r.resigned);
+                crate::federation::forks::recheck(&state.logs, &list, &state.counters)
+            })
+            .await;
+            match done {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %crate::telemetry::chain(&e), "checking the store against the new trust list"),
+                Err(e) => tracing::error!(error = %e, "checking the store against the new trust list"),
             }
         }
-    }
+    })
+    .await
 }
