@@ -204,6 +204,65 @@ impl Gate {
         }
     }
 
+    /// Takes one request and `units` of `member`'s daily quota under
+    /// `policy`, recorded for good (when there is a daily quota) before
+    /// anything is answered.
+    fn take(
+        &self,
+        member: &str,
+        units: u64,
+        policy: QueryPolicy,
+        now_secs: f64,
+    ) -> Result<(), PrefixError> {
+        let rule = Rule {
+            per_second: f64::from(policy.requests_per_second),
+            burst: f64::from(policy.burst.max(1)),
+            units_per_day: policy.prefixes_per_day,
+        };
+        self.limiter
+            .check(member, units, rule, now_secs)
+            .map_err(PrefixError::Limited)?;
+        if rule.units_per_day > 0 {
+            self.record(member)?;
+        }
+        Ok(())
+    }
+
+    /// Gives back `units` that [`Gate::take`] took for a request not
+    /// answered after all, and records the usage again.
+    fn give_back(&self, member: &str, units: u64, policy: QueryPolicy, now_secs: f64) {
+        self.limiter.refund(member, units, now_secs);
+        if policy.prefixes_per_day > 0 {
+            if let Err(e) = self.record(member) {
+                // The record over-counts: the safe side.
+                tracing::warn!(%member, "{e}");
+            }
+        }
+    }
+
+    /// Counts and logs the outcome of `member`'s request for `prefixes`
+    /// prefixes (either form), and passes it on.
+    fn counted(
+        &self,
+        member: &str,
+        prefixes: usize,
+        r: Result<Vec<PrefixBucket>, PrefixError>,
+    ) -> Result<Vec<PrefixBucket>, PrefixError> {
+        match &r {
+            Ok(_) => {
+                self.counters.query_answered(member, prefixes as u64);
+                tracing::info!(%member, prefixes, "prefix query answered");
+            }
+            Err(e) => {
+                self.counters.request_refused(member, e.reason());
+                if let PrefixError::Limited(r) = e {
+                    tracing::warn!(%member, prefixes, retry_after_ms = r.retry_after.as_millis() as u64, "prefix query refused: {}", r.limit);
+                }
+            }
+        }
+        r
+    }
+
     /// Answers `member`'s request, or refuses it (changing nothing but the
     /// refusal count).
     #[allow(clippy::too_many_arguments)]
@@ -228,20 +287,7 @@ impl Gate {
             now,
             now_secs,
         );
-        match &r {
-            Ok(_) => {
-                self.counters
-                    .query_answered(member, req.prefixes.len() as u64);
-                tracing::info!(%member, prefixes = req.prefixes.len(), "prefix query answered");
-            }
-            Err(e) => {
-                self.counters.request_refused(member, e.reason());
-                if let PrefixError::Limited(r) = e {
-                    tracing::warn!(%member, prefixes = req.prefixes.len(), retry_after_ms = r.retry_after.as_millis() as u64, "prefix query refused: {}", r.limit);
-                }
-            }
-        }
-        r
+        self.counted(member, req.prefixes.len(), r)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -271,18 +317,7 @@ impl Gate {
         if let Some(index) = req.prefixes.iter().position(|p| u64::from(*p) >> bits != 0) {
             return Err(PrefixError::Range { index });
         }
-        let rule = Rule {
-            per_second: f64::from(policy.requests_per_second),
-            burst: f64::from(policy.burst.max(1)),
-            units_per_day: policy.prefixes_per_day,
-        };
-        self.limiter
-            .check(member, n as u64, rule, now_secs)
-            .map_err(PrefixError::Limited)?;
-        if rule.units_per_day > 0 {
-            // Taken for good before anything is answered.
-            self.record(member)?;
-        }
+        self.take(member, n as u64, policy, now_secs)?;
         let real: Vec<Vec<Indicator>> = {
             let index = index.read();
             req.prefixes
@@ -293,13 +328,7 @@ impl Gate {
         let cap = entries_per_prefix(&policy);
         if let Some(index) = real.iter().position(|r| r.len() > cap) {
             // Not answered: the quota taken above is given back.
-            self.limiter.refund(member, n as u64, now_secs);
-            if rule.units_per_day > 0 {
-                if let Err(e) = self.record(member) {
-                    // The record over-counts: the safe side.
-                    tracing::warn!(%member, "{e}");
-                }
-            }
+            self.give_back(member, n as u64, policy, now_secs);
             return Err(PrefixError::Full { index, max: cap });
         }
         let bucket = policy.bucket_size.max(1) as usize;
@@ -380,19 +409,7 @@ impl Gate {
             now,
             now_secs,
         );
-        match &r {
-            Ok(_) => {
-                self.counters.query_answered(member, n as u64);
-                tracing::info!(%member, prefixes = n, epochs = req.by_epoch.len(), "prefix query answered");
-            }
-            Err(e) => {
-                self.counters.request_refused(member, e.reason());
-                if let PrefixError::Limited(r) = e {
-                    tracing::warn!(%member, prefixes = n, retry_after_ms = r.retry_after.as_millis() as u64, "prefix query refused: {}", r.limit);
-                }
-            }
-        }
-        r
+        self.counted(member, n, r)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -456,18 +473,7 @@ impl Gate {
                     .saturating_mul(e.prefixes.len() as u64)
             })
             .fold(0, u64::saturating_add);
-        let rule = Rule {
-            per_second: f64::from(policy.requests_per_second),
-            burst: f64::from(policy.burst.max(1)),
-            units_per_day: policy.prefixes_per_day,
-        };
-        self.limiter
-            .check(member, cost, rule, now_secs)
-            .map_err(PrefixError::Limited)?;
-        if rule.units_per_day > 0 {
-            // Taken for good before anything is answered.
-            self.record(member)?;
-        }
+        self.take(member, cost, policy, now_secs)?;
         // Real entries, each prefix padded to whole buckets, all within what
         // one answer carries; a lookup stops as soon as it would not fit.
         let bucket = policy.bucket_size.max(1) as usize;
@@ -484,13 +490,7 @@ impl Gate {
                         .filter(|r| used + r.len().div_ceil(bucket).max(1) * bucket <= most);
                     let Some(found) = found else {
                         // Not answered: the quota taken above is given back.
-                        self.limiter.refund(member, cost, now_secs);
-                        if rule.units_per_day > 0 {
-                            if let Err(e) = self.record(member) {
-                                // The record over-counts: the safe side.
-                                tracing::warn!(%member, "{e}");
-                            }
-                        }
+                        self.give_back(member, cost, policy, now_secs);
                         return Err(PrefixError::TooLarge {
                             index: i,
                             at,
