@@ -13,7 +13,7 @@
 //! - **client**: the member's own systems calling its node on the *member
 //!   listener* (screening, contributions, status), authorized by the grants
 //!   in the node's config (client capabilities `screen`,
-//!   `contribute`, `admin`).
+//!   `contribute`, `admin`, `watchlist`).
 //! - **peer**: another member's node calling on the *peer listener*
 //!   (`cix.v1.Federation`) or called by this one, authorized by the trust
 //!   list in force (its peer capabilities `replicate`, `contribute`,
@@ -46,7 +46,8 @@
 //!    (format, salted entry hashes, signatures).
 //! 3. [`store`]: batch bodies in segment files, sled for locations, heads,
 //!    trust list, forks, what a start set aside; [`index`]: the in-memory
-//!    token index.
+//!    token index; `watchlist`: the bank's book under continuous
+//!    screening, under a node-local key.
 //! 4. [`trust`]: the trust list: acceptance rules, the list in force,
 //!    which batches it admits, operators' edits.
 //! 5. `logs`: where batches enter store and index (one outcome), and the
@@ -55,7 +56,9 @@
 //!    config's grants, peers by the trust list.
 //! 6. `contribution`: this node's own origin log; `federation`: one file
 //!    per direction of each protocol (Pull/Watch, QueryPrefix, trust-list
-//!    sync) and the peer dialer; `config`: the TOML file, validated.
+//!    sync) and the peer dialer; `config`: the TOML file, validated;
+//!    `alerts`: the watchlist against the index, the alert log, its
+//!    subscribers and webhook sink.
 //! 7. `node`: the node's state and its status report.
 //! 8. `api`: tonic services (thin handlers), protobuf conversions, the
 //!    mapping of domain errors to statuses.
@@ -78,6 +81,7 @@
 
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod api;
 mod auth;
 pub mod batch;
@@ -107,3 +111,4 @@ pub mod time;
 pub mod tls;
 pub mod token;
 pub mod trust;
+mod watchlist;

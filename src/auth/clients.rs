@@ -23,6 +23,9 @@ pub(crate) enum ClientCapability {
     Contribute,
     /// `Admin.*`
     Admin,
+    /// `Watchlist.*` and `Alerts.*`: the bank's book under continuous
+    /// screening, and the alerts it raises.
+    Watchlist,
 }
 
 impl ClientCapability {
@@ -31,6 +34,7 @@ impl ClientCapability {
             "screen" => Some(ClientCapability::Screen),
             "contribute" => Some(ClientCapability::Contribute),
             "admin" => Some(ClientCapability::Admin),
+            "watchlist" => Some(ClientCapability::Watchlist),
             _ => None,
         }
     }
@@ -40,6 +44,7 @@ impl ClientCapability {
             ClientCapability::Screen => "screen",
             ClientCapability::Contribute => "contribute",
             ClientCapability::Admin => "admin",
+            ClientCapability::Watchlist => "watchlist",
         }
     }
 }
