@@ -10,7 +10,7 @@ use crate::{
     config::RawConfig,
     proto::{
         admin_client::AdminClient, contribution_client::ContributionClient,
-        screening_client::ScreeningClient,
+        screening_client::ScreeningClient, watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
 };
@@ -101,6 +101,8 @@ pub struct Clients {
     pub contribution: ContributionClient<Channel>,
     /// Administration: the node's status.
     pub admin: AdminClient<Channel>,
+    /// The watchlist: the bank's book under continuous screening.
+    pub watchlist: WatchlistClient<Channel>,
 }
 
 impl Clients {
@@ -112,6 +114,9 @@ impl Clients {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             contribution: ContributionClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            watchlist: WatchlistClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel),

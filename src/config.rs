@@ -66,6 +66,19 @@ pub(crate) struct RawConfig {
     pub peer_listener: Option<RawPeerListener>,
     #[serde(default)]
     pub replication: ReplicationSettings,
+    /// The watchlist (continuous screening); without it the Watchlist
+    /// service answers FAILED_PRECONDITION.
+    #[serde(default)]
+    pub watchlist: Option<RawWatchlist>,
+}
+
+/// `[watchlist]`: the node-local key the watch entries are kept under.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWatchlist {
+    /// 64 hex characters, mode 0600 (`cix init` makes one). Required in
+    /// the section.
+    pub key_file: PathBuf,
 }
 
 /// Pulling other origins' logs from peers.
@@ -376,6 +389,8 @@ pub(crate) struct Config {
     pub signing_key: PathBuf,
     pub retention: Duration,
     pub purge_interval: Duration,
+    /// `watchlist.key_file`, when the node keeps a watchlist.
+    pub watchlist_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -674,6 +689,7 @@ impl Config {
             signing_key: abs(&raw.node.signing_key),
             retention,
             purge_interval,
+            watchlist_key: raw.watchlist.as_ref().map(|w| abs(&w.key_file)),
         })
     }
 }

@@ -8,6 +8,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Instant};
 use parking_lot::RwLock;
 
 use crate::{
+    alerts::engine::Monitor,
     batch::fork_point,
     config::Config,
     counters::{Counters, Rechecks, SessionFailure, Snapshot},
@@ -28,6 +29,7 @@ use crate::{
     store::{Store, StoreError},
     time::{Clock, ClockError},
     trust::state::{TrustState, TrustStateError},
+    watchlist::{WatchError, WatchKey, Watchlist},
 };
 
 /// Why a node's state could not be opened.
@@ -47,6 +49,8 @@ pub enum NodeError {
     SigningKey(#[from] KeyFileError),
     #[error(transparent)]
     Clock(#[from] ClockError),
+    #[error("watchlist")]
+    Watchlist(#[from] WatchError),
     #[error("creating {path}")]
     Write {
         path: PathBuf,
@@ -81,7 +85,15 @@ pub(crate) struct NodeState {
     /// What happened with each peer (batches received, refusals, pulls),
     /// for Status and metrics ([`crate::counters`]).
     pub counters: Arc<Counters>,
+    /// The bank's book under continuous screening; `None` without
+    /// `[watchlist] key_file`.
+    pub watchlist: Option<Arc<Watchlist>>,
+    /// Alerts for the watchlist: told of new and removed watch entries.
+    pub monitor: Arc<Monitor>,
 }
+
+/// The watchlist's folder in the data directory.
+pub(crate) const WATCHLIST_DIR: &str = "watchlist";
 
 /// Files, in the data directory, where a running node writes its listeners'
 /// bound addresses (useful with port 0); removed on a clean stop.
@@ -159,6 +171,22 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index rebuilt from the store"
     );
+    let watchlist = match &config.watchlist_key {
+        Some(path) => {
+            let key = WatchKey::load(path)?;
+            let dir = config.data_dir.join(WATCHLIST_DIR);
+            let opened = Instant::now();
+            let w = Watchlist::open(&dir, key)?;
+            tracing::info!(
+                entries = w.len(),
+                memory_bytes = w.heap_bytes() as u64,
+                elapsed_ms = opened.elapsed().as_millis() as u64,
+                "watchlist opened"
+            );
+            Some(Arc::new(w))
+        }
+        None => None,
+    };
     // Today's prefix-query usage per member, as recorded before a restart.
     let queries = Arc::new(Gate::persistent(
         counters.clone(),
@@ -183,6 +211,8 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
             config.limits.match_burst,
         )),
         counters,
+        watchlist,
+        monitor: Arc::new(Monitor::new()),
     })
 }
 
@@ -225,6 +255,18 @@ pub(crate) struct NodeStatus {
     pub own_log_ready: bool,
     /// The node's counters per peer ([`crate::counters`]).
     pub counters: Snapshot,
+    /// The watchlist, if the node keeps one.
+    pub watchlist: Option<WatchStatus>,
+}
+
+/// The watchlist in Status: counts only, never a reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WatchStatus {
+    pub entries: u64,
+    /// The newest key epoch valid now (0: none).
+    pub newest_valid_epoch: u32,
+    /// Entries without a hash under it.
+    pub lacking_newest_epoch: u64,
 }
 
 /// One origin log on this node.
@@ -380,6 +422,23 @@ impl NodeState {
             set_aside: self.logs.set_aside().to_vec(),
             own_log_ready: replication.is_none_or(|r| r.is_ready()),
             counters: self.counters.snapshot(),
+            watchlist: self.watch_status(now),
+        })
+    }
+
+    /// The watchlist's counts against the newest key epoch valid at `now`.
+    pub(crate) fn watch_status(&self, now: i64) -> Option<WatchStatus> {
+        let w = self.watchlist.as_ref()?;
+        let counts = w.counts();
+        let newest = self.keys.get().newest_valid(now).map_or(0, |e| e.id);
+        Some(WatchStatus {
+            entries: counts.entries,
+            newest_valid_epoch: newest,
+            lacking_newest_epoch: if newest == 0 {
+                0
+            } else {
+                counts.lacking(newest)
+            },
         })
     }
 }

@@ -110,13 +110,31 @@ impl Engine {
     where
         I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
     {
+        self.hash_identifiers_checked(items, now, |_, _| Ok(()))
+    }
+
+    /// [`Engine::hash_identifiers`] with a check of each item's canonical
+    /// form (`check(position, canonical)`) before it is hashed: the watchlist
+    /// refuses a reference equal to the value it names.
+    pub(crate) fn hash_identifiers_checked<'a, I, E>(
+        &self,
+        items: I,
+        now: i64,
+        mut check: impl FnMut(usize, &[u8]) -> Result<(), E>,
+    ) -> Vec<Result<Vec<(u32, Token)>, E>>
+    where
+        I: IntoIterator<Item = (Result<Kind, Reason>, &'a str)>,
+        E: From<Reason>,
+    {
         let ring = self.keys.get();
         let epochs: Vec<_> = ring.valid_at(now).collect();
         let mut buf = Vec::with_capacity(128);
         let out = items
             .into_iter()
-            .map(|(kind, value)| {
+            .enumerate()
+            .map(|(i, (kind, value))| {
                 let k = kind.and_then(|k| ident::normalize_into(k, value, &mut buf).map(|_| k))?;
+                check(i, &buf)?;
                 Ok(epochs
                     .iter()
                     .map(|e| (e.id, e.tokenizer.token(k, &buf)))

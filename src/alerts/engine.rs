@@ -10,6 +10,11 @@ use crate::{token::Token, watchlist::EntryId};
 pub(crate) struct Monitor {}
 
 impl Monitor {
+    /// A monitor with nothing to watch yet.
+    pub(crate) fn new() -> Monitor {
+        Monitor {}
+    }
+
     /// New watch entries (or entries that gained an epoch), with their
     /// tokens as (epoch, token): alerts for what already matches (the
     /// baseline). Queued; returns at once.

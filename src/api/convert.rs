@@ -200,6 +200,13 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
         fork_evidence_lifted: s.rechecks.forks_lifted,
         batches_dropped_unverified: s.rechecks.batches_dropped,
         batches_resigned: s.rechecks.batches_resigned,
+        watchlist_enabled: s.watchlist.is_some(),
+        watch_entries: s.watchlist.as_ref().map_or(0, |w| w.entries),
+        watch_entries_lacking_newest_epoch: s
+            .watchlist
+            .as_ref()
+            .map_or(0, |w| w.lacking_newest_epoch),
+        watch_newest_valid_epoch: s.watchlist.as_ref().map_or(0, |w| w.newest_valid_epoch),
         set_aside: s
             .set_aside
             .into_iter()

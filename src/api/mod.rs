@@ -13,6 +13,7 @@ pub(crate) mod convert;
 pub(crate) mod federation;
 pub(crate) mod screening;
 pub(crate) mod status;
+pub(crate) mod watchlist;
 pub(crate) mod wire;
 
 pub(crate) use status::exhausted;

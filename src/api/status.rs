@@ -16,7 +16,15 @@ use crate::{
     ratelimit::Refused,
     store::StoreError,
     trust::{list::TrustError, state::OfferError},
+    watchlist::WatchError,
 };
+
+impl From<WatchError> for Status {
+    fn from(e: WatchError) -> Status {
+        tracing::error!(error = %crate::telemetry::chain(&e), "watchlist failed");
+        Status::internal("the node could not update its watchlist; nothing was acknowledged")
+    }
+}
 
 /// RESOURCE_EXHAUSTED for a rate limit, with the wait in the message and as
 /// a `google.rpc.RetryInfo` detail that clients can act on.

@@ -29,6 +29,8 @@ pub struct Row {
     pub kind: Result<Kind, Reason>,
     /// The value as read; the node normalizes it.
     pub value: String,
+    /// The row's reference (`cix watchlist --ref-column`), else empty.
+    pub reference: String,
 }
 
 impl Drop for Row {
@@ -93,6 +95,15 @@ impl Input {
     /// (empty ones skipped) or a column of the CSV file. Needs `--kind` or
     /// `--kind-column`.
     pub fn read(&self) -> Result<Vec<Row>> {
+        self.read_with_reference(None)
+    }
+
+    /// [`Input::read`], with each CSV row's reference taken from
+    /// `ref_column` too.
+    pub fn read_with_reference(&self, ref_column: Option<&str>) -> Result<Vec<Row>> {
+        if ref_column.is_some() && self.column.is_none() {
+            bail!("--ref-column needs a CSV file with --column");
+        }
         if self.kind.is_none() && self.kind_column.is_none() {
             bail!("give --kind, or --kind-column for a CSV file with a kind per row");
         }
@@ -102,12 +113,17 @@ impl Input {
                 row: 1,
                 kind: default,
                 value: v.clone(),
+                reference: String::new(),
             }]);
         }
         match (&self.file, &self.column) {
-            (Some(path), Some(column)) => {
-                read_csv(path, column, self.kind_column.as_deref(), default)
-            }
+            (Some(path), Some(column)) => read_csv(
+                path,
+                column,
+                self.kind_column.as_deref(),
+                ref_column,
+                default,
+            ),
             (Some(path), None) => {
                 let f = std::fs::File::open(path)
                     .with_context(|| format!("opening {}", path.display()))?;
@@ -136,6 +152,7 @@ fn read_lines(mut r: impl BufRead, kind: Result<Kind, Reason>) -> Result<Vec<Row
             row: i,
             kind,
             value: line.to_string(),
+            reference: String::new(),
         });
     }
     Ok(rows)
@@ -145,6 +162,7 @@ fn read_csv(
     path: &Path,
     column: &str,
     kind_column: Option<&str>,
+    ref_column: Option<&str>,
     kind: Result<Kind, Reason>,
 ) -> Result<Vec<Row>> {
     let mut r = csv::ReaderBuilder::new()
@@ -162,6 +180,7 @@ fn read_csv(
     };
     let col = find(column)?;
     let kind_col = kind_column.map(find).transpose()?;
+    let ref_col = ref_column.map(find).transpose()?;
     let mut rows = Vec::new();
     for (i, rec) in r.records().enumerate() {
         // Row numbers count data rows from 1 (the header is not a row). The
@@ -179,10 +198,12 @@ fn read_csv(
             Some(k) => Kind::parse(rec.get(k).unwrap_or("")),
             None => kind,
         };
+        let reference = ref_col.and_then(|c| rec.get(c)).unwrap_or("").to_string();
         rows.push(Row {
             row: i + 1,
             kind,
             value,
+            reference,
         });
     }
     Ok(rows)

@@ -10,6 +10,7 @@
 //! - [`status`]: the node's status.
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
+//! - [`watchlist`]: the bank's book on the node's watchlist.
 //! - [`conn`]: how a client command reaches its node.
 
 mod bench;
@@ -23,6 +24,7 @@ mod screen;
 mod serve;
 mod status;
 mod trust;
+mod watchlist;
 
 use std::path::PathBuf;
 
@@ -142,6 +144,9 @@ pub enum Command {
     /// Edit, sign, verify, show and publish the coalition trust list.
     #[command(subcommand, long_about = trust::TRUST_LONG_ABOUT)]
     Trust(trust::TrustCommand),
+    /// The watchlist: the bank's book under continuous screening.
+    #[command(subcommand)]
+    Watchlist(watchlist::WatchlistCommand),
 }
 
 /// Runs a parsed command.
@@ -182,5 +187,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),
         Command::Trust(c) => trust::trust(c).await,
+        Command::Watchlist(c) => watchlist::watchlist(c).await,
     }
 }

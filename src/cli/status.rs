@@ -52,6 +52,11 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
             "fork_evidence_lifted": s.fork_evidence_lifted,
             "batches_dropped_unverified": s.batches_dropped_unverified,
             "batches_resigned": s.batches_resigned,
+            "watchlist": s.watchlist_enabled.then(|| serde_json::json!({
+                "entries": s.watch_entries,
+                "lacking_newest_epoch": s.watch_entries_lacking_newest_epoch,
+                "newest_valid_epoch": s.watch_newest_valid_epoch,
+            })),
             "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
@@ -146,6 +151,12 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
         println!(
             "KEY ROTATION {} stored batches dropped (no longer verifying; pulled again), {} of the own log signed again",
             s.batches_dropped_unverified, s.batches_resigned
+        );
+    }
+    if s.watchlist_enabled {
+        println!(
+            "WATCHLIST   {} entries; {} lack the newest valid epoch {} (register them again to complete them)",
+            s.watch_entries, s.watch_entries_lacking_newest_epoch, s.watch_newest_valid_epoch
         );
     }
     for a in &s.set_aside {

@@ -15,14 +15,17 @@ use super::{ServeTask, ServerError};
 use crate::{
     api::{
         admin::AdminService, contribution::ContributionService, screening::ScreeningService,
-        wire::screening_server::ScreeningServer,
+        watchlist::WatchlistService, wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
     config::Config,
     contribution::Contributions,
     federation::{ask_prefix::Remote, receive_batches::Replication},
     node::NodeState,
-    proto::{admin_server::AdminServer, contribution_server::ContributionServer},
+    proto::{
+        admin_server::AdminServer, contribution_server::ContributionServer,
+        watchlist_server::WatchlistServer,
+    },
     screening::Engine,
     tls,
 };
@@ -55,6 +58,13 @@ pub(super) async fn serve(
     let grants = Grants::new(config.member.clients.clone());
     let max_items = config.limits.max_batch_items;
     let max_bytes = config.limits.max_message_bytes;
+    let watchlist = WatchlistServer::new(WatchlistService::new(
+        state.clone(),
+        services.engine.clone(),
+        max_items,
+    ))
+    .max_decoding_message_size(max_bytes)
+    .max_encoding_message_size(usize::MAX);
     let screening = ScreeningServer::new(ScreeningService::new(
         services.engine,
         max_items,
@@ -94,6 +104,10 @@ pub(super) async fn serve(
         .add_service(InterceptedService::new(
             contribution,
             Require::new(&grants, ClientCapability::Contribute),
+        ))
+        .add_service(InterceptedService::new(
+            watchlist,
+            Require::new(&grants, ClientCapability::Watchlist),
         ))
         .add_service(InterceptedService::new(
             admin,

@@ -163,6 +163,11 @@ pub fn init(dir: &Path, opts: &InitOptions<'_>) -> Result<Initialized> {
     }
     let signing = crate::keys::signing::SigningKeyFile::generate();
     signing.write_new(&signing_path)?;
+    let watch_key = dir.join("keys/watchlist.key");
+    if watch_key.exists() {
+        fs::remove_file(&watch_key)?;
+    }
+    crate::watchlist::WatchKey::generate(&watch_key)?;
 
     let now = crate::time::system_now()?;
     let from = crate::time::format_time(now - 86_400);
@@ -213,7 +218,10 @@ client_ca = "tls/ca.crt"
 [[member_listener.client]]
 name = "local operator"
 spki_sha256 = "{client_fp}"
-capabilities = ["screen", "contribute", "admin"]
+capabilities = ["screen", "contribute", "admin", "watchlist"]
+
+[watchlist]
+key_file = "keys/watchlist.key"
 
 [[token_epoch]]
 id = 1

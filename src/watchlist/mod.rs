@@ -78,7 +78,7 @@ const MEM_HASH: usize = 11;
 
 /// Why the watchlist failed. Never carries a reference, a token or a value.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WatchError {
+pub enum WatchError {
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(
@@ -493,6 +493,7 @@ impl Watchlist {
 
     /// The live entries holding this watch hash (under any epoch). Memory
     /// only, under a read lock: two binary searches of a bucket.
+    #[allow(dead_code)] // read by the alert engine (`crate::alerts::engine`)
     pub(crate) fn lookup(&self, h: &WatchHash) -> SmallVec<[EntryId; 2]> {
         let mut out = SmallVec::new();
         self.mem.read().lookup(h, &mut out);
@@ -501,6 +502,7 @@ impl Watchlist {
 
     /// [`Watchlist::lookup`] of many hashes under one read lock: (position
     /// in `hashes`, entry) for every hit, in order of position.
+    #[allow(dead_code)] // read by the alert engine (`crate::alerts::engine`)
     pub(crate) fn lookup_all(&self, hashes: &[WatchHash]) -> Vec<(usize, EntryId)> {
         let mem = self.mem.read();
         let mut out = Vec::new();
@@ -515,6 +517,7 @@ impl Watchlist {
 
     /// A live entry, read back from the journal (one read); `None` when it
     /// was removed or never existed.
+    #[allow(dead_code)] // read by the alert engine (`crate::alerts::engine`)
     pub(crate) fn entry(&self, id: EntryId) -> Result<Option<EntryView>, WatchError> {
         let offset = match self.mem.read().offsets.get(id as usize) {
             Some(&o) if o != DEAD => o,
