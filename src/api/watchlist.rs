@@ -76,6 +76,9 @@ struct Ctx {
     max_items: usize,
 }
 
+/// One item resolved: its (epoch, token) pairs, or why it is invalid.
+type Resolved = Result<Vec<(u32, Token)>, &'static str>;
+
 /// A reason word for an invalid item.
 struct Why(&'static str);
 
@@ -104,7 +107,7 @@ fn resolve(
     ctx: &Ctx,
     items: &[proto::WatchItem],
     need_reference: bool,
-) -> Result<Vec<Result<Vec<(u32, Token)>, &'static str>>, Status> {
+) -> Result<Vec<Resolved>, Status> {
     let ring = ctx.keys.get();
     let valid = ctx.engine.valid_epochs(ctx.now);
     let reference_ok = |r: &str| {

@@ -138,6 +138,7 @@ pub(crate) struct NewEntry {
 
 /// What [`Watchlist::add`] did with one entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // `Added::Added` reads as the API's ADDED
 pub(crate) enum Added {
     Added,
     AlreadyPresent,
@@ -791,9 +792,9 @@ impl Watchlist {
             };
             let mut n = 0;
             for s in found {
-                if !victims.contains_key(&s.id) {
+                if let std::collections::hash_map::Entry::Vacant(v) = victims.entry(s.id) {
                     n += 1;
-                    victims.insert(s.id, s);
+                    v.insert(s);
                 }
             }
             per_item.push(n);
