@@ -99,6 +99,13 @@ fn check_reference(r: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// INVALID_ARGUMENT for a refused reference in `field`.
+fn bad_reference(field: &str, why: &str) -> Status {
+    Status::invalid_argument(format!(
+        "{field}: {why}: a reference is 1 to {REFERENCE_MAX} printable ASCII characters (0x21..0x7e)"
+    ))
+}
+
 /// Resolves items to (epoch, token) pairs: identifiers under every epoch
 /// valid now, tokens under their own (which must be valid now). With
 /// `need_reference`, each item's reference must pass [`check_reference`]
@@ -269,11 +276,28 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|_| Err(Status::internal("a watchlist request failed")))
 }
 
+/// A message of AddStream or Sync: its items, and whether it commits.
+trait StreamMessage: Send + 'static {
+    fn into_parts(self) -> (Vec<proto::WatchItem>, bool);
+}
+
+impl StreamMessage for proto::WatchAddRequest {
+    fn into_parts(self) -> (Vec<proto::WatchItem>, bool) {
+        (self.items, false)
+    }
+}
+
+impl StreamMessage for proto::WatchSyncRequest {
+    fn into_parts(self) -> (Vec<proto::WatchItem>, bool) {
+        (self.items, self.commit)
+    }
+}
+
 /// Registers every message of a stream; with `sync`, sweeps at the end if
 /// the last message says commit.
-async fn register_stream(
+async fn register_stream<M: StreamMessage>(
     ctx: Ctx,
-    mut inbound: Streaming<proto::WatchSyncRequest>,
+    mut inbound: Streaming<M>,
     sync: bool,
 ) -> Result<proto::WatchSummary, Status> {
     let ctx = Arc::new(ctx);
@@ -282,18 +306,18 @@ async fn register_stream(
     let mut seen = 0u64;
     let mut commit = false;
     while let Some(m) = inbound.next().await {
-        let m = m?;
+        let (items, commits) = m?.into_parts();
         if commit {
             return Err(Status::invalid_argument(
                 "commit: only the last message of a Sync may say commit",
             ));
         }
-        commit = m.commit;
-        let n = m.items.len() as u64;
+        commit = commits;
+        let n = items.len() as u64;
         let c = ctx.clone();
         let mut s = session.take();
         let (results, s) = blocking(move || {
-            let r = register(&c, m.items, s.as_mut())?;
+            let r = register(&c, items, s.as_mut())?;
             Ok((r, s))
         })
         .await?;
@@ -345,19 +369,9 @@ impl watchlist_server::Watchlist for WatchlistService {
         req: Request<Streaming<proto::WatchAddRequest>>,
     ) -> Result<Response<proto::WatchSummary>, Status> {
         let ctx = self.ctx()?;
-        let ctx = Arc::new(ctx);
-        let mut inbound = req.into_inner();
-        let mut sum = proto::WatchSummary::default();
-        let mut seen = 0u64;
-        while let Some(m) = inbound.next().await {
-            let m = m?;
-            let n = m.items.len() as u64;
-            let c = ctx.clone();
-            let results = blocking(move || register(&c, m.items, None)).await?;
-            summarize(&mut sum, seen, &results);
-            seen += n;
-        }
-        Ok(Response::new(sum))
+        register_stream(ctx, req.into_inner(), false)
+            .await
+            .map(Response::new)
     }
 
     async fn sync(
@@ -379,11 +393,8 @@ impl watchlist_server::Watchlist for WatchlistService {
         check_batch("references", r.references.len(), ctx.max_items)?;
         check_batch("items", r.items.len(), ctx.max_items)?;
         for (i, reference) in r.references.iter().enumerate() {
-            check_reference(reference).map_err(|why| {
-                Status::invalid_argument(format!(
-                    "references[{i}]: {why}: a reference is 1 to {REFERENCE_MAX} printable ASCII characters (0x21..0x7e)"
-                ))
-            })?;
+            check_reference(reference)
+                .map_err(|why| bad_reference(&format!("references[{i}]"), why))?;
         }
         let out = blocking(move || {
             let resolved = resolve(&ctx, &r.items, false)?;
@@ -451,11 +462,7 @@ impl watchlist_server::Watchlist for WatchlistService {
         } as usize;
         let by_reference = r.order == proto::WatchOrder::Reference as i32;
         if !r.reference.is_empty() {
-            check_reference(&r.reference).map_err(|why| {
-                Status::invalid_argument(format!(
-                    "reference: {why}: a reference is 1 to {REFERENCE_MAX} printable ASCII characters (0x21..0x7e)"
-                ))
-            })?;
+            check_reference(&r.reference).map_err(|why| bad_reference("reference", why))?;
         }
         let out = blocking(move || {
             if !r.reference.is_empty() {
