@@ -9,7 +9,8 @@ use tonic::transport::Channel;
 use crate::{
     config::RawConfig,
     proto::{
-        admin_client::AdminClient, contribution_client::ContributionClient,
+        admin_client::AdminClient, alerts_client::AlertsClient,
+        contribution_client::ContributionClient,
         screening_client::ScreeningClient,
     },
     tls::{self, TlsError},
@@ -101,6 +102,8 @@ pub struct Clients {
     pub contribution: ContributionClient<Channel>,
     /// Administration: the node's status.
     pub admin: AdminClient<Channel>,
+    /// Alerts: the node's alert log (Subscribe, List).
+    pub alerts: AlertsClient<Channel>,
 }
 
 impl Clients {
@@ -114,7 +117,8 @@ impl Clients {
             contribution: ContributionClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            admin: AdminClient::new(channel),
+            admin: AdminClient::new(channel.clone()),
+            alerts: AlertsClient::new(channel),
         }
     }
 }

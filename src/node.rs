@@ -8,6 +8,10 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Instant};
 use parking_lot::RwLock;
 
 use crate::{
+    alerts::{
+        log::{AlertLog, AlertLogError},
+        webhook::{Webhook, WebhookError, WebhookStatus},
+    },
     batch::fork_point,
     config::Config,
     counters::{Counters, Rechecks, SessionFailure, Snapshot},
@@ -47,6 +51,10 @@ pub enum NodeError {
     SigningKey(#[from] KeyFileError),
     #[error(transparent)]
     Clock(#[from] ClockError),
+    #[error(transparent)]
+    AlertLog(#[from] AlertLogError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     #[error("creating {path}")]
     Write {
         path: PathBuf,
@@ -81,6 +89,10 @@ pub(crate) struct NodeState {
     /// What happened with each peer (batches received, refusals, pulls),
     /// for Status and metrics ([`crate::counters`]).
     pub counters: Arc<Counters>,
+    /// The alert log (`<data_dir>/alerts`, [`crate::alerts::log`]).
+    pub alert_log: Arc<AlertLog>,
+    /// The webhook sink, if `[alerts.webhook]` configures one.
+    pub webhook: Option<Arc<Webhook>>,
 }
 
 /// Files, in the data directory, where a running node writes its listeners'
@@ -159,6 +171,18 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         elapsed_ms = started.elapsed().as_millis() as u64,
         "index rebuilt from the store"
     );
+    let alert_log = Arc::new(AlertLog::open(&config.data_dir.join("alerts"))?);
+    let webhook = match &config.webhook {
+        Some(w) => Some(Arc::new(Webhook::open(
+            w.url.clone(),
+            &w.secret_file,
+            w.ca_file.as_deref(),
+            w.timeout,
+            alert_log.clone(),
+            clock.clone(),
+        )?)),
+        None => None,
+    };
     // Today's prefix-query usage per member, as recorded before a restart.
     let queries = Arc::new(Gate::persistent(
         counters.clone(),
@@ -183,6 +207,8 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
             config.limits.match_burst,
         )),
         counters,
+        alert_log,
+        webhook,
     })
 }
 
@@ -225,6 +251,11 @@ pub(crate) struct NodeStatus {
     pub own_log_ready: bool,
     /// The node's counters per peer ([`crate::counters`]).
     pub counters: Snapshot,
+    /// The alert log's newest and oldest retained event numbers.
+    pub alerts_newest: u64,
+    pub alerts_oldest: u64,
+    /// The webhook sink's figures (all zero without one).
+    pub webhook: WebhookStatus,
 }
 
 /// One origin log on this node.
@@ -380,6 +411,9 @@ impl NodeState {
             set_aside: self.logs.set_aside().to_vec(),
             own_log_ready: replication.is_none_or(|r| r.is_ready()),
             counters: self.counters.snapshot(),
+            alerts_newest: self.alert_log.newest(),
+            alerts_oldest: self.alert_log.oldest(),
+            webhook: self.webhook.as_ref().map(|w| w.status()).unwrap_or_default(),
         })
     }
 }

@@ -312,6 +312,18 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
     Ok(Arc::new(config))
 }
 
+/// The TLS of an HTTPS client that is not a member client (the alert
+/// webhook): TLS 1.2 or 1.3, the server's certificate checked against
+/// `ca`, no client certificate, HTTP/1.1.
+pub fn https_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// An accepted, authenticated TLS connection. It fails every read and
 /// write once its registry closes it, which ends the HTTP/2 connection and
 /// every stream on it.
