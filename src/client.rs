@@ -10,8 +10,7 @@ use crate::{
     config::RawConfig,
     proto::{
         admin_client::AdminClient, alerts_client::AlertsClient,
-        contribution_client::ContributionClient,
-        screening_client::ScreeningClient,
+        contribution_client::ContributionClient, screening_client::ScreeningClient,
     },
     tls::{self, TlsError},
 };

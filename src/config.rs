@@ -874,10 +874,16 @@ mod tests {
         assert_eq!(w.url.host(), Some("cases.example"));
         assert_eq!(w.ca_file.as_deref(), Some(Path::new("/etc/cix/ca.pem")));
         assert_eq!(w.timeout, Duration::from_secs(10));
-        for ok in ["http://127.0.0.1:8080/a", "http://[::1]/a", "http://localhost/a"] {
+        for ok in [
+            "http://127.0.0.1:8080/a",
+            "http://[::1]/a",
+            "http://localhost/a",
+        ] {
             with(ok, false).unwrap();
         }
-        let e = with("https://cases.example/hook", false).unwrap_err().to_string();
+        let e = with("https://cases.example/hook", false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("alerts.webhook.ca_file"), "{e}");
         for bad in [
             "http://user:pw@cases.example/hook",

@@ -413,7 +413,11 @@ impl NodeState {
             counters: self.counters.snapshot(),
             alerts_newest: self.alert_log.newest(),
             alerts_oldest: self.alert_log.oldest(),
-            webhook: self.webhook.as_ref().map(|w| w.status()).unwrap_or_default(),
+            webhook: self
+                .webhook
+                .as_ref()
+                .map(|w| w.status())
+                .unwrap_or_default(),
         })
     }
 }

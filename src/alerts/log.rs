@@ -72,19 +72,43 @@ pub(crate) enum Cause {
 const ACTIONS: [(Action, proto::AlertAction, &str); 3] = [
     (Action::Raised, proto::AlertAction::Raised, "raised"),
     (Action::Updated, proto::AlertAction::Updated, "updated"),
-    (Action::Withdrawn, proto::AlertAction::Withdrawn, "withdrawn"),
+    (
+        Action::Withdrawn,
+        proto::AlertAction::Withdrawn,
+        "withdrawn",
+    ),
 ];
 
 const CAUSES: [(Cause, proto::AlertCause, &str); 10] = [
-    (Cause::Contributed, proto::AlertCause::Contributed, "contributed"),
-    (Cause::Replicated, proto::AlertCause::Replicated, "replicated"),
-    (Cause::Registered, proto::AlertCause::Registered, "registered"),
+    (
+        Cause::Contributed,
+        proto::AlertCause::Contributed,
+        "contributed",
+    ),
+    (
+        Cause::Replicated,
+        proto::AlertCause::Replicated,
+        "replicated",
+    ),
+    (
+        Cause::Registered,
+        proto::AlertCause::Registered,
+        "registered",
+    ),
     (Cause::Recovered, proto::AlertCause::Recovered, "recovered"),
     (Cause::Retracted, proto::AlertCause::Retracted, "retracted"),
     (Cause::Expired, proto::AlertCause::Expired, "expired"),
     (Cause::Frozen, proto::AlertCause::Frozen, "frozen"),
-    (Cause::EpochEnded, proto::AlertCause::EpochEnded, "epoch_ended"),
-    (Cause::EntryRemoved, proto::AlertCause::EntryRemoved, "entry_removed"),
+    (
+        Cause::EpochEnded,
+        proto::AlertCause::EpochEnded,
+        "epoch_ended",
+    ),
+    (
+        Cause::EntryRemoved,
+        proto::AlertCause::EntryRemoved,
+        "entry_removed",
+    ),
     (Cause::Extended, proto::AlertCause::Extended, "extended"),
 ];
 
@@ -243,6 +267,11 @@ pub enum AlertLogError {
     Ahead { after: u64, newest: u64 },
 }
 
+/// A record of the engine's state tree: (key, value), both opaque here.
+pub(crate) type StateRecord = (Vec<u8>, Vec<u8>);
+/// A write to it: (key, `Some(value)` to insert, `None` to remove).
+pub(crate) type StateWrite = (Vec<u8>, Option<Vec<u8>>);
+
 /// The sled record (meta tree) of the newest number given, which outlives
 /// the purge of every event.
 const NEWEST: &[u8] = b"newest";
@@ -309,10 +338,12 @@ impl AlertLog {
     /// engine's state writes (key, `Some(value)` = insert, `None` = remove)
     /// in one sled transaction, flushed before it returns; then wakes
     /// subscribers. Returns the numbers given.
+    // The alert engine is the caller.
+    #[allow(dead_code)]
     pub(crate) fn append(
         &self,
         mut events: Vec<AlertEvent>,
-        state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        state: Vec<StateWrite>,
     ) -> Result<Range<u64>, AlertLogError> {
         let _writing = self.writing.lock();
         let first = self.newest.load(Ordering::Acquire) + 1;
@@ -350,8 +381,9 @@ impl AlertLog {
         Ok(first..end)
     }
 
-    /// Every record of the engine's state tree.
-    pub(crate) fn state(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, AlertLogError> {
+    /// Every record of the engine's state tree (read at the engine's start).
+    #[allow(dead_code)]
+    pub(crate) fn state(&self) -> Result<Vec<StateRecord>, AlertLogError> {
         self.state
             .iter()
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
@@ -540,7 +572,10 @@ pub(crate) async fn retain(
         .await;
         match purged {
             Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(events = n, "alert log: delivered events past retention purged"),
+            Ok(Ok(n)) => tracing::info!(
+                events = n,
+                "alert log: delivered events past retention purged"
+            ),
             Ok(Err(e)) => tracing::error!(error = %crate::telemetry::chain(&e), "alert log purge"),
             Err(e) => tracing::error!(error = %e, "alert log purge"),
         }
@@ -581,7 +616,11 @@ pub(crate) mod tests {
         {
             let log = AlertLog::open(dir.path()).unwrap();
             assert_eq!((log.newest(), log.oldest()), (0, 1));
-            assert_eq!(log.append(vec![event(1, 10), event(2, 10)], vec![]).unwrap(), 1..3);
+            assert_eq!(
+                log.append(vec![event(1, 10), event(2, 10)], vec![])
+                    .unwrap(),
+                1..3
+            );
             assert_eq!(log.append(vec![], vec![]).unwrap(), 3..3);
             assert_eq!(log.append(vec![event(3, 11)], vec![]).unwrap(), 3..4);
         }
@@ -589,7 +628,10 @@ pub(crate) mod tests {
         assert_eq!((log.newest(), log.oldest()), (3, 1));
         assert_eq!(log.append(vec![event(4, 12)], vec![]).unwrap(), 4..5);
         let all = log.read(0, 100).unwrap();
-        assert_eq!(all.iter().map(|e| e.number).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            all.iter().map(|e| e.number).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         let mut want = event(3, 11);
         want.number = 3;
         assert_eq!(all[2], want, "the event reads back as appended");
@@ -602,7 +644,10 @@ pub(crate) mod tests {
             let log = AlertLog::open(dir.path()).unwrap();
             log.append(
                 vec![event(1, 10)],
-                vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), Some(b"2".to_vec()))],
+                vec![
+                    (b"a".to_vec(), Some(b"1".to_vec())),
+                    (b"b".to_vec(), Some(b"2".to_vec())),
+                ],
             )
             .unwrap();
             log.append(
@@ -614,7 +659,10 @@ pub(crate) mod tests {
         let log = AlertLog::open(dir.path()).unwrap();
         assert_eq!(
             log.state().unwrap(),
-            vec![(b"b".to_vec(), b"2".to_vec()), (b"c".to_vec(), b"3".to_vec())]
+            vec![
+                (b"b".to_vec(), b"2".to_vec()),
+                (b"c".to_vec(), b"3".to_vec())
+            ]
         );
         assert_eq!(log.newest(), 2);
     }
@@ -623,7 +671,8 @@ pub(crate) mod tests {
     fn reads_come_in_pages_from_a_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let log = AlertLog::open(dir.path()).unwrap();
-        log.append((1..=10).map(|a| event(a, 10)).collect(), vec![]).unwrap();
+        log.append((1..=10).map(|a| event(a, 10)).collect(), vec![])
+            .unwrap();
         let numbers = |v: Vec<AlertEvent>| v.iter().map(|e| e.number).collect::<Vec<_>>();
         assert_eq!(numbers(log.read(0, 4).unwrap()), [1, 2, 3, 4]);
         assert_eq!(numbers(log.read(4, 4).unwrap()), [5, 6, 7, 8]);
@@ -631,7 +680,10 @@ pub(crate) mod tests {
         assert!(log.read(10, 4).unwrap().is_empty());
         assert!(matches!(
             log.read(11, 4),
-            Err(AlertLogError::Ahead { after: 11, newest: 10 })
+            Err(AlertLogError::Ahead {
+                after: 11,
+                newest: 10
+            })
         ));
     }
 
@@ -650,8 +702,20 @@ pub(crate) mod tests {
         let log = AlertLog::open(dir.path()).unwrap();
         assert_eq!((log.oldest(), log.newest()), (4, 6));
         let e = log.read(2, 10).unwrap_err();
-        assert!(matches!(e, AlertLogError::Expired { after: 2, oldest: 4 }), "{e:?}");
-        assert!(e.to_string().contains("the oldest retained event is 4"), "{e}");
+        assert!(
+            matches!(
+                e,
+                AlertLogError::Expired {
+                    after: 2,
+                    oldest: 4
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("the oldest retained event is 4"),
+            "{e}"
+        );
         assert_eq!(log.read(3, 10).unwrap().len(), 3);
         // Every event purged: the numbering still goes on.
         assert_eq!(log.purge(1000, 6).unwrap(), 3);
@@ -702,7 +766,8 @@ pub(crate) mod tests {
     async fn a_follower_gets_the_backlog_then_each_new_event() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(AlertLog::open(dir.path()).unwrap());
-        log.append((1..=5).map(|a| event(a, 10)).collect(), vec![]).unwrap();
+        log.append((1..=5).map(|a| event(a, 10)).collect(), vec![])
+            .unwrap();
         let stop = CancellationToken::new();
         let mut rx = log.follow(2, 2, stop.clone()).unwrap();
         for want in 3..=5 {
@@ -711,7 +776,8 @@ pub(crate) mod tests {
         // Caught up: the next event comes once appended.
         log.append(vec![event(6, 11)], vec![]).unwrap();
         assert_eq!(next(&mut rx).await, 6);
-        log.append((7..=9).map(|a| event(a, 12)).collect(), vec![]).unwrap();
+        log.append((7..=9).map(|a| event(a, 12)).collect(), vec![])
+            .unwrap();
         for want in 7..=9 {
             assert_eq!(next(&mut rx).await, want);
         }
@@ -723,10 +789,14 @@ pub(crate) mod tests {
     async fn a_follower_from_a_purged_cursor_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(AlertLog::open(dir.path()).unwrap());
-        log.append((1..=10).map(|a| event(a, 10)).collect(), vec![]).unwrap();
+        log.append((1..=10).map(|a| event(a, 10)).collect(), vec![])
+            .unwrap();
         log.purge(11, 2).unwrap();
         let e = log.follow(0, 10, CancellationToken::new()).unwrap_err();
-        assert!(matches!(e, AlertLogError::Expired { oldest: 3, .. }), "{e:?}");
+        assert!(
+            matches!(e, AlertLogError::Expired { oldest: 3, .. }),
+            "{e:?}"
+        );
         // A slow follower that retention passes ends with the error.
         let mut rx = log.follow(2, 1, CancellationToken::new()).unwrap();
         assert_eq!(next(&mut rx).await, 3);

@@ -109,7 +109,11 @@ pub(crate) struct Webhook {
 fn shown(url: &http::Uri) -> String {
     let host = url.host().unwrap_or("");
     let port = url.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("{}://{host}{port}{}", url.scheme_str().unwrap_or(""), url.path())
+    format!(
+        "{}://{host}{port}{}",
+        url.scheme_str().unwrap_or(""),
+        url.path()
+    )
 }
 
 fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, WebhookError> {
@@ -231,7 +235,10 @@ impl Webhook {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::error!(error = %crate::telemetry::chain(&e), "alert webhook: reading the alert log");
-                    self.failed(format!("reading the alert log: {}", crate::telemetry::chain(&e)));
+                    self.failed(format!(
+                        "reading the alert log: {}",
+                        crate::telemetry::chain(&e)
+                    ));
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -328,7 +335,10 @@ impl Webhook {
     }
 
     /// Connects (TLS for https), sends `request`, returns the answer's status.
-    async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<http::StatusCode, String> {
+    async fn exchange(
+        &self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::StatusCode, String> {
         let fail = |what: &str, e: &dyn std::fmt::Display| format!("{}: {what}: {e}", self.shown);
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -337,10 +347,7 @@ impl Webhook {
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(self.host.clone())
                     .map_err(|e| fail("server name", &e))?;
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| fail("TLS", &e))?;
+                let stream = tls.connect(name, tcp).await.map_err(|e| fail("TLS", &e))?;
                 send(stream, request).await.map_err(|e| fail("HTTP", &e))
             }
             None => send(tcp, request).await.map_err(|e| fail("HTTP", &e)),
@@ -349,7 +356,10 @@ impl Webhook {
 }
 
 /// One HTTP/1.1 request on a fresh connection; the answer's status.
-async fn send<S>(io: S, request: http::Request<Full<Bytes>>) -> Result<http::StatusCode, hyper::Error>
+async fn send<S>(
+    io: S,
+    request: http::Request<Full<Bytes>>,
+) -> Result<http::StatusCode, hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -433,7 +443,10 @@ mod tests {
                         Ok::<_, Infallible>(answer.body(Full::new(Bytes::new())).unwrap())
                     }
                 });
-                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
             }
         });
         Receiver { addr, got }
@@ -500,7 +513,8 @@ mod tests {
     async fn events_are_delivered_in_order_and_signed() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(AlertLog::open(&dir.path().join("alerts")).unwrap());
-        log.append((1..=3).map(|a| event(a, 10)).collect(), vec![]).unwrap();
+        log.append((1..=3).map(|a| event(a, 10)).collect(), vec![])
+            .unwrap();
         let mut server = receiver(vec![]).await;
         let w = webhook(dir.path(), server.addr, &log);
         let stop = CancellationToken::new();
@@ -525,7 +539,8 @@ mod tests {
     async fn a_failing_receiver_gets_the_same_event_until_it_acknowledges() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(AlertLog::open(&dir.path().join("alerts")).unwrap());
-        log.append((1..=2).map(|a| event(a, 10)).collect(), vec![]).unwrap();
+        log.append((1..=2).map(|a| event(a, 10)).collect(), vec![])
+            .unwrap();
         let mut server = receiver(vec![(500, None), (500, None), (500, None)]).await;
         let w = webhook(dir.path(), server.addr, &log);
         let stop = CancellationToken::new();
@@ -538,7 +553,11 @@ mod tests {
         let s = w.status();
         assert_eq!((s.pending, s.delivered, s.failures), (0, 2, 3));
         assert!(s.last_error.contains("500"), "{}", s.last_error);
-        assert!(!s.last_error.contains("token=x"), "no query: {}", s.last_error);
+        assert!(
+            !s.last_error.contains("token=x"),
+            "no query: {}",
+            s.last_error
+        );
         stop.cancel();
     }
 
@@ -557,7 +576,10 @@ mod tests {
         assert_eq!(got[0].key, "1");
         assert_eq!(got[1].key, "1");
         cursor_at(&log, 1).await;
-        assert!(elsewhere.got.borrow().is_empty(), "the redirect's target got nothing");
+        assert!(
+            elsewhere.got.borrow().is_empty(),
+            "the redirect's target got nothing"
+        );
         let s = w.status();
         assert_eq!((s.delivered, s.failures), (1, 1));
         assert!(s.last_error.contains("302"), "{}", s.last_error);
@@ -570,7 +592,8 @@ mod tests {
         let mut server = receiver(vec![]).await;
         {
             let log = Arc::new(AlertLog::open(&dir.path().join("alerts")).unwrap());
-            log.append((1..=2).map(|a| event(a, 10)).collect(), vec![]).unwrap();
+            log.append((1..=2).map(|a| event(a, 10)).collect(), vec![])
+                .unwrap();
             let stop = CancellationToken::new();
             let task = tokio::spawn(webhook(dir.path(), server.addr, &log).run(stop.clone()));
             server.until(2).await;
@@ -606,12 +629,17 @@ mod tests {
         let short = dir.path().join("short");
         crate::keys::file::write_new_private(&short, b"tiny\n").unwrap();
         let e = read_secret(&short).unwrap_err().to_string();
-        assert!(e.contains("at least 16 bytes") && !e.contains("tiny"), "{e}");
+        assert!(
+            e.contains("at least 16 bytes") && !e.contains("tiny"),
+            "{e}"
+        );
     }
 
     #[test]
     fn the_url_is_shown_without_user_info_or_query() {
-        let url: http::Uri = "https://cases.example:8443/cix/hook?key=s3cret".parse().unwrap();
+        let url: http::Uri = "https://cases.example:8443/cix/hook?key=s3cret"
+            .parse()
+            .unwrap();
         assert_eq!(shown(&url), "https://cases.example:8443/cix/hook");
     }
 }

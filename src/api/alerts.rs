@@ -46,10 +46,8 @@ impl alerts_server::Alerts for AlertsService {
     ) -> Result<Response<EventStream>, Status> {
         let after = req.into_inner().after;
         let events = self.log.follow(after, PAGE, self.stop.child_token())?;
-        let stream = ReceiverStream::new(events).map(|r| {
-            r.map(|e| convert::alert_event(&e))
-                .map_err(Status::from)
-        });
+        let stream = ReceiverStream::new(events)
+            .map(|r| r.map(|e| convert::alert_event(&e)).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 

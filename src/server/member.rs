@@ -14,8 +14,8 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use super::{ServeTask, ServerError};
 use crate::{
     api::{
-        admin::AdminService, alerts::AlertsService, contribution::ContributionService, screening::ScreeningService,
-        wire::screening_server::ScreeningServer,
+        admin::AdminService, alerts::AlertsService, contribution::ContributionService,
+        screening::ScreeningService, wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
     config::Config,
