@@ -112,39 +112,33 @@ const CAUSES: [(Cause, proto::AlertCause, &str); 10] = [
     (Cause::Extended, proto::AlertCause::Extended, "extended"),
 ];
 
+/// The row of `v` in its table (every value has one).
+fn row<T: Copy + PartialEq, P: Copy>(
+    table: &'static [(T, P, &'static str)],
+    v: T,
+) -> &'static (T, P, &'static str) {
+    table
+        .iter()
+        .find(|r| r.0 == v)
+        .expect("every value has a row in its table")
+}
+
+/// The value of a protobuf code, if the table has it.
+fn by_code<T: Copy, P: Copy + Into<i32>>(table: &[(T, P, &str)], code: i32) -> Option<T> {
+    table.iter().find(|r| r.1.into() == code).map(|r| r.0)
+}
+
 impl Action {
     /// The lower-case word of the JSON form and the CLI.
     pub(crate) fn as_str(self) -> &'static str {
-        ACTIONS.iter().find(|a| a.0 == self).map_or("", |a| a.2)
-    }
-
-    fn to_proto(self) -> proto::AlertAction {
-        ACTIONS
-            .iter()
-            .find(|a| a.0 == self)
-            .map_or(proto::AlertAction::Unspecified, |a| a.1)
-    }
-
-    fn from_proto(code: i32) -> Option<Action> {
-        ACTIONS.iter().find(|a| a.1 as i32 == code).map(|a| a.0)
+        row(&ACTIONS, self).2
     }
 }
 
 impl Cause {
     /// The lower-case word of the JSON form and the CLI (`epoch_ended`).
     pub(crate) fn as_str(self) -> &'static str {
-        CAUSES.iter().find(|c| c.0 == self).map_or("", |c| c.2)
-    }
-
-    fn to_proto(self) -> proto::AlertCause {
-        CAUSES
-            .iter()
-            .find(|c| c.0 == self)
-            .map_or(proto::AlertCause::Unspecified, |c| c.1)
-    }
-
-    fn from_proto(code: i32) -> Option<Cause> {
-        CAUSES.iter().find(|c| c.1 as i32 == code).map(|c| c.0)
+        row(&CAUSES, self).2
     }
 }
 
@@ -188,8 +182,8 @@ impl AlertEvent {
         proto::AlertEvent {
             number: self.number,
             alert: self.alert,
-            action: self.action.to_proto() as i32,
-            cause: self.cause.to_proto() as i32,
+            action: row(&ACTIONS, self.action).1.into(),
+            cause: row(&CAUSES, self.cause).1.into(),
             watch_reference: self.reference.clone(),
             kind: i32::from(self.kind.code()),
             origin: self.origin.clone(),
@@ -210,8 +204,8 @@ impl AlertEvent {
         Some(AlertEvent {
             number: p.number,
             alert: p.alert,
-            action: Action::from_proto(p.action)?,
-            cause: Cause::from_proto(p.cause)?,
+            action: by_code(&ACTIONS, p.action)?,
+            cause: by_code(&CAUSES, p.cause)?,
             reference: p.watch_reference.clone(),
             kind: u8::try_from(p.kind).ok().and_then(Kind::from_code)?,
             origin: p.origin.clone(),

@@ -11,7 +11,6 @@
 //! read from a 0600 file and held zeroized.
 
 use std::{
-    io::Read,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -32,7 +31,7 @@ use zeroize::Zeroizing;
 
 use super::log::{AlertEvent, AlertLog, AlertLogError};
 use crate::{
-    keys::file::{open_private, PrivateFileError},
+    keys::file::{read_private, PrivateFileError},
     time::Clock,
     tls::{https_client_config, TlsError},
 };
@@ -117,23 +116,16 @@ fn shown(url: &http::Uri) -> String {
 }
 
 fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, WebhookError> {
-    let read_error = |source| WebhookError::ReadSecret {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = open_private(path).map_err(|e| match e {
-        PrivateFileError::Io(e) => read_error(e),
+    let mut data = read_private(path).map_err(|e| match e {
+        PrivateFileError::Io(source) => WebhookError::ReadSecret {
+            path: path.to_path_buf(),
+            source,
+        },
         PrivateFileError::Permissions { mode } => WebhookError::Permissions {
             path: path.to_path_buf(),
             mode,
         },
     })?;
-    let len = file.metadata().map_err(read_error)?.len();
-    // Sized up front, so that no copy is left behind by a reallocation.
-    let mut data = Zeroizing::new(Vec::with_capacity(
-        usize::try_from(len).unwrap_or(0).saturating_add(1),
-    ));
-    file.read_to_end(&mut data).map_err(read_error)?;
     while data.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         data.pop();
     }
