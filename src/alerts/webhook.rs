@@ -391,6 +391,14 @@ mod tests {
     }
 
     async fn receiver(script: Vec<(u16, Option<String>)>) -> Receiver {
+        receiver_on(script, None).await
+    }
+
+    /// [`receiver`], over TLS when `tls` is given.
+    async fn receiver_on(
+        script: Vec<(u16, Option<String>)>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, got) = watch::channel(Vec::new());
@@ -435,10 +443,17 @@ mod tests {
                         Ok::<_, Infallible>(answer.body(Full::new(Bytes::new())).unwrap())
                     }
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            let stream = tls.accept(stream).await.unwrap();
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                    }
+                });
             }
         });
         Receiver { addr, got }
@@ -603,6 +618,53 @@ mod tests {
         cursor_at(&log, 3).await;
         let keys: Vec<String> = server.until(3).await.into_iter().map(|r| r.key).collect();
         assert_eq!(keys, ["1", "2", "3"], "nothing acknowledged is sent again");
+        stop.cancel();
+    }
+
+    /// Over https, the receiver's certificate is checked against `ca_file`
+    /// (here a TLS 1.2 receiver, the oldest version taken).
+    #[tokio::test]
+    async fn https_delivers_to_a_receiver_certified_by_the_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node");
+        crate::testbed::init::init(
+            &node,
+            &crate::testbed::init::InitOptions {
+                node_id: "receiver",
+                listen: "127.0.0.1:0",
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let certs = crate::tls::load_certs(&node.join("tls/node.crt")).unwrap();
+        let key = crate::tls::load_key(&node.join("tls/node.key")).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key.clone_key())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let mut server = receiver_on(vec![], Some(acceptor)).await;
+        let log = Arc::new(AlertLog::open(&dir.path().join("alerts")).unwrap());
+        log.append(vec![event(1, 10)], vec![]).unwrap();
+        let url: http::Uri = format!("https://{}/hook", server.addr).parse().unwrap();
+        let w = Arc::new(
+            Webhook::open(
+                url,
+                &secret_file(dir.path()),
+                Some(&node.join("tls/ca.crt")),
+                Duration::from_secs(5),
+                log.clone(),
+                Clock::fixed(1_800_000_000.0),
+            )
+            .unwrap(),
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn(w.run(stop.clone()));
+        let got = server.until(1).await;
+        check_signed(&got[0]);
+        cursor_at(&log, 1).await;
         stop.cancel();
     }
 
