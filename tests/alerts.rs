@@ -72,4 +72,37 @@ async fn alerts_need_the_watchlist_capability_and_read_from_a_cursor() {
     assert_eq!((st.alerts_newest, st.alerts_oldest), (0, 1));
     assert_eq!(st.webhook_pending, 0);
     assert!(node.data_dir().join("alerts").is_dir());
+
+    // `cix alerts list` with the case system's certificate: the same page.
+    let out = std::process::Command::new(BIN)
+        .args(["alerts", "list", "--format", "jsonl", "--dir"])
+        .arg(&node.dir)
+        .arg("--cert")
+        .arg(&case_system.cert)
+        .arg("--key")
+        .arg(&case_system.key)
+        .env_remove("CIX_DIR")
+        .env_remove("CIX_NODE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "no events: {out:?}");
+    // And with the screener's (no `watchlist`): refused, saying so.
+    let out = std::process::Command::new(BIN)
+        .args(["alerts", "list", "--dir"])
+        .arg(&node.dir)
+        .arg("--cert")
+        .arg(&screener.cert)
+        .arg("--key")
+        .arg(&screener.key)
+        .env_remove("CIX_DIR")
+        .env_remove("CIX_NODE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("watchlist"),
+        "{err}"
+    );
 }
