@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "proto/cix/v1/trust.proto",
     "proto/cix/v1/federation.proto",
     "proto/cix/v1/watchlist.proto",
+    "proto/cix/v1/alerts.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

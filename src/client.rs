@@ -9,8 +9,9 @@ use tonic::transport::Channel;
 use crate::{
     config::RawConfig,
     proto::{
-        admin_client::AdminClient, contribution_client::ContributionClient,
-        screening_client::ScreeningClient, watchlist_client::WatchlistClient,
+        admin_client::AdminClient, alerts_client::AlertsClient,
+        contribution_client::ContributionClient, screening_client::ScreeningClient,
+        watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
 };
@@ -103,6 +104,8 @@ pub struct Clients {
     pub admin: AdminClient<Channel>,
     /// The watchlist: the bank's book under continuous screening.
     pub watchlist: WatchlistClient<Channel>,
+    /// Alerts: the node's alert log (Subscribe, List).
+    pub alerts: AlertsClient<Channel>,
 }
 
 impl Clients {
@@ -119,7 +122,8 @@ impl Clients {
             watchlist: WatchlistClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            admin: AdminClient::new(channel),
+            admin: AdminClient::new(channel.clone()),
+            alerts: AlertsClient::new(channel),
         }
     }
 }

@@ -70,6 +70,53 @@ pub(crate) struct RawConfig {
     /// service answers FAILED_PRECONDITION.
     #[serde(default)]
     pub watchlist: Option<RawWatchlist>,
+    #[serde(default)]
+    pub alerts: AlertSettings,
+}
+
+/// The alert log and its webhook sink (`[alerts]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AlertSettings {
+    /// Events recorded longer ago than this are deleted from the alert log,
+    /// once every configured sink (the webhook) has acknowledged them; the
+    /// purge runs every `store.purge_interval`. Default "90d".
+    pub retention: String,
+    /// The webhook sink (`[alerts.webhook]`); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<RawWebhook>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            retention: "90d".into(),
+            webhook: None,
+        }
+    }
+}
+
+/// `[alerts.webhook]`: every alert event POSTed, in order, to one URL.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    /// `https://HOST[:PORT]/PATH`; plain `http://` only to a loopback
+    /// address (tests). Logged without user info or query.
+    pub url: String,
+    /// The signing secret (its bytes, a trailing newline aside; at least
+    /// 16), mode 0600.
+    pub secret_file: PathBuf,
+    /// The receiver's CA (PEM); required with https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one delivery (connect, request, answer) may take before it
+    /// counts as failed and is retried. Default "10s".
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout: String,
+}
+
+fn default_webhook_timeout() -> String {
+    "10s".into()
 }
 
 /// `[watchlist]`: the node-local key the watch entries are kept under.
@@ -391,6 +438,49 @@ pub(crate) struct Config {
     pub purge_interval: Duration,
     /// `watchlist.key_file`, when the node keeps a watchlist.
     pub watchlist_key: Option<PathBuf>,
+    /// How long delivered alert events are kept (`alerts.retention`).
+    pub alert_retention: Duration,
+    pub webhook: Option<Webhook>,
+}
+
+/// The checked `[alerts.webhook]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Webhook {
+    /// https, or http to a loopback address.
+    pub url: http::Uri,
+    pub secret_file: PathBuf,
+    /// Present whenever the URL is https.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// Checks a webhook URL: https with a CA file, or plain http to a loopback
+/// address. The errors never echo the URL (it may hold credentials).
+fn webhook_url(url: &str, has_ca: bool) -> Result<http::Uri, ConfigError> {
+    const FIELD: &str = "alerts.webhook.url";
+    let rule = "must be https://HOST[:PORT]/PATH, or http:// to a loopback address (127.0.0.1, [::1], localhost)";
+    let uri: http::Uri = url.parse().map_err(|_| invalid(FIELD, rule))?;
+    let host = uri.host().ok_or_else(|| invalid(FIELD, rule))?;
+    match uri.scheme_str() {
+        Some("https") if has_ca => Ok(uri),
+        Some("https") => Err(invalid(
+            "alerts.webhook.ca_file",
+            "required with an https url: the receiver's CA certificate (PEM)",
+        )),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare == "localhost"
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(uri)
+            } else {
+                Err(invalid(FIELD, rule))
+            }
+        }
+        _ => Err(invalid(FIELD, rule)),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -651,6 +741,22 @@ impl Config {
         if purge_interval.is_zero() {
             return Err(invalid("store.purge_interval", "must be more than zero"));
         }
+        let alert_retention = duration("alerts.retention", &raw.alerts.retention)?;
+        let webhook = match &raw.alerts.webhook {
+            Some(w) => {
+                let timeout = duration("alerts.webhook.timeout", &w.timeout)?;
+                if timeout.is_zero() {
+                    return Err(invalid("alerts.webhook.timeout", "must be more than zero"));
+                }
+                Some(Webhook {
+                    url: webhook_url(&w.url, w.ca_file.is_some())?,
+                    secret_file: abs(&w.secret_file),
+                    ca_file: w.ca_file.as_deref().map(abs),
+                    timeout,
+                })
+            }
+            None => None,
+        };
         if !(1..=MAX_BATCH_ITEMS).contains(&raw.limits.max_batch_items) {
             return Err(invalid(
                 "limits.max_batch_items",
@@ -690,6 +796,8 @@ impl Config {
             retention,
             purge_interval,
             watchlist_key: raw.watchlist.as_ref().map(|w| abs(&w.key_file)),
+            alert_retention,
+            webhook,
         })
     }
 }
@@ -718,6 +826,8 @@ mod tests {
         assert_eq!(raw.store, StoreSettings::default());
         assert_eq!(raw.shutdown, ShutdownSettings::default());
         assert_eq!(raw.replication, ReplicationSettings::default());
+        assert_eq!(raw.alerts.retention, AlertSettings::default().retention);
+        assert!(EXAMPLE.contains(&format!("# timeout = \"{}\"", default_webhook_timeout())));
         assert_eq!(
             raw.peer_listener.as_ref().unwrap().limits,
             PeerLimits::default()
@@ -759,6 +869,47 @@ mod tests {
                 EXAMPLE.contains(line),
                 "example lacks default line {line:?}"
             );
+        }
+    }
+
+    /// The webhook goes over https with the receiver's CA, or plain http to
+    /// loopback only; the refusal names the field and never echoes the URL.
+    #[test]
+    fn a_webhook_is_https_or_loopback_http() {
+        let with = |url: &str, ca: bool| {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            raw.alerts.webhook = Some(RawWebhook {
+                url: url.into(),
+                secret_file: "webhook.secret".into(),
+                ca_file: ca.then(|| "ca.pem".into()),
+                timeout: default_webhook_timeout(),
+            });
+            Config::from_raw(raw, Path::new("/etc/cix")).map(|c| c.webhook.unwrap())
+        };
+        let w = with("https://cases.example/hook?k=1", true).unwrap();
+        assert_eq!(w.url.host(), Some("cases.example"));
+        assert_eq!(w.ca_file.as_deref(), Some(Path::new("/etc/cix/ca.pem")));
+        assert_eq!(w.timeout, Duration::from_secs(10));
+        for ok in [
+            "http://127.0.0.1:8080/a",
+            "http://[::1]/a",
+            "http://localhost/a",
+        ] {
+            with(ok, false).unwrap();
+        }
+        let e = with("https://cases.example/hook", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("alerts.webhook.ca_file"), "{e}");
+        for bad in [
+            "http://user:pw@cases.example/hook",
+            "http://10.0.0.1/hook",
+            "ftp://127.0.0.1/x",
+            "cases.example/hook",
+        ] {
+            let e = with(bad, true).unwrap_err().to_string();
+            assert!(e.contains("alerts.webhook.url"), "{bad}: {e}");
+            assert!(!e.contains("cases.example") && !e.contains("pw"), "{e}");
         }
     }
 

@@ -8,7 +8,11 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Instant};
 use parking_lot::RwLock;
 
 use crate::{
-    alerts::engine::Monitor,
+    alerts::{
+        engine::Monitor,
+        log::{AlertLog, AlertLogError},
+        webhook::{Webhook, WebhookError, WebhookStatus},
+    },
     batch::fork_point,
     config::Config,
     counters::{Counters, Rechecks, SessionFailure, Snapshot},
@@ -51,6 +55,10 @@ pub enum NodeError {
     Clock(#[from] ClockError),
     #[error("watchlist")]
     Watchlist(#[from] WatchError),
+    #[error(transparent)]
+    AlertLog(#[from] AlertLogError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     #[error("creating {path}")]
     Write {
         path: PathBuf,
@@ -90,6 +98,10 @@ pub(crate) struct NodeState {
     pub watchlist: Option<Arc<Watchlist>>,
     /// Alerts for the watchlist: told of new and removed watch entries.
     pub monitor: Arc<Monitor>,
+    /// The alert log (`<data_dir>/alerts`, [`crate::alerts::log`]).
+    pub alert_log: Arc<AlertLog>,
+    /// The webhook sink, if `[alerts.webhook]` configures one.
+    pub webhook: Option<Arc<Webhook>>,
 }
 
 /// The watchlist's folder in the data directory.
@@ -187,6 +199,18 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         }
         None => None,
     };
+    let alert_log = Arc::new(AlertLog::open(&config.data_dir.join("alerts"))?);
+    let webhook = match &config.webhook {
+        Some(w) => Some(Arc::new(Webhook::open(
+            w.url.clone(),
+            &w.secret_file,
+            w.ca_file.as_deref(),
+            w.timeout,
+            alert_log.clone(),
+            clock.clone(),
+        )?)),
+        None => None,
+    };
     // Today's prefix-query usage per member, as recorded before a restart.
     let queries = Arc::new(Gate::persistent(
         counters.clone(),
@@ -213,6 +237,8 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         counters,
         watchlist,
         monitor: Arc::new(Monitor::new()),
+        alert_log,
+        webhook,
     })
 }
 
@@ -257,6 +283,11 @@ pub(crate) struct NodeStatus {
     pub counters: Snapshot,
     /// The watchlist, if the node keeps one.
     pub watchlist: Option<WatchStatus>,
+    /// The alert log's newest and oldest retained event numbers.
+    pub alerts_newest: u64,
+    pub alerts_oldest: u64,
+    /// The webhook sink's figures (all zero without one).
+    pub webhook: WebhookStatus,
 }
 
 /// The watchlist in Status: counts only, never a reference.
@@ -422,6 +453,13 @@ impl NodeState {
             set_aside: self.logs.set_aside().to_vec(),
             own_log_ready: replication.is_none_or(|r| r.is_ready()),
             counters: self.counters.snapshot(),
+            alerts_newest: self.alert_log.newest(),
+            alerts_oldest: self.alert_log.oldest(),
+            webhook: self
+                .webhook
+                .as_ref()
+                .map(|w| w.status())
+                .unwrap_or_default(),
             watchlist: self.watch_status(now),
         })
     }

@@ -72,7 +72,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     counters::{Counters, RequestRefusal, UNLISTED},
-    keys::file::{open_private, PrivateFileError},
+    keys::file::{read_private, PrivateFileError},
 };
 
 /// The identity of the peer at the other end of a TLS connection, attached
@@ -207,23 +207,16 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// others may access (as for every secret file, [`crate::keys::file`]).
 /// The file's bytes and the key are zeroized when dropped.
 pub fn load_key(path: &Path) -> Result<Zeroizing<PrivateKeyDer<'static>>, TlsError> {
-    let read_error = |source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = open_private(path).map_err(|e| match e {
-        PrivateFileError::Io(source) => read_error(source),
+    let data = read_private(path).map_err(|e| match e {
+        PrivateFileError::Io(source) => TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
         PrivateFileError::Permissions { mode } => TlsError::Permissions {
             path: path.to_path_buf(),
             mode,
         },
     })?;
-    // Sized up front, so that no copy is left behind by a reallocation.
-    let len = file.metadata().map_err(read_error)?.len();
-    let mut data = Zeroizing::new(Vec::with_capacity(
-        usize::try_from(len).unwrap_or(0).saturating_add(1),
-    ));
-    io::Read::read_to_end(&mut file, &mut data).map_err(read_error)?;
     PrivateKeyDer::from_pem_slice(&data)
         .map(Zeroizing::new)
         .map_err(|e| match e {
@@ -309,6 +302,18 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
         .with_client_cert_resolver(certified_key(cert, key)?);
     config.alpn_protocols = vec![b"h2".to_vec()];
     config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// The TLS of an HTTPS client that is not a member client (the alert
+/// webhook): TLS 1.2 or 1.3, the server's certificate checked against
+/// `ca`, no client certificate, HTTP/1.1.
+pub fn https_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

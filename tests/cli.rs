@@ -845,6 +845,44 @@ fn serve_with_a_key_file_readable_by_others_exits_saying_chmod_600() {
     assert!(err.contains("epoch-1.key"), "{err}");
 }
 
+/// A webhook that would send alerts in the clear off the machine, or sign
+/// them with a secret others can read, stops the start, naming the field
+/// (and never echoing the URL).
+#[test]
+fn serve_with_an_unsafe_webhook_exits_naming_the_field() {
+    let node = TestNode::new("bad-webhook");
+    let secret = node.dir.join("keys/webhook.secret");
+    fs::write(&secret, "a secret of at least sixteen bytes\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let webhook = |url: &str| {
+        let text = fs::read_to_string(&node.config).unwrap();
+        let path = node.dir.join("webhook.toml");
+        fs::write(
+            &path,
+            format!(
+                "{text}\n[alerts.webhook]\nurl = {url:?}\nsecret_file = \"keys/webhook.secret\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (status, err) = serve_expecting_exit(&webhook("http://192.0.2.7/cases"));
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains("alerts.webhook.url"), "{err}");
+    assert!(!err.contains("192.0.2.7"), "{err}");
+    let (status, err) = serve_expecting_exit(&webhook("https://cases.example/hook"));
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains("alerts.webhook.ca_file"), "{err}");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o640)).unwrap();
+    let (status, err) = serve_expecting_exit(&webhook("http://127.0.0.1:9/cases"));
+    assert!(!status.success(), "{status}: {err}");
+    assert!(
+        err.contains("chmod 600") && err.contains("webhook.secret"),
+        "{err}"
+    );
+    assert!(!node.data_dir().join("member.addr").exists());
+}
+
 #[test]
 fn serve_with_an_unreadable_config_exits_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -4,5 +4,12 @@
 //!
 //! - `engine`: which (watch entry, origin, case reference) triples have an
 //!   active indicator, and the events when that changes.
+//! - `log`: the durable, numbered alert log, the engine's state beside it,
+//!   the sinks' cursors, the live stream from a cursor, retention, and the
+//!   event's JSON form.
+//! - `webhook`: the webhook sink: each event POSTed in order, signed, until
+//!   the receiver acknowledges it.
 
 pub(crate) mod engine;
+pub(crate) mod log;
+pub(crate) mod webhook;

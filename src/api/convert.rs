@@ -3,6 +3,7 @@
 use prost_types::Timestamp;
 
 use crate::{
+    alerts::log::AlertEvent,
     contribution::{Item, ItemOutcome, ItemStatus},
     counters::{
         BatchOutcome, BatchRejection, EvidenceOutcome, EvidenceRejection, RequestRefusal,
@@ -14,6 +15,12 @@ use crate::{
     proto,
     screening::Outcome,
 };
+
+/// An alert event as the wire has it (the alert log keeps the same form on
+/// disk, so the conversion is the log's own).
+pub(crate) fn alert_event(e: &AlertEvent) -> proto::AlertEvent {
+    e.to_proto()
+}
 
 /// A protobuf kind; unspecified or unknown values are the `kind` reason.
 pub(crate) fn kind(k: i32) -> Result<Kind, Reason> {
@@ -207,6 +214,12 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
             .as_ref()
             .map_or(0, |w| w.lacking_newest_epoch),
         watch_newest_valid_epoch: s.watchlist.as_ref().map_or(0, |w| w.newest_valid_epoch),
+        alerts_newest: s.alerts_newest,
+        alerts_oldest: s.alerts_oldest,
+        webhook_pending: s.webhook.pending,
+        webhook_delivered: s.webhook.delivered,
+        webhook_failures: s.webhook.failures,
+        webhook_last_error: s.webhook.last_error.clone(),
         set_aside: s
             .set_aside
             .into_iter()

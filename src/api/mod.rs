@@ -1,6 +1,6 @@
 //! gRPC services of the member listener. Handlers are thin: they check the
 //! request's shape (limits, required fields), call the domain
-//! ([`crate::screening`], [`crate::contribution`]) and map the outcome to a
+//! ([`crate::screening`], [`crate::contribution`], the alert log) and map the outcome to a
 //! response or a precise [`tonic::Status`]. Conversions between protobuf and
 //! domain types live in [`convert`]; the mapping of domain errors to
 //! statuses in [`status`]. No message
@@ -8,6 +8,7 @@
 //! with a reason word, request errors name the field and the rule.
 
 pub(crate) mod admin;
+pub(crate) mod alerts;
 pub(crate) mod contribution;
 pub(crate) mod convert;
 pub(crate) mod federation;

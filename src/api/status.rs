@@ -7,6 +7,7 @@ use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
+    alerts::log::AlertLogError,
     contribution::ContributionError,
     federation::{
         answer_prefix::PrefixError, ask_prefix::RemoteError, send_batches::SendError,
@@ -139,6 +140,19 @@ impl From<OfferError> for Status {
                 Status::internal("the node could not store the trust list; nothing changed")
             }
             OfferError::Stopped => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<AlertLogError> for Status {
+    fn from(e: AlertLogError) -> Status {
+        match e {
+            AlertLogError::Expired { .. } => Status::out_of_range(e.to_string()),
+            AlertLogError::Ahead { .. } => Status::failed_precondition(e.to_string()),
+            AlertLogError::Open { .. } | AlertLogError::Db(_) | AlertLogError::Corrupt(_) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "reading the alert log");
+                Status::internal("the node could not read its alert log")
+            }
         }
     }
 }

@@ -7,12 +7,13 @@
 //! - [`serve`], [`init`]: run a node; write a node directory.
 //! - [`records`]: contribute, retract, indicators, rekey (the node's own log).
 //! - [`screen`]: match (local or remote) and token; [`bulk`]: their input and output.
-//! - [`status`]: the node's status.
+//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log.
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`watchlist`]: the bank's book on the node's watchlist.
 //! - [`conn`]: how a client command reaches its node.
 
+mod alerts;
 mod bench;
 mod bulk;
 mod conn;
@@ -121,6 +122,9 @@ pub enum Command {
     /// Key rotation: re-contribute, under the newest key epoch, the node's own
     /// indicators for the identifiers given (raw values are never stored).
     Rekey(records::RekeyArgs),
+    /// Read the node's alert log: follow it live, or list a page.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Show the node's status.
     Status {
         /// How to reach the node.
@@ -183,6 +187,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Match(a) => screen::match_command(a).await,
         Command::Rekey(a) => records::rekey(a).await,
         Command::Bench(b) => bench::bench(b).await,
+        Command::Alerts(c) => alerts::alerts(c).await,
         Command::Status { conn, json } => status::status(conn, json).await,
         Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),

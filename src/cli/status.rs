@@ -57,6 +57,12 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
                 "lacking_newest_epoch": s.watch_entries_lacking_newest_epoch,
                 "newest_valid_epoch": s.watch_newest_valid_epoch,
             })),
+            "alerts_newest": s.alerts_newest,
+            "alerts_oldest": s.alerts_oldest,
+            "webhook_pending": s.webhook_pending,
+            "webhook_delivered": s.webhook_delivered,
+            "webhook_failures": s.webhook_failures,
+            "webhook_last_error": s.webhook_last_error,
             "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
@@ -145,6 +151,23 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
         println!(
             "FORK LIFTED origin {} from entry {}: {}; kept as a record, not used",
             f.origin, f.frozen_from_seq, f.lifted_because
+        );
+    }
+    println!(
+        "alerts      newest {} oldest retained {}",
+        s.alerts_newest, s.alerts_oldest
+    );
+    if s.webhook_pending + s.webhook_delivered + s.webhook_failures > 0 {
+        println!(
+            "webhook     pending {} delivered {} failures {}{}",
+            s.webhook_pending,
+            s.webhook_delivered,
+            s.webhook_failures,
+            if s.webhook_last_error.is_empty() {
+                String::new()
+            } else {
+                format!(" (last: {})", s.webhook_last_error)
+            }
         );
     }
     if s.batches_dropped_unverified + s.batches_resigned > 0 {

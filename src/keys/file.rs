@@ -6,9 +6,11 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{self, Write},
+    io::{self, Read, Write},
     path::Path,
 };
+
+use zeroize::Zeroizing;
 
 /// Why a secret file was not opened.
 #[derive(Debug)]
@@ -40,6 +42,19 @@ pub fn open_private(path: &Path) -> Result<File, PrivateFileError> {
         }
     }
     Ok(file)
+}
+
+/// Reads a whole secret file (as [`open_private`] opens it) into a buffer
+/// zeroized when dropped, sized up front so that no copy is left behind by
+/// a reallocation.
+pub fn read_private(path: &Path) -> Result<Zeroizing<Vec<u8>>, PrivateFileError> {
+    let mut file = open_private(path)?;
+    let len = file.metadata().map_err(PrivateFileError::Io)?.len();
+    let mut data = Zeroizing::new(Vec::with_capacity(
+        usize::try_from(len).unwrap_or(0).saturating_add(1),
+    ));
+    file.read_to_end(&mut data).map_err(PrivateFileError::Io)?;
+    Ok(data)
 }
 
 /// Writes `content` to a new file (never overwrites) with mode 0600 and

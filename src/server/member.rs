@@ -1,5 +1,5 @@
 //! The member listener: the bank's own systems (clients) reach Screening,
-//! Contribution and Admin over TLS 1.3 with client certificates that chain
+//! Contribution, Admin and Alerts over TLS 1.3 with client certificates that chain
 //! to the member's client CA; every request is authorized by the grants in
 //! the config ([`crate::auth::clients`]). Health and reflection need only
 //! an authenticated certificate.
@@ -14,8 +14,9 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use super::{ServeTask, ServerError};
 use crate::{
     api::{
-        admin::AdminService, contribution::ContributionService, screening::ScreeningService,
-        watchlist::WatchlistService, wire::screening_server::ScreeningServer,
+        admin::AdminService, alerts::AlertsService, contribution::ContributionService,
+        screening::ScreeningService, watchlist::WatchlistService,
+        wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
     config::Config,
@@ -23,8 +24,8 @@ use crate::{
     federation::{ask_prefix::Remote, receive_batches::Replication},
     node::NodeState,
     proto::{
-        admin_server::AdminServer, contribution_server::ContributionServer,
-        watchlist_server::WatchlistServer,
+        admin_server::AdminServer, alerts_server::AlertsServer,
+        contribution_server::ContributionServer, watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -82,6 +83,7 @@ pub(super) async fn serve(
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
+    let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()
         .await;
@@ -112,6 +114,10 @@ pub(super) async fn serve(
         .add_service(InterceptedService::new(
             admin,
             Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(
+            alerts,
+            Require::new(&grants, ClientCapability::Watchlist),
         ))
         .add_service(InterceptedService::new(health_service, Authenticated))
         .add_service(InterceptedService::new(reflection(), Authenticated));

@@ -4,8 +4,10 @@
 //! evidence again against every new trust list (signatures after a key
 //! rotation, [`crate::logs::recheck_signatures`]; evidence in force and
 //! freezes, [`crate::federation::forks::recheck`]), and the retention purge (its
-//! schedule; the purge itself is [`crate::retention`]). Each stops when the
-//! node's stop token is cancelled.
+//! schedule; the purge itself is [`crate::retention`]), the alert log's
+//! retention ([`crate::alerts::log::retain`]) and its webhook sink
+//! ([`crate::alerts::webhook`]). Each stops when the node's stop token is
+//! cancelled.
 
 use std::{
     sync::Arc,
@@ -30,6 +32,21 @@ pub(super) fn spawn(state: &Arc<NodeState>, config: &Config, stop: &Cancellation
         state.store.clone(),
         config.retention,
         config.purge_interval,
+        state.clock.clone(),
+        stop.clone(),
+    ));
+    let sinks = match &state.webhook {
+        Some(w) => {
+            tokio::spawn(w.clone().run(stop.clone()));
+            vec![crate::alerts::webhook::SINK]
+        }
+        None => Vec::new(),
+    };
+    tokio::spawn(crate::alerts::log::retain(
+        state.alert_log.clone(),
+        config.alert_retention,
+        config.purge_interval,
+        sinks,
         state.clock.clone(),
         stop.clone(),
     ));

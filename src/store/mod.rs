@@ -362,7 +362,9 @@ impl Trees {
 /// makes the open wait this long before it fails with sled's message.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
+/// Opens the sled database of `config`, waiting up to [`LOCK_WAIT`] for its
+/// file lock (also for the alert log's own database).
+pub(crate) fn open_db(config: &sled::Config) -> sled::Result<sled::Db> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match config.open() {
