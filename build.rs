@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/cix/v1/log.proto",
     "proto/cix/v1/trust.proto",
     "proto/cix/v1/federation.proto",
+    "proto/cix/v1/alert_state.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
