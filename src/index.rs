@@ -779,6 +779,29 @@ impl Index {
             .collect()
     }
 
+    /// Where `origin`'s entries stop matching, if it is frozen.
+    pub fn frozen_from(&self, origin: &str) -> Option<u64> {
+        let o = self.origins.get(origin)? as u16;
+        self.frozen.get(&o).copied()
+    }
+
+    /// Every token held (live or not) whose first 8 bits are `prefix`, in
+    /// no order: lets a whole-index scan go in 256 steps that each hold the
+    /// read lock briefly, whatever merges happen in between.
+    pub fn tokens_under8(&self, prefix: u8) -> Vec<Token> {
+        let mut out: Vec<Token> = self.main[self.range(8, u32::from(prefix))]
+            .iter()
+            .filter(|s| s.entry.origin != DEAD)
+            .map(|s| s.token)
+            .collect();
+        let first = u16::from(prefix) << 8;
+        for p16 in first..=first | 0xff {
+            out.extend(self.delta_by_prefix.get(&p16).into_iter().flatten());
+        }
+        out.dedup();
+        out
+    }
+
     /// Removes every entry of `origin` (its log is then applied again from
     /// the store, up to where it is kept: after a key rotation drops the
     /// batches that no longer verify).

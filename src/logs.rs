@@ -76,6 +76,18 @@ pub(crate) struct SetAside {
     pub evidence: bool,
 }
 
+/// What one applied batch changed, for the alert engine: its origin, its
+/// operation and its tokens (purged entries left out).
+#[derive(Clone, Debug)]
+pub(crate) struct Applied {
+    pub origin: String,
+    pub op: crate::proto::LogOp,
+    pub tokens: Vec<crate::token::Token>,
+}
+
+/// Receives every batch applied, after store and index took it.
+pub(crate) type AppliedHook = Box<dyn Fn(Applied) + Send + Sync>;
+
 /// "Origin X is now at sequence N".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct HeadUpdate {
@@ -89,6 +101,8 @@ pub(crate) struct OriginLogs {
     heads: broadcast::Sender<HeadUpdate>,
     /// What the start set aside (fixed until the next start).
     set_aside: Vec<SetAside>,
+    /// Told of every batch applied ([`OriginLogs::on_applied`]).
+    applied: RwLock<Option<AppliedHook>>,
 }
 
 impl OriginLogs {
@@ -103,7 +117,14 @@ impl OriginLogs {
             index,
             heads,
             set_aside,
+            applied: RwLock::new(None),
         }
+    }
+
+    /// Calls `hook` with every batch applied from now on (the alert
+    /// engine: it must return at once).
+    pub(crate) fn on_applied(&self, hook: AppliedHook) {
+        *self.applied.write() = Some(hook);
     }
 
     /// What the start set aside, batches and fork evidence.
@@ -150,6 +171,19 @@ impl OriginLogs {
             RwLockUpgradableReadGuard::upgrade(index).apply(batch)?;
             head
         };
+        if let Some(hook) = &*self.applied.read() {
+            hook(Applied {
+                origin: batch.origin().to_string(),
+                op: crate::proto::LogOp::try_from(batch.header.op)
+                    .unwrap_or(crate::proto::LogOp::Unspecified),
+                tokens: batch
+                    .raw
+                    .entries
+                    .iter()
+                    .filter_map(|e| crate::token::Token::from_slice(&e.token).ok())
+                    .collect(),
+            });
+        }
         if durable {
             self.store.flush().await?;
         }

@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 
 use crate::{
     alerts::{
-        engine::Monitor,
+        engine::{Monitor, MonitorStatus},
         log::{AlertLog, AlertLogError},
         webhook::{Webhook, WebhookError, WebhookStatus},
     },
@@ -288,6 +288,8 @@ pub(crate) struct NodeStatus {
     pub alerts_oldest: u64,
     /// The webhook sink's figures (all zero without one).
     pub webhook: WebhookStatus,
+    /// The alert engine's figures.
+    pub alerts: MonitorStatus,
 }
 
 /// The watchlist in Status: counts only, never a reference.
@@ -460,6 +462,7 @@ impl NodeState {
                 .as_ref()
                 .map(|w| w.status())
                 .unwrap_or_default(),
+            alerts: self.monitor.status(),
             watchlist: self.watch_status(now),
         })
     }

@@ -333,7 +333,6 @@ impl AlertLog {
     /// in one sled transaction, flushed before it returns; then wakes
     /// subscribers. Returns the numbers given.
     // The alert engine is the caller.
-    #[allow(dead_code)]
     pub(crate) fn append(
         &self,
         mut events: Vec<AlertEvent>,
@@ -376,7 +375,6 @@ impl AlertLog {
     }
 
     /// Every record of the engine's state tree (read at the engine's start).
-    #[allow(dead_code)]
     pub(crate) fn state(&self) -> Result<Vec<StateRecord>, AlertLogError> {
         self.state
             .iter()

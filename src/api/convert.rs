@@ -220,6 +220,13 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
         webhook_delivered: s.webhook.delivered,
         webhook_failures: s.webhook.failures,
         webhook_last_error: s.webhook.last_error.clone(),
+        alerts_open: s.alerts.open,
+        alerts_raised: s.alerts.raised,
+        alerts_updated: s.alerts.updated,
+        alerts_withdrawn: s.alerts.withdrawn,
+        alert_work_pending: s.alerts.pending,
+        alert_engine_busy_ms: s.alerts.busy_ms,
+        alert_scans: s.alerts.scans,
         set_aside: s
             .set_aside
             .into_iter()

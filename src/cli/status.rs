@@ -63,6 +63,14 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
             "webhook_delivered": s.webhook_delivered,
             "webhook_failures": s.webhook_failures,
             "webhook_last_error": s.webhook_last_error,
+            "alert_engine": serde_json::json!({
+                "open": s.alerts_open,
+                "raised": s.alerts_raised,
+                "updated": s.alerts_updated,
+                "withdrawn": s.alerts_withdrawn,
+                "work_pending": s.alert_work_pending,
+                "scans": s.alert_scans,
+            }),
             "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
@@ -154,8 +162,14 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
         );
     }
     println!(
-        "alerts      newest {} oldest retained {}",
-        s.alerts_newest, s.alerts_oldest
+        "alerts      {} open; log newest {} oldest retained {}; since start raised {} updated {} withdrawn {}; engine queue {}",
+        s.alerts_open,
+        s.alerts_newest,
+        s.alerts_oldest,
+        s.alerts_raised,
+        s.alerts_updated,
+        s.alerts_withdrawn,
+        s.alert_work_pending
     );
     if s.webhook_pending + s.webhook_delivered + s.webhook_failures > 0 {
         println!(

@@ -6,7 +6,8 @@
 //! freezes, [`crate::federation::forks::recheck`]), and the retention purge (its
 //! schedule; the purge itself is [`crate::retention`]), the alert log's
 //! retention ([`crate::alerts::log::retain`]) and its webhook sink
-//! ([`crate::alerts::webhook`]). Each stops when the node's stop token is
+//! ([`crate::alerts::webhook`]), and the alert engine's thread
+//! ([`crate::alerts::engine`]). Each stops when the node's stop token is
 //! cancelled.
 
 use std::{
@@ -18,7 +19,8 @@ use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config, epochs::KeyRing, index::Index, node::NodeState, trust::list::TrustList,
+    alerts::engine::Deps, config::Config, epochs::KeyRing, index::Index, node::NodeState,
+    trust::list::TrustList,
 };
 
 /// Starts every background task of this module.
@@ -50,6 +52,31 @@ pub(super) fn spawn(state: &Arc<NodeState>, config: &Config, stop: &Cancellation
         state.clock.clone(),
         stop.clone(),
     ));
+    start_alerts(state, stop);
+}
+
+/// Starts the alert engine's thread when the node keeps a watchlist, and
+/// stops it with the node.
+fn start_alerts(state: &Arc<NodeState>, stop: &CancellationToken) {
+    let Some(watchlist) = state.watchlist.clone() else {
+        return;
+    };
+    let deps = Deps {
+        watchlist,
+        log: state.alert_log.clone(),
+        index: state.index.clone(),
+        keys: state.keys.clone(),
+        clock: state.clock.clone(),
+        node_id: state.node_id.clone(),
+    };
+    if state.monitor.start(deps, &state.logs).is_none() {
+        return;
+    }
+    let (monitor, stop) = (state.monitor.clone(), stop.clone());
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        monitor.stop();
+    });
 }
 
 /// Merges the index's pending changes once writes pause for a second.
@@ -142,6 +169,9 @@ async fn rebuild_keys_on_change(state: Arc<NodeState>, stop: CancellationToken) 
 async fn recheck_on_change(state: Arc<NodeState>, stop: CancellationToken) {
     on_each_new_list(&state, stop, |list| {
         let state = state.clone();
+        // A freeze lifted or a suspension ended: what it hid counts again
+        // (the engine scans once the check below is done with the index).
+        let monitor = state.monitor.clone();
         async move {
             let done = tokio::task::spawn_blocking(move || {
                 let r = state.logs.recheck_signatures(&list, &state.node_id, &state.signer)?;
@@ -149,6 +179,7 @@ async fn recheck_on_change(state: Arc<NodeState>, stop: CancellationToken) {
                 crate::federation::forks::recheck(&state.logs, &list, &state.counters)
             })
             .await;
+            monitor.rescan();
             match done {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = %crate::telemetry::chain(&e), "checking the store against the new trust list"),

@@ -54,6 +54,8 @@ pub struct TestNode {
     /// (`CIX_TEST_COMPACTION_PAUSE_FILE`), if they do: see
     /// [`TestNode::pause_compactions`].
     pub compaction_pause: Option<PathBuf>,
+    /// More environment for the node's process (a debug build's test hooks).
+    pub env: Vec<(String, PathBuf)>,
 }
 
 impl TestNode {
@@ -81,6 +83,7 @@ impl TestNode {
             capture: None,
             clock: None,
             compaction_pause: None,
+            env: Vec::new(),
             addr: String::new(),
         }
     }
@@ -137,6 +140,9 @@ impl TestNode {
             cix::store::TEST_COMPACTION_PAUSE_ENV,
             self.compaction_pause.as_deref().unwrap_or(Path::new("")),
         );
+        for (k, v) in &self.env {
+            launch = launch.env(k, v);
+        }
         launch.program = Some(BIN.into());
         launch.stderr = logs.join(format!("stderr-{}.log", self.runs));
         launch.start_timeout = Duration::from_secs(30);
@@ -344,6 +350,7 @@ impl TestNode {
             capture: None,
             clock: None,
             compaction_pause: None,
+            env: Vec::new(),
             addr: String::new(),
         }
     }
