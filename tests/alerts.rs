@@ -9,8 +9,8 @@ mod support;
 use std::time::Duration;
 
 use cix::proto::{
-    self, alerts_client::AlertsClient, watchlist_client::WatchlistClient, AlertAction,
-    AlertCause, AlertEvent, Kind,
+    self, alerts_client::AlertsClient, watchlist_client::WatchlistClient, AlertAction, AlertCause,
+    AlertEvent, Kind,
 };
 use support::*;
 use tonic::{transport::Channel, Streaming};
@@ -183,7 +183,10 @@ async fn a_local_contribution_raises_an_extension_updates_a_retraction_withdraws
             "CASE-A-1"
         )
     );
-    assert_eq!(up[0].valid_until.as_ref().unwrap().seconds, now + 60 * 86_400);
+    assert_eq!(
+        up[0].valid_until.as_ref().unwrap().seconds,
+        now + 60 * 86_400
+    );
     assert_eq!(up[0].number, 3);
 
     // Retracted: withdrawn; contributed again: raised again.

@@ -211,7 +211,11 @@ impl Monitor {
     /// applied from now on, reads the open alerts back, checks them, scans
     /// the index, then takes the queue in order. Once only; `None` if
     /// already started.
-    pub(crate) fn start(&self, deps: Deps, logs: &OriginLogs) -> Option<std::thread::JoinHandle<()>> {
+    pub(crate) fn start(
+        &self,
+        deps: Deps,
+        logs: &OriginLogs,
+    ) -> Option<std::thread::JoinHandle<()>> {
         let rx = self.rx.lock().take()?;
         let tx = self.tx.clone();
         let stats = self.stats.clone();
@@ -652,18 +656,23 @@ impl Engine {
                 let mut best: Option<Indicator> = None;
                 let mut why = r.why.get(alert).copied().unwrap_or(gone);
                 let (origin, case) = (o.origin.clone(), o.case.clone());
-                o.members.retain(|t| match member(&index, t, &origin, &case, now, valid, gone) {
-                    Member::Active(i) => {
-                        if best.as_ref().is_none_or(|b| (i.epoch, i.seq) > (b.epoch, b.seq)) {
-                            best = Some(i);
+                o.members.retain(
+                    |t| match member(&index, t, &origin, &case, now, valid, gone) {
+                        Member::Active(i) => {
+                            if best
+                                .as_ref()
+                                .is_none_or(|b| (i.epoch, i.seq) > (b.epoch, b.seq))
+                            {
+                                best = Some(i);
+                            }
+                            true
                         }
-                        true
-                    }
-                    Member::Gone(c) => {
-                        why = c;
-                        false
-                    }
-                });
+                        Member::Gone(c) => {
+                            why = c;
+                            false
+                        }
+                    },
+                );
                 let key = alert.to_be_bytes().to_vec();
                 match (best, o.shown) {
                     (None, None) => {}
@@ -768,7 +777,11 @@ impl Engine {
         let due: Vec<u64> = self
             .open
             .values()
-            .filter(|o| o.shown.and_then(|s| s.valid_until).is_some_and(|u| u <= now))
+            .filter(|o| {
+                o.shown
+                    .and_then(|s| s.valid_until)
+                    .is_some_and(|u| u <= now)
+            })
             .map(|o| o.alert)
             .collect();
         self.check_alerts(&due);
@@ -778,14 +791,18 @@ impl Engine {
         if alerts.is_empty() {
             return;
         }
+        // In alert order, so that one round's events come in a stable order.
+        let mut alerts = alerts.to_vec();
+        alerts.sort_unstable();
         let now = self.d.clock.now();
         let valid = self.valid_epochs(now);
         let wl = self.d.watchlist.clone();
         let mut r = self.round();
-        for alert in alerts {
+        for alert in &alerts {
             if let Some(o) = self.touch(&mut r, *alert) {
                 let entry = o.entry;
-                o.members.retain(|t| wl.lookup(&wl.hash(t)).contains(&entry));
+                o.members
+                    .retain(|t| wl.lookup(&wl.hash(t)).contains(&entry));
                 if o.members.is_empty() {
                     r.why.insert(*alert, Cause::EntryRemoved);
                 }
@@ -868,7 +885,7 @@ mod tests {
     use crate::{
         batch::{self, Batch},
         epochs::{Epoch, KeyRing},
-        keys::{signing::SigningKeyFile, token_key::TokenKey},
+        keys::{signing::SigningKeyFile, TokenKey},
         proto::BatchHeader,
         token::Tokenizer,
         watchlist::{NewEntry, Removal, WatchKey},
@@ -905,7 +922,13 @@ mod tests {
         let log = Arc::new(AlertLog::open(&tmp.path().join("alerts")).unwrap());
         let index = Arc::new(RwLock::new(Index::new()));
         let clock = Clock::fixed(1_000.0);
-        let engine = engine_of(&wl, &log, &index, &clock, vec![epoch(1, 0, 5_000), epoch(2, 0, 9_000)]);
+        let engine = engine_of(
+            &wl,
+            &log,
+            &index,
+            &clock,
+            vec![epoch(1, 0, 5_000), epoch(2, 0, 9_000)],
+        );
         T {
             _tmp: tmp,
             engine,
@@ -990,9 +1013,8 @@ mod tests {
 
     fn watch(t: &mut T, reference: &str, tokens: &[(u32, u8)]) -> EntryId {
         let tokens: Vec<(u32, Token)> = tokens.iter().map(|(e, b)| (*e, tok(*b))).collect();
-        let (_, id) = t
-            .wl
-            .add(&[NewEntry {
+        let (_, id) =
+            t.wl.add(&[NewEntry {
                 reference: reference.into(),
                 kind: Kind::Email,
                 tokens: tokens.clone(),
@@ -1046,7 +1068,10 @@ mod tests {
             ]
         );
         let all = t.log.read(0, 1000).unwrap();
-        assert_eq!(all.iter().map(|e| e.number).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
+        assert_eq!(
+            all.iter().map(|e| e.number).collect::<Vec<_>>(),
+            (1..=6).collect::<Vec<_>>()
+        );
         assert_eq!(all[3].valid_until, Some(4_000));
         assert_eq!(all[2].tier, Tier::Probable);
         assert_eq!(all[0].alert, all[3].alert, "one alert per triple");
@@ -1125,8 +1150,14 @@ mod tests {
         again.scan(Cause::Recovered);
         let e = events(&t);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert_eq!(e[1], ev(Action::Raised, Cause::Recovered, "C-2", "liaison", "L"));
+        assert_eq!(
+            e[1],
+            ev(Action::Raised, Cause::Recovered, "C-2", "liaison", "L")
+        );
         let all = t.log.read(0, 10).unwrap();
-        assert!(all[1].alert > all[0].alert, "alert ids go on after a restart");
+        assert!(
+            all[1].alert > all[0].alert,
+            "alert ids go on after a restart"
+        );
     }
 }
