@@ -163,7 +163,12 @@ async fn a_local_contribution_raises_an_extension_updates_a_retraction_withdraws
     // The expiry moves: updated, for that entry only.
     c.contribution
         .extend(proto::ExtendRequest {
-            identifiers: vec![id(Kind::Email, &v[0])],
+            tokens: vec![proto::PrecomputedToken {
+                kind: Kind::Email as i32,
+                token: added.results[0].token.clone(),
+                epoch: added.results[0].epoch,
+            }],
+
             valid_until: Some(prost_types::Timestamp {
                 seconds: now + 60 * 86_400,
                 nanos: 0,
@@ -316,7 +321,7 @@ async fn a_new_entry_that_already_matches_raises_once_and_its_removal_withdraws(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_on_the_nodes_clock_withdraws_and_a_restart_keeps_the_alerts() {
-    let t0 = 1_900_000_000;
+    let t0 = cix::time::system_now().unwrap();
     let mut n = TestNode::new("bank-a");
     n.use_test_clock(t0);
     n.start();
