@@ -188,13 +188,17 @@ fn kind_of(it: &proto::WatchItem) -> i32 {
     }
 }
 
-/// Registers one batch: a result per item; marks registered entries in
-/// `session`; tells the monitor of new and completed entries.
-fn register(
-    ctx: &Ctx,
-    items: Vec<proto::WatchItem>,
-    session: Option<&mut SyncSession>,
-) -> Result<Vec<Result<Added, &'static str>>, Status> {
+/// One batch checked and hashed, not yet registered.
+struct Prepared {
+    /// A result per item: `Ok` for the entries (to be replaced by what
+    /// registering did), the reason for the invalid ones.
+    out: Vec<Result<Added, &'static str>>,
+    entries: Vec<NewEntry>,
+}
+
+/// Checks and hashes one batch (no lock held: it runs while the previous
+/// batch of a stream is being written).
+fn prepare(ctx: &Ctx, items: Vec<proto::WatchItem>) -> Result<Prepared, Status> {
     check_batch("items", items.len(), ctx.max_items)?;
     let resolved = resolve(ctx, &items, true)?;
     let mut out: Vec<Result<Added, &'static str>> = Vec::with_capacity(items.len());
@@ -213,6 +217,18 @@ fn register(
             Err(why) => out.push(Err(why)),
         }
     }
+    Ok(Prepared { out, entries })
+}
+
+/// Registers a prepared batch (durable on return): a result per item;
+/// marks registered entries in `session`; tells the monitor of new and
+/// completed entries.
+fn commit(
+    ctx: &Ctx,
+    p: Prepared,
+    session: Option<&mut SyncSession>,
+) -> Result<Vec<Result<Added, &'static str>>, Status> {
+    let Prepared { mut out, entries } = p;
     let added = ctx.watchlist.add(&entries)?;
     let mut news = Vec::new();
     let mut done = added.into_iter().zip(entries);
@@ -231,6 +247,15 @@ fn register(
         ctx.monitor.registered(&news);
     }
     Ok(out)
+}
+
+/// Registers one batch: [`prepare`] then [`commit`].
+fn register(
+    ctx: &Ctx,
+    items: Vec<proto::WatchItem>,
+    session: Option<&mut SyncSession>,
+) -> Result<Vec<Result<Added, &'static str>>, Status> {
+    commit(ctx, prepare(ctx, items)?, session)
 }
 
 fn add_result(r: &Result<Added, &'static str>) -> proto::WatchAddResult {
@@ -293,8 +318,34 @@ impl StreamMessage for proto::WatchSyncRequest {
     }
 }
 
-/// Registers every message of a stream; with `sync`, sweeps at the end if
-/// the last message says commit.
+/// A batch of a stream being registered on the blocking pool: its first
+/// item's position in the stream, and the registration.
+type InFlight = (
+    u64,
+    tokio::task::JoinHandle<
+        Result<(Vec<Result<Added, &'static str>>, Option<SyncSession>), Status>,
+    >,
+);
+
+/// Waits for the batch in flight, if any, and counts its results.
+async fn land(
+    inflight: &mut Option<InFlight>,
+    sum: &mut proto::WatchSummary,
+    session: &mut Option<SyncSession>,
+) -> Result<(), Status> {
+    if let Some((first, h)) = inflight.take() {
+        let (results, s) = h
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("a watchlist request failed")))?;
+        *session = s;
+        summarize(sum, first, &results);
+    }
+    Ok(())
+}
+
+/// Registers every message of a stream, in order, one batch written at a
+/// time while the next is checked and hashed; with `sync`, sweeps at the
+/// end if the last message says commit.
 async fn register_stream<M: StreamMessage>(
     ctx: Ctx,
     mut inbound: Streaming<M>,
@@ -304,28 +355,40 @@ async fn register_stream<M: StreamMessage>(
     let mut session = sync.then(SyncSession::default);
     let mut sum = proto::WatchSummary::default();
     let mut seen = 0u64;
-    let mut commit = false;
-    while let Some(m) = inbound.next().await {
-        let (items, commits) = m?.into_parts();
-        if commit {
-            return Err(Status::invalid_argument(
-                "commit: only the last message of a Sync may say commit",
+    let mut commit_seen = false;
+    let mut inflight: Option<InFlight> = None;
+    let result = async {
+        while let Some(m) = inbound.next().await {
+            let (items, commits) = m?.into_parts();
+            if commit_seen {
+                return Err(Status::invalid_argument(
+                    "commit: only the last message of a Sync may say commit",
+                ));
+            }
+            commit_seen = commits;
+            let n = items.len() as u64;
+            let c = ctx.clone();
+            let prepared = blocking(move || prepare(&c, items)).await?;
+            land(&mut inflight, &mut sum, &mut session).await?;
+            let c = ctx.clone();
+            let mut s = session.take();
+            inflight = Some((
+                seen,
+                tokio::task::spawn_blocking(move || {
+                    let r = commit(&c, prepared, s.as_mut())?;
+                    Ok((r, s))
+                }),
             ));
+            seen += n;
         }
-        commit = commits;
-        let n = items.len() as u64;
-        let c = ctx.clone();
-        let mut s = session.take();
-        let (results, s) = blocking(move || {
-            let r = register(&c, items, s.as_mut())?;
-            Ok((r, s))
-        })
-        .await?;
-        session = s;
-        summarize(&mut sum, seen, &results);
-        seen += n;
+        Ok(())
     }
-    if let (Some(s), true) = (session, commit) {
+    .await;
+    // What is in flight lands (durably) whatever ended the stream.
+    let landed = land(&mut inflight, &mut sum, &mut session).await;
+    result?;
+    landed?;
+    if let (Some(s), true) = (session, commit_seen) {
         let c = ctx.clone();
         let removed = blocking(move || Ok(c.watchlist.sync_commit(&s)?)).await?;
         if !removed.is_empty() {

@@ -10,9 +10,11 @@
 //! set); `ingest`, `memory` and `latency` measure a real node process from
 //! real mTLS clients; `replicate` measures real nodes replicating, and a new
 //! contribution reaching a bank under load; `compaction` measures a real
-//! node's Match latency while it compacts its store, against idle; `all`
-//! runs every one with a target but `compaction` (its store copy at 10M
-//! would make `all` much slower). The Redis client is compiled in only with the `redis-bench` cargo
+//! node's Match latency while it compacts its store, against idle; `watch`
+//! measures continuous screening (a bank's book registered, new indicators
+//! checked against it, a contribution timed to its alert); `all` runs
+//! every one with a target but `compaction` (its store copy at 10M would
+//! make `all` much slower). The Redis client is compiled in only with the `redis-bench` cargo
 //! feature (a default one); without it `--vs-redis` is refused.
 
 pub(crate) mod compaction;
@@ -22,6 +24,7 @@ pub(crate) mod node;
 pub(crate) mod redis;
 pub(crate) mod replicate;
 pub mod screen;
+pub(crate) mod watch;
 
 use serde::Serialize;
 

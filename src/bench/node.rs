@@ -53,28 +53,36 @@ pub(crate) const INGEST_IN_FLIGHT: usize = 2;
 
 /// Contributes `n` synthetic identifiers (seeded) through `c`, `batch` per
 /// request under one case reference per 100,000, each acknowledged only once
-/// durable, [`INGEST_IN_FLIGHT`] requests at a time. Returns about
-/// `want_known` of them (spread evenly) and the rate.
+/// durable, [`INGEST_IN_FLIGHT`] requests at a time, with the `plant`
+/// identifiers in place of generated ones, spread evenly. Returns about
+/// `want_known` of the generated ones (spread evenly) and the rate.
 pub(crate) async fn contribute(
     c: &mut Clients,
     n: usize,
     seed: u64,
     batch: usize,
     want_known: usize,
+    plant: &[(Kind, String)],
 ) -> Result<(Vec<(Kind, String)>, f64)> {
     use futures::StreamExt;
     let batch = batch.clamp(1, MAX_BATCH);
     let mut synth = Synth::new(seed);
     let mut known = Vec::new();
     let stride = (n / want_known.max(1)).max(1);
+    let plant_stride = (n / plant.len().max(1)).max(1);
     let mut requests = Vec::with_capacity(n.div_ceil(batch));
     let mut done = 0;
     while done < n {
         let m = (n - done).min(batch);
         let items = (0..m)
             .map(|i| {
-                let (k, v) = synth.any(done + i);
-                if known.len() < want_known && (done + i) % stride == 0 {
+                let at = done + i;
+                let (k, v) = synth.any(at);
+                let (k, v) = match plant.get(at / plant_stride) {
+                    Some(p) if at % plant_stride == plant_stride / 2 => p.clone(),
+                    _ => (k, v),
+                };
+                if known.len() < want_known && at % stride == 0 {
                     known.push((k, v.clone()));
                 }
                 proto::ContributionItem {
@@ -214,7 +222,7 @@ impl Loaded {
         let node = NodeProcess::start_async(launch.clone()).await?;
         let mut clients = connect(&dir).await?;
         let (known, ingest_rate) =
-            contribute(&mut clients, indicators, seed, batch, want_known).await?;
+            contribute(&mut clients, indicators, seed, batch, want_known, &[]).await?;
         settle(&mut clients).await?;
         Ok(Loaded {
             _tmp: tmp,

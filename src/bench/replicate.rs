@@ -6,7 +6,13 @@
 //! `clients` screening clients keep the second bank busy while the liaison
 //! contributes a new indicator, timed until it matches at that bank.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Result};
 
@@ -41,6 +47,84 @@ async fn connect(c: &LocalCoalition, i: usize) -> Result<Clients> {
     Ok(c.members[i].connect().await?)
 }
 
+/// Screening clients keeping a member's node busy: each sends Match
+/// requests of 1,000 identifiers (1% known) flat out on its own connection.
+pub(crate) struct ScreeningLoad {
+    stop: Arc<AtomicBool>,
+    screened: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    since: (Instant, u64),
+}
+
+impl ScreeningLoad {
+    /// Starts `clients` clients on member `i`'s node, and measures from
+    /// half a second later (once every client is sending).
+    pub(crate) async fn start(
+        c: &LocalCoalition,
+        i: usize,
+        clients: usize,
+        known: &[(Kind, String)],
+        seed: u64,
+    ) -> Result<ScreeningLoad> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let screened = Arc::new(AtomicU64::new(0));
+        let request = proto::MatchRequest {
+            identifiers: node::queries(known, 1_000, seed ^ 0x10ad)
+                .iter()
+                .map(|(k, v)| proto::Identifier {
+                    kind: i32::from(k.code()),
+                    value: v.clone(),
+                })
+                .collect(),
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let mut cl = connect(c, i).await?;
+            let (stop, screened, request) = (stop.clone(), screened.clone(), request.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    cl.screening.r#match(request.clone()).await?;
+                    screened.fetch_add(1_000, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let since = (Instant::now(), screened.load(Ordering::Relaxed));
+        Ok(ScreeningLoad {
+            stop,
+            screened,
+            tasks,
+            since,
+        })
+    }
+
+    /// Stops the clients; the identifiers per second they screened while
+    /// measured. Fails if any client's request failed.
+    pub(crate) async fn stop(self) -> Result<f64> {
+        let rate = (self.screened.load(Ordering::Relaxed) - self.since.1) as f64
+            / self.since.0.elapsed().as_secs_f64().max(1e-9);
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await??;
+        }
+        Ok(rate)
+    }
+}
+
+/// Waits (up to 600 s) until member `c`'s node holds `n` active indicators.
+pub(crate) async fn wait_indicators(c: &mut Clients, n: u64, who: &str) -> Result<()> {
+    let start = Instant::now();
+    while indicators(c).await? < n {
+        ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "{who} did not hold {n} indicators within 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 async fn indicators(c: &mut Clients) -> Result<u64> {
     Ok(c.admin
         .status(proto::StatusRequest {})
@@ -73,7 +157,8 @@ async fn measure(
 ) -> Result<Vec<Figure>> {
     let mut liaison = connect(c, 0).await?;
     wait::own_log_ready(&mut liaison, "liaison-a").await?;
-    let (known, _) = node::contribute(&mut liaison, o.indicators, o.seed, o.batch, 1_000).await?;
+    let (known, _) =
+        node::contribute(&mut liaison, o.indicators, o.seed, o.batch, 1_000, &[]).await?;
     let held = indicators(&mut liaison).await?;
 
     // The second bank starts empty and catches up.
@@ -81,16 +166,7 @@ async fn measure(
     nodes.push(NodeProcess::start_async(c.members[2].launch()).await?);
     let mut bank = connect(c, 2).await?;
     let up = start.elapsed();
-    loop {
-        if indicators(&mut bank).await? >= held {
-            break;
-        }
-        ensure!(
-            start.elapsed() < Duration::from_secs(600),
-            "bank-c did not catch up within 600 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_indicators(&mut bank, held, "bank-c").await?;
     let caught_up = start.elapsed();
     // Spot check: contributed identifiers match there.
     for k in known.iter().step_by(100) {
@@ -98,35 +174,7 @@ async fn measure(
     }
 
     // Freshness under load.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let screened = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let load_queries = node::queries(&known, 1_000, o.seed ^ 0x10ad);
-    let request = proto::MatchRequest {
-        identifiers: load_queries
-            .iter()
-            .map(|(k, v)| proto::Identifier {
-                kind: i32::from(k.code()),
-                value: v.clone(),
-            })
-            .collect(),
-    };
-    let mut load = Vec::new();
-    for _ in 0..o.clients {
-        let mut cl = connect(c, 2).await?;
-        let (stop, screened, request) = (stop.clone(), screened.clone(), request.clone());
-        load.push(tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                cl.screening.r#match(request.clone()).await?;
-                screened.fetch_add(1_000, std::sync::atomic::Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let load_start = (
-        Instant::now(),
-        screened.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let load = ScreeningLoad::start(c, 2, o.clients, &known, o.seed).await?;
     let mut fresh = Synth::new(o.seed ^ 0xf7e5);
     let mut worst = Duration::ZERO;
     let mut probe_result = Ok(());
@@ -161,12 +209,7 @@ async fn measure(
             }
         }
     }
-    let load_rate = (screened.load(std::sync::atomic::Ordering::Relaxed) - load_start.1) as f64
-        / load_start.0.elapsed().as_secs_f64();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in load {
-        t.await??;
-    }
+    let load_rate = load.stop().await?;
     probe_result?;
 
     let n = held;

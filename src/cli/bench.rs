@@ -12,7 +12,7 @@ use crate::bench::{
     node::{self, Loaded},
     replicate, report,
     screen::{self, ScreenRun},
-    Better, Figure,
+    watch, Better, Figure,
 };
 
 /// Sizes and output of the node benchmarks.
@@ -63,6 +63,21 @@ pub struct LoadArgs {
     /// New contributions timed to a match (the figure is the slowest).
     #[arg(long, default_value_t = 5)]
     pub probes: usize,
+}
+
+/// The continuous-screening run.
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Watch entries the bank registers (the targets apply at 10,000,000).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub watch_entries: usize,
+    /// New indicators contributed once the entries are registered, checked
+    /// against them.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub checked: usize,
+    /// Of the new indicators, how many are watched at the bank.
+    #[arg(long, default_value_t = 1_000)]
+    pub planted: usize,
 }
 
 /// The modes of `cix bench`.
@@ -157,12 +172,32 @@ pub enum BenchCommand {
         #[command(flatten)]
         latency: LatencyArgs,
     },
-    /// Every figure with a target: screen, ingest, latency, memory and
-    /// replicate, one table (not compaction: see its mode).
+    /// Continuous screening between real nodes (a liaison and a bank): the
+    /// bank registers `--watch-entries` (rate, memory, cold start with and
+    /// without them), the liaison contributes `--checked` new indicators
+    /// (`--planted` of them watched) timed until their alerts are raised,
+    /// then new contributions timed to their alerts at a client subscribed
+    /// at the bank, kept busy by screening clients.
+    Watch {
+        /// Sizes and output.
+        #[command(flatten)]
+        sizes: BenchSizes,
+        /// The continuous-screening run.
+        #[command(flatten)]
+        watch: WatchArgs,
+        /// The freshness-under-load run.
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Every figure with a target: screen, ingest, latency, memory,
+    /// replicate and watch, one table (not compaction: see its mode).
     All {
         /// Sizes and output.
         #[command(flatten)]
         sizes: BenchSizes,
+        /// The continuous-screening run.
+        #[command(flatten)]
+        watch: WatchArgs,
         /// The unary latency run.
         #[command(flatten)]
         latency: LatencyArgs,
@@ -238,8 +273,13 @@ pub(super) async fn bench(b: BenchCommand) -> Result<()> {
             let figures = bench_replicate(&sizes, &load).await?;
             report(&figures, sizes.json)
         }
+        BenchCommand::Watch { sizes, watch, load } => {
+            let figures = bench_watch(&sizes, &watch, &load).await?;
+            report(&figures, sizes.json)
+        }
         BenchCommand::All {
             sizes,
+            watch,
             latency,
             load,
             vs_redis,
@@ -253,6 +293,7 @@ pub(super) async fn bench(b: BenchCommand) -> Result<()> {
             figures.extend(l.memory().await?);
             l.stop().await?;
             figures.extend(bench_replicate(&sizes, &load).await?);
+            figures.extend(bench_watch(&sizes, &watch, &load).await?);
             report(&figures, sizes.json)
         }
     }
@@ -319,6 +360,20 @@ async fn bench_latency(l: &mut Loaded, sizes: &BenchSizes, a: &LatencyArgs) -> R
 async fn bench_replicate(sizes: &BenchSizes, load: &LoadArgs) -> Result<Vec<Figure>> {
     replicate::run(&replicate::ReplicateOptions {
         indicators: sizes.indicators,
+        batch: sizes.batch,
+        seed: sizes.seed,
+        clients: load.load_clients,
+        probes: load.probes,
+    })
+    .await
+}
+
+async fn bench_watch(sizes: &BenchSizes, w: &WatchArgs, load: &LoadArgs) -> Result<Vec<Figure>> {
+    watch::run(&watch::WatchOptions {
+        indicators: sizes.indicators,
+        entries: w.watch_entries,
+        checked: w.checked,
+        planted: w.planted,
         batch: sizes.batch,
         seed: sizes.seed,
         clients: load.load_clients,
