@@ -10,7 +10,10 @@
 //! and freshness: a new contribution at the liaison timed to its alert on a
 //! stream subscribed at bank-b, while screening clients keep bank-b busy.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Context, Result};
 
@@ -59,11 +62,23 @@ const BANK: usize = 1;
 /// The most time any one wait of this benchmark takes before it fails.
 const PATIENCE: Duration = Duration::from_secs(600);
 
-/// Runs the figures on a new coalition in a temporary directory, and stops
-/// its nodes whether or not the measuring succeeds.
-pub(crate) async fn run(o: &WatchOptions) -> Result<Vec<Figure>> {
+/// Runs the figures on a new coalition in a temporary directory (or in
+/// `keep`, created and left behind), and stops its nodes whether or not the measuring succeeds.
+pub(crate) async fn run(o: &WatchOptions, keep: Option<&Path>) -> Result<Vec<Figure>> {
     let tmp = tempfile::tempdir()?;
-    let c = LocalCoalition::create(tmp.path(), &CoalitionSpec::demo(tmp.path()))?;
+    let root = match keep {
+        Some(root) => {
+            ensure!(
+                !root.exists(),
+                "{} already exists; --keep takes a new path",
+                root.display()
+            );
+            std::fs::create_dir_all(root)?;
+            root
+        }
+        None => tmp.path(),
+    };
+    let c = LocalCoalition::create(root, &CoalitionSpec::demo(root))?;
     let mut nodes = vec![
         NodeProcess::start_async(c.members[LIAISON].launch()).await?,
         NodeProcess::start_async(c.members[BANK].launch()).await?,

@@ -369,15 +369,18 @@ async fn bench_replicate(sizes: &BenchSizes, load: &LoadArgs) -> Result<Vec<Figu
 }
 
 async fn bench_watch(sizes: &BenchSizes, w: &WatchArgs, load: &LoadArgs) -> Result<Vec<Figure>> {
-    watch::run(&watch::WatchOptions {
-        indicators: sizes.indicators,
-        entries: w.watch_entries,
-        checked: w.checked,
-        planted: w.planted,
-        batch: sizes.batch,
-        seed: sizes.seed,
-        clients: load.load_clients,
-        probes: load.probes,
-    })
+    watch::run(
+        &watch::WatchOptions {
+            indicators: sizes.indicators,
+            entries: w.watch_entries,
+            checked: w.checked,
+            planted: w.planted,
+            batch: sizes.batch,
+            seed: sizes.seed,
+            clients: load.load_clients,
+            probes: load.probes,
+        },
+        sizes.keep.as_deref(),
+    )
     .await
 }
