@@ -529,9 +529,8 @@ impl Engine {
 
     /// The working copy of an open alert in this round.
     fn touch<'r>(&self, r: &'r mut Round, alert: u64) -> Option<&'r mut Open> {
-        if !r.work.contains_key(&alert) {
-            let o = self.open.get(&alert)?.clone();
-            r.work.insert(alert, o);
+        if let std::collections::hash_map::Entry::Vacant(e) = r.work.entry(alert) {
+            e.insert(self.open.get(&alert)?.clone());
         }
         if r.seen.insert(alert) {
             r.touched.push(alert);

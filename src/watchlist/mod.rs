@@ -494,7 +494,6 @@ impl Watchlist {
 
     /// The live entries holding this watch hash (under any epoch). Memory
     /// only, under a read lock: two binary searches of a bucket.
-
     pub(crate) fn lookup(&self, h: &WatchHash) -> SmallVec<[EntryId; 2]> {
         let mut out = SmallVec::new();
         self.mem.read().lookup(h, &mut out);
@@ -503,7 +502,6 @@ impl Watchlist {
 
     /// [`Watchlist::lookup`] of many hashes under one read lock: (position
     /// in `hashes`, entry) for every hit, in order of position.
-
     pub(crate) fn lookup_all(&self, hashes: &[WatchHash]) -> Vec<(usize, EntryId)> {
         let mem = self.mem.read();
         let mut out = Vec::new();
@@ -518,7 +516,6 @@ impl Watchlist {
 
     /// A live entry, read back from the journal (one read); `None` when it
     /// was removed or never existed.
-
     pub(crate) fn entry(&self, id: EntryId) -> Result<Option<EntryView>, WatchError> {
         let offset = match self.mem.read().offsets.get(id as usize) {
             Some(&o) if o != DEAD => o,
