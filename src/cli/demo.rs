@@ -2,11 +2,17 @@
 //! and operators would run it. Operators make their keys and sign a trust
 //! list naming a liaison and two banks; each member's node is started as a
 //! child process (`cix serve`). The liaison contributes synthetic
-//! indicators, screens a generated file of mixed identifiers (some known)
-//! over a bulk stream and retracts the case; then the operators suspend one
-//! bank and the demo shows the new list reaching the other nodes and the
-//! suspended bank's open connection being cut, with the times. Each step
-//! checks its own result, so the demo fails loudly if a node misbehaves.
+//! indicators, a bank screens a generated file of mixed identifiers (some
+//! known) over a bulk stream, and the liaison retracts one indicator. The
+//! bank then registers its book of customers on its watchlist and follows
+//! its alert log: the liaison contributes a second case naming three of
+//! those customers, the three alerts arrive on the bank's live stream, and
+//! a retraction withdraws one of them, with the times. Then the operators
+//! suspend the other bank and the demo shows the new list reaching the
+//! nodes and the suspended bank's open connection being cut, with the
+//! times. Each step checks its own result, so the demo fails loudly if a
+//! node misbehaves. Output names references, kinds and cases, never a raw
+//! value.
 
 use std::{
     io::Write,
@@ -14,10 +20,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{ensure, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use super::{bulk, screen::bulk_match};
 use crate::{
+    alerts::log::{Action, AlertEvent},
     api::convert,
     ident::Kind,
     proto,
@@ -32,6 +39,19 @@ use crate::{
 
 /// Known indicators the liaison contributes.
 const KNOWN: usize = 1_000;
+
+/// Customers in bank-b's book, all on its watchlist.
+const BOOK: usize = 100_000;
+/// Watch entries per AddStream message (the node's default batch limit).
+const WATCH_BATCH: usize = 10_000;
+/// The second case: its reference and how many indicators it names.
+const CASE_2: &str = "DEMO-CASE-2026-002";
+const CASE_2_ITEMS: usize = 50;
+/// The customers of the book (by position) whose identifiers the second
+/// case names.
+const CAUGHT: [usize; 3] = [41, 31_336, 99_998];
+/// How long the demo waits for the alert engine or an alert.
+const ALERT_WAIT: Duration = Duration::from_secs(30);
 
 /// `cix demo`: screens `identifiers` identifiers, in `keep` (created if
 /// missing and left behind) or a temporary directory.
@@ -76,6 +96,9 @@ pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()>
     );
     let mut result = steps(&coalition, identifiers).await;
     if result.is_ok() {
+        result = watch_steps(&coalition).await;
+    }
+    if result.is_ok() {
         result = trust_steps(&mut coalition).await;
     }
     let mut stopped = Ok(());
@@ -99,6 +122,236 @@ pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()>
     stopped?;
     println!("== demo complete");
     Ok(())
+}
+
+/// bank-b registers its book on its watchlist and follows its alert log;
+/// the liaison's second case names three of its customers (three alerts
+/// raised), then retracts one of them (its alert withdrawn).
+async fn watch_steps(c: &LocalCoalition) -> Result<()> {
+    let mut liaison = c.members[0].connect().await?;
+    let mut bank_b = c.members[1].connect().await?;
+
+    // bank-b's book: one identifier per customer, under the bank's own
+    // reference; a seed of its own, so no customer is a known indicator.
+    let mut synth = Synth::new(7_2026);
+    let mut seen = std::collections::HashSet::new();
+    let book: Vec<(String, Kind, String)> = (0..)
+        .map(|n| synth.any(n))
+        .filter(|(k, v)| seen.insert((*k, v.clone())))
+        .take(BOOK)
+        .enumerate()
+        .map(|(i, (k, v))| (format!("CUST-{:06}", i + 1), k, v))
+        .collect();
+    let messages: Vec<proto::WatchAddRequest> = book
+        .chunks(WATCH_BATCH)
+        .map(|chunk| proto::WatchAddRequest {
+            items: chunk
+                .iter()
+                .map(|(r, k, v)| proto::WatchItem {
+                    reference: r.clone(),
+                    item: Some(proto::watch_item::Item::Identifier(identifier(*k, v))),
+                })
+                .collect(),
+        })
+        .collect();
+    let sent = messages.len();
+    let start = Instant::now();
+    let sum = bank_b
+        .watchlist
+        .add_stream(futures::stream::iter(messages))
+        .await?
+        .into_inner();
+    let took = start.elapsed();
+    ensure!(
+        sum.added == BOOK as u64 && sum.invalid == 0,
+        "expected {BOOK} watch entries added, node added {} ({} invalid)",
+        sum.added,
+        sum.invalid
+    );
+    println!(
+        "-- bank-b registered {} customers (CUST-000001..CUST-{BOOK:06}) on its watchlist over one AddStream of {sent} messages in {:.0} ms: {:.0} entries/s, kept only as keyed hashes",
+        sum.added,
+        took.as_secs_f64() * 1e3,
+        sum.added as f64 / took.as_secs_f64().max(1e-9)
+    );
+    // The engine checks the new entries against every indicator held (the
+    // baseline); the subscription starts after whatever that logged.
+    let status = alert_engine_idle(&mut bank_b).await?;
+    println!(
+        "-- bank-b's alert engine had checked the whole book against its {} indicators {:.0} ms after registration began: {} alert(s) open",
+        status.indicators,
+        start.elapsed().as_secs_f64() * 1e3,
+        status.alerts_open
+    );
+    let cursor = status.alerts_newest;
+    let mut events = bank_b
+        .alerts
+        .subscribe(proto::SubscribeRequest { after: cursor })
+        .await?
+        .into_inner();
+
+    // The liaison's second case names three of bank-b's customers among
+    // identifiers the bank does not hold.
+    let mut other = Synth::new(8_2026);
+    let mut case: Vec<(Kind, String)> = (0..)
+        .map(|n| other.any(n))
+        .filter(|(k, v)| seen.insert((*k, v.clone())))
+        .take(CASE_2_ITEMS - CAUGHT.len())
+        .collect();
+    // Spread through the case, not at its head.
+    for (at, &i) in CAUGHT.iter().enumerate() {
+        let (_, k, v) = &book[i];
+        case.insert(at * CASE_2_ITEMS / CAUGHT.len() + 7, (*k, v.clone()));
+    }
+    let request = proto::ContributeRequest {
+        items: case
+            .iter()
+            .map(|(k, v)| proto::ContributionItem {
+                item: Some(proto::contribution_item::Item::Identifier(identifier(
+                    *k, v,
+                ))),
+            })
+            .collect(),
+        case_ref: CASE_2.into(),
+        tier: proto::Tier::Probable as i32,
+        valid_until: Some(convert::timestamp(system_now()? + 90 * 86_400)),
+    };
+    let start = Instant::now();
+    let (resp, raised) = tokio::try_join!(
+        async { Ok(liaison.contribution.contribute(request).await?.into_inner()) },
+        case_events(&mut events, CAUGHT.len(), start)
+    )?;
+    let stored = resp
+        .results
+        .iter()
+        .filter(|r| r.status == proto::ItemStatus::Stored as i32)
+        .count();
+    ensure!(
+        stored == CASE_2_ITEMS,
+        "expected {CASE_2_ITEMS} stored, node stored {stored}"
+    );
+    println!(
+        "-- liaison-a contributed {stored} indicators (case {CASE_2}), three of them identifiers of bank-b's customers; bank-b's live alert stream (Alerts.Subscribe after #{cursor}):"
+    );
+    for (e, at) in &raised {
+        print_alert(e, *at, "contribution");
+    }
+    let mut got: Vec<&str> = raised.iter().map(|(e, _)| e.reference.as_str()).collect();
+    got.sort_unstable();
+    let want: Vec<&str> = CAUGHT.iter().map(|&i| book[i].0.as_str()).collect();
+    ensure!(
+        got == want && raised.iter().all(|(e, _)| e.action == Action::Raised),
+        "expected alerts raised for {}, got {}",
+        want.join(", "),
+        raised
+            .iter()
+            .map(|(e, _)| format!("{} {}", e.action.as_str(), e.reference))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // The case changes: the liaison retracts one of the three.
+    let (reference, k, v) = &book[CAUGHT[0]];
+    let request = proto::RetractRequest {
+        identifiers: vec![identifier(*k, v)],
+        reason: "identifier cleared by the investigation".into(),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let (r, withdrawn) = tokio::try_join!(
+        async { Ok(liaison.contribution.retract(request).await?.into_inner()) },
+        case_events(&mut events, 1, start)
+    )?;
+    ensure!(r.retracted == 1, "the retraction did not apply");
+    println!("-- liaison-a retracted one of the three; bank-b's stream:");
+    for (e, at) in &withdrawn {
+        print_alert(e, *at, "retraction");
+    }
+    let (e, _) = &withdrawn[0];
+    ensure!(
+        e.action == Action::Withdrawn && e.reference == *reference,
+        "expected {reference}'s alert withdrawn, got {} {}",
+        e.action.as_str(),
+        e.reference
+    );
+    Ok(())
+}
+
+/// Until bank-b's alert engine has no work queued (every entry registered
+/// checked, every batch applied alerted); its status then.
+async fn alert_engine_idle(c: &mut crate::client::Clients) -> Result<proto::StatusResponse> {
+    let start = Instant::now();
+    loop {
+        let s = c.admin.status(proto::StatusRequest {}).await?.into_inner();
+        ensure!(s.watchlist_enabled, "bank-b's node keeps no watchlist");
+        if s.alert_work_pending == 0 {
+            return Ok(s);
+        }
+        ensure!(
+            start.elapsed() < ALERT_WAIT,
+            "bank-b's alert engine still had {} piece(s) of work queued after {} s",
+            s.alert_work_pending,
+            ALERT_WAIT.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The next `n` events of the second case on `events`, each with the time
+/// since `since` it arrived; events of other cases are passed over. Fails
+/// after [`ALERT_WAIT`].
+async fn case_events(
+    events: &mut tonic::Streaming<proto::AlertEvent>,
+    n: usize,
+    since: Instant,
+) -> Result<Vec<(AlertEvent, Duration)>> {
+    let mut got = Vec::with_capacity(n);
+    let read = async {
+        while got.len() < n {
+            let Some(p) = events.message().await? else {
+                bail!("bank-b's alert stream ended");
+            };
+            let e = AlertEvent::from_proto(&p).with_context(|| {
+                format!("alert event {}: a value this cix does not know", p.number)
+            })?;
+            if e.case_ref == CASE_2 {
+                got.push((e, since.elapsed()));
+            }
+        }
+        Ok(())
+    };
+    let read = tokio::time::timeout(ALERT_WAIT, read).await;
+    match read {
+        Ok(r) => r.map(|()| got),
+        Err(_) => Err(anyhow!(
+            "bank-b's alert stream brought {} of {n} expected event(s) of case {CASE_2} within {} s",
+            got.len(),
+            ALERT_WAIT.as_secs()
+        )),
+    }
+}
+
+/// One alert as the bank sees it: no value, only its own reference.
+fn print_alert(e: &AlertEvent, after: Duration, what: &str) {
+    println!(
+        "   #{:<3} {:<9} {} {:<12} origin={} case={} tier={} cause={}: {:.1} ms after the {what}",
+        e.number,
+        e.action.as_str(),
+        e.reference,
+        e.kind.as_str(),
+        e.origin,
+        e.case_ref,
+        e.tier.as_str(),
+        e.cause.as_str(),
+        after.as_secs_f64() * 1e3
+    );
+}
+
+fn identifier(kind: Kind, value: &str) -> proto::Identifier {
+    proto::Identifier {
+        kind: convert::kind_to_proto(kind),
+        value: value.to_string(),
+    }
 }
 
 /// Operators suspend bank-c: the list spreads, bank-c's open stream is cut.
@@ -182,12 +435,9 @@ async fn steps(c: &LocalCoalition, identifiers: usize) -> Result<()> {
             items: known
                 .iter()
                 .map(|(k, v)| proto::ContributionItem {
-                    item: Some(proto::contribution_item::Item::Identifier(
-                        proto::Identifier {
-                            kind: convert::kind_to_proto(*k),
-                            value: v.clone(),
-                        },
-                    )),
+                    item: Some(proto::contribution_item::Item::Identifier(identifier(
+                        *k, v,
+                    ))),
                 })
                 .collect(),
             case_ref: "DEMO-CASE-2026-001".into(),
@@ -258,10 +508,7 @@ async fn steps(c: &LocalCoalition, identifiers: usize) -> Result<()> {
     let r = liaison
         .contribution
         .retract(proto::RetractRequest {
-            identifiers: vec![proto::Identifier {
-                kind: convert::kind_to_proto(known[0].0),
-                value: known[0].1.clone(),
-            }],
+            identifiers: vec![identifier(known[0].0, &known[0].1)],
             reason: "identifier cleared by the investigation".into(),
             ..Default::default()
         })
