@@ -154,7 +154,10 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         Some(path) => {
             let key = WatchKey::load(path)?;
             let dir = config.data_dir.join(WATCHLIST_DIR);
-            Some(std::thread::spawn(move || Watchlist::open(&dir, key)))
+            Some(std::thread::spawn(move || {
+                let opened = Instant::now();
+                Watchlist::open(&dir, key).map(|w| (w, opened.elapsed()))
+            }))
         }
         None => None,
     };
@@ -196,13 +199,13 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
     );
     let watchlist = match opening_watchlist {
         Some(opening) => {
-            let w = opening
+            let (w, took) = opening
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             tracing::info!(
                 entries = w.len(),
                 memory_bytes = w.heap_bytes() as u64,
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = took.as_millis() as u64,
                 "watchlist opened"
             );
             Some(Arc::new(w))

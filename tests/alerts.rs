@@ -6,26 +6,12 @@
 
 mod support;
 
-use std::time::Duration;
-
-use cix::proto::{
-    self, alerts_client::AlertsClient, watchlist_client::WatchlistClient, AlertAction, AlertCause,
-    AlertEvent, Kind,
-};
+use cix::proto::{self, AlertAction, AlertCause, AlertEvent, Kind};
 use support::*;
-use tonic::{transport::Channel, Streaming};
 
 /// The env variable that holds a debug build's alert engine before it
 /// takes its next piece of work, while the named file exists.
 const HOLD_ENV: &str = "CIX_TEST_ALERTS_HOLD_FILE";
-
-async fn watchlist(n: &TestNode) -> WatchlistClient<Channel> {
-    WatchlistClient::new(n.identity().channel().await.unwrap())
-}
-
-async fn alerts(n: &TestNode) -> AlertsClient<Channel> {
-    AlertsClient::new(n.identity().channel().await.unwrap())
-}
 
 fn witem(reference: &str, kind: Kind, value: &str) -> proto::WatchItem {
     proto::WatchItem {
@@ -44,38 +30,6 @@ async fn watch(n: &TestNode, items: Vec<proto::WatchItem>) -> Vec<proto::WatchAd
     r.results.iter().map(|r| r.status()).collect()
 }
 
-async fn subscribe(n: &TestNode, after: u64) -> Streaming<AlertEvent> {
-    alerts(n)
-        .await
-        .subscribe(proto::SubscribeRequest { after })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// The next `k` events of a subscription (bounded wait).
-async fn next(s: &mut Streaming<AlertEvent>, k: usize) -> Vec<AlertEvent> {
-    let mut out = Vec::new();
-    while out.len() < k {
-        match tokio::time::timeout(Duration::from_secs(60), s.message()).await {
-            Ok(Ok(Some(e))) => out.push(e),
-            Ok(Ok(None)) => panic!("the subscription ended after {out:?}"),
-            Ok(Err(e)) => panic!("the subscription failed after {out:?}: {e:?}"),
-            Err(_) => panic!("no alert in 60 s after {out:?}"),
-        }
-    }
-    out
-}
-
-/// No further event within a short while (the engine had time to act on
-/// what came before: the caller waited for a later event first, or this is
-/// a check that nothing at all comes).
-async fn nothing_more(s: &mut Streaming<AlertEvent>) {
-    if let Ok(m) = tokio::time::timeout(Duration::from_millis(1500), s.message()).await {
-        panic!("unexpected event: {m:?}");
-    }
-}
-
 fn summary(e: &AlertEvent) -> (AlertAction, AlertCause, &str, &str, &str) {
     (
         e.action(),
@@ -84,19 +38,6 @@ fn summary(e: &AlertEvent) -> (AlertAction, AlertCause, &str, &str, &str) {
         e.origin.as_str(),
         e.case_ref.as_str(),
     )
-}
-
-async fn list_all(n: &TestNode) -> Vec<AlertEvent> {
-    alerts(n)
-        .await
-        .list(proto::ListAlertsRequest {
-            after: 0,
-            limit: 1000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
 }
 
 fn emails(prefix: &str, k: usize) -> Vec<String> {
@@ -125,7 +66,7 @@ async fn a_local_contribution_raises_an_extension_updates_a_retraction_withdraws
     )
     .await;
     assert_eq!(st, vec![proto::WatchAddStatus::Added; 3]);
-    let mut sub = subscribe(&n, 0).await;
+    let mut sub = subscribe(&n, 0).await.unwrap();
     nothing_more(&mut sub).await;
 
     let mut c = n.clients().await;
@@ -265,7 +206,7 @@ async fn a_new_entry_that_already_matches_raises_once_and_its_removal_withdraws(
         .contribute(contribute_req(email_items(&v), "CASE-B"))
         .await
         .unwrap();
-    let mut sub = subscribe(&n, 0).await;
+    let mut sub = subscribe(&n, 0).await.unwrap();
     assert_eq!(
         watch(&n, vec![witem("REF-77", Kind::Email, &v[0])]).await,
         vec![proto::WatchAddStatus::Added]
@@ -345,14 +286,14 @@ async fn expiry_on_the_nodes_clock_withdraws_and_a_restart_keeps_the_alerts() {
         .contribute(contribute_req(email_items(&v[1..]), "CASE-LONG"))
         .await
         .unwrap();
-    let mut sub = subscribe(&n, 0).await;
+    let mut sub = subscribe(&n, 0).await.unwrap();
     let raised = next(&mut sub, 2).await;
     assert!(raised.iter().all(|e| e.action() == AlertAction::Raised));
 
     // Restarted: the open alerts are read back, nothing is raised twice.
     drop(sub);
     n.restart();
-    let mut sub = subscribe(&n, 2).await;
+    let mut sub = subscribe(&n, 2).await.unwrap();
     nothing_more(&mut sub).await;
     assert_eq!(n.status().await.alerts_open, 2);
 
@@ -400,7 +341,7 @@ async fn kill_9_between_the_apply_and_the_alert_loses_nothing() {
     n.kill9();
     std::fs::remove_file(&hold).unwrap();
     n.start();
-    let mut sub = subscribe(&n, 0).await;
+    let mut sub = subscribe(&n, 0).await.unwrap();
     let mut e = next(&mut sub, 3).await;
     e.sort_by(|a, b| a.watch_reference.cmp(&b.watch_reference));
     for (i, e) in e.iter().enumerate() {
@@ -427,7 +368,7 @@ async fn kill_9_between_the_apply_and_the_alert_loses_nothing() {
         })
         .await
         .unwrap();
-    let mut again = subscribe(&n, 2).await;
+    let mut again = subscribe(&n, 2).await.unwrap();
     let tail = next(&mut again, 2).await;
     assert_eq!(tail[0].number, 3);
     assert_eq!(tail[1].number, 4);
@@ -454,7 +395,7 @@ async fn a_replicated_batch_raises_at_the_bank_and_nothing_of_the_watchlist_leav
             .collect(),
     )
     .await;
-    let mut sub = subscribe(&co.nodes[1], 0).await;
+    let mut sub = subscribe(&co.nodes[1], 0).await.unwrap();
     let case: Vec<String> = book[..3]
         .iter()
         .cloned()

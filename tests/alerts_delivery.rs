@@ -21,10 +21,7 @@ use std::{
 use bytes::Bytes;
 use cix::{
     keys::TokenKey,
-    proto::{
-        self, alerts_client::AlertsClient, watchlist_client::WatchlistClient, AlertAction,
-        AlertCause, AlertEvent, Kind, MatchStatus, WatchAddStatus,
-    },
+    proto::{self, AlertAction, AlertCause, AlertEvent, Kind, MatchStatus, WatchAddStatus},
 };
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
@@ -33,18 +30,9 @@ use hyper_util::rt::TokioIo;
 use sha2::Sha256;
 use support::*;
 use tokio::sync::watch;
-use tonic::{transport::Channel, Streaming};
 
 // ---------------------------------------------------------------------------
 // Watchlist and alert log helpers.
-
-async fn watchlist(n: &TestNode) -> WatchlistClient<Channel> {
-    WatchlistClient::new(n.identity().channel().await.unwrap())
-}
-
-async fn alerts(n: &TestNode) -> AlertsClient<Channel> {
-    AlertsClient::new(n.identity().channel().await.unwrap())
-}
 
 /// Registers `(reference, e-mail)` rows; the status of each.
 async fn watch(n: &TestNode, rows: &[(&str, &str)]) -> Vec<WatchAddStatus> {
@@ -68,56 +56,12 @@ fn emails(values: &[&str]) -> Vec<proto::ContributionItem> {
     values.iter().map(|v| item(Kind::Email, v)).collect()
 }
 
-/// A subscription from `after`, on a connection of its own.
-async fn subscribe(n: &TestNode, after: u64) -> Result<Streaming<AlertEvent>, tonic::Status> {
-    alerts(n)
-        .await
-        .subscribe(proto::SubscribeRequest { after })
-        .await
-        .map(|r| r.into_inner())
-}
-
-/// The next `k` events of a subscription (bounded wait).
-async fn next(s: &mut Streaming<AlertEvent>, k: usize) -> Vec<AlertEvent> {
-    let mut out = Vec::new();
-    while out.len() < k {
-        match tokio::time::timeout(Duration::from_secs(60), s.message()).await {
-            Ok(Ok(Some(e))) => out.push(e),
-            Ok(Ok(None)) => panic!("the subscription ended after {out:?}"),
-            Ok(Err(e)) => panic!("the subscription failed after {out:?}: {e:?}"),
-            Err(_) => panic!("no alert in 60 s after {out:?}"),
-        }
-    }
-    out
-}
-
-/// No further event within a short while (the caller waited for a later
-/// event first, so the engine had time to act on what came before).
-async fn nothing_more(s: &mut Streaming<AlertEvent>) {
-    if let Ok(m) = tokio::time::timeout(Duration::from_millis(1500), s.message()).await {
-        panic!("unexpected event: {m:?}");
-    }
-}
-
 /// (number, action, cause, reference) of each event.
 fn brief(events: &[AlertEvent]) -> Vec<(u64, AlertAction, AlertCause, String)> {
     events
         .iter()
         .map(|e| (e.number, e.action(), e.cause(), e.watch_reference.clone()))
         .collect()
-}
-
-async fn list_all(n: &TestNode) -> Vec<AlertEvent> {
-    alerts(n)
-        .await
-        .list(proto::ListAlertsRequest {
-            after: 0,
-            limit: 1000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
 }
 
 /// Polls Status until `done` holds (bounded), and returns it.

@@ -34,6 +34,14 @@ pub(crate) fn kind_to_proto(k: Kind) -> i32 {
     k.code() as i32
 }
 
+/// A raw identifier as the API carries it.
+pub(crate) fn identifier_of(kind: Kind, value: &str) -> proto::Identifier {
+    proto::Identifier {
+        kind: kind_to_proto(kind),
+        value: value.to_string(),
+    }
+}
+
 /// A protobuf tier; unspecified means confirmed.
 pub(crate) fn tier(t: i32) -> Option<Tier> {
     if t == 0 {

@@ -296,9 +296,12 @@ fn summarize(sum: &mut proto::WatchSummary, first: u64, results: &[Result<Added,
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|_| Err(Status::internal("a watchlist request failed")))
+    joined(tokio::task::spawn_blocking(f).await)
+}
+
+/// The answer of a task on the blocking pool; INTERNAL if it panicked.
+fn joined<T>(r: Result<Result<T, Status>, tokio::task::JoinError>) -> Result<T, Status> {
+    r.unwrap_or_else(|_| Err(Status::internal("a watchlist request failed")))
 }
 
 /// A message of AddStream or Sync: its items, and whether it commits.
@@ -334,9 +337,7 @@ async fn land(
     session: &mut Option<SyncSession>,
 ) -> Result<(), Status> {
     if let Some((first, h)) = inflight.take() {
-        let (results, s) = h
-            .await
-            .unwrap_or_else(|_| Err(Status::internal("a watchlist request failed")))?;
+        let (results, s) = joined(h.await)?;
         *session = s;
         summarize(sum, first, &results);
     }

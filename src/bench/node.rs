@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 
 use super::{screen::rss_of, Better, Figure};
 use crate::{
+    api::convert,
     client::{Clients, Identity},
     ident::{self, Kind},
     keys::TokenKey,
@@ -34,13 +35,6 @@ use crate::{
 
 /// Items per request message, at most.
 const MAX_BATCH: usize = 10_000;
-
-fn identifier(k: Kind, v: &str) -> proto::Identifier {
-    proto::Identifier {
-        kind: i32::from(k.code()),
-        value: v.to_string(),
-    }
-}
 
 async fn connect(dir: &Path) -> Result<Clients> {
     Ok(Identity::from_dir(dir)?.connect().await?)
@@ -86,9 +80,9 @@ pub(crate) async fn contribute(
                     known.push((k, v.clone()));
                 }
                 proto::ContributionItem {
-                    item: Some(proto::contribution_item::Item::Identifier(identifier(
-                        k, &v,
-                    ))),
+                    item: Some(proto::contribution_item::Item::Identifier(
+                        convert::identifier_of(k, &v),
+                    )),
                 }
             })
             .collect();
@@ -111,6 +105,29 @@ pub(crate) async fn contribute(
         a.context("contributing")?;
     }
     Ok((known, n as f64 / start.elapsed().as_secs_f64().max(1e-9)))
+}
+
+/// Contributes one identifier as a case of its own (confirmed, no
+/// expiry), durably acknowledged.
+pub(crate) async fn contribute_one(
+    c: &mut Clients,
+    (kind, value): &(Kind, String),
+    case_ref: &str,
+) -> Result<()> {
+    c.contribution
+        .contribute(proto::ContributeRequest {
+            items: vec![proto::ContributionItem {
+                item: Some(proto::contribution_item::Item::Identifier(
+                    convert::identifier_of(*kind, value),
+                )),
+            }],
+            case_ref: case_ref.to_string(),
+            tier: proto::Tier::Confirmed as i32,
+            valid_until: None,
+        })
+        .await
+        .context("contributing")?;
+    Ok(())
 }
 
 /// Waits (bounded) until the node has merged its index after an ingest, as
@@ -263,7 +280,10 @@ impl Loaded {
         let requests: Vec<proto::MatchRequest> = queries
             .chunks(self.batch)
             .map(|ch| proto::MatchRequest {
-                identifiers: ch.iter().map(|(k, v)| identifier(*k, v)).collect(),
+                identifiers: ch
+                    .iter()
+                    .map(|(k, v)| convert::identifier_of(*k, v))
+                    .collect(),
             })
             .collect();
         let start = Instant::now();
@@ -323,7 +343,7 @@ impl Loaded {
         clients: usize,
     ) -> Result<Vec<Figure>> {
         let one = |i: usize| proto::MatchRequest {
-            identifiers: vec![identifier(
+            identifiers: vec![convert::identifier_of(
                 queries[i % queries.len()].0,
                 &queries[i % queries.len()].1,
             )],
@@ -531,7 +551,7 @@ pub(crate) fn unary_requests(queries: &[(Kind, String)], n: usize) -> Vec<proto:
         .map(|i| {
             let (k, v) = &queries[i % queries.len()];
             proto::MatchRequest {
-                identifiers: vec![identifier(*k, v)],
+                identifiers: vec![convert::identifier_of(*k, v)],
             }
         })
         .collect()

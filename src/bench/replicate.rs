@@ -182,23 +182,10 @@ async fn measure(
         let item: (Kind, String) = fresh.any(p);
         let since = Instant::now();
         let r = async {
-            liaison
-                .contribution
-                .contribute(proto::ContributeRequest {
-                    items: vec![proto::ContributionItem {
-                        item: Some(proto::contribution_item::Item::Identifier(
-                            proto::Identifier {
-                                kind: i32::from(item.0.code()),
-                                value: item.1.clone(),
-                            },
-                        )),
-                    }],
-                    case_ref: format!("FRESH-{p}"),
-                    tier: proto::Tier::Confirmed as i32,
-                    valid_until: None,
-                })
-                .await?;
-            wait::match_status(&mut bank, &item, proto::MatchStatus::Match, since).await
+            node::contribute_one(&mut liaison, &item, &format!("FRESH-{p}")).await?;
+            anyhow::Ok(
+                wait::match_status(&mut bank, &item, proto::MatchStatus::Match, since).await?,
+            )
         }
         .await;
         match r {

@@ -105,26 +105,13 @@ async fn cold_start(c: &LocalCoalition, bank: &mut NodeProcess) -> Result<(f64, 
     Ok((start.elapsed().as_secs_f64(), clients))
 }
 
-/// Waits until bank-b's alert engine has nothing pending and `done` holds
-/// of its Status; returns that Status.
+/// [`wait::alerts_idle`] at bank-b, within [`PATIENCE`].
 async fn engine_idle(
     bank: &mut Clients,
     what: &str,
     done: impl Fn(&proto::StatusResponse) -> bool,
 ) -> Result<proto::StatusResponse> {
-    let start = Instant::now();
-    loop {
-        let s = status(bank).await?;
-        if s.alert_work_pending == 0 && done(&s) {
-            return Ok(s);
-        }
-        ensure!(
-            start.elapsed() < PATIENCE,
-            "bank-b's alert engine did not finish {what} within {} s",
-            PATIENCE.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Ok(wait::alerts_idle(bank, "bank-b", what, PATIENCE, done).await?)
 }
 
 /// The synthetic book: `n` entries (references `CUST-…`), as AddStream
@@ -243,26 +230,11 @@ async fn measure(
     let load = ScreeningLoad::start(c, BANK, o.clients, &known, o.seed).await?;
     let mut worst = Duration::ZERO;
     let mut probe_result = Ok(());
-    for (p, (kind, value)) in probes.iter().enumerate() {
+    for (p, item) in probes.iter().enumerate() {
         let case_ref = format!("WATCH-FRESH-{p}");
         let since = Instant::now();
         let r = async {
-            liaison
-                .contribution
-                .contribute(proto::ContributeRequest {
-                    items: vec![proto::ContributionItem {
-                        item: Some(proto::contribution_item::Item::Identifier(
-                            proto::Identifier {
-                                kind: i32::from(kind.code()),
-                                value: value.clone(),
-                            },
-                        )),
-                    }],
-                    case_ref: case_ref.clone(),
-                    tier: proto::Tier::Confirmed as i32,
-                    valid_until: None,
-                })
-                .await?;
+            node::contribute_one(&mut liaison, item, &case_ref).await?;
             loop {
                 let e = tokio::time::timeout(Duration::from_secs(30), alerts.message())
                     .await

@@ -149,7 +149,9 @@ async fn watch_steps(c: &LocalCoalition) -> Result<()> {
                 .iter()
                 .map(|(r, k, v)| proto::WatchItem {
                     reference: r.clone(),
-                    item: Some(proto::watch_item::Item::Identifier(identifier(*k, v))),
+                    item: Some(proto::watch_item::Item::Identifier(convert::identifier_of(
+                        *k, v,
+                    ))),
                 })
                 .collect(),
         })
@@ -176,7 +178,10 @@ async fn watch_steps(c: &LocalCoalition) -> Result<()> {
     );
     // The engine checks the new entries against every indicator held (the
     // baseline); the subscription starts after whatever that logged.
-    let status = alert_engine_idle(&mut bank_b).await?;
+    let status = wait::alerts_idle(&mut bank_b, "bank-b", "the registration", ALERT_WAIT, |s| {
+        s.watchlist_enabled
+    })
+    .await?;
     println!(
         "-- bank-b's alert engine had checked the whole book against its {} indicators {:.0} ms after registration began: {} alert(s) open",
         status.indicators,
@@ -207,9 +212,9 @@ async fn watch_steps(c: &LocalCoalition) -> Result<()> {
         items: case
             .iter()
             .map(|(k, v)| proto::ContributionItem {
-                item: Some(proto::contribution_item::Item::Identifier(identifier(
-                    *k, v,
-                ))),
+                item: Some(proto::contribution_item::Item::Identifier(
+                    convert::identifier_of(*k, v),
+                )),
             })
             .collect(),
         case_ref: CASE_2.into(),
@@ -253,7 +258,7 @@ async fn watch_steps(c: &LocalCoalition) -> Result<()> {
     // The case changes: the liaison retracts one of the three.
     let (reference, k, v) = &book[CAUGHT[0]];
     let request = proto::RetractRequest {
-        identifiers: vec![identifier(*k, v)],
+        identifiers: vec![convert::identifier_of(*k, v)],
         reason: "identifier cleared by the investigation".into(),
         ..Default::default()
     };
@@ -275,26 +280,6 @@ async fn watch_steps(c: &LocalCoalition) -> Result<()> {
         e.reference
     );
     Ok(())
-}
-
-/// Until bank-b's alert engine has no work queued (every entry registered
-/// checked, every batch applied alerted); its status then.
-async fn alert_engine_idle(c: &mut crate::client::Clients) -> Result<proto::StatusResponse> {
-    let start = Instant::now();
-    loop {
-        let s = c.admin.status(proto::StatusRequest {}).await?.into_inner();
-        ensure!(s.watchlist_enabled, "bank-b's node keeps no watchlist");
-        if s.alert_work_pending == 0 {
-            return Ok(s);
-        }
-        ensure!(
-            start.elapsed() < ALERT_WAIT,
-            "bank-b's alert engine still had {} piece(s) of work queued after {} s",
-            s.alert_work_pending,
-            ALERT_WAIT.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The next `n` events of the second case on `events`, each with the time
@@ -345,13 +330,6 @@ fn print_alert(e: &AlertEvent, after: Duration, what: &str) {
         e.cause.as_str(),
         after.as_secs_f64() * 1e3
     );
-}
-
-fn identifier(kind: Kind, value: &str) -> proto::Identifier {
-    proto::Identifier {
-        kind: convert::kind_to_proto(kind),
-        value: value.to_string(),
-    }
 }
 
 /// Operators suspend bank-c: the list spreads, bank-c's open stream is cut.
@@ -435,9 +413,9 @@ async fn steps(c: &LocalCoalition, identifiers: usize) -> Result<()> {
             items: known
                 .iter()
                 .map(|(k, v)| proto::ContributionItem {
-                    item: Some(proto::contribution_item::Item::Identifier(identifier(
-                        *k, v,
-                    ))),
+                    item: Some(proto::contribution_item::Item::Identifier(
+                        convert::identifier_of(*k, v),
+                    )),
                 })
                 .collect(),
             case_ref: "DEMO-CASE-2026-001".into(),
@@ -508,7 +486,7 @@ async fn steps(c: &LocalCoalition, identifiers: usize) -> Result<()> {
     let r = liaison
         .contribution
         .retract(proto::RetractRequest {
-            identifiers: vec![identifier(known[0].0, &known[0].1)],
+            identifiers: vec![convert::identifier_of(known[0].0, &known[0].1)],
             reason: "identifier cleared by the investigation".into(),
             ..Default::default()
         })

@@ -122,6 +122,17 @@ pub enum TestbedError {
         /// How long was waited, in seconds.
         seconds: u64,
     },
+    /// The node's alert engine still had work queued, or never reached the
+    /// state waited for.
+    #[error("{who}'s alert engine did not finish {what} within {seconds} s")]
+    AlertsNotIdle {
+        /// The node, as the caller named it.
+        who: String,
+        /// What was waited for.
+        what: String,
+        /// How long was waited, in seconds.
+        seconds: u64,
+    },
     /// The node never held the trust-list version waited for.
     #[error("the node never reached trust list version {version} within {seconds} s")]
     TrustVersionNotReached {

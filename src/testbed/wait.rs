@@ -1,7 +1,8 @@
 //! Bounded waits on a running node over its member API: until it has
 //! confirmed its own log's head with a peer (so that it takes
 //! contributions), until a value has a given match status (replication
-//! arrived), until it holds a trust-list version. Each polls and gives up
+//! arrived), until it holds a trust-list version, until its alert engine
+//! is idle. Each polls and gives up
 //! with a typed error that names no identifier.
 
 use std::time::{Duration, Instant};
@@ -30,6 +31,34 @@ pub async fn own_log_ready(c: &mut Clients, who: &str) -> Result<(), TestbedErro
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Until the node's alert engine has no work queued (every batch applied
+/// has its alerts, every entry registered is checked) and `done` holds of
+/// its Status, within `limit`; that Status. `who` and `what` name the node
+/// and the wait in the error.
+pub async fn alerts_idle(
+    c: &mut Clients,
+    who: &str,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&proto::StatusResponse) -> bool,
+) -> Result<proto::StatusResponse, TestbedError> {
+    let start = Instant::now();
+    loop {
+        let s = status(c).await?;
+        if s.alert_work_pending == 0 && done(&s) {
+            return Ok(s);
+        }
+        if start.elapsed() > limit {
+            return Err(TestbedError::AlertsNotIdle {
+                who: who.to_string(),
+                what: what.to_string(),
+                seconds: limit.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Until `item` has status `want` at the node; returns the time since `since`.

@@ -18,7 +18,7 @@ use std::{
 
 use cix::{
     client::{Clients, Identity},
-    proto,
+    proto::{self, alerts_client::AlertsClient, watchlist_client::WatchlistClient, AlertEvent},
     testbed::{
         coalition::{CoalitionSpec, LocalCoalition, MemberNode, MemberSpec},
         init,
@@ -26,6 +26,8 @@ use cix::{
         wait,
     },
 };
+
+use tonic::{transport::Channel, Streaming};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cix");
 
@@ -722,4 +724,63 @@ impl Coalition {
         let all: Vec<usize> = (0..self.operators.len()).collect();
         self.sign(&self.list, &all)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Watchlist and alerts.
+
+/// A Watchlist client on a connection of its own.
+pub async fn watchlist(n: &TestNode) -> WatchlistClient<Channel> {
+    WatchlistClient::new(n.identity().channel().await.unwrap())
+}
+
+/// An Alerts client on a connection of its own.
+pub async fn alerts(n: &TestNode) -> AlertsClient<Channel> {
+    AlertsClient::new(n.identity().channel().await.unwrap())
+}
+
+/// A subscription from `after`, on a connection of its own.
+pub async fn subscribe(n: &TestNode, after: u64) -> Result<Streaming<AlertEvent>, tonic::Status> {
+    alerts(n)
+        .await
+        .subscribe(proto::SubscribeRequest { after })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The next `k` events of a subscription (bounded wait).
+pub async fn next(s: &mut Streaming<AlertEvent>, k: usize) -> Vec<AlertEvent> {
+    let mut out = Vec::new();
+    while out.len() < k {
+        match tokio::time::timeout(Duration::from_secs(60), s.message()).await {
+            Ok(Ok(Some(e))) => out.push(e),
+            Ok(Ok(None)) => panic!("the subscription ended after {out:?}"),
+            Ok(Err(e)) => panic!("the subscription failed after {out:?}: {e:?}"),
+            Err(_) => panic!("no alert in 60 s after {out:?}"),
+        }
+    }
+    out
+}
+
+/// No further event within a short while (the caller waited for a later
+/// event first, so that the engine had time to act on what came before, or
+/// this is a check that nothing at all comes).
+pub async fn nothing_more(s: &mut Streaming<AlertEvent>) {
+    if let Ok(m) = tokio::time::timeout(Duration::from_millis(1500), s.message()).await {
+        panic!("unexpected event: {m:?}");
+    }
+}
+
+/// Every event of the alert log (the first 1,000).
+pub async fn list_all(n: &TestNode) -> Vec<AlertEvent> {
+    alerts(n)
+        .await
+        .list(proto::ListAlertsRequest {
+            after: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
 }
