@@ -41,7 +41,8 @@
 //!    [`telemetry`] (logging, error chains), [`capture`] (opt-in capture of
 //!    peer messages).
 //! 1. [`token`]: the HMAC token; [`tls`]: rustls configs, caller identity,
-//!    connection cut-off.
+//!    connection cut-off; [`outcome`]: dispositions, actions, feedback
+//!    outcomes, UTC days (the words of Report and Disrupt).
 //! 2. `epochs`: the key epochs valid now; [`batch`]: origin-log batches
 //!    (format, salted entry hashes, signatures).
 //! 3. [`store`]: batch bodies in segment files, sled for locations, heads,
@@ -99,6 +100,7 @@ pub mod index;
 pub mod keys;
 mod logs;
 mod node;
+pub mod outcome;
 pub mod proto;
 mod ratelimit;
 mod retention;

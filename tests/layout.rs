@@ -18,7 +18,7 @@ const FLOORS: &[&[&str]] = &[
         "telemetry",
         "capture",
     ],
-    &["token", "tls"],
+    &["token", "tls", "outcome"],
     &["epochs", "batch"],
     &["store", "index", "watchlist"],
     &["trust"],
