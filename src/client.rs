@@ -10,8 +10,8 @@ use crate::{
     config::RawConfig,
     proto::{
         admin_client::AdminClient, alerts_client::AlertsClient,
-        contribution_client::ContributionClient, screening_client::ScreeningClient,
-        watchlist_client::WatchlistClient,
+        contribution_client::ContributionClient, figures_client::FiguresClient,
+        screening_client::ScreeningClient, watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
 };
@@ -106,6 +106,8 @@ pub struct Clients {
     pub watchlist: WatchlistClient<Channel>,
     /// Alerts: the node's alert log (Subscribe, List).
     pub alerts: AlertsClient<Channel>,
+    /// Figures: the coalition's outcome figures.
+    pub figures: FiguresClient<Channel>,
 }
 
 impl Clients {
@@ -123,7 +125,8 @@ impl Clients {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel.clone()),
-            alerts: AlertsClient::new(channel),
+            alerts: AlertsClient::new(channel.clone()),
+            figures: FiguresClient::new(channel),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - [`serve`], [`init`]: run a node; write a node directory.
 //! - [`records`]: contribute, retract, indicators, rekey (the node's own log).
 //! - [`screen`]: match (local or remote) and token; [`bulk`]: their input and output.
-//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log.
+//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log;
+//!   [`report`]: reports drawn from the node's records.
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`watchlist`]: the bank's book on the node's watchlist.
@@ -21,6 +22,7 @@ mod demo;
 mod init;
 mod keygen;
 mod records;
+mod report;
 mod screen;
 mod serve;
 mod status;
@@ -125,6 +127,9 @@ pub enum Command {
     /// Read the node's alert log: follow it live, or list a page.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// Reports drawn from the node's records (under `admin`).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Show the node's status.
     Status {
         /// How to reach the node.
@@ -188,6 +193,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rekey(a) => records::rekey(a).await,
         Command::Bench(b) => bench::bench(b).await,
         Command::Alerts(c) => alerts::alerts(c).await,
+        Command::Report(c) => report::report(c).await,
         Command::Status { conn, json } => status::status(conn, json).await,
         Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),

@@ -15,7 +15,7 @@ use super::{ServeTask, ServerError};
 use crate::{
     api::{
         admin::AdminService, alerts::AlertsService, contribution::ContributionService,
-        screening::ScreeningService, watchlist::WatchlistService,
+        figures::FiguresService, screening::ScreeningService, watchlist::WatchlistService,
         wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
@@ -25,7 +25,8 @@ use crate::{
     node::NodeState,
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
-        contribution_server::ContributionServer, watchlist_server::WatchlistServer,
+        contribution_server::ContributionServer, figures_server::FiguresServer,
+        watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -84,6 +85,7 @@ pub(super) async fn serve(
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
+    let figures = FiguresServer::new(FiguresService::new(state.clone()));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()
         .await;
@@ -118,6 +120,10 @@ pub(super) async fn serve(
         .add_service(InterceptedService::new(
             alerts,
             Require::new(&grants, ClientCapability::Watchlist),
+        ))
+        .add_service(InterceptedService::new(
+            figures,
+            Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(health_service, Authenticated))
         .add_service(InterceptedService::new(reflection(), Authenticated));
