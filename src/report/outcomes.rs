@@ -597,6 +597,7 @@ impl Figures {
                 .x_labels(8.min(n))
                 .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
                 .y_desc("count")
+                .x_desc(format!("gaps: counts below {SUPPRESS_BELOW}, suppressed"))
                 .draw()
                 .map_err(|e| err(&e))?;
             let lines: [ChartLine; 3] = [
@@ -612,17 +613,22 @@ impl Figures {
                         None => runs.push(Vec::new()),
                     }
                 }
-                let mut first = true;
+                // An empty series carries the legend, so that every line is
+                // named even where all its points are suppressed.
+                chart
+                    .draw_series(LineSeries::new(Vec::new(), color.stroke_width(2)))
+                    .map_err(|e| err(&e))?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
                 for run in runs.into_iter().filter(|r| !r.is_empty()) {
-                    let series = chart
+                    chart
+                        .draw_series(run.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                        .map_err(|e| err(&e))?;
+                    chart
                         .draw_series(LineSeries::new(run, color.stroke_width(2)))
                         .map_err(|e| err(&e))?;
-                    if first {
-                        series.label(name).legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                        });
-                        first = false;
-                    }
                 }
             }
             chart
