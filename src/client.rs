@@ -10,7 +10,8 @@ use crate::{
     config::RawConfig,
     proto::{
         admin_client::AdminClient, alerts_client::AlertsClient,
-        contribution_client::ContributionClient, screening_client::ScreeningClient,
+        contribution_client::ContributionClient, dispositions_client::DispositionsClient,
+        reports_client::ReportsClient, screening_client::ScreeningClient,
         watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
@@ -106,6 +107,10 @@ pub struct Clients {
     pub watchlist: WatchlistClient<Channel>,
     /// Alerts: the node's alert log (Subscribe, List).
     pub alerts: AlertsClient<Channel>,
+    /// Dispositions: the bank's outcomes of alerts and hits (Record, List).
+    pub dispositions: DispositionsClient<Channel>,
+    /// Reports: the case package of an alert or a hit.
+    pub reports: ReportsClient<Channel>,
 }
 
 impl Clients {
@@ -123,7 +128,9 @@ impl Clients {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel.clone()),
-            alerts: AlertsClient::new(channel),
+            alerts: AlertsClient::new(channel.clone()),
+            dispositions: DispositionsClient::new(channel.clone()),
+            reports: ReportsClient::new(channel),
         }
     }
 }

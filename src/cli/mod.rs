@@ -11,6 +11,8 @@
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`watchlist`]: the bank's book on the node's watchlist.
+//! - [`disposition`]: the bank's outcomes of alerts and hits; [`report`]:
+//!   its reports (the case package).
 //! - [`conn`]: how a client command reaches its node.
 
 mod alerts;
@@ -18,9 +20,11 @@ mod bench;
 mod bulk;
 mod conn;
 mod demo;
+mod disposition;
 mod init;
 mod keygen;
 mod records;
+mod report;
 mod screen;
 mod serve;
 mod status;
@@ -151,6 +155,12 @@ pub enum Command {
     /// The watchlist: the bank's book under continuous screening.
     #[command(subcommand)]
     Watchlist(watchlist::WatchlistCommand),
+    /// Dispositions: the bank's outcomes of alerts and hits.
+    #[command(subcommand)]
+    Disposition(disposition::DispositionCommand),
+    /// Reports: the case package of an alert or a hit.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 /// Runs a parsed command.
@@ -188,6 +198,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rekey(a) => records::rekey(a).await,
         Command::Bench(b) => bench::bench(b).await,
         Command::Alerts(c) => alerts::alerts(c).await,
+        Command::Disposition(c) => disposition::disposition(c).await,
+        Command::Report(c) => report::report(c).await,
         Command::Status { conn, json } => status::status(conn, json).await,
         Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),

@@ -14,8 +14,12 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use super::{ServeTask, ServerError};
 use crate::{
     api::{
-        admin::AdminService, alerts::AlertsService, contribution::ContributionService,
-        screening::ScreeningService, watchlist::WatchlistService,
+        admin::AdminService,
+        alerts::AlertsService,
+        contribution::ContributionService,
+        dispositions::{DispositionsService, ReportsService},
+        screening::ScreeningService,
+        watchlist::WatchlistService,
         wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
@@ -25,7 +29,8 @@ use crate::{
     node::NodeState,
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
-        contribution_server::ContributionServer, watchlist_server::WatchlistServer,
+        contribution_server::ContributionServer, dispositions_server::DispositionsServer,
+        reports_server::ReportsServer, watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -84,6 +89,8 @@ pub(super) async fn serve(
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
+    let dispositions = DispositionsServer::new(DispositionsService::new(state.clone()));
+    let reports = ReportsServer::new(ReportsService::new(state.clone()));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()
         .await;
@@ -118,6 +125,14 @@ pub(super) async fn serve(
         .add_service(InterceptedService::new(
             alerts,
             Require::new(&grants, ClientCapability::Watchlist),
+        ))
+        .add_service(InterceptedService::new(
+            dispositions,
+            Require::new(&grants, ClientCapability::Disposition),
+        ))
+        .add_service(InterceptedService::new(
+            reports,
+            Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(health_service, Authenticated))
         .add_service(InterceptedService::new(reflection(), Authenticated));

@@ -634,6 +634,10 @@ pub fn check_body(b: &proto::TrustList) -> Result<(), TrustError> {
         if !matches!(MemberStatus::try_from(m.status), Ok(s) if s != MemberStatus::Unspecified) {
             return Err(invalid(f("status"), "must be active or suspended"));
         }
+        // A contact is optional; present, a case reference's rule.
+        if !m.contact.is_empty() && !crate::batch::is_label(&m.contact) {
+            return Err(invalid(f("contact"), crate::batch::LABEL_RULE));
+        }
         let mut caps = HashSet::new();
         for (j, &c) in m.capabilities.iter().enumerate() {
             // A value this build does not know (one a later version added)
