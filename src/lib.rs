@@ -13,7 +13,7 @@
 //! - **client**: the member's own systems calling its node on the *member
 //!   listener* (screening, contributions, status), authorized by the grants
 //!   in the node's config (client capabilities `screen`,
-//!   `contribute`, `admin`, `watchlist`).
+//!   `contribute`, `admin`, `watchlist`, `disposition`).
 //! - **peer**: another member's node calling on the *peer listener*
 //!   (`cix.v1.Federation`) or called by this one, authorized by the trust
 //!   list in force (its peer capabilities `replicate`, `contribute`,

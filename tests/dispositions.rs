@@ -399,3 +399,47 @@ async fn the_cli_records_lists_and_writes_the_case_package() {
     assert_eq!(v["watch_reference"], "CUST-D-1");
     assert!(!contains(&std::fs::read(&file).unwrap(), VALUE.as_bytes()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_case_package_names_the_contributor_and_its_contact_from_the_trust_list() {
+    const LIAISON: usize = 0;
+    const BANK: usize = 1;
+    let mut c = Coalition::new(&["liaison-d", "bank-d"]);
+    c.list.members[LIAISON].contact = "FIU desk +1 555 0100".into();
+    c.rewrite_root();
+    c.start_all();
+    let bank = &c.nodes[BANK];
+    watchlist(bank)
+        .await
+        .add(proto::WatchAddRequest {
+            items: vec![witem("CUST-D-9", VALUE)],
+        })
+        .await
+        .unwrap();
+    let mut sub = subscribe(bank, 0).await.unwrap();
+    c.contribute(LIAISON, vec![item(Kind::Email, VALUE)], CASE)
+        .await;
+    let e = next(&mut sub, 1).await;
+    assert_eq!(e[0].origin, "liaison-d");
+    let mut cl = bank.clients().await;
+    cl.dispositions
+        .record(record_req(e[0].alert, "confirmed", &["reported"], "SAR-1"))
+        .await
+        .unwrap();
+    let json = cl
+        .reports
+        .case_report(proto::CaseReportRequest {
+            target: alert_target(e[0].alert),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["contributor"]["member"], "liaison-d");
+    assert_eq!(v["contributor"]["name"], "Test member liaison-d");
+    assert_eq!(v["contributor"]["contact"], "FIU desk +1 555 0100");
+    assert_eq!(v["indicator"]["origin"], "liaison-d");
+    assert_eq!(v["disposition"]["actions"], serde_json::json!(["reported"]));
+    assert!(!contains(json.as_bytes(), VALUE.as_bytes()));
+}

@@ -1325,6 +1325,14 @@ mod tests {
             ),
             ("members[0].id", Box::new(|b| b.members[0].id = "-x".into())),
             (
+                "members[0].contact",
+                Box::new(|b| b.members[0].contact = "desk\nline".into()),
+            ),
+            (
+                "members[0].contact",
+                Box::new(|b| b.members[0].contact = "x".repeat(129)),
+            ),
+            (
                 "members[0].id",
                 Box::new(|b| b.members[0].id = "a".repeat(65)),
             ),
