@@ -229,3 +229,134 @@ impl Casework<'_> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use parking_lot::Mutex;
+    use prost::Message;
+
+    use super::*;
+    use crate::{
+        outcome::{Action, Disposition},
+        proto,
+    };
+
+    /// One feedback as a sink was handed it.
+    type Sent = (IndicatorRef, FeedbackOutcome, Vec<Action>, i64);
+
+    /// A sink that keeps what it is handed, or refuses everything.
+    #[derive(Default)]
+    struct Sink {
+        refuse: bool,
+        sent: Mutex<Vec<Sent>>,
+    }
+
+    impl FeedbackSink for Sink {
+        fn send(
+            &self,
+            about: &IndicatorRef,
+            outcome: FeedbackOutcome,
+            actions: &[Action],
+            day: i64,
+        ) -> Result<(), QueueError> {
+            if self.refuse {
+                return Err(QueueError("the queue is full".into()));
+            }
+            self.sent
+                .lock()
+                .push((about.clone(), outcome, actions.to_vec(), day));
+            Ok(())
+        }
+    }
+
+    /// An alert log holding alert 5's last state (entry 2, liaison, seq 9).
+    fn log_with_alert(dir: &std::path::Path) -> AlertLog {
+        let log = AlertLog::open(&dir.join("alerts")).unwrap();
+        let open = proto::OpenAlert {
+            alert: 5,
+            entry: 2,
+            origin: "liaison".into(),
+            case_ref: "CASE-1".into(),
+            watch_reference: "CUST-1".into(),
+            kind: i32::from(crate::ident::Kind::Email.code()),
+            tier: 1,
+            seq: 9,
+            ..Default::default()
+        };
+        let key = [&b"a"[..], &5u64.to_be_bytes()].concat();
+        log.append(vec![], vec![(key, Some(open.encode_to_vec()))])
+            .unwrap();
+        log
+    }
+
+    #[test]
+    fn feedback_is_queued_before_the_record_and_a_refusal_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with_alert(dir.path());
+        let index = RwLock::new(Index::new());
+        let dispositions =
+            Dispositions::open(sled::Config::new().temporary(true).open().unwrap()).unwrap();
+        let refusing = Sink {
+            refuse: true,
+            ..Sink::default()
+        };
+        let keeping = Sink::default();
+        let work = |feedback: &Sink| {
+            let cw = Casework {
+                log: &log,
+                index: &index,
+                watchlist: None,
+                dispositions: &dispositions,
+                feedback,
+                trust: None,
+                node_id: "bank",
+            };
+            let o =
+                Outcome::parse("confirmed", &["reported".into(), "blocked".into()], "").unwrap();
+            cw.record(Target::Alert(5), o, 3 * 86_400 + 10)
+        };
+        assert!(matches!(work(&refusing), Err(CaseworkError::Feedback(_))));
+        let c = dispositions.counts();
+        assert_eq!((c.recorded, c.feedback_failed), (0, 1));
+        let r = work(&keeping).unwrap();
+        assert_eq!(r.outcome.disposition, Disposition::Confirmed);
+        assert_eq!((r.about.entry, r.about.seq), (Some(2), 9));
+        // The same outcome again queues nothing more.
+        work(&keeping).unwrap();
+        let sent = keeping.sent.lock();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0],
+            (
+                IndicatorRef {
+                    origin: "liaison".into(),
+                    seq: 9
+                },
+                FeedbackOutcome::Confirmed,
+                vec![Action::Blocked],
+                3
+            ),
+            "`reported` never leaves"
+        );
+        assert!(dispositions.is_settled(&(2, "liaison".into(), "CASE-1".into())));
+        let cw = Casework {
+            log: &log,
+            index: &index,
+            watchlist: None,
+            dispositions: &dispositions,
+            feedback: &keeping,
+            trust: None,
+            node_id: "bank",
+        };
+        assert!(matches!(
+            cw.record(
+                Target::Alert(6),
+                Outcome::parse("under_review", &[], "").unwrap(),
+                0
+            ),
+            Err(CaseworkError::Disposition(
+                DispositionError::NotFound { .. }
+            ))
+        ));
+    }
+}
