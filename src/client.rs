@@ -10,7 +10,8 @@ use crate::{
     config::RawConfig,
     proto::{
         admin_client::AdminClient, alerts_client::AlertsClient,
-        contribution_client::ContributionClient, figures_client::FiguresClient,
+        contribution_client::ContributionClient, dispositions_client::DispositionsClient,
+        figures_client::FiguresClient, reports_client::ReportsClient,
         screening_client::ScreeningClient, watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
@@ -108,6 +109,10 @@ pub struct Clients {
     pub alerts: AlertsClient<Channel>,
     /// Figures: the coalition's outcome figures.
     pub figures: FiguresClient<Channel>,
+    /// Dispositions: the bank's outcomes of alerts and hits (Record, List).
+    pub dispositions: DispositionsClient<Channel>,
+    /// Reports: the case package of an alert or a hit.
+    pub reports: ReportsClient<Channel>,
 }
 
 impl Clients {
@@ -126,7 +131,9 @@ impl Clients {
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel.clone()),
             alerts: AlertsClient::new(channel.clone()),
-            figures: FiguresClient::new(channel),
+            figures: FiguresClient::new(channel.clone()),
+            dispositions: DispositionsClient::new(channel.clone()),
+            reports: ReportsClient::new(channel),
         }
     }
 }

@@ -327,7 +327,7 @@ pub(crate) struct RawClient {
     pub name: String,
     /// SHA-256 of the certificate's DER SubjectPublicKeyInfo, lowercase hex.
     pub spki_sha256: String,
-    /// Any of "screen", "contribute", "admin", "watchlist".
+    /// Any of "screen", "contribute", "admin", "watchlist", "disposition".
     pub capabilities: Vec<String>,
 }
 

@@ -18,6 +18,7 @@ use crate::{
     batch::fork_point,
     config::Config,
     counters::{Counters, Rechecks, SessionFailure, Snapshot},
+    dispositions::{DispositionCounts, DispositionError, Dispositions},
     epochs::{load_keys, KeyRing, KeyRingError, Keys, LoadedKey},
     federation::{
         answer_prefix::{Gate, QueryCounts},
@@ -31,6 +32,7 @@ use crate::{
         KeyError,
     },
     logs::{self, LogsError, OriginLogs, SetAside},
+    outcome::{FeedbackSink, NoFeedback},
     ratelimit::CallerLimits,
     store::{Store, StoreError},
     time::{Clock, ClockError},
@@ -61,6 +63,14 @@ pub enum NodeError {
     AlertLog(#[from] AlertLogError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error("opening the dispositions in {path}")]
+    DispositionsOpen {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("reading the dispositions back")]
+    Dispositions(#[from] DispositionError),
     #[error("creating {path}")]
     Write {
         path: PathBuf,
@@ -104,7 +114,14 @@ pub(crate) struct NodeState {
     pub alert_log: Arc<AlertLog>,
     /// The webhook sink, if `[alerts.webhook]` configures one.
     pub webhook: Option<Arc<Webhook>>,
+    /// The bank's dispositions (`<data_dir>/dispositions`).
+    pub dispositions: Arc<Dispositions>,
+    /// Where dispositions and flood control hand feedback for the origin.
+    pub feedback: Arc<dyn FeedbackSink>,
 }
+
+/// The dispositions' folder in the data directory.
+pub(crate) const DISPOSITIONS_DIR: &str = "dispositions";
 
 /// The watchlist's folder in the data directory.
 pub(crate) const WATCHLIST_DIR: &str = "watchlist";
@@ -226,6 +243,17 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         )?)),
         None => None,
     };
+    let dispositions = {
+        let path = config.data_dir.join(DISPOSITIONS_DIR);
+        let db = crate::store::open_db(
+            &sled::Config::new()
+                .path(&path)
+                .cache_capacity(4 * 1024 * 1024)
+                .use_compression(false),
+        )
+        .map_err(|source| NodeError::DispositionsOpen { path, source })?;
+        Arc::new(Dispositions::open(db)?)
+    };
     // Today's prefix-query usage per member, as recorded before a restart.
     let queries = Arc::new(Gate::persistent(
         counters.clone(),
@@ -254,6 +282,8 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         monitor: Arc::new(Monitor::new()),
         alert_log,
         webhook,
+        dispositions,
+        feedback: Arc::new(NoFeedback),
     })
 }
 
@@ -305,6 +335,8 @@ pub(crate) struct NodeStatus {
     pub webhook: WebhookStatus,
     /// The alert engine's figures.
     pub alerts: MonitorStatus,
+    /// The dispositions' figures.
+    pub dispositions: DispositionCounts,
 }
 
 /// The watchlist in Status: counts only, never a reference.
@@ -478,6 +510,7 @@ impl NodeState {
                 .map(|w| w.status())
                 .unwrap_or_default(),
             alerts: self.monitor.status(),
+            dispositions: self.dispositions.counts(),
             watchlist: self.watch_status(now),
         })
     }

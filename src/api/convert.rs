@@ -236,6 +236,12 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
         alert_work_pending: s.alerts.pending,
         alert_engine_busy_ms: s.alerts.busy_ms,
         alert_scans: s.alerts.scans,
+        dispositions_recorded: s.dispositions.recorded,
+        dispositions_confirmed: s.dispositions.confirmed,
+        dispositions_false_positive: s.dispositions.false_positive,
+        alerts_settled: s.dispositions.settled,
+        alerts_not_raised: s.dispositions.not_raised,
+        dispositions_feedback_failed: s.dispositions.feedback_failed,
         set_aside: s
             .set_aside
             .into_iter()

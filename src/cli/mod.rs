@@ -7,11 +7,13 @@
 //! - [`serve`], [`init`]: run a node; write a node directory.
 //! - [`records`]: contribute, retract, indicators, rekey (the node's own log).
 //! - [`screen`]: match (local or remote) and token; [`bulk`]: their input and output.
-//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log;
-//!   [`report`]: reports drawn from the node's records.
+//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log.
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`watchlist`]: the bank's book on the node's watchlist.
+//! - [`disposition`]: the bank's outcomes of alerts and hits; [`report`]:
+//!   reports drawn from the node's records (the case package, the outcome
+//!   figures).
 //! - [`conn`]: how a client command reaches its node.
 
 mod alerts;
@@ -19,6 +21,7 @@ mod bench;
 mod bulk;
 mod conn;
 mod demo;
+mod disposition;
 mod init;
 mod keygen;
 mod records;
@@ -127,7 +130,8 @@ pub enum Command {
     /// Read the node's alert log: follow it live, or list a page.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
-    /// Reports drawn from the node's records (under `admin`).
+    /// Reports drawn from the node's records (under `admin`): the case
+    /// package of an alert or a hit, the coalition's outcome figures.
     #[command(subcommand)]
     Report(report::ReportCommand),
     /// Show the node's status.
@@ -156,6 +160,9 @@ pub enum Command {
     /// The watchlist: the bank's book under continuous screening.
     #[command(subcommand)]
     Watchlist(watchlist::WatchlistCommand),
+    /// Dispositions: the bank's outcomes of alerts and hits.
+    #[command(subcommand)]
+    Disposition(disposition::DispositionCommand),
 }
 
 /// Runs a parsed command.
@@ -193,6 +200,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rekey(a) => records::rekey(a).await,
         Command::Bench(b) => bench::bench(b).await,
         Command::Alerts(c) => alerts::alerts(c).await,
+        Command::Disposition(c) => disposition::disposition(c).await,
         Command::Report(c) => report::report(c).await,
         Command::Status { conn, json } => status::status(conn, json).await,
         Command::Compact { conn } => status::compact(conn).await,

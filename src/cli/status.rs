@@ -71,6 +71,14 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
                 "work_pending": s.alert_work_pending,
                 "scans": s.alert_scans,
             }),
+            "dispositions": serde_json::json!({
+                "recorded": s.dispositions_recorded,
+                "confirmed": s.dispositions_confirmed,
+                "false_positive": s.dispositions_false_positive,
+                "alerts_settled": s.alerts_settled,
+                "alerts_not_raised": s.alerts_not_raised,
+                "feedback_failed": s.dispositions_feedback_failed,
+            }),
             "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
@@ -171,6 +179,17 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
         s.alerts_withdrawn,
         s.alert_work_pending
     );
+    if s.dispositions_recorded > 0 {
+        println!(
+            "dispositions {} recorded; in force {} confirmed {} false positive; {} alerts settled ({} raises skipped since start); {} refused for feedback not queued",
+            s.dispositions_recorded,
+            s.dispositions_confirmed,
+            s.dispositions_false_positive,
+            s.alerts_settled,
+            s.alerts_not_raised,
+            s.dispositions_feedback_failed
+        );
+    }
     if s.webhook_pending + s.webhook_delivered + s.webhook_failures > 0 {
         println!(
             "webhook     pending {} delivered {} failures {}{}",

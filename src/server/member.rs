@@ -14,8 +14,13 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use super::{ServeTask, ServerError};
 use crate::{
     api::{
-        admin::AdminService, alerts::AlertsService, contribution::ContributionService,
-        figures::FiguresService, screening::ScreeningService, watchlist::WatchlistService,
+        admin::AdminService,
+        alerts::AlertsService,
+        contribution::ContributionService,
+        dispositions::{DispositionsService, ReportsService},
+        figures::FiguresService,
+        screening::ScreeningService,
+        watchlist::WatchlistService,
         wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
@@ -25,7 +30,8 @@ use crate::{
     node::NodeState,
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
-        contribution_server::ContributionServer, figures_server::FiguresServer,
+        contribution_server::ContributionServer, dispositions_server::DispositionsServer,
+        figures_server::FiguresServer, reports_server::ReportsServer,
         watchlist_server::WatchlistServer,
     },
     screening::Engine,
@@ -86,6 +92,8 @@ pub(super) async fn serve(
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
     let figures = FiguresServer::new(FiguresService::new(state.clone()));
+    let dispositions = DispositionsServer::new(DispositionsService::new(state.clone()));
+    let reports = ReportsServer::new(ReportsService::new(state.clone()));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()
         .await;
@@ -123,6 +131,14 @@ pub(super) async fn serve(
         ))
         .add_service(InterceptedService::new(
             figures,
+            Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(
+            dispositions,
+            Require::new(&grants, ClientCapability::Disposition),
+        ))
+        .add_service(InterceptedService::new(
+            reports,
             Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(health_service, Authenticated))

@@ -68,6 +68,7 @@ fn start_alerts(state: &Arc<NodeState>, stop: &CancellationToken) {
         keys: state.keys.clone(),
         clock: state.clock.clone(),
         node_id: state.node_id.clone(),
+        dispositions: state.dispositions.clone(),
     };
     if state.monitor.start(deps, &state.logs).is_none() {
         return;
