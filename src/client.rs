@@ -9,9 +9,9 @@ use tonic::transport::Channel;
 use crate::{
     config::RawConfig,
     proto::{
-        admin_client::AdminClient, alerts_client::AlertsClient,
-        contribution_client::ContributionClient, screening_client::ScreeningClient,
-        watchlist_client::WatchlistClient,
+        self, admin_client::AdminClient, alerts_client::AlertsClient,
+        contribution_client::ContributionClient, quarantine_client::QuarantineClient,
+        screening_client::ScreeningClient, watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
 };
@@ -106,6 +106,8 @@ pub struct Clients {
     pub watchlist: WatchlistClient<Channel>,
     /// Alerts: the node's alert log (Subscribe, List).
     pub alerts: AlertsClient<Channel>,
+    /// Flood control's quarantines (List, Lift).
+    pub quarantine: QuarantineClient<Channel>,
 }
 
 impl Clients {
@@ -123,8 +125,33 @@ impl Clients {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel.clone()),
+            quarantine: QuarantineClient::new(channel.clone()),
             alerts: AlertsClient::new(channel),
         }
+    }
+}
+
+impl Clients {
+    /// The quarantines in force on the node (Quarantine.List; `admin`).
+    pub async fn quarantines(&mut self) -> Result<Vec<proto::QuarantinedIndicator>, tonic::Status> {
+        Ok(self
+            .quarantine
+            .list(proto::ListQuarantinesRequest {})
+            .await?
+            .into_inner()
+            .quarantined)
+    }
+
+    /// Lifts the quarantine of the indicator `origin`:`seq` (Quarantine.Lift;
+    /// `admin`): exempt for the rest of the UTC day, its paused alerts raised.
+    pub async fn lift_quarantine(&mut self, origin: &str, seq: u64) -> Result<(), tonic::Status> {
+        self.quarantine
+            .lift(proto::LiftQuarantineRequest {
+                origin: origin.to_string(),
+                seq,
+            })
+            .await?;
+        Ok(())
     }
 }
 

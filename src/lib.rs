@@ -48,7 +48,8 @@
 //! 3. [`store`]: batch bodies in segment files, sled for locations, heads,
 //!    trust list, forks, what a start set aside; [`index`]: the in-memory
 //!    token index; `watchlist`: the bank's book under continuous
-//!    screening, under a node-local key.
+//!    screening, under a node-local key; `flood`: per-indicator daily
+//!    counts of hits and watch entries, and the quarantines past them.
 //! 4. [`trust`]: the trust list: acceptance rules, the list in force,
 //!    which batches it admits, operators' edits.
 //! 5. `logs`: where batches enter store and index (one outcome), and the
@@ -95,6 +96,7 @@ mod contribution;
 pub mod counters;
 mod epochs;
 mod federation;
+mod flood;
 pub mod ident;
 pub mod index;
 pub mod keys;

@@ -22,6 +22,7 @@ use crate::{
         forks::{self, ForkState},
         receive_batches::Replication,
     },
+    flood::{Flood, FloodError, FloodStatus},
     ident::Kind,
     index::Index,
     keys::{
@@ -29,6 +30,7 @@ use crate::{
         KeyError,
     },
     logs::{self, LogsError, OriginLogs, SetAside},
+    outcome::{FeedbackSink, NoFeedback},
     ratelimit::CallerLimits,
     store::{Store, StoreError},
     time::{Clock, ClockError},
@@ -59,6 +61,8 @@ pub enum NodeError {
     AlertLog(#[from] AlertLogError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    Flood(#[from] FloodError),
     #[error("creating {path}")]
     Write {
         path: PathBuf,
@@ -102,7 +106,17 @@ pub(crate) struct NodeState {
     pub alert_log: Arc<AlertLog>,
     /// The webhook sink, if `[alerts.webhook]` configures one.
     pub webhook: Option<Arc<Webhook>>,
+    /// Where feedback about indicators goes for delivery to their origin
+    /// ([`NoFeedback`] while feedback is off).
+    #[allow(dead_code)] // flood control holds its own handle; dispositions read this one
+    pub feedback: Arc<dyn FeedbackSink>,
+    /// Flood control: daily counts per indicator and the quarantines
+    /// (`<data_dir>/flood`, [`crate::flood`]).
+    pub flood: Arc<Flood>,
 }
+
+/// Flood control's folder in the data directory.
+pub(crate) const FLOOD_DIR: &str = "flood";
 
 /// The watchlist's folder in the data directory.
 pub(crate) const WATCHLIST_DIR: &str = "watchlist";
@@ -230,6 +244,13 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         store.clone(),
         clock.now(),
     )?);
+    let feedback: Arc<dyn FeedbackSink> = Arc::new(NoFeedback);
+    let flood = Arc::new(Flood::open(
+        &config.data_dir.join(FLOOD_DIR),
+        config.flood,
+        feedback.clone(),
+        clock.now(),
+    )?);
     Ok(NodeState {
         node_id: config.node_id.clone(),
         logs,
@@ -252,6 +273,8 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         monitor: Arc::new(Monitor::new()),
         alert_log,
         webhook,
+        feedback,
+        flood,
     })
 }
 
@@ -303,6 +326,8 @@ pub(crate) struct NodeStatus {
     pub webhook: WebhookStatus,
     /// The alert engine's figures.
     pub alerts: MonitorStatus,
+    /// Flood control's figures.
+    pub flood: FloodStatus,
 }
 
 /// The watchlist in Status: counts only, never a reference.
@@ -476,6 +501,7 @@ impl NodeState {
                 .map(|w| w.status())
                 .unwrap_or_default(),
             alerts: self.monitor.status(),
+            flood: self.flood.status(now),
             watchlist: self.watch_status(now),
         })
     }

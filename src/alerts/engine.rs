@@ -24,6 +24,10 @@
 //! read lock): whatever was applied before a stop but not yet alerted is
 //! raised then (cause `recovered`). An indicator applied therefore always
 //! has its alerts, whatever stopped the node in between.
+//!
+//! Every (watch entry, indicator) match found is told to flood control
+//! ([`crate::flood`]); while the indicator is quarantined, an alert not yet
+//! open for it is not raised (paused), and a lift's re-scan raises it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -40,6 +44,7 @@ use prost::Message;
 use crate::{
     alerts::log::{Action, AlertEvent, AlertLog, Cause},
     epochs::Keys,
+    flood::{Flood, Subject},
     ident::Kind,
     index::{Index, Indicator, Tier},
     logs::{Applied, OriginLogs},
@@ -132,6 +137,9 @@ pub(crate) struct Deps {
     pub clock: Clock,
     /// This node's member id: its own batches are `contributed`.
     pub node_id: String,
+    /// Flood control: counts the watch entries each indicator matches and
+    /// pauses the alerts of a quarantined one (none in some unit tests).
+    pub flood: Option<Arc<Flood>>,
 }
 
 /// The handle every service holds: queues work for the engine's thread.
@@ -577,8 +585,25 @@ impl Engine {
                     .collect();
                 for i in &act {
                     let key: Triple = (*id, i.origin.clone(), i.case_ref.clone());
+                    let about = Subject {
+                        origin: &i.origin,
+                        seq: i.seq,
+                        kind: i.kind,
+                        case_ref: &i.case_ref,
+                    };
+                    let paused = self
+                        .d
+                        .flood
+                        .as_ref()
+                        .is_some_and(|f| f.watch_match(about, *id, now));
                     let alert = match self.by_triple.get(&key).or(r.new.get(&key)) {
                         Some(a) => *a,
+                        None if paused => {
+                            if let Some(f) = &self.d.flood {
+                                f.paused();
+                            }
+                            continue;
+                        }
                         None => {
                             let alert = r.next_alert;
                             r.next_alert += 1;
@@ -954,6 +979,7 @@ mod tests {
                 keys: Keys::new(KeyRing::new(epochs)),
                 clock: clock.clone(),
                 node_id: "bank".into(),
+                flood: None,
             },
             Arc::default(),
         );

@@ -9,6 +9,7 @@ use crate::{
         BatchOutcome, BatchRejection, EvidenceOutcome, EvidenceRejection, RequestRefusal,
         SessionFailure, Snapshot, TrustAnswerRefusal, Withheld,
     },
+    flood::Quarantine,
     ident::{Kind, Reason},
     index::{Indicator, Tier},
     node::NodeStatus,
@@ -74,6 +75,20 @@ pub(crate) fn hit(i: &Indicator) -> proto::Hit {
         valid_until: i.valid_until.map(timestamp),
         epoch: i.epoch,
         seq: i.seq,
+        quarantined: false,
+    }
+}
+
+pub(crate) fn quarantined(q: &Quarantine) -> proto::QuarantinedIndicator {
+    proto::QuarantinedIndicator {
+        origin: q.about.origin.to_string(),
+        seq: q.about.seq,
+        kind: kind_to_proto(q.kind),
+        case_ref: q.case_ref.clone(),
+        since: Some(timestamp(q.since)),
+        hits: q.hits,
+        watch_entries: q.watch_entries,
+        reason: q.reason.as_str().to_string(),
     }
 }
 
@@ -235,6 +250,12 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
         alert_work_pending: s.alerts.pending,
         alert_engine_busy_ms: s.alerts.busy_ms,
         alert_scans: s.alerts.scans,
+        indicators_quarantined: s.flood.quarantined,
+        quarantines_total: s.flood.quarantines,
+        quarantines_lifted: s.flood.lifted,
+        flood_alerts_paused: s.flood.alerts_paused,
+        flood_feedback_sent: s.flood.feedback_sent,
+        flood_counts_flushed_at: s.flood.flushed_at,
         set_aside: s
             .set_aside
             .into_iter()

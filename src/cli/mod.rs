@@ -20,6 +20,7 @@ mod conn;
 mod demo;
 mod init;
 mod keygen;
+mod quarantine;
 mod records;
 mod screen;
 mod serve;
@@ -151,6 +152,9 @@ pub enum Command {
     /// The watchlist: the bank's book under continuous screening.
     #[command(subcommand)]
     Watchlist(watchlist::WatchlistCommand),
+    /// Flood control: list the quarantined indicators, or lift one.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
 }
 
 /// Runs a parsed command.
@@ -193,5 +197,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Keygen(a) => keygen::keygen(a),
         Command::Trust(c) => trust::trust(c).await,
         Command::Watchlist(c) => watchlist::watchlist(c).await,
+        Command::Quarantine(c) => quarantine::quarantine(c).await,
     }
 }

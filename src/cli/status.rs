@@ -71,6 +71,14 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
                 "work_pending": s.alert_work_pending,
                 "scans": s.alert_scans,
             }),
+            "flood": serde_json::json!({
+                "quarantined": s.indicators_quarantined,
+                "quarantines": s.quarantines_total,
+                "lifted": s.quarantines_lifted,
+                "alerts_paused": s.flood_alerts_paused,
+                "feedback_sent": s.flood_feedback_sent,
+                "counts_flushed_at": s.flood_counts_flushed_at,
+            }),
             "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });

@@ -1,5 +1,5 @@
 //! The member listener: the bank's own systems (clients) reach Screening,
-//! Contribution, Admin and Alerts over TLS 1.3 with client certificates that chain
+//! Contribution, Admin, Quarantine and Alerts over TLS 1.3 with client certificates that chain
 //! to the member's client CA; every request is authorized by the grants in
 //! the config ([`crate::auth::clients`]). Health and reflection need only
 //! an authenticated certificate.
@@ -15,7 +15,7 @@ use super::{ServeTask, ServerError};
 use crate::{
     api::{
         admin::AdminService, alerts::AlertsService, contribution::ContributionService,
-        screening::ScreeningService, watchlist::WatchlistService,
+        quarantine::QuarantineService, screening::ScreeningService, watchlist::WatchlistService,
         wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
@@ -25,7 +25,8 @@ use crate::{
     node::NodeState,
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
-        contribution_server::ContributionServer, watchlist_server::WatchlistServer,
+        contribution_server::ContributionServer, quarantine_server::QuarantineServer,
+        watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -72,6 +73,7 @@ pub(super) async fn serve(
         state.match_limits.clone(),
         services.remote,
         state.clock.clone(),
+        state.flood.clone(),
     ))
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
@@ -83,6 +85,7 @@ pub(super) async fn serve(
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
+    let quarantine = QuarantineServer::new(QuarantineService::new(state.clone()));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()
@@ -113,6 +116,10 @@ pub(super) async fn serve(
         ))
         .add_service(InterceptedService::new(
             admin,
+            Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(
+            quarantine,
             Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(
