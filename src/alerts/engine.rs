@@ -44,11 +44,12 @@ use prost::Message;
 use crate::{
     alerts::log::{Action, AlertEvent, AlertLog, Cause},
     epochs::Keys,
-    flood::{Flood, Subject},
+    flood::Flood,
     ident::Kind,
     index::{Index, Indicator, Tier},
     logs::{Applied, OriginLogs},
     proto::{self, LogOp},
+    screening::subject,
     telemetry::chain,
     time::Clock,
     token::Token,
@@ -585,17 +586,11 @@ impl Engine {
                     .collect();
                 for i in &act {
                     let key: Triple = (*id, i.origin.clone(), i.case_ref.clone());
-                    let about = Subject {
-                        origin: &i.origin,
-                        seq: i.seq,
-                        kind: i.kind,
-                        case_ref: &i.case_ref,
-                    };
                     let paused = self
                         .d
                         .flood
                         .as_ref()
-                        .is_some_and(|f| f.watch_match(about, *id, now));
+                        .is_some_and(|f| f.watch_match(subject(i), *id, now));
                     let alert = match self.by_triple.get(&key).or(r.new.get(&key)) {
                         Some(a) => *a,
                         None if paused => {

@@ -21,10 +21,10 @@ use super::{
 use crate::{
     auth::clients::Caller,
     federation::ask_prefix::{Remote, RemoteError},
-    flood::{Flood, Subject},
+    flood::Flood,
     proto,
     ratelimit::CallerLimits,
-    screening::{Engine, Outcome},
+    screening::{subject, Engine, Outcome},
     time::Clock,
     token::Token,
 };
@@ -94,13 +94,7 @@ fn answer(flood: &Flood, outcomes: &[Outcome], now: i64) -> proto::MatchResponse
     for (o, res) in outcomes.iter().zip(&mut r.results) {
         if let Outcome::Match(hits) = o {
             for (i, h) in hits.iter().zip(&mut res.hits) {
-                let about = Subject {
-                    origin: &i.origin,
-                    seq: i.seq,
-                    kind: i.kind,
-                    case_ref: &i.case_ref,
-                };
-                h.quarantined = flood.hit(about, now);
+                h.quarantined = flood.hit(subject(i), now);
             }
         }
     }
