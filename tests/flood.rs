@@ -63,10 +63,17 @@ async fn contribute(c: &mut Clients, value: &str, case: &str) -> proto::Contribu
         .into_inner()
 }
 
-/// Waits past one flush of the counts (every 5 s).
-async fn past_a_flush(n: &TestNode) {
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(n.status().await.flood_counts_flushed_at > 0);
+/// Moves the clock to `unix` and waits until a flush of the counts (every
+/// 5 s) has run at that time, so everything counted before is on disk.
+async fn flushed_after(n: &TestNode, unix: i64) {
+    n.set_time(unix);
+    for _ in 0..300 {
+        if n.status().await.flood_counts_flushed_at == unix {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no flush of the flood counts in 30 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +155,7 @@ async fn hits_are_marked_from_the_threshold_lifted_for_the_day_counted_afresh_an
     assert!(!marked(&mut c, quiet).await);
 
     // Kill -9 after a flush: today's counts and the quarantine are kept.
-    past_a_flush(&n).await;
+    flushed_after(&n, t0 + DAY + 60).await;
     n.kill9();
     n.start();
     let mut c = n.clients().await;
