@@ -168,13 +168,17 @@ struct State {
     hits: u64,
     /// Distinct watch entries matched that day, at most the threshold.
     entries: Vec<u32>,
-    /// First hit ever, unix seconds (0: none).
+    /// First hit since this state was made, unix seconds (0: none); the
+    /// store keeps the earliest.
     first_hit: i64,
     held: Option<Held>,
     /// Exempt (lifted) for this UTC day.
     exempt_day: Option<i64>,
     /// Changed since the last flush.
     dirty: bool,
+    /// The previous day's counts, when the day turned before they were
+    /// flushed: (day, hits, entries).
+    unflushed: Option<(i64, u64, Vec<u32>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +197,9 @@ impl State {
     /// Moves the counts to `day` (a new day counts afresh).
     fn roll(&mut self, day: i64) {
         if self.day != day {
+            if self.dirty {
+                self.unflushed = Some((self.day, self.hits, std::mem::take(&mut self.entries)));
+            }
             self.day = day;
             self.hits = 0;
             self.entries.clear();
@@ -311,7 +318,8 @@ fn day_key(day: i64, r: &IndicatorRef) -> Vec<u8> {
 
 impl Flood {
     /// Opens (or creates) the store in `dir` and reads back today's counts
-    /// (`now` by the node's clock), first-hit times and quarantines.
+    /// (`now` by the node's clock) and the quarantines. First-hit times stay
+    /// on disk: a later hit never replaces one there.
     pub(crate) fn open(
         dir: &Path,
         thresholds: Thresholds,
@@ -352,13 +360,6 @@ impl Flood {
                 s.hits = d.hits;
                 s.entries = d.entries.clone();
             });
-        }
-        for kv in flood.db.open_tree(FIRST)?.iter() {
-            let (k, v) = kv?;
-            let (Some(r), Ok(b)) = (ref_of(&k), <[u8; 8]>::try_from(&*v)) else {
-                continue;
-            };
-            load(r, &mut |s| s.first_hit = i64::from_be_bytes(b));
         }
         for kv in flood.db.open_tree(HELD)?.iter() {
             let (k, v) = kv?;
@@ -508,16 +509,27 @@ impl Flood {
             self.db.open_tree(FIRST)?,
             self.db.open_tree(HELD)?,
         );
+        let today = utc_day(now);
         let mut tell: Vec<(IndicatorRef, i64)> = Vec::new();
         let mut dirty: Vec<(IndicatorRef, State)> = Vec::new();
         for sh in &self.shards {
             let mut sh = sh.lock();
+            // Indicators last counted on an earlier day, held by nothing:
+            // what they counted is on disk, and memory stays bounded by
+            // the indicators hit today.
+            sh.retain(|_, s| {
+                s.dirty
+                    || s.day >= today
+                    || s.held.is_some()
+                    || s.exempt_day.is_some_and(|d| d >= today)
+            });
             for (r, s) in sh.iter_mut().filter(|(_, s)| s.dirty) {
-                s.dirty = false;
                 if let Some(h) = s.held.as_ref().filter(|h| !h.told) {
                     tell.push((r.clone(), utc_day(h.since)));
                 }
                 dirty.push((r.clone(), s.clone()));
+                s.dirty = false;
+                s.unflushed = None;
             }
         }
         // Outside the shard locks: the sink writes durably.
@@ -554,8 +566,18 @@ impl Flood {
                 entries: s.entries.clone(),
             };
             days.insert(day_key(s.day, r), rec.encode_to_vec())?;
+            if let Some((day, hits, entries)) = s.unflushed.take() {
+                let rec = DayRecord { hits, entries };
+                days.insert(day_key(day, r), rec.encode_to_vec())?;
+            }
+            // The first hit ever stays: an indicator forgotten from memory
+            // and hit again later must not move it.
             if s.first_hit > 0 {
-                first.insert(ref_key(r), &s.first_hit.to_be_bytes())?;
+                let _ = first.compare_and_swap(
+                    ref_key(r),
+                    None as Option<&[u8]>,
+                    Some(&s.first_hit.to_be_bytes()[..]),
+                )?;
             }
             let rec = match (&s.held, s.exempt_day) {
                 (None, None) => None,
@@ -746,6 +768,27 @@ mod tests {
         let next = NOW + crate::outcome::DAY;
         assert!((0..4).all(|_| !f.hit(i.s(), next)));
         assert!(f.hit(i.s(), next));
+    }
+
+    #[test]
+    fn a_day_turned_before_a_flush_keeps_its_counts_and_the_first_hit_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = open(dir.path(), Arc::new(Told::default()));
+        let i = ind("a", 1);
+        f.hit(i.s(), NOW);
+        f.hit(i.s(), NOW);
+        let next = NOW + crate::outcome::DAY;
+        f.hit(i.s(), next);
+        f.flush(next).unwrap();
+        // Two days on, the indicator is forgotten from memory and hit again.
+        f.flush(next + crate::outcome::DAY).unwrap();
+        f.hit(i.s(), next + crate::outcome::DAY);
+        let day = utc_day(NOW);
+        let fig = f.figures(day, day + 2, next + crate::outcome::DAY).unwrap();
+        let by_day: Vec<(i64, u64)> = fig.by_day.iter().map(|d| (d.day, d.hits)).collect();
+        assert_eq!(by_day, [(day, 2), (day + 1, 1), (day + 2, 1)]);
+        assert_eq!(fig.first_hit.len(), 1);
+        assert_eq!(fig.first_hit[0].1, NOW);
     }
 
     #[test]
