@@ -55,6 +55,26 @@ async fn marked_by_token(c: &mut Clients, token: &[u8]) -> bool {
     m.results[0].hits[0].quarantined
 }
 
+/// `cix quarantine ARGS... --dir` the node's directory: its stdout, or
+/// its stderr as the error.
+fn cli(n: &TestNode, args: &[&str]) -> Result<String, String> {
+    let o = std::process::Command::new(BIN)
+        .arg("quarantine")
+        .args(args)
+        .arg("--dir")
+        .arg(&n.dir)
+        .env_remove("CIX_NODE")
+        .env_remove("CIX_DIR")
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    if o.status.success() {
+        Ok(text(o.stdout))
+    } else {
+        Err(text(o.stderr))
+    }
+}
+
 async fn contribute(c: &mut Clients, value: &str, case: &str) -> proto::ContributeResponse {
     c.contribution
         .contribute(contribute_req(vec![item(Kind::Email, value)], case))
@@ -138,8 +158,22 @@ async fn hits_are_marked_from_the_threshold_lifted_for_the_day_counted_afresh_an
     assert_eq!(e.code(), tonic::Code::NotFound);
     assert_eq!(c.quarantines().await.unwrap().len(), 1, "nothing changed");
 
-    // Lifted: unmarked for the rest of the day, however many hits.
-    c.lift_quarantine("bank-f", added.first_seq).await.unwrap();
+    // The command line: the list, and a lift, unmarked for the rest of
+    // the day however many hits.
+    let seq = added.first_seq;
+    let listed = cli(&n, &["list"]).unwrap();
+    assert!(
+        listed.starts_with(&format!("bank-f:{seq} email case=CASE-FLOOD since=")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("hits=5 watch_entries=0 reason=hits_per_day"),
+        "{listed}"
+    );
+    let e = cli(&n, &["lift", "bank-f"]).unwrap_err();
+    assert!(e.contains("must be ORIGIN:SEQ"), "{e}");
+    let lifted = cli(&n, &["lift", &format!("bank-f:{seq}")]).unwrap();
+    assert!(lifted.contains(&format!("lifted bank-f:{seq}")), "{lifted}");
     assert!(c.quarantines().await.unwrap().is_empty());
     for _ in 0..6 {
         assert!(!marked(&mut c, flooding).await);

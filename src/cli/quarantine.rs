@@ -89,3 +89,17 @@ pub(super) async fn quarantine(c: QuarantineCommand) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::indicator;
+
+    #[test]
+    fn an_indicator_is_origin_colon_seq() {
+        assert_eq!(indicator("liaison-nl:118"), Ok(("liaison-nl".into(), 118)));
+        for bad in ["liaison", ":1", "liaison:", "liaison:x", "liaison:-1"] {
+            let e = indicator(bad).unwrap_err();
+            assert!(e.contains("must be ORIGIN:SEQ"), "{bad}: {e}");
+        }
+    }
+}
