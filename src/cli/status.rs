@@ -192,6 +192,16 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
             }
         );
     }
+    if s.quarantines_total + s.indicators_quarantined > 0 {
+        println!(
+            "flood       {} quarantined; since start {} begun {} lifted, {} alerts paused, {} flood feedback",
+            s.indicators_quarantined,
+            s.quarantines_total,
+            s.quarantines_lifted,
+            s.flood_alerts_paused,
+            s.flood_feedback_sent
+        );
+    }
     if s.batches_dropped_unverified + s.batches_resigned > 0 {
         println!(
             "KEY ROTATION {} stored batches dropped (no longer verifying; pulled again), {} of the own log signed again",
