@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth::clients::{ClientCapability, ClientGrant},
     epochs::EpochConfig,
+    flood::Thresholds,
     time::parse_time,
     trust::list::{check_member_id, MAX_LIST_BYTES},
 };
@@ -72,6 +73,30 @@ pub(crate) struct RawConfig {
     pub watchlist: Option<RawWatchlist>,
     #[serde(default)]
     pub alerts: AlertSettings,
+    #[serde(default)]
+    pub flood: FloodSettings,
+}
+
+/// Flood control (`[flood]`): per indicator and UTC day, past either
+/// threshold the indicator is quarantined on this node ([`crate::flood`]).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FloodSettings {
+    /// Hits answered (Match, MatchStream, MatchTokens). Default 1000; more
+    /// than zero.
+    pub hits_per_day: u64,
+    /// Distinct watch entries matched. Default 100; more than zero.
+    pub watch_entries_per_day: u64,
+}
+
+impl Default for FloodSettings {
+    fn default() -> Self {
+        let t = Thresholds::default();
+        FloodSettings {
+            hits_per_day: t.hits_per_day,
+            watch_entries_per_day: t.watch_entries_per_day,
+        }
+    }
 }
 
 /// The alert log and its webhook sink (`[alerts]`).
@@ -441,6 +466,8 @@ pub(crate) struct Config {
     /// How long delivered alert events are kept (`alerts.retention`).
     pub alert_retention: Duration,
     pub webhook: Option<Webhook>,
+    /// `[flood]`, checked.
+    pub flood: Thresholds,
 }
 
 /// The checked `[alerts.webhook]`.
@@ -774,6 +801,17 @@ impl Config {
                 ),
             ));
         }
+        for (field, v) in [
+            ("flood.hits_per_day", raw.flood.hits_per_day),
+            (
+                "flood.watch_entries_per_day",
+                raw.flood.watch_entries_per_day,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be more than zero"));
+            }
+        }
         if raw.limits.max_message_bytes < 4096 {
             return Err(invalid("limits.max_message_bytes", "must be at least 4096"));
         }
@@ -798,6 +836,10 @@ impl Config {
             watchlist_key: raw.watchlist.as_ref().map(|w| abs(&w.key_file)),
             alert_retention,
             webhook,
+            flood: Thresholds {
+                hits_per_day: raw.flood.hits_per_day,
+                watch_entries_per_day: raw.flood.watch_entries_per_day,
+            },
         })
     }
 }
@@ -827,6 +869,7 @@ mod tests {
         assert_eq!(raw.shutdown, ShutdownSettings::default());
         assert_eq!(raw.replication, ReplicationSettings::default());
         assert_eq!(raw.alerts.retention, AlertSettings::default().retention);
+        assert_eq!(raw.flood, FloodSettings::default());
         assert!(EXAMPLE.contains(&format!("# timeout = \"{}\"", default_webhook_timeout())));
         assert_eq!(
             raw.peer_listener.as_ref().unwrap().limits,
@@ -856,6 +899,7 @@ mod tests {
             "[peer_listener]",
             "[peer_listener.limits]",
             "[replication]",
+            "[flood]",
         ] {
             assert!(EXAMPLE.contains(section), "example lacks {section}");
         }
@@ -863,7 +907,8 @@ mod tests {
             + &toml::to_string(&StoreSettings::default()).unwrap()
             + &toml::to_string(&ShutdownSettings::default()).unwrap()
             + &toml::to_string(&ReplicationSettings::default()).unwrap()
-            + &toml::to_string(&PeerLimits::default()).unwrap();
+            + &toml::to_string(&PeerLimits::default()).unwrap()
+            + &toml::to_string(&FloodSettings::default()).unwrap();
         for line in defaults.lines() {
             assert!(
                 EXAMPLE.contains(line),

@@ -50,6 +50,8 @@
 //!    token index; `watchlist`: the bank's book under continuous
 //!    screening, under a node-local key; `dispositions`: the bank's
 //!    outcomes of alerts and hits, and the alert triples they settle.
+//!    screening, under a node-local key; `flood`: per-indicator daily
+//!    counts of hits and watch entries, and the quarantines past them.
 //! 4. [`trust`]: the trust list: acceptance rules, the list in force,
 //!    which batches it admits, operators' edits.
 //! 5. `logs`: where batches enter store and index (one outcome), and the
@@ -99,6 +101,7 @@ pub mod counters;
 mod dispositions;
 mod epochs;
 mod federation;
+mod flood;
 pub mod ident;
 pub mod index;
 pub mod keys;

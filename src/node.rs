@@ -25,6 +25,7 @@ use crate::{
         forks::{self, ForkState},
         receive_batches::Replication,
     },
+    flood::{Flood, FloodError, FloodStatus},
     ident::Kind,
     index::Index,
     keys::{
@@ -71,6 +72,8 @@ pub enum NodeError {
     },
     #[error("reading the dispositions back")]
     Dispositions(#[from] DispositionError),
+    #[error(transparent)]
+    Flood(#[from] FloodError),
     #[error("creating {path}")]
     Write {
         path: PathBuf,
@@ -116,12 +119,19 @@ pub(crate) struct NodeState {
     pub webhook: Option<Arc<Webhook>>,
     /// The bank's dispositions (`<data_dir>/dispositions`).
     pub dispositions: Arc<Dispositions>,
-    /// Where dispositions and flood control hand feedback for the origin.
+    /// Where dispositions and flood control hand feedback for the origin
+    /// ([`NoFeedback`] while feedback is off).
     pub feedback: Arc<dyn FeedbackSink>,
+    /// Flood control: daily counts per indicator and the quarantines
+    /// (`<data_dir>/flood`, [`crate::flood`]).
+    pub flood: Arc<Flood>,
 }
 
 /// The dispositions' folder in the data directory.
 pub(crate) const DISPOSITIONS_DIR: &str = "dispositions";
+
+/// Flood control's folder in the data directory.
+pub(crate) const FLOOD_DIR: &str = "flood";
 
 /// The watchlist's folder in the data directory.
 pub(crate) const WATCHLIST_DIR: &str = "watchlist";
@@ -260,6 +270,13 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         store.clone(),
         clock.now(),
     )?);
+    let feedback: Arc<dyn FeedbackSink> = Arc::new(NoFeedback);
+    let flood = Arc::new(Flood::open(
+        &config.data_dir.join(FLOOD_DIR),
+        config.flood,
+        feedback.clone(),
+        clock.now(),
+    )?);
     Ok(NodeState {
         node_id: config.node_id.clone(),
         logs,
@@ -283,7 +300,8 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         alert_log,
         webhook,
         dispositions,
-        feedback: Arc::new(NoFeedback),
+        feedback,
+        flood,
     })
 }
 
@@ -337,6 +355,8 @@ pub(crate) struct NodeStatus {
     pub alerts: MonitorStatus,
     /// The dispositions' figures.
     pub dispositions: DispositionCounts,
+    /// Flood control's figures.
+    pub flood: FloodStatus,
 }
 
 /// The watchlist in Status: counts only, never a reference.
@@ -511,6 +531,7 @@ impl NodeState {
                 .unwrap_or_default(),
             alerts: self.monitor.status(),
             dispositions: self.dispositions.counts(),
+            flood: self.flood.status(now),
             watchlist: self.watch_status(now),
         })
     }

@@ -33,6 +33,10 @@
 //! read lock): whatever was applied before a stop but not yet alerted is
 //! raised then (cause `recovered`). An indicator applied therefore always
 //! has its alerts, whatever stopped the node in between.
+//!
+//! Every (watch entry, indicator) match found is told to flood control
+//! ([`crate::flood`]); while the indicator is quarantined, an alert not yet
+//! open for it is not raised (paused), and a lift's re-scan raises it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -50,10 +54,12 @@ use crate::{
     alerts::log::{Action, AlertEvent, AlertLog, AlertLogError, Cause},
     dispositions::{Dispositions, Triple},
     epochs::Keys,
+    flood::Flood,
     ident::Kind,
     index::{Index, Indicator, Tier},
     logs::{Applied, OriginLogs},
     proto::{self, LogOp},
+    screening::subject,
     telemetry::chain,
     time::Clock,
     token::Token,
@@ -152,6 +158,9 @@ pub(crate) struct Deps {
     pub node_id: String,
     /// The triples settled by a disposition: never raised again.
     pub dispositions: Arc<Dispositions>,
+    /// Flood control: counts the watch entries each indicator matches and
+    /// pauses the alerts of a quarantined one (none in some unit tests).
+    pub flood: Option<Arc<Flood>>,
 }
 
 /// The handle every service holds: queues work for the engine's thread.
@@ -641,10 +650,21 @@ impl Engine {
                     .collect();
                 for i in &act {
                     let key: Triple = (*id, i.origin.clone(), i.case_ref.clone());
+                    let paused = self
+                        .d
+                        .flood
+                        .as_ref()
+                        .is_some_and(|f| f.watch_match(subject(i), *id, now));
                     let alert = match self.by_triple.get(&key).or(r.new.get(&key)) {
                         Some(a) => *a,
                         None if self.d.dispositions.is_settled(&key) => {
                             self.d.dispositions.not_raised();
+                            continue;
+                        }
+                        None if paused => {
+                            if let Some(f) = &self.d.flood {
+                                f.paused();
+                            }
                             continue;
                         }
                         None => {
@@ -1028,6 +1048,7 @@ mod tests {
                     Dispositions::open(sled::Config::new().temporary(true).open().unwrap())
                         .unwrap(),
                 ),
+                flood: None,
             },
             Arc::default(),
         );

@@ -24,6 +24,7 @@ mod demo;
 mod disposition;
 mod init;
 mod keygen;
+mod quarantine;
 mod records;
 mod report;
 mod screen;
@@ -163,6 +164,9 @@ pub enum Command {
     /// Dispositions: the bank's outcomes of alerts and hits.
     #[command(subcommand)]
     Disposition(disposition::DispositionCommand),
+    /// Flood control: list the quarantined indicators, or lift one.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
 }
 
 /// Runs a parsed command.
@@ -207,5 +211,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Keygen(a) => keygen::keygen(a),
         Command::Trust(c) => trust::trust(c).await,
         Command::Watchlist(c) => watchlist::watchlist(c).await,
+        Command::Quarantine(c) => quarantine::quarantine(c).await,
     }
 }

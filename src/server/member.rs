@@ -1,5 +1,5 @@
 //! The member listener: the bank's own systems (clients) reach Screening,
-//! Contribution, Admin and Alerts over TLS 1.3 with client certificates that chain
+//! Contribution, Admin, Quarantine and Alerts over TLS 1.3 with client certificates that chain
 //! to the member's client CA; every request is authorized by the grants in
 //! the config ([`crate::auth::clients`]). Health and reflection need only
 //! an authenticated certificate.
@@ -19,6 +19,7 @@ use crate::{
         contribution::ContributionService,
         dispositions::{DispositionsService, ReportsService},
         figures::FiguresService,
+        quarantine::QuarantineService,
         screening::ScreeningService,
         watchlist::WatchlistService,
         wire::screening_server::ScreeningServer,
@@ -31,8 +32,8 @@ use crate::{
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
         contribution_server::ContributionServer, dispositions_server::DispositionsServer,
-        figures_server::FiguresServer, reports_server::ReportsServer,
-        watchlist_server::WatchlistServer,
+        figures_server::FiguresServer, quarantine_server::QuarantineServer,
+        reports_server::ReportsServer, watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -79,6 +80,7 @@ pub(super) async fn serve(
         state.match_limits.clone(),
         services.remote,
         state.clock.clone(),
+        state.flood.clone(),
     ))
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
@@ -90,6 +92,7 @@ pub(super) async fn serve(
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
+    let quarantine = QuarantineServer::new(QuarantineService::new(state.clone()));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
     let figures = FiguresServer::new(FiguresService::new(state.clone()));
     let dispositions = DispositionsServer::new(DispositionsService::new(state.clone()));
@@ -123,6 +126,10 @@ pub(super) async fn serve(
         ))
         .add_service(InterceptedService::new(
             admin,
+            Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(
+            quarantine,
             Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(
