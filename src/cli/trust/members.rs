@@ -299,6 +299,7 @@ pub(super) fn member(c: MemberCommand) -> Result<()> {
                 }
                 if let Some(c) = &a.contact {
                     m.contact = c.clone();
+                    changed.push("contact");
                 }
                 if let Some(e) = &a.endpoint {
                     m.endpoint = e.clone();
