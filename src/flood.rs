@@ -627,8 +627,6 @@ impl Flood {
         }
     }
 
-    // The outcomes report reads these.
-    #[cfg_attr(not(test), allow(dead_code))]
     /// Hits per UTC day and indicator for days `from..=to`, and every
     /// indicator's first hit (after a flush, so what is counted is there).
     pub(crate) fn figures(&self, from: i64, to: i64, now: i64) -> Result<HitFigures, FloodError> {

@@ -1074,15 +1074,17 @@ impl Index {
         out
     }
 
-    /// The kind and creation time of every indicator held (active or
-    /// expired, not retracted) created within `from..=to` (unix seconds),
-    /// once per (origin, add entry) whatever the epochs of its tokens.
-    pub fn created_within(&self, from: i64, to: i64) -> Vec<(Kind, i64)> {
+    /// Every indicator held (active or expired, not retracted), once per
+    /// (origin, add entry) whatever the epochs of its tokens: origin, add
+    /// entry's sequence number, kind and creation time.
+    pub fn held(&self) -> Vec<(Arc<str>, u64, Kind, i64)> {
         let mut seen = std::collections::HashSet::new();
         self.all()
-            .filter(|(_, e)| (from..=to).contains(&e.created()))
             .filter(|(_, e)| seen.insert((e.origin, e.seq)))
-            .map(|(_, e)| (e.kind, e.created()))
+            .map(|(_, e)| {
+                let origin = self.origins.names[e.origin as usize].clone();
+                (origin, e.seq, e.kind, e.created())
+            })
             .collect()
     }
 

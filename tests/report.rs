@@ -1,5 +1,6 @@
 //! The coalition's outcome figures end to end: a real node's records
-//! (indicators held, alerts raised) through Figures.Outcomes over mTLS and
+//! (indicators held, hits and first hits, alerts raised, dispositions)
+//! through Figures.Outcomes over mTLS and
 //! `cix report outcomes` as a real process, in Markdown with its SVG chart,
 //! CSV and JSON; small cells suppressed; no raw value in any output; the
 //! capability and the period's rules.
@@ -69,7 +70,32 @@ async fn the_report_counts_indicators_and_alerts_suppresses_small_cells_and_rend
         .unwrap()
         .into_inner();
     assert_eq!(r.last_seq - r.first_seq + 1, 15, "{r:?}");
-    next(&mut sub, 6).await;
+    let raised = next(&mut sub, 6).await;
+    // Every e-mail screened twice: 14 hits, 7 first hits.
+    for _ in 0..2 {
+        for v in &emails {
+            match_one(&mut c, Kind::Email, v).await;
+        }
+    }
+    // Five alerts confirmed, reported and blocked; one a false positive.
+    for (i, e) in raised.iter().enumerate() {
+        let (d, actions): (&str, &[&str]) = if i < 5 {
+            ("confirmed", &["reported", "blocked"])
+        } else {
+            ("false_positive", &[])
+        };
+        c.dispositions
+            .record(proto::RecordDispositionRequest {
+                target: Some(proto::DispositionTarget {
+                    target: Some(proto::disposition_target::Target::Alert(e.alert)),
+                }),
+                disposition: d.into(),
+                actions: actions.iter().map(|a| a.to_string()).collect(),
+                case_system_ref: String::new(),
+            })
+            .await
+            .unwrap();
+    }
 
     let today = utc_day(cix::time::system_now().unwrap());
     let (from, to) = (day_string(today - 1), day_string(today));
@@ -100,7 +126,26 @@ async fn the_report_counts_indicators_and_alerts_suppresses_small_cells_and_rend
     // the phones' count cannot be had by subtraction.
     assert_eq!(cell("iban", 0), None);
     assert_eq!(cell("all", 0), Some(15));
+    assert_eq!(cell("email", 1), Some(14), "hits");
     assert_eq!(cell("email", 2), Some(6), "alerts raised");
+    assert_eq!(cell("email", 3), Some(5), "confirmed");
+    assert_eq!(cell("email", 4), None, "one false positive");
+    assert_eq!(cell("email", 5), Some(5), "reported");
+    assert_eq!(cell("email", 6), Some(5), "blocked");
+    assert_eq!(cell("email", 7), None, "none closed");
+    let email = figures.kinds.iter().find(|r| r.kind == "email").unwrap();
+    let median = email.median_hours_to_first_hit.expect("7 first hits");
+    assert!((0.0..0.1).contains(&median), "{median}");
+    assert!(
+        figures
+            .kinds
+            .iter()
+            .find(|r| r.kind == "phone")
+            .unwrap()
+            .median_hours_to_first_hit
+            .is_none(),
+        "no first hit"
+    );
     assert_eq!(cell("iban", 2), None);
     assert_eq!(cell("all", 2), Some(6));
     assert_eq!(figures.series.len(), 2);
@@ -123,7 +168,7 @@ async fn the_report_counts_indicators_and_alerts_suppresses_small_cells_and_rend
     assert!(svg.contains("indicators contributed"));
     let (ok, csv, err) = report(&n, &["--from", &from, "--to", &to, "--format", "csv"]);
     assert!(ok, "{err}");
-    assert!(csv.contains("kind,email,7,<5,6,"), "{csv}");
+    assert!(csv.contains("kind,email,7,14,6,5,<5,5,5,<5,0.0,"), "{csv}");
     assert!(csv.contains("kind,all,15,"), "{csv}");
     let (ok, json, err) = report(&n, &["--from", &from, "--to", &to, "--format", "json"]);
     assert!(ok, "{err}");

@@ -1,6 +1,7 @@
 //! `cix.v1.Figures`: the coalition's outcome figures for a period
 //! ([`crate::report::outcomes`]), gathered by the node on a blocking thread
-//! (the index and the alert log are read whole).
+//! (the index, flood control's counts, the alert log and the dispositions
+//! are read whole).
 
 use std::sync::Arc;
 
@@ -40,7 +41,11 @@ impl figures_server::Figures for FiguresService {
         let node = self.node.clone();
         let figures = tokio::task::spawn_blocking(move || node.outcome_figures(period))
             .await
-            .map_err(|_| Status::internal("the figures' thread failed"))??;
+            .map_err(|_| Status::internal("the figures' thread failed"))?
+            .map_err(|e| {
+                tracing::error!(error = %crate::telemetry::chain(&e), "outcome figures");
+                Status::internal("the node could not read its records for the figures")
+            })?;
         Ok(Response::new(convert::figures(&figures)))
     }
 }

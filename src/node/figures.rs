@@ -1,29 +1,75 @@
 //! The facts the node's records give for the outcome figures
-//! ([`crate::report::outcomes`]): indicators held by creation time, alerts
-//! raised from the alert log. Each record's module says what it holds; this
-//! file only gathers.
+//! ([`crate::report::outcomes`]): indicators held by creation time, hits and
+//! first hits from flood control's daily counts, alerts raised from the
+//! alert log, the dispositions in force. Each record's module says what it
+//! holds; this file only gathers, on the caller's (blocking) thread.
+
+use std::{collections::HashMap, sync::Arc};
 
 use super::NodeState;
 use crate::{
     alerts::log::{Action as AlertAction, AlertLogError},
-    outcome::{utc_day, DAY},
+    dispositions::{DispositionError, Filter},
+    flood::FloodError,
+    ident::Kind,
+    outcome::{utc_day, IndicatorRef, DAY},
     report::outcomes::{aggregate, Fact, Figures, Period, Scope},
 };
 
-/// Alert-log events read per page while gathering.
+/// Alert-log events and dispositions read per page while gathering.
 const PAGE: usize = 10_000;
+
+/// Why the figures could not be gathered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FiguresError {
+    #[error("reading the alert log")]
+    AlertLog(#[from] AlertLogError),
+    #[error("reading flood control's counts")]
+    Flood(#[from] FloodError),
+    #[error("reading the dispositions")]
+    Dispositions(#[from] DispositionError),
+}
 
 impl NodeState {
     /// The outcome figures of `period`, suppressed.
-    pub(crate) fn outcome_figures(&self, period: Period) -> Result<Figures, AlertLogError> {
+    pub(crate) fn outcome_figures(&self, period: Period) -> Result<Figures, FiguresError> {
         let (from, to) = (period.from * DAY, period.to * DAY + DAY - 1);
-        let mut facts: Vec<Fact> = self
-            .index
-            .read()
-            .created_within(from, to)
-            .into_iter()
-            .map(|(kind, at)| Fact::Contributed { kind, at })
+        let held = self.index.read().held();
+        let mut facts: Vec<Fact> = held
+            .iter()
+            .filter(|(_, _, _, at)| (from..=to).contains(at))
+            .map(|&(_, _, kind, at)| Fact::Contributed { kind, at })
             .collect();
+        // Kind and creation time of each indicator held, by origin and add
+        // entry: what the counts and dispositions name.
+        let known: HashMap<(Arc<str>, u64), (Kind, i64)> = held
+            .into_iter()
+            .map(|(origin, seq, kind, at)| ((origin, seq), (kind, at)))
+            .collect();
+        let of = |r: &IndicatorRef| known.get(&(r.origin.clone(), r.seq)).copied();
+
+        let hits = self
+            .flood
+            .figures(period.from, period.to, self.clock.now())?;
+        for d in &hits.by_day {
+            if let Some((kind, _)) = of(&d.about) {
+                facts.push(Fact::Hits {
+                    kind,
+                    day: d.day,
+                    count: d.hits,
+                });
+            }
+        }
+        for (r, at) in &hits.first_hit {
+            if let Some((kind, created)) = of(r) {
+                facts.push(Fact::FirstHit {
+                    kind,
+                    day: utc_day(*at),
+                    delay: at - created,
+                });
+            }
+        }
+
         let mut after = 0;
         loop {
             let page = self.alert_log.read(after, PAGE)?;
@@ -37,6 +83,31 @@ impl NodeState {
                         day: utc_day(e.recorded),
                     }),
             );
+        }
+
+        let in_force = Filter {
+            in_force_only: true,
+            ..Filter::default()
+        };
+        let mut after = 0;
+        loop {
+            let page = self.dispositions.list(after, PAGE, &in_force)?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.id;
+            for (r, _) in &page {
+                let about = IndicatorRef {
+                    origin: r.about.origin.as_str().into(),
+                    seq: r.about.seq,
+                };
+                if let Some((kind, _)) = of(&about) {
+                    facts.push(Fact::Disposed {
+                        kind,
+                        day: utc_day(r.recorded),
+                        disposition: r.outcome.disposition,
+                        actions: r.outcome.actions.clone(),
+                    });
+                }
+            }
         }
         Ok(aggregate(&self.node_id, Scope::Node, period, facts))
     }
