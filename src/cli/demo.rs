@@ -7,10 +7,11 @@
 //! bank then registers its book of customers on its watchlist and follows
 //! its alert log: the liaison contributes a second case naming three of
 //! those customers, the three alerts arrive on the bank's live stream, and
-//! a retraction withdraws one of them, with the times. Then the operators
+//! a retraction withdraws one of them, with the times; the bank's analysts
+//! confirm one of the two left and mark the other a false positive. Then the operators
 //! suspend the other bank and the demo shows the new list reaching the
 //! nodes and the suspended bank's open connection being cut, with the
-//! times. Each step checks its own result, so the demo fails loudly if a
+//! times. The demo ends with the bank's outcome figures. Each step checks its own result, so the demo fails loudly if a
 //! node misbehaves. Output names references, kinds and cases, never a raw
 //! value.
 
@@ -21,6 +22,8 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+
+mod outcomes;
 
 use super::{bulk, screen::bulk_match};
 use crate::{
@@ -57,6 +60,7 @@ const ALERT_WAIT: Duration = Duration::from_secs(30);
 /// missing and left behind) or a temporary directory.
 pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()> {
     let tmp;
+    let kept = keep.is_some();
     let dir = match keep {
         Some(d) => {
             std::fs::create_dir_all(&d)?;
@@ -95,11 +99,18 @@ pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()>
         ids.join(", ")
     );
     let mut result = steps(&coalition, identifiers).await;
+    let mut open = Vec::new();
     if result.is_ok() {
-        result = watch_steps(&coalition).await;
+        result = watch_steps(&coalition).await.map(|o| open = o);
+    }
+    if result.is_ok() {
+        result = outcomes::settle(&coalition, &open).await;
     }
     if result.is_ok() {
         result = trust_steps(&mut coalition).await;
+    }
+    if result.is_ok() {
+        result = outcomes::report(&coalition, kept.then_some(dir.as_path())).await;
     }
     let mut stopped = Ok(());
     for n in &mut nodes {
@@ -126,8 +137,9 @@ pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()>
 
 /// bank-b registers its book on its watchlist and follows its alert log;
 /// the liaison's second case names three of its customers (three alerts
-/// raised), then retracts one of them (its alert withdrawn).
-async fn watch_steps(c: &LocalCoalition) -> Result<()> {
+/// raised), then retracts one of them (its alert withdrawn). Returns the
+/// two alerts still open.
+async fn watch_steps(c: &LocalCoalition) -> Result<Vec<AlertEvent>> {
     let mut liaison = c.members[0].connect().await?;
     let mut bank_b = c.members[1].connect().await?;
 
@@ -279,7 +291,11 @@ async fn watch_steps(c: &LocalCoalition) -> Result<()> {
         e.action.as_str(),
         e.reference
     );
-    Ok(())
+    Ok(raised
+        .into_iter()
+        .map(|(e, _)| e)
+        .filter(|e| e.reference != *reference)
+        .collect())
 }
 
 /// The next `n` events of the second case on `events`, each with the time
