@@ -72,6 +72,34 @@ pub(crate) struct RawConfig {
     pub watchlist: Option<RawWatchlist>,
     #[serde(default)]
     pub alerts: AlertSettings,
+    #[serde(default)]
+    pub feedback: FeedbackSettings,
+}
+
+/// `[feedback]`: whether outcomes go back to each indicator's origin, and
+/// whether this node accepts them for its own indicators.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FeedbackSettings {
+    /// "off" (nothing leaves the node; `Federation.Feedback` refused) or
+    /// "named" (to the origin under this node's identity). Default "off".
+    pub mode: String,
+}
+
+impl Default for FeedbackSettings {
+    fn default() -> Self {
+        FeedbackSettings { mode: "off".into() }
+    }
+}
+
+/// `[feedback] mode`, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum FeedbackMode {
+    /// Nothing leaves the node; `Federation.Feedback` is refused.
+    #[default]
+    Off,
+    /// Feedback goes to each indicator's origin under this node's identity.
+    Named,
 }
 
 /// The alert log and its webhook sink (`[alerts]`).
@@ -441,6 +469,8 @@ pub(crate) struct Config {
     /// How long delivered alert events are kept (`alerts.retention`).
     pub alert_retention: Duration,
     pub webhook: Option<Webhook>,
+    /// `[feedback] mode`.
+    pub feedback: FeedbackMode,
 }
 
 /// The checked `[alerts.webhook]`.
@@ -757,6 +787,16 @@ impl Config {
             }
             None => None,
         };
+        let feedback = match raw.feedback.mode.as_str() {
+            "off" => FeedbackMode::Off,
+            "named" => FeedbackMode::Named,
+            _ => {
+                return Err(invalid(
+                    "feedback.mode",
+                    "must be \"off\" or \"named\" (anonymous feedback through an operator relay is not available yet)",
+                ))
+            }
+        };
         if !(1..=MAX_BATCH_ITEMS).contains(&raw.limits.max_batch_items) {
             return Err(invalid(
                 "limits.max_batch_items",
@@ -798,6 +838,7 @@ impl Config {
             watchlist_key: raw.watchlist.as_ref().map(|w| abs(&w.key_file)),
             alert_retention,
             webhook,
+            feedback,
         })
     }
 }
@@ -856,6 +897,7 @@ mod tests {
             "[peer_listener]",
             "[peer_listener.limits]",
             "[replication]",
+            "[feedback]",
         ] {
             assert!(EXAMPLE.contains(section), "example lacks {section}");
         }
@@ -863,7 +905,8 @@ mod tests {
             + &toml::to_string(&StoreSettings::default()).unwrap()
             + &toml::to_string(&ShutdownSettings::default()).unwrap()
             + &toml::to_string(&ReplicationSettings::default()).unwrap()
-            + &toml::to_string(&PeerLimits::default()).unwrap();
+            + &toml::to_string(&PeerLimits::default()).unwrap()
+            + &toml::to_string(&FeedbackSettings::default()).unwrap();
         for line in defaults.lines() {
             assert!(
                 EXAMPLE.contains(line),

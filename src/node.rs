@@ -22,6 +22,7 @@ use crate::{
         forks::{self, ForkState},
         receive_batches::Replication,
     },
+    feedback::{Feedback, FeedbackStatus},
     ident::Kind,
     index::Index,
     keys::{
@@ -59,6 +60,8 @@ pub enum NodeError {
     AlertLog(#[from] AlertLogError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    Feedback(#[from] crate::feedback::OpenError),
     #[error("creating {path}")]
     Write {
         path: PathBuf,
@@ -102,6 +105,13 @@ pub(crate) struct NodeState {
     pub alert_log: Arc<AlertLog>,
     /// The webhook sink, if `[alerts.webhook]` configures one.
     pub webhook: Option<Arc<Webhook>>,
+    /// Where dispositions and flood control send feedback: the durable
+    /// queue with `[feedback] mode = named`, else one that drops it.
+    #[allow(dead_code)] // called by dispositions and flood control
+    pub feedback: Arc<dyn crate::outcome::FeedbackSink>,
+    /// The feedback side: mode, queue, and the origin's record of what it
+    /// received ([`crate::feedback`]).
+    pub feedback_state: Arc<Feedback>,
 }
 
 /// The watchlist's folder in the data directory.
@@ -230,8 +240,11 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         store.clone(),
         clock.now(),
     )?);
+    let feedback_state = Arc::new(Feedback::open(&config.data_dir, config.feedback)?);
     Ok(NodeState {
         node_id: config.node_id.clone(),
+        feedback: feedback_state.sink(),
+        feedback_state,
         logs,
         store,
         index,
@@ -303,6 +316,8 @@ pub(crate) struct NodeStatus {
     pub webhook: WebhookStatus,
     /// The alert engine's figures.
     pub alerts: MonitorStatus,
+    /// Feedback sent and received.
+    pub feedback: FeedbackStatus,
 }
 
 /// The watchlist in Status: counts only, never a reference.
@@ -477,6 +492,7 @@ impl NodeState {
                 .unwrap_or_default(),
             alerts: self.monitor.status(),
             watchlist: self.watch_status(now),
+            feedback: self.feedback_state.status(),
         })
     }
 

@@ -235,6 +235,13 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
         alert_work_pending: s.alerts.pending,
         alert_engine_busy_ms: s.alerts.busy_ms,
         alert_scans: s.alerts.scans,
+        feedback_queued: s.feedback.queued,
+        feedback_delivered: s.feedback.delivered,
+        feedback_refused: s.feedback.refused,
+        feedback_pending: s.feedback.pending,
+        feedback_received: s.feedback.received,
+        feedback_received_refused: s.feedback.received_refused,
+        feedback_flagged_for_review: s.feedback.flagged_for_review,
         set_aside: s
             .set_aside
             .into_iter()
