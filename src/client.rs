@@ -10,8 +10,8 @@ use crate::{
     config::RawConfig,
     proto::{
         admin_client::AdminClient, alerts_client::AlertsClient,
-        contribution_client::ContributionClient, screening_client::ScreeningClient,
-        watchlist_client::WatchlistClient,
+        contribution_client::ContributionClient, outcomes_client::OutcomesClient,
+        screening_client::ScreeningClient, watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
 };
@@ -106,6 +106,8 @@ pub struct Clients {
     pub watchlist: WatchlistClient<Channel>,
     /// Alerts: the node's alert log (Subscribe, List).
     pub alerts: AlertsClient<Channel>,
+    /// Outcomes: the feedback this node heard about its own indicators.
+    pub outcomes: OutcomesClient<Channel>,
 }
 
 impl Clients {
@@ -123,6 +125,7 @@ impl Clients {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel.clone()),
+            outcomes: OutcomesClient::new(channel.clone()),
             alerts: AlertsClient::new(channel),
         }
     }

@@ -306,6 +306,45 @@ async fn the_origin_refuses_feedback_while_off_and_hostile_items_one_by_one() {
     assert!(r.results[0].accepted, "{r:?}");
     assert_eq!(c.nodes[0].status().await.feedback_flagged_for_review, 2);
 
+    // The liaison's own view, per indicator and per case.
+    let listed = clients
+        .outcomes
+        .list(proto::ListOutcomesRequest {
+            case_ref: CASE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seqs: Vec<_> = listed.indicators.iter().map(|i| i.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    let one = listed.indicators[0].counts.unwrap();
+    assert_eq!(
+        (one.false_positives, one.false_positive_senders, one.flagged),
+        (2, 2, 1)
+    );
+    assert_eq!(listed.indicators[0].case_ref, CASE);
+    assert_eq!(listed.cases.len(), 1);
+    assert_eq!(listed.cases[0].indicators, 2);
+    assert_eq!(listed.cases[0].counts.unwrap().flagged, 2);
+    let other = clients
+        .outcomes
+        .list(proto::ListOutcomesRequest {
+            case_ref: "another case".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.indicators.is_empty());
+    let e = clients
+        .outcomes
+        .list(proto::ListOutcomesRequest {
+            case_ref: "\u{7}".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("case_ref:"), "{}", e.message());
+
     // The review flag is logged with origin, seq and case reference, never
     // a raw value; it outlives a restart.
     c.nodes[0].restart();

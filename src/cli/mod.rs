@@ -11,6 +11,7 @@
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`watchlist`]: the bank's book on the node's watchlist.
+//! - [`outcomes`](mod@outcomes): the feedback an origin heard about its indicators.
 //! - [`conn`]: how a client command reaches its node.
 
 mod alerts;
@@ -20,6 +21,7 @@ mod conn;
 mod demo;
 mod init;
 mod keygen;
+mod outcomes;
 mod records;
 mod screen;
 mod serve;
@@ -125,6 +127,9 @@ pub enum Command {
     /// Read the node's alert log: follow it live, or list a page.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// What this node heard back (feedback) about its own indicators, per
+    /// indicator and per case.
+    Outcomes(outcomes::OutcomesArgs),
     /// Show the node's status.
     Status {
         /// How to reach the node.
@@ -188,6 +193,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rekey(a) => records::rekey(a).await,
         Command::Bench(b) => bench::bench(b).await,
         Command::Alerts(c) => alerts::alerts(c).await,
+        Command::Outcomes(a) => outcomes::outcomes(a).await,
         Command::Status { conn, json } => status::status(conn, json).await,
         Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),

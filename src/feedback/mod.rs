@@ -100,6 +100,48 @@ impl Feedback {
     }
 }
 
+/// One indicator of this node's own log heard about, with its case.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnOutcome {
+    pub case_ref: String,
+    pub outcomes: record::IndicatorOutcomes,
+}
+
+impl Feedback {
+    /// What this node heard about its own indicators (all, or one case's),
+    /// by seq, each with the case reference of its add entry.
+    pub(crate) fn own_outcomes(
+        &self,
+        store: &crate::store::Store,
+        node_id: &str,
+        case_ref: Option<&str>,
+    ) -> Result<Vec<OwnOutcome>, OutcomesError> {
+        let mut out = Vec::new();
+        for o in self.records.all()? {
+            let case = store
+                .batch_holding(node_id, o.seq)?
+                .map(|b| b.header.case_ref.clone())
+                .unwrap_or_default();
+            if case_ref.is_none_or(|c| c == case) {
+                out.push(OwnOutcome {
+                    case_ref: case,
+                    outcomes: o,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Why the outcomes could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OutcomesError {
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// The wire value of an outcome.
 pub(crate) fn outcome_to_wire(o: FeedbackOutcome) -> proto::FeedbackOutcome {
     match o {

@@ -15,7 +15,7 @@ use super::{ServeTask, ServerError};
 use crate::{
     api::{
         admin::AdminService, alerts::AlertsService, contribution::ContributionService,
-        screening::ScreeningService, watchlist::WatchlistService,
+        outcomes::OutcomesService, screening::ScreeningService, watchlist::WatchlistService,
         wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
@@ -25,7 +25,8 @@ use crate::{
     node::NodeState,
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
-        contribution_server::ContributionServer, watchlist_server::WatchlistServer,
+        contribution_server::ContributionServer, outcomes_server::OutcomesServer,
+        watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -83,6 +84,7 @@ pub(super) async fn serve(
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
+    let outcomes = OutcomesServer::new(OutcomesService::new(state.clone()));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()
@@ -114,6 +116,10 @@ pub(super) async fn serve(
         .add_service(InterceptedService::new(
             admin,
             Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(
+            outcomes,
+            Require::new(&grants, ClientCapability::Contribute),
         ))
         .add_service(InterceptedService::new(
             alerts,
