@@ -402,12 +402,14 @@ async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing
         .contribute(0, vec![item(proto::Kind::Iban, RAW_C)], CASE)
         .await;
     assert_eq!(added.first_seq, 1);
+    let token = added.results[0].token.clone();
+    assert_eq!(token.len(), 32);
     c.converge().await;
 
     // The origin dies; the sender queues (the queue a disposition or flood
     // control writes through FeedbackSink) while stopped, then restarts.
     c.nodes[0].kill9();
-    c.nodes[1].stop();
+    c.nodes[1].kill9();
     {
         let q = Queue::open(&c.nodes[1].data_dir()).unwrap();
         let about = IndicatorRef {
@@ -423,25 +425,32 @@ async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing
         .unwrap();
         q.send(&about, FeedbackOutcome::Flood, &[Action::Reported], today())
             .unwrap();
-        assert_eq!(q.pending(), 2);
+        // Not an add entry of the origin: refused for good, dropped, counted.
+        let unknown = IndicatorRef {
+            origin: Arc::from("liaison-a"),
+            seq: 42,
+        };
+        q.send(&unknown, FeedbackOutcome::Confirmed, &[], today())
+            .unwrap();
+        assert_eq!(q.pending(), 3);
     }
     c.nodes[1].start();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let s = c.nodes[1].status().await;
     assert_eq!(
         (s.feedback_pending, s.feedback_delivered),
-        (2, 0),
+        (3, 0),
         "held while the origin is down"
     );
 
     c.nodes[0].start();
     wait_status(&c, 1, "delivery", |s| {
-        s.feedback_pending == 0 && s.feedback_delivered == 2
+        s.feedback_pending == 0 && s.feedback_delivered == 2 && s.feedback_refused == 1
     })
     .await;
     let s = c.nodes[0].status().await;
     assert_eq!(s.feedback_received, 2);
-    assert_eq!(s.feedback_received_refused, 0);
+    assert_eq!(s.feedback_received_refused, 1);
     // Delivered is removed: after a restart of the sender nothing is resent.
     c.nodes[1].restart();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -461,6 +470,7 @@ async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing
             b"Reported",
             CASE.as_bytes(),
             RAW_C.as_bytes(),
+            token.as_slice(),
         ] {
             assert!(
                 !contains(data, needle),
@@ -470,7 +480,7 @@ async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing
         }
         if header.starts_with("request") && data.len() > 5 {
             let req: FeedbackRequest = prost::Message::decode(&data[5..]).unwrap();
-            assert_eq!(req.items.len(), 2, "{req:?}");
+            assert_eq!(req.items.len(), 3, "{req:?}");
             assert_eq!(
                 req.items[0].actions,
                 [
@@ -479,10 +489,11 @@ async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing
                 ]
             );
             assert!(req.items[1].actions.is_empty());
-            assert!(req
-                .items
-                .iter()
-                .all(|i| i.seq == 1 && i.anonymous_senders == 0));
+            assert_eq!(
+                req.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+                [1, 1, 42]
+            );
+            assert!(req.items.iter().all(|i| i.anonymous_senders == 0));
         }
     }
 }
