@@ -17,6 +17,7 @@ const PROTOS: &[&str] = &[
     "proto/cix/v1/alerts.proto",
     "proto/cix/v1/alert_state.proto",
     "proto/cix/v1/outcomes.proto",
+    "proto/cix/v1/figures.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

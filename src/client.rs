@@ -10,8 +10,9 @@ use crate::{
     config::RawConfig,
     proto::{
         admin_client::AdminClient, alerts_client::AlertsClient,
-        contribution_client::ContributionClient, outcomes_client::OutcomesClient,
-        screening_client::ScreeningClient, watchlist_client::WatchlistClient,
+        contribution_client::ContributionClient, figures_client::FiguresClient,
+        outcomes_client::OutcomesClient, screening_client::ScreeningClient,
+        watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
 };
@@ -108,6 +109,8 @@ pub struct Clients {
     pub alerts: AlertsClient<Channel>,
     /// Outcomes: the feedback this node heard about its own indicators.
     pub outcomes: OutcomesClient<Channel>,
+    /// Figures: the coalition's outcome figures.
+    pub figures: FiguresClient<Channel>,
 }
 
 impl Clients {
@@ -126,7 +129,8 @@ impl Clients {
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel.clone()),
             outcomes: OutcomesClient::new(channel.clone()),
-            alerts: AlertsClient::new(channel),
+            alerts: AlertsClient::new(channel.clone()),
+            figures: FiguresClient::new(channel),
         }
     }
 }

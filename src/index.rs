@@ -1064,6 +1064,18 @@ impl Index {
         out
     }
 
+    /// The kind and creation time of every indicator held (active or
+    /// expired, not retracted) created within `from..=to` (unix seconds),
+    /// once per (origin, add entry) whatever the epochs of its tokens.
+    pub fn created_within(&self, from: i64, to: i64) -> Vec<(Kind, i64)> {
+        let mut seen = std::collections::HashSet::new();
+        self.all()
+            .filter(|(_, e)| (from..=to).contains(&e.created()))
+            .filter(|(_, e)| seen.insert((e.origin, e.seq)))
+            .map(|(_, e)| (e.kind, e.created()))
+            .collect()
+    }
+
     /// Active indicators by kind and by origin.
     pub fn counts(&self, now: i64) -> Counts {
         let mut by_kind = [0u64; 9];

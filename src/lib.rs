@@ -59,7 +59,8 @@
 //!    per direction of each protocol (Pull/Watch, QueryPrefix, trust-list
 //!    sync) and the peer dialer; `config`: the TOML file, validated;
 //!    `alerts`: the watchlist against the index, the alert log, its
-//!    subscribers and webhook sink.
+//!    subscribers and webhook sink; [`report`]: the coalition's outcome
+//!    figures (counts, suppressed, with a chart).
 //! 7. [`feedback`]: outcomes back to the origin: the sender's durable
 //!    queue and delivery, the origin's checks and record of what it heard.
 //! 8. `node`: the node's state and its status report.
@@ -106,6 +107,7 @@ mod node;
 pub mod outcome;
 pub mod proto;
 mod ratelimit;
+pub mod report;
 mod retention;
 mod screening;
 mod server;

@@ -3,6 +3,8 @@
 //! from the config ([`open_state`]), and the node's status report as a
 //! domain value ([`NodeState::status`]), which the Admin API only converts.
 
+mod figures;
+
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Instant};
 
 use parking_lot::RwLock;

@@ -23,7 +23,7 @@ const FLOORS: &[&[&str]] = &[
     &["store", "index", "watchlist"],
     &["trust"],
     &["logs", "screening", "retention", "auth"],
-    &["contribution", "federation", "config", "alerts"],
+    &["contribution", "federation", "config", "alerts", "report"],
     &["feedback"],
     &["node"],
     &["api"],

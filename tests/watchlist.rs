@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-
 use cix::{keys::TokenKey, proto};
 use support::*;
 
@@ -339,21 +337,7 @@ async fn after_a_key_rotation_entries_lack_the_new_epoch_until_registered_again(
 }
 
 fn cix_cli(node: &TestNode, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .arg("watchlist")
-        .args(args)
-        .arg("--dir")
-        .arg(&node.dir)
-        .env_remove("CIX_DIR")
-        .env_remove("CIX_NODE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_cli(node, &[&["watchlist"], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use crate::{
     index::{Indicator, Tier},
     node::NodeStatus,
     proto,
+    report::outcomes::{CaseRow, Cell, Figures, KindRow, Point, Scope},
     screening::Outcome,
 };
 
@@ -351,6 +352,108 @@ fn fork_status(f: &crate::federation::forks::ForkState) -> proto::ForkStatus {
         origin: f.origin.clone(),
         frozen_from_seq: f.fork_point,
         lifted_because: f.lifted_because.clone().unwrap_or_default(),
+    }
+}
+
+fn cell(c: Cell) -> proto::Cell {
+    proto::Cell {
+        suppressed: c.is_none(),
+        value: c.unwrap_or(0),
+    }
+}
+
+fn cell_of(c: Option<&proto::Cell>) -> Cell {
+    c.filter(|c| !c.suppressed).map(|c| c.value)
+}
+
+fn kind_figures(r: &KindRow) -> proto::KindFigures {
+    proto::KindFigures {
+        kind: r.kind.clone(),
+        cells: r.cells.iter().map(|c| cell(*c)).collect(),
+        median_hours_to_first_hit: r.median_hours_to_first_hit,
+    }
+}
+
+fn kind_row(r: &proto::KindFigures) -> KindRow {
+    KindRow {
+        kind: r.kind.clone(),
+        cells: r.cells.iter().map(|c| cell_of(Some(c))).collect(),
+        median_hours_to_first_hit: r.median_hours_to_first_hit,
+    }
+}
+
+/// The outcome figures as the wire carries them.
+pub(crate) fn figures(f: &Figures) -> proto::OutcomesReport {
+    proto::OutcomesReport {
+        node_id: f.node.clone(),
+        scope: match f.scope {
+            Scope::Node => proto::FiguresScope::Node,
+            Scope::Origin => proto::FiguresScope::Origin,
+            Scope::Operator => proto::FiguresScope::Operator,
+        } as i32,
+        from: f.from.clone(),
+        to: f.to.clone(),
+        suppressed_below: f.suppressed_below,
+        kinds: f.kinds.iter().map(kind_figures).collect(),
+        total: Some(kind_figures(&f.total)),
+        cases: f
+            .cases
+            .iter()
+            .map(|c| proto::CaseFigures {
+                case_ref: c.case.clone(),
+                cells: c.cells.iter().map(|v| cell(*v)).collect(),
+            })
+            .collect(),
+        series: f
+            .series
+            .iter()
+            .map(|p| proto::SeriesPoint {
+                from: p.from.clone(),
+                indicators: Some(cell(p.indicators)),
+                confirmed: Some(cell(p.confirmed)),
+                false_positive: Some(cell(p.false_positive)),
+            })
+            .collect(),
+    }
+}
+
+/// The outcome figures a node sent, for rendering. A missing cell reads as
+/// suppressed.
+pub(crate) fn figures_of(r: &proto::OutcomesReport) -> Figures {
+    Figures {
+        node: r.node_id.clone(),
+        scope: match proto::FiguresScope::try_from(r.scope) {
+            Ok(proto::FiguresScope::Origin) => Scope::Origin,
+            Ok(proto::FiguresScope::Operator) => Scope::Operator,
+            _ => Scope::Node,
+        },
+        from: r.from.clone(),
+        to: r.to.clone(),
+        suppressed_below: r.suppressed_below,
+        kinds: r.kinds.iter().map(kind_row).collect(),
+        total: r.total.as_ref().map(kind_row).unwrap_or(KindRow {
+            kind: "all".into(),
+            cells: Vec::new(),
+            median_hours_to_first_hit: None,
+        }),
+        cases: r
+            .cases
+            .iter()
+            .map(|c| CaseRow {
+                case: c.case_ref.clone(),
+                cells: c.cells.iter().map(|v| cell_of(Some(v))).collect(),
+            })
+            .collect(),
+        series: r
+            .series
+            .iter()
+            .map(|p| Point {
+                from: p.from.clone(),
+                indicators: cell_of(p.indicators.as_ref()),
+                confirmed: cell_of(p.confirmed.as_ref()),
+                false_positive: cell_of(p.false_positive.as_ref()),
+            })
+            .collect(),
     }
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod alerts;
 pub(crate) mod contribution;
 pub(crate) mod convert;
 pub(crate) mod federation;
+pub(crate) mod figures;
 pub(crate) mod outcomes;
 pub(crate) mod screening;
 pub(crate) mod status;

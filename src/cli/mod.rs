@@ -7,7 +7,8 @@
 //! - [`serve`], [`init`]: run a node; write a node directory.
 //! - [`records`]: contribute, retract, indicators, rekey (the node's own log).
 //! - [`screen`]: match (local or remote) and token; [`bulk`]: their input and output.
-//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log.
+//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log;
+//!   [`report`]: reports drawn from the node's records.
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`watchlist`]: the bank's book on the node's watchlist.
@@ -23,6 +24,7 @@ mod init;
 mod keygen;
 mod outcomes;
 mod records;
+mod report;
 mod screen;
 mod serve;
 mod status;
@@ -130,6 +132,9 @@ pub enum Command {
     /// What this node heard back (feedback) about its own indicators, per
     /// indicator and per case.
     Outcomes(outcomes::OutcomesArgs),
+    /// Reports drawn from the node's records (under `admin`).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Show the node's status.
     Status {
         /// How to reach the node.
@@ -194,6 +199,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(b) => bench::bench(b).await,
         Command::Alerts(c) => alerts::alerts(c).await,
         Command::Outcomes(a) => outcomes::outcomes(a).await,
+        Command::Report(c) => report::report(c).await,
         Command::Status { conn, json } => status::status(conn, json).await,
         Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),

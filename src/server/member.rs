@@ -15,8 +15,8 @@ use super::{ServeTask, ServerError};
 use crate::{
     api::{
         admin::AdminService, alerts::AlertsService, contribution::ContributionService,
-        outcomes::OutcomesService, screening::ScreeningService, watchlist::WatchlistService,
-        wire::screening_server::ScreeningServer,
+        figures::FiguresService, outcomes::OutcomesService, screening::ScreeningService,
+        watchlist::WatchlistService, wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
     config::Config,
@@ -25,8 +25,8 @@ use crate::{
     node::NodeState,
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
-        contribution_server::ContributionServer, outcomes_server::OutcomesServer,
-        watchlist_server::WatchlistServer,
+        contribution_server::ContributionServer, figures_server::FiguresServer,
+        outcomes_server::OutcomesServer, watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -86,6 +86,7 @@ pub(super) async fn serve(
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
     let outcomes = OutcomesServer::new(OutcomesService::new(state.clone()));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
+    let figures = FiguresServer::new(FiguresService::new(state.clone()));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()
         .await;
@@ -124,6 +125,10 @@ pub(super) async fn serve(
         .add_service(InterceptedService::new(
             alerts,
             Require::new(&grants, ClientCapability::Watchlist),
+        ))
+        .add_service(InterceptedService::new(
+            figures,
+            Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(health_service, Authenticated))
         .add_service(InterceptedService::new(reflection(), Authenticated));

@@ -784,3 +784,22 @@ pub async fn list_all(n: &TestNode) -> Vec<AlertEvent> {
         .into_inner()
         .events
 }
+
+/// Runs `cix ARGS --dir <node's dir>` as a real process (no `CIX_DIR` or
+/// `CIX_NODE` from the environment): success, stdout, stderr.
+pub fn run_cli(node: &TestNode, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--dir")
+        .arg(&node.dir)
+        .env_remove("CIX_DIR")
+        .env_remove("CIX_NODE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
