@@ -108,8 +108,11 @@ async fn wait_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_refuses_feedback_while_off_and_hostile_items_one_by_one() {
-    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c", "op-d"]);
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c", "op-d", "bank-e"]);
     c.list.members[3].kind = proto::MemberKind::Operator as i32;
+    c.list.members[4]
+        .capabilities
+        .retain(|cap| *cap != proto::PeerCapability::Feedback as i32);
     c.rewrite_root();
     c.start_all();
     let day = today();
@@ -251,6 +254,23 @@ async fn the_origin_refuses_feedback_while_off_and_hostile_items_one_by_one() {
         assert_eq!(r.field, format!("items[{i}].{}", h.1), "{r:?}");
         assert!(r.rule.contains(h.2), "item {i}: {r:?}");
     }
+    // A member without the `feedback` capability: refused before any check.
+    let e = send(
+        &c,
+        0,
+        4,
+        vec![fb(1, proto::FeedbackOutcome::Confirmed, day)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("`feedback`"), "{}", e.message());
+    let counters = c.nodes[0].counters("bank-e").await;
+    assert_eq!(
+        reason_count(&counters.requests_refused, "missing_capability"),
+        1
+    );
+
     // Too many items: the whole request, before any item.
     let many = vec![fb(1, proto::FeedbackOutcome::Confirmed, day); 1001];
     let e = send(&c, 0, 1, many).await.unwrap_err();
