@@ -365,6 +365,17 @@ async fn the_origin_refuses_feedback_while_off_and_hostile_items_one_by_one() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("case_ref:"), "{}", e.message());
 
+    // The same through `cix outcomes`.
+    let (ok, out, err) = run_cli(&c.nodes[0], &["outcomes", "--case-ref", CASE, "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["indicators"][0]["seq"], 1);
+    assert_eq!(v["indicators"][0]["counts"]["flagged"], 1);
+    assert_eq!(v["cases"][0]["case_ref"], CASE);
+    let (ok, out, err) = run_cli(&c.nodes[0], &["outcomes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("FLAGGED FOR REVIEW"), "{out}");
+
     // The review flag is logged with origin, seq and case reference, never
     // a raw value; it outlives a restart.
     c.nodes[0].restart();
