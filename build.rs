@@ -18,6 +18,8 @@ const PROTOS: &[&str] = &[
     "proto/cix/v1/alert_state.proto",
     "proto/cix/v1/outcomes.proto",
     "proto/cix/v1/figures.proto",
+    "proto/cix/v1/disposition.proto",
+    "proto/cix/v1/quarantine.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,10 +9,11 @@ use tonic::transport::Channel;
 use crate::{
     config::RawConfig,
     proto::{
-        admin_client::AdminClient, alerts_client::AlertsClient,
-        contribution_client::ContributionClient, figures_client::FiguresClient,
-        outcomes_client::OutcomesClient, screening_client::ScreeningClient,
-        watchlist_client::WatchlistClient,
+        self, admin_client::AdminClient, alerts_client::AlertsClient,
+        contribution_client::ContributionClient, dispositions_client::DispositionsClient,
+        figures_client::FiguresClient, outcomes_client::OutcomesClient,
+        quarantine_client::QuarantineClient, reports_client::ReportsClient,
+        screening_client::ScreeningClient, watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
 };
@@ -111,6 +112,12 @@ pub struct Clients {
     pub outcomes: OutcomesClient<Channel>,
     /// Figures: the coalition's outcome figures.
     pub figures: FiguresClient<Channel>,
+    /// Dispositions: the bank's outcomes of alerts and hits (Record, List).
+    pub dispositions: DispositionsClient<Channel>,
+    /// Reports: the case package of an alert or a hit.
+    pub reports: ReportsClient<Channel>,
+    /// Flood control's quarantines (List, Lift).
+    pub quarantine: QuarantineClient<Channel>,
 }
 
 impl Clients {
@@ -129,9 +136,36 @@ impl Clients {
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel.clone()),
             outcomes: OutcomesClient::new(channel.clone()),
+            quarantine: QuarantineClient::new(channel.clone()),
             alerts: AlertsClient::new(channel.clone()),
-            figures: FiguresClient::new(channel),
+            figures: FiguresClient::new(channel.clone()),
+            dispositions: DispositionsClient::new(channel.clone()),
+            reports: ReportsClient::new(channel),
         }
+    }
+}
+
+impl Clients {
+    /// The quarantines in force on the node (Quarantine.List; `admin`).
+    pub async fn quarantines(&mut self) -> Result<Vec<proto::QuarantinedIndicator>, tonic::Status> {
+        Ok(self
+            .quarantine
+            .list(proto::ListQuarantinesRequest {})
+            .await?
+            .into_inner()
+            .quarantined)
+    }
+
+    /// Lifts the quarantine of the indicator `origin`:`seq` (Quarantine.Lift;
+    /// `admin`): exempt for the rest of the UTC day, its paused alerts raised.
+    pub async fn lift_quarantine(&mut self, origin: &str, seq: u64) -> Result<(), tonic::Status> {
+        self.quarantine
+            .lift(proto::LiftQuarantineRequest {
+                origin: origin.to_string(),
+                seq,
+            })
+            .await?;
+        Ok(())
     }
 }
 

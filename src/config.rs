@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth::clients::{ClientCapability, ClientGrant},
     epochs::EpochConfig,
+    flood::Thresholds,
     time::parse_time,
     trust::list::{check_member_id, MAX_LIST_BYTES},
 };
@@ -73,7 +74,31 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub alerts: AlertSettings,
     #[serde(default)]
+    pub flood: FloodSettings,
+    #[serde(default)]
     pub feedback: FeedbackSettings,
+}
+
+/// Flood control (`[flood]`): per indicator and UTC day, past either
+/// threshold the indicator is quarantined on this node ([`crate::flood`]).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FloodSettings {
+    /// Hits answered (Match, MatchStream, MatchTokens). Default 1000; more
+    /// than zero.
+    pub hits_per_day: u64,
+    /// Distinct watch entries matched. Default 100; more than zero.
+    pub watch_entries_per_day: u64,
+}
+
+impl Default for FloodSettings {
+    fn default() -> Self {
+        let t = Thresholds::default();
+        FloodSettings {
+            hits_per_day: t.hits_per_day,
+            watch_entries_per_day: t.watch_entries_per_day,
+        }
+    }
 }
 
 /// `[feedback]`: whether outcomes go back to each indicator's origin, and
@@ -355,7 +380,7 @@ pub(crate) struct RawClient {
     pub name: String,
     /// SHA-256 of the certificate's DER SubjectPublicKeyInfo, lowercase hex.
     pub spki_sha256: String,
-    /// Any of "screen", "contribute", "admin", "watchlist".
+    /// Any of "screen", "contribute", "admin", "watchlist", "disposition".
     pub capabilities: Vec<String>,
 }
 
@@ -469,6 +494,8 @@ pub(crate) struct Config {
     /// How long delivered alert events are kept (`alerts.retention`).
     pub alert_retention: Duration,
     pub webhook: Option<Webhook>,
+    /// `[flood]`, checked.
+    pub flood: Thresholds,
     /// `[feedback] mode`.
     pub feedback: FeedbackMode,
 }
@@ -814,6 +841,17 @@ impl Config {
                 ),
             ));
         }
+        for (field, v) in [
+            ("flood.hits_per_day", raw.flood.hits_per_day),
+            (
+                "flood.watch_entries_per_day",
+                raw.flood.watch_entries_per_day,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be more than zero"));
+            }
+        }
         if raw.limits.max_message_bytes < 4096 {
             return Err(invalid("limits.max_message_bytes", "must be at least 4096"));
         }
@@ -838,6 +876,10 @@ impl Config {
             watchlist_key: raw.watchlist.as_ref().map(|w| abs(&w.key_file)),
             alert_retention,
             webhook,
+            flood: Thresholds {
+                hits_per_day: raw.flood.hits_per_day,
+                watch_entries_per_day: raw.flood.watch_entries_per_day,
+            },
             feedback,
         })
     }
@@ -868,6 +910,7 @@ mod tests {
         assert_eq!(raw.shutdown, ShutdownSettings::default());
         assert_eq!(raw.replication, ReplicationSettings::default());
         assert_eq!(raw.alerts.retention, AlertSettings::default().retention);
+        assert_eq!(raw.flood, FloodSettings::default());
         assert!(EXAMPLE.contains(&format!("# timeout = \"{}\"", default_webhook_timeout())));
         assert_eq!(
             raw.peer_listener.as_ref().unwrap().limits,
@@ -897,6 +940,7 @@ mod tests {
             "[peer_listener]",
             "[peer_listener.limits]",
             "[replication]",
+            "[flood]",
             "[feedback]",
         ] {
             assert!(EXAMPLE.contains(section), "example lacks {section}");
@@ -906,6 +950,7 @@ mod tests {
             + &toml::to_string(&ShutdownSettings::default()).unwrap()
             + &toml::to_string(&ReplicationSettings::default()).unwrap()
             + &toml::to_string(&PeerLimits::default()).unwrap()
+            + &toml::to_string(&FloodSettings::default()).unwrap()
             + &toml::to_string(&FeedbackSettings::default()).unwrap();
         for line in defaults.lines() {
             assert!(

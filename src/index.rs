@@ -1023,6 +1023,16 @@ impl Index {
             .map(|s| self.resolve(s.token, &s.entry))
     }
 
+    /// The indicator `origin`'s entry `seq` added, if the index holds it
+    /// (active or not). A scan of every entry: for a disposition or a case
+    /// package, never for screening.
+    pub fn by_seq(&self, origin: &str, seq: u64) -> Option<Indicator> {
+        let o = self.origins.get(origin)? as u16;
+        self.all()
+            .find(|(_, e)| e.origin == o && e.seq == seq)
+            .map(|(t, e)| self.resolve(t, &e))
+    }
+
     /// Active indicators of `origin`, in token order, after `after`, at most `limit`.
     pub fn page_of_origin(
         &self,

@@ -13,7 +13,7 @@
 //! - **client**: the member's own systems calling its node on the *member
 //!   listener* (screening, contributions, status), authorized by the grants
 //!   in the node's config (client capabilities `screen`,
-//!   `contribute`, `admin`, `watchlist`).
+//!   `contribute`, `admin`, `watchlist`, `disposition`).
 //! - **peer**: another member's node calling on the *peer listener*
 //!   (`cix.v1.Federation`) or called by this one, authorized by the trust
 //!   list in force (its peer capabilities `replicate`, `contribute`,
@@ -48,7 +48,10 @@
 //! 3. [`store`]: batch bodies in segment files, sled for locations, heads,
 //!    trust list, forks, what a start set aside; [`index`]: the in-memory
 //!    token index; `watchlist`: the bank's book under continuous
-//!    screening, under a node-local key.
+//!    screening, under a node-local key; `dispositions`: the bank's
+//!    outcomes of alerts and hits, and the alert triples they settle.
+//!    screening, under a node-local key; `flood`: per-indicator daily
+//!    counts of hits and watch entries, and the quarantines past them.
 //! 4. [`trust`]: the trust list: acceptance rules, the list in force,
 //!    which batches it admits, operators' edits.
 //! 5. `logs`: where batches enter store and index (one outcome), and the
@@ -59,7 +62,8 @@
 //!    per direction of each protocol (Pull/Watch, QueryPrefix, trust-list
 //!    sync) and the peer dialer; `config`: the TOML file, validated;
 //!    `alerts`: the watchlist against the index, the alert log, its
-//!    subscribers and webhook sink; [`report`]: the coalition's outcome
+//!    subscribers and webhook sink, dispositions recorded against alerts
+//!    and hits, and the case package; [`report`]: the coalition's outcome
 //!    figures (counts, suppressed, with a chart).
 //! 7. [`feedback`]: outcomes back to the origin: the sender's durable
 //!    queue and delivery, the origin's checks and record of what it heard.
@@ -96,9 +100,11 @@ pub mod client;
 mod config;
 mod contribution;
 pub mod counters;
+mod dispositions;
 mod epochs;
 mod federation;
 pub mod feedback;
+mod flood;
 pub mod ident;
 pub mod index;
 pub mod keys;

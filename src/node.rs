@@ -18,6 +18,7 @@ use crate::{
     batch::fork_point,
     config::Config,
     counters::{Counters, Rechecks, SessionFailure, Snapshot},
+    dispositions::{DispositionCounts, DispositionError, Dispositions},
     epochs::{load_keys, KeyRing, KeyRingError, Keys, LoadedKey},
     federation::{
         answer_prefix::{Gate, QueryCounts},
@@ -25,6 +26,7 @@ use crate::{
         receive_batches::Replication,
     },
     feedback::{Feedback, FeedbackStatus},
+    flood::{Flood, FloodError, FloodStatus},
     ident::Kind,
     index::Index,
     keys::{
@@ -32,6 +34,7 @@ use crate::{
         KeyError,
     },
     logs::{self, LogsError, OriginLogs, SetAside},
+    outcome::FeedbackSink,
     ratelimit::CallerLimits,
     store::{Store, StoreError},
     time::{Clock, ClockError},
@@ -64,6 +67,16 @@ pub enum NodeError {
     Webhook(#[from] WebhookError),
     #[error(transparent)]
     Feedback(#[from] crate::feedback::OpenError),
+    #[error("opening the dispositions in {path}")]
+    DispositionsOpen {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("reading the dispositions back")]
+    Dispositions(#[from] DispositionError),
+    #[error(transparent)]
+    Flood(#[from] FloodError),
     #[error("creating {path}")]
     Write {
         path: PathBuf,
@@ -107,14 +120,24 @@ pub(crate) struct NodeState {
     pub alert_log: Arc<AlertLog>,
     /// The webhook sink, if `[alerts.webhook]` configures one.
     pub webhook: Option<Arc<Webhook>>,
-    /// Where dispositions and flood control send feedback: the durable
-    /// queue with `[feedback] mode = named`, else one that drops it.
-    #[allow(dead_code)] // called by dispositions and flood control
-    pub feedback: Arc<dyn crate::outcome::FeedbackSink>,
+    /// The bank's dispositions (`<data_dir>/dispositions`).
+    pub dispositions: Arc<Dispositions>,
+    /// Where dispositions and flood control hand feedback for the origin
+    /// ([`crate::outcome::NoFeedback`] while feedback is off).
+    pub feedback: Arc<dyn FeedbackSink>,
+    /// Flood control: daily counts per indicator and the quarantines
+    /// (`<data_dir>/flood`, [`crate::flood`]).
+    pub flood: Arc<Flood>,
     /// The feedback side: mode, queue, and the origin's record of what it
     /// received ([`crate::feedback`]).
     pub feedback_state: Arc<Feedback>,
 }
+
+/// The dispositions' folder in the data directory.
+pub(crate) const DISPOSITIONS_DIR: &str = "dispositions";
+
+/// Flood control's folder in the data directory.
+pub(crate) const FLOOD_DIR: &str = "flood";
 
 /// The watchlist's folder in the data directory.
 pub(crate) const WATCHLIST_DIR: &str = "watchlist";
@@ -236,6 +259,17 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         )?)),
         None => None,
     };
+    let dispositions = {
+        let path = config.data_dir.join(DISPOSITIONS_DIR);
+        let db = crate::store::open_db(
+            &sled::Config::new()
+                .path(&path)
+                .cache_capacity(4 * 1024 * 1024)
+                .use_compression(false),
+        )
+        .map_err(|source| NodeError::DispositionsOpen { path, source })?;
+        Arc::new(Dispositions::open(db)?)
+    };
     // Today's prefix-query usage per member, as recorded before a restart.
     let queries = Arc::new(Gate::persistent(
         counters.clone(),
@@ -243,9 +277,15 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         clock.now(),
     )?);
     let feedback_state = Arc::new(Feedback::open(&config.data_dir, config.feedback)?);
+    let feedback = feedback_state.sink();
+    let flood = Arc::new(Flood::open(
+        &config.data_dir.join(FLOOD_DIR),
+        config.flood,
+        feedback.clone(),
+        clock.now(),
+    )?);
     Ok(NodeState {
         node_id: config.node_id.clone(),
-        feedback: feedback_state.sink(),
         feedback_state,
         logs,
         store,
@@ -267,6 +307,9 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         monitor: Arc::new(Monitor::new()),
         alert_log,
         webhook,
+        dispositions,
+        feedback,
+        flood,
     })
 }
 
@@ -318,6 +361,10 @@ pub(crate) struct NodeStatus {
     pub webhook: WebhookStatus,
     /// The alert engine's figures.
     pub alerts: MonitorStatus,
+    /// The dispositions' figures.
+    pub dispositions: DispositionCounts,
+    /// Flood control's figures.
+    pub flood: FloodStatus,
     /// Feedback sent and received.
     pub feedback: FeedbackStatus,
 }
@@ -493,6 +540,8 @@ impl NodeState {
                 .map(|w| w.status())
                 .unwrap_or_default(),
             alerts: self.monitor.status(),
+            dispositions: self.dispositions.counts(),
+            flood: self.flood.status(now),
             watchlist: self.watch_status(now),
             feedback: self.feedback_state.status(),
         })

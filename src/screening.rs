@@ -14,6 +14,7 @@ use zeroize::Zeroize;
 
 use crate::{
     epochs::Keys,
+    flood::Subject,
     ident::{self, Kind, Reason},
     index::{Index, Indicator},
     token::Token,
@@ -152,6 +153,16 @@ impl Engine {
 
     pub(crate) fn index(&self) -> &Arc<RwLock<Index>> {
         &self.index
+    }
+}
+
+/// What flood control counts a hit on `i` by.
+pub(crate) fn subject(i: &Indicator) -> Subject<'_> {
+    Subject {
+        origin: &i.origin,
+        seq: i.seq,
+        kind: i.kind,
+        case_ref: &i.case_ref,
     }
 }
 

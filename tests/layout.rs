@@ -20,7 +20,7 @@ const FLOORS: &[&[&str]] = &[
     ],
     &["token", "tls", "outcome"],
     &["epochs", "batch"],
-    &["store", "index", "watchlist"],
+    &["store", "index", "watchlist", "dispositions", "flood"],
     &["trust"],
     &["logs", "screening", "retention", "auth"],
     &["contribution", "federation", "config", "alerts", "report"],

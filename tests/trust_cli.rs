@@ -279,6 +279,19 @@ fn offline_flow_new_members_epoch_sign_verify_show_rollback() {
         "abc",
     ]);
     assert!(err.contains("tls_spki_sha256[0]"), "{err}");
+    // A contact under the rule of a case reference, or refused naming it.
+    let err = fails([
+        "trust",
+        "member",
+        "update",
+        "--file",
+        &f,
+        "--id",
+        "bank-a",
+        "--contact",
+        "desk\tline",
+    ]);
+    assert!(err.contains("contact"), "{err}");
     assert_eq!(fs::read(&list).unwrap(), before);
 
     let out = ok([

@@ -19,11 +19,24 @@
 //! ([`AlertLog::append`]) before anything is changed in memory, so a failed
 //! write changes nothing and is tried again by a re-scan.
 //!
+//! A triple a disposition settled (`confirmed`, `false_positive`,
+//! [`crate::dispositions`]) is never raised again: an alert open when it
+//! is settled stays open (listed, with its disposition) until its members
+//! go, and whatever indicator of the same origin and case matches the
+//! entry later (a re-contribution after a retraction, a rekey, a scan)
+//! raises nothing. Each raised alert's last state is also kept, under
+//! [`ALERT_PREFIX`], after its withdrawal: what a disposition or a case
+//! package of it reads ([`alert_of`]).
+//!
 //! At start, the open alerts are read back from the log's state, checked
 //! again, and the whole index is scanned (in 256 steps, each under a short
 //! read lock): whatever was applied before a stop but not yet alerted is
 //! raised then (cause `recovered`). An indicator applied therefore always
 //! has its alerts, whatever stopped the node in between.
+//!
+//! Every (watch entry, indicator) match found is told to flood control
+//! ([`crate::flood`]); while the indicator is quarantined, an alert not yet
+//! open for it is not raised (paused), and a lift's re-scan raises it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -38,12 +51,15 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
 use crate::{
-    alerts::log::{Action, AlertEvent, AlertLog, Cause},
+    alerts::log::{Action, AlertEvent, AlertLog, AlertLogError, Cause},
+    dispositions::{Dispositions, Triple},
     epochs::Keys,
+    flood::Flood,
     ident::Kind,
     index::{Index, Indicator, Tier},
     logs::{Applied, OriginLogs},
     proto::{self, LogOp},
+    screening::subject,
     telemetry::chain,
     time::Clock,
     token::Token,
@@ -52,6 +68,14 @@ use crate::{
 
 /// The state-tree key of the next alert id.
 const NEXT_KEY: &[u8] = b"next";
+
+/// The state-tree prefix of every raised alert's last state (`a` + its id),
+/// kept after its withdrawal.
+const ALERT_PREFIX: u8 = b'a';
+
+fn alert_key(alert: u64) -> Vec<u8> {
+    [&[ALERT_PREFIX][..], &alert.to_be_bytes()].concat()
+}
 
 /// How often the engine looks at the clock (expiry) when no work arrives.
 const TICK: Duration = Duration::from_secs(1);
@@ -132,6 +156,11 @@ pub(crate) struct Deps {
     pub clock: Clock,
     /// This node's member id: its own batches are `contributed`.
     pub node_id: String,
+    /// The triples settled by a disposition: never raised again.
+    pub dispositions: Arc<Dispositions>,
+    /// Flood control: counts the watch entries each indicator matches and
+    /// pauses the alerts of a quarantined one (none in some unit tests).
+    pub flood: Option<Arc<Flood>>,
 }
 
 /// The handle every service holds: queues work for the engine's thread.
@@ -233,6 +262,49 @@ impl Monitor {
     }
 }
 
+/// A raised alert as its last state says (open or withdrawn since).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AlertView {
+    pub alert: u64,
+    pub entry: EntryId,
+    pub origin: String,
+    pub case_ref: String,
+    pub reference: String,
+    pub kind: Kind,
+    pub tier: Tier,
+    pub created: i64,
+    pub valid_until: Option<i64>,
+    pub epoch: u32,
+    pub seq: u64,
+}
+
+/// The last state of alert `alert` of `log`, if it was ever raised (and
+/// raised by a build that keeps it, or is open).
+pub(crate) fn alert_of(log: &AlertLog, alert: u64) -> Result<Option<AlertView>, AlertLogError> {
+    let v = match log.state_record(&alert_key(alert))? {
+        Some(v) => v,
+        None => match log.state_record(&alert.to_be_bytes())? {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+    };
+    let o = Open::decode(&v).ok_or_else(|| AlertLogError::Corrupt(format!("alert {alert}")))?;
+    let s = o.shown.expect("decoded alerts are shown");
+    Ok(Some(AlertView {
+        alert: o.alert,
+        entry: o.entry,
+        origin: o.origin.to_string(),
+        case_ref: o.case.to_string(),
+        reference: o.reference,
+        kind: o.kind,
+        tier: s.tier,
+        created: s.created,
+        valid_until: s.valid_until,
+        epoch: s.epoch,
+        seq: s.seq,
+    }))
+}
+
 /// What an alert's last event said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Shown {
@@ -322,8 +394,6 @@ impl Open {
         })
     }
 }
-
-type Triple = (EntryId, Arc<str>, Arc<str>);
 
 /// Whether one member still holds its alert open.
 enum Member {
@@ -481,6 +551,9 @@ impl Engine {
             }
         };
         for (k, v) in records {
+            if k.first() == Some(&ALERT_PREFIX) {
+                continue;
+            }
             if k == NEXT_KEY {
                 if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
                     self.next_alert = self.next_alert.max(u64::from_be_bytes(b));
@@ -577,8 +650,23 @@ impl Engine {
                     .collect();
                 for i in &act {
                     let key: Triple = (*id, i.origin.clone(), i.case_ref.clone());
+                    let paused = self
+                        .d
+                        .flood
+                        .as_ref()
+                        .is_some_and(|f| f.watch_match(subject(i), *id, now));
                     let alert = match self.by_triple.get(&key).or(r.new.get(&key)) {
                         Some(a) => *a,
+                        None if self.d.dispositions.is_settled(&key) => {
+                            self.d.dispositions.not_raised();
+                            continue;
+                        }
+                        None if paused => {
+                            if let Some(f) = &self.d.flood {
+                                f.paused();
+                            }
+                            continue;
+                        }
                         None => {
                             let alert = r.next_alert;
                             r.next_alert += 1;
@@ -683,6 +771,7 @@ impl Engine {
                         let s = Shown::of(&b);
                         o.shown = Some(s);
                         events.push(event(o, &s, Action::Raised, raise, now));
+                        writes.push((alert_key(*alert), Some(o.encode())));
                         writes.push((key, Some(o.encode())));
                     }
                     (Some(b), Some(old)) => {
@@ -696,6 +785,7 @@ impl Engine {
                             };
                             events.push(event(o, &s, Action::Updated, cause, now));
                         }
+                        writes.push((alert_key(*alert), Some(o.encode())));
                         writes.push((key, Some(o.encode())));
                     }
                 }
@@ -954,6 +1044,11 @@ mod tests {
                 keys: Keys::new(KeyRing::new(epochs)),
                 clock: clock.clone(),
                 node_id: "bank".into(),
+                dispositions: Arc::new(
+                    Dispositions::open(sled::Config::new().temporary(true).open().unwrap())
+                        .unwrap(),
+                ),
+                flood: None,
             },
             Arc::default(),
         );
@@ -1076,6 +1171,58 @@ mod tests {
         assert_eq!(all[0].alert, all[3].alert, "one alert per triple");
         assert_ne!(all[1].alert, all[5].alert, "a new alert after a withdrawal");
         assert_eq!(t.engine.open.len(), 3);
+    }
+
+    #[test]
+    fn a_settled_triple_is_never_raised_again_and_under_review_stops_nothing() {
+        use crate::dispositions::{About, Outcome, Target};
+        let mut t = setup();
+        let c1 = watch(&mut t, "C-1", &[(1, 7)]);
+        let b = batch_of(&t, "liaison", LogOp::Add, 1, &[7], 1, "L", 1, 0);
+        apply(&mut t, b);
+        let settle = |t: &T, d: &str| {
+            let about = About {
+                origin: "liaison".into(),
+                seq: 1,
+                case_ref: "L".into(),
+                watch_reference: "C-1".into(),
+                entry: Some(c1),
+            };
+            let o = Outcome::parse(d, &[], "").unwrap();
+            t.engine
+                .d
+                .dispositions
+                .record(Target::Alert(1), o, about, 1_000)
+                .unwrap();
+        };
+        settle(&t, "confirmed");
+        // The open alert stays open until its members go.
+        assert_eq!(t.engine.open.len(), 1);
+        let b = batch_of(&t, "liaison", LogOp::Retract, 2, &[7], 1, "", 0, 0);
+        apply(&mut t, b);
+        let b = batch_of(&t, "liaison", LogOp::Add, 3, &[7], 1, "L", 1, 0);
+        apply(&mut t, b);
+        t.engine.scan(Cause::Recovered);
+        use Action::*;
+        assert_eq!(
+            events(&t),
+            vec![
+                ev(Raised, Cause::Replicated, "C-1", "liaison", "L"),
+                ev(Withdrawn, Cause::Retracted, "C-1", "liaison", "L"),
+            ]
+        );
+        assert_eq!(t.engine.d.dispositions.counts().not_raised, 2);
+        // A later under_review unsettles it: the next match raises.
+        settle(&t, "under_review");
+        t.engine.scan(Cause::Recovered);
+        assert_eq!(
+            events(&t).last().unwrap(),
+            &ev(Raised, Cause::Recovered, "C-1", "liaison", "L")
+        );
+        assert!(
+            alert_of(&t.log, 1).unwrap().is_some(),
+            "kept after withdrawal"
+        );
     }
 
     #[test]

@@ -382,6 +382,11 @@ impl AlertLog {
             .collect()
     }
 
+    /// One record of the engine's state tree.
+    pub(crate) fn state_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, AlertLogError> {
+        Ok(self.state.get(key)?.map(|v| v.to_vec()))
+    }
+
     /// Events numbered > `after`, at most `limit`, in order. An `after`
     /// below oldest-1 is [`AlertLogError::Expired`] (naming the oldest
     /// retained number); one beyond the newest is [`AlertLogError::Ahead`].

@@ -2,6 +2,8 @@
 //! active) for an entry of this node's watchlist, numbered in one durable
 //! log per node, delivered to subscribers and to a webhook sink.
 //!
+//! - `casework`: dispositions recorded against alerts and hits (with the
+//!   feedback they give), and the case package.
 //! - `engine`: which (watch entry, origin, case reference) triples have an
 //!   active indicator, and the events when that changes.
 //! - `log`: the durable, numbered alert log, the engine's state beside it,
@@ -10,6 +12,7 @@
 //! - `webhook`: the webhook sink: each event POSTed in order, signed, until
 //!   the receiver acknowledges it.
 
+pub(crate) mod casework;
 pub(crate) mod engine;
 pub(crate) mod log;
 pub(crate) mod webhook;

@@ -56,15 +56,7 @@ impl alerts_server::Alerts for AlertsService {
         req: Request<proto::ListAlertsRequest>,
     ) -> Result<Response<proto::ListAlertsResponse>, Status> {
         let req = req.into_inner();
-        let limit = match req.limit {
-            0 => LIST_DEFAULT,
-            l if l > LIST_MAX => {
-                return Err(Status::invalid_argument(format!(
-                    "limit: at most {LIST_MAX}, got {l}"
-                )))
-            }
-            l => l,
-        };
+        let limit = super::page_limit(req.limit, LIST_DEFAULT, LIST_MAX)?;
         let events = self.log.read(req.after, limit as usize)?;
         Ok(Response::new(proto::ListAlertsResponse {
             events: events.iter().map(convert::alert_event).collect(),

@@ -9,6 +9,7 @@ use crate::{
         BatchOutcome, BatchRejection, EvidenceOutcome, EvidenceRejection, RequestRefusal,
         SessionFailure, Snapshot, TrustAnswerRefusal, Withheld,
     },
+    flood::Quarantine,
     ident::{Kind, Reason},
     index::{Indicator, Tier},
     node::NodeStatus,
@@ -75,6 +76,20 @@ pub(crate) fn hit(i: &Indicator) -> proto::Hit {
         valid_until: i.valid_until.map(timestamp),
         epoch: i.epoch,
         seq: i.seq,
+        quarantined: false,
+    }
+}
+
+pub(crate) fn quarantined(q: &Quarantine) -> proto::QuarantinedIndicator {
+    proto::QuarantinedIndicator {
+        origin: q.about.origin.to_string(),
+        seq: q.about.seq,
+        kind: kind_to_proto(q.kind),
+        case_ref: q.case_ref.clone(),
+        since: Some(timestamp(q.since)),
+        hits: q.hits,
+        watch_entries: q.watch_entries,
+        reason: q.reason.as_str().to_string(),
     }
 }
 
@@ -236,6 +251,18 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
         alert_work_pending: s.alerts.pending,
         alert_engine_busy_ms: s.alerts.busy_ms,
         alert_scans: s.alerts.scans,
+        dispositions_recorded: s.dispositions.recorded,
+        dispositions_confirmed: s.dispositions.confirmed,
+        dispositions_false_positive: s.dispositions.false_positive,
+        alerts_settled: s.dispositions.settled,
+        alerts_not_raised: s.dispositions.not_raised,
+        dispositions_feedback_failed: s.dispositions.feedback_failed,
+        indicators_quarantined: s.flood.quarantined,
+        quarantines_total: s.flood.quarantines,
+        quarantines_lifted: s.flood.lifted,
+        flood_alerts_paused: s.flood.alerts_paused,
+        flood_feedback_sent: s.flood.feedback_sent,
+        flood_counts_flushed_at: s.flood.flushed_at,
         feedback_queued: s.feedback.queued,
         feedback_delivered: s.feedback.delivered,
         feedback_refused: s.feedback.refused,

@@ -11,9 +11,11 @@ pub(crate) mod admin;
 pub(crate) mod alerts;
 pub(crate) mod contribution;
 pub(crate) mod convert;
+pub(crate) mod dispositions;
 pub(crate) mod federation;
 pub(crate) mod figures;
 pub(crate) mod outcomes;
+pub(crate) mod quarantine;
 pub(crate) mod screening;
 pub(crate) mod status;
 pub(crate) mod watchlist;
@@ -22,6 +24,17 @@ pub(crate) mod wire;
 pub(crate) use status::exhausted;
 
 use tonic::Status;
+
+/// A List call's page size: `limit`, or `default` for 0; refused above `max`.
+pub(crate) fn page_limit(limit: u32, default: u32, max: u32) -> Result<u32, Status> {
+    match limit {
+        0 => Ok(default),
+        l if l > max => Err(Status::invalid_argument(format!(
+            "limit: at most {max}, got {l}"
+        ))),
+        l => Ok(l),
+    }
+}
 
 /// Refuses a request with more items than the node's limit.
 pub(crate) fn check_batch(field: &str, len: usize, max: usize) -> Result<(), Status> {

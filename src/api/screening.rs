@@ -4,7 +4,10 @@
 //! listener's optional per-client limits: a unary call once, a stream
 //! (`MatchStream`, `MatchTokens`) once per message, so that one stream
 //! takes no more than as many calls would. `Match` and `MatchStream` read
-//! their requests as [`MatchRequestView`]s ([`super::wire`]).
+//! their requests as [`MatchRequestView`]s ([`super::wire`]). Every hit
+//! this node answers (not MatchRemote's, which a peer answered) is counted
+//! by flood control ([`crate::flood`]) and marked if its indicator is
+//! quarantined.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -18,9 +21,10 @@ use super::{
 use crate::{
     auth::clients::Caller,
     federation::ask_prefix::{Remote, RemoteError},
+    flood::Flood,
     proto,
     ratelimit::CallerLimits,
-    screening::Engine,
+    screening::{subject, Engine, Outcome},
     time::Clock,
     token::Token,
 };
@@ -33,6 +37,8 @@ pub(crate) struct ScreeningService {
     remote: Option<Arc<Remote>>,
     /// The node's clock: which epochs are valid, what has expired, limits.
     clock: Clock,
+    /// Counts this node's hits; marks those of quarantined indicators.
+    flood: Arc<Flood>,
 }
 
 impl ScreeningService {
@@ -42,6 +48,7 @@ impl ScreeningService {
         limits: Arc<CallerLimits>,
         remote: Option<Arc<Remote>>,
         clock: Clock,
+        flood: Arc<Flood>,
     ) -> ScreeningService {
         ScreeningService {
             engine,
@@ -49,6 +56,7 @@ impl ScreeningService {
             limits,
             remote,
             clock,
+            flood,
         }
     }
 
@@ -78,20 +86,39 @@ impl ScreeningService {
     }
 }
 
+/// The answer to outcomes this node found: each hit counted by flood
+/// control and marked if its indicator is quarantined. A miss never
+/// reaches flood control.
+fn answer(flood: &Flood, outcomes: &[Outcome], now: i64) -> proto::MatchResponse {
+    let mut r = convert::match_response(outcomes);
+    for (o, res) in outcomes.iter().zip(&mut r.results) {
+        if let Outcome::Match(hits) = o {
+            for (i, h) in hits.iter().zip(&mut res.hits) {
+                h.quarantined = flood.hit(subject(i), now);
+            }
+        }
+    }
+    r
+}
+
 fn match_identifiers(
     engine: &Engine,
+    flood: &Flood,
     max: usize,
     req: &MatchRequestView,
     now: i64,
 ) -> Result<proto::MatchResponse, Status> {
     check_batch("identifiers", req.identifiers.len(), max)?;
-    Ok(convert::match_response(
+    Ok(answer(
+        flood,
         &engine.match_identifiers(req.items()?, now),
+        now,
     ))
 }
 
 fn match_tokens(
     engine: &Engine,
+    flood: &Flood,
     max: usize,
     req: &proto::MatchTokensRequest,
     now: i64,
@@ -107,7 +134,7 @@ fn match_tokens(
         .chunks_exact(32)
         .map(|c| Token(c.try_into().expect("32-byte chunk")))
         .collect();
-    Ok(convert::match_response(&engine.match_tokens(&tokens, now)))
+    Ok(answer(flood, &engine.match_tokens(&tokens, now), now))
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::MatchResponse, Status>> + Send>>;
@@ -169,6 +196,7 @@ impl screening_server::Screening for ScreeningService {
         self.admit(&req)?;
         match_identifiers(
             &self.engine,
+            &self.flood,
             self.max_items,
             req.get_ref(),
             self.clock.now(),
@@ -184,10 +212,11 @@ impl screening_server::Screening for ScreeningService {
     ) -> Result<Response<Self::MatchStreamStream>, Status> {
         let admit = self.admit_each(&req);
         let (engine, max, clock) = (self.engine.clone(), self.max_items, self.clock.clone());
+        let flood = self.flood.clone();
         Ok(Response::new(answer_each(
             req.into_inner(),
             admit,
-            move |m| match_identifiers(&engine, max, m, clock.now()),
+            move |m| match_identifiers(&engine, &flood, max, m, clock.now()),
         )))
     }
 
@@ -199,10 +228,11 @@ impl screening_server::Screening for ScreeningService {
     ) -> Result<Response<Self::MatchTokensStream>, Status> {
         let admit = self.admit_each(&req);
         let (engine, max, clock) = (self.engine.clone(), self.max_items, self.clock.clone());
+        let flood = self.flood.clone();
         Ok(Response::new(answer_each(
             req.into_inner(),
             admit,
-            move |m| match_tokens(&engine, max, m, clock.now()),
+            move |m| match_tokens(&engine, &flood, max, m, clock.now()),
         )))
     }
 

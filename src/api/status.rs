@@ -13,6 +13,7 @@ use crate::{
         answer_prefix::PrefixError, ask_prefix::RemoteError, send_batches::SendError,
         trust_serve::PublishError,
     },
+    flood::LiftError,
     node::NodeError,
     ratelimit::Refused,
     store::StoreError,
@@ -40,6 +41,18 @@ fn exhausted_saying(message: String, r: Refused) -> Status {
         message,
         ErrorDetails::with_retry_info(Some(r.retry_after)),
     )
+}
+
+impl From<LiftError> for Status {
+    fn from(e: LiftError) -> Status {
+        match e {
+            LiftError::NotQuarantined { .. } => Status::not_found(e.to_string()),
+            LiftError::Store(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "quarantine lift not written");
+                Status::internal("the node could not write the lift; the quarantine holds")
+            }
+        }
+    }
 }
 
 impl From<PublishError> for Status {

@@ -26,6 +26,8 @@ pub(crate) enum ClientCapability {
     /// `Watchlist.*` and `Alerts.*`: the bank's book under continuous
     /// screening, and the alerts it raises.
     Watchlist,
+    /// `Dispositions.*`: the bank's outcomes of alerts and hits.
+    Disposition,
 }
 
 impl ClientCapability {
@@ -35,6 +37,7 @@ impl ClientCapability {
             "contribute" => Some(ClientCapability::Contribute),
             "admin" => Some(ClientCapability::Admin),
             "watchlist" => Some(ClientCapability::Watchlist),
+            "disposition" => Some(ClientCapability::Disposition),
             _ => None,
         }
     }
@@ -45,6 +48,7 @@ impl ClientCapability {
             ClientCapability::Contribute => "contribute",
             ClientCapability::Admin => "admin",
             ClientCapability::Watchlist => "watchlist",
+            ClientCapability::Disposition => "disposition",
         }
     }
 }

@@ -3,7 +3,10 @@
 //! code, HMAC-SHA256 under every valid epoch with the same pre-keyed
 //! states, look-up in a plain hash map keyed by the token's first 8 bytes),
 //! both on every core, in the same run. Mixed kinds of synthetic
-//! identifiers (valid IBANs and PANs with check digits, etc.), 1% hits.
+//! identifiers (valid IBANs and PANs with check digits, etc.), 1% hits
+//! (`--hit-percent`). The engine runs once more with every hit counted by
+//! flood control as the node counts it ([`crate::flood`]), so the cost of
+//! counting shows beside the engine alone.
 
 use std::{collections::HashMap, hash::BuildHasherDefault, sync::Arc, time::Instant};
 
@@ -13,11 +16,13 @@ use super::{cores, Better, Figure};
 use crate::{
     batch,
     epochs::{Epoch, KeyRing, Keys},
+    flood::{Flood, Thresholds},
     ident::{self, Kind},
     index::{Index, TokenHasher},
     keys::{signing::SigningKeyFile, TokenKey},
+    outcome::NoFeedback,
     proto::{BatchHeader, LogOp},
-    screening::Engine,
+    screening::{subject, Engine, Outcome},
     testbed::synth::Synth,
     time::system_now,
     token::{Token, Tokenizer},
@@ -27,8 +32,10 @@ use crate::{
 pub struct ScreenOptions {
     /// Indicators in the index.
     pub indicators: usize,
-    /// Identifiers screened, 1% of them hits.
+    /// Identifiers screened, `hit_percent` of them hits.
     pub queries: usize,
+    /// The share of the screened identifiers that hit, percent (1 to 100).
+    pub hit_percent: usize,
     /// Valid key epochs (at least 1); the indicators are under the newest.
     pub epochs: u32,
     /// Seed of the synthetic identifiers.
@@ -60,7 +67,7 @@ pub const NO_REDIS: &str = "cix was built without the redis-bench feature; \
 const CHUNK: usize = 5_000;
 
 /// Builds the index and the queries: `indicators` synthetic identifiers
-/// contributed under the newest epoch, `queries` of which 1% are among them.
+/// contributed under the newest epoch, `queries` of which `hit_percent`% are among them.
 fn setup(o: &ScreenOptions, now: i64) -> (Engine, Vec<Epoch>, Vec<(Kind, String)>) {
     let epochs: Vec<Epoch> = (1..=o.epochs.max(1))
         .map(|id| {
@@ -80,7 +87,7 @@ fn setup(o: &ScreenOptions, now: i64) -> (Engine, Vec<Epoch>, Vec<(Kind, String)
     let signer = SigningKeyFile::generate();
     let mut known: Vec<(Kind, String)> = Vec::new();
     let mut buf = Vec::new();
-    let want = o.queries / 100;
+    let want = o.queries * o.hit_percent.clamp(1, 100) / 100;
     let stride = (o.indicators / want.max(1)).max(1);
     let mut seq = 1u64;
     let mut n = 0usize;
@@ -213,10 +220,32 @@ pub fn run(o: &ScreenOptions) -> anyhow::Result<ScreenRun> {
         engine
             .match_identifiers(chunk.iter().map(|(k, v)| (Ok(*k), v.as_str())), now)
             .iter()
-            .filter(|o| matches!(o, crate::screening::Outcome::Match(_)))
+            .filter(|o| matches!(o, Outcome::Match(_)))
             .count()
     });
     assert_eq!(engine_hits, ref_hits, "engine and reference disagree");
+    // The same with every hit counted by flood control, as the node's
+    // screening service does (a store of its own, never flushed here).
+    let flood_dir = tempfile::tempdir()?;
+    let flood = Flood::open(
+        flood_dir.path(),
+        Thresholds::default(),
+        Arc::new(NoFeedback),
+        now,
+    )?;
+    let (flood_rate, _) = on_threads(&queries, o.threads, |chunk| {
+        let out = engine.match_identifiers(chunk.iter().map(|(k, v)| (Ok(*k), v.as_str())), now);
+        let mut hits = 0;
+        for o in &out {
+            if let Outcome::Match(h) = o {
+                hits += 1;
+                for i in h {
+                    flood.hit(subject(i), now);
+                }
+            }
+        }
+        hits
+    });
     let heap = engine.index().read().heap_bytes();
     #[cfg(not(feature = "redis-bench"))]
     let redis: Option<(f64, u64)> = None;
@@ -277,6 +306,23 @@ pub fn run(o: &ScreenOptions) -> anyhow::Result<ScreenRun> {
             Better::Higher,
         ),
         Figure::new(
+            format!(
+                "screen: in-process engine + flood counting ({} threads)",
+                o.threads
+            ),
+            flood_rate,
+            "identifiers/s",
+            None,
+            Better::Higher,
+        ),
+        Figure::new(
+            "screen: with flood counting / without",
+            flood_rate / engine_rate,
+            "ratio",
+            None,
+            Better::Higher,
+        ),
+        Figure::new(
             format!("screen: reference loop ({} threads)", o.threads),
             ref_rate,
             "identifiers/s",
@@ -291,7 +337,7 @@ pub fn run(o: &ScreenOptions) -> anyhow::Result<ScreenRun> {
             Better::Higher,
         ),
         Figure::new(
-            "screen: hits found (1% planted)",
+            format!("screen: hits found ({}% planted)", o.hit_percent),
             engine_hits as f64,
             "identifiers",
             None,
@@ -363,6 +409,7 @@ mod tests {
             queries: 20_000,
             epochs: 2,
             seed: 1,
+            hit_percent: 1,
             threads: 2,
             vs_redis: false,
             batch: 1_000,

@@ -105,11 +105,16 @@ pub enum BenchCommand {
     /// work, both on every core; then a real node process loaded with the
     /// same number of indicators, screened over mTLS with MatchStream and
     /// pre-hashed MatchTokens, and the ratio to the engine. Mixed kinds, 1%
-    /// hits.
+    /// hits (`--hit-percent`); the in-process engine runs again with flood
+    /// control counting every hit, as the node does.
     Screen {
         /// Sizes and output.
         #[command(flatten)]
         sizes: BenchSizes,
+        /// The share of the screened identifiers that hit, percent (1 to
+        /// 100): more hits, more for flood control to count.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+        hit_percent: u64,
         /// Valid key epochs in the in-process run (2: a rotation window).
         #[arg(long, default_value_t = 1)]
         epochs: u32,
@@ -227,15 +232,18 @@ pub(super) async fn bench(b: BenchCommand) -> Result<()> {
         }
         BenchCommand::Screen {
             sizes,
+            hit_percent,
             epochs,
             threads,
             vs_redis,
             in_process,
         } => {
-            let run = bench_in_process(&sizes, epochs, threads, vs_redis).await?;
+            let hit_percent = hit_percent as usize;
+            let run = bench_in_process(&sizes, hit_percent, epochs, threads, vs_redis).await?;
             let mut figures = run.figures.clone();
             if !in_process {
-                let mut l = bench_load(&sizes, sizes.queries / 100).await?;
+                let known = (sizes.queries * hit_percent / 100).min(sizes.indicators);
+                let mut l = bench_load(&sizes, known).await?;
                 figures.push(l.ingest_figure());
                 figures.extend(bench_node_screen(&mut l, &sizes, &run).await?);
                 l.stop().await?;
@@ -284,7 +292,7 @@ pub(super) async fn bench(b: BenchCommand) -> Result<()> {
             load,
             vs_redis,
         } => {
-            let run = bench_in_process(&sizes, 1, None, vs_redis).await?;
+            let run = bench_in_process(&sizes, 1, 1, None, vs_redis).await?;
             let mut figures = run.figures.clone();
             let mut l = bench_load(&sizes, sizes.queries / 100).await?;
             figures.push(l.ingest_figure());
@@ -315,6 +323,7 @@ async fn bench_load(sizes: &BenchSizes, known: usize) -> Result<Loaded> {
 /// The in-process run (engine against reference, and Redis with `vs_redis`).
 async fn bench_in_process(
     sizes: &BenchSizes,
+    hit_percent: usize,
     epochs: u32,
     threads: Option<usize>,
     vs_redis: bool,
@@ -324,6 +333,7 @@ async fn bench_in_process(
         queries: sizes.queries,
         epochs,
         seed: sizes.seed,
+        hit_percent,
         threads: threads.unwrap_or_else(screen::default_threads),
         vs_redis,
         batch: sizes.batch,

@@ -7,11 +7,13 @@
 //! - [`serve`], [`init`]: run a node; write a node directory.
 //! - [`records`]: contribute, retract, indicators, rekey (the node's own log).
 //! - [`screen`]: match (local or remote) and token; [`bulk`]: their input and output.
-//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log;
-//!   [`report`]: reports drawn from the node's records.
+//! - [`status`]: the node's status; [`alerts`](mod@alerts): the node's alert log.
 //! - [`keygen`], [`trust`]: the operators' keys and the trust list.
 //! - [`bench`](mod@bench), [`demo`]: measured figures; the local coalition end to end.
 //! - [`watchlist`]: the bank's book on the node's watchlist.
+//! - [`disposition`]: the bank's outcomes of alerts and hits; [`report`]:
+//!   reports drawn from the node's records (the case package, the outcome
+//!   figures).
 //! - [`outcomes`](mod@outcomes): the feedback an origin heard about its indicators.
 //! - [`conn`]: how a client command reaches its node.
 
@@ -20,9 +22,11 @@ mod bench;
 mod bulk;
 mod conn;
 mod demo;
+mod disposition;
 mod init;
 mod keygen;
 mod outcomes;
+mod quarantine;
 mod records;
 mod report;
 mod screen;
@@ -132,7 +136,8 @@ pub enum Command {
     /// What this node heard back (feedback) about its own indicators, per
     /// indicator and per case.
     Outcomes(outcomes::OutcomesArgs),
-    /// Reports drawn from the node's records (under `admin`).
+    /// Reports drawn from the node's records (under `admin`): the case
+    /// package of an alert or a hit, the coalition's outcome figures.
     #[command(subcommand)]
     Report(report::ReportCommand),
     /// Show the node's status.
@@ -161,6 +166,12 @@ pub enum Command {
     /// The watchlist: the bank's book under continuous screening.
     #[command(subcommand)]
     Watchlist(watchlist::WatchlistCommand),
+    /// Dispositions: the bank's outcomes of alerts and hits.
+    #[command(subcommand)]
+    Disposition(disposition::DispositionCommand),
+    /// Flood control: list the quarantined indicators, or lift one.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
 }
 
 /// Runs a parsed command.
@@ -199,11 +210,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(b) => bench::bench(b).await,
         Command::Alerts(c) => alerts::alerts(c).await,
         Command::Outcomes(a) => outcomes::outcomes(a).await,
+        Command::Disposition(c) => disposition::disposition(c).await,
         Command::Report(c) => report::report(c).await,
         Command::Status { conn, json } => status::status(conn, json).await,
         Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),
         Command::Trust(c) => trust::trust(c).await,
         Command::Watchlist(c) => watchlist::watchlist(c).await,
+        Command::Quarantine(c) => quarantine::quarantine(c).await,
     }
 }

@@ -1,14 +1,20 @@
 //! `cix report`: documents a node's admin draws from its records.
-//! `cix report outcomes` renders the coalition's outcome figures
-//! (Figures.Outcomes, [`crate::report::outcomes`]) as Markdown with an SVG
-//! chart beside it, as CSV or as JSON.
+//! `cix report case` writes the case package of an alert or a hit
+//! (Reports.CaseReport): the JSON a bank attaches to its report to its
+//! financial intelligence unit. `cix report outcomes` renders the
+//! coalition's outcome figures (Figures.Outcomes,
+//! [`crate::report::outcomes`]) as Markdown with an SVG chart beside it, as
+//! CSV or as JSON.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::conn::{status_error, Conn};
+use super::{
+    conn::{status_error, Conn},
+    disposition::TargetArgs,
+};
 use crate::{
     api::convert,
     outcome::{day_string, utc_day},
@@ -19,6 +25,8 @@ use crate::{
 /// `cix report`.
 #[derive(Subcommand, Debug)]
 pub enum ReportCommand {
+    /// The case package of an alert or a hit, as JSON.
+    Case(CaseArgs),
     /// The coalition's outcome figures for a period: indicators by kind,
     /// hits, alerts, confirmed, false positives, actions, median time to
     /// the first hit; per case from the feedback received. Counts only,
@@ -35,6 +43,19 @@ pub enum Format {
     Csv,
     /// One JSON object; suppressed cells are `null`.
     Json,
+}
+
+/// `cix report case`.
+#[derive(Args, Debug)]
+pub struct CaseArgs {
+    /// How to reach the node.
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Write the package here instead of printing it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `cix report outcomes`.
@@ -64,8 +85,32 @@ pub struct OutcomesArgs {
 /// Runs `cix report`.
 pub(super) async fn report(c: ReportCommand) -> Result<()> {
     match c {
+        ReportCommand::Case(a) => case(a).await,
         ReportCommand::Outcomes(a) => outcomes(a).await,
     }
+}
+
+async fn case(a: CaseArgs) -> Result<()> {
+    let mut clients = a.conn.connect().await?;
+    let r = clients
+        .reports
+        .case_report(proto::CaseReportRequest {
+            target: Some(a.target.to_proto()),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let v: serde_json::Value =
+        serde_json::from_str(&r.json).context("the node's case package is not JSON")?;
+    let pretty = serde_json::to_string_pretty(&v)?;
+    match &a.out {
+        Some(path) => {
+            write(path, &(pretty + "\n"))?;
+            eprintln!("case package written to {}", path.display());
+        }
+        None => println!("{pretty}"),
+    }
+    Ok(())
 }
 
 async fn outcomes(a: OutcomesArgs) -> Result<()> {

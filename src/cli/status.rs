@@ -71,6 +71,22 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
                 "work_pending": s.alert_work_pending,
                 "scans": s.alert_scans,
             }),
+            "dispositions": serde_json::json!({
+                "recorded": s.dispositions_recorded,
+                "confirmed": s.dispositions_confirmed,
+                "false_positive": s.dispositions_false_positive,
+                "alerts_settled": s.alerts_settled,
+                "alerts_not_raised": s.alerts_not_raised,
+                "feedback_failed": s.dispositions_feedback_failed,
+            }),
+            "flood": serde_json::json!({
+                "quarantined": s.indicators_quarantined,
+                "quarantines": s.quarantines_total,
+                "lifted": s.quarantines_lifted,
+                "alerts_paused": s.flood_alerts_paused,
+                "feedback_sent": s.flood_feedback_sent,
+                "counts_flushed_at": s.flood_counts_flushed_at,
+            }),
             "set_aside": s.set_aside.iter().map(|a| serde_json::json!({"origin": a.origin, "first_seq": a.first_seq, "rule": a.rule, "fork_evidence": a.fork_evidence})).collect::<Vec<_>>(),
             "peer_counters": s.peer_counters.iter().map(peer_counters_json).collect::<Vec<_>>(),
         });
@@ -171,6 +187,17 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
         s.alerts_withdrawn,
         s.alert_work_pending
     );
+    if s.dispositions_recorded > 0 {
+        println!(
+            "dispositions {} recorded; in force {} confirmed {} false positive; {} alerts settled ({} raises skipped since start); {} refused for feedback not queued",
+            s.dispositions_recorded,
+            s.dispositions_confirmed,
+            s.dispositions_false_positive,
+            s.alerts_settled,
+            s.alerts_not_raised,
+            s.dispositions_feedback_failed
+        );
+    }
     if s.webhook_pending + s.webhook_delivered + s.webhook_failures > 0 {
         println!(
             "webhook     pending {} delivered {} failures {}{}",
@@ -182,6 +209,16 @@ pub(super) async fn status(conn: Conn, json: bool) -> Result<()> {
             } else {
                 format!(" (last: {})", s.webhook_last_error)
             }
+        );
+    }
+    if s.quarantines_total + s.indicators_quarantined > 0 {
+        println!(
+            "flood       {} quarantined; since start {} begun {} lifted, {} alerts paused, {} flood feedback",
+            s.indicators_quarantined,
+            s.quarantines_total,
+            s.quarantines_lifted,
+            s.flood_alerts_paused,
+            s.flood_feedback_sent
         );
     }
     if s.batches_dropped_unverified + s.batches_resigned > 0 {

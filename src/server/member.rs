@@ -1,5 +1,5 @@
 //! The member listener: the bank's own systems (clients) reach Screening,
-//! Contribution, Admin and Alerts over TLS 1.3 with client certificates that chain
+//! Contribution, Admin, Quarantine and Alerts over TLS 1.3 with client certificates that chain
 //! to the member's client CA; every request is authorized by the grants in
 //! the config ([`crate::auth::clients`]). Health and reflection need only
 //! an authenticated certificate.
@@ -14,9 +14,16 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use super::{ServeTask, ServerError};
 use crate::{
     api::{
-        admin::AdminService, alerts::AlertsService, contribution::ContributionService,
-        figures::FiguresService, outcomes::OutcomesService, screening::ScreeningService,
-        watchlist::WatchlistService, wire::screening_server::ScreeningServer,
+        admin::AdminService,
+        alerts::AlertsService,
+        contribution::ContributionService,
+        dispositions::{DispositionsService, ReportsService},
+        figures::FiguresService,
+        outcomes::OutcomesService,
+        quarantine::QuarantineService,
+        screening::ScreeningService,
+        watchlist::WatchlistService,
+        wire::screening_server::ScreeningServer,
     },
     auth::clients::{Authenticated, ClientCapability, Grants, Require},
     config::Config,
@@ -25,8 +32,10 @@ use crate::{
     node::NodeState,
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
-        contribution_server::ContributionServer, figures_server::FiguresServer,
-        outcomes_server::OutcomesServer, watchlist_server::WatchlistServer,
+        contribution_server::ContributionServer, dispositions_server::DispositionsServer,
+        figures_server::FiguresServer, outcomes_server::OutcomesServer,
+        quarantine_server::QuarantineServer, reports_server::ReportsServer,
+        watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -73,6 +82,7 @@ pub(super) async fn serve(
         state.match_limits.clone(),
         services.remote,
         state.clock.clone(),
+        state.flood.clone(),
     ))
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
@@ -85,8 +95,11 @@ pub(super) async fn serve(
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
     let outcomes = OutcomesServer::new(OutcomesService::new(state.clone()));
+    let quarantine = QuarantineServer::new(QuarantineService::new(state.clone()));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
     let figures = FiguresServer::new(FiguresService::new(state.clone()));
+    let dispositions = DispositionsServer::new(DispositionsService::new(state.clone()));
+    let reports = ReportsServer::new(ReportsService::new(state.clone()));
     health
         .set_serving::<ScreeningServer<ScreeningService>>()
         .await;
@@ -123,11 +136,23 @@ pub(super) async fn serve(
             Require::new(&grants, ClientCapability::Contribute),
         ))
         .add_service(InterceptedService::new(
+            quarantine,
+            Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(
             alerts,
             Require::new(&grants, ClientCapability::Watchlist),
         ))
         .add_service(InterceptedService::new(
             figures,
+            Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(
+            dispositions,
+            Require::new(&grants, ClientCapability::Disposition),
+        ))
+        .add_service(InterceptedService::new(
+            reports,
             Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(health_service, Authenticated))

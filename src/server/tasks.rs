@@ -53,6 +53,33 @@ pub(super) fn spawn(state: &Arc<NodeState>, config: &Config, stop: &Cancellation
         stop.clone(),
     ));
     start_alerts(state, stop);
+    tokio::spawn(flush_flood(state.clone(), stop.clone()));
+}
+
+/// How often flood control's counts are written to disk.
+const FLOOD_FLUSH: Duration = Duration::from_secs(5);
+
+/// Writes flood control's counts every [`FLOOD_FLUSH`], and once more as
+/// the node stops.
+async fn flush_flood(state: Arc<NodeState>, stop: CancellationToken) {
+    let flush = |state: Arc<NodeState>| async move {
+        let flood = state.flood.clone();
+        let now = state.clock.now();
+        match tokio::task::spawn_blocking(move || flood.flush(now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "flood counts not written; trying again")
+            }
+            Err(_) => tracing::error!("flood counts not written: the flush failed"),
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(FLOOD_FLUSH) => flush(state.clone()).await,
+        }
+    }
+    flush(state).await;
 }
 
 /// Starts the alert engine's thread when the node keeps a watchlist, and
@@ -68,6 +95,8 @@ fn start_alerts(state: &Arc<NodeState>, stop: &CancellationToken) {
         keys: state.keys.clone(),
         clock: state.clock.clone(),
         node_id: state.node_id.clone(),
+        dispositions: state.dispositions.clone(),
+        flood: Some(state.flood.clone()),
     };
     if state.monitor.start(deps, &state.logs).is_none() {
         return;

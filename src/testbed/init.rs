@@ -218,7 +218,7 @@ client_ca = "tls/ca.crt"
 [[member_listener.client]]
 name = "local operator"
 spki_sha256 = "{client_fp}"
-capabilities = ["screen", "contribute", "admin", "watchlist"]
+capabilities = ["screen", "contribute", "admin", "watchlist", "disposition"]
 
 [watchlist]
 key_file = "keys/watchlist.key"

@@ -108,6 +108,7 @@ pub fn member(
         status: MemberStatus::Active as i32,
         suspended_after_seq: 0,
         sharing_basis_expires_at: 0,
+        contact: String::new(),
     }
 }
 

@@ -634,6 +634,10 @@ pub fn check_body(b: &proto::TrustList) -> Result<(), TrustError> {
         if !matches!(MemberStatus::try_from(m.status), Ok(s) if s != MemberStatus::Unspecified) {
             return Err(invalid(f("status"), "must be active or suspended"));
         }
+        // A contact is optional; present, a case reference's rule.
+        if !m.contact.is_empty() && !crate::batch::is_label(&m.contact) {
+            return Err(invalid(f("contact"), crate::batch::LABEL_RULE));
+        }
         let mut caps = HashSet::new();
         for (j, &c) in m.capabilities.iter().enumerate() {
             // A value this build does not know (one a later version added)
@@ -1320,6 +1324,14 @@ mod tests {
                 Box::new(|b| b.members[0].id = "Bank".into()),
             ),
             ("members[0].id", Box::new(|b| b.members[0].id = "-x".into())),
+            (
+                "members[0].contact",
+                Box::new(|b| b.members[0].contact = "desk\nline".into()),
+            ),
+            (
+                "members[0].contact",
+                Box::new(|b| b.members[0].contact = "x".repeat(129)),
+            ),
             (
                 "members[0].id",
                 Box::new(|b| b.members[0].id = "a".repeat(65)),

@@ -162,6 +162,10 @@ pub struct MemberAddArgs {
     /// HOST:PORT of the member node's peer listener.
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// Whom a bank's report to its financial intelligence unit names for
+    /// the member (1 to 128 printable ASCII characters or spaces).
+    #[arg(long)]
+    pub contact: Option<String>,
     /// End of the member's sharing basis (RFC 3339); from then on it counts as suspended.
     #[arg(long, value_name = "RFC3339")]
     pub sharing_basis_expires: Option<String>,
@@ -197,6 +201,9 @@ pub struct MemberUpdateArgs {
     /// HOST:PORT of the peer listener; "" for none.
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// The member's contact for banks' case packages; "" for none.
+    #[arg(long)]
+    pub contact: Option<String>,
     /// End of the sharing basis (RFC 3339), or "none".
     #[arg(long, value_name = "RFC3339")]
     pub sharing_basis_expires: Option<String>,
@@ -236,6 +243,7 @@ pub(super) fn member(c: MemberCommand) -> Result<()> {
                     status: MemberStatus::Active as i32,
                     suspended_after_seq: 0,
                     sharing_basis_expires_at: basis.unwrap_or(0),
+                    contact: a.contact.clone().unwrap_or_default(),
                 };
                 if let Some(k) = &signing {
                     edits::add_signing_key(&mut m, k)?;
@@ -291,6 +299,10 @@ pub(super) fn member(c: MemberCommand) -> Result<()> {
                     }
                     m.tls_spki_sha256.push(s);
                     changed.push("tls fingerprint added");
+                }
+                if let Some(c) = &a.contact {
+                    m.contact = c.clone();
+                    changed.push("contact");
                 }
                 if let Some(e) = &a.endpoint {
                     m.endpoint = e.clone();
