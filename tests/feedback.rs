@@ -4,7 +4,9 @@
 //! refused one by one naming the field and the rule, and record nothing;
 //! false positives from two distinct senders flag the indicator for review;
 //! a retry counts once; a sender's durable queue reaches the origin across
-//! the origin's kill -9 and the sender's restart; and the Feedback messages
+//! the origin's kill -9 and the sender's restart; a hit confirmed through
+//! `cix.v1.Dispositions` at a bank reaches the liaison's `cix.v1.Outcomes`;
+//! and the Feedback messages
 //! peers exchanged (captured on the peer listener) carry no `reported`, no
 //! case reference and no raw value.
 
@@ -525,6 +527,87 @@ async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing
                 [1, 1, 42]
             );
             assert!(req.items.iter().all(|i| i.anonymous_senders == 0));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_confirmed_at_the_bank_reaches_the_liaisons_outcomes_without_the_report() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let capture = c.tmp.path().join("capture");
+    for n in &mut c.nodes {
+        n.capture = Some(capture.clone());
+        feedback_on(n);
+    }
+    c.start_all();
+    let added = c
+        .contribute(0, vec![item(proto::Kind::Iban, RAW_A)], CASE)
+        .await;
+    let token = added.results[0].token.clone();
+    c.converge().await;
+    let hit = |seq| proto::DispositionTarget {
+        target: Some(proto::disposition_target::Target::Hit(proto::HitTarget {
+            origin: "liaison-a".into(),
+            seq,
+            watch_reference: String::new(),
+        })),
+    };
+    let mut bank = c.nodes[1].clients().await;
+    // Under review gives no feedback.
+    bank.dispositions
+        .record(proto::RecordDispositionRequest {
+            target: Some(hit(1)),
+            disposition: "under_review".into(),
+            actions: vec![],
+            case_system_ref: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(c.nodes[1].status().await.feedback_queued, 0);
+    bank.dispositions
+        .record(proto::RecordDispositionRequest {
+            target: Some(hit(1)),
+            disposition: "confirmed".into(),
+            actions: vec!["reported".into(), "closed".into()],
+            case_system_ref: "BANK-CASE-0001".into(),
+        })
+        .await
+        .unwrap();
+    wait_status(&c, 1, "delivery", |s| {
+        s.feedback_queued == 1 && s.feedback_delivered == 1 && s.feedback_pending == 0
+    })
+    .await;
+    let mut liaison = c.nodes[0].clients().await;
+    let listed = liaison
+        .outcomes
+        .list(proto::ListOutcomesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.indicators.len(), 1, "{listed:?}");
+    let i = &listed.indicators[0];
+    assert_eq!((i.seq, i.case_ref.as_str()), (1, CASE));
+    let counts = i.counts.unwrap();
+    assert_eq!(
+        (
+            counts.confirmations,
+            counts.closed,
+            counts.blocked,
+            counts.false_positives
+        ),
+        (1, 1, 0, 0)
+    );
+    let frames = feedback_frames(&capture);
+    assert!(frames.iter().any(|(h, _)| h.starts_with("request")));
+    for (header, data) in &frames {
+        for needle in [
+            b"reported".as_slice(),
+            b"BANK-CASE-0001",
+            CASE.as_bytes(),
+            RAW_A.as_bytes(),
+            token.as_slice(),
+        ] {
+            assert!(!contains(data, needle), "{header} carries {needle:?}");
         }
     }
 }
