@@ -13,7 +13,7 @@
 mod support;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -422,8 +422,10 @@ fn feedback_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing_more() {
+/// A liaison and a bank, feedback on at both, peer messages captured; the
+/// liaison contributed `raw` (seq 1) and the bank holds it. Gives the
+/// capture directory and the indicator's token.
+async fn liaison_and_bank(raw: &str) -> (Coalition, PathBuf, Vec<u8>) {
     let mut c = Coalition::new(&["liaison-a", "bank-b"]);
     let capture = c.tmp.path().join("capture");
     for n in &mut c.nodes {
@@ -432,12 +434,18 @@ async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing
     }
     c.start_all();
     let added = c
-        .contribute(0, vec![item(proto::Kind::Iban, RAW_C)], CASE)
+        .contribute(0, vec![item(proto::Kind::Iban, raw)], CASE)
         .await;
     assert_eq!(added.first_seq, 1);
     let token = added.results[0].token.clone();
     assert_eq!(token.len(), 32);
     c.converge().await;
+    (c, capture, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing_more() {
+    let (mut c, capture, token) = liaison_and_bank(RAW_C).await;
 
     // The origin dies; the sender queues (the queue a disposition or flood
     // control writes through FeedbackSink) while stopped, then restarts.
@@ -533,18 +541,7 @@ async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hit_confirmed_at_the_bank_reaches_the_liaisons_outcomes_without_the_report() {
-    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
-    let capture = c.tmp.path().join("capture");
-    for n in &mut c.nodes {
-        n.capture = Some(capture.clone());
-        feedback_on(n);
-    }
-    c.start_all();
-    let added = c
-        .contribute(0, vec![item(proto::Kind::Iban, RAW_A)], CASE)
-        .await;
-    let token = added.results[0].token.clone();
-    c.converge().await;
+    let (c, capture, token) = liaison_and_bank(RAW_A).await;
     let hit = |seq| proto::DispositionTarget {
         target: Some(proto::disposition_target::Target::Hit(proto::HitTarget {
             origin: "liaison-a".into(),
