@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "proto/cix/v1/watchlist.proto",
     "proto/cix/v1/alerts.proto",
     "proto/cix/v1/alert_state.proto",
+    "proto/cix/v1/outcomes.proto",
     "proto/cix/v1/figures.proto",
     "proto/cix/v1/disposition.proto",
     "proto/cix/v1/quarantine.proto",

@@ -11,9 +11,9 @@ use crate::{
     proto::{
         self, admin_client::AdminClient, alerts_client::AlertsClient,
         contribution_client::ContributionClient, dispositions_client::DispositionsClient,
-        figures_client::FiguresClient, quarantine_client::QuarantineClient,
-        reports_client::ReportsClient, screening_client::ScreeningClient,
-        watchlist_client::WatchlistClient,
+        figures_client::FiguresClient, outcomes_client::OutcomesClient,
+        quarantine_client::QuarantineClient, reports_client::ReportsClient,
+        screening_client::ScreeningClient, watchlist_client::WatchlistClient,
     },
     tls::{self, TlsError},
 };
@@ -108,6 +108,8 @@ pub struct Clients {
     pub watchlist: WatchlistClient<Channel>,
     /// Alerts: the node's alert log (Subscribe, List).
     pub alerts: AlertsClient<Channel>,
+    /// Outcomes: the feedback this node heard about its own indicators.
+    pub outcomes: OutcomesClient<Channel>,
     /// Figures: the coalition's outcome figures.
     pub figures: FiguresClient<Channel>,
     /// Dispositions: the bank's outcomes of alerts and hits (Record, List).
@@ -133,6 +135,7 @@ impl Clients {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminClient::new(channel.clone()),
+            outcomes: OutcomesClient::new(channel.clone()),
             quarantine: QuarantineClient::new(channel.clone()),
             alerts: AlertsClient::new(channel.clone()),
             figures: FiguresClient::new(channel.clone()),

@@ -75,6 +75,8 @@ pub(crate) struct RawConfig {
     pub alerts: AlertSettings,
     #[serde(default)]
     pub flood: FloodSettings,
+    #[serde(default)]
+    pub feedback: FeedbackSettings,
 }
 
 /// Flood control (`[flood]`): per indicator and UTC day, past either
@@ -97,6 +99,32 @@ impl Default for FloodSettings {
             watch_entries_per_day: t.watch_entries_per_day,
         }
     }
+}
+
+/// `[feedback]`: whether outcomes go back to each indicator's origin, and
+/// whether this node accepts them for its own indicators.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FeedbackSettings {
+    /// "off" (nothing leaves the node; `Federation.Feedback` refused) or
+    /// "named" (to the origin under this node's identity). Default "off".
+    pub mode: String,
+}
+
+impl Default for FeedbackSettings {
+    fn default() -> Self {
+        FeedbackSettings { mode: "off".into() }
+    }
+}
+
+/// `[feedback] mode`, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum FeedbackMode {
+    /// Nothing leaves the node; `Federation.Feedback` is refused.
+    #[default]
+    Off,
+    /// Feedback goes to each indicator's origin under this node's identity.
+    Named,
 }
 
 /// The alert log and its webhook sink (`[alerts]`).
@@ -468,6 +496,8 @@ pub(crate) struct Config {
     pub webhook: Option<Webhook>,
     /// `[flood]`, checked.
     pub flood: Thresholds,
+    /// `[feedback] mode`.
+    pub feedback: FeedbackMode,
 }
 
 /// The checked `[alerts.webhook]`.
@@ -784,6 +814,16 @@ impl Config {
             }
             None => None,
         };
+        let feedback = match raw.feedback.mode.as_str() {
+            "off" => FeedbackMode::Off,
+            "named" => FeedbackMode::Named,
+            _ => {
+                return Err(invalid(
+                    "feedback.mode",
+                    "must be \"off\" or \"named\" (anonymous feedback through an operator relay is not available yet)",
+                ))
+            }
+        };
         if !(1..=MAX_BATCH_ITEMS).contains(&raw.limits.max_batch_items) {
             return Err(invalid(
                 "limits.max_batch_items",
@@ -840,6 +880,7 @@ impl Config {
                 hits_per_day: raw.flood.hits_per_day,
                 watch_entries_per_day: raw.flood.watch_entries_per_day,
             },
+            feedback,
         })
     }
 }
@@ -900,6 +941,7 @@ mod tests {
             "[peer_listener.limits]",
             "[replication]",
             "[flood]",
+            "[feedback]",
         ] {
             assert!(EXAMPLE.contains(section), "example lacks {section}");
         }
@@ -908,7 +950,8 @@ mod tests {
             + &toml::to_string(&ShutdownSettings::default()).unwrap()
             + &toml::to_string(&ReplicationSettings::default()).unwrap()
             + &toml::to_string(&PeerLimits::default()).unwrap()
-            + &toml::to_string(&FloodSettings::default()).unwrap();
+            + &toml::to_string(&FloodSettings::default()).unwrap()
+            + &toml::to_string(&FeedbackSettings::default()).unwrap();
         for line in defaults.lines() {
             assert!(
                 EXAMPLE.contains(line),

@@ -247,6 +247,21 @@ reasons! {
         /// A prefix query not answered because this node could not record
         /// the daily quota it would take.
         QuotaUnrecorded => "quota_unrecorded",
+        /// Feedback sent while this node's feedback is off.
+        FeedbackOff => "feedback_off",
+        /// Feedback with no items or too many.
+        FeedbackItems => "feedback_items",
+        /// A feedback item naming no add entry of this node's own log.
+        FeedbackSeq => "feedback_seq",
+        /// A feedback item dated out of range, or not a date.
+        FeedbackDate => "feedback_date",
+        /// A feedback item with an unknown outcome.
+        FeedbackOutcome => "feedback_outcome",
+        /// A feedback item with an unknown or repeated action.
+        FeedbackActions => "feedback_actions",
+        /// A feedback item with anonymous senders from a member that is not
+        /// an operator, or more than the trust list has members.
+        FeedbackAnonymous => "feedback_anonymous",
     }
 }
 

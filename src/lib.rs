@@ -17,7 +17,7 @@
 //! - **peer**: another member's node calling on the *peer listener*
 //!   (`cix.v1.Federation`) or called by this one, authorized by the trust
 //!   list in force (its peer capabilities `replicate`, `contribute`,
-//!   `query`).
+//!   `query`, `feedback`).
 //! - **origin log**: one member's append-only, signed log of entries;
 //!   [`batch`]es are its unit of storage and replication. The node keeps
 //!   every origin log it holds in `logs` (store + index, one entry point).
@@ -65,15 +65,17 @@
 //!    subscribers and webhook sink, dispositions recorded against alerts
 //!    and hits, and the case package; [`report`]: the coalition's outcome
 //!    figures (counts, suppressed, with a chart).
-//! 7. `node`: the node's state and its status report.
-//! 8. `api`: tonic services (thin handlers), protobuf conversions, the
+//! 7. [`feedback`]: outcomes back to the origin: the sender's durable
+//!    queue and delivery, the origin's checks and record of what it heard.
+//! 8. `node`: the node's state and its status report.
+//! 9. `api`: tonic services (thin handlers), protobuf conversions, the
 //!    mapping of domain errors to statuses.
-//! 9. `server`: listeners, background tasks, shutdown; `server::run`.
-//! 10. [`client`]: the mTLS client of the member API.
-//! 11. [`testbed`]: a local coalition of real node processes for the demo,
+//! 10. `server`: listeners, background tasks, shutdown; `server::run`.
+//! 11. [`client`]: the mTLS client of the member API.
+//! 12. [`testbed`]: a local coalition of real node processes for the demo,
 //!     benchmarks and tests.
-//! 12. [`bench`]: `cix bench`.
-//! 13. [`cli`]: the `cix` command line, one command family per file; only
+//! 13. [`bench`]: `cix bench`.
+//! 14. [`cli`]: the `cix` command line, one command family per file; only
 //!     `main.rs` imports it.
 //!
 //! # Lint policy
@@ -101,6 +103,7 @@ pub mod counters;
 mod dispositions;
 mod epochs;
 mod federation;
+pub mod feedback;
 mod flood;
 pub mod ident;
 pub mod index;

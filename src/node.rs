@@ -25,6 +25,7 @@ use crate::{
         forks::{self, ForkState},
         receive_batches::Replication,
     },
+    feedback::{Feedback, FeedbackStatus},
     flood::{Flood, FloodError, FloodStatus},
     ident::Kind,
     index::Index,
@@ -33,7 +34,7 @@ use crate::{
         KeyError,
     },
     logs::{self, LogsError, OriginLogs, SetAside},
-    outcome::{FeedbackSink, NoFeedback},
+    outcome::FeedbackSink,
     ratelimit::CallerLimits,
     store::{Store, StoreError},
     time::{Clock, ClockError},
@@ -64,6 +65,8 @@ pub enum NodeError {
     AlertLog(#[from] AlertLogError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    Feedback(#[from] crate::feedback::OpenError),
     #[error("opening the dispositions in {path}")]
     DispositionsOpen {
         path: PathBuf,
@@ -120,11 +123,14 @@ pub(crate) struct NodeState {
     /// The bank's dispositions (`<data_dir>/dispositions`).
     pub dispositions: Arc<Dispositions>,
     /// Where dispositions and flood control hand feedback for the origin
-    /// ([`NoFeedback`] while feedback is off).
+    /// ([`crate::outcome::NoFeedback`] while feedback is off).
     pub feedback: Arc<dyn FeedbackSink>,
     /// Flood control: daily counts per indicator and the quarantines
     /// (`<data_dir>/flood`, [`crate::flood`]).
     pub flood: Arc<Flood>,
+    /// The feedback side: mode, queue, and the origin's record of what it
+    /// received ([`crate::feedback`]).
+    pub feedback_state: Arc<Feedback>,
 }
 
 /// The dispositions' folder in the data directory.
@@ -270,7 +276,8 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         store.clone(),
         clock.now(),
     )?);
-    let feedback: Arc<dyn FeedbackSink> = Arc::new(NoFeedback);
+    let feedback_state = Arc::new(Feedback::open(&config.data_dir, config.feedback)?);
+    let feedback = feedback_state.sink();
     let flood = Arc::new(Flood::open(
         &config.data_dir.join(FLOOD_DIR),
         config.flood,
@@ -279,6 +286,7 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
     )?);
     Ok(NodeState {
         node_id: config.node_id.clone(),
+        feedback_state,
         logs,
         store,
         index,
@@ -357,6 +365,8 @@ pub(crate) struct NodeStatus {
     pub dispositions: DispositionCounts,
     /// Flood control's figures.
     pub flood: FloodStatus,
+    /// Feedback sent and received.
+    pub feedback: FeedbackStatus,
 }
 
 /// The watchlist in Status: counts only, never a reference.
@@ -533,6 +543,7 @@ impl NodeState {
             dispositions: self.dispositions.counts(),
             flood: self.flood.status(now),
             watchlist: self.watch_status(now),
+            feedback: self.feedback_state.status(),
         })
     }
 

@@ -24,6 +24,7 @@ const FLOORS: &[&[&str]] = &[
     &["trust"],
     &["logs", "screening", "retention", "auth"],
     &["contribution", "federation", "config", "alerts", "report"],
+    &["feedback"],
     &["node"],
     &["api"],
     &["server"],

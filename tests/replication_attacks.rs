@@ -83,6 +83,15 @@ impl Drop for OpenWatch {
 
 #[tonic::async_trait]
 impl Federation for FakeState {
+    async fn feedback(
+        &self,
+        _req: Request<proto::FeedbackRequest>,
+    ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        Err(Status::unimplemented(
+            "a relay under test takes no feedback",
+        ))
+    }
+
     async fn query_prefix(
         &self,
         _req: Request<proto::QueryPrefixRequest>,

@@ -263,6 +263,13 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
         flood_alerts_paused: s.flood.alerts_paused,
         flood_feedback_sent: s.flood.feedback_sent,
         flood_counts_flushed_at: s.flood.flushed_at,
+        feedback_queued: s.feedback.queued,
+        feedback_delivered: s.feedback.delivered,
+        feedback_refused: s.feedback.refused,
+        feedback_pending: s.feedback.pending,
+        feedback_received: s.feedback.received,
+        feedback_received_refused: s.feedback.received_refused,
+        feedback_flagged_for_review: s.feedback.flagged_for_review,
         set_aside: s
             .set_aside
             .into_iter()

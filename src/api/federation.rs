@@ -7,6 +7,7 @@
 //! [`crate::federation::answer_prefix`]) and maps the outcome to a
 //! response or a [`tonic::Status`]. Pull and Watch streams last only while
 //! the caller keeps the right to them ([`peers::while_authorized`]).
+//! Feedback goes to [`crate::feedback::receive`].
 
 use std::sync::Arc;
 
@@ -21,12 +22,15 @@ use crate::{
         send_batches::BatchSender,
         trust_serve::{self, PublishRate},
     },
+    feedback::receive::Receiver,
+    node::NodeState,
     proto::{self, federation_server},
     tls::TlsIdentity,
     trust::state::TrustState,
 };
 
 pub(crate) struct FederationService {
+    state: Arc<NodeState>,
     trust: Arc<TrustState>,
     counters: Arc<Counters>,
     batches: BatchSender,
@@ -36,6 +40,7 @@ pub(crate) struct FederationService {
 
 impl FederationService {
     pub(crate) fn new(
+        state: Arc<NodeState>,
         trust: Arc<TrustState>,
         counters: Arc<Counters>,
         batches: BatchSender,
@@ -43,6 +48,7 @@ impl FederationService {
         publish_rate: PublishRate,
     ) -> FederationService {
         FederationService {
+            state,
             trust,
             counters,
             batches,
@@ -114,6 +120,33 @@ impl federation_server::Federation for FederationService {
             .await
             .map_err(|_| Status::internal("the node could not answer the prefix query"))?
             .map_err(Status::from)?;
+        Ok(Response::new(answer))
+    }
+
+    async fn feedback(
+        &self,
+        req: Request<proto::FeedbackRequest>,
+    ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        let member = member(&req).unwrap_or_default().to_string();
+        let state = self.state.clone();
+        let trust = self.trust.clone();
+        let req = req.into_inner();
+        // Off the workers: recording an item flushes it to disk.
+        let answer = tokio::task::spawn_blocking(move || {
+            let list = trust.current();
+            Receiver {
+                feedback: &state.feedback_state,
+                node_id: &state.node_id,
+                store: &state.store,
+                list: &list,
+                counters: &state.counters,
+                now: state.clock.now(),
+            }
+            .receive(&member, &req)
+        })
+        .await
+        .map_err(|_| Status::internal("the node could not answer the feedback"))?
+        .map_err(Status::from)?;
         Ok(Response::new(answer))
     }
 

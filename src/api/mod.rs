@@ -14,6 +14,7 @@ pub(crate) mod convert;
 pub(crate) mod dispositions;
 pub(crate) mod federation;
 pub(crate) mod figures;
+pub(crate) mod outcomes;
 pub(crate) mod quarantine;
 pub(crate) mod screening;
 pub(crate) mod status;

@@ -42,6 +42,7 @@ pub(crate) fn requirement(path: &str) -> (Option<PeerCapability>, bool) {
             (Some(PeerCapability::Replicate), false)
         }
         "/cix.v1.Federation/QueryPrefix" => (Some(PeerCapability::Query), false),
+        "/cix.v1.Federation/Feedback" => (Some(PeerCapability::Feedback), false),
         _ => (None, false),
     }
 }
@@ -51,6 +52,7 @@ fn capability_name(c: PeerCapability) -> &'static str {
         PeerCapability::Contribute => "contribute",
         PeerCapability::Replicate => "replicate",
         PeerCapability::Query => "query",
+        PeerCapability::Feedback => "feedback",
         PeerCapability::Unspecified => "unspecified",
     }
 }

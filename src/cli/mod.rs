@@ -14,6 +14,7 @@
 //! - [`disposition`]: the bank's outcomes of alerts and hits; [`report`]:
 //!   reports drawn from the node's records (the case package, the outcome
 //!   figures).
+//! - [`outcomes`](mod@outcomes): the feedback an origin heard about its indicators.
 //! - [`conn`]: how a client command reaches its node.
 
 mod alerts;
@@ -24,6 +25,7 @@ mod demo;
 mod disposition;
 mod init;
 mod keygen;
+mod outcomes;
 mod quarantine;
 mod records;
 mod report;
@@ -131,6 +133,9 @@ pub enum Command {
     /// Read the node's alert log: follow it live, or list a page.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// What this node heard back (feedback) about its own indicators, per
+    /// indicator and per case.
+    Outcomes(outcomes::OutcomesArgs),
     /// Reports drawn from the node's records (under `admin`): the case
     /// package of an alert or a hit, the coalition's outcome figures.
     #[command(subcommand)]
@@ -204,6 +209,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rekey(a) => records::rekey(a).await,
         Command::Bench(b) => bench::bench(b).await,
         Command::Alerts(c) => alerts::alerts(c).await,
+        Command::Outcomes(a) => outcomes::outcomes(a).await,
         Command::Disposition(c) => disposition::disposition(c).await,
         Command::Report(c) => report::report(c).await,
         Command::Status { conn, json } => status::status(conn, json).await,

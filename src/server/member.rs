@@ -19,6 +19,7 @@ use crate::{
         contribution::ContributionService,
         dispositions::{DispositionsService, ReportsService},
         figures::FiguresService,
+        outcomes::OutcomesService,
         quarantine::QuarantineService,
         screening::ScreeningService,
         watchlist::WatchlistService,
@@ -32,8 +33,9 @@ use crate::{
     proto::{
         admin_server::AdminServer, alerts_server::AlertsServer,
         contribution_server::ContributionServer, dispositions_server::DispositionsServer,
-        figures_server::FiguresServer, quarantine_server::QuarantineServer,
-        reports_server::ReportsServer, watchlist_server::WatchlistServer,
+        figures_server::FiguresServer, outcomes_server::OutcomesServer,
+        quarantine_server::QuarantineServer, reports_server::ReportsServer,
+        watchlist_server::WatchlistServer,
     },
     screening::Engine,
     tls,
@@ -92,6 +94,7 @@ pub(super) async fn serve(
     .max_decoding_message_size(max_bytes)
     .max_encoding_message_size(usize::MAX);
     let admin = AdminServer::new(AdminService::new(state.clone(), services.replication));
+    let outcomes = OutcomesServer::new(OutcomesService::new(state.clone()));
     let quarantine = QuarantineServer::new(QuarantineService::new(state.clone()));
     let alerts = AlertsServer::new(AlertsService::new(state.alert_log.clone(), stop.clone()));
     let figures = FiguresServer::new(FiguresService::new(state.clone()));
@@ -127,6 +130,10 @@ pub(super) async fn serve(
         .add_service(InterceptedService::new(
             admin,
             Require::new(&grants, ClientCapability::Admin),
+        ))
+        .add_service(InterceptedService::new(
+            outcomes,
+            Require::new(&grants, ClientCapability::Contribute),
         ))
         .add_service(InterceptedService::new(
             quarantine,

@@ -172,6 +172,14 @@ pub(crate) async fn run(
         addr_files.push(write_addr(&config.data_dir, PEER_ADDR_FILE, addr)?);
         peer::warn_if_refused(&config, &trust, &state);
         tracing::info!(%addr, "peer listener ready (TLS 1.3, member certificates pinned by the trust list)");
+        if let Some(queue) = &state.feedback_state.queue {
+            tokio::spawn(crate::feedback::deliver::run(
+                queue.clone(),
+                trust.clone(),
+                dialer.clone(),
+                stop.clone(),
+            ));
+        }
         peer::spawn_tasks(
             &trust,
             dialer,

@@ -98,6 +98,7 @@ pub(super) fn serve(
         .layer(PeerAuthLayer::new(trust.clone(), state.counters.clone()))
         .add_service(
             FederationServer::new(FederationService::new(
+                state.clone(),
                 trust.clone(),
                 state.counters.clone(),
                 BatchSender::new(state.logs.clone(), state.counters.clone(), stop.clone()),

@@ -100,6 +100,7 @@ pub fn member(
             PeerCapability::Contribute as i32,
             PeerCapability::Replicate as i32,
             PeerCapability::Query as i32,
+            PeerCapability::Feedback as i32,
         ],
         tls_spki_sha256: vec![tls_spki_sha256.to_string()],
         signing_keys: Vec::new(),
@@ -350,7 +351,7 @@ mod tests {
         assert_eq!(ids, ["op-1", "op-2", "op-3"]);
         let m = &b.members[0];
         assert_eq!(m.status, MemberStatus::Active as i32);
-        assert_eq!(m.capabilities.len(), 3);
+        assert_eq!(m.capabilities.len(), 4);
         let s = unsigned(&b);
         assert!(s.signatures.is_empty());
         assert_eq!(proto::TrustList::decode(&s.body[..]).unwrap(), b);

@@ -47,6 +47,8 @@ pub enum CapabilityArg {
     Replicate,
     /// May send prefix queries.
     Query,
+    /// May send outcomes of the receiver's own indicators.
+    Feedback,
 }
 
 impl From<CapabilityArg> for PeerCapability {
@@ -55,6 +57,7 @@ impl From<CapabilityArg> for PeerCapability {
             CapabilityArg::Contribute => PeerCapability::Contribute,
             CapabilityArg::Replicate => PeerCapability::Replicate,
             CapabilityArg::Query => PeerCapability::Query,
+            CapabilityArg::Feedback => PeerCapability::Feedback,
         }
     }
 }

@@ -1,0 +1,222 @@
+//! The origin's side of `Federation.Feedback`: refused whole when this
+//! node's feedback is off or the request holds no items or too many; else
+//! every item checked field by field (its seq an add entry of this node's
+//! own origin log, its date within [today - 30, today + 1], its outcome and
+//! actions known, anonymous senders only from an operator) and answered on
+//! its own. Accepted items go to the [`Records`](super::record::Records);
+//! refused ones change nothing and are counted per member and reason.
+
+use crate::{
+    counters::{Counters, RequestRefusal},
+    outcome::{parse_day, utc_day, Action},
+    proto::{self, LogOp, MemberKind},
+    store::Store,
+    trust::list::TrustList,
+};
+
+use super::{
+    record::{Received, RecordError, Sender},
+    Feedback, Mode,
+};
+
+/// Most items in one request.
+pub(crate) const MAX_ITEMS: usize = 1000;
+
+/// How many days back an item's date may be.
+pub(crate) const MAX_AGE_DAYS: i64 = 30;
+
+/// Why a whole Feedback request was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FeedbackError {
+    #[error("this node does not accept feedback ([feedback] mode = off)")]
+    Off,
+    #[error("items: must hold 1 to {MAX_ITEMS} items, not {0}")]
+    Items(usize),
+    #[error("recording feedback")]
+    Record(#[from] RecordError),
+}
+
+impl From<FeedbackError> for tonic::Status {
+    fn from(e: FeedbackError) -> tonic::Status {
+        match e {
+            FeedbackError::Off => tonic::Status::failed_precondition(e.to_string()),
+            FeedbackError::Items(_) => tonic::Status::invalid_argument(e.to_string()),
+            FeedbackError::Record(_) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "feedback not recorded");
+                tonic::Status::unavailable("the node could not record the feedback")
+            }
+        }
+    }
+}
+
+/// One item refused: the field, the rule, and the reason it is counted under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ItemRefusal {
+    field: String,
+    rule: String,
+    reason: RequestRefusal,
+}
+
+/// What the handler needs besides the request.
+pub(crate) struct Receiver<'a> {
+    pub feedback: &'a Feedback,
+    pub node_id: &'a str,
+    pub store: &'a Store,
+    pub list: &'a TrustList,
+    pub counters: &'a Counters,
+    pub now: i64,
+}
+
+impl Receiver<'_> {
+    /// Answers `req` from `member` (authorized for `feedback` already).
+    pub(crate) fn receive(
+        &self,
+        member: &str,
+        req: &proto::FeedbackRequest,
+    ) -> Result<proto::FeedbackResponse, FeedbackError> {
+        if self.feedback.mode == Mode::Off {
+            self.counters
+                .request_refused(member, RequestRefusal::FeedbackOff);
+            return Err(FeedbackError::Off);
+        }
+        if req.items.is_empty() || req.items.len() > MAX_ITEMS {
+            self.counters
+                .request_refused(member, RequestRefusal::FeedbackItems);
+            return Err(FeedbackError::Items(req.items.len()));
+        }
+        let mut results = Vec::with_capacity(req.items.len());
+        for (i, item) in req.items.iter().enumerate() {
+            match self.check(member, i, item) {
+                Ok((received, case_ref)) => {
+                    let r = self.feedback.records.record(&received)?;
+                    if r.newly_flagged {
+                        tracing::warn!(origin = %self.node_id, seq = received.seq, case_ref = %case_ref, "indicator flagged for review: false positives from two or more distinct senders");
+                    }
+                    results.push(proto::FeedbackResult {
+                        accepted: true,
+                        ..Default::default()
+                    });
+                }
+                Err(refusal) => {
+                    self.counters.request_refused(member, refusal.reason);
+                    self.feedback.records.refused(1);
+                    tracing::warn!(member, field = %refusal.field, rule = %refusal.rule, "feedback item refused");
+                    results.push(proto::FeedbackResult {
+                        accepted: false,
+                        field: refusal.field,
+                        rule: refusal.rule,
+                    });
+                }
+            }
+        }
+        Ok(proto::FeedbackResponse { results })
+    }
+
+    /// Checks item `i`; gives what to record and the case reference of its
+    /// add entry (for the review log).
+    fn check(
+        &self,
+        member: &str,
+        i: usize,
+        item: &proto::FeedbackItem,
+    ) -> Result<(Received, String), ItemRefusal> {
+        let refuse = |field: &str, rule: String, reason| ItemRefusal {
+            field: format!("items[{i}].{field}"),
+            rule,
+            reason,
+        };
+        let outcome = super::outcome_from_wire(item.outcome).ok_or_else(|| {
+            refuse(
+                "outcome",
+                "must be confirmed, false_positive or flood".into(),
+                RequestRefusal::FeedbackOutcome,
+            )
+        })?;
+        let mut actions: Vec<Action> = Vec::new();
+        for a in &item.actions {
+            let Some(a) = super::action_from_wire(*a) else {
+                return Err(refuse(
+                    "actions",
+                    "each must be blocked or closed".into(),
+                    RequestRefusal::FeedbackActions,
+                ));
+            };
+            if actions.contains(&a) {
+                return Err(refuse(
+                    "actions",
+                    "each action at most once".into(),
+                    RequestRefusal::FeedbackActions,
+                ));
+            }
+            actions.push(a);
+        }
+        let today = utc_day(self.now);
+        let day = parse_day(&item.date)
+            .map_err(|rule| refuse("date", rule, RequestRefusal::FeedbackDate))?;
+        if day < today - MAX_AGE_DAYS || day > today + 1 {
+            return Err(refuse(
+                "date",
+                format!("must be within {MAX_AGE_DAYS} days before today (UTC) and tomorrow"),
+                RequestRefusal::FeedbackDate,
+            ));
+        }
+        let sender = if item.anonymous_senders == 0 {
+            Sender::Named(member.to_string())
+        } else {
+            let operator = self
+                .list
+                .member(member)
+                .is_some_and(|m| m.kind == MemberKind::Operator as i32);
+            if !operator {
+                return Err(refuse(
+                    "anonymous_senders",
+                    "must be 0 unless the sender is an operator relaying anonymous feedback".into(),
+                    RequestRefusal::FeedbackAnonymous,
+                ));
+            }
+            let members = self.list.body().members.len();
+            if item.anonymous_senders as usize > members {
+                return Err(refuse(
+                    "anonymous_senders",
+                    format!("must be at most the trust list's members ({members})"),
+                    RequestRefusal::FeedbackAnonymous,
+                ));
+            }
+            Sender::Relay {
+                relay: member.to_string(),
+                count: item.anonymous_senders,
+            }
+        };
+        let seq_rule = |rule: &str| {
+            refuse(
+                "seq",
+                format!("must name an add entry of this node's own origin log ({rule})"),
+                RequestRefusal::FeedbackSeq,
+            )
+        };
+        if item.seq == 0 {
+            return Err(seq_rule("0 is no entry"));
+        }
+        let batch = match self.store.batch_holding(self.node_id, item.seq) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(seq_rule("no such entry")),
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "reading this node's origin log for feedback");
+                return Err(seq_rule("the entry could not be read"));
+            }
+        };
+        if batch.header.op != LogOp::Add as i32 {
+            return Err(seq_rule("it is a retract or extend entry"));
+        }
+        Ok((
+            Received {
+                seq: item.seq,
+                outcome,
+                actions,
+                day,
+                sender,
+            },
+            batch.header.case_ref.clone(),
+        ))
+    }
+}

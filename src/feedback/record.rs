@@ -1,0 +1,372 @@
+//! The origin's record of the feedback it received (`<data_dir>/feedback_received`,
+//! its own sled database): one entry per (indicator, outcome, UTC day,
+//! sender), so the same sender's same outcome on the same day counts once
+//! however often it is retried. Per indicator it sums confirmations, false
+//! positives, actions and floods, and flags for review an indicator that
+//! two or more distinct senders (named senders, plus the count of distinct
+//! anonymous senders a relay forwarded) reported false positive.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use parking_lot::Mutex;
+
+use crate::outcome::{Action, FeedbackOutcome};
+
+/// The record's folder in the data directory.
+pub(crate) const RECORD_DIR: &str = "feedback_received";
+
+/// Why the record could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The database could not be opened.
+    #[error("opening the feedback record {path}")]
+    Open {
+        /// The record's folder.
+        path: PathBuf,
+        /// What sled said.
+        #[source]
+        source: sled::Error,
+    },
+    /// A read or write of the record failed.
+    #[error("the feedback record")]
+    Db(#[from] sled::Error),
+}
+
+/// Who sent an item, as the origin records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sender {
+    /// A member, by its id (its mTLS identity).
+    Named(String),
+    /// An operator relaying `count` distinct anonymous senders.
+    Relay { relay: String, count: u32 },
+}
+
+/// One checked item to record.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub seq: u64,
+    pub outcome: FeedbackOutcome,
+    pub actions: Vec<Action>,
+    pub day: i64,
+    pub sender: Sender,
+}
+
+/// What this origin heard about one indicator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct IndicatorOutcomes {
+    pub seq: u64,
+    pub confirmations: u64,
+    pub false_positives: u64,
+    pub blocked: u64,
+    pub closed: u64,
+    pub floods: u64,
+    /// Distinct senders of false positives (named plus anonymous counts).
+    pub false_positive_senders: u64,
+    pub flagged: bool,
+    pub first_day: i64,
+    pub last_day: i64,
+}
+
+/// Whether recording an item changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    /// The item was new (not a retry).
+    pub new: bool,
+    /// This item made the indicator flagged for review.
+    pub newly_flagged: bool,
+}
+
+/// Senders of false positives from two on flag an indicator.
+pub(crate) const FLAG_SENDERS: u64 = 2;
+
+pub(crate) struct Records {
+    db: sled::Db,
+    items: sled::Tree,
+    flagged: Mutex<BTreeSet<u64>>,
+    received: AtomicU64,
+    refused: AtomicU64,
+}
+
+const NAMED: u8 = b'n';
+const RELAY: u8 = b'r';
+
+fn outcome_byte(o: FeedbackOutcome) -> u8 {
+    match o {
+        FeedbackOutcome::Confirmed => b'c',
+        FeedbackOutcome::FalsePositive => b'f',
+        FeedbackOutcome::Flood => b'x',
+    }
+}
+
+fn outcome_of(b: u8) -> Option<FeedbackOutcome> {
+    FeedbackOutcome::ALL
+        .into_iter()
+        .find(|o| outcome_byte(*o) == b)
+}
+
+const BLOCKED: u8 = 1;
+const CLOSED: u8 = 2;
+
+fn action_bits(actions: &[Action]) -> u8 {
+    actions.iter().fold(0, |bits, a| match a {
+        Action::Blocked => bits | BLOCKED,
+        Action::Closed => bits | CLOSED,
+        Action::Reported => bits,
+    })
+}
+
+/// Key: seq (8, big-endian) | outcome (1) | day (8, big-endian, offset) |
+/// sender kind (1) | sender id. Value: action bits (1) | anonymous count
+/// (4, big-endian).
+fn key(r: &Received) -> Vec<u8> {
+    let mut k = r.seq.to_be_bytes().to_vec();
+    k.push(outcome_byte(r.outcome));
+    k.extend_from_slice(&((r.day as u64) ^ (1 << 63)).to_be_bytes());
+    match &r.sender {
+        Sender::Named(id) => {
+            k.push(NAMED);
+            k.extend_from_slice(id.as_bytes());
+        }
+        Sender::Relay { relay, .. } => {
+            k.push(RELAY);
+            k.extend_from_slice(relay.as_bytes());
+        }
+    }
+    k
+}
+
+fn value(bits: u8, count: u32) -> [u8; 5] {
+    let mut v = [0u8; 5];
+    v[0] = bits;
+    v[1..].copy_from_slice(&count.to_be_bytes());
+    v
+}
+
+/// One stored entry, decoded.
+struct Entry {
+    outcome: FeedbackOutcome,
+    day: i64,
+    relay: bool,
+    sender: Vec<u8>,
+    bits: u8,
+    count: u32,
+}
+
+fn decode(k: &[u8], v: &[u8]) -> Option<(u64, Entry)> {
+    if k.len() < 18 || v.len() != 5 {
+        return None;
+    }
+    let seq = u64::from_be_bytes(k[..8].try_into().ok()?);
+    let day = (u64::from_be_bytes(k[9..17].try_into().ok()?) ^ (1 << 63)) as i64;
+    Some((
+        seq,
+        Entry {
+            outcome: outcome_of(k[8])?,
+            day,
+            relay: k[17] == RELAY,
+            sender: k[18..].to_vec(),
+            bits: v[0],
+            count: u32::from_be_bytes(v[1..5].try_into().ok()?),
+        },
+    ))
+}
+
+fn summarize(seq: u64, entries: &[Entry]) -> IndicatorOutcomes {
+    let mut o = IndicatorOutcomes {
+        seq,
+        first_day: i64::MAX,
+        last_day: i64::MIN,
+        ..IndicatorOutcomes::default()
+    };
+    let mut named_fp = BTreeSet::new();
+    let mut relayed_fp: BTreeMap<&[u8], u64> = BTreeMap::new();
+    for e in entries {
+        let weight = if e.relay { u64::from(e.count) } else { 1 };
+        match e.outcome {
+            FeedbackOutcome::Confirmed => o.confirmations += weight,
+            FeedbackOutcome::FalsePositive => {
+                o.false_positives += weight;
+                if e.relay {
+                    let m = relayed_fp.entry(&e.sender).or_default();
+                    *m = (*m).max(weight);
+                } else {
+                    named_fp.insert(&e.sender);
+                }
+            }
+            FeedbackOutcome::Flood => o.floods += weight,
+        }
+        if e.bits & BLOCKED != 0 {
+            o.blocked += weight;
+        }
+        if e.bits & CLOSED != 0 {
+            o.closed += weight;
+        }
+        o.first_day = o.first_day.min(e.day);
+        o.last_day = o.last_day.max(e.day);
+    }
+    o.false_positive_senders = named_fp.len() as u64 + relayed_fp.values().sum::<u64>();
+    o.flagged = o.false_positive_senders >= FLAG_SENDERS;
+    o
+}
+
+impl Records {
+    pub(crate) fn open(data_dir: &Path) -> Result<Records, RecordError> {
+        let path = data_dir.join(RECORD_DIR);
+        let db = crate::store::open_db(&sled::Config::new().path(&path)).map_err(|source| {
+            RecordError::Open {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let items = db.open_tree("items")?;
+        let records = Records {
+            db,
+            items,
+            flagged: Mutex::new(BTreeSet::new()),
+            received: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        };
+        let flagged = records
+            .all()?
+            .into_iter()
+            .filter(|o| o.flagged)
+            .map(|o| o.seq)
+            .collect();
+        *records.flagged.lock() = flagged;
+        Ok(records)
+    }
+
+    /// Records `r` once (a retry changes nothing); flushed before it returns.
+    pub(crate) fn record(&self, r: &Received) -> Result<Recorded, RecordError> {
+        let k = key(r);
+        let bits = action_bits(&r.actions);
+        let count = match &r.sender {
+            Sender::Named(_) => 0,
+            Sender::Relay { count, .. } => *count,
+        };
+        let old = self.items.get(&k)?;
+        let (old_bits, old_count) = old.as_deref().filter(|v| v.len() == 5).map_or((0, 0), |v| {
+            (v[0], u32::from_be_bytes([v[1], v[2], v[3], v[4]]))
+        });
+        let (bits, count) = (old_bits | bits, old_count.max(count));
+        let new = old.is_none() || (bits, count) != (old_bits, old_count);
+        if !new {
+            return Ok(Recorded {
+                new: false,
+                newly_flagged: false,
+            });
+        }
+        self.items.insert(k, &value(bits, count))?;
+        self.db.flush()?;
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let now = self.of(r.seq)?;
+        let newly_flagged = now.flagged && self.flagged.lock().insert(r.seq);
+        Ok(Recorded { new, newly_flagged })
+    }
+
+    /// Counts an item refused.
+    pub(crate) fn refused(&self, n: u64) {
+        self.refused.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// What was heard about indicator `seq`.
+    pub(crate) fn of(&self, seq: u64) -> Result<IndicatorOutcomes, RecordError> {
+        let mut entries = Vec::new();
+        for kv in self.items.scan_prefix(seq.to_be_bytes()) {
+            let (k, v) = kv?;
+            if let Some((_, e)) = decode(&k, &v) {
+                entries.push(e);
+            }
+        }
+        Ok(summarize(seq, &entries))
+    }
+
+    /// Every indicator heard about, by seq.
+    pub(crate) fn all(&self) -> Result<Vec<IndicatorOutcomes>, RecordError> {
+        let mut out = Vec::new();
+        let mut current: Option<(u64, Vec<Entry>)> = None;
+        for kv in self.items.iter() {
+            let (k, v) = kv?;
+            let Some((seq, e)) = decode(&k, &v) else {
+                continue;
+            };
+            match &mut current {
+                Some((s, es)) if *s == seq => es.push(e),
+                _ => {
+                    if let Some((s, es)) = current.take() {
+                        out.push(summarize(s, &es));
+                    }
+                    current = Some((seq, vec![e]));
+                }
+            }
+        }
+        if let Some((s, es)) = current {
+            out.push(summarize(s, &es));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn status(&self) -> super::FeedbackStatus {
+        super::FeedbackStatus {
+            received: self.received.load(Ordering::Relaxed),
+            received_refused: self.refused.load(Ordering::Relaxed),
+            flagged_for_review: self.flagged.lock().len() as u64,
+            ..super::FeedbackStatus::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(seq: u64, day: i64, sender: Sender) -> Received {
+        Received {
+            seq,
+            outcome: FeedbackOutcome::FalsePositive,
+            actions: vec![],
+            day,
+            sender,
+        }
+    }
+
+    #[test]
+    fn retries_count_once_and_two_senders_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Records::open(dir.path()).unwrap();
+        let a = Sender::Named("bank-a".into());
+        assert!(r.record(&fp(5, 20_000, a.clone())).unwrap().new);
+        assert!(!r.record(&fp(5, 20_000, a.clone())).unwrap().new);
+        // Another day of the same sender: a new entry, not a new sender.
+        assert!(r.record(&fp(5, 20_001, a.clone())).unwrap().new);
+        let o = r.of(5).unwrap();
+        assert_eq!((o.false_positives, o.false_positive_senders), (2, 1));
+        assert!(!o.flagged);
+        let b = Sender::Named("bank-b".into());
+        assert!(r.record(&fp(5, 20_000, b)).unwrap().newly_flagged);
+        assert!(r.of(5).unwrap().flagged);
+        assert_eq!(r.status().flagged_for_review, 1);
+        drop(r);
+        let r = Records::open(dir.path()).unwrap();
+        assert_eq!(r.status().flagged_for_review, 1, "kept across restarts");
+        let relay = Sender::Relay {
+            relay: "operator".into(),
+            count: 2,
+        };
+        assert!(r.record(&fp(9, 20_000, relay)).unwrap().newly_flagged);
+        let mut c = fp(9, 20_000, Sender::Named("bank-a".into()));
+        c.outcome = FeedbackOutcome::Confirmed;
+        c.actions = vec![Action::Closed, Action::Blocked];
+        r.record(&c).unwrap();
+        let all = r.all().unwrap();
+        assert_eq!(all.iter().map(|o| o.seq).collect::<Vec<_>>(), [5, 9]);
+        assert_eq!(
+            (all[1].confirmations, all[1].blocked, all[1].closed),
+            (1, 1, 1)
+        );
+    }
+}

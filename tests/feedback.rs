@@ -1,0 +1,610 @@
+//! Feedback to the contributor on real nodes over real mutual TLS: the
+//! origin refuses `Federation.Feedback` while its `[feedback] mode` is off;
+//! hostile items (from a peer with its own certificate, on the wire) are
+//! refused one by one naming the field and the rule, and record nothing;
+//! false positives from two distinct senders flag the indicator for review;
+//! a retry counts once; a sender's durable queue reaches the origin across
+//! the origin's kill -9 and the sender's restart; a hit confirmed through
+//! `cix.v1.Dispositions` at a bank reaches the liaison's `cix.v1.Outcomes`;
+//! and the Feedback messages
+//! peers exchanged (captured on the peer listener) carry no `reported`, no
+//! case reference and no raw value.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use cix::{
+    feedback::queue::Queue,
+    outcome::{day_string, utc_day, Action, FeedbackOutcome, FeedbackSink, IndicatorRef},
+    proto::{self, FeedbackAction, FeedbackItem, FeedbackRequest},
+};
+use support::*;
+use tonic::Code;
+
+const CASE: &str = "case-feedback-7";
+const RAW_A: &str = "DE89370400440532013000";
+const RAW_B: &str = "GB82WEST12345698765432";
+const RAW_C: &str = "FR1420041010050500013M02606";
+
+fn today() -> i64 {
+    utc_day(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+}
+
+fn fb(seq: u64, outcome: proto::FeedbackOutcome, day: i64) -> FeedbackItem {
+    FeedbackItem {
+        seq,
+        outcome: outcome as i32,
+        actions: vec![],
+        date: day_string(day),
+        anonymous_senders: 0,
+    }
+}
+
+fn feedback_on(n: &TestNode) {
+    n.append_config("\n[feedback]\nmode = \"named\"\n");
+}
+
+async fn send(
+    c: &Coalition,
+    to: usize,
+    from: usize,
+    items: Vec<FeedbackItem>,
+) -> Result<proto::FeedbackResponse, tonic::Status> {
+    c.federation(to, from)
+        .await
+        .unwrap()
+        .feedback(FeedbackRequest { items })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A log line without its colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Waits (bounded) until `f` holds of node `i`'s Status.
+async fn wait_status(
+    c: &Coalition,
+    i: usize,
+    what: &str,
+    f: impl Fn(&proto::StatusResponse) -> bool,
+) -> proto::StatusResponse {
+    let start = Instant::now();
+    loop {
+        let s = c.nodes[i].status().await;
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "node {} never reached {what}: {s:?}",
+            c.ids[i]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_refuses_feedback_while_off_and_hostile_items_one_by_one() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c", "op-d", "bank-e"]);
+    c.list.members[3].kind = proto::MemberKind::Operator as i32;
+    c.list.members[4]
+        .capabilities
+        .retain(|cap| *cap != proto::PeerCapability::Feedback as i32);
+    c.rewrite_root();
+    c.start_all();
+    let day = today();
+
+    // Off (the default): refused whole, nothing recorded, counted.
+    let e = send(
+        &c,
+        0,
+        1,
+        vec![fb(1, proto::FeedbackOutcome::Confirmed, day)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(
+        e.message().contains("[feedback] mode = off"),
+        "{}",
+        e.message()
+    );
+    let counters = c.nodes[0].counters("bank-b").await;
+    assert_eq!(reason_count(&counters.requests_refused, "feedback_off"), 1);
+    assert_eq!(c.nodes[0].status().await.feedback_received, 0);
+
+    c.nodes[0].stop();
+    feedback_on(&c.nodes[0]);
+    c.nodes[0].start();
+    let added = c
+        .contribute(
+            0,
+            vec![
+                item(proto::Kind::Iban, RAW_A),
+                item(proto::Kind::Iban, RAW_B),
+            ],
+            CASE,
+        )
+        .await;
+    assert_eq!((added.first_seq, added.last_seq), (1, 2));
+    let mut clients = c.nodes[0].clients().await;
+    let retracted = clients
+        .contribution
+        .retract(proto::RetractRequest {
+            identifiers: vec![id(proto::Kind::Iban, RAW_B)],
+            reason: "wrong account".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retracted.retracted, 1);
+    let retract_seq = c
+        .heads(0)
+        .await
+        .into_iter()
+        .find(|(o, _)| o == "liaison-a")
+        .unwrap()
+        .1;
+    assert_eq!(retract_seq, 3);
+
+    // Hostile items, each refused on its own, naming field and rule.
+    let mut unknown_action = fb(1, proto::FeedbackOutcome::Confirmed, day);
+    unknown_action.actions = vec![FeedbackAction::Blocked as i32, 99];
+    let mut repeated_action = fb(1, proto::FeedbackOutcome::Confirmed, day);
+    repeated_action.actions = vec![FeedbackAction::Closed as i32; 2];
+    let mut anonymous = fb(1, proto::FeedbackOutcome::FalsePositive, day);
+    anonymous.anonymous_senders = 3;
+    let mut not_a_date = fb(1, proto::FeedbackOutcome::Confirmed, day);
+    not_a_date.date = "2026-02-30".into();
+    let mut unknown_outcome = fb(1, proto::FeedbackOutcome::Confirmed, day);
+    unknown_outcome.outcome = 7;
+    let hostile = vec![
+        (
+            fb(99, proto::FeedbackOutcome::Confirmed, day),
+            "seq",
+            "no such entry",
+            "feedback_seq",
+        ),
+        (
+            fb(0, proto::FeedbackOutcome::Confirmed, day),
+            "seq",
+            "0 is no entry",
+            "feedback_seq",
+        ),
+        (
+            fb(retract_seq, proto::FeedbackOutcome::FalsePositive, day),
+            "seq",
+            "retract",
+            "feedback_seq",
+        ),
+        (
+            fb(1, proto::FeedbackOutcome::Confirmed, day - 31),
+            "date",
+            "30 days",
+            "feedback_date",
+        ),
+        (
+            fb(1, proto::FeedbackOutcome::Confirmed, day + 2),
+            "date",
+            "tomorrow",
+            "feedback_date",
+        ),
+        (not_a_date, "date", "UTC date", "feedback_date"),
+        (
+            unknown_outcome,
+            "outcome",
+            "confirmed, false_positive or flood",
+            "feedback_outcome",
+        ),
+        (
+            fb(1, proto::FeedbackOutcome::Unspecified, day),
+            "outcome",
+            "confirmed",
+            "feedback_outcome",
+        ),
+        (
+            unknown_action,
+            "actions",
+            "blocked or closed",
+            "feedback_actions",
+        ),
+        (
+            repeated_action,
+            "actions",
+            "at most once",
+            "feedback_actions",
+        ),
+        (
+            anonymous,
+            "anonymous_senders",
+            "operator",
+            "feedback_anonymous",
+        ),
+    ];
+    let answer = send(&c, 0, 1, hostile.iter().map(|h| h.0.clone()).collect())
+        .await
+        .unwrap();
+    assert_eq!(answer.results.len(), hostile.len());
+    for (i, (r, h)) in answer.results.iter().zip(&hostile).enumerate() {
+        assert!(!r.accepted, "item {i} accepted");
+        assert_eq!(r.field, format!("items[{i}].{}", h.1), "{r:?}");
+        assert!(r.rule.contains(h.2), "item {i}: {r:?}");
+    }
+    // A member without the `feedback` capability: refused before any check.
+    let e = send(
+        &c,
+        0,
+        4,
+        vec![fb(1, proto::FeedbackOutcome::Confirmed, day)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("`feedback`"), "{}", e.message());
+    let counters = c.nodes[0].counters("bank-e").await;
+    assert_eq!(
+        reason_count(&counters.requests_refused, "missing_capability"),
+        1
+    );
+
+    // Too many items: the whole request, before any item.
+    let many = vec![fb(1, proto::FeedbackOutcome::Confirmed, day); 1001];
+    let e = send(&c, 0, 1, many).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message().contains("items: must hold 1 to 1000"),
+        "{}",
+        e.message()
+    );
+    let e = send(&c, 0, 1, vec![]).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+
+    let s = c.nodes[0].status().await;
+    assert_eq!(s.feedback_received, 0, "nothing recorded");
+    assert_eq!(s.feedback_received_refused, hostile.len() as u64);
+    assert_eq!(s.feedback_flagged_for_review, 0);
+    let counters = c.nodes[0].counters("bank-b").await;
+    for reason in [
+        "feedback_seq",
+        "feedback_date",
+        "feedback_outcome",
+        "feedback_actions",
+        "feedback_anonymous",
+    ] {
+        let want = hostile.iter().filter(|h| h.3 == reason).count() as u64;
+        assert_eq!(
+            reason_count(&counters.requests_refused, reason),
+            want,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        reason_count(&counters.requests_refused, "feedback_items"),
+        2
+    );
+
+    // Two distinct senders' false positives flag review; a retry counts once.
+    let fp = fb(1, proto::FeedbackOutcome::FalsePositive, day);
+    for _ in 0..2 {
+        let r = send(&c, 0, 1, vec![fp.clone()]).await.unwrap();
+        assert!(r.results[0].accepted, "{r:?}");
+    }
+    let s = c.nodes[0].status().await;
+    assert_eq!((s.feedback_received, s.feedback_flagged_for_review), (1, 0));
+    let r = send(&c, 0, 2, vec![fp.clone()]).await.unwrap();
+    assert!(r.results[0].accepted, "{r:?}");
+    let s = c.nodes[0].status().await;
+    assert_eq!((s.feedback_received, s.feedback_flagged_for_review), (2, 1));
+    // An operator relaying two anonymous senders flags on its own.
+    let mut relayed = fb(2, proto::FeedbackOutcome::FalsePositive, day);
+    relayed.anonymous_senders = 2;
+    let r = send(&c, 0, 3, vec![relayed]).await.unwrap();
+    assert!(r.results[0].accepted, "{r:?}");
+    assert_eq!(c.nodes[0].status().await.feedback_flagged_for_review, 2);
+
+    // The liaison's own view, per indicator and per case.
+    let listed = clients
+        .outcomes
+        .list(proto::ListOutcomesRequest {
+            case_ref: CASE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let seqs: Vec<_> = listed.indicators.iter().map(|i| i.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    let one = listed.indicators[0].counts.unwrap();
+    assert_eq!(
+        (one.false_positives, one.false_positive_senders, one.flagged),
+        (2, 2, 1)
+    );
+    assert_eq!(listed.indicators[0].case_ref, CASE);
+    assert_eq!(listed.cases.len(), 1);
+    assert_eq!(listed.cases[0].indicators, 2);
+    assert_eq!(listed.cases[0].counts.unwrap().flagged, 2);
+    let other = clients
+        .outcomes
+        .list(proto::ListOutcomesRequest {
+            case_ref: "another case".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.indicators.is_empty());
+    let e = clients
+        .outcomes
+        .list(proto::ListOutcomesRequest {
+            case_ref: "\u{7}".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("case_ref:"), "{}", e.message());
+
+    // The same through `cix outcomes`.
+    let (ok, out, err) = run_cli(&c.nodes[0], &["outcomes", "--case-ref", CASE, "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["indicators"][0]["seq"], 1);
+    assert_eq!(v["indicators"][0]["counts"]["flagged"], 1);
+    assert_eq!(v["cases"][0]["case_ref"], CASE);
+    let (ok, out, err) = run_cli(&c.nodes[0], &["outcomes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("FLAGGED FOR REVIEW"), "{out}");
+
+    // The review flag is logged with origin, seq and case reference, never
+    // a raw value; it outlives a restart.
+    c.nodes[0].restart();
+    assert_eq!(c.nodes[0].status().await.feedback_flagged_for_review, 2);
+    let logs = c.nodes[0].logs();
+    let flag = logs
+        .lines()
+        .map(plain)
+        .find(|l| l.contains("flagged for review") && l.contains(" seq=1 "))
+        .unwrap_or_else(|| panic!("no review log:\n{logs}"));
+    assert!(flag.contains("liaison-a") && flag.contains(CASE), "{flag}");
+    for raw in [RAW_A, RAW_B] {
+        assert!(!logs.contains(raw), "raw value in the logs");
+        for (path, bytes) in files_under(&c.nodes[0].data_dir()) {
+            assert!(!contains(&bytes, raw.as_bytes()), "raw value in {path:?}");
+        }
+    }
+}
+
+/// The Feedback frames (request and response bodies) in a capture file.
+fn feedback_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (path, bytes) in files_under(capture) {
+        let _ = path;
+        let mut rest = bytes.as_slice();
+        while let Some(i) = rest.windows(5).position(|w| w == b"\n--- ") {
+            rest = &rest[i + 5..];
+            let end = rest.iter().position(|b| *b == b'\n').unwrap();
+            let header = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let n: usize = header
+                .rsplit_once(" (")
+                .and_then(|(_, t)| t.strip_suffix(" bytes)"))
+                .and_then(|t| t.parse().ok())
+                .unwrap();
+            let data = rest[end + 1..end + 1 + n].to_vec();
+            rest = &rest[end + 1 + n..];
+            if header.contains("/cix.v1.Federation/Feedback") {
+                out.push((header, data));
+            }
+        }
+    }
+    out
+}
+
+/// A liaison and a bank, feedback on at both, peer messages captured; the
+/// liaison contributed `raw` (seq 1) and the bank holds it. Gives the
+/// capture directory and the indicator's token.
+async fn liaison_and_bank(raw: &str) -> (Coalition, PathBuf, Vec<u8>) {
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let capture = c.tmp.path().join("capture");
+    for n in &mut c.nodes {
+        n.capture = Some(capture.clone());
+        feedback_on(n);
+    }
+    c.start_all();
+    let added = c
+        .contribute(0, vec![item(proto::Kind::Iban, raw)], CASE)
+        .await;
+    assert_eq!(added.first_seq, 1);
+    let token = added.results[0].token.clone();
+    assert_eq!(token.len(), 32);
+    c.converge().await;
+    (c, capture, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_feedback_reaches_the_origin_across_its_kill9_and_carries_nothing_more() {
+    let (mut c, capture, token) = liaison_and_bank(RAW_C).await;
+
+    // The origin dies; the sender queues (the queue a disposition or flood
+    // control writes through FeedbackSink) while stopped, then restarts.
+    c.nodes[0].kill9();
+    c.nodes[1].kill9();
+    {
+        let q = Queue::open(&c.nodes[1].data_dir()).unwrap();
+        let about = IndicatorRef {
+            origin: Arc::from("liaison-a"),
+            seq: 1,
+        };
+        q.send(
+            &about,
+            FeedbackOutcome::Confirmed,
+            &[Action::Reported, Action::Blocked, Action::Closed],
+            today(),
+        )
+        .unwrap();
+        q.send(&about, FeedbackOutcome::Flood, &[Action::Reported], today())
+            .unwrap();
+        // Not an add entry of the origin: refused for good, dropped, counted.
+        let unknown = IndicatorRef {
+            origin: Arc::from("liaison-a"),
+            seq: 42,
+        };
+        q.send(&unknown, FeedbackOutcome::Confirmed, &[], today())
+            .unwrap();
+        assert_eq!(q.pending(), 3);
+    }
+    c.nodes[1].start();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = c.nodes[1].status().await;
+    assert_eq!(
+        (s.feedback_pending, s.feedback_delivered),
+        (3, 0),
+        "held while the origin is down"
+    );
+
+    c.nodes[0].start();
+    wait_status(&c, 1, "delivery", |s| {
+        s.feedback_pending == 0 && s.feedback_delivered == 2 && s.feedback_refused == 1
+    })
+    .await;
+    let s = c.nodes[0].status().await;
+    assert_eq!(s.feedback_received, 2);
+    assert_eq!(s.feedback_received_refused, 1);
+    // Delivered is removed: after a restart of the sender nothing is resent.
+    c.nodes[1].restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.nodes[1].status().await.feedback_pending, 0);
+    assert_eq!(c.nodes[0].status().await.feedback_received, 2);
+
+    // On the wire: one request with seq, outcome, actions and date only.
+    let frames = feedback_frames(&capture);
+    assert!(
+        frames.iter().any(|(h, _)| h.starts_with("request")),
+        "no Feedback request captured: {:?}",
+        frames.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for (header, data) in &frames {
+        for needle in [
+            b"reported".as_slice(),
+            b"Reported",
+            CASE.as_bytes(),
+            RAW_C.as_bytes(),
+            token.as_slice(),
+        ] {
+            assert!(
+                !contains(data, needle),
+                "{header} carries {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+        if header.starts_with("request") && data.len() > 5 {
+            let req: FeedbackRequest = prost::Message::decode(&data[5..]).unwrap();
+            assert_eq!(req.items.len(), 3, "{req:?}");
+            assert_eq!(
+                req.items[0].actions,
+                [
+                    FeedbackAction::Blocked as i32,
+                    FeedbackAction::Closed as i32
+                ]
+            );
+            assert!(req.items[1].actions.is_empty());
+            assert_eq!(
+                req.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+                [1, 1, 42]
+            );
+            assert!(req.items.iter().all(|i| i.anonymous_senders == 0));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_confirmed_at_the_bank_reaches_the_liaisons_outcomes_without_the_report() {
+    let (c, capture, token) = liaison_and_bank(RAW_A).await;
+    let hit = |seq| proto::DispositionTarget {
+        target: Some(proto::disposition_target::Target::Hit(proto::HitTarget {
+            origin: "liaison-a".into(),
+            seq,
+            watch_reference: String::new(),
+        })),
+    };
+    let mut bank = c.nodes[1].clients().await;
+    // Under review gives no feedback.
+    bank.dispositions
+        .record(proto::RecordDispositionRequest {
+            target: Some(hit(1)),
+            disposition: "under_review".into(),
+            actions: vec![],
+            case_system_ref: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(c.nodes[1].status().await.feedback_queued, 0);
+    bank.dispositions
+        .record(proto::RecordDispositionRequest {
+            target: Some(hit(1)),
+            disposition: "confirmed".into(),
+            actions: vec!["reported".into(), "closed".into()],
+            case_system_ref: "BANK-CASE-0001".into(),
+        })
+        .await
+        .unwrap();
+    wait_status(&c, 1, "delivery", |s| {
+        s.feedback_queued == 1 && s.feedback_delivered == 1 && s.feedback_pending == 0
+    })
+    .await;
+    let mut liaison = c.nodes[0].clients().await;
+    let listed = liaison
+        .outcomes
+        .list(proto::ListOutcomesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.indicators.len(), 1, "{listed:?}");
+    let i = &listed.indicators[0];
+    assert_eq!((i.seq, i.case_ref.as_str()), (1, CASE));
+    let counts = i.counts.unwrap();
+    assert_eq!(
+        (
+            counts.confirmations,
+            counts.closed,
+            counts.blocked,
+            counts.false_positives
+        ),
+        (1, 1, 0, 0)
+    );
+    let frames = feedback_frames(&capture);
+    assert!(frames.iter().any(|(h, _)| h.starts_with("request")));
+    for (header, data) in &frames {
+        for needle in [
+            b"reported".as_slice(),
+            b"BANK-CASE-0001",
+            CASE.as_bytes(),
+            RAW_A.as_bytes(),
+            token.as_slice(),
+        ] {
+            assert!(!contains(data, needle), "{header} carries {needle:?}");
+        }
+    }
+}
