@@ -284,6 +284,21 @@ pub struct Indicator {
     pub seq: u64,
 }
 
+/// One indicator held, as [`Index::held`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The origin's member id.
+    pub origin: Arc<str>,
+    /// Sequence number of the entry that added it.
+    pub seq: u64,
+    /// Identifier kind.
+    pub kind: Kind,
+    /// When the batch that added it was made, unix seconds.
+    pub created: i64,
+    /// The contributor's case reference.
+    pub case_ref: Arc<str>,
+}
+
 #[derive(Default)]
 struct Interner {
     names: Vec<Arc<str>>,
@@ -1075,15 +1090,17 @@ impl Index {
     }
 
     /// Every indicator held (active or expired, not retracted), once per
-    /// (origin, add entry) whatever the epochs of its tokens: origin, add
-    /// entry's sequence number, kind and creation time.
-    pub fn held(&self) -> Vec<(Arc<str>, u64, Kind, i64)> {
+    /// (origin, add entry) whatever the epochs of its tokens.
+    pub fn held(&self) -> Vec<Held> {
         let mut seen = std::collections::HashSet::new();
         self.all()
             .filter(|(_, e)| seen.insert((e.origin, e.seq)))
-            .map(|(_, e)| {
-                let origin = self.origins.names[e.origin as usize].clone();
-                (origin, e.seq, e.kind, e.created())
+            .map(|(_, e)| Held {
+                origin: self.origins.names[e.origin as usize].clone(),
+                seq: e.seq,
+                kind: e.kind,
+                created: e.created(),
+                case_ref: self.cases.names[e.case as usize].clone(),
             })
             .collect()
     }

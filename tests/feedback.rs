@@ -594,6 +594,22 @@ async fn a_hit_confirmed_at_the_bank_reaches_the_liaisons_outcomes_without_the_r
         ),
         (1, 1, 0, 0)
     );
+    // The liaison's outcome figures are an origin's: per case, from the
+    // feedback received (one confirmation: below 5, suppressed).
+    let today = cix::outcome::day_string(cix::outcome::utc_day(cix::time::system_now().unwrap()));
+    let figures = liaison
+        .figures
+        .outcomes(proto::OutcomesRequest {
+            from: today.clone(),
+            to: today,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(figures.scope(), proto::FiguresScope::Origin);
+    assert_eq!(figures.cases.len(), 1, "{figures:?}");
+    assert_eq!(figures.cases[0].case_ref, CASE);
+    assert!(figures.cases[0].cells.iter().all(|c| c.suppressed));
     let frames = feedback_frames(&capture);
     assert!(frames.iter().any(|(h, _)| h.starts_with("request")));
     for (header, data) in &frames {

@@ -76,6 +76,12 @@ pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()>
         dir.display()
     );
     let mut coalition = LocalCoalition::create(&dir, &CoalitionSpec::demo(&dir))?;
+    // Every member's node sends feedback on its dispositions to the origin
+    // (named), and takes feedback on its own indicators.
+    for m in &coalition.members {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&m.config)?;
+        f.write_all(b"\n[feedback]\nmode = \"named\"\n")?;
+    }
     println!(
         "-- operators signed trust list v{} (3 operator keys, threshold 2, {} members, token key epoch 1)",
         coalition.list.version,
@@ -104,7 +110,7 @@ pub(super) async fn run(identifiers: usize, keep: Option<PathBuf>) -> Result<()>
         result = watch_steps(&coalition).await.map(|o| open = o);
     }
     if result.is_ok() {
-        result = outcomes::settle(&coalition, &open).await;
+        result = outcomes::settle(&coalition, &open, CASE_2).await;
     }
     if result.is_ok() {
         result = trust_steps(&mut coalition).await;

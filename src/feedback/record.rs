@@ -71,6 +71,18 @@ pub(crate) struct IndicatorOutcomes {
     pub last_day: i64,
 }
 
+/// One item heard, as the outcome figures count it: no sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Heard {
+    pub seq: u64,
+    pub outcome: FeedbackOutcome,
+    pub actions: Vec<Action>,
+    pub day: i64,
+    /// How many senders it stands for: 1 for a named sender, the relay's
+    /// count of anonymous ones.
+    pub senders: u64,
+}
+
 /// Whether recording an item changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Recorded {
@@ -283,6 +295,30 @@ impl Records {
             }
         }
         Ok(summarize(seq, &entries))
+    }
+
+    /// Every item heard, by seq then day, without its sender.
+    pub(crate) fn heard(&self) -> Result<Vec<Heard>, RecordError> {
+        let mut out = Vec::new();
+        for kv in self.items.iter() {
+            let (k, v) = kv?;
+            let Some((seq, e)) = decode(&k, &v) else {
+                continue;
+            };
+            let actions = [(BLOCKED, Action::Blocked), (CLOSED, Action::Closed)]
+                .into_iter()
+                .filter(|(bit, _)| e.bits & bit != 0)
+                .map(|(_, a)| a)
+                .collect();
+            out.push(Heard {
+                seq,
+                outcome: e.outcome,
+                actions,
+                day: e.day,
+                senders: if e.relay { u64::from(e.count) } else { 1 },
+            });
+        }
+        Ok(out)
     }
 
     /// Every indicator heard about, by seq.

@@ -1,7 +1,8 @@
 //! The facts the node's records give for the outcome figures
 //! ([`crate::report::outcomes`]): indicators held by creation time, hits and
 //! first hits from flood control's daily counts, alerts raised from the
-//! alert log, the dispositions in force. Each record's module says what it
+//! alert log, the dispositions in force, and on an origin the feedback it
+//! received, per case (never who sent it). Each record's module says what it
 //! holds; this file only gathers, on the caller's (blocking) thread.
 
 use std::{collections::HashMap, sync::Arc};
@@ -10,8 +11,9 @@ use super::NodeState;
 use crate::{
     alerts::log::{Action as AlertAction, AlertLogError},
     dispositions::{DispositionError, Filter},
+    feedback::record::RecordError,
     flood::FloodError,
-    ident::Kind,
+    index::Held,
     outcome::{utc_day, IndicatorRef, DAY},
     report::outcomes::{aggregate, Fact, Figures, Period, Scope},
 };
@@ -28,6 +30,8 @@ pub(crate) enum FiguresError {
     Flood(#[from] FloodError),
     #[error("reading the dispositions")]
     Dispositions(#[from] DispositionError),
+    #[error("reading the feedback received")]
+    Feedback(#[from] RecordError),
 }
 
 impl NodeState {
@@ -37,16 +41,23 @@ impl NodeState {
         let held = self.index.read().held();
         let mut facts: Vec<Fact> = held
             .iter()
-            .filter(|(_, _, _, at)| (from..=to).contains(at))
-            .map(|&(_, _, kind, at)| Fact::Contributed { kind, at })
+            .filter(|h| (from..=to).contains(&h.created))
+            .map(|h| Fact::Contributed {
+                kind: h.kind,
+                at: h.created,
+            })
             .collect();
-        // Kind and creation time of each indicator held, by origin and add
-        // entry: what the counts and dispositions name.
-        let known: HashMap<(Arc<str>, u64), (Kind, i64)> = held
-            .into_iter()
-            .map(|(origin, seq, kind, at)| ((origin, seq), (kind, at)))
+        // Each indicator held by origin and add entry: what the counts,
+        // dispositions and feedback name.
+        let known: HashMap<(Arc<str>, u64), &Held> = held
+            .iter()
+            .map(|h| ((h.origin.clone(), h.seq), h))
             .collect();
-        let of = |r: &IndicatorRef| known.get(&(r.origin.clone(), r.seq)).copied();
+        let of = |r: &IndicatorRef| {
+            known
+                .get(&(r.origin.clone(), r.seq))
+                .map(|h| (h.kind, h.created))
+        };
 
         let hits = self
             .flood
@@ -109,6 +120,27 @@ impl NodeState {
                 }
             }
         }
-        Ok(aggregate(&self.node_id, Scope::Node, period, facts))
+        // What this node heard about its own indicators, as their origin.
+        let own: Arc<str> = self.node_id.as_str().into();
+        let heard = self.feedback_state.records.heard()?;
+        let scope = if heard.is_empty() {
+            Scope::Node
+        } else {
+            Scope::Origin
+        };
+        for h in heard {
+            let case = known.get(&(own.clone(), h.seq)).map_or_else(
+                || "(no longer held)".to_string(),
+                |i| i.case_ref.to_string(),
+            );
+            facts.push(Fact::Feedback {
+                case,
+                day: h.day,
+                outcome: h.outcome,
+                actions: h.actions,
+                senders: h.senders,
+            });
+        }
+        Ok(aggregate(&self.node_id, scope, period, facts))
     }
 }

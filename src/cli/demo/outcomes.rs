@@ -1,11 +1,15 @@
 //! The demo's Report and Disrupt steps: bank-b's analysts settle the two
 //! alerts of the second case still open (one confirmed, reported and
-//! blocked; one a false positive), and the demo ends with the outcome
-//! figures of bank-b's node, as `cix report outcomes` prints them.
+//! blocked; one a false positive), the feedback reaches the liaison's node,
+//! which prints what it heard, and the demo ends with the outcome figures
+//! of bank-b's node, as `cix report outcomes` prints them.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 
 use crate::{
     alerts::log::AlertEvent,
@@ -16,9 +20,13 @@ use crate::{
     time::system_now,
 };
 
+/// How long the demo waits for feedback to reach the liaison.
+const FEEDBACK_WAIT: Duration = Duration::from_secs(30);
+
 /// bank-b confirms the first of `open` and marks the second a false
-/// positive; both settle their (watch entry, origin, case).
-pub(super) async fn settle(c: &LocalCoalition, open: &[AlertEvent]) -> Result<()> {
+/// positive; both settle their (watch entry, origin, case), and their
+/// feedback reaches the liaison, whose node prints what it heard of `case`.
+pub(super) async fn settle(c: &LocalCoalition, open: &[AlertEvent], case: &str) -> Result<()> {
     ensure!(open.len() >= 2, "expected two open alerts, {}", open.len());
     let mut bank_b = c.members[1].connect().await?;
     let steps: [(&AlertEvent, &str, &[&str]); 2] = [
@@ -65,6 +73,55 @@ pub(super) async fn settle(c: &LocalCoalition, open: &[AlertEvent]) -> Result<()
         "bank-b settled {} alert triple(s), expected 2",
         s.alerts_settled
     );
+
+    // The liaison hears of both, from bank-b by name, and of nothing else:
+    // no token, kind, case, watch reference, and never `reported`.
+    let start = Instant::now();
+    let mut liaison = c.members[0].connect().await?;
+    let heard = loop {
+        let r = liaison
+            .outcomes
+            .list(proto::ListOutcomesRequest {
+                case_ref: case.into(),
+            })
+            .await?
+            .into_inner();
+        let counts = r.cases.first().and_then(|c| c.counts);
+        if counts
+            .as_ref()
+            .is_some_and(|k| k.confirmations >= 1 && k.false_positives >= 1)
+        {
+            break r;
+        }
+        if start.elapsed() > FEEDBACK_WAIT {
+            bail!(
+                "liaison-a heard {counts:?} of case {case} within {} s, expected a confirmation and a false positive",
+                FEEDBACK_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "-- liaison-a's node heard back from bank-b (Federation.Feedback: sequence number, outcome, actions other than `reported`, date) {:.0} ms after the dispositions; cix outcomes --case-ref {case}:",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    for i in &heard.indicators {
+        let k = i.counts.unwrap_or_default();
+        println!(
+            "   seq {:<5} confirmed {} false positive {} blocked {} closed {}{} ({})",
+            i.seq,
+            k.confirmations,
+            k.false_positives,
+            k.blocked,
+            k.closed,
+            if k.flagged > 0 {
+                ", flagged for review"
+            } else {
+                ""
+            },
+            i.first_date
+        );
+    }
     Ok(())
 }
 
