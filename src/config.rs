@@ -106,14 +106,23 @@ impl Default for FloodSettings {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct FeedbackSettings {
-    /// "off" (nothing leaves the node; `Federation.Feedback` refused) or
-    /// "named" (to the origin under this node's identity). Default "off".
+    /// "off" (nothing leaves the node; `Federation.Feedback` refused),
+    /// "named" (to the origin under this node's identity) or "anonymous"
+    /// (through an operator node that relays it under its own identity).
+    /// Default "off".
     pub mode: String,
+    /// With "anonymous": the id of the operator node that relays it; unset,
+    /// the first operator (by id) on the trust list in force with the
+    /// `feedback` capability and an endpoint.
+    pub relay: Option<String>,
 }
 
 impl Default for FeedbackSettings {
     fn default() -> Self {
-        FeedbackSettings { mode: "off".into() }
+        FeedbackSettings {
+            mode: "off".into(),
+            relay: None,
+        }
     }
 }
 
@@ -125,6 +134,9 @@ pub(crate) enum FeedbackMode {
     Off,
     /// Feedback goes to each indicator's origin under this node's identity.
     Named,
+    /// Feedback goes to an operator node, which relays it to each origin
+    /// under its own identity, in daily shuffled batches of counts.
+    Anonymous,
 }
 
 /// The alert log and its webhook sink (`[alerts]`).
@@ -498,6 +510,8 @@ pub(crate) struct Config {
     pub flood: Thresholds,
     /// `[feedback] mode`.
     pub feedback: FeedbackMode,
+    /// `[feedback] relay`, only with the anonymous mode.
+    pub feedback_relay: Option<String>,
 }
 
 /// The checked `[alerts.webhook]`.
@@ -817,11 +831,31 @@ impl Config {
         let feedback = match raw.feedback.mode.as_str() {
             "off" => FeedbackMode::Off,
             "named" => FeedbackMode::Named,
+            "anonymous" => FeedbackMode::Anonymous,
             _ => {
                 return Err(invalid(
                     "feedback.mode",
-                    "must be \"off\" or \"named\" (anonymous feedback through an operator relay is not available yet)",
+                    "must be \"off\", \"named\" or \"anonymous\"",
                 ))
+            }
+        };
+        let feedback_relay = match &raw.feedback.relay {
+            None => None,
+            Some(_) if feedback != FeedbackMode::Anonymous => {
+                return Err(invalid(
+                    "feedback.relay",
+                    "only with mode = \"anonymous\" (named feedback goes to the origin itself)",
+                ))
+            }
+            Some(r) => {
+                check_member_id(r).map_err(|rule| invalid("feedback.relay", rule))?;
+                if *r == node_id {
+                    return Err(invalid(
+                        "feedback.relay",
+                        "must be another member's node, not this one",
+                    ));
+                }
+                Some(r.clone())
             }
         };
         if !(1..=MAX_BATCH_ITEMS).contains(&raw.limits.max_batch_items) {
@@ -881,6 +915,7 @@ impl Config {
                 watch_entries_per_day: raw.flood.watch_entries_per_day,
             },
             feedback,
+            feedback_relay,
         })
     }
 }
@@ -999,6 +1034,34 @@ mod tests {
             assert!(e.contains("alerts.webhook.url"), "{bad}: {e}");
             assert!(!e.contains("cases.example") && !e.contains("pw"), "{e}");
         }
+    }
+
+    /// `[feedback] relay` only with the anonymous mode, naming another
+    /// member's node.
+    #[test]
+    fn the_feedback_relay_goes_with_the_anonymous_mode_only() {
+        let with = |mode: &str, relay: Option<&str>| {
+            let mut raw = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap();
+            raw.feedback.mode = mode.into();
+            raw.feedback.relay = relay.map(String::from);
+            Config::from_raw(raw, Path::new("/")).map_err(|e| e.to_string())
+        };
+        let c = with("anonymous", Some("coalition-operator")).unwrap();
+        assert_eq!(c.feedback, FeedbackMode::Anonymous);
+        assert_eq!(c.feedback_relay.as_deref(), Some("coalition-operator"));
+        assert_eq!(with("anonymous", None).unwrap().feedback_relay, None);
+        for (mode, relay, says) in [
+            ("named", Some("coalition-operator"), "only with mode"),
+            ("anonymous", Some("has space"), "feedback.relay"),
+            ("anonymous", Some(""), "feedback.relay"),
+            ("loud", None, "feedback.mode"),
+        ] {
+            let e = with(mode, relay).unwrap_err();
+            assert!(e.contains(says), "{mode} {relay:?}: {e}");
+        }
+        let own = RawConfig::parse(EXAMPLE, Path::new("x")).unwrap().node.id;
+        let e = with("anonymous", Some(&own)).unwrap_err();
+        assert!(e.contains("not this one"), "{e}");
     }
 
     #[test]

@@ -262,6 +262,12 @@ reasons! {
         /// A feedback item with anonymous senders from a member that is not
         /// an operator, or more than the trust list has members.
         FeedbackAnonymous => "feedback_anonymous",
+        /// Anonymous feedback sent to a node that relays none (not an
+        /// operator with `feedback`, or its feedback off).
+        FeedbackNoRelay => "feedback_no_relay",
+        /// An anonymous feedback item naming no member's log it may go to
+        /// (not on the list, the relay itself, or the sender's own).
+        FeedbackOrigin => "feedback_origin",
     }
 }
 
@@ -285,6 +291,10 @@ reasons! {
 /// the trust list are counted (so that strangers cannot grow the map), and
 /// connections refused before their handshake named anyone.
 pub const UNLISTED: &str = "(not on the list)";
+
+/// The key under which an operator relaying anonymous feedback counts what
+/// it refused of it: the relay keeps no sender identity, counters included.
+pub const ANONYMOUS: &str = "(anonymous)";
 
 /// Everything counted for one peer. Plain numbers: a snapshot's copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -276,7 +276,11 @@ pub(crate) async fn open_state(config: &Config) -> Result<NodeState, NodeError> 
         store.clone(),
         clock.now(),
     )?);
-    let feedback_state = Arc::new(Feedback::open(&config.data_dir, config.feedback)?);
+    let feedback_state = Arc::new(Feedback::open(
+        &config.data_dir,
+        config.feedback,
+        config.feedback_relay.clone(),
+    )?);
     let feedback = feedback_state.sink();
     let flood = Arc::new(Flood::open(
         &config.data_dir.join(FLOOD_DIR),

@@ -6,7 +6,10 @@
 //! a retry counts once; a sender's durable queue reaches the origin across
 //! the origin's kill -9 and the sender's restart; a hit confirmed through
 //! `cix.v1.Dispositions` at a bank reaches the liaison's `cix.v1.Outcomes`;
-//! and the Feedback messages
+//! anonymous feedback reaches the origin only as an operator's daily counts
+//! (hostile relay items refused one by one, no sender id on the wire to the
+//! origin, in the origin's record, the relay's files or its log lines, and
+//! two anonymous false positives flag the indicator); and the Feedback messages
 //! peers exchanged (captured on the peer listener) carry no `reported`, no
 //! case reference and no raw value.
 
@@ -399,6 +402,16 @@ async fn the_origin_refuses_feedback_while_off_and_hostile_items_one_by_one() {
 
 /// The Feedback frames (request and response bodies) in a capture file.
 fn feedback_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
+    frames(capture, "/cix.v1.Federation/Feedback")
+}
+
+/// The RelayFeedback frames in a capture file.
+fn relay_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
+    frames(capture, "/cix.v1.Federation/RelayFeedback")
+}
+
+/// The frames of `method` (request and response bodies) in a capture file.
+fn frames(capture: &Path, method: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (path, bytes) in files_under(capture) {
         let _ = path;
@@ -414,7 +427,7 @@ fn feedback_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
                 .unwrap();
             let data = rest[end + 1..end + 1 + n].to_vec();
             rest = &rest[end + 1 + n..];
-            if header.contains("/cix.v1.Federation/Feedback") {
+            if header.contains(method) {
                 out.push((header, data));
             }
         }
@@ -621,6 +634,241 @@ async fn a_hit_confirmed_at_the_bank_reaches_the_liaisons_outcomes_without_the_r
             token.as_slice(),
         ] {
             assert!(!contains(data, needle), "{header} carries {needle:?}");
+        }
+    }
+}
+
+fn relayed(origin: &str, item: FeedbackItem) -> proto::RelayedFeedback {
+    proto::RelayedFeedback {
+        origin: origin.into(),
+        item: Some(item),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_feedback_reaches_the_origin_only_as_the_operators_daily_counts() {
+    let mut c = Coalition::new(&["liaison-a", "bank-b", "bank-c", "operator"]);
+    c.list.members[3].kind = proto::MemberKind::Operator as i32;
+    c.rewrite_root();
+    let capture = c.tmp.path().join("capture");
+    let now = cix::time::system_now().unwrap();
+    for (i, n) in c.nodes.iter_mut().enumerate() {
+        n.capture = Some(capture.clone());
+        let mode = if i == 1 || i == 2 {
+            "anonymous"
+        } else {
+            "named"
+        };
+        n.append_config(&format!("\n[feedback]\nmode = \"{mode}\"\n"));
+    }
+    c.nodes[3].use_test_clock(now);
+    c.start_all();
+    let added = c
+        .contribute(0, vec![item(proto::Kind::Iban, RAW_B)], CASE)
+        .await;
+    assert_eq!(added.first_seq, 1);
+    let token = added.results[0].token.clone();
+    c.converge().await;
+    let day = today();
+
+    // bank-b's analysts: a false positive, through its durable queue and
+    // its delivery task (the anonymous route picks the operator).
+    c.nodes[1].stop();
+    {
+        let q = Queue::open(&c.nodes[1].data_dir()).unwrap();
+        let about = IndicatorRef {
+            origin: Arc::from("liaison-a"),
+            seq: 1,
+        };
+        q.send(
+            &about,
+            FeedbackOutcome::FalsePositive,
+            &[Action::Reported],
+            day,
+        )
+        .unwrap();
+    }
+    c.nodes[1].start();
+    wait_status(&c, 1, "delivery to the relay", |s| {
+        s.feedback_delivered == 1 && s.feedback_pending == 0
+    })
+    .await;
+
+    // bank-c on the wire: hostile items refused one by one, then a false
+    // positive with `blocked`, sent twice (a retry counts once).
+    let mut relay = c.federation(3, 2).await.unwrap();
+    let mut fp = fb(1, proto::FeedbackOutcome::FalsePositive, day);
+    fp.actions = vec![FeedbackAction::Blocked as i32];
+    let mut counted = fp.clone();
+    counted.anonymous_senders = 3;
+    let answer = relay
+        .relay_feedback(proto::RelayFeedbackRequest {
+            items: vec![
+                relayed("liaison-a", fp.clone()),
+                relayed("no-such-member", fp.clone()),
+                relayed("bank-c", fp.clone()),
+                relayed("operator", fp.clone()),
+                relayed("liaison-a", counted),
+                relayed("liaison-a", fb(7, proto::FeedbackOutcome::Confirmed, day)),
+                proto::RelayedFeedback {
+                    origin: "liaison-a".into(),
+                    item: None,
+                },
+                relayed("liaison-a", fp.clone()),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let shown: Vec<_> = answer
+        .results
+        .iter()
+        .map(|r| (r.accepted, r.field.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (true, ""),
+            (false, "items[1].origin"),
+            (false, "items[2].origin"),
+            (false, "items[3].origin"),
+            (false, "items[4].item.anonymous_senders"),
+            (false, "items[5].item.seq"),
+            (false, "items[6].item"),
+            (true, ""),
+        ],
+        "{answer:?}"
+    );
+    // A member that is not an operator relays nothing.
+    let refused = c
+        .federation(0, 2)
+        .await
+        .unwrap()
+        .relay_feedback(proto::RelayFeedbackRequest {
+            items: vec![relayed("bank-b", fp.clone())],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("not an operator"), "{refused:?}");
+
+    let s = wait_status(&c, 3, "relay received", |s| s.feedback_relay_received == 3).await;
+    assert!(s.feedback_relay_pending >= 1, "{s:?}");
+    // Nothing reaches the origin before the operator's UTC day turns.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.nodes[0].status().await.feedback_received, 0);
+
+    c.nodes[3].set_time(now + 86_400);
+    wait_status(&c, 3, "the batch delivered", |s| {
+        s.feedback_relay_forwarded == 2 && s.feedback_relay_pending == 0
+    })
+    .await;
+    let s = wait_status(&c, 0, "received from the relay", |s| {
+        s.feedback_received == 2
+    })
+    .await;
+    assert_eq!(
+        s.feedback_flagged_for_review, 1,
+        "two distinct anonymous senders of false positives flag the indicator"
+    );
+    let listed = c.nodes[0]
+        .clients()
+        .await
+        .outcomes
+        .list(proto::ListOutcomesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.indicators.len(), 1, "{listed:?}");
+    let counts = listed.indicators[0].counts.unwrap();
+    assert_eq!(
+        (
+            counts.false_positives,
+            counts.blocked,
+            counts.confirmations,
+            counts.false_positive_senders,
+            counts.flagged
+        ),
+        (2, 1, 0, 2, 1),
+        "{counts:?}"
+    );
+
+    // On the wire to the origin: only counts, dated the operator's day
+    // before, never a sender; what the banks sent the relay carries no
+    // `reported`, case, value or token either.
+    let to_origin = feedback_frames(&capture);
+    let mut items = Vec::new();
+    for (header, data) in &to_origin {
+        if header.starts_with("request") && data.len() > 5 {
+            let req: FeedbackRequest = prost::Message::decode(&data[5..]).unwrap();
+            items.extend(req.items);
+        }
+    }
+    let mut got: Vec<_> = items
+        .iter()
+        .map(|i| {
+            (
+                i.seq,
+                i.actions.clone(),
+                i.anonymous_senders,
+                i.date.clone(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (1, vec![], 2, day_string(utc_day(now))),
+            (
+                1,
+                vec![FeedbackAction::Blocked as i32],
+                1,
+                day_string(utc_day(now))
+            ),
+        ],
+        "only the relay's counts reach the origin"
+    );
+    for (header, data) in to_origin.iter().chain(relay_frames(&capture).iter()) {
+        for needle in [
+            b"reported".as_slice(),
+            b"bank-b",
+            b"bank-c",
+            CASE.as_bytes(),
+            RAW_B.as_bytes(),
+            token.as_slice(),
+        ] {
+            if needle.starts_with(b"bank-") && header.contains("RelayFeedback") {
+                // bank-c named itself as an origin in a refused item.
+                continue;
+            }
+            assert!(!contains(data, needle), "{header} carries {needle:?}");
+        }
+    }
+
+    // What the origin recorded names the operator, never a bank; the
+    // relay keeps no sender id on disk or in its log lines about feedback.
+    for i in [0, 3] {
+        c.nodes[i].stop();
+    }
+    let record = files_under(&c.nodes[0].data_dir().join("feedback_received"));
+    assert!(record.iter().any(|(_, d)| contains(d, b"operator")));
+    let relay_files: Vec<_> = ["feedback_relay", "feedback_relay_out"]
+        .iter()
+        .flat_map(|d| files_under(&c.nodes[3].data_dir().join(d)))
+        .collect();
+    assert!(!relay_files.is_empty());
+    for (path, data) in record.iter().chain(relay_files.iter()) {
+        for id in [b"bank-b".as_slice(), b"bank-c"] {
+            assert!(!contains(data, id), "{} holds {id:?}", path.display());
+        }
+    }
+    for line in c.nodes[3].logs().lines().map(plain) {
+        if line.to_lowercase().contains("feedback") {
+            assert!(
+                !line.contains("bank-b") && !line.contains("bank-c"),
+                "the relay logged a sender: {line}"
+            );
         }
     }
 }

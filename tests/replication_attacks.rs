@@ -92,6 +92,15 @@ impl Federation for FakeState {
         ))
     }
 
+    async fn relay_feedback(
+        &self,
+        _req: Request<proto::RelayFeedbackRequest>,
+    ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        Err(Status::unimplemented(
+            "a relay under test relays no feedback",
+        ))
+    }
+
     async fn query_prefix(
         &self,
         _req: Request<proto::QueryPrefixRequest>,

@@ -270,6 +270,9 @@ pub(crate) fn status(s: NodeStatus) -> proto::StatusResponse {
         feedback_received: s.feedback.received,
         feedback_received_refused: s.feedback.received_refused,
         feedback_flagged_for_review: s.feedback.flagged_for_review,
+        feedback_relay_received: s.feedback.relay_received,
+        feedback_relay_forwarded: s.feedback.relay_forwarded,
+        feedback_relay_pending: s.feedback.relay_pending,
         set_aside: s
             .set_aside
             .into_iter()

@@ -22,11 +22,14 @@ use crate::{
         send_batches::BatchSender,
         trust_serve::{self, PublishRate},
     },
-    feedback::receive::Receiver,
+    feedback::{
+        receive::{FeedbackError, Receiver},
+        relay::RelayReceiver,
+    },
     node::NodeState,
     proto::{self, federation_server},
     tls::TlsIdentity,
-    trust::state::TrustState,
+    trust::{list::TrustList, state::TrustState},
 };
 
 pub(crate) struct FederationService {
@@ -55,6 +58,27 @@ impl FederationService {
             prefixes: Arc::new(prefixes),
             publish_rate,
         }
+    }
+
+    /// Runs a feedback handler's work off the workers (store reads, keyed
+    /// hashes and an fsync per request) against the trust list in force and
+    /// the node's time.
+    async fn feedback_work(
+        &self,
+        work: impl FnOnce(&NodeState, &TrustList, i64) -> Result<proto::FeedbackResponse, FeedbackError>
+            + Send
+            + 'static,
+    ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        let state = self.state.clone();
+        let trust = self.trust.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let list = trust.current();
+            work(&state, &list, state.clock.now())
+        })
+        .await
+        .map_err(|_| Status::internal("the node could not answer the feedback"))?
+        .map_err(Status::from)?;
+        Ok(Response::new(answer))
     }
 }
 
@@ -128,26 +152,41 @@ impl federation_server::Federation for FederationService {
         req: Request<proto::FeedbackRequest>,
     ) -> Result<Response<proto::FeedbackResponse>, Status> {
         let member = member(&req).unwrap_or_default().to_string();
-        let state = self.state.clone();
-        let trust = self.trust.clone();
         let req = req.into_inner();
-        // Off the workers: recording an item flushes it to disk.
-        let answer = tokio::task::spawn_blocking(move || {
-            let list = trust.current();
+        self.feedback_work(move |state, list, now| {
             Receiver {
                 feedback: &state.feedback_state,
                 node_id: &state.node_id,
                 store: &state.store,
-                list: &list,
+                list,
                 counters: &state.counters,
-                now: state.clock.now(),
+                now,
             }
             .receive(&member, &req)
         })
         .await
-        .map_err(|_| Status::internal("the node could not answer the feedback"))?
-        .map_err(Status::from)?;
-        Ok(Response::new(answer))
+    }
+
+    async fn relay_feedback(
+        &self,
+        req: Request<proto::RelayFeedbackRequest>,
+    ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        let member = member(&req).unwrap_or_default().to_string();
+        let req = req.into_inner();
+        self.feedback_work(move |state, list, now| {
+            let fb = &state.feedback_state;
+            RelayReceiver {
+                relay: fb.relay.as_deref(),
+                mode: fb.mode,
+                node_id: &state.node_id,
+                store: &state.store,
+                list,
+                counters: &state.counters,
+                now,
+            }
+            .receive(&member, &req)
+        })
+        .await
     }
 
     type PullStream = PeerStream<proto::PullResponse>;

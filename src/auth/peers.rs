@@ -42,7 +42,9 @@ pub(crate) fn requirement(path: &str) -> (Option<PeerCapability>, bool) {
             (Some(PeerCapability::Replicate), false)
         }
         "/cix.v1.Federation/QueryPrefix" => (Some(PeerCapability::Query), false),
-        "/cix.v1.Federation/Feedback" => (Some(PeerCapability::Feedback), false),
+        "/cix.v1.Federation/Feedback" | "/cix.v1.Federation/RelayFeedback" => {
+            (Some(PeerCapability::Feedback), false)
+        }
         _ => (None, false),
     }
 }

@@ -1,7 +1,9 @@
 //! The sender's delivery task: for each origin with queued feedback, sends
 //! its items in queued order (at most [`super::receive::MAX_ITEMS`] per
-//! call) to the origin's endpoint on the trust list in force, over the
-//! federation's peer dialer (pinned mutual TLS). An item leaves the queue
+//! call) over the federation's peer dialer (pinned mutual TLS): to the
+//! origin's endpoint on the trust list in force (`Federation.Feedback`), or
+//! in the anonymous mode to the operator node that relays
+//! (`Federation.RelayFeedback`), each item naming its origin. An item leaves the queue
 //! only once the origin answered for it: accepted, or refused for good
 //! (counted). Anything else (the origin down, unknown, its feedback off, a
 //! malformed answer) keeps the items and retries that origin after a
@@ -16,7 +18,11 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{federation::PeerDialer, proto, trust::state::TrustState};
+use crate::{
+    federation::PeerDialer,
+    proto::{self, MemberKind, PeerCapability},
+    trust::{list::TrustList, state::TrustState},
+};
 
 use super::{queue::Queue, receive::MAX_ITEMS};
 
@@ -29,24 +35,36 @@ const IDLE: Duration = Duration::from_secs(60);
 /// Most characters of an origin's refusal text that reach the log.
 const RULE_CHARS: usize = 200;
 
+/// Where a queue's items go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// To each item's origin, under this node's identity.
+    Origin,
+    /// To the operator that relays anonymous feedback: the one named, or
+    /// the first by id on the trust list in force that can.
+    Relay(Option<String>),
+}
+
 /// Why one attempt at an origin failed (its items stay queued).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeliveryError {
     #[error("origin {0} has no endpoint on the trust list in force")]
     NoEndpoint(String),
-    #[error("connecting to origin {origin}")]
+    #[error("no relay for anonymous feedback: {0}")]
+    NoRelay(String),
+    #[error("connecting to node {origin}")]
     Connect {
         origin: String,
         #[source]
         source: crate::tls::TlsError,
     },
-    #[error("origin {origin} answered {code:?}: {message}")]
+    #[error("node {origin} answered {code:?}: {message}")]
     Status {
         origin: String,
         code: tonic::Code,
         message: String,
     },
-    #[error("origin {origin} answered {got} results for {sent} items")]
+    #[error("node {origin} answered {got} results for {sent} items")]
     Answer {
         origin: String,
         got: usize,
@@ -64,6 +82,8 @@ struct Backoff {
 /// Runs until `stop` is cancelled.
 pub(crate) async fn run(
     queue: Arc<Queue>,
+    route: Route,
+    node_id: String,
     trust: Arc<TrustState>,
     dialer: PeerDialer,
     stop: CancellationToken,
@@ -83,7 +103,7 @@ pub(crate) async fn run(
             if backoff.get(origin).is_some_and(|b| b.next > now) {
                 continue;
             }
-            match deliver(&queue, &trust, &dialer, origin).await {
+            match deliver(&queue, &route, &node_id, &trust, &dialer, origin).await {
                 Ok(()) => {
                     backoff.remove(origin);
                 }
@@ -122,9 +142,41 @@ pub(crate) async fn run(
     }
 }
 
-/// One call to `origin` with its oldest items.
+/// The operator node that relays anonymous feedback under `list`.
+pub(crate) fn relay_member(
+    list: &TrustList,
+    named: Option<&str>,
+    node_id: &str,
+) -> Result<proto::Member, String> {
+    let can = |m: &proto::Member| {
+        m.kind == MemberKind::Operator as i32
+            && TrustList::has_capability(m, PeerCapability::Feedback)
+            && !m.endpoint.is_empty()
+            && m.id != node_id
+    };
+    match named {
+        Some(id) => list
+            .member(id)
+            .filter(|m| can(m))
+            .cloned()
+            .ok_or_else(|| {
+                format!("[feedback] relay {id} is not an operator node with the feedback capability and an endpoint on the trust list in force")
+            }),
+        None => {
+            let mut ops: Vec<&proto::Member> = list.body().members.iter().filter(|m| can(m)).collect();
+            ops.sort_by(|a, b| a.id.cmp(&b.id));
+            ops.first().map(|m| (*m).clone()).ok_or_else(|| {
+                "no operator node on the trust list in force has the feedback capability and an endpoint".to_string()
+            })
+        }
+    }
+}
+
+/// One call for `origin`'s oldest items.
 async fn deliver(
     queue: &Queue,
+    route: &Route,
+    node_id: &str,
     trust: &TrustState,
     dialer: &PeerDialer,
     origin: &str,
@@ -133,34 +185,57 @@ async fn deliver(
     if items.is_empty() {
         return Ok(());
     }
-    let member = trust
-        .current()
-        .member(origin)
-        .filter(|m| !m.endpoint.is_empty())
-        .cloned()
-        .ok_or_else(|| DeliveryError::NoEndpoint(origin.to_string()))?;
+    let list = trust.current();
+    let member = match route {
+        Route::Origin => list
+            .member(origin)
+            .filter(|m| !m.endpoint.is_empty())
+            .cloned()
+            .ok_or_else(|| DeliveryError::NoEndpoint(origin.to_string()))?,
+        Route::Relay(named) => {
+            relay_member(&list, named.as_deref(), node_id).map_err(DeliveryError::NoRelay)?
+        }
+    };
+    drop(list);
     let mut client = dialer
         .federation(&member)
         .await
         .map_err(|source| DeliveryError::Connect {
-            origin: origin.to_string(),
+            origin: member.id.clone(),
             source,
         })?;
-    let req = proto::FeedbackRequest {
-        items: items.iter().map(|q| q.item.clone()).collect(),
+    let answer = match route {
+        Route::Origin => {
+            client
+                .feedback(proto::FeedbackRequest {
+                    items: items.iter().map(|q| q.item.clone()).collect(),
+                })
+                .await
+        }
+        Route::Relay(_) => {
+            client
+                .relay_feedback(proto::RelayFeedbackRequest {
+                    items: items
+                        .iter()
+                        .map(|q| proto::RelayedFeedback {
+                            origin: origin.to_string(),
+                            item: Some(q.item.clone()),
+                        })
+                        .collect(),
+                })
+                .await
+        }
     };
-    let answer = client
-        .feedback(req)
-        .await
+    let answer = answer
         .map_err(|s| DeliveryError::Status {
-            origin: origin.to_string(),
+            origin: member.id.clone(),
             code: s.code(),
             message: s.message().chars().take(RULE_CHARS).collect(),
         })?
         .into_inner();
     if answer.results.len() != items.len() {
         return Err(DeliveryError::Answer {
-            origin: origin.to_string(),
+            origin: member.id.clone(),
             got: answer.results.len(),
             sent: items.len(),
         });
@@ -173,11 +248,11 @@ async fn deliver(
             refused += 1;
             let field: String = r.field.chars().take(RULE_CHARS).collect();
             let rule: String = r.rule.chars().take(RULE_CHARS).collect();
-            tracing::warn!(%origin, %field, %rule, "feedback item refused by its origin; dropped");
+            tracing::warn!(%origin, to = %member.id, %field, %rule, "feedback item refused; dropped");
         }
     }
     let keys: Vec<_> = items.into_iter().map(|q| q.key).collect();
     queue.remove(&keys, delivered, refused)?;
-    tracing::info!(%origin, delivered, refused, "feedback delivered");
+    tracing::info!(%origin, to = %member.id, delivered, refused, "feedback delivered");
     Ok(())
 }

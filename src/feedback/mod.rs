@@ -10,7 +10,11 @@
 //! - [`receive`]: the origin's side of `Federation.Feedback`, checking every
 //!   item field by field against this node's own origin log;
 //! - [`record`]: the origin's record of what it received, per indicator and
-//!   sender, idempotent, and which indicators are flagged for review.
+//!   sender, idempotent, and which indicators are flagged for review;
+//! - [`relay`]: an operator node's relay of anonymous feedback
+//!   (`Federation.RelayFeedback`): distinct senders counted by a keyed hash
+//!   discarded with its 30-day window, forwarded once a UTC day, shuffled,
+//!   under the operator's identity.
 //!
 //! A feedback item carries the sequence number of the add entry, the
 //! outcome, the actions that may leave the bank (never `reported`) and the
@@ -20,6 +24,7 @@ pub(crate) mod deliver;
 pub mod queue;
 pub(crate) mod receive;
 pub mod record;
+pub(crate) mod relay;
 
 use std::sync::Arc;
 
@@ -38,6 +43,12 @@ pub(crate) struct Feedback {
     pub mode: Mode,
     pub queue: Option<Arc<queue::Queue>>,
     pub records: Arc<record::Records>,
+    /// The relay of anonymous feedback: open whenever feedback is on (the
+    /// trust list says whether this node is an operator that relays).
+    pub relay: Option<Arc<relay::Relay>>,
+    /// `[feedback] relay`: the operator that relays this node's anonymous
+    /// feedback, when named in the config.
+    pub relay_to: Option<String>,
 }
 
 /// Feedback counts for Status.
@@ -50,6 +61,9 @@ pub(crate) struct FeedbackStatus {
     pub received: u64,
     pub received_refused: u64,
     pub flagged_for_review: u64,
+    pub relay_received: u64,
+    pub relay_forwarded: u64,
+    pub relay_pending: u64,
 }
 
 /// Why the feedback side could not be opened.
@@ -61,28 +75,48 @@ pub enum OpenError {
     /// The origin's record.
     #[error(transparent)]
     Record(#[from] record::RecordError),
+    /// The relay of anonymous feedback.
+    #[error(transparent)]
+    Relay(#[from] relay::RelayError),
 }
 
 impl Feedback {
     /// Opens the record (always: an origin answers what it heard) and,
     /// when feedback is on, the queue.
-    pub(crate) fn open(data_dir: &Path, mode: Mode) -> Result<Feedback, OpenError> {
-        let queue = match mode {
-            Mode::Off => None,
-            Mode::Named => Some(Arc::new(queue::Queue::open(data_dir)?)),
+    pub(crate) fn open(
+        data_dir: &Path,
+        mode: Mode,
+        relay_to: Option<String>,
+    ) -> Result<Feedback, OpenError> {
+        let (queue, relay) = match mode {
+            Mode::Off => (None, None),
+            Mode::Named | Mode::Anonymous => (
+                Some(Arc::new(queue::Queue::open(data_dir)?)),
+                Some(Arc::new(relay::Relay::open(data_dir)?)),
+            ),
         };
         Ok(Feedback {
             mode,
             queue,
             records: Arc::new(record::Records::open(data_dir)?),
+            relay,
+            relay_to,
         })
+    }
+
+    /// How this node's own feedback travels.
+    pub(crate) fn route(&self) -> deliver::Route {
+        match self.mode {
+            Mode::Anonymous => deliver::Route::Relay(self.relay_to.clone()),
+            Mode::Off | Mode::Named => deliver::Route::Origin,
+        }
     }
 
     /// The sink dispositions and flood control call: the queue when
     /// feedback is on, else one that drops everything.
     pub(crate) fn sink(&self) -> Arc<dyn FeedbackSink> {
         match (&self.queue, self.mode) {
-            (Some(q), Mode::Named) => q.clone(),
+            (Some(q), Mode::Named | Mode::Anonymous) => q.clone(),
             _ => Arc::new(NoFeedback),
         }
     }
@@ -95,6 +129,12 @@ impl Feedback {
             s.delivered = c.delivered;
             s.refused = c.refused;
             s.pending = c.pending;
+        }
+        if let Some(r) = &self.relay {
+            let c = r.counts();
+            s.relay_received = c.received;
+            s.relay_forwarded = c.forwarded;
+            s.relay_pending = c.pending;
         }
         s
     }
@@ -140,6 +180,22 @@ pub(crate) enum OutcomesError {
     Record(#[from] record::RecordError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+/// An outcome as one byte in the feedback databases' keys.
+pub(crate) fn outcome_byte(o: FeedbackOutcome) -> u8 {
+    match o {
+        FeedbackOutcome::Confirmed => b'c',
+        FeedbackOutcome::FalsePositive => b'f',
+        FeedbackOutcome::Flood => b'x',
+    }
+}
+
+/// The outcome of a key byte.
+pub(crate) fn outcome_of(b: u8) -> Option<FeedbackOutcome> {
+    FeedbackOutcome::ALL
+        .into_iter()
+        .find(|o| outcome_byte(*o) == b)
 }
 
 /// The wire value of an outcome.

@@ -73,7 +73,12 @@ fn origin_prefix(origin: &str) -> Vec<u8> {
 impl Queue {
     /// Opens (or creates) the queue in `<data_dir>/feedback`.
     pub fn open(data_dir: &Path) -> Result<Queue, QueueOpenError> {
-        let path = data_dir.join(QUEUE_DIR);
+        Queue::open_in(&data_dir.join(QUEUE_DIR))
+    }
+
+    /// Opens (or creates) a queue in the folder `path`.
+    pub(crate) fn open_in(path: &Path) -> Result<Queue, QueueOpenError> {
+        let path = path.to_path_buf();
         let db = crate::store::open_db(&sled::Config::new().path(&path)).map_err(|source| {
             QueueOpenError::Open {
                 path: path.clone(),
@@ -154,6 +159,25 @@ impl Queue {
         self.db.flush()?;
         self.delivered.fetch_add(delivered, Ordering::Relaxed);
         self.refused.fetch_add(refused, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Queues `items` for their origins, in the order given, in one write
+    /// (flushed before it returns).
+    pub(crate) fn push(&self, items: &[(String, FeedbackItem)]) -> Result<(), QueueOpenError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (origin, item) in items {
+            let mut key = origin_prefix(origin);
+            key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+            batch.insert(key, item.encode_to_vec());
+        }
+        self.items.apply_batch(batch)?;
+        self.db.flush()?;
+        self.queued.fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.notify.notify_one();
         Ok(())
     }
 

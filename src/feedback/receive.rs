@@ -8,7 +8,7 @@
 
 use crate::{
     counters::{Counters, RequestRefusal},
-    outcome::{parse_day, utc_day, Action},
+    outcome::{parse_day, utc_day, Action, FeedbackOutcome},
     proto::{self, LogOp, MemberKind},
     store::Store,
     trust::list::TrustList,
@@ -32,16 +32,22 @@ pub(crate) enum FeedbackError {
     Off,
     #[error("items: must hold 1 to {MAX_ITEMS} items, not {0}")]
     Items(usize),
+    #[error("this node relays no anonymous feedback: {0}")]
+    NoRelay(&'static str),
     #[error("recording feedback")]
     Record(#[from] RecordError),
+    #[error("recording anonymous feedback")]
+    Relay(#[from] super::relay::RelayError),
 }
 
 impl From<FeedbackError> for tonic::Status {
     fn from(e: FeedbackError) -> tonic::Status {
         match e {
-            FeedbackError::Off => tonic::Status::failed_precondition(e.to_string()),
+            FeedbackError::Off | FeedbackError::NoRelay(_) => {
+                tonic::Status::failed_precondition(e.to_string())
+            }
             FeedbackError::Items(_) => tonic::Status::invalid_argument(e.to_string()),
-            FeedbackError::Record(_) => {
+            FeedbackError::Record(_) | FeedbackError::Relay(_) => {
                 tracing::error!(error = %crate::telemetry::chain(&e), "feedback not recorded");
                 tonic::Status::unavailable("the node could not record the feedback")
             }
@@ -51,10 +57,10 @@ impl From<FeedbackError> for tonic::Status {
 
 /// One item refused: the field, the rule, and the reason it is counted under.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ItemRefusal {
-    field: String,
-    rule: String,
-    reason: RequestRefusal,
+pub(crate) struct ItemRefusal {
+    pub field: String,
+    pub rule: String,
+    pub reason: RequestRefusal,
 }
 
 /// What the handler needs besides the request.
@@ -125,41 +131,7 @@ impl Receiver<'_> {
             rule,
             reason,
         };
-        let outcome = super::outcome_from_wire(item.outcome).ok_or_else(|| {
-            refuse(
-                "outcome",
-                "must be confirmed, false_positive or flood".into(),
-                RequestRefusal::FeedbackOutcome,
-            )
-        })?;
-        let mut actions: Vec<Action> = Vec::new();
-        for a in &item.actions {
-            let Some(a) = super::action_from_wire(*a) else {
-                return Err(refuse(
-                    "actions",
-                    "each must be blocked or closed".into(),
-                    RequestRefusal::FeedbackActions,
-                ));
-            };
-            if actions.contains(&a) {
-                return Err(refuse(
-                    "actions",
-                    "each action at most once".into(),
-                    RequestRefusal::FeedbackActions,
-                ));
-            }
-            actions.push(a);
-        }
-        let today = utc_day(self.now);
-        let day = parse_day(&item.date)
-            .map_err(|rule| refuse("date", rule, RequestRefusal::FeedbackDate))?;
-        if day < today - MAX_AGE_DAYS || day > today + 1 {
-            return Err(refuse(
-                "date",
-                format!("must be within {MAX_AGE_DAYS} days before today (UTC) and tomorrow"),
-                RequestRefusal::FeedbackDate,
-            ));
-        }
+        let (outcome, actions, day) = check_fields(&format!("items[{i}]"), item, self.now)?;
         let sender = if item.anonymous_senders == 0 {
             Sender::Named(member.to_string())
         } else {
@@ -182,32 +154,25 @@ impl Receiver<'_> {
                     RequestRefusal::FeedbackAnonymous,
                 ));
             }
+            if actions.len() > 1 {
+                return Err(refuse(
+                    "actions",
+                    "a relayed item names at most one action".into(),
+                    RequestRefusal::FeedbackActions,
+                ));
+            }
             Sender::Relay {
                 relay: member.to_string(),
                 count: item.anonymous_senders,
             }
         };
-        let seq_rule = |rule: &str| {
-            refuse(
-                "seq",
-                format!("must name an add entry of this node's own origin log ({rule})"),
-                RequestRefusal::FeedbackSeq,
-            )
-        };
-        if item.seq == 0 {
-            return Err(seq_rule("0 is no entry"));
-        }
-        let batch = match self.store.batch_holding(self.node_id, item.seq) {
-            Ok(Some(b)) => b,
-            Ok(None) => return Err(seq_rule("no such entry")),
-            Err(e) => {
-                tracing::error!(error = %crate::telemetry::chain(&e), "reading this node's origin log for feedback");
-                return Err(seq_rule("the entry could not be read"));
-            }
-        };
-        if batch.header.op != LogOp::Add as i32 {
-            return Err(seq_rule("it is a retract or extend entry"));
-        }
+        let case_ref = check_add(
+            self.store,
+            self.node_id,
+            item.seq,
+            "this node's own origin log",
+        )
+        .map_err(|rule| refuse("seq", rule, RequestRefusal::FeedbackSeq))?;
         Ok((
             Received {
                 seq: item.seq,
@@ -216,7 +181,83 @@ impl Receiver<'_> {
                 day,
                 sender,
             },
-            batch.header.case_ref.clone(),
+            case_ref,
         ))
     }
+}
+
+/// Checks an item's outcome, actions and date (as `<at>.outcome` and so
+/// on) on the node's day `now`; gives them parsed.
+pub(crate) fn check_fields(
+    at: &str,
+    item: &proto::FeedbackItem,
+    now: i64,
+) -> Result<(FeedbackOutcome, Vec<Action>, i64), ItemRefusal> {
+    let refuse = |field: &str, rule: String, reason| ItemRefusal {
+        field: format!("{at}.{field}"),
+        rule,
+        reason,
+    };
+    let outcome = super::outcome_from_wire(item.outcome).ok_or_else(|| {
+        refuse(
+            "outcome",
+            "must be confirmed, false_positive or flood".into(),
+            RequestRefusal::FeedbackOutcome,
+        )
+    })?;
+    let mut actions: Vec<Action> = Vec::new();
+    for a in &item.actions {
+        let Some(a) = super::action_from_wire(*a) else {
+            return Err(refuse(
+                "actions",
+                "each must be blocked or closed".into(),
+                RequestRefusal::FeedbackActions,
+            ));
+        };
+        if actions.contains(&a) {
+            return Err(refuse(
+                "actions",
+                "each action at most once".into(),
+                RequestRefusal::FeedbackActions,
+            ));
+        }
+        actions.push(a);
+    }
+    let today = utc_day(now);
+    let day =
+        parse_day(&item.date).map_err(|rule| refuse("date", rule, RequestRefusal::FeedbackDate))?;
+    if day < today - MAX_AGE_DAYS || day > today + 1 {
+        return Err(refuse(
+            "date",
+            format!("must be within {MAX_AGE_DAYS} days before today (UTC) and tomorrow"),
+            RequestRefusal::FeedbackDate,
+        ));
+    }
+    Ok((outcome, actions, day))
+}
+
+/// Checks that `seq` names an add entry of `origin`'s log in `store`
+/// (described as `log` in the rule); gives the entry's case reference.
+pub(crate) fn check_add(
+    store: &Store,
+    origin: &str,
+    seq: u64,
+    log: &str,
+) -> Result<String, String> {
+    let rule = |why: &str| format!("must name an add entry of {log} ({why})");
+    if seq == 0 {
+        return Err(rule("0 is no entry"));
+    }
+    let batch = match store.batch_holding(origin, seq) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(rule("no such entry")),
+        Err(e) => {
+            tracing::error!(error = %crate::telemetry::chain(&e), "reading an origin log for feedback");
+            return Err(rule("the entry could not be read"));
+        }
+    };
+    if batch.header.op != LogOp::Add as i32 {
+        return Err(rule("it is a retract or extend entry"));
+    }
+    Ok(batch.header.case_ref.clone())
 }

@@ -1,19 +1,23 @@
 //! The origin's record of the feedback it received (`<data_dir>/feedback_received`,
 //! its own sled database): one entry per (indicator, outcome, UTC day,
 //! sender), so the same sender's same outcome on the same day counts once
-//! however often it is retried. Per indicator it sums confirmations, false
-//! positives, actions and floods, and flags for review an indicator that
-//! two or more distinct senders (named senders, plus the count of distinct
-//! anonymous senders a relay forwarded) reported false positive.
+//! however often it is retried. A relay's entries are per (indicator,
+//! outcome, UTC day, action or none, relay): its count of new distinct
+//! anonymous senders of the outcome, or of those who newly took the action.
+//! Per indicator it sums confirmations, false positives, actions and
+//! floods, and flags for review an indicator that two or more distinct
+//! senders (named senders, plus the anonymous senders relays counted)
+//! reported false positive.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use parking_lot::Mutex;
 
+use super::{outcome_byte, outcome_of};
 use crate::outcome::{Action, FeedbackOutcome};
 
 /// The record's folder in the data directory.
@@ -81,6 +85,9 @@ pub(crate) struct Heard {
     /// How many senders it stands for: 1 for a named sender, the relay's
     /// count of anonymous ones.
     pub senders: u64,
+    /// Whether it counts for its outcome (and its actions), or, a relay's
+    /// count of senders who took an action, for its actions only.
+    pub of_outcome: bool,
 }
 
 /// Whether recording an item changed anything.
@@ -106,20 +113,6 @@ pub(crate) struct Records {
 const NAMED: u8 = b'n';
 const RELAY: u8 = b'r';
 
-fn outcome_byte(o: FeedbackOutcome) -> u8 {
-    match o {
-        FeedbackOutcome::Confirmed => b'c',
-        FeedbackOutcome::FalsePositive => b'f',
-        FeedbackOutcome::Flood => b'x',
-    }
-}
-
-fn outcome_of(b: u8) -> Option<FeedbackOutcome> {
-    FeedbackOutcome::ALL
-        .into_iter()
-        .find(|o| outcome_byte(*o) == b)
-}
-
 const BLOCKED: u8 = 1;
 const CLOSED: u8 = 2;
 
@@ -132,8 +125,8 @@ fn action_bits(actions: &[Action]) -> u8 {
 }
 
 /// Key: seq (8, big-endian) | outcome (1) | day (8, big-endian, offset) |
-/// sender kind (1) | sender id. Value: action bits (1) | anonymous count
-/// (4, big-endian).
+/// sender kind (1) | (a relay's: action bits (1)) | sender id. Value:
+/// action bits (1) | anonymous count (4, big-endian).
 fn key(r: &Received) -> Vec<u8> {
     let mut k = r.seq.to_be_bytes().to_vec();
     k.push(outcome_byte(r.outcome));
@@ -145,6 +138,7 @@ fn key(r: &Received) -> Vec<u8> {
         }
         Sender::Relay { relay, .. } => {
             k.push(RELAY);
+            k.push(action_bits(&r.actions));
             k.extend_from_slice(relay.as_bytes());
         }
     }
@@ -174,13 +168,15 @@ fn decode(k: &[u8], v: &[u8]) -> Option<(u64, Entry)> {
     }
     let seq = u64::from_be_bytes(k[..8].try_into().ok()?);
     let day = (u64::from_be_bytes(k[9..17].try_into().ok()?) ^ (1 << 63)) as i64;
+    let relay = k[17] == RELAY;
+    let sender = if relay { k.get(19..)? } else { &k[18..] };
     Some((
         seq,
         Entry {
             outcome: outcome_of(k[8])?,
             day,
-            relay: k[17] == RELAY,
-            sender: k[18..].to_vec(),
+            relay,
+            sender: sender.to_vec(),
             bits: v[0],
             count: u32::from_be_bytes(v[1..5].try_into().ok()?),
         },
@@ -195,16 +191,18 @@ fn summarize(seq: u64, entries: &[Entry]) -> IndicatorOutcomes {
         ..IndicatorOutcomes::default()
     };
     let mut named_fp = BTreeSet::new();
-    let mut relayed_fp: BTreeMap<&[u8], u64> = BTreeMap::new();
+    let mut relayed_fp = 0;
     for e in entries {
         let weight = if e.relay { u64::from(e.count) } else { 1 };
+        // A relay's entry with an action counts that action only.
+        let of_outcome = !e.relay || e.bits == 0;
         match e.outcome {
+            _ if !of_outcome => {}
             FeedbackOutcome::Confirmed => o.confirmations += weight,
             FeedbackOutcome::FalsePositive => {
                 o.false_positives += weight;
                 if e.relay {
-                    let m = relayed_fp.entry(&e.sender).or_default();
-                    *m = (*m).max(weight);
+                    relayed_fp += weight;
                 } else {
                     named_fp.insert(&e.sender);
                 }
@@ -220,7 +218,7 @@ fn summarize(seq: u64, entries: &[Entry]) -> IndicatorOutcomes {
         o.first_day = o.first_day.min(e.day);
         o.last_day = o.last_day.max(e.day);
     }
-    o.false_positive_senders = named_fp.len() as u64 + relayed_fp.values().sum::<u64>();
+    o.false_positive_senders = named_fp.len() as u64 + relayed_fp;
     o.flagged = o.false_positive_senders >= FLAG_SENDERS;
     o
 }
@@ -316,6 +314,7 @@ impl Records {
                 actions,
                 day: e.day,
                 senders: if e.relay { u64::from(e.count) } else { 1 },
+                of_outcome: !e.relay || e.bits == 0,
             });
         }
         Ok(out)

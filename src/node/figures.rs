@@ -11,7 +11,7 @@ use super::NodeState;
 use crate::{
     alerts::log::{Action as AlertAction, AlertLogError},
     dispositions::{DispositionError, Filter},
-    feedback::record::RecordError,
+    feedback::{record::RecordError, relay::RelayError},
     flood::FloodError,
     index::Held,
     outcome::{utc_day, IndicatorRef, DAY},
@@ -32,6 +32,8 @@ pub(crate) enum FiguresError {
     Dispositions(#[from] DispositionError),
     #[error("reading the feedback received")]
     Feedback(#[from] RecordError),
+    #[error("reading the feedback relayed")]
+    Relay(#[from] RelayError),
 }
 
 impl NodeState {
@@ -120,25 +122,47 @@ impl NodeState {
                 }
             }
         }
-        // What this node heard about its own indicators, as their origin.
-        let own: Arc<str> = self.node_id.as_str().into();
-        let heard = self.feedback_state.records.heard()?;
-        let scope = if heard.is_empty() {
-            Scope::Node
-        } else {
-            Scope::Origin
-        };
-        for h in heard {
-            let case = known.get(&(own.clone(), h.seq)).map_or_else(
+        let case_of = |origin: &Arc<str>, seq: u64| {
+            known.get(&(origin.clone(), seq)).map_or_else(
                 || "(no longer held)".to_string(),
                 |i| i.case_ref.to_string(),
-            );
+            )
+        };
+        // As an operator: the anonymous feedback it relayed, per origin and
+        // case (counts of senders only; it keeps no sender).
+        let relayed = match &self.feedback_state.relay {
+            Some(r) => r.relayed()?,
+            None => Vec::new(),
+        };
+        // As an origin: what this node heard about its own indicators.
+        let own: Arc<str> = self.node_id.as_str().into();
+        let heard = self.feedback_state.records.heard()?;
+        let scope = if !relayed.is_empty() {
+            Scope::Operator
+        } else if !heard.is_empty() {
+            Scope::Origin
+        } else {
+            Scope::Node
+        };
+        for r in relayed {
+            let origin: Arc<str> = r.origin.as_str().into();
             facts.push(Fact::Feedback {
-                case,
+                case: format!("{}: {}", r.origin, case_of(&origin, r.seq)),
+                day: r.day,
+                outcome: r.outcome,
+                actions: r.action.into_iter().collect(),
+                senders: r.senders,
+                of_outcome: r.action.is_none(),
+            });
+        }
+        for h in heard {
+            facts.push(Fact::Feedback {
+                case: case_of(&own, h.seq),
                 day: h.day,
                 outcome: h.outcome,
                 actions: h.actions,
                 senders: h.senders,
+                of_outcome: h.of_outcome,
             });
         }
         Ok(aggregate(&self.node_id, scope, period, facts))

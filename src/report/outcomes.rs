@@ -168,6 +168,10 @@ pub enum Fact {
         /// How many senders it stands for (1 for a named sender; the
         /// relay's count for anonymous feedback).
         senders: u64,
+        /// Whether it counts for its outcome and its actions, or (a relay's
+        /// count of anonymous senders who took an action) for its actions
+        /// only.
+        of_outcome: bool,
     },
 }
 
@@ -310,6 +314,7 @@ pub fn aggregate(
                 outcome,
                 actions,
                 senders,
+                of_outcome,
             } if period.holds(day) => {
                 let row = cases.entry(case).or_default();
                 let column = match outcome {
@@ -317,9 +322,11 @@ pub fn aggregate(
                     FeedbackOutcome::FalsePositive => 1,
                     FeedbackOutcome::Flood => 2,
                 };
-                row[column] += senders;
-                if column < 2 {
-                    series[bucket(day)][1 + column] += senders;
+                if of_outcome {
+                    row[column] += senders;
+                    if column < 2 {
+                        series[bucket(day)][1 + column] += senders;
+                    }
                 }
                 for a in dedup(&actions) {
                     match a {
@@ -725,6 +732,7 @@ mod tests {
             outcome: FeedbackOutcome::FalsePositive,
             actions: vec![],
             senders: 5,
+            of_outcome: true,
         });
         let f = aggregate("liaison-a", Scope::Node, period(), facts);
         let iban = &f.kinds[0];

@@ -172,9 +172,29 @@ pub(crate) async fn run(
         addr_files.push(write_addr(&config.data_dir, PEER_ADDR_FILE, addr)?);
         peer::warn_if_refused(&config, &trust, &state);
         tracing::info!(%addr, "peer listener ready (TLS 1.3, member certificates pinned by the trust list)");
-        if let Some(queue) = &state.feedback_state.queue {
+        let feedback = &state.feedback_state;
+        if let Some(queue) = &feedback.queue {
             tokio::spawn(crate::feedback::deliver::run(
                 queue.clone(),
+                feedback.route(),
+                state.node_id.clone(),
+                trust.clone(),
+                dialer.clone(),
+                stop.clone(),
+            ));
+        }
+        // As an operator: the daily batches of anonymous feedback, delivered
+        // to each origin under this node's identity.
+        if let Some(relay) = &feedback.relay {
+            tokio::spawn(crate::feedback::relay::run(
+                relay.clone(),
+                state.clock.clone(),
+                stop.clone(),
+            ));
+            tokio::spawn(crate::feedback::deliver::run(
+                relay.out.clone(),
+                crate::feedback::deliver::Route::Origin,
+                state.node_id.clone(),
                 trust.clone(),
                 dialer.clone(),
                 stop.clone(),
