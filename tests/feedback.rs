@@ -846,6 +846,30 @@ async fn anonymous_feedback_reaches_the_origin_only_as_the_operators_daily_count
         }
     }
 
+    // The operator's figures: what it relayed, per origin and case (counts
+    // below 5 suppressed).
+    let mut op = c.nodes[3].clients().await;
+    let relayed_day = day_string(utc_day(now));
+    let figures = op
+        .figures
+        .outcomes(proto::OutcomesRequest {
+            from: relayed_day.clone(),
+            to: relayed_day,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(figures.scope(), proto::FiguresScope::Operator);
+    assert_eq!(
+        figures
+            .cases
+            .iter()
+            .map(|c| c.case_ref.as_str())
+            .collect::<Vec<_>>(),
+        [format!("liaison-a: {CASE}")],
+        "{figures:?}"
+    );
+
     // What the origin recorded names the operator, never a bank; the
     // relay keeps no sender id on disk or in its log lines about feedback.
     for i in [0, 3] {
