@@ -268,6 +268,9 @@ reasons! {
         /// An anonymous feedback item naming no member's log it may go to
         /// (not on the list, the relay itself, or the sender's own).
         FeedbackOrigin => "feedback_origin",
+        /// Feedback past a member's requests per second or items per day
+        /// (`feedback::LIMIT`).
+        FeedbackLimit => "feedback_limit",
     }
 }
 

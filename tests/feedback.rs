@@ -752,7 +752,24 @@ async fn anonymous_feedback_reaches_the_origin_only_as_the_operators_daily_count
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("not an operator"), "{refused:?}");
 
-    let s = wait_status(&c, 3, "relay received", |s| s.feedback_relay_received == 3).await;
+    // Past its burst of requests (the operator's clock stands still, so
+    // nothing refills) a sender is refused whole, to retry later.
+    for n in 1..=20 {
+        let r = relay
+            .relay_feedback(proto::RelayFeedbackRequest {
+                items: vec![relayed("liaison-a", fp.clone())],
+            })
+            .await;
+        if n < 20 {
+            assert!(r.is_ok(), "request {n}: {r:?}");
+        } else {
+            let e = r.unwrap_err();
+            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+            assert!(e.message().contains("per member and UTC day"), "{e:?}");
+        }
+    }
+
+    let s = wait_status(&c, 3, "relay received", |s| s.feedback_relay_received >= 3).await;
     assert!(s.feedback_relay_pending >= 1, "{s:?}");
     // Nothing reaches the origin before the operator's UTC day turns.
     tokio::time::sleep(Duration::from_secs(2)).await;

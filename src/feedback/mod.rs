@@ -49,7 +49,20 @@ pub(crate) struct Feedback {
     /// `[feedback] relay`: the operator that relays this node's anonymous
     /// feedback, when named in the config.
     pub relay_to: Option<String>,
+    /// Items each member may send this node as an origin ([`LIMIT`]).
+    pub limits: crate::ratelimit::Limiter,
 }
+
+/// What one member may send a node, as an origin or as a relay: requests
+/// per second with a burst, and items per UTC day. Far above what analysts
+/// and flood control give; it bounds what a hostile member can make a node
+/// store (each new item is an entry on disk). Kept in memory: a restart
+/// starts the day's count afresh.
+pub(crate) const LIMIT: crate::ratelimit::Rule = crate::ratelimit::Rule {
+    per_second: 10.0,
+    burst: 20.0,
+    units_per_day: 100_000,
+};
 
 /// Feedback counts for Status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,6 +114,7 @@ impl Feedback {
             records: Arc::new(record::Records::open(data_dir)?),
             relay,
             relay_to,
+            limits: crate::ratelimit::Limiter::new(),
         })
     }
 

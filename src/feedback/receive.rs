@@ -34,6 +34,8 @@ pub(crate) enum FeedbackError {
     Items(usize),
     #[error("this node relays no anonymous feedback: {0}")]
     NoRelay(&'static str),
+    #[error("feedback: at most {} items per member and UTC day, {} requests per second; try again in {}s", super::LIMIT.units_per_day, super::LIMIT.per_second, .0.retry_after.as_secs().max(1))]
+    Limit(crate::ratelimit::Refused),
     #[error("recording feedback")]
     Record(#[from] RecordError),
     #[error("recording anonymous feedback")]
@@ -47,6 +49,7 @@ impl From<FeedbackError> for tonic::Status {
                 tonic::Status::failed_precondition(e.to_string())
             }
             FeedbackError::Items(_) => tonic::Status::invalid_argument(e.to_string()),
+            FeedbackError::Limit(_) => tonic::Status::resource_exhausted(e.to_string()),
             FeedbackError::Record(_) | FeedbackError::Relay(_) => {
                 tracing::error!(error = %crate::telemetry::chain(&e), "feedback not recorded");
                 tonic::Status::unavailable("the node could not record the feedback")
@@ -89,6 +92,16 @@ impl Receiver<'_> {
             self.counters
                 .request_refused(member, RequestRefusal::FeedbackItems);
             return Err(FeedbackError::Items(req.items.len()));
+        }
+        if let Err(r) = self.feedback.limits.check(
+            member,
+            req.items.len() as u64,
+            super::LIMIT,
+            self.now as f64,
+        ) {
+            self.counters
+                .request_refused(member, RequestRefusal::FeedbackLimit);
+            return Err(FeedbackError::Limit(r));
         }
         let mut results = Vec::with_capacity(req.items.len());
         for (i, item) in req.items.iter().enumerate() {

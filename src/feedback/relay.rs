@@ -122,6 +122,8 @@ pub(crate) struct Relay {
     /// Serializes receiving and batching.
     write: Mutex<()>,
     received: AtomicU64,
+    /// Items each sender may send ([`super::LIMIT`]); in memory only.
+    limits: crate::ratelimit::Limiter,
 }
 
 fn window_of(day: i64) -> u64 {
@@ -199,6 +201,7 @@ impl Relay {
             out: Arc::new(Queue::open_in(&data_dir.join(RELAY_OUT_DIR))?),
             write: Mutex::new(()),
             received: AtomicU64::new(0),
+            limits: crate::ratelimit::Limiter::new(),
         })
     }
 
@@ -485,6 +488,16 @@ impl RelayReceiver<'_> {
             self.counters
                 .request_refused(ANONYMOUS, RequestRefusal::FeedbackItems);
             return Err(FeedbackError::Items(req.items.len()));
+        }
+        if let Err(r) = relay.limits.check(
+            member,
+            req.items.len() as u64,
+            super::LIMIT,
+            self.now as f64,
+        ) {
+            self.counters
+                .request_refused(ANONYMOUS, RequestRefusal::FeedbackLimit);
+            return Err(FeedbackError::Limit(r));
         }
         let mut results = Vec::with_capacity(req.items.len());
         let mut accepted = Vec::new();
