@@ -383,6 +383,9 @@ impl Flood {
                     }),
                     _ => None,
                 };
+                // A quarantine whose origin was not told before the stop:
+                // the first flush tries again.
+                s.dirty |= s.held.as_ref().is_some_and(|h| !h.told);
             });
         }
         Ok(flood)
@@ -787,6 +790,39 @@ mod tests {
         assert_eq!(by_day, [(day, 2), (day + 1, 1), (day + 2, 1)]);
         assert_eq!(fig.first_hit.len(), 1);
         assert_eq!(fig.first_hit[0].1, NOW);
+    }
+
+    struct Full;
+
+    impl FeedbackSink for Full {
+        fn send(
+            &self,
+            _: &IndicatorRef,
+            _: FeedbackOutcome,
+            _: &[crate::outcome::Action],
+            _: i64,
+        ) -> Result<(), QueueError> {
+            Err(QueueError("the disk is full".into()))
+        }
+    }
+
+    #[test]
+    fn an_origin_not_told_before_a_stop_is_told_after_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let f = Flood::open(dir.path(), T, Arc::new(Full), NOW).unwrap();
+            for _ in 0..5 {
+                f.hit(ind("a", 1).s(), NOW);
+            }
+            f.flush(NOW).unwrap();
+            assert_eq!(f.list(NOW).len(), 1);
+        }
+        let told = Arc::new(Told::default());
+        let f = open(dir.path(), told.clone());
+        f.flush(NOW + 60).unwrap();
+        assert_eq!(told.0.lock().len(), 1, "told at the first flush");
+        f.flush(NOW + 120).unwrap();
+        assert_eq!(told.0.lock().len(), 1, "and once");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::{
 use tonic::Status;
 
 use crate::{
-    counters::{Counters, RequestRefusal, UNLISTED},
+    counters::{Counters, RequestRefusal, ANONYMOUS, UNLISTED},
     proto::PeerCapability,
     time::format_time,
     tls::TlsIdentity,
@@ -31,6 +31,9 @@ pub(crate) struct PeerMember {
     pub id: String,
 }
 
+/// The relay's method, whose callers are never named in logs or counters.
+const RELAY_FEEDBACK: &str = "/cix.v1.Federation/RelayFeedback";
+
 /// What a method needs: a capability (beyond being an active member), and
 /// whether it stays open when the node's list has expired.
 pub(crate) fn requirement(path: &str) -> (Option<PeerCapability>, bool) {
@@ -42,9 +45,7 @@ pub(crate) fn requirement(path: &str) -> (Option<PeerCapability>, bool) {
             (Some(PeerCapability::Replicate), false)
         }
         "/cix.v1.Federation/QueryPrefix" => (Some(PeerCapability::Query), false),
-        "/cix.v1.Federation/Feedback" | "/cix.v1.Federation/RelayFeedback" => {
-            (Some(PeerCapability::Feedback), false)
-        }
+        "/cix.v1.Federation/Feedback" | RELAY_FEEDBACK => (Some(PeerCapability::Feedback), false),
         _ => (None, false),
     }
 }
@@ -74,8 +75,12 @@ pub(crate) fn authorize(
     peer: Option<&TlsIdentity>,
     path: &str,
 ) -> Result<PeerMember, Refusal> {
+    // A relay keeps no sender identity: a refused RelayFeedback is counted
+    // and logged without its caller.
+    let anonymous = path == RELAY_FEEDBACK;
+    let shown = |member: &str| if anonymous { ANONYMOUS } else { member }.to_string();
     let refused = |member: &str, reason, status| Refusal {
-        member: member.to_string(),
+        member: shown(member),
         reason,
         status,
     };
@@ -90,7 +95,11 @@ pub(crate) fn authorize(
     let now = trust.clock().now();
     let Some(member) = list.active_member_by_spki(&peer.spki_sha256, now) else {
         let who = list.member_by_spki(&peer.spki_sha256).map(|m| m.id.clone());
-        tracing::warn!(member = who.as_deref().unwrap_or("(not on the list)"), spki_sha256 = %peer.spki_sha256, method = path, "peer request refused: not an active member");
+        if anonymous {
+            tracing::warn!(method = path, "peer request refused: not an active member");
+        } else {
+            tracing::warn!(member = who.as_deref().unwrap_or("(not on the list)"), spki_sha256 = %peer.spki_sha256, method = path, "peer request refused: not an active member");
+        }
         return Err(refused(
             who.as_deref().unwrap_or(UNLISTED),
             RequestRefusal::NotActiveMember,
@@ -103,7 +112,7 @@ pub(crate) fn authorize(
     };
     let (cap, open_when_expired) = requirement(path);
     if list.is_expired(now) && !open_when_expired {
-        tracing::error!(member = %member.id, method = path, "peer request refused: this node's trust list has expired");
+        tracing::error!(member = %shown(&member.id), method = path, "peer request refused: this node's trust list has expired");
         return Err(refused(
             &member.id,
             RequestRefusal::ListExpired,
@@ -116,7 +125,7 @@ pub(crate) fn authorize(
     }
     if let Some(cap) = cap {
         if !TrustList::has_capability(member, cap) {
-            tracing::warn!(member = %member.id, capability = capability_name(cap), method = path, "peer request refused: capability missing");
+            tracing::warn!(member = %shown(&member.id), capability = capability_name(cap), method = path, "peer request refused: capability missing");
             return Err(refused(
                 &member.id,
                 RequestRefusal::MissingCapability,

@@ -48,7 +48,7 @@ pub(crate) enum Route {
 /// Why one attempt at an origin failed (its items stay queued).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeliveryError {
-    #[error("origin {0} has no endpoint on the trust list in force")]
+    #[error("origin {0} is not an active member with an endpoint on the trust list in force")]
     NoEndpoint(String),
     #[error("no relay for anonymous feedback: {0}")]
     NoRelay(String),
@@ -70,7 +70,9 @@ pub(crate) enum DeliveryError {
         got: usize,
         sent: usize,
     },
-    #[error("the feedback queue")]
+    #[error("{to} kept {n} items for later: {rule}")]
+    Later { to: String, n: usize, rule: String },
+    #[error(transparent)]
     Queue(#[from] super::queue::QueueOpenError),
 }
 
@@ -147,9 +149,11 @@ pub(crate) fn relay_member(
     list: &TrustList,
     named: Option<&str>,
     node_id: &str,
+    now: i64,
 ) -> Result<proto::Member, String> {
     let can = |m: &proto::Member| {
         m.kind == MemberKind::Operator as i32
+            && TrustList::is_active(m, now)
             && TrustList::has_capability(m, PeerCapability::Feedback)
             && !m.endpoint.is_empty()
             && m.id != node_id
@@ -160,13 +164,13 @@ pub(crate) fn relay_member(
             .filter(|m| can(m))
             .cloned()
             .ok_or_else(|| {
-                format!("[feedback] relay {id} is not an operator node with the feedback capability and an endpoint on the trust list in force")
+                format!("[feedback] relay {id} is not an active operator node with the feedback capability and an endpoint on the trust list in force")
             }),
         None => {
             let mut ops: Vec<&proto::Member> = list.body().members.iter().filter(|m| can(m)).collect();
             ops.sort_by(|a, b| a.id.cmp(&b.id));
             ops.first().map(|m| (*m).clone()).ok_or_else(|| {
-                "no operator node on the trust list in force has the feedback capability and an endpoint".to_string()
+                "no active operator node on the trust list in force has the feedback capability and an endpoint".to_string()
             })
         }
     }
@@ -186,14 +190,16 @@ async fn deliver(
         return Ok(());
     }
     let list = trust.current();
+    let now = trust.clock().now();
     let member = match route {
+        // A suspended origin is not sent what its analysts could use.
         Route::Origin => list
             .member(origin)
-            .filter(|m| !m.endpoint.is_empty())
+            .filter(|m| !m.endpoint.is_empty() && TrustList::is_active(m, now))
             .cloned()
             .ok_or_else(|| DeliveryError::NoEndpoint(origin.to_string()))?,
         Route::Relay(named) => {
-            relay_member(&list, named.as_deref(), node_id).map_err(DeliveryError::NoRelay)?
+            relay_member(&list, named.as_deref(), node_id, now).map_err(DeliveryError::NoRelay)?
         }
     };
     drop(list);
@@ -241,18 +247,33 @@ async fn deliver(
         });
     }
     let (mut delivered, mut refused) = (0, 0);
-    for r in &answer.results {
+    let mut done = Vec::with_capacity(items.len());
+    let mut later: Option<(usize, String)> = None;
+    for (q, r) in items.into_iter().zip(&answer.results) {
         if r.accepted {
             delivered += 1;
+        } else if r.retry_later {
+            // Kept: the receiver cannot decide yet.
+            let rule: String = r.rule.chars().take(RULE_CHARS).collect();
+            let l = later.get_or_insert((0, rule));
+            l.0 += 1;
+            continue;
         } else {
             refused += 1;
             let field: String = r.field.chars().take(RULE_CHARS).collect();
             let rule: String = r.rule.chars().take(RULE_CHARS).collect();
             tracing::warn!(%origin, to = %member.id, %field, %rule, "feedback item refused; dropped");
         }
+        done.push(q.key);
     }
-    let keys: Vec<_> = items.into_iter().map(|q| q.key).collect();
-    queue.remove(&keys, delivered, refused)?;
+    queue.remove(&done, delivered, refused)?;
     tracing::info!(%origin, to = %member.id, delivered, refused, "feedback delivered");
+    if let Some((n, rule)) = later {
+        return Err(DeliveryError::Later {
+            to: member.id.clone(),
+            n,
+            rule,
+        });
+    }
     Ok(())
 }

@@ -41,7 +41,10 @@ pub(crate) use crate::config::FeedbackMode as Mode;
 /// the origin's record of what it received.
 pub(crate) struct Feedback {
     pub mode: Mode,
+    /// Named feedback, to each origin under this node's identity.
     pub queue: Option<Arc<queue::Queue>>,
+    /// Anonymous feedback, to the relay.
+    pub anonymous: Option<Arc<queue::Queue>>,
     pub records: Arc<record::Records>,
     /// The relay of anonymous feedback: open whenever feedback is on (the
     /// trust list says whether this node is an operator that relays).
@@ -101,16 +104,26 @@ impl Feedback {
         mode: Mode,
         relay_to: Option<String>,
     ) -> Result<Feedback, OpenError> {
-        let (queue, relay) = match mode {
-            Mode::Off => (None, None),
-            Mode::Named | Mode::Anonymous => (
-                Some(Arc::new(queue::Queue::open(data_dir)?)),
-                Some(Arc::new(relay::Relay::open(data_dir)?)),
-            ),
+        let on = mode != Mode::Off;
+        let relay_dir = data_dir.join(relay::RELAY_DIR);
+        // The relay opens whenever its folder exists, feedback on or off, so
+        // that its batches already acknowledged are delivered and its past
+        // windows deleted; it relays only while on.
+        let relay = if on || relay_dir.exists() {
+            Some(Arc::new(relay::Relay::open(data_dir)?))
+        } else {
+            None
         };
         Ok(Feedback {
             mode,
-            queue,
+            queue: on
+                .then(|| queue::Queue::open(data_dir))
+                .transpose()?
+                .map(Arc::new),
+            anonymous: on
+                .then(|| queue::Queue::open_anonymous(data_dir))
+                .transpose()?
+                .map(Arc::new),
             records: Arc::new(record::Records::open(data_dir)?),
             relay,
             relay_to,
@@ -118,31 +131,36 @@ impl Feedback {
         })
     }
 
-    /// How this node's own feedback travels.
-    pub(crate) fn route(&self) -> deliver::Route {
-        match self.mode {
-            Mode::Anonymous => deliver::Route::Relay(self.relay_to.clone()),
-            Mode::Off | Mode::Named => deliver::Route::Origin,
+    /// Each queue with the route its items take: named items to their
+    /// origins, anonymous ones to the relay, whatever the mode is now.
+    pub(crate) fn deliveries(&self) -> Vec<(Arc<queue::Queue>, deliver::Route)> {
+        let mut out = Vec::new();
+        if let Some(q) = &self.queue {
+            out.push((q.clone(), deliver::Route::Origin));
         }
+        if let Some(q) = &self.anonymous {
+            out.push((q.clone(), deliver::Route::Relay(self.relay_to.clone())));
+        }
+        out
     }
 
     /// The sink dispositions and flood control call: the queue when
     /// feedback is on, else one that drops everything.
     pub(crate) fn sink(&self) -> Arc<dyn FeedbackSink> {
-        match (&self.queue, self.mode) {
-            (Some(q), Mode::Named | Mode::Anonymous) => q.clone(),
+        match (self.mode, &self.queue, &self.anonymous) {
+            (Mode::Named, Some(q), _) | (Mode::Anonymous, _, Some(q)) => q.clone(),
             _ => Arc::new(NoFeedback),
         }
     }
 
     pub(crate) fn status(&self) -> FeedbackStatus {
         let mut s = self.records.status();
-        if let Some(q) = &self.queue {
+        for q in self.queue.iter().chain(&self.anonymous) {
             let c = q.counts();
-            s.queued = c.queued;
-            s.delivered = c.delivered;
-            s.refused = c.refused;
-            s.pending = c.pending;
+            s.queued += c.queued;
+            s.delivered += c.delivered;
+            s.refused += c.refused;
+            s.pending += c.pending;
         }
         if let Some(r) = &self.relay {
             let c = r.counts();

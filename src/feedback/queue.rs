@@ -20,6 +20,10 @@ use crate::{
 
 /// The queue's folder in the data directory.
 pub const QUEUE_DIR: &str = "feedback";
+/// The folder of the queue of anonymous feedback (for the relay): kept
+/// apart, so that an item queued to go anonymously never goes under this
+/// node's name, whatever the mode later becomes.
+pub const ANONYMOUS_QUEUE_DIR: &str = "feedback_anonymous";
 
 /// Why the queue could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +38,7 @@ pub enum QueueOpenError {
         source: sled::Error,
     },
     /// A read or write of the queue failed.
-    #[error("the feedback queue")]
+    #[error("reading or writing a feedback queue")]
     Db(#[from] sled::Error),
 }
 
@@ -74,6 +78,12 @@ impl Queue {
     /// Opens (or creates) the queue in `<data_dir>/feedback`.
     pub fn open(data_dir: &Path) -> Result<Queue, QueueOpenError> {
         Queue::open_in(&data_dir.join(QUEUE_DIR))
+    }
+
+    /// Opens (or creates) the queue of anonymous feedback in
+    /// `<data_dir>/feedback_anonymous`.
+    pub fn open_anonymous(data_dir: &Path) -> Result<Queue, QueueOpenError> {
+        Queue::open_in(&data_dir.join(ANONYMOUS_QUEUE_DIR))
     }
 
     /// Opens (or creates) a queue in the folder `path`.

@@ -9,7 +9,7 @@
 use crate::{
     counters::{Counters, RequestRefusal},
     outcome::{parse_day, utc_day, Action, FeedbackOutcome},
-    proto::{self, LogOp, MemberKind},
+    proto::{self, LogOp, MemberKind, PeerCapability},
     store::Store,
     trust::list::TrustList,
 };
@@ -22,8 +22,9 @@ use super::{
 /// Most items in one request.
 pub(crate) const MAX_ITEMS: usize = 1000;
 
-/// How many days back an item's date may be.
-pub(crate) const MAX_AGE_DAYS: i64 = 30;
+/// Batches one request may make the receiver read to check its items;
+/// items past that are answered `retry_later`.
+pub(crate) const MAX_BATCH_READS: usize = 32;
 
 /// Why a whole Feedback request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub(crate) enum FeedbackError {
     Record(#[from] RecordError),
     #[error("recording anonymous feedback")]
     Relay(#[from] super::relay::RelayError),
+    #[error("reading an origin log for feedback")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl From<FeedbackError> for tonic::Status {
@@ -50,7 +53,7 @@ impl From<FeedbackError> for tonic::Status {
             }
             FeedbackError::Items(_) => tonic::Status::invalid_argument(e.to_string()),
             FeedbackError::Limit(_) => tonic::Status::resource_exhausted(e.to_string()),
-            FeedbackError::Record(_) | FeedbackError::Relay(_) => {
+            FeedbackError::Record(_) | FeedbackError::Relay(_) | FeedbackError::Store(_) => {
                 tracing::error!(error = %crate::telemetry::chain(&e), "feedback not recorded");
                 tonic::Status::unavailable("the node could not record the feedback")
             }
@@ -104,9 +107,10 @@ impl Receiver<'_> {
             return Err(FeedbackError::Limit(r));
         }
         let mut results = Vec::with_capacity(req.items.len());
+        let mut adds = AddLookup::new(self.store, false);
         for (i, item) in req.items.iter().enumerate() {
-            match self.check(member, i, item) {
-                Ok((received, case_ref)) => {
+            match self.check(member, i, item, &mut adds)? {
+                Checked::Accept((received, case_ref)) => {
                     let r = self.feedback.records.record(&received)?;
                     if r.newly_flagged {
                         tracing::warn!(origin = %self.node_id, seq = received.seq, case_ref = %case_ref, "indicator flagged for review: false positives from two or more distinct senders");
@@ -116,77 +120,73 @@ impl Receiver<'_> {
                         ..Default::default()
                     });
                 }
-                Err(refusal) => {
+                Checked::Refuse(refusal) => {
                     self.counters.request_refused(member, refusal.reason);
                     self.feedback.records.refused(1);
                     tracing::warn!(member, field = %refusal.field, rule = %refusal.rule, "feedback item refused");
-                    results.push(proto::FeedbackResult {
-                        accepted: false,
-                        field: refusal.field,
-                        rule: refusal.rule,
-                    });
+                    results.push(refusal.result());
                 }
+                Checked::Later(later) => results.push(later.result()),
             }
         }
         Ok(proto::FeedbackResponse { results })
     }
 
     /// Checks item `i`; gives what to record and the case reference of its
-    /// add entry (for the review log).
+    /// add entry (for the review log), or why not.
     fn check(
         &self,
         member: &str,
         i: usize,
         item: &proto::FeedbackItem,
-    ) -> Result<(Received, String), ItemRefusal> {
+        adds: &mut AddLookup<'_>,
+    ) -> Result<Checked<(Received, String)>, crate::store::StoreError> {
         let refuse = |field: &str, rule: String, reason| ItemRefusal {
             field: format!("items[{i}].{field}"),
             rule,
             reason,
         };
-        let (outcome, actions, day) = check_fields(&format!("items[{i}]"), item, self.now)?;
+        let (outcome, actions, day) = match check_fields(&format!("items[{i}]"), item, self.now) {
+            Ok(f) => f,
+            Err(r) => return Ok(Checked::Refuse(r)),
+        };
         let sender = if item.anonymous_senders == 0 {
             Sender::Named(member.to_string())
         } else {
-            let operator = self
-                .list
-                .member(member)
-                .is_some_and(|m| m.kind == MemberKind::Operator as i32);
-            if !operator {
-                return Err(refuse(
-                    "anonymous_senders",
-                    "must be 0 unless the sender is an operator relaying anonymous feedback".into(),
-                    RequestRefusal::FeedbackAnonymous,
-                ));
-            }
-            let members = self.list.body().members.len();
-            if item.anonymous_senders as usize > members {
-                return Err(refuse(
-                    "anonymous_senders",
-                    format!("must be at most the trust list's members ({members})"),
-                    RequestRefusal::FeedbackAnonymous,
-                ));
-            }
-            if actions.len() > 1 {
-                return Err(refuse(
-                    "actions",
-                    "a relayed item names at most one action".into(),
-                    RequestRefusal::FeedbackActions,
-                ));
-            }
-            Sender::Relay {
-                relay: member.to_string(),
-                count: item.anonymous_senders,
+            match self.relayed_count(member, item.anonymous_senders, actions.len()) {
+                Ok(()) => Sender::Relay {
+                    relay: member.to_string(),
+                    count: item.anonymous_senders,
+                },
+                Err((field, rule, reason)) => {
+                    return Ok(Checked::Refuse(refuse(field, rule, reason)))
+                }
             }
         };
-        let case_ref = check_add(
-            self.store,
-            self.node_id,
-            item.seq,
-            "this node's own origin log",
-        )
-        .map_err(|rule| refuse("seq", rule, RequestRefusal::FeedbackSeq))?;
-        Ok((
+        let add = match adds.check(self.node_id, item.seq, "this node's own origin log")? {
+            Found::Add(add) => add,
+            Found::Refuse(rule) => {
+                return Ok(Checked::Refuse(refuse(
+                    "seq",
+                    rule,
+                    RequestRefusal::FeedbackSeq,
+                )))
+            }
+            Found::Later(rule) => {
+                return Ok(Checked::Later(Later {
+                    field: format!("items[{i}].seq"),
+                    rule,
+                }))
+            }
+        };
+        if let Err(rule) = add.not_before(day) {
+            return Ok(Checked::Refuse(refuse(
+                "date",
+                rule,
+                RequestRefusal::FeedbackDate,
+            )));
+        }
+        Ok(Checked::Accept((
             Received {
                 seq: item.seq,
                 outcome,
@@ -194,8 +194,202 @@ impl Receiver<'_> {
                 day,
                 sender,
             },
-            case_ref,
-        ))
+            add.case_ref,
+        )))
+    }
+
+    /// Whether `member` may say `count` anonymous senders stand behind an
+    /// item with `actions` actions: an operator's node, at most the active
+    /// members with `feedback` other than this origin and the relay, and
+    /// at most one action.
+    fn relayed_count(
+        &self,
+        member: &str,
+        count: u32,
+        actions: usize,
+    ) -> Result<(), (&'static str, String, RequestRefusal)> {
+        let operator = self
+            .list
+            .member(member)
+            .is_some_and(|m| m.kind == MemberKind::Operator as i32);
+        if !operator {
+            return Err((
+                "anonymous_senders",
+                "must be 0 unless the sender is an operator relaying anonymous feedback".into(),
+                RequestRefusal::FeedbackAnonymous,
+            ));
+        }
+        let senders = self
+            .list
+            .body()
+            .members
+            .iter()
+            .filter(|m| {
+                m.id != member
+                    && m.id != self.node_id
+                    && TrustList::is_active(m, self.now)
+                    && TrustList::has_capability(m, PeerCapability::Feedback)
+            })
+            .count();
+        if count as usize > senders {
+            return Err((
+                "anonymous_senders",
+                format!("must be at most the active members with feedback other than this origin and the relay ({senders})"),
+                RequestRefusal::FeedbackAnonymous,
+            ));
+        }
+        if actions > 1 {
+            return Err((
+                "actions",
+                "a relayed item names at most one action".into(),
+                RequestRefusal::FeedbackActions,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What checking one item gave.
+pub(crate) enum Checked<T> {
+    /// To record.
+    Accept(T),
+    /// Refused for good.
+    Refuse(ItemRefusal),
+    /// Not decided now; the sender keeps it.
+    Later(Later),
+}
+
+/// What looking an add entry up gave.
+pub(crate) enum Found {
+    Add(Add),
+    /// Refused for good: the rule.
+    Refuse(String),
+    /// Not decided now: why.
+    Later(String),
+}
+
+/// An item the receiver cannot decide yet: the field and why.
+pub(crate) struct Later {
+    pub field: String,
+    pub rule: String,
+}
+
+impl Later {
+    pub(crate) fn result(self) -> proto::FeedbackResult {
+        proto::FeedbackResult {
+            accepted: false,
+            field: self.field,
+            rule: self.rule,
+            retry_later: true,
+        }
+    }
+}
+
+impl ItemRefusal {
+    pub(crate) fn result(self) -> proto::FeedbackResult {
+        proto::FeedbackResult {
+            accepted: false,
+            field: self.field,
+            rule: self.rule,
+            retry_later: false,
+        }
+    }
+}
+
+/// An add entry found for an item.
+pub(crate) struct Add {
+    pub case_ref: String,
+    /// The UTC day the entry was created.
+    pub day: i64,
+}
+
+impl Add {
+    /// Whether an outcome dated `day` may be about this entry: not before
+    /// its day (one day of clock skew allowed).
+    pub(crate) fn not_before(&self, day: i64) -> Result<(), String> {
+        if day < self.day - 1 {
+            return Err(format!(
+                "must not be before the add entry's day ({})",
+                crate::outcome::day_string(self.day)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Looks add entries up for one request: each batch read once, at most
+/// [`MAX_BATCH_READS`] batches; past that, and (for a relay, whose copy
+/// of a log may lag) past the head it holds, the item waits.
+pub(crate) struct AddLookup<'a> {
+    store: &'a Store,
+    lag_waits: bool,
+    read: Vec<ReadBatch>,
+}
+
+/// A batch read for a request: origin, first and last seq, and the add
+/// entry's case reference and day if it is an add.
+type ReadBatch = (String, u64, u64, Option<(String, i64)>);
+
+impl<'a> AddLookup<'a> {
+    pub(crate) fn new(store: &'a Store, lag_waits: bool) -> AddLookup<'a> {
+        AddLookup {
+            store,
+            lag_waits,
+            read: Vec::new(),
+        }
+    }
+
+    /// Whether `seq` names an add entry of `origin`'s log (described as
+    /// `log` in the rule). A store error ends the request.
+    pub(crate) fn check(
+        &mut self,
+        origin: &str,
+        seq: u64,
+        log: &str,
+    ) -> Result<Found, crate::store::StoreError> {
+        let rule = |why: &str| format!("must name an add entry of {log} ({why})");
+        if seq == 0 {
+            return Ok(Found::Refuse(rule("0 is no entry")));
+        }
+        let known = self
+            .read
+            .iter()
+            .find(|(o, first, last, _)| o == origin && (*first..=*last).contains(&seq));
+        let add = match known {
+            Some((.., add)) => add.clone(),
+            None => {
+                let head = self.store.head(origin)?.map_or(0, |h| h.last_seq);
+                if seq > head {
+                    return Ok(if self.lag_waits {
+                        Found::Later(rule("not held here yet"))
+                    } else {
+                        Found::Refuse(rule("no such entry"))
+                    });
+                }
+                if self.read.len() >= MAX_BATCH_READS {
+                    return Ok(Found::Later(format!(
+                        "one request may make this node read at most {MAX_BATCH_READS} batches"
+                    )));
+                }
+                let Some(batch) = self.store.batch_holding(origin, seq)? else {
+                    return Ok(Found::Refuse(rule("no such entry")));
+                };
+                let h = &batch.header;
+                let add = (h.op == LogOp::Add as i32)
+                    .then(|| (h.case_ref.clone(), utc_day(h.created_unix)));
+                self.read.push((
+                    origin.to_string(),
+                    batch.first_seq(),
+                    batch.last_seq(),
+                    add.clone(),
+                ));
+                add
+            }
+        };
+        Ok(match add {
+            Some((case_ref, day)) => Found::Add(Add { case_ref, day }),
+            None => Found::Refuse(rule("it is a retract or extend entry")),
+        })
     }
 }
 
@@ -239,38 +433,12 @@ pub(crate) fn check_fields(
     let today = utc_day(now);
     let day =
         parse_day(&item.date).map_err(|rule| refuse("date", rule, RequestRefusal::FeedbackDate))?;
-    if day < today - MAX_AGE_DAYS || day > today + 1 {
+    if day > today + 1 {
         return Err(refuse(
             "date",
-            format!("must be within {MAX_AGE_DAYS} days before today (UTC) and tomorrow"),
+            "must not be after tomorrow (UTC)".into(),
             RequestRefusal::FeedbackDate,
         ));
     }
     Ok((outcome, actions, day))
-}
-
-/// Checks that `seq` names an add entry of `origin`'s log in `store`
-/// (described as `log` in the rule); gives the entry's case reference.
-pub(crate) fn check_add(
-    store: &Store,
-    origin: &str,
-    seq: u64,
-    log: &str,
-) -> Result<String, String> {
-    let rule = |why: &str| format!("must name an add entry of {log} ({why})");
-    if seq == 0 {
-        return Err(rule("0 is no entry"));
-    }
-    let batch = match store.batch_holding(origin, seq) {
-        Ok(Some(b)) => b,
-        Ok(None) => return Err(rule("no such entry")),
-        Err(e) => {
-            tracing::error!(error = %crate::telemetry::chain(&e), "reading an origin log for feedback");
-            return Err(rule("the entry could not be read"));
-        }
-    };
-    if batch.header.op != LogOp::Add as i32 {
-        return Err(rule("it is a retract or extend entry"));
-    }
-    Ok(batch.header.case_ref.clone())
 }

@@ -1,16 +1,17 @@
 //! The origin's record of the feedback it received (`<data_dir>/feedback_received`,
-//! its own sled database): one entry per (indicator, outcome, UTC day,
-//! sender), so the same sender's same outcome on the same day counts once
-//! however often it is retried. A relay's entries are per (indicator,
-//! outcome, UTC day, action or none, relay): its count of new distinct
-//! anonymous senders of the outcome, or of those who newly took the action.
+//! its own sled database): one entry per (indicator, outcome, named
+//! sender) with its actions and first and last day, so a sender counts once
+//! however often and on however many days it repeats itself. A relay's
+//! entries are per (indicator, outcome, batch date, action or none, relay):
+//! its count of new distinct anonymous senders of the outcome, or of those
+//! who newly took the action.
 //! Per indicator it sums confirmations, false positives, actions and
 //! floods, and flags for review an indicator that two or more distinct
 //! senders (named senders, plus the anonymous senders relays counted)
 //! reported false positive.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -110,8 +111,8 @@ pub(crate) struct Records {
     refused: AtomicU64,
 }
 
-const NAMED: u8 = b'n';
 const RELAY: u8 = b'r';
+const NAMED_BY_SENDER: u8 = b'N';
 
 const BLOCKED: u8 = 1;
 const CLOSED: u8 = 2;
@@ -124,19 +125,28 @@ fn action_bits(actions: &[Action]) -> u8 {
     })
 }
 
-/// Key: seq (8, big-endian) | outcome (1) | day (8, big-endian, offset) |
-/// sender kind (1) | (a relay's: action bits (1)) | sender id. Value:
-/// action bits (1) | anonymous count (4, big-endian).
+/// A named sender's key: seq (8, big-endian) | outcome (1) | `N` | sender
+/// id; value: action bits (1) | 0 (4) | first day (8) | last day (8), both
+/// offset big-endian. One entry per sender, outcome and indicator, however
+/// many days it repeats: what one member can make an origin store is
+/// bounded by the indicators it may name.
+///
+/// A relay's key: seq (8) | outcome (1) | day (8, offset big-endian) | `r`
+/// | action bits (1) | relay id; value: action bits (1) | count (4,
+/// big-endian): one per batch date, each a count of new senders.
+///
+/// (Earlier records keyed named senders by day too: seq | outcome | day |
+/// `n` | sender id, with the 5-byte value; read as such.)
 fn key(r: &Received) -> Vec<u8> {
     let mut k = r.seq.to_be_bytes().to_vec();
     k.push(outcome_byte(r.outcome));
-    k.extend_from_slice(&((r.day as u64) ^ (1 << 63)).to_be_bytes());
     match &r.sender {
         Sender::Named(id) => {
-            k.push(NAMED);
+            k.push(NAMED_BY_SENDER);
             k.extend_from_slice(id.as_bytes());
         }
         Sender::Relay { relay, .. } => {
+            k.extend_from_slice(&day_bytes(r.day));
             k.push(RELAY);
             k.push(action_bits(&r.actions));
             k.extend_from_slice(relay.as_bytes());
@@ -145,10 +155,26 @@ fn key(r: &Received) -> Vec<u8> {
     k
 }
 
-fn value(bits: u8, count: u32) -> [u8; 5] {
+fn day_bytes(day: i64) -> [u8; 8] {
+    ((day as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn day_of(b: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+fn relay_value(bits: u8, count: u32) -> [u8; 5] {
     let mut v = [0u8; 5];
     v[0] = bits;
     v[1..].copy_from_slice(&count.to_be_bytes());
+    v
+}
+
+fn named_value(bits: u8, first: i64, last: i64) -> [u8; 21] {
+    let mut v = [0u8; 21];
+    v[0] = bits;
+    v[5..13].copy_from_slice(&day_bytes(first));
+    v[13..21].copy_from_slice(&day_bytes(last));
     v
 }
 
@@ -156,6 +182,7 @@ fn value(bits: u8, count: u32) -> [u8; 5] {
 struct Entry {
     outcome: FeedbackOutcome,
     day: i64,
+    last_day: i64,
     relay: bool,
     sender: Vec<u8>,
     bits: u8,
@@ -163,24 +190,52 @@ struct Entry {
 }
 
 fn decode(k: &[u8], v: &[u8]) -> Option<(u64, Entry)> {
-    if k.len() < 18 || v.len() != 5 {
+    if k.len() < 10 {
         return None;
     }
     let seq = u64::from_be_bytes(k[..8].try_into().ok()?);
-    let day = (u64::from_be_bytes(k[9..17].try_into().ok()?) ^ (1 << 63)) as i64;
+    let outcome = outcome_of(k[8])?;
+    if k[9] == NAMED_BY_SENDER {
+        if v.len() != 21 {
+            return None;
+        }
+        return Some((
+            seq,
+            Entry {
+                outcome,
+                day: day_of(&v[5..13])?,
+                last_day: day_of(&v[13..21])?,
+                relay: false,
+                sender: k[10..].to_vec(),
+                bits: v[0],
+                count: 0,
+            },
+        ));
+    }
+    if k.len() < 18 || v.len() != 5 {
+        return None;
+    }
+    let day = day_of(&k[9..17])?;
     let relay = k[17] == RELAY;
     let sender = if relay { k.get(19..)? } else { &k[18..] };
     Some((
         seq,
         Entry {
-            outcome: outcome_of(k[8])?,
+            outcome,
             day,
+            last_day: day,
             relay,
             sender: sender.to_vec(),
             bits: v[0],
             count: u32::from_be_bytes(v[1..5].try_into().ok()?),
         },
     ))
+}
+
+/// Days a relay's counts of distinct senders hold for: its window
+/// ([`super::relay::WINDOW_DAYS`]).
+fn window(day: i64) -> i64 {
+    day.div_euclid(super::relay::WINDOW_DAYS)
 }
 
 fn summarize(seq: u64, entries: &[Entry]) -> IndicatorOutcomes {
@@ -190,24 +245,30 @@ fn summarize(seq: u64, entries: &[Entry]) -> IndicatorOutcomes {
         last_day: i64::MIN,
         ..IndicatorOutcomes::default()
     };
-    let mut named_fp = BTreeSet::new();
-    let mut relayed_fp = 0;
+    // Named: each sender once per outcome, its actions merged.
+    let mut named: BTreeMap<(u8, &[u8]), u8> = BTreeMap::new();
+    // A relay's new false-positive senders, per relay and window.
+    let mut relayed_fp: BTreeMap<(&[u8], i64), u64> = BTreeMap::new();
     for e in entries {
-        let weight = if e.relay { u64::from(e.count) } else { 1 };
+        o.first_day = o.first_day.min(e.day);
+        o.last_day = o.last_day.max(e.last_day);
+        if !e.relay {
+            *named
+                .entry((outcome_byte(e.outcome), &e.sender))
+                .or_default() |= e.bits;
+            continue;
+        }
+        let weight = u64::from(e.count);
         // A relay's entry with an action counts that action only.
-        let of_outcome = !e.relay || e.bits == 0;
-        match e.outcome {
-            _ if !of_outcome => {}
-            FeedbackOutcome::Confirmed => o.confirmations += weight,
-            FeedbackOutcome::FalsePositive => {
-                o.false_positives += weight;
-                if e.relay {
-                    relayed_fp += weight;
-                } else {
-                    named_fp.insert(&e.sender);
+        if e.bits == 0 {
+            match e.outcome {
+                FeedbackOutcome::Confirmed => o.confirmations += weight,
+                FeedbackOutcome::FalsePositive => {
+                    o.false_positives += weight;
+                    *relayed_fp.entry((&e.sender, window(e.day))).or_default() += weight;
                 }
+                FeedbackOutcome::Flood => o.floods += weight,
             }
-            FeedbackOutcome::Flood => o.floods += weight,
         }
         if e.bits & BLOCKED != 0 {
             o.blocked += weight;
@@ -215,10 +276,27 @@ fn summarize(seq: u64, entries: &[Entry]) -> IndicatorOutcomes {
         if e.bits & CLOSED != 0 {
             o.closed += weight;
         }
-        o.first_day = o.first_day.min(e.day);
-        o.last_day = o.last_day.max(e.day);
     }
-    o.false_positive_senders = named_fp.len() as u64 + relayed_fp;
+    let mut named_fp = 0;
+    for ((outcome, _), bits) in &named {
+        match outcome_of(*outcome) {
+            Some(FeedbackOutcome::Confirmed) => o.confirmations += 1,
+            Some(FeedbackOutcome::FalsePositive) => {
+                o.false_positives += 1;
+                named_fp += 1;
+            }
+            Some(FeedbackOutcome::Flood) => o.floods += 1,
+            None => {}
+        }
+        o.blocked += u64::from(bits & BLOCKED != 0);
+        o.closed += u64::from(bits & CLOSED != 0);
+    }
+    // Toward the review flag a relay counts its largest window, and only
+    // the largest relay: a sender repeating itself in a later window, or
+    // through a second relay, must not make two senders of one. (A member
+    // sending both named and anonymously cannot be told apart; README.)
+    let relayed = relayed_fp.values().copied().max().unwrap_or(0);
+    o.false_positive_senders = named_fp + relayed;
     o.flagged = o.false_positive_senders >= FLAG_SENDERS;
     o
 }
@@ -254,28 +332,46 @@ impl Records {
     pub(crate) fn record(&self, r: &Received) -> Result<Recorded, RecordError> {
         let k = key(r);
         let bits = action_bits(&r.actions);
-        let count = match &r.sender {
-            Sender::Named(_) => 0,
-            Sender::Relay { count, .. } => *count,
-        };
         let old = self.items.get(&k)?;
-        let (old_bits, old_count) = old.as_deref().filter(|v| v.len() == 5).map_or((0, 0), |v| {
-            (v[0], u32::from_be_bytes([v[1], v[2], v[3], v[4]]))
-        });
-        let (bits, count) = (old_bits | bits, old_count.max(count));
-        let new = old.is_none() || (bits, count) != (old_bits, old_count);
-        if !new {
+        let value: Vec<u8> = match &r.sender {
+            Sender::Named(_) => {
+                let (b, first, last) = old
+                    .as_deref()
+                    .filter(|v| v.len() == 21)
+                    .and_then(|v| Some((v[0], day_of(&v[5..13])?, day_of(&v[13..21])?)))
+                    .map_or((bits, r.day, r.day), |(b, f, l)| {
+                        (b | bits, f.min(r.day), l.max(r.day))
+                    });
+                named_value(b, first, last).to_vec()
+            }
+            Sender::Relay { count, .. } => {
+                let (b, c) = old
+                    .as_deref()
+                    .filter(|v| v.len() == 5)
+                    .map_or((bits, *count), |v| {
+                        (
+                            v[0] | bits,
+                            u32::from_be_bytes([v[1], v[2], v[3], v[4]]).max(*count),
+                        )
+                    });
+                relay_value(b, c).to_vec()
+            }
+        };
+        if old.as_deref() == Some(value.as_slice()) {
             return Ok(Recorded {
                 new: false,
                 newly_flagged: false,
             });
         }
-        self.items.insert(k, &value(bits, count))?;
+        self.items.insert(k, value)?;
         self.db.flush()?;
         self.received.fetch_add(1, Ordering::Relaxed);
         let now = self.of(r.seq)?;
         let newly_flagged = now.flagged && self.flagged.lock().insert(r.seq);
-        Ok(Recorded { new, newly_flagged })
+        Ok(Recorded {
+            new: true,
+            newly_flagged,
+        })
     }
 
     /// Counts an item refused.
@@ -376,10 +472,16 @@ mod tests {
         let a = Sender::Named("bank-a".into());
         assert!(r.record(&fp(5, 20_000, a.clone())).unwrap().new);
         assert!(!r.record(&fp(5, 20_000, a.clone())).unwrap().new);
-        // Another day of the same sender: a new entry, not a new sender.
+        // Another day of the same sender: its last day moves, and it is
+        // still one sender.
         assert!(r.record(&fp(5, 20_001, a.clone())).unwrap().new);
+        assert!(
+            r.record(&fp(5, 19_990, a.clone())).unwrap().new,
+            "an earlier day moves the first day"
+        );
         let o = r.of(5).unwrap();
-        assert_eq!((o.false_positives, o.false_positive_senders), (2, 1));
+        assert_eq!((o.false_positives, o.false_positive_senders), (1, 1));
+        assert_eq!((o.first_day, o.last_day), (19_990, 20_001));
         assert!(!o.flagged);
         let b = Sender::Named("bank-b".into());
         assert!(r.record(&fp(5, 20_000, b)).unwrap().newly_flagged);
@@ -399,6 +501,26 @@ mod tests {
         r.record(&c).unwrap();
         let all = r.all().unwrap();
         assert_eq!(all.iter().map(|o| o.seq).collect::<Vec<_>>(), [5, 9]);
+        // One anonymous sender in each of two windows of a relay is not two
+        // senders; nor is one through each of two relays.
+        let one = |relay: &str| Sender::Relay {
+            relay: relay.into(),
+            count: 1,
+        };
+        r.record(&fp(11, 20_000, one("operator"))).unwrap();
+        r.record(&fp(11, 20_000 + 30, one("operator"))).unwrap();
+        r.record(&fp(11, 20_001, one("operator-2"))).unwrap();
+        let o = r.of(11).unwrap();
+        assert_eq!(
+            (o.false_positives, o.false_positive_senders, o.flagged),
+            (3, 1, false)
+        );
+        // A named sender beside them is a second sender.
+        assert!(
+            r.record(&fp(11, 20_001, Sender::Named("bank-c".into())))
+                .unwrap()
+                .newly_flagged
+        );
         assert_eq!(
             (all[1].confirmations, all[1].blocked, all[1].closed),
             (1, 1, 1)

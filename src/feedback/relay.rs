@@ -46,7 +46,9 @@ use crate::{
 use super::{
     outcome_byte, outcome_of,
     queue::{Queue, QueueOpenError},
-    receive::{check_add, check_fields, FeedbackError, ItemRefusal, MAX_ITEMS},
+    receive::{
+        check_fields, AddLookup, Checked, FeedbackError, Found, ItemRefusal, Later, MAX_ITEMS,
+    },
     Mode,
 };
 
@@ -87,8 +89,8 @@ pub enum RelayError {
     /// A read or write of the relay failed.
     #[error("the feedback relay")]
     Db(#[from] sled::Error),
-    /// The outbound queue.
-    #[error(transparent)]
+    /// The relay's outbound queue.
+    #[error("the relay's outbound queue")]
     Queue(#[from] QueueOpenError),
 }
 
@@ -501,24 +503,22 @@ impl RelayReceiver<'_> {
         }
         let mut results = Vec::with_capacity(req.items.len());
         let mut accepted = Vec::new();
+        let mut adds = AddLookup::new(self.store, true);
         for (i, item) in req.items.iter().enumerate() {
-            match self.check(member, i, item) {
-                Ok(a) => {
+            match self.check(member, i, item, &mut adds)? {
+                Checked::Accept(a) => {
                     accepted.push(a);
                     results.push(proto::FeedbackResult {
                         accepted: true,
                         ..Default::default()
                     });
                 }
-                Err(refusal) => {
+                Checked::Refuse(refusal) => {
                     self.counters.request_refused(ANONYMOUS, refusal.reason);
                     tracing::warn!(field = %refusal.field, rule = %refusal.rule, "anonymous feedback item refused");
-                    results.push(proto::FeedbackResult {
-                        accepted: false,
-                        field: refusal.field,
-                        rule: refusal.rule,
-                    });
+                    results.push(refusal.result());
                 }
+                Checked::Later(later) => results.push(later.result()),
             }
         }
         if !accepted.is_empty() {
@@ -532,18 +532,25 @@ impl RelayReceiver<'_> {
         member: &str,
         i: usize,
         r: &proto::RelayedFeedback,
-    ) -> Result<Accepted, ItemRefusal> {
-        let refuse = |field: &str, rule: &str, reason| ItemRefusal {
-            field: format!("items[{i}].{field}"),
-            rule: rule.to_string(),
-            reason,
+        adds: &mut AddLookup<'_>,
+    ) -> Result<Checked<Accepted>, crate::store::StoreError> {
+        let refuse = |field: &str, rule: &str, reason| {
+            Checked::Refuse(ItemRefusal {
+                field: format!("items[{i}].{field}"),
+                rule: rule.to_string(),
+                reason,
+            })
         };
         let Some(item) = &r.item else {
-            return Err(refuse("item", "required", RequestRefusal::FeedbackSeq));
+            return Ok(refuse("item", "required", RequestRefusal::FeedbackSeq));
         };
-        let (outcome, actions, _day) = check_fields(&format!("items[{i}].item"), item, self.now)?;
+        let (outcome, actions, day) =
+            match check_fields(&format!("items[{i}].item"), item, self.now) {
+                Ok(f) => f,
+                Err(r) => return Ok(Checked::Refuse(r)),
+            };
         if item.anonymous_senders != 0 {
-            return Err(refuse(
+            return Ok(refuse(
                 "item.anonymous_senders",
                 "must be 0: the relay counts the senders",
                 RequestRefusal::FeedbackAnonymous,
@@ -551,39 +558,47 @@ impl RelayReceiver<'_> {
         }
         let origin = r.origin.as_str();
         if self.list.member(origin).is_none() {
-            return Err(refuse(
+            return Ok(refuse(
                 "origin",
                 "must be a member on the trust list in force",
                 RequestRefusal::FeedbackOrigin,
             ));
         }
         if origin == self.node_id {
-            return Err(refuse(
+            return Ok(refuse(
                 "origin",
                 "must not be the relay: its own indicators take named feedback",
                 RequestRefusal::FeedbackOrigin,
             ));
         }
         if origin == member {
-            return Err(refuse(
+            return Ok(refuse(
                 "origin",
                 "must not be the sender: a member gives no feedback on its own indicators",
                 RequestRefusal::FeedbackOrigin,
             ));
         }
-        check_add(
-            self.store,
-            origin,
-            item.seq,
-            "the origin's log as this relay holds it",
-        )
-        .map_err(|rule| refuse("item.seq", &rule, RequestRefusal::FeedbackSeq))?;
-        Ok(Accepted {
+        let add = match adds.check(origin, item.seq, "the origin's log as this relay holds it")? {
+            Found::Add(add) => add,
+            Found::Refuse(rule) => {
+                return Ok(refuse("item.seq", &rule, RequestRefusal::FeedbackSeq))
+            }
+            Found::Later(rule) => {
+                return Ok(Checked::Later(Later {
+                    field: format!("items[{i}].item.seq"),
+                    rule,
+                }))
+            }
+        };
+        if let Err(rule) = add.not_before(day) {
+            return Ok(refuse("item.date", &rule, RequestRefusal::FeedbackDate));
+        }
+        Ok(Checked::Accept(Accepted {
             origin: origin.to_string(),
             seq: item.seq,
             outcome,
             bits: bits_of(&actions),
-        })
+        }))
     }
 }
 

@@ -173,10 +173,10 @@ pub(crate) async fn run(
         peer::warn_if_refused(&config, &trust, &state);
         tracing::info!(%addr, "peer listener ready (TLS 1.3, member certificates pinned by the trust list)");
         let feedback = &state.feedback_state;
-        if let Some(queue) = &feedback.queue {
+        for (queue, route) in feedback.deliveries() {
             tokio::spawn(crate::feedback::deliver::run(
-                queue.clone(),
-                feedback.route(),
+                queue,
+                route,
                 state.node_id.clone(),
                 trust.clone(),
                 dialer.clone(),
