@@ -4,7 +4,9 @@
 //! refused one by one naming the field and the rule, and record nothing;
 //! false positives from two distinct senders flag the indicator for review;
 //! a retry counts once; a sender's durable queue reaches the origin across
-//! the origin's kill -9 and the sender's restart; a hit confirmed through
+//! the origin's kill -9 and the sender's restart, and more than a request's
+//! worth of it arrives exactly once however often the sender (and once the
+//! origin) is killed mid-delivery; a hit confirmed through
 //! `cix.v1.Dispositions` at a bank reaches the liaison's `cix.v1.Outcomes`;
 //! anonymous feedback reaches the origin only as an operator's daily counts
 //! (hostile relay items refused one by one, no sender id on the wire to the
@@ -51,10 +53,6 @@ fn fb(seq: u64, outcome: proto::FeedbackOutcome, day: i64) -> FeedbackItem {
         date: day_string(day),
         anonymous_senders: 0,
     }
-}
-
-fn feedback_on(n: &TestNode) {
-    n.append_config("\n[feedback]\nmode = \"named\"\n");
 }
 
 async fn send(
@@ -400,41 +398,6 @@ async fn the_origin_refuses_feedback_while_off_and_hostile_items_one_by_one() {
     }
 }
 
-/// The Feedback frames (request and response bodies) in a capture file.
-fn feedback_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
-    frames(capture, "/cix.v1.Federation/Feedback")
-}
-
-/// The RelayFeedback frames in a capture file.
-fn relay_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
-    frames(capture, "/cix.v1.Federation/RelayFeedback")
-}
-
-/// The frames of `method` (request and response bodies) in a capture file.
-fn frames(capture: &Path, method: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for (path, bytes) in files_under(capture) {
-        let _ = path;
-        let mut rest = bytes.as_slice();
-        while let Some(i) = rest.windows(5).position(|w| w == b"\n--- ") {
-            rest = &rest[i + 5..];
-            let end = rest.iter().position(|b| *b == b'\n').unwrap();
-            let header = String::from_utf8_lossy(&rest[..end]).into_owned();
-            let n: usize = header
-                .rsplit_once(" (")
-                .and_then(|(_, t)| t.strip_suffix(" bytes)"))
-                .and_then(|t| t.parse().ok())
-                .unwrap();
-            let data = rest[end + 1..end + 1 + n].to_vec();
-            rest = &rest[end + 1 + n..];
-            if header.contains(method) {
-                out.push((header, data));
-            }
-        }
-    }
-    out
-}
-
 /// A liaison and a bank, feedback on at both, peer messages captured; the
 /// liaison contributed `raw` (seq 1) and the bank holds it. Gives the
 /// capture directory and the indicator's token.
@@ -636,6 +599,179 @@ async fn a_hit_confirmed_at_the_bank_reaches_the_liaisons_outcomes_without_the_r
             assert!(!contains(data, needle), "{header} carries {needle:?}");
         }
     }
+}
+
+/// Kills node `i` of a coalition with SIGKILL while its feedback queue still
+/// holds items, and checks on disk that it did: gives what the dead node's
+/// queue holds.
+fn kill9_mid_delivery(c: &mut Coalition, i: usize) -> usize {
+    c.nodes[i].kill9();
+    let left = Queue::open(&c.nodes[i].data_dir()).unwrap().pending();
+    assert!(left > 0, "the kill came after the delivery ended");
+    left
+}
+
+/// Waits (bounded) until the origin has recorded more than `past` items
+/// since its start: a Feedback request is being answered.
+async fn origin_recording_past(c: &Coalition, origin: usize, past: u64) {
+    c.nodes[origin]
+        .wait_status_for("items recorded", Duration::from_secs(120), |s| {
+            s.feedback_received > past
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_killed_again_and_again_mid_delivery_loses_and_doubles_nothing() {
+    const LIAISON: usize = 0;
+    const BANK: usize = 1;
+    /// Add entries of the origin's log the items are about.
+    const SEQS: u64 = 400;
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    for n in &mut c.nodes {
+        feedback_on(n);
+    }
+    c.start_all();
+    let values: Vec<String> = (0..SEQS)
+        .map(|i| format!("killed.sender.{i}@feedback.example"))
+        .collect();
+    let added = c
+        .contribute(
+            LIAISON,
+            values.iter().map(|v| item(proto::Kind::Email, v)).collect(),
+            CASE,
+        )
+        .await;
+    assert_eq!((added.first_seq, added.last_seq), (1, SEQS));
+    c.converge().await;
+
+    // The bank's queue, filled while it is stopped: every (indicator,
+    // outcome, day) once over the three days an outcome may be dated (from
+    // the add entry's day, one day of skew, to tomorrow), with actions
+    // varying by indicator and day. The origin counts each sender once per
+    // indicator and outcome, its actions merged over the days; what it must
+    // end up with is summed alongside.
+    c.nodes[BANK].kill9();
+    let day0 = today();
+    let mut want: std::collections::BTreeMap<u64, proto::OutcomeCounts> = Default::default();
+    let mut dates: std::collections::BTreeMap<u64, (i64, i64)> = Default::default();
+    let mut queued = 0usize;
+    {
+        let q = Queue::open(&c.nodes[BANK].data_dir()).unwrap();
+        for seq in 1..=SEQS {
+            let about = IndicatorRef {
+                origin: Arc::from("liaison-a"),
+                seq,
+            };
+            let w = want.entry(seq).or_default();
+            w.false_positive_senders = 1;
+            dates.insert(seq, (day0 - 1, day0 + 1));
+            for outcome in FeedbackOutcome::ALL {
+                let (mut blocked_any, mut closed_any) = (false, false);
+                for day in day0 - 1..=day0 + 1 {
+                    let mut actions = vec![Action::Reported];
+                    let blocked = (seq as i64 + day) % 2 == 0;
+                    let closed = (seq as i64 * day) % 3 == 1;
+                    if blocked {
+                        actions.push(Action::Blocked);
+                    }
+                    if closed {
+                        actions.push(Action::Closed);
+                    }
+                    blocked_any |= blocked;
+                    closed_any |= closed;
+                    q.send(&about, outcome, &actions, day).unwrap();
+                    queued += 1;
+                }
+                w.blocked += u64::from(blocked_any);
+                w.closed += u64::from(closed_any);
+                match outcome {
+                    FeedbackOutcome::Confirmed => w.confirmations += 1,
+                    FeedbackOutcome::FalsePositive => w.false_positives += 1,
+                    FeedbackOutcome::Flood => w.floods += 1,
+                }
+            }
+        }
+        assert_eq!(q.pending(), queued);
+    }
+    assert!(queued > 3000, "more than three requests of 1000: {queued}");
+
+    // Killed as soon as the origin is recording the first request.
+    c.nodes[BANK].start();
+    origin_recording_past(&c, LIAISON, 0).await;
+    let left = kill9_mid_delivery(&mut c, BANK);
+    assert_eq!(left, queued, "nothing was answered yet");
+
+    // Killed once a request was answered and removed.
+    c.nodes[BANK].start();
+    c.nodes[BANK]
+        .wait_status_for("a request answered", Duration::from_secs(120), |s| {
+            (s.feedback_pending as usize) < queued
+        })
+        .await;
+    let left = kill9_mid_delivery(&mut c, BANK);
+    assert!(left < queued);
+
+    // The origin killed while it records, then restarted.
+    c.nodes[BANK].start();
+    let past = c.nodes[LIAISON].status().await.feedback_received;
+    origin_recording_past(&c, LIAISON, past).await;
+    c.nodes[LIAISON].kill9();
+    c.nodes[LIAISON].start();
+
+    // Killed again while the restarted origin records.
+    origin_recording_past(&c, LIAISON, 0).await;
+    kill9_mid_delivery(&mut c, BANK);
+
+    // And once more right after its start, before it can finish.
+    c.nodes[BANK].start();
+    assert!(c.nodes[BANK].status().await.feedback_pending > 0);
+    kill9_mid_delivery(&mut c, BANK);
+
+    // Let it finish.
+    c.nodes[BANK].start();
+    let s = c.nodes[BANK]
+        .wait_status_for("an empty queue", Duration::from_secs(300), |s| {
+            s.feedback_pending == 0
+        })
+        .await;
+    assert_eq!(s.feedback_refused, 0, "{s:?}");
+    assert!(c.nodes[BANK].stop());
+    let q = Queue::open(&c.nodes[BANK].data_dir()).unwrap();
+    assert_eq!(q.pending(), 0, "empty on disk too");
+    drop(q);
+
+    // Every item recorded once: per indicator, the counts queued.
+    let mut liaison = c.nodes[LIAISON].clients().await;
+    let listed = liaison
+        .outcomes
+        .list(proto::ListOutcomesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.indicators.iter().map(|i| i.seq).collect::<Vec<_>>(),
+        (1..=SEQS).collect::<Vec<_>>()
+    );
+    for i in &listed.indicators {
+        let got = i.counts.unwrap();
+        assert_eq!(got, want[&i.seq], "indicator {}", i.seq);
+        let (first, last) = dates[&i.seq];
+        assert_eq!(
+            (i.first_date.as_str(), i.last_date.as_str()),
+            (day_string(first).as_str(), day_string(last).as_str()),
+            "indicator {}",
+            i.seq
+        );
+    }
+    let s = c.nodes[LIAISON].status().await;
+    assert_eq!(s.feedback_received_refused, 0, "{s:?}");
+    assert_eq!(s.feedback_flagged_for_review, 0, "one sender flags nothing");
+}
+
+/// The RelayFeedback frames in a capture file.
+fn relay_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
+    method_frames(capture, "/cix.v1.Federation/RelayFeedback")
 }
 
 fn relayed(origin: &str, item: FeedbackItem) -> proto::RelayedFeedback {

@@ -4,7 +4,9 @@
 //! a lift raises them and unmarks hits for the rest of the UTC day, the
 //! next day counts afresh, counts and quarantines survive kill -9 after a
 //! flush; the Quarantine service needs `admin` and names bad input; no raw
-//! value reaches the data directory or the logs.
+//! value reaches the data directory or the logs. Across a coalition, a
+//! bank's quarantine reaches the indicator's origin once as `flood`
+//! feedback, carrying no value, token or case reference.
 
 mod support;
 
@@ -274,4 +276,119 @@ async fn alerts_past_the_watch_entry_threshold_pause_until_a_lift_raises_them() 
     assert_eq!(all, refs);
     nothing_more(&mut sub).await;
     assert!(!marked(&mut c, merchant).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_quarantine_reaches_the_origin_as_flood_feedback() {
+    const LIAISON: usize = 0;
+    const BANK: usize = 1;
+    const CASE: &str = "CASE-FLOOD-FB";
+    let pooled = "pooled.account@flood-feedback.example";
+    let mut c = Coalition::new(&["liaison-a", "bank-b"]);
+    let capture = c.tmp.path().join("capture");
+    for n in &mut c.nodes {
+        n.capture = Some(capture.clone());
+        feedback_on(n);
+    }
+    c.nodes[BANK].append_config(THRESHOLDS);
+    c.start_all();
+    let added = c
+        .contribute(LIAISON, vec![item(Kind::Email, pooled)], CASE)
+        .await;
+    assert_eq!(added.first_seq, 1);
+    let token = added.results[0].token.clone();
+    assert_eq!(token.len(), 32);
+    c.converge().await;
+
+    // The bank's hits on the liaison's indicator: the fifth reaches the
+    // threshold and quarantines it on the bank.
+    let mut bank = c.nodes[BANK].clients().await;
+    for _ in 0..4 {
+        assert!(!marked(&mut bank, pooled).await, "below the threshold");
+    }
+    assert!(marked(&mut bank, pooled).await, "the hit reaching it");
+    let q = bank.quarantines().await.unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!((q[0].origin.as_str(), q[0].seq), ("liaison-a", 1));
+    let before = c.nodes[LIAISON].status().await.feedback_received;
+    assert_eq!(before, 0);
+
+    // The next flush hands one `flood` item to the queue; it reaches the
+    // origin, which records it.
+    c.nodes[BANK]
+        .wait_status("the flood feedback delivered", |s| {
+            s.flood_feedback_sent == 1 && s.feedback_delivered == 1 && s.feedback_pending == 0
+        })
+        .await;
+    let s = c.nodes[LIAISON]
+        .wait_status("the flood feedback received", |s| {
+            s.feedback_received > before
+        })
+        .await;
+    assert_eq!((s.feedback_received, s.feedback_received_refused), (1, 0));
+
+    // Once per quarantine: more hits and a later flush send nothing more.
+    let flushed = c.nodes[BANK].status().await.flood_counts_flushed_at;
+    for _ in 0..3 {
+        assert!(marked(&mut bank, pooled).await);
+    }
+    let s = c.nodes[BANK]
+        .wait_status("a flush after the later hits", |s| {
+            s.flood_counts_flushed_at > flushed
+        })
+        .await;
+    assert_eq!(
+        (s.flood_feedback_sent, s.feedback_queued, s.feedback_pending),
+        (1, 1, 0)
+    );
+    assert_eq!(c.nodes[LIAISON].status().await.feedback_received, 1);
+
+    // The origin's own view: one flood on that indicator of that case.
+    let mut liaison = c.nodes[LIAISON].clients().await;
+    let listed = liaison
+        .outcomes
+        .list(proto::ListOutcomesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.indicators.len(), 1, "{listed:?}");
+    let i = &listed.indicators[0];
+    assert_eq!((i.seq, i.case_ref.as_str()), (1, CASE));
+    let counts = i.counts.unwrap();
+    assert_eq!(
+        (
+            counts.floods,
+            counts.confirmations,
+            counts.false_positives,
+            counts.flagged
+        ),
+        (1, 0, 0, 0),
+        "{counts:?}"
+    );
+    assert_eq!(listed.cases.len(), 1);
+    assert_eq!(listed.cases[0].counts.unwrap().floods, 1);
+
+    // On the wire: one item, outcome FLOOD, about seq 1; no raw value, no
+    // token, no case reference in any Feedback frame either way.
+    let frames = feedback_frames(&capture);
+    let requests = feedback_requests(&frames);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].items.len(), 1, "{requests:?}");
+    let sent = &requests[0].items[0];
+    assert_eq!(sent.outcome(), proto::FeedbackOutcome::Flood);
+    assert_eq!((sent.seq, sent.anonymous_senders), (1, 0));
+    assert!(sent.actions.is_empty(), "{sent:?}");
+    assert!(
+        frames.iter().any(|(h, _)| h.starts_with("response")),
+        "no Feedback response captured"
+    );
+    for (header, data) in &frames {
+        for needle in [pooled.as_bytes(), token.as_slice(), CASE.as_bytes()] {
+            assert!(
+                !contains(data, needle),
+                "{header} carries {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
 }

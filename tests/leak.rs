@@ -2,10 +2,16 @@
 //! with recognisable raw values at trace log level: on one node (contribute,
 //! match, stream, pre-hashed tokens, retract, extend, list, status, error
 //! paths, restart), and across a federation (replication, remote matching by
-//! prefix queries, rekey after a key rotation, their error paths). Then every
-//! data directory, everything every node printed (stdout and stderr), and the
-//! bytes of every gRPC message exchanged between nodes (captured on every
-//! peer listener) are searched for each raw value and each canonical form.
+//! prefix queries, rekey after a key rotation, their error paths), and what
+//! a bank's analysts and the liaison do with the results (watchlist alerts,
+//! dispositions on alerts and hits with a case-system reference, case
+//! packages, flood quarantines, named feedback to the origin, the origin's
+//! outcomes, the outcome figures as Markdown, SVG, CSV and JSON, their error
+//! paths). Then every data directory, everything every node printed (stdout
+//! and stderr), every answer and CLI output and file a client received, and
+//! the bytes of every gRPC message exchanged between nodes (captured on
+//! every peer listener) are searched for each raw value and each canonical
+//! form.
 
 mod support;
 
@@ -510,4 +516,414 @@ async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
     assert!(files_under(&c.nodes[BANK].data_dir())
         .iter()
         .any(|(_, b)| contains(b, b"CASE-LEAK-FED")));
+}
+
+/// Runs `cix ARGS` against `node`, asserting success; gives one place to
+/// search: the command, its stdout and its stderr.
+fn cli_ok(node: &TestNode, args: &[&str]) -> (String, Vec<u8>) {
+    let (ok, out, err) = run_cli(node, args);
+    assert!(ok, "cix {}: {err}", args.join(" "));
+    (
+        format!("cix {}", args.join(" ")),
+        format!("{out}\n{err}").into_bytes(),
+    )
+}
+
+fn disposition_hit(origin: &str, seq: u64, watch_reference: &str) -> proto::DispositionTarget {
+    proto::DispositionTarget {
+        target: Some(proto::disposition_target::Target::Hit(proto::HitTarget {
+            origin: origin.into(),
+            seq,
+            watch_reference: watch_reference.into(),
+        })),
+    }
+}
+
+fn disposition_alert(alert: u64) -> proto::DispositionTarget {
+    proto::DispositionTarget {
+        target: Some(proto::disposition_target::Target::Alert(alert)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_raw_identifier_reaches_disk_logs_outputs_or_a_peer_through_dispositions_feedback_and_reports(
+) {
+    const LIAISON: usize = 0;
+    const BANK: usize = 1;
+    const CASE: &str = "CASE-LEAK-FB";
+    let mut c = Coalition::new(&["liaison-leak", "bank-leak"]);
+    let capture = c.tmp.path().join("capture");
+    for n in &mut c.nodes {
+        n.capture = Some(capture.clone());
+        feedback_on(n);
+    }
+    // Five hits a day quarantine an indicator at the bank.
+    c.nodes[BANK].append_config("\n[flood]\nhits_per_day = 5\nwatch_entries_per_day = 3\n");
+    c.start_all();
+    let out_dir = c.tmp.path().join("outputs");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    // Every answer a client receives and every CLI output, searched too.
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    let answer =
+        |what: &str, v: &dyn std::fmt::Debug| (what.to_string(), format!("{v:?}").into_bytes());
+
+    // The bank watches every canary (and the invalid ones) under its own
+    // references; the liaison contributes them; the bank's alerts rise.
+    let watch_ref = |i: usize| format!("LEAK-W-{i:02}");
+    let watched = watchlist(&c.nodes[BANK])
+        .await
+        .add(proto::WatchAddRequest {
+            items: all_ids()
+                .into_iter()
+                .enumerate()
+                .map(|(i, ident)| proto::WatchItem {
+                    reference: watch_ref(i),
+                    item: Some(proto::watch_item::Item::Identifier(ident)),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    outputs.push(answer("Watchlist.Add", &watched));
+    let mut sub = subscribe(&c.nodes[BANK], 0).await.unwrap();
+    let items: Vec<_> = CANARIES
+        .iter()
+        .map(|(k, v, _)| item(*k, v))
+        .chain(INVALID_CANARIES.iter().map(|(k, v)| item(*k, v)))
+        .collect();
+    let r = c.contribute(LIAISON, items, CASE).await;
+    assert_eq!(r.last_seq, CANARIES.len() as u64);
+    let tokens: Vec<Vec<u8>> = r
+        .results
+        .iter()
+        .filter(|x| !x.token.is_empty())
+        .map(|x| x.token.clone())
+        .collect();
+    let raised = next(&mut sub, CANARIES.len()).await;
+    outputs.push(answer("Alerts.Subscribe", &raised));
+    let alert_of = |i: usize| {
+        raised
+            .iter()
+            .find(|e| e.watch_reference == watch_ref(i))
+            .unwrap_or_else(|| panic!("no alert for canary {i}: {raised:?}"))
+            .clone()
+    };
+
+    // Dispositions at the bank: on an alert with a case-system reference
+    // (the API and the CLI), on a hit with and without its watch reference.
+    let mut bank = c.nodes[BANK].clients().await;
+    let a0 = alert_of(0);
+    let rec = bank
+        .dispositions
+        .record(proto::RecordDispositionRequest {
+            target: Some(disposition_alert(a0.alert)),
+            disposition: "confirmed".into(),
+            actions: vec!["reported".into(), "blocked".into()],
+            case_system_ref: "SAR-LEAK-0001".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    outputs.push(answer("Dispositions.Record alert", &rec));
+    let a1 = alert_of(1);
+    outputs.push(cli_ok(
+        &c.nodes[BANK],
+        &[
+            "disposition",
+            "record",
+            "--alert",
+            &a1.alert.to_string(),
+            "--outcome",
+            "confirmed",
+            "--action",
+            "closed",
+            "--case-system-ref",
+            "SAR-LEAK-0002",
+        ],
+    ));
+    let a2 = alert_of(2);
+    let hit2 = format!("liaison-leak:{}", a2.seq);
+    outputs.push(cli_ok(
+        &c.nodes[BANK],
+        &[
+            "disposition",
+            "record",
+            "--hit",
+            &hit2,
+            "--watch-ref",
+            &watch_ref(2),
+            "--outcome",
+            "false_positive",
+        ],
+    ));
+    let a3 = alert_of(3);
+    for d in ["under_review", "confirmed"] {
+        let rec = bank
+            .dispositions
+            .record(proto::RecordDispositionRequest {
+                target: Some(disposition_hit("liaison-leak", a3.seq, "")),
+                disposition: d.into(),
+                actions: vec!["reported".into()],
+                case_system_ref: "SAR-LEAK-0003".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        outputs.push(answer("Dispositions.Record hit", &rec));
+    }
+    // Their error paths, with raw values inside.
+    let refused = [
+        proto::RecordDispositionRequest {
+            target: Some(disposition_alert(a0.alert)),
+            disposition: "confirmed".into(),
+            actions: vec![],
+            case_system_ref: format!("{}\u{7}", CANARIES[5].1),
+        },
+        proto::RecordDispositionRequest {
+            target: Some(disposition_alert(a0.alert)),
+            disposition: CANARIES[5].1.into(),
+            actions: vec![CANARIES[6].1.into()],
+            case_system_ref: String::new(),
+        },
+        proto::RecordDispositionRequest {
+            target: Some(disposition_hit(CANARIES[5].1, 1, "")),
+            disposition: "confirmed".into(),
+            actions: vec![],
+            case_system_ref: String::new(),
+        },
+    ];
+    for req in refused {
+        let e = bank.dispositions.record(req).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        errors.push(e.message().to_string());
+    }
+    let listed = bank
+        .dispositions
+        .list(proto::ListDispositionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.records.len(), 5, "{listed:?}");
+    outputs.push(answer("Dispositions.List", &listed));
+    outputs.push(cli_ok(&c.nodes[BANK], &["disposition", "list"]));
+    outputs.push(cli_ok(&c.nodes[BANK], &["disposition", "list", "--json"]));
+    outputs.push(cli_ok(&c.nodes[BANK], &["alerts", "list"]));
+
+    // Case packages: the API and `cix report case`, of alerts and hits.
+    let mut packages = Vec::new();
+    for target in [
+        disposition_alert(a0.alert),
+        disposition_hit("liaison-leak", a3.seq, ""),
+        disposition_hit("liaison-leak", a2.seq, &watch_ref(2)),
+    ] {
+        let json = bank
+            .reports
+            .case_report(proto::CaseReportRequest {
+                target: Some(target),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .json;
+        packages.push(json.clone());
+        outputs.push(("Reports.CaseReport".to_string(), json.into_bytes()));
+    }
+    let e = bank
+        .reports
+        .case_report(proto::CaseReportRequest {
+            target: Some(disposition_hit(CANARIES[7].1, 1, "")),
+        })
+        .await
+        .unwrap_err();
+    errors.push(e.message().to_string());
+    let case_file = out_dir.join("case-a1.json");
+    cli_ok(
+        &c.nodes[BANK],
+        &[
+            "report",
+            "case",
+            "--alert",
+            &a1.alert.to_string(),
+            "--out",
+            case_file.to_str().unwrap(),
+        ],
+    );
+    outputs.push(cli_ok(
+        &c.nodes[BANK],
+        &[
+            "report",
+            "case",
+            "--hit",
+            &hit2,
+            "--watch-ref",
+            &watch_ref(2),
+        ],
+    ));
+    let package = std::fs::read_to_string(&case_file).unwrap();
+    assert!(package.contains("SAR-LEAK-0002"), "{package}");
+    packages.push(package);
+
+    // Flood control at the bank: five screenings quarantine every canary,
+    // and each origin hears `flood` once.
+    for _ in 0..5 {
+        let m = bank
+            .screening
+            .r#match(proto::MatchRequest {
+                identifiers: all_ids(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        outputs.push(answer("Screening.Match", &m));
+    }
+    let quarantined = bank.quarantines().await.unwrap();
+    assert_eq!(quarantined.len(), CANARIES.len(), "{quarantined:?}");
+    outputs.push(answer("Quarantine.List", &quarantined));
+    outputs.push(cli_ok(&c.nodes[BANK], &["quarantine", "list"]));
+
+    // Every feedback item (four dispositions, eight floods) reaches the
+    // liaison.
+    let fed_back = 4 + CANARIES.len() as u64;
+    c.nodes[BANK]
+        .wait_status("every feedback item delivered", |s| {
+            s.flood_feedback_sent == CANARIES.len() as u64
+                && s.feedback_delivered == fed_back
+                && s.feedback_pending == 0
+        })
+        .await;
+    c.nodes[LIAISON]
+        .wait_status("every feedback item recorded", |s| {
+            s.feedback_received == fed_back
+        })
+        .await;
+
+    // The liaison's view: the Outcomes answer and `cix outcomes`.
+    let mut liaison = c.nodes[LIAISON].clients().await;
+    let heard = liaison
+        .outcomes
+        .list(proto::ListOutcomesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(heard.indicators.len(), CANARIES.len(), "{heard:?}");
+    outputs.push(answer("Outcomes.List", &heard));
+    let e = liaison
+        .outcomes
+        .list(proto::ListOutcomesRequest {
+            case_ref: format!("{}\u{7}", CANARIES[5].1),
+        })
+        .await
+        .unwrap_err();
+    errors.push(e.message().to_string());
+    outputs.push(cli_ok(&c.nodes[LIAISON], &["outcomes"]));
+    outputs.push(cli_ok(
+        &c.nodes[LIAISON],
+        &["outcomes", "--case-ref", CASE, "--json"],
+    ));
+
+    // The outcome figures at both: the answer, and `cix report outcomes`
+    // in every format, the chart included.
+    let today = cix::outcome::day_string(cix::outcome::utc_day(cix::time::system_now().unwrap()));
+    for (i, name) in [(LIAISON, "liaison"), (BANK, "bank")] {
+        let figures = c.nodes[i]
+            .clients()
+            .await
+            .figures
+            .outcomes(proto::OutcomesRequest {
+                from: today.clone(),
+                to: today.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        outputs.push(answer("Figures.Outcomes", &figures));
+        let md = out_dir.join(format!("outcomes-{name}.md"));
+        cli_ok(
+            &c.nodes[i],
+            &[
+                "report",
+                "outcomes",
+                "--from",
+                &today,
+                "--out",
+                md.to_str().unwrap(),
+            ],
+        );
+        assert!(out_dir.join(format!("outcomes-{name}.svg")).is_file());
+        for format in ["csv", "json"] {
+            outputs.push(cli_ok(
+                &c.nodes[i],
+                &["report", "outcomes", "--from", &today, "--format", format],
+            ));
+        }
+    }
+    drop((bank, liaison));
+    for n in &mut c.nodes {
+        assert!(n.stop());
+    }
+
+    let mut places = Vec::new();
+    for n in &c.nodes {
+        let logs = n.logs();
+        assert!(logs.contains("TRACE"), "the node logged at trace level");
+        places.push((format!("{} logs", n.dir.display()), logs.into_bytes()));
+        places.extend(files(&n.data_dir()));
+    }
+    assert_eq!(errors.len(), 5);
+    places.push(("error messages".to_string(), errors.join("\n").into_bytes()));
+    let written = files(&out_dir);
+    assert_eq!(written.len(), 5, "a case package, two reports, two charts");
+    places.extend(written.iter().cloned());
+    places.extend(outputs.iter().cloned());
+    let captured = files(&capture);
+    let wire: Vec<u8> = captured.iter().flat_map(|(_, b)| b.clone()).collect();
+    places.extend(captured);
+    let found = search(&places);
+    assert!(
+        found.is_empty(),
+        "raw identifiers leaked:\n{}",
+        found.join("\n")
+    );
+
+    // Not vacuous: the places hold what each flow produced.
+    let frames = feedback_frames(&capture);
+    let sent: Vec<proto::FeedbackItem> = feedback_requests(&frames)
+        .into_iter()
+        .flat_map(|r| r.items)
+        .collect();
+    assert!(sent.len() as u64 >= fed_back, "{sent:?}");
+    for (header, data) in &frames {
+        for t in &tokens {
+            assert!(!contains(data, t), "{header} carries a token");
+        }
+        assert!(
+            !contains(data, CASE.as_bytes()),
+            "{header} carries the case"
+        );
+    }
+    assert!(contains(&wire, b"/cix.v1.Federation/Feedback"));
+    for p in &packages {
+        assert!(p.contains(CASE) && p.contains("liaison-leak"), "{p}");
+    }
+    let all_outputs: Vec<u8> = outputs.iter().flat_map(|(_, b)| b.clone()).collect();
+    for what in [
+        &b"SAR-LEAK-0001"[..],
+        b"SAR-LEAK-0003",
+        b"false_positive",
+        b"hits_per_day",
+        CASE.as_bytes(),
+    ] {
+        assert!(
+            contains(&all_outputs, what),
+            "{} missing from the outputs",
+            String::from_utf8_lossy(what)
+        );
+    }
+    let md = std::fs::read_to_string(out_dir.join("outcomes-bank.md")).unwrap();
+    assert!(md.contains("| email |"), "{md}");
+    assert!(files_under(&c.nodes[BANK].data_dir())
+        .iter()
+        .any(|(_, b)| contains(b, b"SAR-LEAK-0001")));
 }

@@ -803,3 +803,88 @@ pub fn run_cli(node: &TestNode, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+// ---------------------------------------------------------------------------
+// Feedback and peer-message captures.
+
+/// Turns `[feedback] mode = "named"` on (before start).
+pub fn feedback_on(n: &TestNode) {
+    n.append_config("\n[feedback]\nmode = \"named\"\n");
+}
+
+/// The Feedback frames (request and response bodies, with their capture
+/// headers) in every capture file under `capture`.
+pub fn feedback_frames(capture: &Path) -> Vec<(String, Vec<u8>)> {
+    method_frames(capture, "/cix.v1.Federation/Feedback")
+}
+
+/// The frames of `method` (request and response bodies, with their capture
+/// headers) in every capture file under `capture`.
+pub fn method_frames(capture: &Path, method: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (_, bytes) in files_under(capture) {
+        let mut rest = bytes.as_slice();
+        while let Some(i) = rest.windows(5).position(|w| w == b"\n--- ") {
+            rest = &rest[i + 5..];
+            let end = rest.iter().position(|b| *b == b'\n').unwrap();
+            let header = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let n: usize = header
+                .rsplit_once(" (")
+                .and_then(|(_, t)| t.strip_suffix(" bytes)"))
+                .and_then(|t| t.parse().ok())
+                .unwrap();
+            let data = rest[end + 1..end + 1 + n].to_vec();
+            rest = &rest[end + 1 + n..];
+            if header.contains(method) {
+                out.push((header, data));
+            }
+        }
+    }
+    out
+}
+
+/// The Feedback requests decoded from captured frames (each frame holding
+/// one whole gRPC message: a 5-byte prefix, then the body).
+pub fn feedback_requests(frames: &[(String, Vec<u8>)]) -> Vec<proto::FeedbackRequest> {
+    frames
+        .iter()
+        .filter(|(h, data)| h.starts_with("request") && data.len() > 5)
+        .map(|(h, data)| {
+            prost::Message::decode(&data[5..])
+                .unwrap_or_else(|e| panic!("{h}: not one whole FeedbackRequest: {e}"))
+        })
+        .collect()
+}
+
+impl TestNode {
+    /// Waits (bounded, 60 s) until `f` holds of this node's Status, and
+    /// returns that Status.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        f: impl Fn(&proto::StatusResponse) -> bool,
+    ) -> proto::StatusResponse {
+        self.wait_status_for(what, Duration::from_secs(60), f).await
+    }
+
+    /// [`TestNode::wait_status`] with another bound.
+    pub async fn wait_status_for(
+        &self,
+        what: &str,
+        bound: Duration,
+        f: impl Fn(&proto::StatusResponse) -> bool,
+    ) -> proto::StatusResponse {
+        let start = Instant::now();
+        loop {
+            let s = self.status().await;
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < bound,
+                "never reached {what} in {bound:?}: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
