@@ -1032,7 +1032,7 @@ async fn anonymous_feedback_reaches_the_origin_only_as_the_operators_daily_count
     }
     let record = files_under(&c.nodes[0].data_dir().join("feedback_received"));
     assert!(record.iter().any(|(_, d)| contains(d, b"operator")));
-    let relay_files: Vec<_> = ["feedback_relay", "feedback_relay_out"]
+    let relay_files: Vec<_> = ["feedback_relay", "feedback", "feedback_anonymous"]
         .iter()
         .flat_map(|d| files_under(&c.nodes[3].data_dir().join(d)))
         .collect();
@@ -1041,6 +1041,20 @@ async fn anonymous_feedback_reaches_the_origin_only_as_the_operators_daily_count
         for id in [b"bank-b".as_slice(), b"bank-c"] {
             assert!(!contains(data, id), "{} holds {id:?}", path.display());
         }
+    }
+    // Nor did the raw value reach any node's disk or log on the way.
+    for i in [1, 2] {
+        c.nodes[i].stop();
+    }
+    for n in &c.nodes {
+        for (path, data) in files_under(&n.data_dir()) {
+            assert!(
+                !contains(&data, RAW_B.as_bytes()),
+                "raw value in {}",
+                path.display()
+            );
+        }
+        assert!(!n.logs().contains(RAW_B), "raw value in a log");
     }
     for line in c.nodes[3].logs().lines().map(plain) {
         if line.to_lowercase().contains("feedback") {

@@ -155,6 +155,7 @@ pub(crate) fn relay_member(
         m.kind == MemberKind::Operator as i32
             && TrustList::is_active(m, now)
             && TrustList::has_capability(m, PeerCapability::Feedback)
+            && TrustList::has_capability(m, PeerCapability::Replicate)
             && !m.endpoint.is_empty()
             && m.id != node_id
     };
@@ -164,13 +165,13 @@ pub(crate) fn relay_member(
             .filter(|m| can(m))
             .cloned()
             .ok_or_else(|| {
-                format!("[feedback] relay {id} is not an active operator node with the feedback capability and an endpoint on the trust list in force")
+                format!("[feedback] relay {id} is not an active operator node with the feedback and replicate capabilities and an endpoint on the trust list in force")
             }),
         None => {
             let mut ops: Vec<&proto::Member> = list.body().members.iter().filter(|m| can(m)).collect();
             ops.sort_by(|a, b| a.id.cmp(&b.id));
             ops.first().map(|m| (*m).clone()).ok_or_else(|| {
-                "no active operator node on the trust list in force has the feedback capability and an endpoint".to_string()
+                "no active operator node on the trust list in force has the feedback and replicate capabilities and an endpoint".to_string()
             })
         }
     }
@@ -268,7 +269,9 @@ async fn deliver(
     }
     queue.remove(&done, delivered, refused)?;
     tracing::info!(%origin, to = %member.id, delivered, refused, "feedback delivered");
-    if let Some((n, rule)) = later {
+    // Kept items alone back off; with any decided, the next call goes at
+    // once (it starts from the oldest again, kept ones first).
+    if let Some((n, rule)) = later.filter(|_| delivered + refused == 0) {
         return Err(DeliveryError::Later {
             to: member.id.clone(),
             n,

@@ -58,6 +58,9 @@ pub(crate) struct Queued {
     pub item: FeedbackItem,
 }
 
+/// A key and its value, to write.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// The durable queue; the node's [`FeedbackSink`] when feedback is on.
 pub struct Queue {
     db: sled::Db,
@@ -84,6 +87,50 @@ impl Queue {
     /// `<data_dir>/feedback_anonymous`.
     pub fn open_anonymous(data_dir: &Path) -> Result<Queue, QueueOpenError> {
         Queue::open_in(&data_dir.join(ANONYMOUS_QUEUE_DIR))
+    }
+
+    /// A queue in the tree `name` of an open database (the relay keeps its
+    /// outbound queue beside its own records, to write both atomically).
+    pub(crate) fn on(db: sled::Db, name: &str) -> Result<Queue, QueueOpenError> {
+        let items = db.open_tree(name)?;
+        Ok(Queue {
+            db,
+            items,
+            notify: Notify::new(),
+            queued: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// The queue's tree, for a writer that adds items in its own
+    /// transaction ([`Queue::keyed`], then [`Queue::pushed`]).
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.items
+    }
+
+    /// The keys and values that queue `items` for their origins, in the
+    /// order given.
+    pub(crate) fn keyed(
+        &self,
+        items: &[(String, FeedbackItem)],
+    ) -> Result<Vec<KeyValue>, QueueOpenError> {
+        items
+            .iter()
+            .map(|(origin, item)| {
+                let mut key = origin_prefix(origin);
+                key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+                Ok((key, item.encode_to_vec()))
+            })
+            .collect()
+    }
+
+    /// Counts `n` items written through [`Queue::tree`] and wakes delivery.
+    pub(crate) fn pushed(&self, n: usize) {
+        if n > 0 {
+            self.queued.fetch_add(n as u64, Ordering::Relaxed);
+            self.notify.notify_one();
+        }
     }
 
     /// Opens (or creates) a queue in the folder `path`.
@@ -169,25 +216,6 @@ impl Queue {
         self.db.flush()?;
         self.delivered.fetch_add(delivered, Ordering::Relaxed);
         self.refused.fetch_add(refused, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Queues `items` for their origins, in the order given, in one write
-    /// (flushed before it returns).
-    pub(crate) fn push(&self, items: &[(String, FeedbackItem)]) -> Result<(), QueueOpenError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for (origin, item) in items {
-            let mut key = origin_prefix(origin);
-            key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
-            batch.insert(key, item.encode_to_vec());
-        }
-        self.items.apply_batch(batch)?;
-        self.db.flush()?;
-        self.queued.fetch_add(items.len() as u64, Ordering::Relaxed);
-        self.notify.notify_one();
         Ok(())
     }
 

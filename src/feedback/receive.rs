@@ -1,9 +1,9 @@
 //! The origin's side of `Federation.Feedback`: refused whole when this
 //! node's feedback is off or the request holds no items or too many; else
 //! every item checked field by field (its seq an add entry of this node's
-//! own origin log, its date within [today - 30, today + 1], its outcome and
-//! actions known, anonymous senders only from an operator) and answered on
-//! its own. Accepted items go to the [`Records`](super::record::Records);
+//! own origin log, its date from that entry's day to tomorrow, its outcome
+//! and actions known, anonymous senders only from an operator) and
+//! answered on its own. Accepted items go to the [`Records`](super::record::Records);
 //! refused ones change nothing and are counted per member and reason.
 
 use crate::{
@@ -129,6 +129,9 @@ impl Receiver<'_> {
                 Checked::Later(later) => results.push(later.result()),
             }
         }
+        // What waits for later is not charged to the member's day.
+        let later = results.iter().filter(|r| r.retry_later).count() as u64;
+        self.feedback.limits.refund(member, later, self.now as f64);
         Ok(proto::FeedbackResponse { results })
     }
 
@@ -154,9 +157,9 @@ impl Receiver<'_> {
             Sender::Named(member.to_string())
         } else {
             match self.relayed_count(member, item.anonymous_senders, actions.len()) {
-                Ok(()) => Sender::Relay {
+                Ok(count) => Sender::Relay {
                     relay: member.to_string(),
-                    count: item.anonymous_senders,
+                    count,
                 },
                 Err((field, rule, reason)) => {
                     return Ok(Checked::Refuse(refuse(field, rule, reason)))
@@ -199,15 +202,15 @@ impl Receiver<'_> {
     }
 
     /// Whether `member` may say `count` anonymous senders stand behind an
-    /// item with `actions` actions: an operator's node, at most the active
-    /// members with `feedback` other than this origin and the relay, and
-    /// at most one action.
+    /// item with `actions` actions (an operator's node, at most one
+    /// action); gives the count, at most the active members with `feedback`
+    /// other than this origin and the relay.
     fn relayed_count(
         &self,
         member: &str,
         count: u32,
         actions: usize,
-    ) -> Result<(), (&'static str, String, RequestRefusal)> {
+    ) -> Result<u32, (&'static str, String, RequestRefusal)> {
         let operator = self
             .list
             .member(member)
@@ -231,13 +234,6 @@ impl Receiver<'_> {
                     && TrustList::has_capability(m, PeerCapability::Feedback)
             })
             .count();
-        if count as usize > senders {
-            return Err((
-                "anonymous_senders",
-                format!("must be at most the active members with feedback other than this origin and the relay ({senders})"),
-                RequestRefusal::FeedbackAnonymous,
-            ));
-        }
         if actions > 1 {
             return Err((
                 "actions",
@@ -245,7 +241,10 @@ impl Receiver<'_> {
                 RequestRefusal::FeedbackActions,
             ));
         }
-        Ok(())
+        // More than could have sent it, as this node's list stands: counted
+        // as that many (the relay's list may be newer, a sender suspended
+        // since), never refused, so that nothing acknowledged is lost.
+        Ok(count.min(u32::try_from(senders).unwrap_or(u32::MAX)))
     }
 }
 

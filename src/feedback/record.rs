@@ -393,26 +393,53 @@ impl Records {
 
     /// Every item heard, by seq then day, without its sender.
     pub(crate) fn heard(&self) -> Result<Vec<Heard>, RecordError> {
+        let actions_of = |bits: u8| -> Vec<Action> {
+            [(BLOCKED, Action::Blocked), (CLOSED, Action::Closed)]
+                .into_iter()
+                .filter(|(bit, _)| bits & bit != 0)
+                .map(|(_, a)| a)
+                .collect()
+        };
         let mut out = Vec::new();
+        // A named sender once per indicator and outcome (entries of earlier
+        // records, one per day, merged): its first day, its actions.
+        let mut named: BTreeMap<(u64, u8, Vec<u8>), (i64, u8)> = BTreeMap::new();
         for kv in self.items.iter() {
             let (k, v) = kv?;
             let Some((seq, e)) = decode(&k, &v) else {
                 continue;
             };
-            let actions = [(BLOCKED, Action::Blocked), (CLOSED, Action::Closed)]
-                .into_iter()
-                .filter(|(bit, _)| e.bits & bit != 0)
-                .map(|(_, a)| a)
-                .collect();
+            if !e.relay {
+                let m = named
+                    .entry((seq, outcome_byte(e.outcome), e.sender))
+                    .or_insert((e.day, 0));
+                m.0 = m.0.min(e.day);
+                m.1 |= e.bits;
+                continue;
+            }
             out.push(Heard {
                 seq,
                 outcome: e.outcome,
-                actions,
+                actions: actions_of(e.bits),
                 day: e.day,
-                senders: if e.relay { u64::from(e.count) } else { 1 },
-                of_outcome: !e.relay || e.bits == 0,
+                senders: u64::from(e.count),
+                of_outcome: e.bits == 0,
             });
         }
+        for ((seq, outcome, _), (day, bits)) in named {
+            let Some(outcome) = outcome_of(outcome) else {
+                continue;
+            };
+            out.push(Heard {
+                seq,
+                outcome,
+                actions: actions_of(bits),
+                day,
+                senders: 1,
+                of_outcome: true,
+            });
+        }
+        out.sort_by_key(|h| (h.seq, h.day));
         Ok(out)
     }
 
@@ -463,6 +490,38 @@ mod tests {
             day,
             sender,
         }
+    }
+
+    #[test]
+    fn entries_of_earlier_records_merge_with_new_ones_by_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Records::open(dir.path()).unwrap();
+        // As earlier records wrote it: seq | outcome | day | `n` | sender.
+        let mut old = 7u64.to_be_bytes().to_vec();
+        old.push(outcome_byte(FeedbackOutcome::FalsePositive));
+        old.extend_from_slice(&day_bytes(20_000));
+        old.push(b'n');
+        old.extend_from_slice(b"bank-a");
+        r.items.insert(old, &relay_value(BLOCKED, 0)).unwrap();
+        r.record(&fp(7, 20_002, Sender::Named("bank-a".into())))
+            .unwrap();
+        let o = r.of(7).unwrap();
+        assert_eq!(
+            (
+                o.false_positives,
+                o.false_positive_senders,
+                o.blocked,
+                o.flagged
+            ),
+            (1, 1, 1, false)
+        );
+        assert_eq!((o.first_day, o.last_day), (20_000, 20_002));
+        let heard = r.heard().unwrap();
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert_eq!(
+            (heard[0].day, heard[0].actions.as_slice()),
+            (20_000, [Action::Blocked].as_slice())
+        );
     }
 
     #[test]

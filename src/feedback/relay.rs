@@ -32,6 +32,7 @@ use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use rand::{seq::SliceRandom, RngCore};
 use sha2::Sha256;
+use sled::Transactional;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -54,8 +55,6 @@ use super::{
 
 /// The relay's folder in the data directory.
 pub(crate) const RELAY_DIR: &str = "feedback_relay";
-/// The relay's outbound queue (relayed items awaiting their origin).
-pub(crate) const RELAY_OUT_DIR: &str = "feedback_relay_out";
 /// Days a sender hash may count: a window's length.
 pub(crate) const WINDOW_DAYS: i64 = 30;
 /// How often the batch task looks at the clock.
@@ -67,7 +66,6 @@ const SENDER: u8 = b's';
 const PENDING: u8 = b'p';
 const RELAYED: u8 = b'r';
 const META_BATCH_DAY: &[u8] = b"m:batch_day";
-const META_BATCH_DATE: &[u8] = b"m:batch_date";
 
 /// Actions as bits; `TOTAL` marks a sender already counted for its outcome.
 const BLOCKED: u8 = 1;
@@ -198,9 +196,9 @@ impl Relay {
         })?;
         let tree = db.open_tree("relay")?;
         Ok(Relay {
-            db,
+            db: db.clone(),
             tree,
-            out: Arc::new(Queue::open_in(&data_dir.join(RELAY_OUT_DIR))?),
+            out: Arc::new(Queue::on(db.clone(), "out")?),
             write: Mutex::new(()),
             received: AtomicU64::new(0),
             limits: crate::ratelimit::Limiter::new(),
@@ -232,6 +230,9 @@ impl Relay {
     /// Records accepted items of one sender in one atomic write, flushed.
     fn record(&self, sender: &str, now: i64, items: &[Accepted]) -> Result<(), RelayError> {
         let _w = self.write.lock();
+        // A day turned since the last batch: that day's batch first, so an
+        // item received today never joins it.
+        self.batch_if_due(utc_day(now))?;
         let window = window_of(utc_day(now));
         let key = self.key(window)?;
         let mut batch = sled::Batch::default();
@@ -274,48 +275,51 @@ impl Relay {
     pub(crate) fn tick(&self, now: i64) -> Result<usize, RelayError> {
         let _w = self.write.lock();
         let today = utc_day(now);
-        let last = match self.tree.get(META_BATCH_DAY)? {
-            Some(v) => day_from(&v).unwrap_or(today),
-            None => {
-                self.tree.insert(META_BATCH_DAY, &day_bytes(today))?;
-                self.db.flush()?;
-                today
-            }
-        };
-        // A batch begun before a crash is made again under the same date,
-        // so that its items replace (at the origin) those already queued.
-        let open = self.tree.get(META_BATCH_DATE)?.and_then(|v| day_from(&v));
-        let mut queued = 0;
-        if open.is_some() || today > last {
-            let date = open.unwrap_or(today - 1);
-            if open.is_none() {
-                self.tree.insert(META_BATCH_DATE, &day_bytes(date))?;
-                self.db.flush()?;
-            }
-            queued = self.batch(today, date)?;
-        }
+        let queued = self.batch_if_due(today)?;
         self.discard_before(window_of(today))?;
         Ok(queued)
     }
 
-    fn batch(&self, today: i64, date: i64) -> Result<usize, RelayError> {
+    /// The batch of the days before `today` not batched yet, if any.
+    fn batch_if_due(&self, today: i64) -> Result<usize, RelayError> {
+        match self.tree.get(META_BATCH_DAY)?.and_then(|v| day_from(&v)) {
+            Some(last) if today > last => self.batch(today),
+            Some(_) => Ok(0),
+            None => {
+                self.tree.insert(META_BATCH_DAY, &day_bytes(today))?;
+                self.db.flush()?;
+                Ok(0)
+            }
+        }
+    }
+
+    /// One batch: per changed group and window, the senders new since the
+    /// last batch, dated the day before `today` (or the window's last day,
+    /// so that a window's counts stay in it), shuffled, queued and closed
+    /// in one atomic write.
+    fn batch(&self, today: i64) -> Result<usize, RelayError> {
         let mut items: Vec<(String, proto::FeedbackItem)> = Vec::new();
-        let mut done = sled::Batch::default();
+        let mut done: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         let windows: Vec<sled::IVec> = self
             .tree
             .scan_prefix([KEY])
             .keys()
             .collect::<Result<_, _>>()?;
+        let mut relayed: std::collections::HashMap<Vec<u8>, u32> = Default::default();
         for kv in self.tree.scan_prefix([PENDING]) {
             let (pk, _) = kv?;
-            done.remove(pk.clone());
+            done.push((pk.to_vec(), None));
             let g = &pk[1..];
             let Some((origin, seq, outcome)) = parse_group(g) else {
                 continue;
             };
-            let (mut total, mut blocked, mut closed) = (0u32, 0u32, 0u32);
             for w in &windows {
-                for kv in self.tree.scan_prefix(prefixed(SENDER, &[&w[1..], g])) {
+                let Some(w_bytes) = w.get(1..9) else { continue };
+                let index =
+                    (u64::from_be_bytes(w_bytes.try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+                let date = (today - 1).min((index + 1) * WINDOW_DAYS - 1);
+                let (mut total, mut blocked, mut closed) = (0u32, 0u32, 0u32);
+                for kv in self.tree.scan_prefix(prefixed(SENDER, &[w_bytes, g])) {
                     let (k, v) = kv?;
                     if v.len() != 2 || k.len() != 1 + 8 + g.len() + HASH_LEN {
                         continue;
@@ -326,50 +330,81 @@ impl Relay {
                     blocked += u32::from(new & BLOCKED != 0);
                     closed += u32::from(new & CLOSED != 0);
                     if new != 0 {
-                        done.insert(k, &[seen, seen]);
+                        done.push((k.to_vec(), Some(vec![seen, seen])));
                     }
                 }
-            }
-            for (action, n) in [
-                (None, total),
-                (Some(Action::Blocked), blocked),
-                (Some(Action::Closed), closed),
-            ] {
-                if n == 0 {
-                    continue;
+                for (action, n) in [
+                    (None, total),
+                    (Some(Action::Blocked), blocked),
+                    (Some(Action::Closed), closed),
+                ] {
+                    if n == 0 {
+                        continue;
+                    }
+                    let bits = action.map_or(0, |a| bits_of(&[a]));
+                    let rk = prefixed(RELAYED, &[g, &[bits], &day_bytes(date)]);
+                    let before = match relayed.get(&rk) {
+                        Some(&b) => b,
+                        None => self
+                            .tree
+                            .get(&rk)?
+                            .filter(|v| v.len() == 4)
+                            .map_or(0, |v| u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+                    };
+                    relayed.insert(rk, before + n);
+                    items.push((
+                        origin.clone(),
+                        proto::FeedbackItem {
+                            seq,
+                            outcome: super::outcome_to_wire(outcome) as i32,
+                            actions: action
+                                .and_then(super::action_to_wire)
+                                .map(|a| a as i32)
+                                .into_iter()
+                                .collect(),
+                            date: day_string(date),
+                            anonymous_senders: n,
+                        },
+                    ));
                 }
-                let item = proto::FeedbackItem {
-                    seq,
-                    outcome: super::outcome_to_wire(outcome) as i32,
-                    actions: action
-                        .and_then(super::action_to_wire)
-                        .map(|a| a as i32)
-                        .into_iter()
-                        .collect(),
-                    date: day_string(date),
-                    anonymous_senders: n,
-                };
-                let bits = action.map_or(0, |a| bits_of(&[a]));
-                let rk = prefixed(RELAYED, &[g, &[bits], &day_bytes(date)]);
-                let before = self
-                    .tree
-                    .get(&rk)?
-                    .filter(|v| v.len() == 4)
-                    .map_or(0, |v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
-                done.insert(rk, &(before + n).to_be_bytes());
-                items.push((origin.clone(), item));
             }
         }
         items.shuffle(&mut rand::rngs::OsRng);
-        // Queued first (flushed); then the batch is closed in one write. A
-        // crash between makes the batch again under the same date.
-        self.out.push(&items)?;
-        done.insert(META_BATCH_DAY, &day_bytes(today));
-        done.remove(META_BATCH_DATE);
-        self.tree.apply_batch(done)?;
+        let queued = self.out.keyed(&items)?;
+        done.extend(
+            relayed
+                .into_iter()
+                .map(|(k, n)| (k, Some(n.to_be_bytes().to_vec()))),
+        );
+        done.push((META_BATCH_DAY.to_vec(), Some(day_bytes(today).to_vec())));
+        // The items queued and the batch closed in one atomic write: a
+        // crash leaves both or neither.
+        (&self.tree, self.out.tree())
+            .transaction(|(t, o)| {
+                for (k, v) in &queued {
+                    o.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &done {
+                    match v {
+                        Some(v) => t.insert(k.as_slice(), v.as_slice())?,
+                        None => t.remove(k.as_slice())?,
+                    };
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => RelayError::Db(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    RelayError::Db(sled::Error::Unsupported("aborted".into()))
+                }
+            })?;
         self.db.flush()?;
+        self.out.pushed(queued.len());
         if !items.is_empty() {
-            tracing::info!(items = items.len(), date = %day_string(date), "anonymous feedback batch queued for its origins");
+            tracing::info!(
+                items = items.len(),
+                "anonymous feedback batch queued for its origins"
+            );
         }
         Ok(items.len())
     }
@@ -436,7 +471,7 @@ impl Relay {
 }
 
 /// Whether this node relays anonymous feedback under `list`: its feedback
-/// on, and its own entry an operator's with `feedback`.
+/// on, and its own entry an operator's with `feedback` and `replicate`.
 pub(crate) fn relays(mode: Mode, list: &TrustList, node_id: &str) -> Result<(), &'static str> {
     if mode == Mode::Off {
         return Err("its [feedback] mode is off");
@@ -449,6 +484,10 @@ pub(crate) fn relays(mode: Mode, list: &TrustList, node_id: &str) -> Result<(), 
     }
     if !TrustList::has_capability(me, PeerCapability::Feedback) {
         return Err("its trust-list entry lacks the feedback capability");
+    }
+    // A relay checks every item against the origin's log as it holds it.
+    if !TrustList::has_capability(me, PeerCapability::Replicate) {
+        return Err("its trust-list entry lacks the replicate capability");
     }
     Ok(())
 }
@@ -521,6 +560,8 @@ impl RelayReceiver<'_> {
                 Checked::Later(later) => results.push(later.result()),
             }
         }
+        let later = results.iter().filter(|r| r.retry_later).count() as u64;
+        relay.limits.refund(member, later, self.now as f64);
         if !accepted.is_empty() {
             relay.record(member, self.now, &accepted)?;
         }
@@ -754,22 +795,37 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_cut_by_a_crash_is_made_again_under_its_date() {
+    fn each_windows_counts_stay_in_that_window_and_a_batch_is_made_once() {
         let dir = tempfile::tempdir().unwrap();
-        let day0 = 20_431;
+        let last = 20_459; // the last day of a window (682 * 30 - 1)
         let at = |d: i64| d * DAY + 60;
+        let fp = FeedbackOutcome::FalsePositive;
+        {
+            let r = Relay::open(dir.path()).unwrap();
+            r.tick(at(last)).unwrap();
+            r.record("bank-a", at(last), &[accepted("liaison-a", 1, fp, 0)])
+                .unwrap();
+            // Past midnight, before any tick: the day's batch is made first,
+            // and the same sender counts anew in the new window.
+            r.record("bank-a", at(last + 1), &[accepted("liaison-a", 1, fp, 0)])
+                .unwrap();
+            assert_eq!(r.out.pending(), 1);
+            r.tick(at(last + 2)).unwrap();
+            let items = drain(&r);
+            let dated: Vec<_> = items
+                .iter()
+                .map(|(_, i)| (i.date.clone(), i.anonymous_senders))
+                .collect();
+            assert_eq!(
+                dated,
+                [(day_string(last), 1), (day_string(last + 1), 1)],
+                "each window's count dated within it"
+            );
+        }
+        // Reopened: the batches were closed with their items; nothing again.
         let r = Relay::open(dir.path()).unwrap();
-        r.tick(at(day0)).unwrap();
-        let c = FeedbackOutcome::Confirmed;
-        r.record("bank-a", at(day0), &[accepted("liaison-a", 1, c, 0)])
-            .unwrap();
-        // As if the node died after queuing the batch, before closing it.
-        r.tree.insert(META_BATCH_DATE, &day_bytes(day0)).unwrap();
-        r.tick(at(day0 + 3)).unwrap();
-        let items = drain(&r);
-        assert_eq!(items.len(), 1);
-        assert_eq!(items[0].1.date, day_string(day0), "the open batch's date");
-        assert!(r.tree.get(META_BATCH_DATE).unwrap().is_none());
+        assert_eq!(r.tick(at(last + 3)).unwrap(), 0);
+        assert_eq!(r.counts().pending, 0);
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
