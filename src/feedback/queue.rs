@@ -135,22 +135,13 @@ impl Queue {
 
     /// Opens (or creates) a queue in the folder `path`.
     pub(crate) fn open_in(path: &Path) -> Result<Queue, QueueOpenError> {
-        let path = path.to_path_buf();
-        let db = crate::store::open_db(&sled::Config::new().path(&path)).map_err(|source| {
+        let db = crate::store::open_db(&sled::Config::new().path(path)).map_err(|source| {
             QueueOpenError::Open {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 source,
             }
         })?;
-        let items = db.open_tree("items")?;
-        Ok(Queue {
-            db,
-            items,
-            notify: Notify::new(),
-            queued: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-        })
+        Queue::on(db, "items")
     }
 
     /// Items waiting, in all.
