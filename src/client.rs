@@ -118,6 +118,8 @@ pub struct Clients {
     pub reports: ReportsClient<Channel>,
     /// Flood control's quarantines (List, Lift).
     pub quarantine: QuarantineClient<Channel>,
+    /// gRPC health, per service (any client certificate of the member CA).
+    pub health: tonic_health::pb::health_client::HealthClient<Channel>,
 }
 
 impl Clients {
@@ -140,7 +142,8 @@ impl Clients {
             alerts: AlertsClient::new(channel.clone()),
             figures: FiguresClient::new(channel.clone()),
             dispositions: DispositionsClient::new(channel.clone()),
-            reports: ReportsClient::new(channel),
+            reports: ReportsClient::new(channel.clone()),
+            health: tonic_health::pb::health_client::HealthClient::new(channel),
         }
     }
 }

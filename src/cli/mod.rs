@@ -23,6 +23,7 @@ mod bulk;
 mod conn;
 mod demo;
 mod disposition;
+mod health;
 mod init;
 mod keygen;
 mod outcomes;
@@ -140,6 +141,18 @@ pub enum Command {
     /// package of an alert or a hit, the coalition's outcome figures.
     #[command(subcommand)]
     Report(report::ReportCommand),
+    /// Check the node's gRPC health (exit status 0 while serving): the
+    /// node as a whole, or one service (`cix.v1.Screening`,
+    /// `cix.v1.Federation`, ...).
+    Health {
+        /// How to reach the node.
+        #[command(flatten)]
+        conn: Conn,
+        /// The service; empty, the node as a whole (which follows
+        /// Screening).
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Show the node's status.
     Status {
         /// How to reach the node.
@@ -212,6 +225,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Outcomes(a) => outcomes::outcomes(a).await,
         Command::Disposition(c) => disposition::disposition(c).await,
         Command::Report(c) => report::report(c).await,
+        Command::Health { conn, service } => health::health(conn, service).await,
         Command::Status { conn, json } => status::status(conn, json).await,
         Command::Compact { conn } => status::compact(conn).await,
         Command::Keygen(a) => keygen::keygen(a),

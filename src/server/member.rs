@@ -101,9 +101,6 @@ pub(super) async fn serve(
     let dispositions = DispositionsServer::new(DispositionsService::new(state.clone()));
     let reports = ReportsServer::new(ReportsService::new(state.clone()));
     health
-        .set_serving::<ScreeningServer<ScreeningService>>()
-        .await;
-    health
         .set_serving::<ContributionServer<ContributionService>>()
         .await;
     let incoming = ReceiverStream::new(tls::accept_loop(
@@ -156,26 +153,35 @@ pub(super) async fn serve(
             Require::new(&grants, ClientCapability::Admin),
         ))
         .add_service(InterceptedService::new(health_service, Authenticated))
-        .add_service(InterceptedService::new(reflection(), Authenticated));
+        .add_service(InterceptedService::new(reflection(), Authenticated))
+        .add_service(InterceptedService::new(reflection_v1alpha(), Authenticated));
     Ok(tokio::spawn(router.serve_with_incoming_shutdown(
         incoming,
         stop.clone().cancelled_owned(),
     )))
 }
 
-/// Marks Screening not serving, as the node stops.
-pub(super) async fn not_serving(health: &tonic_health::server::HealthReporter) {
-    health
-        .set_not_serving::<ScreeningServer<ScreeningService>>()
-        .await;
+/// The descriptors reflection answers from: the node's services and health.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
 fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
     impl tonic_reflection::server::v1::ServerReflection,
 > {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    reflection_builder()
         .build_v1()
+        .expect("descriptor set compiled by build.rs is valid")
+}
+
+/// Reflection v1alpha, for clients that speak only it (Python's
+/// `grpcio-reflection`, older grpcurl).
+fn reflection_v1alpha() -> tonic_reflection::server::v1alpha::ServerReflectionServer<
+    impl tonic_reflection::server::v1alpha::ServerReflection,
+> {
+    reflection_builder()
+        .build_v1alpha()
         .expect("descriptor set compiled by build.rs is valid")
 }

@@ -6,6 +6,7 @@
 //! gives in-flight requests the configured drain time, flushes the store and
 //! returns. Every acknowledged write was already flushed before its answer.
 
+pub(crate) mod health;
 mod member;
 mod peer;
 pub(crate) mod shutdown;
@@ -138,6 +139,16 @@ pub(crate) async fn run(
         ))
     });
     let (health, health_service) = tonic_health::server::health_reporter();
+    // Statuses set before either listener answers, kept current after.
+    let (screening, federation) =
+        health::statuses(state.clock.now(), &state.keys.get(), state.trust.as_deref());
+    health::set(&health, screening, federation).await;
+    tokio::spawn(health::run(
+        health.clone(),
+        state.clone(),
+        state.trust.clone(),
+        stop.clone(),
+    ));
     tasks.push(
         member::serve(
             &config,
@@ -258,7 +269,7 @@ async fn serve_until(
     };
     drop(first);
     stop.cancel();
-    member::not_serving(health).await;
+    health::not_serving(health, config.federation.is_some()).await;
     match failed {
         Some(r) => {
             for t in &tasks {
