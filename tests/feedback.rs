@@ -550,13 +550,7 @@ async fn a_hit_confirmed_at_the_bank_reaches_the_liaisons_outcomes_without_the_r
         s.feedback_queued == 1 && s.feedback_delivered == 1 && s.feedback_pending == 0
     })
     .await;
-    let mut liaison = c.nodes[0].clients().await;
-    let listed = liaison
-        .outcomes
-        .list(proto::ListOutcomesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = c.nodes[0].outcomes().await;
     assert_eq!(listed.indicators.len(), 1, "{listed:?}");
     let i = &listed.indicators[0];
     assert_eq!((i.seq, i.case_ref.as_str()), (1, CASE));
@@ -573,15 +567,7 @@ async fn a_hit_confirmed_at_the_bank_reaches_the_liaisons_outcomes_without_the_r
     // The liaison's outcome figures are an origin's: per case, from the
     // feedback received (one confirmation: below 5, suppressed).
     let today = cix::outcome::day_string(cix::outcome::utc_day(cix::time::system_now().unwrap()));
-    let figures = liaison
-        .figures
-        .outcomes(proto::OutcomesRequest {
-            from: today.clone(),
-            to: today,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let figures = c.nodes[0].figures_of_day(&today).await;
     assert_eq!(figures.scope(), proto::FiguresScope::Origin);
     assert_eq!(figures.cases.len(), 1, "{figures:?}");
     assert_eq!(figures.cases[0].case_ref, CASE);
@@ -742,13 +728,7 @@ async fn the_sender_killed_again_and_again_mid_delivery_loses_and_doubles_nothin
     drop(q);
 
     // Every item recorded once: per indicator, the counts queued.
-    let mut liaison = c.nodes[LIAISON].clients().await;
-    let listed = liaison
-        .outcomes
-        .list(proto::ListOutcomesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = c.nodes[LIAISON].outcomes().await;
     assert_eq!(
         listed.indicators.iter().map(|i| i.seq).collect::<Vec<_>>(),
         (1..=SEQS).collect::<Vec<_>>()
@@ -926,14 +906,7 @@ async fn anonymous_feedback_reaches_the_origin_only_as_the_operators_daily_count
         s.feedback_flagged_for_review, 1,
         "two distinct anonymous senders of false positives flag the indicator"
     );
-    let listed = c.nodes[0]
-        .clients()
-        .await
-        .outcomes
-        .list(proto::ListOutcomesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = c.nodes[0].outcomes().await;
     assert_eq!(listed.indicators.len(), 1, "{listed:?}");
     let counts = listed.indicators[0].counts.unwrap();
     assert_eq!(
@@ -1003,17 +976,8 @@ async fn anonymous_feedback_reaches_the_origin_only_as_the_operators_daily_count
 
     // The operator's figures: what it relayed, per origin and case (counts
     // below 5 suppressed).
-    let mut op = c.nodes[3].clients().await;
     let relayed_day = day_string(utc_day(now));
-    let figures = op
-        .figures
-        .outcomes(proto::OutcomesRequest {
-            from: relayed_day.clone(),
-            to: relayed_day,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let figures = c.nodes[3].figures_of_day(&relayed_day).await;
     assert_eq!(figures.scope(), proto::FiguresScope::Operator);
     assert_eq!(
         figures

@@ -344,13 +344,7 @@ async fn flood_quarantine_reaches_the_origin_as_flood_feedback() {
     assert_eq!(c.nodes[LIAISON].status().await.feedback_received, 1);
 
     // The origin's own view: one flood on that indicator of that case.
-    let mut liaison = c.nodes[LIAISON].clients().await;
-    let listed = liaison
-        .outcomes
-        .list(proto::ListOutcomesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = c.nodes[LIAISON].outcomes().await;
     assert_eq!(listed.indicators.len(), 1, "{listed:?}");
     let i = &listed.indicators[0];
     assert_eq!((i.seq, i.case_ref.as_str()), (1, CASE));

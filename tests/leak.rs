@@ -234,6 +234,19 @@ async fn raw_identifiers_never_reach_disk_or_logs() {
 }
 
 /// Every place a raw value could have reached, searched for every needle.
+/// Every node's logs (which must hold trace lines: the most it logs) and
+/// every file of its data directory, each named.
+fn logs_and_data(c: &Coalition) -> Vec<(String, Vec<u8>)> {
+    let mut places = Vec::new();
+    for n in &c.nodes {
+        let logs = n.logs();
+        assert!(logs.contains("TRACE"), "the node logged at trace level");
+        places.push((format!("{} logs", n.dir.display()), logs.into_bytes()));
+        places.extend(files(&n.data_dir()));
+    }
+    places
+}
+
 fn search(places: &[(String, Vec<u8>)]) -> Vec<String> {
     let mut found = Vec::new();
     for n in needles() {
@@ -473,13 +486,7 @@ async fn no_raw_identifier_reaches_a_peer_in_any_flow() {
         assert!(n.stop());
     }
 
-    let mut places = Vec::new();
-    for n in &c.nodes {
-        let logs = n.logs();
-        assert!(logs.contains("TRACE"), "the node logged at trace level");
-        places.push((format!("{} logs", n.dir.display()), logs.into_bytes()));
-        places.extend(files(&n.data_dir()));
-    }
+    let mut places = logs_and_data(&c);
     assert_eq!(errors.len(), 5);
     places.push(("error messages".to_string(), errors.join("\n").into_bytes()));
     let captured = files(&capture);
@@ -864,13 +871,7 @@ async fn no_raw_identifier_reaches_disk_logs_outputs_or_a_peer_through_dispositi
         assert!(n.stop());
     }
 
-    let mut places = Vec::new();
-    for n in &c.nodes {
-        let logs = n.logs();
-        assert!(logs.contains("TRACE"), "the node logged at trace level");
-        places.push((format!("{} logs", n.dir.display()), logs.into_bytes()));
-        places.extend(files(&n.data_dir()));
-    }
+    let mut places = logs_and_data(&c);
     assert_eq!(errors.len(), 5);
     places.push(("error messages".to_string(), errors.join("\n").into_bytes()));
     let written = files(&out_dir);

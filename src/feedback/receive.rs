@@ -91,21 +91,14 @@ impl Receiver<'_> {
                 .request_refused(member, RequestRefusal::FeedbackOff);
             return Err(FeedbackError::Off);
         }
-        if req.items.is_empty() || req.items.len() > MAX_ITEMS {
-            self.counters
-                .request_refused(member, RequestRefusal::FeedbackItems);
-            return Err(FeedbackError::Items(req.items.len()));
-        }
-        if let Err(r) = self.feedback.limits.check(
+        admit(
+            req.items.len(),
+            &self.feedback.limits,
             member,
-            req.items.len() as u64,
-            super::LIMIT,
-            self.now as f64,
-        ) {
-            self.counters
-                .request_refused(member, RequestRefusal::FeedbackLimit);
-            return Err(FeedbackError::Limit(r));
-        }
+            member,
+            self.counters,
+            self.now,
+        )?;
         let mut results = Vec::with_capacity(req.items.len());
         let mut adds = AddLookup::new(self.store, false);
         for (i, item) in req.items.iter().enumerate() {
@@ -390,6 +383,28 @@ impl<'a> AddLookup<'a> {
             None => Found::Refuse(rule("it is a retract or extend entry")),
         })
     }
+}
+
+/// Admits a request of `items` items from `member` before any item is
+/// looked at: 1 to [`MAX_ITEMS`], within the member's [`super::LIMIT`] in
+/// `limits`; a refusal is counted under `counted_as`.
+pub(crate) fn admit(
+    items: usize,
+    limits: &crate::ratelimit::Limiter,
+    member: &str,
+    counted_as: &str,
+    counters: &Counters,
+    now: i64,
+) -> Result<(), FeedbackError> {
+    if items == 0 || items > MAX_ITEMS {
+        counters.request_refused(counted_as, RequestRefusal::FeedbackItems);
+        return Err(FeedbackError::Items(items));
+    }
+    if let Err(r) = limits.check(member, items as u64, super::LIMIT, now as f64) {
+        counters.request_refused(counted_as, RequestRefusal::FeedbackLimit);
+        return Err(FeedbackError::Limit(r));
+    }
+    Ok(())
 }
 
 /// Checks an item's outcome, actions and date (as `<at>.outcome` and so

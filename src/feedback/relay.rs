@@ -47,9 +47,7 @@ use crate::{
 use super::{
     outcome_byte, outcome_of,
     queue::{Queue, QueueOpenError},
-    receive::{
-        check_fields, AddLookup, Checked, FeedbackError, Found, ItemRefusal, Later, MAX_ITEMS,
-    },
+    receive::{admit, check_fields, AddLookup, Checked, FeedbackError, Found, ItemRefusal, Later},
     Mode,
 };
 
@@ -525,21 +523,14 @@ impl RelayReceiver<'_> {
                 return Err(FeedbackError::NoRelay("its feedback is off"));
             }
         };
-        if req.items.is_empty() || req.items.len() > MAX_ITEMS {
-            self.counters
-                .request_refused(ANONYMOUS, RequestRefusal::FeedbackItems);
-            return Err(FeedbackError::Items(req.items.len()));
-        }
-        if let Err(r) = relay.limits.check(
+        admit(
+            req.items.len(),
+            &relay.limits,
             member,
-            req.items.len() as u64,
-            super::LIMIT,
-            self.now as f64,
-        ) {
-            self.counters
-                .request_refused(ANONYMOUS, RequestRefusal::FeedbackLimit);
-            return Err(FeedbackError::Limit(r));
-        }
+            ANONYMOUS,
+            self.counters,
+            self.now,
+        )?;
         let mut results = Vec::with_capacity(req.items.len());
         let mut accepted = Vec::new();
         let mut adds = AddLookup::new(self.store, true);

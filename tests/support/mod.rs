@@ -857,6 +857,32 @@ pub fn feedback_requests(frames: &[(String, Vec<u8>)]) -> Vec<proto::FeedbackReq
 }
 
 impl TestNode {
+    /// Everything this node heard about its own indicators (Outcomes.List).
+    pub async fn outcomes(&self) -> proto::ListOutcomesResponse {
+        self.clients()
+            .await
+            .outcomes
+            .list(proto::ListOutcomesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The node's outcome figures of one UTC day, `YYYY-MM-DD`
+    /// (Figures.Outcomes).
+    pub async fn figures_of_day(&self, day: &str) -> proto::OutcomesReport {
+        self.clients()
+            .await
+            .figures
+            .outcomes(proto::OutcomesRequest {
+                from: day.into(),
+                to: day.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Waits (bounded, 60 s) until `f` holds of this node's Status, and
     /// returns that Status.
     pub async fn wait_status(
